@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Build a wheel, install it in a fresh venv (reusing the current torch), and check that the
+# packaged data files (taxonomy, metric module) are found from the installed package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tmp=$(mktemp -d)
+python -m pip wheel -q --no-deps --no-build-isolation -w "$tmp/dist" .
+python3 -m venv --system-site-packages "$tmp/venv"
+"$tmp/venv/bin/python" -m pip install -q --no-deps "$tmp"/dist/loscat_hf-*.whl
+cd "$tmp"
+"$tmp/venv/bin/python" - <<'PY'
+import loscat_hf, pathlib
+from loscat_hf.regions import load_taxonomy
+t = load_taxonomy()
+assert "site-packages" in loscat_hf.__file__, loscat_hf.__file__
+assert len(t.sites) == 18 and len(t.classes) == 12, (len(t.sites), len(t.classes))
+print(f"wheel OK: {loscat_hf.__file__} carries the taxonomy ({len(t.sites)} sites -> {len(t.classes)} classes)")
+PY
+rm -rf "$tmp"
