@@ -83,12 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser_args = build_parser().parse_args(argv) if argv[:1] != ["train"] else None
     try:
-        if parser_args is None:  # `train` takes HfArgumentParser-style arguments (all TrainingArguments)
+        if argv[:1] == ["train"]:  # all of TrainingArguments, HfArgumentParser style (see training.py)
             from loscat_hf.training import train_main
 
             return train_main(argv[1:])
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except LoscatError as exc:
         print(f"loscat-hf: error: {exc}", file=sys.stderr)
