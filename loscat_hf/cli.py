@@ -68,8 +68,56 @@ def _add_demo_data(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_demo_data)
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from loscat_hf.evaluation import run_evaluate
+
+    run_evaluate(args.model, args.dataset, args.out, split=args.split, taxonomy=args.taxonomy,
+                 batch_size=args.batch_size, num_workers=args.num_workers)
+    return 0
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from loscat_hf.quickstart import run_quickstart
+
+    run_quickstart(args.out, patients=args.patients, photos=args.photos, epochs=args.epochs, model=args.model,
+                   seed=args.seed, overwrite=args.overwrite)
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    # Parsed by HfArgumentParser in training.py (every TrainingArguments field); listed here for --help.
+    sub.add_parser("train", add_help=False,
+                   help="fine-tune a ViT (--dataset DIR --output-dir DIR [--model ID|DIR|tiny]); train --help")
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="metrics, per-class report and confusion matrix of a model folder")
+    p.add_argument("--model", required=True, help="model folder (or Hub id)")
+    p.add_argument("--dataset", required=True, help="packed dataset folder")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--split", default="validation")
+    p.add_argument("--taxonomy", default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.set_defaults(func=_evaluate)
+
+
+def _add_quickstart(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quickstart", help="phantom data -> prepare -> train (tiny) -> evaluate, offline")
+    p.add_argument("--out", default="quickstart")
+    p.add_argument("--patients", type=int, default=60)
+    p.add_argument("--photos", type=int, default=600)
+    p.add_argument("--epochs", type=float, default=12)
+    p.add_argument("--model", default="tiny", help="preset, folder or Hub id (default: tiny, offline)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_quickstart)
+
+
 # Subcommands register themselves here; later modules (train, evaluate, predict, ...) add theirs.
-_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_prepare, _add_demo_data]
+_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_demo_data, _add_prepare, _add_train, _add_evaluate, _add_quickstart,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,3 +6,53 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+import csv  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from loscat_hf.regions import load_taxonomy  # noqa: E402
+
+
+def _class_image(rng: np.random.Generator, k: int, size: int = 40):
+    """A picture whose class shows as a colour and a stripe direction: easy to learn, cheap to make."""
+    from PIL import Image
+
+    hue = np.array([(37 * k) % 256, (91 * k + 60) % 256, (53 * k + 120) % 256], dtype=np.float32)
+    img = np.tile(hue, (size, size, 1))
+    yy, xx = np.mgrid[0:size, 0:size]
+    stripes = ((xx * (k % 4) + yy * (k // 4 + 1)) // 5) % 2
+    img = img * (0.6 + 0.4 * stripes[..., None]) + rng.normal(0, 12, img.shape)
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def write_imagefolder(root: Path, counts: dict[str, list[int]], seed: int = 0) -> Path:
+    """A packed-layout dataset (metadata.csv per split) written directly, for tests of later stages."""
+    classes = load_taxonomy().classes
+    rng = np.random.default_rng(seed)
+    for split, per_class in counts.items():
+        d = root / split
+        d.mkdir(parents=True)
+        rows = []
+        for k, n in enumerate(per_class):
+            for i in range(n):
+                name = f"{split}_{k:02d}_{i:03d}.jpg"
+                _class_image(rng, k).save(d / name, quality=95)
+                rows.append({"file_name": name, "label": classes[k], "site": classes[k],
+                             "patient_id": f"{split}-P{(k * 7 + i) % 9}", "visit": "V1", "image_id": name[:-4],
+                             "skin_tone": ["I", "III", "V"][i % 3]})
+        with open(d / "metadata.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """12 classes, imbalanced train (2..13 photos per class), 3 validation photos per class."""
+    root = tmp_path_factory.mktemp("tinyds")
+    return write_imagefolder(root, {"train": [2 + k for k in range(12)], "validation": [3] * 12})

@@ -1,0 +1,59 @@
+"""Batched forward passes of a region classifier: one place for device, dtype and normalisation choices.
+
+Used by evaluation (dataset splits) and prediction (folders of photos), so both see the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+from loscat_hf.transforms import normalise
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_for(device: torch.device, bf16: bool | None):
+    """bf16 autocast on a GPU that supports it (or when asked); full precision otherwise."""
+    if bf16 is None:
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+class LogitRunner:
+    """Holds a model on its device and turns uint8 batches (B, 3, S, S) into float32 logits."""
+
+    def __init__(self, model: torch.nn.Module, image_mean, image_std, device: str | None = None,
+                 bf16: bool | None = None) -> None:
+        self.device = pick_device(device)
+        self.model = model.to(self.device).eval()
+        self.bf16 = bf16
+        self.mean = torch.tensor(image_mean, dtype=torch.float32, device=self.device)
+        self.std = torch.tensor(image_std, dtype=torch.float32, device=self.device)
+
+    @torch.inference_mode()
+    def __call__(self, pixel_values: torch.Tensor, tta: bool = False) -> np.ndarray:
+        x = normalise(pixel_values.to(self.device, non_blocking=True), self.mean, self.std)
+        with autocast_for(self.device, self.bf16):
+            logits = self.model(pixel_values=x).logits.float()
+            if tta:  # horizontal flip keeps the (side-agnostic) label
+                logits = (logits + self.model(pixel_values=x.flip(-1)).logits.float()) / 2
+        return logits.cpu().numpy()
+
+    def run(self, batches: Iterable[torch.Tensor], tta: bool = False) -> Iterator[np.ndarray]:
+        for batch in batches:
+            yield self(batch, tta=tta)
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / max(float(temperature), 1e-6)
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

@@ -1,0 +1,345 @@
+"""Fine-tune an image classifier on a packed loscat dataset with the HF Trainer.
+
+What the stock Trainer lacks, and this module adds:
+- a class-balanced weighted sampler (`_get_train_sampler`), strength set by `--sampling-power`;
+- a two-phase schedule (head first, then the whole model) by a callback, with layer-wise LR decay;
+- uint8 batches normalised on the device;
+- strict checkpoint loading: transformers 5.23 restores only the ViT head at `load_best_model_at_end`
+  and at resume (PITFALLS); here both go through `from_pretrained` and a strict `load_state_dict`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from loscat_hf.errors import LoscatError
+from loscat_hf.transforms import normalise
+
+HEAD_PREFIXES = ("classifier", "score_heads")
+
+
+@dataclass
+class LoscatArguments:
+    """loscat-specific options; every TrainingArguments field is accepted too (`--help` lists all)."""
+
+    dataset: str | None = field(default=None, metadata={"help": "packed dataset folder (loscat-hf prepare --out)"})
+    model: str = field(default="google/vit-base-patch16-384",
+                       metadata={"help": "Hub id, local model folder, or preset: tiny, vit-base-384-random"})
+    taxonomy: str | None = field(default=None, metadata={"help": "taxonomy JSON (default: 18 sites -> 12 classes)"})
+    image_size: int | None = field(default=None, metadata={"help": "input size, presets only"})
+    sampling_power: float = field(default=1.0, metadata={
+        "help": "class balance of the sampler: weight = freq**-power; 0 = plain shuffling, 1 = full balance"})
+    phase1_epochs: float = field(default=1.0, metadata={"help": "epochs that train only the head (0 = none)"})
+    phase1_trainable_blocks: int = field(default=0, metadata={
+        "help": "last encoder blocks also trained in phase 1"})
+    layer_decay: float = field(default=0.75, metadata={
+        "help": "phase 2 layer-wise LR decay: block k of L gets lr * decay**(L+1-k); 1 = one LR for all"})
+    augment: bool = field(default=True, metadata={"help": "random crop, rotation, colour jitter, flip"})
+    resume: bool = field(default=False, metadata={"help": "resume from the last checkpoint in --output-dir"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "cap the training set (quick runs)"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "cap the validation set"})
+    config: str | None = field(default=None, metadata={
+        "help": "JSON/YAML file with any of these arguments; the command line overrides it"})
+
+
+# Defaults for this task; any of them can still be set on the command line or in --config.
+TASK_DEFAULTS: dict = dict(
+    num_train_epochs=10, learning_rate=2e-4, weight_decay=0.05, warmup_steps=0.05,
+    per_device_train_batch_size=32, per_device_eval_batch_size=64, label_smoothing_factor=0.1,
+    eval_strategy="epoch", save_strategy="epoch", save_total_limit=2, load_best_model_at_end=True,
+    metric_for_best_model="macro_f1", greater_is_better=True, logging_steps=10, report_to="none",
+    remove_unused_columns=False, dataloader_num_workers=min(8, os.cpu_count() or 1),
+    dataloader_persistent_workers=True, seed=42, optim="adamw_torch",
+)
+
+
+def _read_config(path: str) -> dict:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LoscatError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
+        raise LoscatError(f"config {path} does not parse: {exc}") from None
+    if not isinstance(data, dict):
+        raise LoscatError(f"config {path} must hold a mapping of argument names to values")
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def parse_train_args(argv: Sequence[str]) -> tuple[LoscatArguments, TrainingArguments]:
+    """HfArgumentParser over (LoscatArguments, TrainingArguments), task defaults, then --config, then argv."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser((LoscatArguments, TrainingArguments), prog="loscat-hf train")
+    parser.set_defaults(**TASK_DEFAULTS)
+    argv = list(argv)
+    cfg_path = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None)
+    if cfg_path:
+        cfg = _read_config(cfg_path)
+        known = {a.dest for a in parser._actions}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise LoscatError(f"config {cfg_path} has unknown arguments: {', '.join(unknown)}")
+        parser.set_defaults(**cfg)
+    largs, targs = parser.parse_args_into_dataclasses(args=argv)
+    if not largs.dataset:
+        raise LoscatError("--dataset is required (a folder written by `loscat-hf prepare`)")
+    if not (0.0 <= largs.sampling_power <= 1.0):
+        raise LoscatError("--sampling-power must be between 0 (none) and 1 (full balance)")
+    explicit = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
+    if "bf16" not in explicit and not (cfg_path and "bf16" in _read_config(cfg_path)):
+        targs.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if targs.dataloader_num_workers == 0:
+        targs.dataloader_persistent_workers = False
+    return largs, targs
+
+
+def balanced_sample_weights(labels: Sequence[int], power: float = 1.0) -> torch.Tensor:
+    """Per-sample weights freq(label)**-power: power 1 draws every class equally often."""
+    counts = Counter(int(x) for x in labels)
+    return torch.tensor([counts[int(x)] ** -power for x in labels], dtype=torch.double)
+
+
+def _trainable_prefixes(model: torch.nn.Module, last_blocks: int) -> tuple[str, ...]:
+    names = [n for n, _ in model.named_parameters()]
+    blocks = sorted({int(m.group(1)) for n in names if (m := re.search(r"encoder\.layer\.(\d+)\.", n))})
+    keep = list(HEAD_PREFIXES)
+    if last_blocks > 0 and blocks:
+        keep += [f"encoder.layer.{b}." for b in blocks[-last_blocks:]]
+        keep += ["vit.layernorm."]
+    return tuple(keep)
+
+
+class TwoPhaseCallback(TrainerCallback):
+    """Phase 1 trains the head (and optionally the last blocks); phase 2 the whole model.
+
+    Freezing happens in on_train_begin, after the optimizer was built with every parameter (PITFALLS):
+    frozen parameters get no gradient, AdamW skips them, and they join in once unfrozen.
+    """
+
+    def __init__(self, phase1_epochs: float, trainable_blocks: int = 0) -> None:
+        self.phase1_epochs = phase1_epochs
+        self.trainable_blocks = trainable_blocks
+        self.frozen = False
+
+    def _set(self, model: torch.nn.Module, frozen: bool) -> None:
+        keep = _trainable_prefixes(model, self.trainable_blocks)
+        for name, param in model.named_parameters():
+            param.requires_grad_(not frozen or any(k in name for k in keep))
+        self.frozen = frozen
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.phase1_epochs > 0 and (state.epoch or 0.0) < self.phase1_epochs:
+            self._set(model, frozen=True)
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if self.frozen and (state.epoch or 0.0) >= self.phase1_epochs - 1e-9:
+            self._set(model, frozen=False)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if self.frozen:
+            self._set(model, frozen=False)
+
+
+def _layer_depth(name: str, n_layers: int) -> int:
+    if m := re.search(r"encoder\.layer\.(\d+)\.", name):
+        return int(m.group(1)) + 1
+    if "embeddings" in name:
+        return 0
+    return n_layers + 1  # final layernorm, pooler, heads
+
+
+def load_weights_strict(model: torch.nn.Module, checkpoint_dir: str) -> None:
+    """Load a checkpoint's weights through from_pretrained (which renames legacy keys), strictly."""
+    loaded = type(model).from_pretrained(checkpoint_dir)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    del loaded
+
+
+class RegionTrainer(Trainer):
+    """Trainer with balanced sampling, layer-wise LR, device-side normalisation and strict reloads."""
+
+    def __init__(self, *args, sample_weights: torch.Tensor | None = None, layer_decay: float = 1.0,
+                 image_mean: Sequence[float] = (0.5, 0.5, 0.5), image_std: Sequence[float] = (0.5, 0.5, 0.5),
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sample_weights = sample_weights
+        self.layer_decay = layer_decay
+        self._mean = torch.tensor(image_mean, dtype=torch.float32)
+        self._std = torch.tensor(image_std, dtype=torch.float32)
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.sample_weights is None:
+            return super()._get_train_sampler(train_dataset)
+        generator = torch.Generator().manual_seed(self.args.seed)
+        return torch.utils.data.WeightedRandomSampler(self.sample_weights, num_samples=len(self.sample_weights),
+                                                      replacement=True, generator=generator)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None or self.layer_decay == 1.0 or self.optimizer_cls_and_kwargs is not None:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        n_layers = getattr(opt_model.config, "num_hidden_layers", 0)
+        decay_names = set(self.get_decay_parameter_names(opt_model))
+        groups: dict[tuple[int, bool], dict] = {}
+        for name, param in opt_model.named_parameters():
+            if not param.requires_grad:
+                continue
+            depth = _layer_depth(name, n_layers)
+            decay = name in decay_names
+            group = groups.setdefault((depth, decay), {
+                "params": [], "weight_decay": self.args.weight_decay if decay else 0.0,
+                "lr": self.args.learning_rate * self.layer_decay ** (n_layers + 1 - depth)})
+            group["params"].append(param)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(list(groups.values()), **optimizer_kwargs)
+        return self.optimizer
+
+    def _prepare_inputs(self, inputs):
+        inputs = super()._prepare_inputs(inputs)
+        pv = inputs.get("pixel_values")
+        if pv is not None and pv.dtype == torch.uint8:
+            inputs["pixel_values"] = normalise(pv, self._mean.to(pv.device), self._std.to(pv.device))
+        return inputs
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        load_weights_strict(self.model if model is None else model, resume_from_checkpoint)
+
+    def _load_best_model(self):
+        load_weights_strict(self.model, self.state.best_model_checkpoint)
+
+
+def load_packed_dataset(path: str, taxonomy, max_train: int | None = None, max_eval: int | None = None):
+    """Load the imagefolder with plain `datasets` and add integer `labels` in the taxonomy's order."""
+    from datasets import load_dataset
+
+    root = Path(path)
+    if not (root / "train" / "metadata.csv").is_file():
+        raise LoscatError(f"{path} is not a packed dataset (no train/metadata.csv); run `loscat-hf prepare` first")
+    ds = load_dataset("imagefolder", data_dir=str(root))
+    if "validation" not in ds:
+        raise LoscatError(f"{path} has no validation split")
+    label2id = taxonomy.label2id
+    unknown = sorted({lab for split in ds.values() for lab in split.unique("label")} - set(label2id))
+    if unknown:
+        raise LoscatError(f"dataset labels {unknown} are not classes of the taxonomy {taxonomy.name}")
+    ds = ds.map(lambda b: {"labels": [label2id[x] for x in b["label"]]}, batched=True)
+    if max_train:
+        ds["train"] = ds["train"].shuffle(seed=0).select(range(min(max_train, len(ds["train"]))))
+    if max_eval:
+        ds["validation"] = ds["validation"].select(range(min(max_eval, len(ds["validation"]))))
+    return ds
+
+
+SUBGROUP_EXCLUDE = {"image", "file_name", "label", "labels", "site", "patient_id", "visit", "image_id"}
+
+
+def subgroup_columns(split) -> list[str]:
+    """Per-photo columns worth auditing (skin tone, age band, camera): low-cardinality strings."""
+    cols = []
+    for col in split.column_names:
+        if col in SUBGROUP_EXCLUDE or col.startswith("score_"):
+            continue
+        values = split.unique(col)
+        if 1 < len(values) <= 12 and all(isinstance(v, str) for v in values):
+            cols.append(col)
+    return cols
+
+
+def run_training(largs: LoscatArguments, targs: TrainingArguments) -> dict:
+    """Train, restore the best model, fit a temperature, save a standard model folder and its report."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from loscat_hf.calibration import fit_temperature
+    from loscat_hf.evaluation import evaluate_split
+    from loscat_hf.metrics import compute_metrics_fn
+    from loscat_hf.modeling import build_model_and_processor, processor_size
+    from loscat_hf.plots import plot_training_curves
+    from loscat_hf.regions import load_taxonomy
+    from loscat_hf.transforms import ImageTransform, collate
+
+    taxonomy = load_taxonomy(largs.taxonomy)
+    out = Path(targs.output_dir)
+    resume = targs.resume_from_checkpoint
+    if largs.resume:
+        resume = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if resume is None:
+            raise LoscatError(f"--resume: no checkpoint-* folder in {out}")
+    ds = load_packed_dataset(largs.dataset, taxonomy, largs.max_train_samples, largs.max_eval_samples)
+    model, processor = build_model_and_processor(largs.model, taxonomy, largs.image_size, seed=targs.seed)
+    size = processor_size(processor)
+    train_labels = ds["train"]["labels"]
+    weights = balanced_sample_weights(train_labels, largs.sampling_power) if largs.sampling_power > 0 else None
+    train_set = ds["train"].with_transform(ImageTransform(size, train=largs.augment))
+    eval_set = ds["validation"].with_transform(ImageTransform(size, train=False))
+    callbacks = [TwoPhaseCallback(largs.phase1_epochs, largs.phase1_trainable_blocks)] if largs.phase1_epochs else []
+    if callbacks and targs.parallel_mode.name == "DISTRIBUTED":
+        targs.ddp_find_unused_parameters = True  # frozen parameters produce no gradient in phase 1
+    trainer = RegionTrainer(
+        model=model, args=targs, train_dataset=train_set, eval_dataset=eval_set, data_collator=collate,
+        processing_class=processor, compute_metrics=compute_metrics_fn(list(taxonomy.classes)),
+        callbacks=callbacks, sample_weights=weights, layer_decay=largs.layer_decay,
+        image_mean=processor.image_mean, image_std=processor.image_std,
+    )
+    counts = Counter(train_labels)
+    if trainer.is_world_process_zero():
+        print(f"training {largs.model} on {len(ds['train'])} photos "
+              f"({', '.join(f'{taxonomy.classes[k]}={v}' for k, v in sorted(counts.items()))}), "
+              f"validating on {len(ds['validation'])}; bf16={targs.bf16}, device={targs.device}")
+    result = trainer.train(resume_from_checkpoint=resume)
+
+    # Calibrate on validation: the temperature travels in config.json (plain transformers ignores it).
+    pred = trainer.predict(eval_set)
+    logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+    temperature = fit_temperature(np.asarray(logits, dtype=np.float64), np.asarray(ds["validation"]["labels"]))
+    trainer.model.config.temperature = float(temperature)
+    trainer.model.config.loscat_best_checkpoint = (
+        Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None)
+    trainer.save_model(str(out))
+    summary = {"train_runtime_s": result.metrics.get("train_runtime"),
+               "train_samples_per_second": result.metrics.get("train_samples_per_second"),
+               "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": trainer.state.best_metric,
+               "temperature": temperature}
+    if trainer.is_world_process_zero():
+        eval_dir = out / "eval"
+        report = evaluate_split(logits, ds["validation"], taxonomy, eval_dir, temperature=temperature,
+                                subgroups=subgroup_columns(ds["validation"]))
+        plot_training_curves(trainer.state.log_history, eval_dir / "training_curves.png")
+        summary["macro_f1"] = report["macro_f1"]
+        summary["accuracy"] = report["accuracy"]
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        print(f"macro-F1 {report['macro_f1']:.3f}, accuracy {report['accuracy']:.3f} on validation; "
+              f"model in {out}, report and plots in {eval_dir}")
+    return summary
+
+
+def train_main(argv: Sequence[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        from transformers import HfArgumentParser
+
+        HfArgumentParser((LoscatArguments, TrainingArguments), prog="loscat-hf train").print_help()
+        return 0
+    largs, targs = parse_train_args(argv)
+    run_training(largs, targs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(train_main(sys.argv[1:]))

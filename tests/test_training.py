@@ -1,0 +1,201 @@
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from loscat_hf.regions import load_taxonomy
+from loscat_hf.training import (
+    RegionTrainer,
+    TwoPhaseCallback,
+    balanced_sample_weights,
+    load_packed_dataset,
+    parse_train_args,
+    run_training,
+)
+
+FAST = ["--model", "tiny", "--image-size", "32", "--dataloader-num-workers", "0", "--per-device-train-batch-size",
+        "16", "--logging-steps", "1", "--learning-rate", "3e-3", "--warmup-steps", "0"]
+
+
+def _args(tmp_path, *extra):
+    return parse_train_args(["--dataset", str(tmp_path / "ds"), "--output-dir", str(tmp_path / "out"), *FAST,
+                             *extra])
+
+
+def test_sampler_balances_an_imbalanced_set():
+    labels = [0] * 900 + [1] * 90 + [2] * 10
+    for power, expected in [(1.0, [1 / 3] * 3), (0.0, [0.9, 0.09, 0.01])]:
+        w = balanced_sample_weights(labels, power)
+        sampler = torch.utils.data.WeightedRandomSampler(w, 30000, generator=torch.Generator().manual_seed(0))
+        counts = Counter(labels[i] for i in sampler)
+        shares = [counts[c] / 30000 for c in range(3)]
+        assert np.allclose(shares, expected, atol=0.02), (power, shares)
+    half = balanced_sample_weights(labels, 0.5)
+    assert half[0] < half[-1] and half[-1] / half[0] == pytest.approx((900 / 10) ** 0.5)
+
+
+def _trainer(tiny_dataset, tmp_path, *extra, callbacks=()):
+    from loscat_hf.metrics import compute_metrics_fn
+    from loscat_hf.modeling import build_model_and_processor
+    from loscat_hf.transforms import ImageTransform, collate
+
+    largs, targs = parse_train_args(["--dataset", str(tiny_dataset), "--output-dir", str(tmp_path / "o"),
+                                     *FAST, *extra])
+    tax = load_taxonomy()
+    ds = load_packed_dataset(str(tiny_dataset), tax)
+    model, proc = build_model_and_processor("tiny", tax, 32)
+    return RegionTrainer(
+        model=model, args=targs, train_dataset=ds["train"].with_transform(ImageTransform(32, True)),
+        eval_dataset=ds["validation"].with_transform(ImageTransform(32, False)), data_collator=collate,
+        compute_metrics=compute_metrics_fn(list(tax.classes)), callbacks=list(callbacks),
+        sample_weights=balanced_sample_weights(ds["train"]["labels"], largs.sampling_power),
+        layer_decay=largs.layer_decay,
+    ), ds
+
+
+def test_trainer_dataloader_draws_classes_near_uniformly(tiny_dataset, tmp_path):
+    trainer, ds = _trainer(tiny_dataset, tmp_path, "--seed", "3")
+    seen = Counter()
+    for _ in range(8):
+        for batch in trainer.get_train_dataloader():
+            seen.update(batch["labels"].tolist())
+    total = sum(seen.values())
+    assert len(seen) == 12
+    raw = Counter(ds["train"]["labels"])
+    assert raw[11] / raw[0] == 13 / 2  # the set is imbalanced ...
+    assert max(seen.values()) / total < 2.0 / 12 and min(seen.values()) / total > 0.4 / 12  # ... draws are not
+
+
+def test_label_smoothing_reaches_the_loss(tiny_dataset, tmp_path):
+    trainer, _ = _trainer(tiny_dataset, tmp_path, "--label-smoothing-factor", "0.1")
+    batch = trainer._prepare_inputs(next(iter(trainer.get_eval_dataloader())))
+    loss = trainer.compute_loss(trainer.model, dict(batch))
+    logits = trainer.model(pixel_values=batch["pixel_values"]).logits
+    expected = torch.nn.functional.cross_entropy(logits, batch["labels"], label_smoothing=0.1)
+    plain = torch.nn.functional.cross_entropy(logits, batch["labels"])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert abs(loss.item() - plain.item()) > 1e-3
+
+
+def _snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_two_phase_freezes_backbone_then_trains_it(tiny_dataset, tmp_path):
+    snaps = []
+
+    class Snap(TwoPhaseCallback):
+        def on_epoch_end(self, args, state, control, model=None, **kw):
+            snaps.append(_snapshot(model))
+
+    trainer, _ = _trainer(tiny_dataset, tmp_path, "--num-train-epochs", "2", "--eval-strategy", "no",
+                          "--save-strategy", "no", "--load-best-model-at-end", "false",
+                          callbacks=[Snap(phase1_epochs=1)])
+    start = _snapshot(trainer.model)
+    # The optimizer holds every parameter, including those frozen in phase 1 (PITFALLS).
+    trainer.create_optimizer()
+    held = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert all(id(p) in held for p in trainer.model.parameters())
+    trainer.train()
+    after1, after2 = snaps
+    backbone = [n for n in start if not n.startswith("classifier")]
+    assert all(torch.equal(start[n], after1[n]) for n in backbone), "backbone moved in phase 1"
+    assert not torch.equal(start["classifier.weight"], after1["classifier.weight"]), "head did not train"
+    moved = [n for n in backbone if not torch.equal(after1[n], after2[n])]
+    assert len(moved) > 0.9 * len(backbone), "backbone did not train in phase 2"
+    assert all(p.requires_grad for p in trainer.model.parameters())
+
+
+def test_layer_decay_gives_lower_lr_to_early_layers(tiny_dataset, tmp_path):
+    trainer, _ = _trainer(tiny_dataset, tmp_path, "--layer-decay", "0.5")
+    trainer.create_optimizer()
+    lrs = {}
+    for g in trainer.optimizer.param_groups:
+        for p in g["params"]:
+            lrs[id(p)] = g["lr"]
+    named = dict(trainer.model.named_parameters())
+    head = lrs[id(named["classifier.weight"])]
+    emb = lrs[id(named["vit.embeddings.patch_embeddings.projection.weight"])]
+    assert head == pytest.approx(3e-3) and emb == pytest.approx(3e-3 * 0.5 ** 5)
+
+
+def _weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_best_model_and_resume_restore_every_weight(tiny_dataset, tmp_path):
+    from transformers import Trainer
+
+    trainer, _ = _trainer(tiny_dataset, tmp_path, "--num-train-epochs", "2", "--phase1-epochs", "0",
+                          "--save-total-limit", "5")
+    trainer.train()
+    ckpts = sorted((tmp_path / "o").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    first, last = ckpts[0], ckpts[-1]
+    assert not torch.equal(_weights(first)["vit.embeddings.patch_embeddings.projection.weight"],
+                           _weights(last)["vit.embeddings.patch_embeddings.projection.weight"])
+
+    def equals_checkpoint(model, ckpt):
+        ref = type(model).from_pretrained(ckpt).state_dict()
+        return all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
+
+    # The stock Trainer (transformers 5.23) leaves the encoder untouched; ours restores everything.
+    trainer.state.best_model_checkpoint = str(first)
+    Trainer._load_best_model(trainer)
+    if not equals_checkpoint(trainer.model, first):
+        print("stock Trainer restored only part of the model (upstream bug still present)")
+    trainer._load_best_model()
+    assert equals_checkpoint(trainer.model, first)
+    trainer._load_from_checkpoint(str(last))
+    assert equals_checkpoint(trainer.model, last)
+
+
+def test_run_training_end_to_end_saves_best_model_and_resumes(tiny_dataset, tmp_path):
+    from transformers import pipeline
+
+    out = tmp_path / "run"
+    common = ["--dataset", str(tiny_dataset), "--output-dir", str(out), *FAST, "--phase1-epochs", "1",
+              "--save-total-limit", "5"]
+    summary = run_training(*parse_train_args([*common, "--num-train-epochs", "2"]))
+    best = summary["best_checkpoint"]
+    saved = _weights(out)
+    ref = _weights(__import__("pathlib").Path(best))
+    assert set(saved) == set(ref) and all(torch.equal(saved[k], ref[k]) for k in ref)
+    for name in ["config.json", "model.safetensors", "preprocessor_config.json", "eval/metrics.json",
+                 "eval/confusion_matrix.png", "eval/training_curves.png"]:
+        assert (out / name).exists(), name
+    # --resume continues from the last checkpoint, with its weights, up to the new epoch count.
+    summary2 = run_training(*parse_train_args([*common, "--num-train-epochs", "3", "--resume", "true"]))
+    assert (out / "checkpoint-3").exists() or len(list(out.glob("checkpoint-*"))) >= 3
+    assert summary2["best_checkpoint"]
+    # A plain transformers pipeline loads the folder.
+    clf = pipeline("image-classification", model=str(out))
+    from PIL import Image
+
+    pred = clf(Image.open(next((tiny_dataset / "validation").glob("*.jpg"))), top_k=3)
+    assert len(pred) == 3 and pred[0]["label"] in load_taxonomy().classes
+
+
+def test_config_file_and_cli_override(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("num_train_epochs: 7\nsampling_power: 0.5\nlearning_rate: 0.001\n")
+    largs, targs = parse_train_args(["--dataset", "d", "--output-dir", str(tmp_path), "--config", str(cfg),
+                                     "--learning-rate", "0.002"])
+    assert targs.num_train_epochs == 7 and largs.sampling_power == 0.5 and targs.learning_rate == 0.002
+    assert targs.label_smoothing_factor == 0.1 and targs.metric_for_best_model == "macro_f1"
+
+
+def test_bad_arguments_are_clear(tmp_path):
+    from loscat_hf.errors import LoscatError
+
+    with pytest.raises(LoscatError, match="--dataset"):
+        parse_train_args(["--output-dir", str(tmp_path)])
+    with pytest.raises(LoscatError, match="sampling-power"):
+        parse_train_args(["--dataset", "d", "--output-dir", str(tmp_path), "--sampling-power", "2"])
+    bad = tmp_path / "c.json"
+    bad.write_text('{"no_such_option": 1}')
+    with pytest.raises(LoscatError, match="no_such_option"):
+        parse_train_args(["--dataset", "d", "--output-dir", str(tmp_path), "--config", str(bad)])
+    with pytest.raises(LoscatError, match="not a packed dataset"):
+        run_training(*parse_train_args(["--dataset", str(tmp_path), "--output-dir", str(tmp_path / "o"), *FAST]))
