@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from itertools import combinations
 
 import pandas as pd
-from sklearn.metrics import cohen_kappa_score
 
 from loscat_hf.errors import LoscatError
 
@@ -91,6 +90,8 @@ def _cohen_kappa(pair: list[tuple[str, str]], labels: list[str]) -> float | None
     """Cohen's kappa for one rater pair; None when both raters used one and the same label only."""
     if len({label for both in pair for label in both}) < 2:
         return None  # chance agreement is 1: kappa is 0/0
+    from sklearn.metrics import cohen_kappa_score  # lazy: sklearn is slow to import, only needed here
+
     first, second = zip(*pair, strict=True)
     return float(cohen_kappa_score(list(first), list(second), labels=labels))
 

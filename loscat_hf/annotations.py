@@ -7,8 +7,10 @@ export instead of silently training on less (or wrong) data.
 
 from __future__ import annotations
 
+import csv
 import io
 import re
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,12 +112,34 @@ def _read_csv(path: Path) -> pd.DataFrame:
     header = text.lstrip().splitlines()[0]
     sep = max((",", ";", "\t"), key=header.count)  # European Excel uses ';'
     try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=True)
+        with warnings.catch_warnings():
+            # index_col=False + warning as error: pandas would otherwise silently turn surplus fields
+            # into an index and shift every column of the file.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=True,
+                index_col=False,
+            )
     except pd.errors.EmptyDataError:
         raise LoscatError(f"annotation file {path} is empty") from None
-    except (pd.errors.ParserError, ValueError) as exc:
-        raise LoscatError(f"annotation file {path} is not a valid CSV file: {exc}") from None
+    except (pd.errors.ParserWarning, pd.errors.ParserError, ValueError) as exc:
+        detail = _long_row(text, sep) or str(exc).strip()
+        raise LoscatError(f"annotation file {path} is not a valid CSV file: {detail}") from None
     return frame
+
+
+def _long_row(text: str, sep: str) -> str | None:
+    """Name the first data row that has more fields than the header, for the error message."""
+    try:
+        rows = (row for row in csv.reader(io.StringIO(text), delimiter=sep) if row)
+        header = next(rows, [])
+        for number, row in enumerate(rows, start=1):
+            if len(row) > len(header):
+                return (f"data row {number} has {len(row)} fields but the header has {len(header)} "
+                        "(a separator inside a value must be quoted)")
+    except csv.Error:
+        pass
+    return None
 
 
 def _map_columns(frame: pd.DataFrame, path: Path) -> dict[str, str]:

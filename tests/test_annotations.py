@@ -218,7 +218,8 @@ def test_result_is_serialisable(tax, tmp_path):
     (b"image,region\na.jpg,chest\n", r"lacks required column.*patient_id.*Found columns.*'image', 'region'.*Required"),
     (b"PK\x03\x04\x14\x00\x06\x00", "Excel"),
     (b"\x00\x01\x02binary", "not a text CSV"),
-    (b'image,patient_id,region\na.jpg,P1,chest,extra,fields\n', "not a valid CSV"),
+    (b"image,patient_id,region\na.jpg,P1,chest,x\n", "data row 1 has 4 fields"),
+    (b"image,patient_id,region\na.jpg,P1,chest\nb.jpg,P2,chest,extra,fields\n", "data row 2 has 5 fields"),
     (b"image,Image,patient_id,region\na,b,P1,chest\n", "two columns"),
 ])
 def test_unusable_files_raise_loscat_error(tax, tmp_path, content, match):
