@@ -24,7 +24,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from loscat_hf.errors import LoscatError
-from loscat_hf.transforms import normalise
+from loscat_hf.transforms import AugmentConfig, normalise
 
 HEAD_PREFIXES = ("classifier", "score_heads")
 
@@ -178,10 +178,11 @@ class RegionTrainer(Trainer):
 
     def __init__(self, *args, sample_weights: torch.Tensor | None = None, layer_decay: float = 1.0,
                  image_mean: Sequence[float] = (0.5, 0.5, 0.5), image_std: Sequence[float] = (0.5, 0.5, 0.5),
-                 **kwargs) -> None:
+                 augment: AugmentConfig | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.sample_weights = sample_weights
         self.layer_decay = layer_decay
+        self.augment = augment  # device-side flip/rotation/jitter of training batches (transforms.py)
         self._mean = torch.tensor(image_mean, dtype=torch.float32)
         self._std = torch.tensor(image_std, dtype=torch.float32)
 
@@ -216,7 +217,8 @@ class RegionTrainer(Trainer):
         inputs = super()._prepare_inputs(inputs)
         pv = inputs.get("pixel_values")
         if pv is not None and pv.dtype == torch.uint8:
-            inputs["pixel_values"] = normalise(pv, self._mean.to(pv.device), self._std.to(pv.device))
+            augment = self.augment if self.model.training else None
+            inputs["pixel_values"] = normalise(pv, self._mean.to(pv.device), self._std.to(pv.device), augment)
         return inputs
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
@@ -297,6 +299,7 @@ def run_training(largs: LoscatArguments, targs: TrainingArguments) -> dict:
         processing_class=processor, compute_metrics=compute_metrics_fn(list(taxonomy.classes)),
         callbacks=callbacks, sample_weights=weights, layer_decay=largs.layer_decay,
         image_mean=processor.image_mean, image_std=processor.image_std,
+        augment=AugmentConfig() if largs.augment else None,
     )
     counts = Counter(train_labels)
     if trainer.is_world_process_zero():

@@ -1,7 +1,8 @@
 """Turn dataset rows into model-ready uint8 batches, with photo-appropriate augmentation.
 
-No torchvision (PITFALLS): PIL does one affine warp for crop + rotation + flip, numpy does colour jitter.
-Batches stay uint8 until they reach the device, where the trainer normalises them: 4x less to copy.
+No torchvision (PITFALLS). DataLoader workers only decode and random-resized-crop (one PIL resize);
+batches stay uint8 until they reach the device, where flip, rotation and colour jitter run batched and
+the trainer normalises: 4x less to copy, and the CPU work per image stays small.
 """
 
 from __future__ import annotations
@@ -28,46 +29,53 @@ class AugmentConfig:
     hflip: float = 0.5
 
 
+def _rgb(img: Image.Image) -> Image.Image:
+    return img if img.mode == "RGB" else img.convert("RGB")  # convert() copies even when already RGB
+
+
 def resize_eval(img: Image.Image, size: int) -> Image.Image:
     """Deterministic resize that matches ViTImageProcessor (bilinear squash to size x size)."""
-    return img.convert("RGB").resize((size, size), Image.BILINEAR)
+    return _rgb(img).resize((size, size), Image.BILINEAR)
 
 
-def random_affine(img: Image.Image, size: int, cfg: AugmentConfig, rng: random.Random) -> Image.Image:
-    """Crop (area share in cfg.scale), rotate and maybe flip in a single resampling."""
-    img = img.convert("RGB")
+def random_resized_crop(img: Image.Image, size: int, cfg: AugmentConfig, rng: random.Random) -> Image.Image:
+    """Crop a random box (area share in cfg.scale, aspect in cfg.ratio) and resize it in one PIL call."""
+    img = _rgb(img)
     w0, h0 = img.size
     area = w0 * h0 * rng.uniform(*cfg.scale)
     aspect = math.exp(rng.uniform(math.log(cfg.ratio[0]), math.log(cfg.ratio[1])))
     cw = min(w0, math.sqrt(area * aspect))
     ch = min(h0, math.sqrt(area / aspect))
-    # Box-reduce first so that the bilinear warp never shrinks by more than ~2x (no aliasing).
-    factor = int(min(cw, ch) / (2 * size))
-    if factor >= 2:
-        img = img.reduce(factor)
-        cw, ch, w0, h0 = cw / factor, ch / factor, img.size[0], img.size[1]
-    cx = rng.uniform(cw / 2, w0 - cw / 2)
-    cy = rng.uniform(ch / 2, h0 - ch / 2)
-    theta = math.radians(rng.uniform(-cfg.max_rotation, cfg.max_rotation))
-    flip = -1.0 if rng.random() < cfg.hflip else 1.0
-    a, b = math.cos(theta) * flip * cw / size, -math.sin(theta) * ch / size
-    d, e = math.sin(theta) * flip * cw / size, math.cos(theta) * ch / size
-    # output pixel (x, y) -> input (a x + b y + c, d x + e y + f), centred on (cx, cy)
-    c = cx - (a + b) * size / 2
-    f = cy - (d + e) * size / 2
-    return img.transform((size, size), Image.AFFINE, (a, b, c, d, e, f), resample=Image.BILINEAR,
-                         fillcolor=(0, 0, 0))
+    x0 = rng.uniform(0, w0 - cw)
+    y0 = rng.uniform(0, h0 - ch)
+    return img.resize((size, size), Image.BILINEAR, box=(x0, y0, x0 + cw, y0 + ch))
 
 
-def colour_jitter(arr: np.ndarray, cfg: AugmentConfig, rng: random.Random) -> np.ndarray:
-    """Brightness, contrast and saturation jitter on an HxWx3 uint8 array."""
-    x = arr.astype(np.float32)
-    grey = x.mean(axis=2, keepdims=True)
-    x = grey + (x - grey) * rng.uniform(1 - cfg.saturation, 1 + cfg.saturation)
-    mean = float(x.mean())
-    x = (x - mean) * rng.uniform(1 - cfg.contrast, 1 + cfg.contrast) + mean
-    x *= rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)
-    return np.clip(x, 0, 255).astype(np.uint8)
+def device_augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Flip, small rotation and colour jitter of a float (B, 3, H, W) batch in [0, 1], on its device.
+
+    Batched tensor ops cost almost nothing on a GPU, and keep the CPU workers down to decode + crop.
+    """
+    b = x.shape[0]
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return (torch.rand(b, generator=generator) * (hi - lo) + lo).to(x.device).view(b, 1, 1, 1)
+
+    flip = (torch.rand(b, generator=generator) < cfg.hflip).to(x.device)
+    x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
+    if cfg.max_rotation > 0:
+        theta = torch.deg2rad(uniform(-cfg.max_rotation, cfg.max_rotation).view(b))
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        zeros = torch.zeros_like(cos)
+        mat = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
+        grid = torch.nn.functional.affine_grid(mat.to(x.dtype), list(x.shape), align_corners=False)
+        x = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    grey = x.mean(dim=1, keepdim=True)
+    x = grey + (x - grey) * uniform(1 - cfg.saturation, 1 + cfg.saturation)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * uniform(1 - cfg.contrast, 1 + cfg.contrast) + mean
+    x = x * uniform(1 - cfg.brightness, 1 + cfg.brightness)
+    return x.clamp_(0.0, 1.0)
 
 
 def to_uint8_chw(img: Image.Image) -> torch.Tensor:
@@ -92,10 +100,10 @@ class ImageTransform:
         out = []
         for img in batch["image"]:
             if self.train:
-                img = random_affine(img, self.size, self.augment, random)
-                out.append(torch.from_numpy(colour_jitter(np.asarray(img), self.augment, random)).permute(2, 0, 1))
+                img = random_resized_crop(img, self.size, self.augment, random)
             else:
-                out.append(to_uint8_chw(resize_eval(img, self.size)))
+                img = resize_eval(img, self.size)
+            out.append(to_uint8_chw(img))
         result = {"pixel_values": out}
         if self.label_column in batch:
             result["labels"] = batch[self.label_column]
@@ -111,7 +119,10 @@ def collate(features: list[dict]) -> dict:
     return batch
 
 
-def normalise(pixel_values: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, H, W) on the device -> float, normalised like the image processor does."""
+def normalise(pixel_values: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+              augment: AugmentConfig | None = None) -> torch.Tensor:
+    """uint8 (B, 3, H, W) on the device -> float, (augmented and) normalised like the image processor."""
     x = pixel_values.float().div_(255.0)
+    if augment is not None:
+        x = device_augment(x, augment)
     return x.sub_(mean.view(1, 3, 1, 1)).div_(std.view(1, 3, 1, 1))

@@ -199,3 +199,24 @@ def test_bad_arguments_are_clear(tmp_path):
         parse_train_args(["--dataset", "d", "--output-dir", str(tmp_path), "--config", str(bad)])
     with pytest.raises(LoscatError, match="not a packed dataset"):
         run_training(*parse_train_args(["--dataset", str(tmp_path), "--output-dir", str(tmp_path / "o"), *FAST]))
+
+
+def test_ddp_two_processes_on_cpu(tiny_dataset, tmp_path):
+    """The same `train` command under `accelerate launch` with 2 processes (gloo on CPU)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "loscat_hf.cli",
+           "train", "--dataset", str(tiny_dataset), "--output-dir", str(out), *FAST, "--num-train-epochs", "2",
+           "--per-device-train-batch-size", "8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = json.loads(sorted(out.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
+    # 78 photos, 2 processes x 8 per batch -> 5 optimizer steps per epoch (vs 10 with one process of 8).
+    assert state["global_step"] == 10, state["global_step"]
+    assert (out / "model.safetensors").exists() and (out / "eval" / "metrics.json").exists()
