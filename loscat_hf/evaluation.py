@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from loscat_hf.calibration import apply_temperature, temperature_from_config
 from loscat_hf.errors import LoscatError
-from loscat_hf.inference import softmax
 
 
 def evaluate_split(logits: np.ndarray, split, taxonomy, out_dir: str | Path, temperature: float = 1.0,
@@ -17,7 +17,7 @@ def evaluate_split(logits: np.ndarray, split, taxonomy, out_dir: str | Path, tem
     from loscat_hf.metrics import classification_report, write_report
 
     labels = np.asarray(split["labels"])
-    probs = softmax(logits, temperature)
+    probs = apply_temperature(logits, temperature)
     groups = {col: list(split[col]) for col in (subgroups or [])}
     report = classification_report(labels, probs.argmax(1), probs, list(taxonomy.classes),
                                    neighbours=taxonomy.are_neighbours, subgroups=groups or None,
@@ -66,7 +66,7 @@ def run_evaluate(model: str, dataset: str, out: str, split: str = "validation", 
     if split not in ds:
         raise LoscatError(f"dataset {dataset} has no split {split!r} (it has {', '.join(ds)})")
     logits = split_logits(model, ds[split], batch_size=batch_size, num_workers=num_workers)
-    temperature = float(getattr(config, "temperature", 1.0) or 1.0)
+    temperature = temperature_from_config(config)
     report = evaluate_split(logits, ds[split], tax, out, temperature=temperature,
                             subgroups=subgroup_columns(ds[split]))
     print(f"{split}: macro-F1 {report['macro_f1']:.3f}, accuracy {report['accuracy']:.3f}, "

@@ -51,9 +51,3 @@ class LogitRunner:
         for batch in batches:
             yield self(batch, tta=tta)
 
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64) / max(float(temperature), 1e-6)
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)

@@ -98,7 +98,14 @@ def parse_train_args(argv: Sequence[str]) -> tuple[LoscatArguments, TrainingArgu
         if unknown:
             raise LoscatError(f"config {cfg_path} has unknown arguments: {', '.join(unknown)}")
         parser.set_defaults(**cfg)
-    largs, targs = parser.parse_args_into_dataclasses(args=argv)
+    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # `accelerate launch --multi_gpu` / torchrun on a machine without GPUs: DDP over gloo on CPU. Without
+        # this, TrainingArguments sets up no process group and every process trains alone on all the data.
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+    try:
+        largs, targs = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as exc:  # unknown flags, bad values: the user's command line, not a crash
+        raise LoscatError(f"train: {exc}") from None
     if not largs.dataset:
         raise LoscatError("--dataset is required (a folder written by `loscat-hf prepare`)")
     if not (0.0 <= largs.sampling_power <= 1.0):
@@ -269,7 +276,7 @@ def run_training(largs: LoscatArguments, targs: TrainingArguments) -> dict:
     """Train, restore the best model, fit a temperature, save a standard model folder and its report."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    from loscat_hf.calibration import fit_temperature
+    from loscat_hf.calibration import CONFIG_KEY, fit_temperature
     from loscat_hf.evaluation import evaluate_split
     from loscat_hf.metrics import compute_metrics_fn
     from loscat_hf.modeling import build_model_and_processor, processor_size
@@ -312,7 +319,7 @@ def run_training(largs: LoscatArguments, targs: TrainingArguments) -> dict:
     pred = trainer.predict(eval_set)
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
     temperature = fit_temperature(np.asarray(logits, dtype=np.float64), np.asarray(ds["validation"]["labels"]))
-    trainer.model.config.temperature = float(temperature)
+    setattr(trainer.model.config, CONFIG_KEY, float(temperature))
     trainer.model.config.loscat_best_checkpoint = (
         Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None)
     trainer.save_model(str(out))

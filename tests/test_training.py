@@ -209,14 +209,15 @@ def test_ddp_two_processes_on_cpu(tiny_dataset, tmp_path):
     import sys
 
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "loscat_hf.cli",
            "train", "--dataset", str(tiny_dataset), "--output-dir", str(out), *FAST, "--num-train-epochs", "2",
            "--per-device-train-batch-size", "8"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    state = json.loads(sorted(out.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
-    # 78 photos, 2 processes x 8 per batch -> 5 optimizer steps per epoch (vs 10 with one process of 8).
-    assert state["global_step"] == 10, state["global_step"]
+    last = max(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    state = json.loads((last / "trainer_state.json").read_text())
+    # 90 photos, 2 processes x 8 per batch -> 6 optimizer steps per epoch (vs 12 with one process of 8).
+    assert state["global_step"] == 12, state["global_step"]
     assert (out / "model.safetensors").exists() and (out / "eval" / "metrics.json").exists()

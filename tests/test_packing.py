@@ -1,0 +1,305 @@
+"""packing.pack_dataset: imagefolder layout, de-identification, duplicates, atomic writes, Hub upload."""
+
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from loscat_hf import packing
+from loscat_hf.errors import LoscatError
+from loscat_hf.packing import PackItem, dataset_features, pack_dataset, push_dataset_to_hub
+
+CLASSES = ("head", "arm", "leg")
+SECRET = "Jane-Roe"  # part of every original file name: must not appear in OUT outside id_map.csv
+
+
+def _photo(path: Path, size=(90, 60), colour=(120, 80, 60), orientation: int | None = None, tag: int = 0) -> Path:
+    img = Image.new("RGB", size, colour)
+    img.paste((255, 0, 0), (0, 0, size[0] // 3, size[1] // 3))  # red top-left
+    img.paste(((tag % 16) * 16, (tag // 16) * 32 % 256, 200), (size[0] - 16, size[1] - 16, size[0], size[1]))  # unique
+    exif = Image.Exif()
+    exif[0x010E] = f"{SECRET} description"
+    exif.get_ifd(0x8825)[2] = (52.0, 31.0, 12.0)
+    if orientation:
+        exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, "JPEG", quality=95, exif=exif.tobytes(), comment=SECRET.encode())
+    return path
+
+
+def _items(root: Path, n_patients: int = 8, per_patient: int = 3) -> list[PackItem]:
+    items = []
+    for p in range(n_patients):
+        for k in range(per_patient):
+            label = CLASSES[(p + k) % 3]
+            path = _photo(root / f"{SECRET}_{p}" / f"IMG_{SECRET}_{p}_{k}.jpg", tag=p * 10 + k)
+            items.append(PackItem(
+                source=path, key=f"{SECRET}_{p}/IMG_{SECRET}_{p}_{k}.jpg", label=label,
+                site="left_arm" if label == "arm" else label, patient_id=f"P{p}", visit=f"v{k}",
+                extra={"skin_tone": "III", "patient_name": SECRET},
+            ))
+    return items
+
+
+def _pack(items, out, **kw):
+    kw.setdefault("num_workers", 1)
+    kw.setdefault("val_fraction", 0.25)
+    kw.setdefault("progress", False)
+    return pack_dataset(items, out, classes=CLASSES, **kw)
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_layout_metadata_and_opaque_ids(tmp_path):
+    items = _items(tmp_path / "photos")
+    result = _pack(items, tmp_path / "out", agreement={"n_photos_multi_rated": 0})
+    out = tmp_path / "out"
+    assert result.out_dir == out.absolute() and result.n_photos == len(items)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "id_map.csv", "prepare_report.json", "train", "validation"
+    ]
+    seen_patients: dict[str, str] = {}
+    n = 0
+    for split in ("train", "validation"):
+        rows = _rows(out / split / "metadata.csv")
+        assert list(rows[0]) == ["file_name", "label", "site", "patient_id", "visit", "image_id", "skin_tone"]
+        files = {p.name for p in (out / split).iterdir()} - {"metadata.csv"}
+        assert files == {r["file_name"] for r in rows}
+        for r in rows:
+            assert r["file_name"] == f"{r['image_id']}.jpg" and len(r["image_id"]) == 16
+            assert seen_patients.setdefault(r["patient_id"], split) == split  # patient in one split only
+            img = Image.open(out / split / r["file_name"])
+            assert img.mode == "RGB" and not img.getexif() and "comment" not in img.info
+        n += len(rows)
+    assert n == len(items)
+    id_map = _rows(out / "id_map.csv")
+    by_key = {r["original_path"]: r for r in id_map}
+    for item in items:  # the id is the hash of the file bytes, not anything derived from its name
+        expected = hashlib.sha256(item.source.read_bytes()).hexdigest()[:16]
+        assert by_key[item.key]["image_id"] == expected and by_key[item.key]["status"] == "kept"
+
+
+def test_no_original_names_or_exif_outside_id_map(tmp_path):
+    items = _items(tmp_path / "photos")
+    items.append(PackItem(
+        source=tmp_path / "photos" / f"{SECRET}_gone.jpg", key=f"{SECRET}_gone.jpg", label="head",
+        site="head", patient_id="P0",
+    ))
+    result = _pack(items, tmp_path / "out", problems=[], warnings=[f"{SECRET}_9/IMG_{SECRET}_9_0.jpg looks odd"])
+    assert result.problem_counts() == {"missing_image": 1}
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file() and path.name != "id_map.csv":
+            raw = path.read_bytes()
+            assert SECRET.encode() not in raw, path
+            assert b"IMG_" not in raw, path
+            if path.suffix == ".jpg":
+                assert b"Exif" not in raw and b"GPS" not in raw
+    assert SECRET in (tmp_path / "out" / "id_map.csv").read_text()
+    report = json.loads((tmp_path / "out" / "prepare_report.json").read_text())
+    assert report["dropped_columns"] == ["patient_name"]
+    assert report["exclusions"]["by_reason"] == {"missing_image": 1}
+    assert report["exclusions"]["problems"][0]["source"] == "<photo>"
+
+
+def test_exif_rotated_photo_is_upright(tmp_path):
+    # stored rotated 90 degrees counter-clockwise with orientation 6: the viewer rotates it back
+    upright = Image.new("RGB", (90, 60), (120, 120, 120))
+    upright.paste((255, 0, 0), (0, 0, 30, 20))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rot.jpg"
+    stored.save(path, "JPEG", quality=95, exif=exif.tobytes())
+    items = _items(tmp_path / "photos", n_patients=4)
+    items.append(PackItem(source=path, key="rot.jpg", label="head", site="head", patient_id="P0"))
+    _pack(items, tmp_path / "out", val_fraction=0.5)
+    image_id = next(r["image_id"] for r in _rows(tmp_path / "out" / "id_map.csv") if r["original_path"] == "rot.jpg")
+    packed = next((tmp_path / "out").glob(f"*/{image_id}.jpg"))
+    img = Image.open(packed)
+    assert img.size == (90, 60)
+    r, g, b = img.getpixel((5, 5))
+    assert r > 200 and g < 60 and b < 60
+    assert max(img.getpixel((85, 55))) < 180  # bottom-right is grey, not red
+
+
+def test_loads_with_datasets_without_loscat(tmp_path):
+    items = _items(tmp_path / "photos")
+    _pack(items, tmp_path / "out", test_fraction=0.25)
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from datasets import load_dataset
+        ds = load_dataset("imagefolder", data_dir={str(tmp_path / "out")!r}, cache_dir={str(tmp_path / "cache")!r})
+        assert "loscat_hf" not in sys.modules
+        print(json.dumps({{s: [d.num_rows, list(d.column_names), d[0]["label"], d[0]["image"].size]
+                          for s, d in ds.items()}}))
+        """
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    expected = {s: len(_rows(tmp_path / "out" / s / "metadata.csv")) for s in ("train", "validation", "test")}
+    assert {s: v[0] for s, v in loaded.items()} == expected
+    for _, columns, label, _size in loaded.values():
+        assert columns == ["image", "label", "site", "patient_id", "visit", "image_id", "skin_tone"]
+        assert label in CLASSES
+
+
+def test_card_yaml_and_report(tmp_path):
+    items = _items(tmp_path / "photos")
+    agreement = {"n_photos_multi_rated": 3, "n_raters": 2, "labels": list(CLASSES), "percent_agreement": 66.7,
+                 "fleiss_kappa": 0.5, "pairs": [], "most_confused": []}
+    _pack(items, tmp_path / "out", agreement=agreement, notes=["scores not used"])
+    card = (tmp_path / "out" / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["task_categories"] == ["image-classification"] and header["license"] == "other"
+    assert [f["split"] for f in header["configs"][0]["data_files"]] == ["train", "validation"]
+    for section in ("Counts per class and split", "Exclusions", "Rater agreement", "De-identification",
+                    "Splits by patient"):
+        assert f"## {section}" in card
+    report = json.loads((tmp_path / "out" / "prepare_report.json").read_text())
+    assert report["n_photos"] == len(items) and report["agreement"]["fleiss_kappa"] == 0.5
+    assert sum(s["photos"] for s in report["splits"].values()) == len(items)
+    assert report["notes"] == ["scores not used"] and "pillow" in report["versions"]
+
+
+def test_duplicates(tmp_path):
+    items = _items(tmp_path / "photos")
+    twin = tmp_path / "copy.jpg"
+    twin.write_bytes(items[0].source.read_bytes())
+    same = PackItem(source=twin, key="copy.jpg", label=items[0].label, site=items[0].site,
+                    patient_id=items[0].patient_id)
+    result = _pack([*items, same], tmp_path / "out")
+    assert result.n_photos == len(items) and result.problem_counts() == {"duplicate_image": 1}
+    assert "copy.jpg" in result.problems[0].source
+
+    other = PackItem(source=twin, key="copy.jpg", label="leg" if items[0].label != "leg" else "head",
+                     site="leg", patient_id="P7")
+    result = _pack([*items, other], tmp_path / "out2")
+    assert result.n_photos == len(items) - 1  # conflicting labels: neither copy is trusted
+    assert result.problem_counts() == {"duplicate_image": 2}
+
+
+def test_bad_images_become_problems_and_rest_goes_on(tmp_path):
+    items = _items(tmp_path / "photos")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "zero.jpg").write_bytes(b"")
+    (bad / "text.jpg").write_text("not a photo")
+    good = items[0].source.read_bytes()
+    (bad / "cut.jpg").write_bytes(good[: len(good) // 2])
+    (bad / "folder.jpg").mkdir()
+    kinds = {"zero.jpg": "zero_byte", "text.jpg": "not_an_image", "cut.jpg": "truncated",
+             "folder.jpg": "unreadable", "gone.jpg": "missing_image"}
+    extra = [PackItem(source=bad / name, key=name, label="head", site="head", patient_id="P1") for name in kinds]
+    result = _pack([*items, *extra], tmp_path / "out")
+    assert result.n_photos == len(items)
+    assert {p.source: p.kind for p in result.problems} == kinds
+    status = {r["original_path"]: r["status"] for r in _rows(tmp_path / "out" / "id_map.csv")}
+    assert all(status[name] == kind for name, kind in kinds.items())
+
+
+def test_nothing_usable_writes_nothing(tmp_path):
+    item = PackItem(source=tmp_path / "nope.jpg", key="nope.jpg", label="head", site="head", patient_id="P1")
+    result = _pack([item], tmp_path / "out")
+    assert result.out_dir is None and result.problem_counts() == {"missing_image": 1}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_overwrite_then_replaces(tmp_path):
+    items = _items(tmp_path / "photos")
+    out = tmp_path / "out"
+    _pack(items, out)
+    with pytest.raises(LoscatError, match="--overwrite"):
+        _pack(items, out)
+    (out / "stale.txt").write_text("old run")
+    _pack(items[:-3], out, overwrite=True)
+    assert not (out / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "photos"]  # no temp or backup folder left
+
+
+def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
+    items = _items(tmp_path / "photos")
+    calls = []
+    real = packing.save_clean_jpeg
+
+    def failing(img, path, quality=95):
+        calls.append(path)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # Ctrl-C halfway through
+        real(img, path, quality)
+
+    monkeypatch.setattr(packing, "save_clean_jpeg", failing)
+    with pytest.raises(KeyboardInterrupt):
+        _pack(items, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
+
+    monkeypatch.setattr(packing, "save_clean_jpeg", real)
+    _pack(items, tmp_path / "out")
+    before = sorted(p.name for p in (tmp_path / "out" / "train").iterdir())
+
+    def broken_card(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(packing, "_dataset_card", broken_card)
+    with pytest.raises(RuntimeError):
+        _pack(items[:-3], tmp_path / "out", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "photos"]
+    assert sorted(p.name for p in (tmp_path / "out" / "train").iterdir()) == before  # old dataset intact
+
+
+def test_parallel_workers_match_serial(tmp_path):
+    items = _items(tmp_path / "photos", n_patients=4, per_patient=2)
+    serial = _pack(items, tmp_path / "a", val_fraction=0.5)
+    parallel = _pack(items, tmp_path / "b", val_fraction=0.5, num_workers=2)
+    assert serial.counts == parallel.counts
+    ids = [sorted(r["image_id"] for r in _rows(tmp_path / d / "id_map.csv")) for d in ("a", "b")]
+    assert ids[0] == ids[1]
+
+
+def test_dataset_features_keep_text_ids(tmp_path):
+    features = dataset_features(CLASSES, ["skin_tone"])
+    assert features["label"].names == list(CLASSES)
+    assert features["patient_id"].dtype == "string" and features["skin_tone"].dtype == "string"
+
+
+def test_push_uses_private_repo_and_never_uploads_id_map(tmp_path, monkeypatch):
+    _pack(_items(tmp_path / "photos"), tmp_path / "out")
+    calls = {}
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kw):
+            calls["create"] = (repo_id, kw)
+            return f"https://huggingface.co/datasets/{repo_id}"
+
+        def upload_folder(self, **kw):
+            calls["upload"] = kw
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    url = push_dataset_to_hub(tmp_path / "out", "me/loscat")
+    assert url.endswith("me/loscat")
+    assert calls["create"][1] == {"repo_type": "dataset", "private": True, "exist_ok": True}
+    assert "id_map.csv" in calls["upload"]["ignore_patterns"] and calls["upload"]["repo_type"] == "dataset"
+
+    class FailingApi(FakeApi):
+        def create_repo(self, repo_id, **kw):
+            raise RuntimeError("401 Unauthorized: invalid token hf_SECRETTOKEN\nmore")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FailingApi)
+    with pytest.raises(LoscatError) as info:
+        push_dataset_to_hub(tmp_path / "out", "me/loscat")
+    assert "401" in str(info.value) and "SECRETTOKEN" not in str(info.value)

@@ -1,0 +1,140 @@
+"""run_prepare / `loscat-hf prepare`: annotation CSV + photos -> dataset, bad input reported, exit codes."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from loscat_hf.cli import main
+from loscat_hf.errors import LoscatError
+from loscat_hf.prepare import run_prepare
+
+REGIONS = ["head", "left arm", "Rt. Leg", "chest", "right forearm", "abdomen"]
+HEADER = "image,patient_id,region,rater,visit,quality,skin_tone"
+
+
+def _photo(path: Path, tag: int) -> None:
+    img = Image.new("RGB", (80, 60), (100, 90, 80))
+    img.paste(((tag % 16) * 16, (tag // 16) * 32 % 256, 200), (0, 0, 20, 20))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, "JPEG", quality=95)
+
+
+def _study(tmp_path: Path, n_patients: int = 8, per_patient: int = 3) -> tuple[Path, Path, list[str]]:
+    """Photos under images/, two raters per photo who agree; returns (csv, images dir, csv rows)."""
+    images = tmp_path / "images"
+    rows = [HEADER]
+    for p in range(n_patients):
+        for k in range(per_patient):
+            rel = f"pt{p}/photo_{p}_{k}.jpg"
+            _photo(images / rel, p * 10 + k)
+            region = REGIONS[(p + k) % len(REGIONS)]
+            for rater in ("A", "B"):
+                rows.append(f"{rel},P{p},{region},{rater},v{k},ok,III")
+    return tmp_path / "ratings.csv", images, rows
+
+
+def _write(path: Path, rows: list[str]) -> Path:
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def _prepare(csv_path, images, out, **kw):
+    kw.setdefault("val_fraction", 0.25)
+    kw.setdefault("num_workers", 1)
+    return run_prepare(annotations=csv_path, images=images, out=out, **kw)
+
+
+def _report(out: Path) -> dict:
+    return json.loads((out / "prepare_report.json").read_text())
+
+
+def test_happy_path(tmp_path, capsys):
+    csv_path, images, rows = _study(tmp_path)
+    out = tmp_path / "out"
+    assert _prepare(_write(csv_path, rows), images, out, test_fraction=0.25) == 0
+    report = _report(out)
+    assert report["n_photos"] == 24 and set(report["splits"]) == {"train", "validation", "test"}
+    with open(out / "train" / "metadata.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert row["skin_tone"] == "III" and row["label"] in {"head", "arm", "leg", "chest", "forearm", "abdomen"}
+    text = capsys.readouterr().out
+    assert "validation" in text and "Inter-rater agreement" in text and "Nothing was left out" in text
+
+
+def test_bad_inputs_are_reported_and_rest_is_packed(tmp_path, capsys):
+    csv_path, images, rows = _study(tmp_path)
+    bad = images / "bad"
+    bad.mkdir()
+    (bad / "zero.jpg").write_bytes(b"")
+    (bad / "text.jpg").write_text("this is not a photo")
+    good = (images / "pt0" / "photo_0_0.jpg").read_bytes()
+    (bad / "cut.jpg").write_bytes(good[: len(good) // 2])
+    (tmp_path / "outside.jpg").write_bytes(good)
+    rows += [
+        "bad/zero.jpg,P1,head,A,v1,,III",
+        "bad/text.jpg,P1,head,A,v1,,III",
+        "bad/cut.jpg,P1,head,A,v1,,III",
+        "bad/missing.jpg,P1,head,A,v1,,III",
+        "../outside.jpg,P1,head,A,v1,,III",
+        f"{tmp_path / 'outside.jpg'},P1,head,A,v1,,III",
+        "pt1/photo_1_0.jpg,P1,elbow,C,v0,,III",  # unknown region
+        rows[1],  # duplicate row
+        "pt2/photo_2_0.jpg,P9,head,C,v0,,III",  # same photo for a second patient
+    ]
+    out = tmp_path / "out"
+    assert _prepare(_write(csv_path, rows), images, out) == 0
+    by_reason = _report(out)["exclusions"]["by_reason"]
+    for kind, n in {"zero_byte": 1, "not_an_image": 1, "truncated": 1, "missing_image": 1,
+                    "outside_images_dir": 2, "unknown_region": 1, "duplicate_row": 1, "two_patients": 1}.items():
+        assert by_reason.get(kind) == n, (kind, by_reason)
+    assert _report(out)["n_photos"] == 23  # the two-patient photo is out
+    text = capsys.readouterr().out
+    assert "Left out:" in text and "[truncated] bad/cut.jpg" in text and "row" in text
+
+
+def test_strict_and_nothing_usable(tmp_path):
+    csv_path, images, rows = _study(tmp_path)
+    _write(csv_path, [*rows, "bad/missing.jpg,P1,head,A,v1,,III"])
+    assert _prepare(csv_path, images, tmp_path / "out", strict=True) == 1
+    assert (tmp_path / "out" / "README.md").exists()  # written, but the exit code flags the problem
+
+    _write(csv_path, [HEADER, "gone1.jpg,P1,head,A,v1,,", "gone2.jpg,P2,neck,A,v1,,"])
+    assert _prepare(csv_path, images, tmp_path / "empty") == 1
+    assert not (tmp_path / "empty").exists()
+
+
+def test_refuses_overwrite_and_out_containing_images(tmp_path):
+    csv_path, images, rows = _study(tmp_path)
+    _write(csv_path, rows)
+    out = tmp_path / "out"
+    assert _prepare(csv_path, images, out) == 0
+    with pytest.raises(LoscatError, match="--overwrite"):
+        _prepare(csv_path, images, out)
+    assert _prepare(csv_path, images, out, overwrite=True) == 0
+    with pytest.raises(LoscatError, match="original photos"):
+        _prepare(csv_path, images, tmp_path, overwrite=True)
+
+
+def test_scores_noted_not_used(tmp_path, capsys):
+    csv_path, images, rows = _study(tmp_path)
+    scores = _write(tmp_path / "scores.csv", ["patient_id,visit,site,pga_a", "P1,v0,head,2"])
+    assert _prepare(_write(csv_path, rows), images, tmp_path / "out", scores=scores) == 0
+    assert "not supported yet" in capsys.readouterr().out
+    report = _report(tmp_path / "out")
+    assert report["parameters"]["scores_used"] is False and "not used" in report["notes"][0]
+
+
+def test_cli_prepare(tmp_path, capsys):
+    csv_path, images, rows = _study(tmp_path)
+    _write(csv_path, rows)
+    args = ["prepare", "--annotations", str(csv_path), "--images", str(images), "--out", str(tmp_path / "out"),
+            "--val-fraction", "0.25", "--num-workers", "1", "--seed", "3"]
+    assert main(args) == 0
+    assert main(args) == 2  # exists: a user error, not a traceback
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite", "--max-side", "32"]) == 0
+    packed = next((tmp_path / "out" / "train").glob("*.jpg"))
+    assert 27 <= min(Image.open(packed).size) <= 32  # a DCT-scaled JPEG decode may land up to 15% under
