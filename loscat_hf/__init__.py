@@ -13,6 +13,9 @@ _LAZY = {
     "Taxonomy": "loscat_hf.regions",
     "LoscatError": "loscat_hf.errors",
     "RegionPredictor": "loscat_hf.predict",
+    "RegionPrediction": "loscat_hf.predict",
+    "predict_folder": "loscat_hf.batch",
+    "PredictSummary": "loscat_hf.batch",
 }
 
 

@@ -114,9 +114,43 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_quickstart)
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from loscat_hf.batch import predict_folder
+
+    summary = predict_folder(
+        args.model, args.images, args.out, batch_size=args.batch_size, num_workers=args.num_workers,
+        device=args.device, precision=args.precision, min_confidence=args.min_confidence,
+        min_margin=args.min_margin, tta=args.tta, resume=args.resume)
+    print(summary)
+    return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    import os
+
+    p = sub.add_parser("predict", help="label a folder or CSV of photos -> predictions CSV (one row per file)")
+    p.add_argument("--model", required=True, help="model folder or Hub id")
+    p.add_argument("--images", required=True, help="folder (recursive, every non-hidden file) or CSV with an "
+                   "'image' column (paths relative to the CSV's folder, or absolute)")
+    p.add_argument("--out", required=True, help="predictions CSV to write")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=min(8, max(0, (os.cpu_count() or 1) - 1)),
+                   help="decoding processes (default: cores - 1, at most 8; 0 = in the main process)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when present)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"),
+                   help="auto = bf16 on a GPU, fp32 on CPU; int8 = dynamic quantisation (CPU only)")
+    p.add_argument("--min-confidence", type=float, default=None,
+                   help="flag needs_review below this top-1 probability (default 0.5)")
+    p.add_argument("--min-margin", type=float, default=None,
+                   help="flag needs_review when top-1 minus top-2 probability is below this (default 0.1)")
+    p.add_argument("--tta", action="store_true", help="average with the mirrored photo (2x compute)")
+    p.add_argument("--resume", action="store_true", help="skip photos already in --out or its .partial file")
+    p.set_defaults(func=_predict)
+
+
 # Subcommands register themselves here; later modules (train, evaluate, predict, ...) add theirs.
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_demo_data, _add_prepare, _add_train, _add_evaluate, _add_quickstart,
+    _add_demo_data, _add_prepare, _add_train, _add_evaluate, _add_quickstart, _add_predict,
 ]
 
 

@@ -95,7 +95,10 @@ class RegionPredictor:
         """Load a local folder or a Hub id (the HF cache works offline with HF_HUB_OFFLINE=1)."""
         from transformers import AutoModelForImageClassification
 
-        name = str(name_or_path)
+        name = os.path.expanduser(str(name_or_path))
+        looks_local = name.startswith(("/", ".")) or name.count("/") > 1 or "\\" in name
+        if looks_local and not os.path.exists(name):
+            raise LoscatError(f"cannot load model {name!r}: no such folder (and not a Hub id 'owner/name')")
         try:
             model = AutoModelForImageClassification.from_pretrained(name)
         except (OSError, ValueError) as exc:
@@ -109,14 +112,11 @@ class RegionPredictor:
 
     def load(self, image: ImageInput) -> Image.Image:
         """Decode a photo (path, bytes, stream or PIL image) the way packing does; raises ImageProblemError."""
-        if isinstance(image, Image.Image):
-            buf = _encode_png(image)
-            return open_image(buf, max_side=DECODE_SIDE)
-        return open_image(image, max_side=DECODE_SIDE, size_slack=0.15)
+        return load_photo(image)
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """A decoded photo -> uint8 (3, S, S), the same squash-resize as the training eval transform."""
-        return to_uint8_chw(resize_eval(image, self.image_size))
+        return photo_pixels(image, self.image_size)
 
     def logits(self, pixel_values: torch.Tensor, tta: bool = False) -> np.ndarray:
         """uint8 (B, 3, S, S) -> float32 logits (B, num_labels); tta averages with the mirrored photo."""
@@ -157,6 +157,18 @@ class RegionPredictor:
         return results[0] if single else results
 
     __call__ = predict
+
+
+def load_photo(image: ImageInput) -> Image.Image:
+    """`RegionPredictor.load` without the model: DataLoader workers decode with it (nothing big to pickle)."""
+    if isinstance(image, Image.Image):
+        return open_image(_encode_png(image), max_side=DECODE_SIDE)
+    return open_image(image, max_side=DECODE_SIDE, size_slack=0.15)
+
+
+def photo_pixels(image: Image.Image, image_size: int) -> torch.Tensor:
+    """`RegionPredictor.pixels` without the model: decoded photo -> uint8 (3, S, S)."""
+    return to_uint8_chw(resize_eval(image, image_size))
 
 
 def _encode_png(image: Image.Image) -> bytes:
