@@ -146,11 +146,49 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true", help="average with the mirrored photo (2x compute)")
     p.add_argument("--resume", action="store_true", help="skip photos already in --out or its .partial file")
     p.set_defaults(func=_predict)
+def _link(args: argparse.Namespace) -> int:
+    from loscat_hf.link import run_link
+
+    print(run_link(args.predictions, args.scores, args.metadata, args.out, taxonomy=args.taxonomy))
+    return 0
+
+
+def _add_link(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("link", help="join predicted regions with the LoSCAT score table by patient and visit")
+    p.add_argument("--predictions", required=True, help="predictions.csv from `loscat-hf predict`")
+    p.add_argument("--scores", required=True, help="LoSCAT score table CSV (patient_id, visit, site, 6 components)")
+    p.add_argument("--metadata", required=True,
+                   help="CSV image,patient_id,visit (or file_name,...), or a packed dataset folder")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--taxonomy", default=None)
+    p.set_defaults(func=_link)
+
+
+def _push(args: argparse.Namespace) -> int:
+    from loscat_hf.hub import push_model
+
+    url = push_model(args.model, args.repo_id, private=not args.public, dataset_id=args.dataset,
+                     dry_run=args.dry_run)
+    print(url)
+    return 0
+
+
+def _add_push(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("push", help="upload a model folder + model card to the Hugging Face Hub (private default)")
+    p.add_argument("--model", required=True, help="model folder (save_pretrained output, optional eval/)")
+    p.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub")
+    vis = p.add_mutually_exclusive_group()
+    vis.add_argument("--private", dest="public", action="store_false", help="private repo (default)")
+    vis.add_argument("--public", dest="public", action="store_true", help="public repo")
+    p.add_argument("--dataset", default=None, metavar="ID", help="Hub dataset id trained on (card metadata)")
+    p.add_argument("--dry-run", default=None, metavar="DIR",
+                   help="write the exact upload folder (files + README.md) to DIR instead of uploading")
+    p.set_defaults(func=_push, public=False)
 
 
 # Subcommands register themselves here; later modules (train, evaluate, predict, ...) add theirs.
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_demo_data, _add_prepare, _add_train, _add_evaluate, _add_quickstart, _add_predict,
+    _add_demo_data, _add_prepare, _add_train, _add_evaluate, _add_quickstart, _add_predict, _add_link, _add_push,
 ]
 
 

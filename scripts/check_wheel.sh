@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build a wheel, install it in a fresh venv (reusing the current torch), and check that the
-# packaged data files (taxonomy, metric module) are found from the installed package.
+# packaged data files (taxonomy, metric module, model-card template) are found from the installed package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
@@ -14,6 +14,8 @@ from loscat_hf.regions import load_taxonomy
 t = load_taxonomy()
 assert "site-packages" in loscat_hf.__file__, loscat_hf.__file__
 assert len(t.sites) == 18 and len(t.classes) == 12, (len(t.sites), len(t.classes))
-print(f"wheel OK: {loscat_hf.__file__} carries the taxonomy ({len(t.sites)} sites -> {len(t.classes)} classes)")
+from loscat_hf.hub import card_template
+assert "{{ card_data }}" in card_template() and "image-classification" in card_template()
+print(f"wheel OK: {loscat_hf.__file__} carries the taxonomy ({len(t.sites)} sites -> {len(t.classes)} classes) and the model-card template")
 PY
 rm -rf "$tmp"

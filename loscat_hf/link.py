@@ -1,0 +1,296 @@
+"""`loscat-hf link`: join predicted photo regions with the LoSCAT score table, per patient and visit.
+
+The model says *where* each photo was taken (12 classes); the clinic's score table says *how active and
+how damaged* each of the 18 sites was at each visit. Joining them by patient and visit gives photos per
+region, the lesion distribution over the body, and mLoSSI / LoSDI per region and visit. Nothing is dropped
+silently: photos without metadata or without score rows, score rows without photos or with an unknown
+site, and photos whose prediction failed are counted in the summary and listed in their own CSVs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from loscat_hf.errors import LoscatError
+from loscat_hf.regions import RegionError, Taxonomy, load_taxonomy
+
+ACTIVITY = ("erythema", "skin_thickness", "new_extension")  # mLoSSI components
+DAMAGE = ("dermal_atrophy", "subcutaneous_atrophy", "dyspigmentation")  # LoSDI components
+PREDICTION_COLUMNS = ("image", "region", "status")
+SCORE_COLUMNS = ("patient_id", "visit", "site", *ACTIVITY, *DAMAGE)
+
+
+@dataclass
+class LinkResult:
+    """Where the report went and its headline counts (also in summary.json)."""
+
+    out: Path
+    summary: dict
+
+    def __str__(self) -> str:
+        s = self.summary
+        return (f"{s['photos_total']} photos: {s['photos_linked']} linked, {s['photos_unmatched']} unmatched "
+                f"({', '.join(f'{k} {v}' for k, v in s['unmatched_photo_reasons'].items()) or 'none'}), "
+                f"{s['photos_error']} prediction errors; {s['score_rows_total']} score rows, "
+                f"{s['score_rows_unmatched']} without a photo or site. Report: {s['out']}")
+
+
+def _read_csv(path: str | Path, required: Iterable[str], what: str, alias: dict[str, str] | None = None
+              ) -> list[dict[str, str]]:
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [(alias or {}).get(h, h) for h in (reader.fieldnames or [])]
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise LoscatError(f"{what} {path} lacks column(s) {missing}; it has {reader.fieldnames}")
+            reader.fieldnames = header
+            return [{k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    except OSError as exc:
+        raise LoscatError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def _norm_path(text: str) -> tuple[str, ...]:
+    parts = PurePosixPath(text.replace("\\", "/").strip()).parts
+    return tuple(p for p in parts if p not in ("", ".", "/"))
+
+
+def read_metadata(path: str | Path) -> list[dict[str, str]]:
+    """Rows of image, patient_id, visit from a metadata CSV or a packed dataset folder.
+
+    A packed dataset (`loscat-hf prepare`) has `<split>/metadata.csv` with `file_name` relative to the split
+    folder; the split is prefixed so that predictions made on the dataset folder match.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*/metadata.csv")) or ([path / "metadata.csv"] if (path / "metadata.csv").exists() else [])
+        if not files:
+            raise LoscatError(f"metadata folder {path} has no metadata.csv (nor <split>/metadata.csv)")
+        rows = []
+        for f in files:
+            prefix = "" if f.parent == path else f.parent.name + "/"
+            for r in _read_csv(f, ("image", "patient_id"), "metadata", {"file_name": "image"}):
+                rows.append(r | {"image": prefix + r["image"]})
+        return rows
+    return _read_csv(path, ("image", "patient_id"), "metadata", {"file_name": "image"})
+
+
+class _PathIndex:
+    """Finds a metadata row for a prediction's image key by its longest path suffix that is unique.
+
+    Predictions are keyed relative to the folder `predict` was run on, metadata relative to wherever it was
+    written: 'unlabeled/a.jpg' must match 'a.jpg' and '/data/clinic/unlabeled/a.jpg' alike.
+    """
+
+    def __init__(self, rows: list[dict[str, str]]):
+        self.rows = rows
+        self.by_suffix: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for i, row in enumerate(rows):
+            parts = _norm_path(row["image"])
+            for k in range(1, len(parts) + 1):
+                self.by_suffix[parts[-k:]].append(i)
+
+    def find(self, key: str) -> tuple[int | None, str]:
+        parts = _norm_path(key)
+        for k in range(len(parts), 0, -1):
+            hits = self.by_suffix.get(parts[-k:])
+            if not hits:
+                continue
+            # several metadata rows may share a suffix: fine only if they agree on patient and visit
+            if len({(self.rows[i]["patient_id"], self.rows[i].get("visit", "")) for i in hits}) == 1:
+                return hits[0], ""
+            return None, "ambiguous_metadata"
+        return None, "no_metadata"
+
+
+def _score(row: dict[str, str], columns: tuple[str, ...], line: int, path: Path) -> float:
+    total = 0.0
+    for c in columns:
+        try:
+            total += float(row[c]) if row[c] != "" else 0.0
+        except ValueError:
+            raise LoscatError(f"{path} row {line}: {c}={row[c]!r} is not a number") from None
+    return total
+
+
+def _write(path: Path, rows: list[dict], columns: list[str]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _visit_key(v: str) -> tuple:
+    digits = "".join(ch for ch in v if ch.isdigit())
+    return (int(digits) if digits else 10**9, v)
+
+
+def run_link(predictions: str | Path, scores: str | Path, metadata: str | Path, out: str | Path,
+             taxonomy: str | Path | Taxonomy | None = None, plots: bool = True) -> LinkResult:
+    """Join predictions, metadata and scores; write the CSV tables, plots and summary.json to `out`."""
+    tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy)
+    classes = list(tax.classes)
+    preds = _read_csv(predictions, PREDICTION_COLUMNS, "predictions")
+    meta = read_metadata(metadata)
+    score_path = Path(scores)
+    score_rows = _read_csv(score_path, SCORE_COLUMNS, "score table")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # --- score rows: site -> class, per-site mLoSSI / LoSDI ---------------------------------------------
+    site_rows: list[dict] = []
+    unmatched_scores: list[dict] = []
+    for line, row in enumerate(score_rows, start=2):
+        try:
+            parsed = tax.parse(row["site"])
+        except RegionError:
+            parsed = None
+        if parsed is None or parsed.label is None:
+            unmatched_scores.append(row | {"reason": "unknown_site"})
+            continue
+        site_rows.append(row | {"site": parsed.site, "region": parsed.label,
+                                "mLoSSI": _score(row, ACTIVITY, line, score_path),
+                                "LoSDI": _score(row, DAMAGE, line, score_path)})
+    scored_visits = {(r["patient_id"], r["visit"]) for r in site_rows}
+    scored_patients = {r["patient_id"] for r in site_rows}
+
+    # --- photos: prediction -> metadata -> score rows ------------------------------------------------
+    index = _PathIndex(meta)
+    sites_at: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for r in site_rows:
+        sites_at[(r["patient_id"], r["visit"], r["region"])].append(r)
+    linked, unmatched_photos, errors = [], [], []
+    for p in preds:
+        if p["status"] != "ok":
+            errors.append(p)
+            continue
+        if p["region"] not in classes:
+            unmatched_photos.append(p | {"reason": "unknown_predicted_region"})
+            continue
+        i, reason = index.find(p["image"])
+        if i is None:
+            unmatched_photos.append(p | {"reason": reason})
+            continue
+        pid, visit = meta[i]["patient_id"], meta[i].get("visit", "")
+        if (pid, visit) not in scored_visits:
+            unmatched_photos.append(p | {"patient_id": pid, "visit": visit, "reason": "no_scores"})
+            continue
+        here = sites_at.get((pid, visit, p["region"]), [])
+        linked.append({
+            "image": p["image"], "patient_id": pid, "visit": visit, "region": p["region"],
+            "probability": p.get("probability", ""), "needs_review": p.get("needs_review", ""),
+            "scored_sites": ";".join(sorted(r["site"] for r in here)),
+            "mLoSSI": sum(r["mLoSSI"] for r in here) if here else "",
+            "LoSDI": sum(r["LoSDI"] for r in here) if here else "",
+        })
+    photo_visits = {(r["patient_id"], r["visit"]) for r in linked}
+    for r in site_rows:
+        if (r["patient_id"], r["visit"]) not in photo_visits:
+            unmatched_scores.append({c: r[c] for c in SCORE_COLUMNS} | {"reason": "no_photo"})
+
+    # --- tables ----------------------------------------------------------------------------------------
+    photos_per_region = Counter(r["region"] for r in linked)
+    photos_with_score = Counter(r["region"] for r in linked if r["scored_sites"])
+    per_region_rows = [{"region": c, "photos": photos_per_region[c], "photos_with_region_scored": photos_with_score[c],
+                        "share_of_photos": round(photos_per_region[c] / len(linked), 4) if linked else 0.0}
+                       for c in classes]
+    _write(out / "photos_per_region.csv", per_region_rows,
+           ["region", "photos", "photos_with_region_scored", "share_of_photos"])
+
+    # patient x region x visit totals (left + right sites summed into their class)
+    pvr: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: {"mLoSSI": 0.0, "LoSDI": 0.0})
+    for r in site_rows:
+        t = pvr[(r["patient_id"], r["visit"], r["region"])]
+        t["mLoSSI"] += r["mLoSSI"]
+        t["LoSDI"] += r["LoSDI"]
+    n_pat = len(scored_patients)
+    distribution = []
+    for c in classes:
+        active = {pid for (pid, _, reg), t in pvr.items() if reg == c and t["mLoSSI"] > 0}
+        damaged = {pid for (pid, _, reg), t in pvr.items() if reg == c and t["LoSDI"] > 0}
+        distribution.append({
+            "region": c, "patients_scored": n_pat,
+            "patients_with_activity": len(active), "share_activity": round(len(active) / n_pat, 4) if n_pat else 0.0,
+            "patients_with_damage": len(damaged), "share_damage": round(len(damaged) / n_pat, 4) if n_pat else 0.0,
+        })
+    _write(out / "lesion_distribution.csv", distribution, list(distribution[0]))
+
+    visits = sorted({v for (_, v, _) in pvr}, key=_visit_key)
+    by_rv = []
+    for c in classes:
+        for v in visits:
+            cells = [t for (_, vv, reg), t in pvr.items() if reg == c and vv == v]
+            if not cells:
+                continue
+            m = [t["mLoSSI"] for t in cells]
+            d = [t["LoSDI"] for t in cells]
+            by_rv.append({"region": c, "visit": v, "patients": len(cells),
+                          "mLoSSI_sum": sum(m), "mLoSSI_mean": round(sum(m) / len(m), 4),
+                          "LoSDI_sum": sum(d), "LoSDI_mean": round(sum(d) / len(d), 4)})
+    _write(out / "scores_by_region_visit.csv", by_rv,
+           ["region", "visit", "patients", "mLoSSI_sum", "mLoSSI_mean", "LoSDI_sum", "LoSDI_mean"])
+
+    _write(out / "linked_photos.csv", linked,
+           ["image", "patient_id", "visit", "region", "probability", "needs_review", "scored_sites", "mLoSSI", "LoSDI"])
+    _write(out / "unmatched_photos.csv", unmatched_photos,
+           ["image", "region", "probability", "patient_id", "visit", "reason"])
+    _write(out / "unmatched_scores.csv", unmatched_scores, [*SCORE_COLUMNS, "reason"])
+    _write(out / "prediction_errors.csv", errors, ["image", "status", "error"])
+
+    mean_m: dict[str, list[float]] = defaultdict(list)
+    for (_, _, reg), t in pvr.items():
+        mean_m[reg].append(t["mLoSSI"])
+    summary = {
+        "out": str(out),
+        "photos_total": len(preds),
+        "photos_linked": len(linked),
+        "photos_unmatched": len(unmatched_photos),
+        "unmatched_photo_reasons": dict(sorted(Counter(r["reason"] for r in unmatched_photos).items())),
+        "photos_error": len(errors),
+        "error_statuses": dict(sorted(Counter(r["status"] for r in errors).items())),
+        "metadata_rows": len(meta),
+        "score_rows_total": len(score_rows),
+        "score_rows_unmatched": len(unmatched_scores),
+        "unmatched_score_reasons": dict(sorted(Counter(r["reason"] for r in unmatched_scores).items())),
+        "patients_scored": n_pat,
+        "patients_with_photos": len({r["patient_id"] for r in linked}),
+        "visits": visits,
+        "photos_per_region": {c: photos_per_region[c] for c in classes},
+        "mean_mLoSSI_per_region": {c: round(sum(v) / len(v), 4) for c, v in mean_m.items() if v},
+        "score_scope": "lesion distribution and scores use every score row with a known site, "
+                       "including patient/visits without photos (listed in unmatched_scores.csv)",
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if plots:
+        _plots(out, summary, by_rv, classes, visits)
+    return LinkResult(out=out, summary=summary)
+
+
+def _plots(out: Path, summary: dict, by_rv: list[dict], classes: list[str], visits: list[str]) -> None:
+    from loscat_hf.bodymap import plot_body_map
+    from loscat_hf.plots import _figure, _save
+
+    plot_body_map({k: float(v) for k, v in summary["photos_per_region"].items()}, out / "body_map_photos.png",
+                  title="Linked photos per predicted region")
+    plot_body_map(summary["mean_mLoSSI_per_region"], out / "body_map_mlossi.png",
+                  title="Mean mLoSSI per region (patient-visits scored there)")
+    if not by_rv:
+        return
+    fig = _figure((9.0, 4.5))
+    axes = fig.subplots(1, 2, sharex=True)
+    width = 0.8 / max(len(visits), 1)
+    for a, (score, name) in zip(axes, (("mLoSSI_mean", "mean mLoSSI (activity)"), ("LoSDI_mean", "mean LoSDI (damage)")),
+                                strict=True):
+        for j, v in enumerate(visits):
+            vals = {r["region"]: r[score] for r in by_rv if r["visit"] == v}
+            a.bar([i + j * width for i in range(len(classes))], [vals.get(c, 0.0) for c in classes], width, label=v)
+        a.set_xticks([i + 0.4 - width / 2 for i in range(len(classes))], classes, rotation=60, ha="right")
+        a.set_title(name)
+    axes[0].legend(title="visit", fontsize=8)
+    _save(fig, out / "scores_by_region_visit.png")

@@ -1,0 +1,150 @@
+"""`push` hands huggingface_hub exactly the allow-listed files and a valid card; Hub ids load offline.
+
+The upload itself is not exercised against the real Hub (no network, no token in tests): HfApi's methods
+are replaced by recorders, so the test asserts what would be sent, which is the part this code controls.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from loscat_hf.cli import main
+from loscat_hf.errors import LoscatError
+from loscat_hf.hub import card_template, push_model, render_card
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "hf_DoNotPrintMe123"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from loscat_hf.modeling import build_model_and_processor
+    from loscat_hf.plots import plot_confusion_matrix
+    from loscat_hf.regions import load_taxonomy
+
+    tax = load_taxonomy()
+    d = tmp_path_factory.mktemp("model")
+    model, processor = build_model_and_processor("tiny", tax)
+    model.config.loscat_temperature = 1.25
+    model.save_pretrained(d)
+    processor.save_pretrained(d)
+    (d / "eval").mkdir()
+    (d / "eval" / "metrics.json").write_text(json.dumps({"macro_f1": 0.61234, "accuracy": 0.70001, "n": 40,
+                                                         "split_size": 40, "balanced_accuracy": 0.6}))
+    plot_confusion_matrix(np.eye(12, dtype=int), tax.classes, d / "eval" / "confusion_matrix.png")
+    # things that must never leave the machine
+    (d / "training_args.bin").write_bytes(b"pickle")
+    (d / "train_summary.json").write_text("{}")
+    (d / "checkpoint-10").mkdir()
+    (d / "checkpoint-10" / "optimizer.pt").write_bytes(b"adam")
+    (d / "eval" / "per_class.csv").write_text("class,f1\n")
+    return d
+
+
+def test_template_in_wheel_matches_repo_root():
+    assert (ROOT / "model_card.md").read_text(encoding="utf-8") == card_template()
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    import huggingface_hub
+
+    calls = {}
+
+    def create_repo(self, repo_id, **kw):
+        calls["create"] = {"repo_id": repo_id, **kw}
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, **kw):
+        folder = Path(kw["folder_path"])
+        calls["upload"] = kw
+        calls["files"] = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        calls["readme"] = (folder / "README.md").read_text(encoding="utf-8")
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: SECRET)
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    return calls
+
+
+def test_push_sends_allow_listed_files_and_valid_card(model_dir, recorder, capsys):
+    from huggingface_hub import ModelCard
+
+    assert main(["push", "--model", str(model_dir), "--repo-id", "org/loscat-vit"]) == 0
+    assert recorder["create"]["private"] is True and recorder["create"]["repo_id"] == "org/loscat-vit"
+    assert recorder["upload"]["repo_id"] == "org/loscat-vit"
+    assert recorder["files"] == ["README.md", "config.json", "confusion_matrix.png", "model.safetensors",
+                                 "preprocessor_config.json"]
+    out = capsys.readouterr()
+    assert SECRET not in out.out + out.err
+
+    text = recorder["readme"]
+    meta = yaml.safe_load(text.split("---")[1])
+    assert meta["license"] == "apache-2.0" and meta["pipeline_tag"] == "image-classification"
+    assert meta["base_model"] == "google/vit-base-patch16-384" and "loscat" in meta["tags"]
+    results = meta["model-index"][0]["results"][0]
+    assert {m["name"]: m["value"] for m in results["metrics"]} == {"macro-F1": 0.6123, "accuracy": 0.7}
+    card = ModelCard(text)  # huggingface_hub parses it back, model-index included
+    assert {r.metric_name: r.metric_value for r in card.data.eval_results} == {"macro-F1": 0.6123, "accuracy": 0.7}
+    assert 'pipeline("image-classification", model="org/loscat-vit")' in text
+    assert "Not a diagnostic device" in text and "one centre" in text and "SYNTHETIC" in text
+    assert "| macro-F1 | 0.612 |" in text and "![Confusion matrix](confusion_matrix.png)" in text
+
+
+def test_public_flag_and_not_logged_in(model_dir, recorder, monkeypatch):
+    assert main(["push", "--model", str(model_dir), "--repo-id", "org/x", "--public"]) == 0
+    assert recorder["create"]["private"] is False
+    import huggingface_hub
+
+    recorder.clear()
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(LoscatError, match="not logged in"):
+        push_model(model_dir, "org/x")
+    assert recorder == {}  # nothing sent
+
+
+def test_card_without_metrics_and_bad_folders(tmp_path, model_dir):
+    d = tmp_path / "m"
+    d.mkdir()
+    for name in ("config.json", "preprocessor_config.json", "model.safetensors"):
+        (d / name).write_bytes((model_dir / name).read_bytes())
+    card = render_card(d, "org/n")
+    assert "model-index" not in card.data.to_dict() and "No evaluation report" in card.text
+    (d / "model.safetensors").unlink()
+    with pytest.raises(LoscatError, match="no model.safetensors"):
+        push_model(d, "org/n", dry_run=tmp_path / "dry")
+    with pytest.raises(LoscatError, match="ORG/NAME"):
+        push_model(model_dir, "just-a-name")
+
+
+def test_hub_id_loads_offline_from_cache(model_dir, tmp_path):
+    """A Hub id resolves from an HF cache laid out like huggingface_hub's (refs/main -> snapshots/<commit>)."""
+    cache = tmp_path / "hub"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / "models--org--tiny-loscat"
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for name in ("config.json", "preprocessor_config.json", "model.safetensors"):
+        (snap / name).write_bytes((model_dir / name).read_bytes())
+    code = (
+        "from transformers import AutoModelForImageClassification\n"
+        "from loscat_hf.predict import RegionPredictor\n"
+        "m = AutoModelForImageClassification.from_pretrained('org/tiny-loscat')\n"
+        "p = RegionPredictor.from_pretrained('org/tiny-loscat')\n"
+        "print(m.config.num_labels, p.image_size)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env |= {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "home"),
+            "TRANSFORMERS_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split()[-2:] == ["12", "64"]

@@ -1,0 +1,127 @@
+"""`link` on a hand-built clinic: every count below is worked out by hand in the comments."""
+
+import csv
+import json
+
+import pytest
+
+from loscat_hf.cli import main
+from loscat_hf.errors import LoscatError
+from loscat_hf.link import run_link
+
+
+def _csv(path, header, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def _read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+PRED_HEADER = ["image", "region", "probability", "needs_review", "status", "error"]
+SCORE_HEADER = ["patient_id", "visit", "site", "erythema", "skin_thickness", "new_extension",
+                "dermal_atrophy", "subcutaneous_atrophy", "dyspigmentation"]
+
+
+@pytest.fixture
+def clinic(tmp_path):
+    preds = _csv(tmp_path / "predictions.csv", PRED_HEADER, [
+        ["unlabeled/a.jpg", "chest", "0.9", "False", "ok", ""],   # P1 V1 (metadata has a longer path)
+        ["unlabeled/b.jpg", "hand", "0.8", "False", "ok", ""],    # P1 V1
+        ["c.jpg", "thigh", "0.7", "True", "ok", ""],              # P2 V1
+        ["d.jpg", "head", "0.9", "False", "ok", ""],              # P3 V1: no score rows -> no_scores
+        ["e.jpg", "head", "0.9", "False", "ok", ""],              # not in metadata -> no_metadata
+        ["dup.jpg", "foot", "0.9", "False", "ok", ""],            # two patients' dup.jpg -> ambiguous
+        ["f.png", "", "", "", "unreadable", "broken"],            # prediction error
+    ])
+    meta = _csv(tmp_path / "meta.csv", ["image", "patient_id", "visit"], [
+        ["clinic/unlabeled/a.jpg", "P1", "V1"], ["clinic/unlabeled/b.jpg", "P1", "V1"],
+        ["clinic/c.jpg", "P2", "V1"], ["clinic/d.jpg", "P3", "V1"],
+        ["x/dup.jpg", "P1", "V1"], ["y/dup.jpg", "P2", "V1"],
+    ])
+    scores = _csv(tmp_path / "scores.csv", SCORE_HEADER, [
+        ["P1", "V1", "chest", 1, 1, 0, 0, 0, 0],        # mLoSSI 2, LoSDI 0
+        ["P1", "V1", "left_hand", 0, 0, 0, 1, 0, 1],    # 0, 2
+        ["P1", "V1", "Rt. Hand", 1, 0, 0, 0, 0, 0],     # 1, 0 -> hand at P1 V1: 1, 2
+        ["P1", "V2", "chest", 0, 0, 0, 2, 0, 0],        # 0, 2; no photo of P1 V2 -> no_photo
+        ["P2", "V1", "LEFT_THIGH", 2, 2, 1, 0, 0, 0],   # 5, 0
+        ["P2", "V1", "tail", 3, 3, 3, 3, 3, 3],         # unknown_site
+    ])
+    return preds, scores, meta
+
+
+def test_hand_counted_case(clinic, tmp_path):
+    preds, scores, meta = clinic
+    res = run_link(preds, scores, meta, tmp_path / "out")
+    s = res.summary
+    assert (s["photos_total"], s["photos_linked"], s["photos_unmatched"], s["photos_error"]) == (7, 3, 3, 1)
+    assert s["unmatched_photo_reasons"] == {"ambiguous_metadata": 1, "no_metadata": 1, "no_scores": 1}
+    assert s["error_statuses"] == {"unreadable": 1}
+    assert (s["score_rows_total"], s["score_rows_unmatched"]) == (6, 2)
+    assert s["unmatched_score_reasons"] == {"no_photo": 1, "unknown_site": 1}
+    assert s["patients_scored"] == 2 and s["patients_with_photos"] == 2
+    assert s["mean_mLoSSI_per_region"] == {"chest": 1.0, "hand": 1.0, "thigh": 5.0}
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == s
+
+    out = tmp_path / "out"
+    linked = {r["image"]: r for r in _read(out / "linked_photos.csv")}
+    assert set(linked) == {"unlabeled/a.jpg", "unlabeled/b.jpg", "c.jpg"}
+    assert (linked["unlabeled/b.jpg"]["scored_sites"], linked["unlabeled/b.jpg"]["mLoSSI"],
+            linked["unlabeled/b.jpg"]["LoSDI"]) == ("left_hand;right_hand", "1.0", "2.0")
+    assert (linked["c.jpg"]["patient_id"], linked["c.jpg"]["scored_sites"], linked["c.jpg"]["mLoSSI"]) == (
+        "P2", "left_thigh", "5.0")
+
+    per_region = {r["region"]: int(r["photos"]) for r in _read(out / "photos_per_region.csv")}
+    assert len(per_region) == 12 and sum(per_region.values()) == 3
+    assert per_region["chest"] == per_region["hand"] == per_region["thigh"] == 1
+
+    dist = {r["region"]: r for r in _read(out / "lesion_distribution.csv")}
+    assert (dist["chest"]["share_activity"], dist["chest"]["share_damage"]) == ("0.5", "0.5")
+    assert (dist["hand"]["patients_with_activity"], dist["hand"]["patients_with_damage"]) == ("1", "1")
+    assert (dist["thigh"]["share_activity"], dist["thigh"]["share_damage"]) == ("0.5", "0.0")
+    assert dist["head"]["patients_with_activity"] == "0"
+
+    rv = {(r["region"], r["visit"]): r for r in _read(out / "scores_by_region_visit.csv")}
+    assert set(rv) == {("chest", "V1"), ("chest", "V2"), ("hand", "V1"), ("thigh", "V1")}
+    assert (rv["chest", "V2"]["mLoSSI_sum"], rv["chest", "V2"]["LoSDI_sum"]) == ("0.0", "2.0")
+    assert (rv["hand", "V1"]["mLoSSI_mean"], rv["hand", "V1"]["LoSDI_mean"]) == ("1.0", "2.0")
+
+    unmatched = {r["image"]: r["reason"] for r in _read(out / "unmatched_photos.csv")}
+    assert unmatched == {"d.jpg": "no_scores", "e.jpg": "no_metadata", "dup.jpg": "ambiguous_metadata"}
+    assert [r["image"] for r in _read(out / "prediction_errors.csv")] == ["f.png"]
+    assert sorted(r["reason"] for r in _read(out / "unmatched_scores.csv")) == ["no_photo", "unknown_site"]
+    for png in ("body_map_photos.png", "body_map_mlossi.png", "scores_by_region_visit.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_packed_dataset_folder_as_metadata(tmp_path):
+    ds = tmp_path / "ds"
+    _csv(ds / "train" / "metadata.csv", ["file_name", "label", "site", "patient_id", "visit", "image_id"],
+         [["1.jpg", "head", "head", "P9", "V2", "1"]])
+    _csv(ds / "validation" / "metadata.csv", ["file_name", "label", "site", "patient_id", "visit", "image_id"],
+         [["1.jpg", "foot", "left_foot", "P8", "V1", "1"]])
+    preds = _csv(tmp_path / "p.csv", PRED_HEADER, [["train/1.jpg", "head", "0.9", "False", "ok", ""],
+                                                   ["validation/1.jpg", "leg", "0.6", "True", "ok", ""]])
+    scores = _csv(tmp_path / "s.csv", SCORE_HEADER, [["P9", "V2", "head", 1, 0, 0, 0, 0, 0],
+                                                     ["P8", "V1", "left_foot", 0, 0, 0, 0, 0, 0]])
+    s = run_link(preds, scores, ds, tmp_path / "o", plots=False).summary
+    assert s["photos_linked"] == 2 and s["score_rows_unmatched"] == 0
+    linked = {r["image"]: r for r in _read(tmp_path / "o" / "linked_photos.csv")}
+    assert linked["train/1.jpg"]["patient_id"] == "P9"
+    assert linked["validation/1.jpg"]["scored_sites"] == ""  # predicted leg, scored foot: kept, not dropped
+
+
+def test_bad_inputs_are_user_errors(clinic, tmp_path, capsys):
+    preds, scores, meta = clinic
+    bad = _csv(tmp_path / "bad.csv", ["image", "patient"], [["a.jpg", "P1"]])
+    with pytest.raises(LoscatError, match="lacks column"):
+        run_link(preds, scores, bad, tmp_path / "o")
+    rc = main(["link", "--predictions", str(preds), "--scores", str(bad), "--metadata", str(meta),
+               "--out", str(tmp_path / "o")])
+    assert rc == 2 and "lacks column" in capsys.readouterr().err
