@@ -18,7 +18,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
-from loscat_hf.errors import LoscatError  # noqa: E402
 from loscat_hf.explain import explain_pixels  # noqa: E402
 from loscat_hf.predict import RegionPredictor  # noqa: E402
 
@@ -58,6 +57,16 @@ def _forget(path: str | os.PathLike | None) -> None:
             os.remove(path)
         except OSError:
             pass
+
+
+class UploadImage(gr.Image):
+    """gr.Image that hands the raw upload path to the app: our safe decoder (not gradio's PIL.open) judges it,
+    so a corrupt or non-image file gets a clear message instead of a component error."""
+
+    def preprocess(self, payload):
+        if payload is not None and getattr(payload, "path", None) and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        return super().preprocess(payload)
 
 
 class SpaceModel:
@@ -151,7 +160,7 @@ def build_demo(model: str | None = None, precision: str | None = None) -> gr.Blo
         with gr.Tab("One photo"):
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(type="filepath", sources=["upload", "webcam", "clipboard"],
+                    image = UploadImage(type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"],
                                      label="Photo", elem_id="photo")
                     show = gr.Checkbox(label="Show explanation map (attention rollout)", value=False)
                     button = gr.Button("Predict region", variant="primary", elem_id="predict-btn")
@@ -177,14 +186,12 @@ def build_demo(model: str | None = None, precision: str | None = None) -> gr.Blo
 
 
 def launch(model: str | None = None, host: str | None = None, port: int | None = None,
-           precision: str | None = None, **kwargs: Any) -> None:
+           precision: str | None = None, **kwargs: Any) -> gr.Blocks:
     """Start the app; host/port default to GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, then gradio's own."""
-    try:
-        demo = build_demo(model, precision=precision)
-    except LoscatError:
-        raise
+    demo = build_demo(model, precision=precision)
     demo.launch(
         server_name=host or os.environ.get("GRADIO_SERVER_NAME"),
         server_port=port or (int(os.environ["GRADIO_SERVER_PORT"]) if os.environ.get("GRADIO_SERVER_PORT") else None),
         max_file_size=MAX_FILE_SIZE, show_error=True, theme=gr.themes.Soft(), **kwargs,
     )
+    return demo
