@@ -63,6 +63,9 @@ class UploadImage(gr.Image):
     """gr.Image that hands the raw upload path to the app: our safe decoder (not gradio's PIL.open) judges it,
     so a corrupt or non-image file gets a clear message instead of a component error."""
 
+    def get_block_name(self) -> str:
+        return "image"  # the stock frontend component
+
     def preprocess(self, payload):
         if payload is not None and getattr(payload, "path", None) and not (payload.url or "").startswith("data:"):
             return str(payload.path)
