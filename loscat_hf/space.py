@@ -8,6 +8,7 @@ problems become a short gr.Error message, and a queue bounds concurrent work.
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -41,8 +42,9 @@ The example photos are **SYNTHETIC** phantoms, not patients.
 """
 
 
+@functools.lru_cache(maxsize=32)
 def _body_map(highlight: str | None):
-    """The predicted region on a body map; None when the body map helper is not available."""
+    """The predicted region on a body map (drawn once per class: matplotlib costs ~0.1 s a figure)."""
     try:
         from loscat_hf.bodymap import body_map_image
     except ImportError:
@@ -157,6 +159,8 @@ def _examples() -> list[list[Any]]:
 def build_demo(model: str | None = None, precision: str | None = None) -> gr.Blocks:
     """The Blocks app; model from the argument, else env LOSCAT_MODEL, else the default Hub id."""
     app = SpaceModel(model or os.environ.get("LOSCAT_MODEL", DEFAULT_MODEL), precision=precision)
+    for label in app.predictor.labels:  # warm the body-map cache so no answer waits for matplotlib
+        _body_map(label)
     with gr.Blocks(title="LoSCAT body region", delete_cache=(600, 600)) as demo:
         gr.Markdown("# LoSCAT body region of a localized scleroderma photo\n"
                     "Upload a photo: the model suggests the body region (12 side-agnostic LoSCAT classes).")

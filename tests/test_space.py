@@ -58,6 +58,7 @@ def test_single_photo(server, photo):
     probs = [c["confidence"] for c in label["confidences"]]
     assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
     assert overlay and Image.open(overlay).size[0] > 0
+    assert body and Image.open(body).size == (480, 480)
     assert not Image.open(overlay).getexif()
     assert "review" in notice.lower() or label["label"] in notice
     assert photo.exists()  # the client's own file is untouched; the server deletes only its upload copy
