@@ -69,3 +69,12 @@ def test_run_explain_writes_overlays(tiny_model, tmp_path):
     written = run_explain(tiny_model, [str(src)], tmp_path / "out")
     assert sorted(p.name for p in written) == ["p0.explain.png", "p1.explain.png"]
     assert Image.open(written[0]).size[0] > 0
+
+
+def test_cli_explain(tiny_model, tmp_path):
+    from loscat_hf.cli import main
+
+    _photos()[0].save(tmp_path / "a.png")
+    assert main(["explain", "--model", tiny_model, "--images", str(tmp_path / "a.png"), "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "a.explain.png").is_file()
+    assert main(["explain", "--model", tiny_model, "--images", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2

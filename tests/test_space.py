@@ -170,3 +170,19 @@ def test_browser_upload_and_predict(server, tmp_path):
     assert text in server[1]
     if os.environ.get("LOSCAT_SAVE_SCREENSHOT"):
         shutil.copy(tmp_path / "space.png", ROOT / "docs" / "space.png")
+
+
+def test_space_app_file_builds_from_its_folder(server, tmp_path):
+    """The uploaded folder works on its own: app.py imports the bundled package and reads LOSCAT_MODEL."""
+    import subprocess
+
+    from loscat_hf.space_push import build_space_folder
+
+    folder = build_space_folder(tmp_path / "s", model=server[2])
+    code = ("import app, sys; print(type(app.demo).__name__, app.os.environ['LOSCAT_MODEL'], "
+            "sys.modules['loscat_hf'].__file__)")
+    env = {k: v for k, v in os.environ.items() if k not in ("LOSCAT_MODEL", "PYTHONPATH")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["Blocks", str(folder / "model"), str(folder / "loscat_hf" / "__init__.py")]
