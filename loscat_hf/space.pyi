@@ -70,7 +70,9 @@ class UploadImage(gr.Image):
         if payload is not None and getattr(payload, "path", None) and not (payload.url or "").startswith("data:"):
             return str(payload.path)
         return super().preprocess(payload)
-    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from collections.abc import Callable, Sequence
+    from typing import TYPE_CHECKING, Any, Literal
+
     from gradio.blocks import Block
     if TYPE_CHECKING:
         from gradio.components import Timer
