@@ -184,11 +184,59 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", default=None, metavar="DIR",
                    help="write the exact upload folder (files + README.md) to DIR instead of uploading")
     p.set_defaults(func=_push, public=False)
+def _explain(args: argparse.Namespace) -> int:
+    from loscat_hf.explain import run_explain
+
+    run_explain(args.model, args.images, args.out, precision=args.precision, batch_size=args.batch_size)
+    return 0
+
+
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="attention-rollout overlays: where the model looked in each photo")
+    p.add_argument("--model", required=True, help="model folder or Hub id")
+    p.add_argument("--images", required=True, nargs="+", help="photo files and/or folders")
+    p.add_argument("--out", required=True, help="folder for <name>.explain.png overlays")
+    p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "int8"])
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=_explain)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from loscat_hf.space import launch
+
+    launch(args.model, host=args.host, port=args.port, precision=args.precision)
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="start the Gradio Space app locally")
+    p.add_argument("--model", default=None, help="model folder or Hub id (default: env LOSCAT_MODEL, else the Hub model)")
+    p.add_argument("--host", default=None, help="default: env GRADIO_SERVER_NAME, else 127.0.0.1")
+    p.add_argument("--port", type=int, default=None, help="default: env GRADIO_SERVER_PORT, else 7860")
+    p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "int8"],
+                   help="default: env LOSCAT_PRECISION, else int8")
+    p.set_defaults(func=_demo)
+
+
+def _push_space(args: argparse.Namespace) -> int:
+    from loscat_hf.space_push import push_space
+
+    print(push_space(args.repo_id, model=args.model, private=not args.public))
+    return 0
+
+
+def _add_push_space(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("push-space", help="upload the Gradio Space (app + bundled loscat_hf [+ model folder])")
+    p.add_argument("--repo-id", required=True, help="Space id, e.g. user/loscat-region")
+    p.add_argument("--model", default=None, help="local model folder to bundle, or Hub id set as LOSCAT_MODEL")
+    p.add_argument("--public", action="store_true", help="make the Space public (default private)")
+    p.set_defaults(func=_push_space)
 
 
 # Subcommands register themselves here; later modules (train, evaluate, predict, ...) add theirs.
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo_data, _add_prepare, _add_train, _add_evaluate, _add_quickstart, _add_predict, _add_link, _add_push,
+    _add_explain, _add_demo, _add_push_space,
 ]
 
 

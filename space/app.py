@@ -1,0 +1,26 @@
+"""Hugging Face Space entry point: the LoSCAT region demo.
+
+On the Space, `loscat-hf push-space` has bundled the loscat_hf package next to this file; run from a
+repository checkout, the package one folder up is used instead. Model: env LOSCAT_MODEL (Hub id or folder).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+HERE = Path(__file__).resolve().parent
+if not (HERE / "loscat_hf").is_dir():  # repository checkout: use the package beside space/
+    sys.path.insert(0, str(HERE.parent))
+else:
+    sys.path.insert(0, str(HERE))
+
+from loscat_hf.space import build_demo, launch  # noqa: E402
+
+if not os.environ.get("LOSCAT_MODEL") and (HERE / "model" / "config.json").is_file():
+    os.environ["LOSCAT_MODEL"] = str(HERE / "model")  # a model folder bundled by push-space --model DIR
+
+demo = build_demo()
+
+if __name__ == "__main__":
+    launch()

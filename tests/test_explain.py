@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from loscat_hf.explain import explain, rollout, run_explain
+from loscat_hf.predict import RegionPredictor
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from loscat_hf.modeling import build_model_and_processor
+    from loscat_hf.regions import load_taxonomy
+
+    d = tmp_path_factory.mktemp("tiny")
+    model, processor = build_model_and_processor("tiny", load_taxonomy())
+    model.save_pretrained(d)
+    processor.save_pretrained(d)
+    return str(d)
+
+
+def _photos():
+    rng = np.random.RandomState(0)
+    noisy = Image.fromarray(rng.randint(0, 255, (200, 260, 3), dtype=np.uint8))
+    half = np.zeros((200, 200, 3), np.uint8)
+    half[:, :100] = 255
+    return [noisy, Image.fromarray(half)]
+
+
+def test_map_shape_normalised_and_image_dependent(tiny_model):
+    pred = RegionPredictor.from_pretrained(tiny_model, precision="fp32")
+    a, b = explain(pred, _photos())
+    s = pred.image_size
+    assert a.heat.shape == (s, s) and a.heat.dtype == np.float32
+    assert a.heat.min() >= 0.0 and a.heat.max() <= 1.0 and a.heat.max() > 0.9
+    assert np.abs(a.heat - b.heat).mean() > 0.01
+    assert a.overlay.size == (s, s) and a.overlay.mode == "RGB" and not a.overlay.getexif()
+    assert pred.model.config._attn_implementation == "sdpa"  # eager only for the explained call
+    # the explained pass gives the same logits as the plain prediction path
+    plain = pred.logits(pred.explain_inputs(_photos()[0])[1][None])
+    np.testing.assert_allclose(a.logits, plain[0], atol=1e-4)
+
+
+def test_batch_equals_single(tiny_model):
+    pred = RegionPredictor.from_pretrained(tiny_model, precision="fp32")
+    both = explain(pred, _photos(), batch_size=2)
+    one = explain(pred, _photos()[1])
+    assert len(both) == 2 and len(one) == 1
+    np.testing.assert_allclose(both[1].heat, one[0].heat, atol=1e-4)
+
+
+def test_rollout_identity_attention_is_flat():
+    import torch
+
+    t = 1 + 16
+    att = [torch.eye(t)[None, None].repeat(1, 2, 1, 1)] * 3
+    att = [a.clone() for a in att]
+    att[0][0, :, 0, 5] = 1.0  # CLS also attends patch 5 (token 5 = patch index 4)
+    grid = rollout(att)
+    assert grid.shape == (1, 4, 4)
+    assert grid[0].reshape(-1).argmax() == 4 and grid[0].max() == pytest.approx(1.0)
+
+
+def test_run_explain_writes_overlays(tiny_model, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, img in enumerate(_photos()):
+        img.save(src / f"p{i}.png")
+    (src / "bad.jpg").write_bytes(b"not an image")
+    written = run_explain(tiny_model, [str(src)], tmp_path / "out")
+    assert sorted(p.name for p in written) == ["p0.explain.png", "p1.explain.png"]
+    assert Image.open(written[0]).size[0] > 0
+
+
+def test_cli_explain(tiny_model, tmp_path):
+    from loscat_hf.cli import main
+
+    _photos()[0].save(tmp_path / "a.png")
+    assert main(["explain", "--model", tiny_model, "--images", str(tmp_path / "a.png"), "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "a.explain.png").is_file()
+    assert main(["explain", "--model", tiny_model, "--images", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
