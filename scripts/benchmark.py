@@ -189,15 +189,16 @@ def bench_train(data: dict, args) -> dict:
     for preset in presets:
         steps = args.steps if preset == "tiny" or gpu else args.base_steps
         bf16 = gpu and torch.cuda.is_bf16_supported()
-        for path in ("loscat-hf", "plain-hf"):
+        runs = [("loscat-hf", w) for w in sorted({0, args.workers})] + [("plain-hf", 0)]
+        for path, workers in runs:
             model, proc = build_model_and_processor(preset, tax)
             size = int(proc.size["height"])
             with tempfile.TemporaryDirectory() as tmp:
                 if path == "loscat-hf":
-                    extra = dict(dataloader_persistent_workers=args.workers > 0, dataloader_pin_memory=gpu)
+                    extra = dict(dataloader_persistent_workers=workers > 0, dataloader_pin_memory=gpu)
                     if gpu:
                         extra["optim"] = "adamw_torch_fused"
-                    trainer = RegionTrainer(model=model, args=_train_args(tmp, args, steps, args.workers, bf16,
+                    trainer = RegionTrainer(model=model, args=_train_args(tmp, args, steps, workers, bf16,
                                                                           **extra),
                                             train_dataset=packed.with_transform(ImageTransform(size, True)),
                                             data_collator=collate)
@@ -206,14 +207,14 @@ def bench_train(data: dict, args) -> dict:
                                       train_dataset=plain.with_transform(PlainTransform(size)),
                                       data_collator=plain_collate)
                 ips = _timed_train(trainer, steps, args.batch)
-            rows.append({"preset": preset, "path": path, "steps": steps, "images_per_s": ips})
+            rows.append({"preset": preset, "path": path, "workers": workers, "steps": steps, "images_per_s": ips})
     peak = matmul_peak_tflops()
     for r in rows:
         if peak and r["preset"] == "vit-base-384-random":
             r["mfu"] = r["images_per_s"] * 3 * VIT_B_FWD_GFLOP / 1e3 / peak
     result = {"benchmark": "train", "device": "cuda" if gpu else "cpu", "cores": cores(),
               "matmul_peak_bf16_tflops": peak, "rows": rows}
-    table(f"training ({result['device']}, batch {args.batch})", rows, ["preset", "path", "steps", "images_per_s"])
+    table(f"training ({result['device']}, batch {args.batch})", rows, ["preset", "path", "workers", "steps", "images_per_s"])
     return result
 
 
