@@ -1,0 +1,45 @@
+"""Smoke test of scripts/benchmark.py --quick: every benchmark runs and reports positive rates."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_quick_all_writes_json_with_positive_rates(bench, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    out = tmp_path / "out"
+    bench.main(["all", "--quick", "--workers", "1", "--work", str(tmp_path / "work"), "--out", str(out)])
+    inp = json.loads((out / "input.json").read_text())
+    assert {r["path"] for r in inp["rows"]} == {"loscat-hf", "plain-hf"}
+    assert all(r["images_per_s"] > 0 and r["images_per_s_per_core"] > 0 for r in inp["rows"])
+    assert inp["speedup_vs_best_plain"] > 0 and inp["image_size"] == 64
+    train = json.loads((out / "train.json").read_text())
+    assert {(r["preset"], r["path"]) for r in train["rows"]} == {("tiny", "loscat-hf"), ("tiny", "plain-hf")}
+    assert all(r["images_per_s"] > 0 for r in train["rows"])
+    assert train["device"] in ("cpu", "cuda")
+    label = json.loads((out / "label.json").read_text())
+    paths = {r["path"] for r in label["rows"]}
+    assert paths == {"pipeline", "loscat-hf"}
+    for r in label["rows"]:
+        assert r["images_per_s"] > 0 and 0.0 <= r["top1_agree"] <= 1.0
+    # same weights, same decode size: loscat-hf fp32 labels must match the pipeline on most photos
+    fp32 = [r for r in label["rows"] if r["path"] == "loscat-hf"][0]
+    assert "speedup" in fp32 and fp32["top1_agree"] >= 0.5
+
+
+def test_quick_mode_shrinks_the_run(bench):
+    args = bench.parse(["label", "--quick"])
+    assert args.photos == 12 and args.size == 64 and args.base_images == 0 and args.base_steps == 0
