@@ -114,9 +114,29 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_quickstart)
 
 
+def _evaluate_ensemble(args: argparse.Namespace) -> int:
+    from loscat_hf.ensemble import run_evaluate_ensemble
+
+    run_evaluate_ensemble(args.models, args.dataset, args.out, split=args.split, taxonomy=args.taxonomy,
+                          batch_size=args.batch_size)
+    return 0
+
+
+def _add_evaluate_ensemble(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate-ensemble",
+                       help="average several model folders (region probabilities, LoSCAT scores); report each")
+    p.add_argument("--models", nargs="+", required=True, help="two or more model folders")
+    p.add_argument("--dataset", required=True, help="packed dataset folder")
+    p.add_argument("--out", required=True, help="report folder (ensemble_report.json)")
+    p.add_argument("--split", default="validation")
+    p.add_argument("--taxonomy", default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=_evaluate_ensemble)
+
+
 # Subcommands register themselves here; later modules (train, evaluate, predict, ...) add theirs.
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_demo_data, _add_prepare, _add_train, _add_evaluate, _add_quickstart,
+    _add_demo_data, _add_prepare, _add_train, _add_evaluate, _add_quickstart, _add_evaluate_ensemble,
 ]
 
 
