@@ -118,7 +118,7 @@ def _evaluate_ensemble(args: argparse.Namespace) -> int:
     from loscat_hf.ensemble import run_evaluate_ensemble
 
     run_evaluate_ensemble(args.models, args.dataset, args.out, split=args.split, taxonomy=args.taxonomy,
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size, scores_table=args.scores)
     return 0
 
 
@@ -131,6 +131,8 @@ def _add_evaluate_ensemble(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="validation")
     p.add_argument("--taxonomy", default=None)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--scores", default=None,
+                   help="LoSCAT score table (CSV): also compare per-visit mLoSSI/LoSDI totals with the clinical ones")
     p.set_defaults(func=_evaluate_ensemble)
 
 

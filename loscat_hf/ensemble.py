@@ -102,7 +102,8 @@ def evaluate_member(out: MemberOutput, labels: np.ndarray, score_targets: np.nda
 
 
 def run_evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "validation",
-                          taxonomy: str | None = None, batch_size: int = 64) -> dict:
+                          taxonomy: str | None = None, batch_size: int = 64,
+                          scores_table: str | None = None) -> dict:
     """Evaluate every member and their average on a packed dataset split; write ensemble_report.json."""
     from loscat_hf.regions import load_taxonomy
     from loscat_hf.training import load_packed_dataset
@@ -128,6 +129,12 @@ def run_evaluate_ensemble(models: list[str], dataset: str, out: str, split: str 
     report = {"split": split, "n": len(labels),
               "members": [evaluate_member(m, labels, targets) for m in members],
               "ensemble": evaluate_member(ens, labels, targets)}
+    if scores_table and ens.scores is not None:
+        report["visit_totals"] = visit_total_agreement(ens, data, scores_table, tax)
+        for total in ("mlossi", "losdi"):
+            m = report["visit_totals"][total]
+            print(f"ensemble {total} per visit (n={m['n']}): MAE {m.get('mae', float('nan')):.2f}, "
+                  f"Pearson {m.get('pearson', float('nan')):.2f}, ICC(2,1) {m.get('icc_2_1', float('nan')):.2f}")
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "ensemble_report.json").write_text(json.dumps(report, indent=2))
     for r in [*report["members"], report["ensemble"]]:
@@ -135,3 +142,18 @@ def run_evaluate_ensemble(models: list[str], dataset: str, out: str, split: str 
         print(f"{r['model']}: macro-F1 {r['macro_f1']:.3f}, accuracy {r['accuracy']:.3f}, NLL {r['nll']:.3f}{extra}")
     print(f"Report: {Path(out) / 'ensemble_report.json'}")
     return report
+
+
+def visit_total_agreement(out: MemberOutput, split, scores_table: str, taxonomy) -> dict:
+    """Predicted mLoSSI/LoSDI per visit (worst photo per site, summed) vs the score table's clinical totals."""
+    import pandas as pd
+
+    from loscat_hf.score_metrics import compare_totals, table_sites
+    from loscat_hf.score_model import clip_scores
+    from loscat_hf.scores import read_score_table
+
+    table = read_score_table(scores_table, taxonomy)
+    photos = pd.DataFrame(clip_scores(out.scores, out.components), columns=list(out.components))
+    for col in ("patient_id", "visit", "site"):
+        photos[col] = list(split[col])
+    return compare_totals(photos, table_sites(table.rows))

@@ -69,3 +69,12 @@ def test_cli_evaluate_ensemble_reports_members_and_ensemble(tmp_path, capsys):
     assert "erythema" in report["ensemble"]["scores"] and "score_mse" in report["members"][0]
     assert "ensemble: macro-F1" in capsys.readouterr().out
     assert main(["evaluate-ensemble", "--models", dirs[0], "--dataset", str(ds), "--out", str(out)]) == 2
+    # with the score table: per-visit mLoSSI/LoSDI totals against the clinical ones
+    classes = load_taxonomy().classes
+    table = tmp_path / "scores.csv"
+    table.write_text("patient_id,visit,site," + ",".join(COMPS) + "\n" + "".join(
+        f"validation{i},V1,{classes[i % 4]},{i % 4},1,0,0,1,2\n" for i in range(12)))
+    assert main(["evaluate-ensemble", "--models", *dirs, "--dataset", str(ds), "--out", str(out),
+                 "--scores", str(table)]) == 0
+    totals = json.loads((out / "ensemble_report.json").read_text())["visit_totals"]
+    assert totals["n_visits"] == 12 and totals["mlossi"]["n"] == 12
