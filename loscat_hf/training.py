@@ -303,7 +303,8 @@ def run_training(largs: LoscatArguments, targs: TrainingArguments) -> dict:
         from loscat_hf.score_model import build_score_model
 
         ds = st.add_score_targets(ds)
-        builder, trainer_cls, transform_cls, extra = build_score_model, st.ScoreTrainer, st.ScoreTransform, {"score_weight": largs.score_weight}
+        builder, trainer_cls, transform_cls = build_score_model, st.ScoreTrainer, st.ScoreTransform
+        extra = {"score_weight": largs.score_weight}
     model, processor = builder(largs.model, taxonomy, largs.image_size, seed=targs.seed)
     size = processor_size(processor)
     train_labels = ds["train"]["labels"]
