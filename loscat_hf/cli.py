@@ -231,12 +231,32 @@ def _add_push_space(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="local model folder to bundle, or Hub id set as LOSCAT_MODEL")
     p.add_argument("--public", action="store_true", help="make the Space public (default private)")
     p.set_defaults(func=_push_space)
+def _evaluate_ensemble(args: argparse.Namespace) -> int:
+    from loscat_hf.ensemble import run_evaluate_ensemble
+
+    run_evaluate_ensemble(args.models, args.dataset, args.out, split=args.split, taxonomy=args.taxonomy,
+                          batch_size=args.batch_size, scores_table=args.scores)
+    return 0
+
+
+def _add_evaluate_ensemble(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate-ensemble",
+                       help="average several model folders (region probabilities, LoSCAT scores); report each")
+    p.add_argument("--models", nargs="+", required=True, help="two or more model folders")
+    p.add_argument("--dataset", required=True, help="packed dataset folder")
+    p.add_argument("--out", required=True, help="report folder (ensemble_report.json)")
+    p.add_argument("--split", default="validation")
+    p.add_argument("--taxonomy", default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--scores", default=None,
+                   help="LoSCAT score table (CSV): also compare per-visit mLoSSI/LoSDI totals with the clinical ones")
+    p.set_defaults(func=_evaluate_ensemble)
 
 
 # Subcommands register themselves here; later modules (train, evaluate, predict, ...) add theirs.
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo_data, _add_prepare, _add_train, _add_evaluate, _add_quickstart, _add_predict, _add_link, _add_push,
-    _add_explain, _add_demo, _add_push_space,
+    _add_explain, _add_demo, _add_push_space, _add_evaluate_ensemble,
 ]
 
 

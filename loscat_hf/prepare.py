@@ -15,10 +15,7 @@ from loscat_hf.errors import LoscatError, Problem
 from loscat_hf.packing import REPORT_NAME, PackItem, check_output_dir, pack_dataset, push_dataset_to_hub
 
 MAX_LISTED_PROBLEMS = 20
-SCORES_NOTE = (
-    "--scores was given, but attaching LoSCAT score targets is not supported yet: the score table was "
-    "not used (the dataset has region labels only)"
-)
+MAX_LISTED_UNMATCHED = 10
 
 
 def _is_within(path: str, root: str) -> bool:
@@ -101,6 +98,11 @@ def run_prepare(
         )
     check_output_dir(out_dir, overwrite)  # before reading anything: fail in a second, not after packing
     tax = load_taxonomy(taxonomy)
+    score_table = None
+    if scores:
+        from loscat_hf.scores import read_score_table
+
+        score_table = read_score_table(scores, tax)  # a bad table fails now, before any packing
     consensus = read_annotations(annotations, tax)
 
     problems: list[Problem] = list(consensus.problems)
@@ -115,7 +117,20 @@ def run_prepare(
             visit=photo.visit, extra=dict(photo.extra),
         ))
     warnings = [f"{w.source}: {w.reason}" for w in getattr(consensus, "warnings", [])]
-    notes = [SCORES_NOTE] if scores else []
+    notes: list[str] = []
+    scores_used = None
+    if score_table is not None:
+        from loscat_hf.scores import attach_scores
+
+        attached = attach_scores(items, score_table)
+        items = attached.items
+        scores_used = attached.n_matched
+        notes.append(f"LoSCAT scores attached to {attached.n_matched} of {len(items)} photos (score_* columns; "
+                     f"empty = missing); {len(attached.unmatched)} photo(s) have no row in {Path(scores).name}")
+        for u in attached.unmatched[:MAX_LISTED_UNMATCHED]:
+            notes.append(f"no scores for {u}")
+        if len(attached.unmatched) > MAX_LISTED_UNMATCHED:
+            notes.append(f"... and {len(attached.unmatched) - MAX_LISTED_UNMATCHED} more photos without scores")
 
     result = pack_dataset(
         items, out_dir, classes=tax.classes, val_fraction=val_fraction, test_fraction=test_fraction,
@@ -123,7 +138,7 @@ def run_prepare(
         warnings=warnings, agreement=consensus.agreement, notes=notes,
         parameters={
             "taxonomy": tax.name, "annotations_file": Path(annotations).name, "annotation_rows": consensus.n_rows,
-            "strict": strict, "scores_used": False if scores else None,
+            "strict": strict, "scores_used": scores_used,
         },
         progress=sys.stderr.isatty() if progress is None else progress,
     )

@@ -49,6 +49,9 @@ class LoscatArguments:
     resume: bool = field(default=False, metadata={"help": "resume from the last checkpoint in --output-dir"})
     max_train_samples: int | None = field(default=None, metadata={"help": "cap the training set (quick runs)"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "cap the validation set"})
+    task: str = field(default="regions", metadata={
+        "help": "regions (region head only) or scores (region head + LoSCAT score heads; needs prepare --scores)"})
+    score_weight: float = field(default=1.0, metadata={"help": "--task scores: weight of the score loss"})
     config: str | None = field(default=None, metadata={
         "help": "JSON/YAML file with any of these arguments; the command line overrides it"})
 
@@ -108,6 +111,8 @@ def parse_train_args(argv: Sequence[str]) -> tuple[LoscatArguments, TrainingArgu
         raise LoscatError(f"train: {exc}") from None
     if not largs.dataset:
         raise LoscatError("--dataset is required (a folder written by `loscat-hf prepare`)")
+    if largs.task not in ("regions", "scores"):
+        raise LoscatError(f"--task must be 'regions' or 'scores', got {largs.task!r}")
     if not (0.0 <= largs.sampling_power <= 1.0):
         raise LoscatError("--sampling-power must be between 0 (none) and 1 (full balance)")
     explicit = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
@@ -292,21 +297,29 @@ def run_training(largs: LoscatArguments, targs: TrainingArguments) -> dict:
         if resume is None:
             raise LoscatError(f"--resume: no checkpoint-* folder in {out}")
     ds = load_packed_dataset(largs.dataset, taxonomy, largs.max_train_samples, largs.max_eval_samples)
-    model, processor = build_model_and_processor(largs.model, taxonomy, largs.image_size, seed=targs.seed)
+    builder, trainer_cls, transform_cls, extra = build_model_and_processor, RegionTrainer, ImageTransform, {}
+    if largs.task == "scores":  # region head + score heads: score_training.py supplies the differences
+        from loscat_hf import score_training as st
+        from loscat_hf.score_model import build_score_model
+
+        ds = st.add_score_targets(ds)
+        builder, trainer_cls, transform_cls = build_score_model, st.ScoreTrainer, st.ScoreTransform
+        extra = {"score_weight": largs.score_weight}
+    model, processor = builder(largs.model, taxonomy, largs.image_size, seed=targs.seed)
     size = processor_size(processor)
     train_labels = ds["train"]["labels"]
     weights = balanced_sample_weights(train_labels, largs.sampling_power) if largs.sampling_power > 0 else None
-    train_set = ds["train"].with_transform(ImageTransform(size, train=largs.augment))
-    eval_set = ds["validation"].with_transform(ImageTransform(size, train=False))
+    train_set = ds["train"].with_transform(transform_cls(size, train=largs.augment))
+    eval_set = ds["validation"].with_transform(transform_cls(size, train=False))
     callbacks = [TwoPhaseCallback(largs.phase1_epochs, largs.phase1_trainable_blocks)] if largs.phase1_epochs else []
     if callbacks and targs.parallel_mode.name == "DISTRIBUTED":
         targs.ddp_find_unused_parameters = True  # frozen parameters produce no gradient in phase 1
-    trainer = RegionTrainer(
+    trainer = trainer_cls(
         model=model, args=targs, train_dataset=train_set, eval_dataset=eval_set, data_collator=collate,
         processing_class=processor, compute_metrics=compute_metrics_fn(list(taxonomy.classes)),
         callbacks=callbacks, sample_weights=weights, layer_decay=largs.layer_decay,
         image_mean=processor.image_mean, image_std=processor.image_std,
-        augment=AugmentConfig() if largs.augment else None,
+        augment=AugmentConfig() if largs.augment else None, **extra,
     )
     counts = Counter(train_labels)
     if trainer.is_world_process_zero():
@@ -334,6 +347,14 @@ def run_training(largs: LoscatArguments, targs: TrainingArguments) -> dict:
         plot_training_curves(trainer.state.log_history, eval_dir / "training_curves.png")
         summary["macro_f1"] = report["macro_f1"]
         summary["accuracy"] = report["accuracy"]
+        if largs.task == "scores":
+            scores = st.score_evaluation(pred.predictions[1], ds["validation"], trainer.model.score_components,
+                                         eval_dir)
+            summary["scores"] = {c: {k: m.get(k) for k in ("mae", "pearson", "spearman", "qwk", "icc_2_1")}
+                                 for c, m in scores["components"].items()}
+            for c, m in scores["components"].items():
+                print(f"  {c}: n={m['n']} MAE {m.get('mae', float('nan')):.2f} "
+                      f"Pearson {m.get('pearson', float('nan')):.2f} QWK {m.get('qwk', float('nan')):.2f}")
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
         print(f"macro-F1 {report['macro_f1']:.3f}, accuracy {report['accuracy']:.3f} on validation; "
               f"model in {out}, report and plots in {eval_dir}")

@@ -118,15 +118,6 @@ def test_refuses_overwrite_and_out_containing_images(tmp_path):
         _prepare(csv_path, images, tmp_path, overwrite=True)
 
 
-def test_scores_noted_not_used(tmp_path, capsys):
-    csv_path, images, rows = _study(tmp_path)
-    scores = _write(tmp_path / "scores.csv", ["patient_id,visit,site,pga_a", "P1,v0,head,2"])
-    assert _prepare(_write(csv_path, rows), images, tmp_path / "out", scores=scores) == 0
-    assert "not supported yet" in capsys.readouterr().out
-    report = _report(tmp_path / "out")
-    assert report["parameters"]["scores_used"] is False and "not used" in report["notes"][0]
-
-
 def test_cli_prepare(tmp_path, capsys):
     csv_path, images, rows = _study(tmp_path)
     _write(csv_path, rows)
