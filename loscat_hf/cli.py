@@ -107,7 +107,7 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="quickstart")
     p.add_argument("--patients", type=int, default=60)
     p.add_argument("--photos", type=int, default=600)
-    p.add_argument("--epochs", type=float, default=12)
+    p.add_argument("--epochs", type=float, default=60)
     p.add_argument("--model", default="tiny", help="preset, folder or Hub id (default: tiny, offline)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
