@@ -51,6 +51,18 @@ def write_imagefolder(root: Path, counts: dict[str, list[int]], seed: int = 0) -
     return root
 
 
+def save_tiny_model(d: Path, seed: int = 0, **config) -> Path:
+    """A randomly initialised tiny-preset model folder, as `save_pretrained` lays it out (no Hub needed)."""
+    from loscat_hf.modeling import build_model_and_processor
+
+    model, processor = build_model_and_processor("tiny", load_taxonomy(), seed=seed)
+    for key, value in config.items():
+        setattr(model.config, key, value)
+    model.save_pretrained(d)
+    processor.save_pretrained(d)
+    return d
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """12 classes, imbalanced train (2..13 photos per class), 3 validation photos per class."""

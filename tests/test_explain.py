@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from conftest import save_tiny_model
 from PIL import Image
 
 from loscat_hf.explain import explain, rollout, run_explain
@@ -8,14 +9,7 @@ from loscat_hf.predict import RegionPredictor
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from loscat_hf.modeling import build_model_and_processor
-    from loscat_hf.regions import load_taxonomy
-
-    d = tmp_path_factory.mktemp("tiny")
-    model, processor = build_model_and_processor("tiny", load_taxonomy())
-    model.save_pretrained(d)
-    processor.save_pretrained(d)
-    return str(d)
+    return str(save_tiny_model(tmp_path_factory.mktemp("tiny")))
 
 
 def _photos():

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import save_tiny_model
 
 from loscat_hf.cli import main
 from loscat_hf.errors import LoscatError
@@ -24,16 +25,11 @@ SECRET = "hf_DoNotPrintMe123"
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from loscat_hf.modeling import build_model_and_processor
     from loscat_hf.plots import plot_confusion_matrix
     from loscat_hf.regions import load_taxonomy
 
     tax = load_taxonomy()
-    d = tmp_path_factory.mktemp("model")
-    model, processor = build_model_and_processor("tiny", tax)
-    model.config.loscat_temperature = 1.25
-    model.save_pretrained(d)
-    processor.save_pretrained(d)
+    d = save_tiny_model(tmp_path_factory.mktemp("model"), loscat_temperature=1.25)
     (d / "eval").mkdir()
     (d / "eval" / "metrics.json").write_text(json.dumps({"macro_f1": 0.61234, "accuracy": 0.70001, "n": 40,
                                                          "split_size": 40, "balanced_accuracy": 0.6}))

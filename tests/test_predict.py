@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import save_tiny_model
 from PIL import Image
 
 from loscat_hf.batch import COLUMNS, predict_folder
@@ -25,14 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    from loscat_hf.modeling import build_model_and_processor
-    from loscat_hf.regions import load_taxonomy
-
-    d = tmp_path_factory.mktemp("tinymodel")
-    model, processor = build_model_and_processor("tiny", load_taxonomy(), seed=3)
-    model.save_pretrained(d)
-    processor.save_pretrained(d)
-    return d
+    return save_tiny_model(tmp_path_factory.mktemp("tinymodel"), seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import save_tiny_model
 from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -26,14 +27,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from loscat_hf.modeling import build_model_and_processor
     from loscat_hf.regions import load_taxonomy
     from loscat_hf.space import launch
 
-    d = tmp_path_factory.mktemp("tiny")
-    model, processor = build_model_and_processor("tiny", load_taxonomy())
-    model.save_pretrained(d)
-    processor.save_pretrained(d)
+    d = save_tiny_model(tmp_path_factory.mktemp("tiny"))
     port = _free_port()
     demo = launch(str(d), host="127.0.0.1", port=port, precision="fp32", prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/", load_taxonomy().classes, str(d)
