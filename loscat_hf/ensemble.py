@@ -34,10 +34,10 @@ def member_outputs(model_dir: str, split, batch_size: int = 64, device: str | No
     from tqdm.auto import tqdm
     from transformers import AutoConfig, AutoModelForImageClassification
 
-    from loscat_hf.inference import pick_device
+    from loscat_hf.inference import LogitRunner
     from loscat_hf.modeling import load_processor, processor_size
     from loscat_hf.score_model import CONFIG_KEY, ViTWithScores
-    from loscat_hf.transforms import ImageTransform, collate, normalise
+    from loscat_hf.transforms import ImageTransform, collate
 
     try:
         config = AutoConfig.from_pretrained(model_dir)
@@ -46,19 +46,15 @@ def member_outputs(model_dir: str, split, batch_size: int = 64, device: str | No
     has_scores = bool(getattr(config, CONFIG_KEY, None))
     model = (ViTWithScores if has_scores else AutoModelForImageClassification).from_pretrained(model_dir)
     processor = load_processor(model_dir)
-    dev = pick_device(device)
-    model = model.to(dev).eval()
-    mean = torch.tensor(processor.image_mean, dtype=torch.float32, device=dev)
-    std = torch.tensor(processor.image_std, dtype=torch.float32, device=dev)
+    runner = LogitRunner(model, processor.image_mean, processor.image_std, device=device, bf16=False)
     data = split.select_columns(["image"]).with_transform(ImageTransform(processor_size(processor), train=False))
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate)
     logits, scores = [], []
-    with torch.inference_mode():
-        for batch in tqdm(loader, desc=f"running {Path(model_dir).name}", unit="batch"):
-            out = model(pixel_values=normalise(batch["pixel_values"].to(dev), mean, std))
-            logits.append(out.logits.float().cpu().numpy())
-            if has_scores:
-                scores.append(out.score_preds.float().cpu().numpy())
+    for batch in tqdm(loader, desc=f"running {Path(model_dir).name}", unit="batch"):
+        out = runner.outputs(batch["pixel_values"])
+        logits.append(out.logits.float().cpu().numpy())
+        if has_scores:
+            scores.append(out.score_preds.float().cpu().numpy())
     probs = apply_temperature(np.concatenate(logits), temperature_from_config(config))
     comps = tuple(getattr(config, CONFIG_KEY, ()) or ())
     return MemberOutput(str(model_dir), probs, np.concatenate(scores) if has_scores else None, comps)

@@ -1,7 +1,7 @@
 """Parallel photo decoding for batched labelling: DataLoader workers turn paths into uint8 model inputs.
 
 Why: decoding a camera JPEG costs far more than a small model's forward pass. Workers decode with JPEG
-draft mode (`open_image(max_side=512, size_slack=0.15)`, the predictor's own decode) and squash to the
+draft mode (`predict.load_photo`, the predictor's own decode) and squash to the
 model size, so the main process only runs the model; batches stay uint8 until the device.
 """
 
@@ -12,10 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from loscat_hf.images import open_image
-from loscat_hf.transforms import resize_eval, to_uint8_chw
-
-DECODE_SIDE = 512  # same as predict.DECODE_SIDE / prepare --max-side
+from loscat_hf.predict import load_photo, photo_pixels
 
 
 class PhotoPixels(torch.utils.data.Dataset):
@@ -29,8 +26,7 @@ class PhotoPixels(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        img = open_image(self.paths[i], max_side=DECODE_SIDE, size_slack=0.15)
-        return to_uint8_chw(resize_eval(img, self.image_size))
+        return photo_pixels(load_photo(self.paths[i]), self.image_size)
 
 
 def pixel_batches(paths: Sequence[str | os.PathLike], image_size: int, batch_size: int = 32,

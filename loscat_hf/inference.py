@@ -39,6 +39,13 @@ class LogitRunner:
         self.std = torch.tensor(image_std, dtype=torch.float32, device=self.device)
 
     @torch.inference_mode()
+    def outputs(self, pixel_values: torch.Tensor):
+        """The model's whole output (logits and any extra heads, e.g. score_preds) for a uint8 batch."""
+        x = normalise(pixel_values.to(self.device, non_blocking=True), self.mean, self.std)
+        with autocast_for(self.device, self.bf16):
+            return self.model(pixel_values=x)
+
+    @torch.inference_mode()
     def __call__(self, pixel_values: torch.Tensor, tta: bool = False) -> np.ndarray:
         x = normalise(pixel_values.to(self.device, non_blocking=True), self.mean, self.std)
         with autocast_for(self.device, self.bf16):
