@@ -24,8 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-VIT_B_FWD_GFLOP = 110.0  # ViT-B/16 at 384 px, forward, per image (2 x MACs); a train step is ~3x
-
 
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -134,87 +132,142 @@ def bench_input(data: dict, args) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- train
-def _train_args(out: str, args, steps: int, workers: int, bf16: bool, **extra):
-    from transformers import TrainingArguments
-
-    return TrainingArguments(output_dir=out, max_steps=steps, per_device_train_batch_size=args.batch,
-                             save_strategy="no", report_to="none", logging_strategy="no",
-                             dataloader_num_workers=workers, remove_unused_columns=False, bf16=bf16,
-                             disable_tqdm=True, **extra)
-
-
-def _timed_train(trainer, steps: int, batch: int) -> float:
-    """Images/s after the first step (warm-up: allocation, worker start)."""
-    from transformers import TrainerCallback
-
-    marks: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_step_end(self, a, state, control, **kw):
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            marks.append(time.perf_counter())
-
-    trainer.add_callback(Clock())
-    trainer.train()
-    return rate((len(marks) - 1) * batch, marks[-1] - marks[0]) if len(marks) > 1 else 0.0
+def vit_forward_gflops(config) -> float:
+    """Forward GFLOP per image of a ViT (2 x multiply-adds of the matmuls): ~111 for ViT-B/16 at 384 px."""
+    d, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    patches = (config.image_size // config.patch_size) ** 2
+    tokens = patches + 1
+    per_layer = tokens * (4 * d * d + 2 * d * inter) + 2 * tokens * tokens * d
+    embed = patches * 3 * config.patch_size ** 2 * d
+    return 2 * (layers * per_layer + embed) / 1e9
 
 
-def matmul_peak_tflops() -> float | None:
-    """Measured bf16 matmul peak on the GPU (None on CPU), the denominator of model FLOP utilisation."""
-    if not torch.cuda.is_available():
-        return None
-    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ a
-    torch.cuda.synchronize()
-    t0, reps = time.perf_counter(), 20
+def matmul_peak_tflops(dtype: torch.dtype, quick: bool = False) -> float:
+    """Measured matmul peak of this device in `dtype`: the denominator of model FLOP utilisation."""
+    cuda = torch.cuda.is_available()
+    n = 8192 if cuda else (512 if quick else 2048)
+    reps = 20 if cuda else 3
+    a = torch.randn(n, n, dtype=dtype, device="cuda" if cuda else "cpu")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    a @ a
+    sync()
+    t0 = time.perf_counter()
     for _ in range(reps):
         a @ a
-    torch.cuda.synchronize()
-    return 2 * 8192 ** 3 * reps / (time.perf_counter() - t0) / 1e12
+    sync()
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e12
+
+
+class StepClock:
+    """Trainer callback: step times, and the share of wall time spent waiting for the next batch.
+
+    The Trainer fetches a step's batch between the previous on_step_end and this on_step_begin. On a GPU the
+    clock synchronises at each step end, so that gap is time the GPU sits idle: busy = 1 - input_wait_share.
+    """
+
+    def __init__(self) -> None:
+        from transformers import TrainerCallback
+
+        clock = self
+        self.begins: list[float] = []
+        self.ends: list[float] = []
+
+        class _Callback(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kw):
+                clock.begins.append(time.perf_counter())
+
+            def on_step_end(self, args, state, control, **kw):
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                clock.ends.append(time.perf_counter())
+
+        self.callback = _Callback()
+
+    def summary(self, batch: int) -> dict:
+        """Images/s and input-wait share after the first step (warm-up: allocation, worker start)."""
+        if len(self.ends) < 2:
+            return {"images_per_s": 0.0, "input_wait_share": float("nan")}
+        wall = self.ends[-1] - self.ends[0]
+        wait = sum(b - e for b, e in zip(self.begins[1:], self.ends[:-1], strict=True))
+        return {"images_per_s": rate((len(self.ends) - 1) * batch, wall), "input_wait_share": wait / wall}
+
+
+def loscat_trainer(data: dict, args, preset: str, out: str, steps: int, workers: int):
+    """The trainer `loscat-hf train` builds (training.build_trainer), set to run `steps` full-model steps."""
+    from loscat_hf.regions import load_taxonomy
+    from loscat_hf.training import build_trainer, parse_train_args
+
+    argv = ["--dataset", str(data["packed"]), "--model", preset, "--output-dir", out, "--max-steps", str(steps),
+            "--per-device-train-batch-size", str(args.batch), "--dataloader-num-workers", str(workers),
+            "--phase1-epochs", "0",  # time the whole model, not the head-only phase
+            "--eval-strategy", "no", "--save-strategy", "no", "--load-best-model-at-end", "false",
+            "--logging-strategy", "no", "--disable-tqdm", "true"]
+    if args.bf16 != "auto":
+        argv += ["--bf16", args.bf16]
+    if args.bf16 == "true" and not torch.cuda.is_available():
+        argv += ["--use-cpu", "true"]  # TrainingArguments allows bf16 on CPU only when asked for explicitly
+    if args.compile:
+        argv += ["--torch-compile", "true"]
+    largs, targs = parse_train_args(argv)
+    trainer, _ = build_trainer(largs, targs, load_taxonomy())
+    return trainer
+
+
+def plain_trainer(model, plain, args, size: int, out: str, steps: int, bf16: bool):
+    """run_image_classification.py: stock Trainer, its defaults (0 workers), the processor on every photo."""
+    from transformers import Trainer, TrainingArguments
+
+    targs = TrainingArguments(output_dir=out, max_steps=steps, per_device_train_batch_size=args.batch,
+                              save_strategy="no", report_to="none", logging_strategy="no", bf16=bf16,
+                              remove_unused_columns=False, disable_tqdm=True)
+    return Trainer(model=model, args=targs, train_dataset=plain.with_transform(PlainTransform(size)),
+                   data_collator=plain_collate)
 
 
 def bench_train(data: dict, args) -> dict:
-    from transformers import Trainer
-
     from loscat_hf.modeling import build_model_and_processor
-    from loscat_hf.training import RegionTrainer
-    from loscat_hf.transforms import ImageTransform, collate
 
-    tax, packed, plain = train_split(data)
+    tax, _, plain = train_split(data)
     gpu = torch.cuda.is_available()
+    gpu_bf16 = gpu and torch.cuda.is_bf16_supported()
     presets = ["tiny"] + (["vit-base-384-random"] if gpu or args.base_steps else [])
+    peaks = {"fp32": matmul_peak_tflops(torch.float32, args.quick),
+             "bf16": matmul_peak_tflops(torch.bfloat16, args.quick)}
+    reference = max(peaks, key=peaks.get)
     rows = []
     for preset in presets:
         steps = args.steps if preset == "tiny" or gpu else args.base_steps
-        bf16 = gpu and torch.cuda.is_bf16_supported()
-        runs = [("loscat-hf", w) for w in sorted({0, args.workers})] + [("plain-hf", 0)]
-        for path, workers in runs:
-            model, proc = build_model_and_processor(preset, tax)
-            size = int(proc.size["height"])
+        # loscat-hf with 0 and --workers workers; plain Trainer defaults, and plain + --bf16 where a GPU has it
+        runs = [("loscat-hf", w, None) for w in sorted({0, args.workers})] + [("plain-hf", 0, False)]
+        if gpu_bf16:
+            runs.append(("plain-hf", 0, True))
+        for path, workers, bf16 in runs:
             with tempfile.TemporaryDirectory() as tmp:
                 if path == "loscat-hf":
-                    extra = dict(dataloader_persistent_workers=workers > 0, dataloader_pin_memory=gpu)
-                    if gpu:
-                        extra["optim"] = "adamw_torch_fused"
-                    trainer = RegionTrainer(model=model, args=_train_args(tmp, args, steps, workers, bf16,
-                                                                          **extra),
-                                            train_dataset=packed.with_transform(ImageTransform(size, True)),
-                                            data_collator=collate)
-                else:  # Trainer defaults: 0 workers, fp32 unless asked, processor over the original photos
-                    trainer = Trainer(model=model, args=_train_args(tmp, args, steps, 0, False),
-                                      train_dataset=plain.with_transform(PlainTransform(size)),
-                                      data_collator=plain_collate)
-                ips = _timed_train(trainer, steps, args.batch)
-            rows.append({"preset": preset, "path": path, "workers": workers, "steps": steps, "images_per_s": ips})
-    peak = matmul_peak_tflops()
-    for r in rows:
-        if peak and r["preset"] == "vit-base-384-random":
-            r["mfu"] = r["images_per_s"] * 3 * VIT_B_FWD_GFLOP / 1e3 / peak
-    result = {"benchmark": "train", "device": "cuda" if gpu else "cpu", "cores": cores(),
-              "matmul_peak_bf16_tflops": peak, "rows": rows}
-    table(f"training ({result['device']}, batch {args.batch})", rows, ["preset", "path", "workers", "steps", "images_per_s"])
+                    trainer = loscat_trainer(data, args, preset, tmp, steps, workers)
+                else:
+                    model, proc = build_model_and_processor(preset, tax)
+                    trainer = plain_trainer(model, plain, args, int(proc.size["height"]), tmp, steps, bf16)
+                clock = StepClock()
+                trainer.add_callback(clock.callback)
+                trainer.train()
+                targs = trainer.args
+                row = {"preset": preset, "path": path, "workers": workers, "bf16": bool(targs.bf16),
+                       "optim": str(targs.optim.value if hasattr(targs.optim, "value") else targs.optim),
+                       "steps": steps, **clock.summary(args.batch)}
+                row["mfu"] = (row["images_per_s"] * 3 * vit_forward_gflops(trainer.model.config)
+                              / 1e3 / peaks[reference])
+                rows.append(row)
+    for preset in presets:
+        plain_default = [r["images_per_s"] for r in rows if r["preset"] == preset and r["path"] == "plain-hf"][0]
+        for r in rows:
+            if r["preset"] == preset:
+                r["speedup_vs_plain"] = r["images_per_s"] / max(plain_default, 1e-9)
+    result = {"benchmark": "train", "device": torch.cuda.get_device_name() if gpu else "cpu", "cores": cores(),
+              "batch": args.batch, "matmul_peak_tflops": peaks, "mfu_reference": reference, "rows": rows}
+    table(f"training ({result['device']}, batch {args.batch}; mfu vs the measured {reference} matmul peak "
+          f"{peaks[reference]:.2f} TFLOP/s)", rows,
+          ["preset", "path", "workers", "bf16", "images_per_s", "input_wait_share", "mfu", "speedup_vs_plain"])
     return result
 
 
@@ -230,23 +283,32 @@ def _save_model(preset: str, tax, out: Path) -> Path:
     return d
 
 
-def loscat_label(model_dir: Path, paths: list[str], precision: str, batch: int, workers: int):
-    from loscat_hf.fastload import pixel_batches
+def loscat_label(model_dir: Path, paths: list[str], precision: str, batch: int, workers: int, work: Path):
+    """`loscat-hf predict` (batch.predict_folder) over a CSV of the photos; model loading is not timed."""
+    from loscat_hf.batch import predict_folder
     from loscat_hf.predict import RegionPredictor
 
+    listing = work / "photos.csv"
+    with open(listing, "w", newline="") as fh:
+        csv.writer(fh).writerows([["image"], *[[p] for p in paths]])
     pred = RegionPredictor.from_pretrained(model_dir, precision=precision)
+    out = work / f"predictions_{precision}.csv"
     t0 = time.perf_counter()
-    labels = []
-    for pv in pixel_batches(paths, pred.image_size, batch_size=batch, num_workers=workers):
-        labels += [p.label for p in pred.from_logits(pred.logits(pv), top_k=1)]
-    return rate(len(paths), time.perf_counter() - t0), labels
+    summary = predict_folder(pred, listing, out, batch_size=batch, num_workers=workers, progress=False)
+    seconds = time.perf_counter() - t0
+    if summary.by_status != {"ok": len(paths)}:
+        raise RuntimeError(f"predict did not label every photo: {summary}")
+    with open(out, newline="") as fh:
+        labels = {r["image"]: r["region"] for r in csv.DictReader(fh)}
+    return rate(len(paths), seconds), [labels[p] for p in paths]
 
 
 def pipeline_label(model_dir: Path, paths: list[str], batch: int):
     from transformers import ViTImageProcessorPil, pipeline
 
     pipe = pipeline("image-classification", model=str(model_dir),
-                    image_processor=ViTImageProcessorPil.from_pretrained(str(model_dir)), device="cpu")
+                    image_processor=ViTImageProcessorPil.from_pretrained(str(model_dir)),
+                    device=0 if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
     out = pipe(paths, batch_size=batch, top_k=1)
     return rate(len(paths), time.perf_counter() - t0), [o[0]["label"] for o in out]
@@ -257,6 +319,7 @@ def bench_label(data: dict, args) -> dict:
 
     tax = load_taxonomy()
     all_paths = sorted(data["originals"].values())
+    precisions = args.precisions or (["fp32", "bf16"] if torch.cuda.is_available() else ["fp32", "int8"])
     rows = []
     for preset, limit in (("tiny", args.images or len(all_paths)), ("vit-base-384-random", args.base_images)):
         if not limit:
@@ -271,13 +334,15 @@ def bench_label(data: dict, args) -> dict:
             pipe_best = max(pipe_best, ips)
             rows.append({"model": preset, "path": "pipeline", "setting": f"batch {b}", "images_per_s": ips,
                          "top1_agree": 1.0})
-        for precision in args.precisions:
-            ips, labels = loscat_label(model_dir, paths, precision, args.batch, args.workers)
+        for precision in precisions:
+            with tempfile.TemporaryDirectory() as tmp:
+                ips, labels = loscat_label(model_dir, paths, precision, args.batch, args.workers, Path(tmp))
             agree = sum(a == b for a, b in zip(labels, ref, strict=True)) / len(ref)
             rows.append({"model": preset, "path": "loscat-hf", "setting": f"{precision} w{args.workers}",
                          "images_per_s": ips, "top1_agree": agree, "speedup": ips / pipe_best})
-    result = {"benchmark": "label", "cores": cores(), "rows": rows}
-    table("labelling camera JPEGs (top1_agree: vs the pipeline's labels)", rows,
+    result = {"benchmark": "label", "device": "cuda" if torch.cuda.is_available() else "cpu", "cores": cores(),
+              "rows": rows}
+    table("labelling camera JPEGs with `loscat-hf predict` (top1_agree: vs the pipeline's labels)", rows,
           ["model", "path", "setting", "images_per_s", "top1_agree"])
     return result
 
@@ -300,7 +365,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--base-steps", type=int, default=0, help="CPU training steps of vit-base-384-random (0 = skip)")
     p.add_argument("--base-images", type=int, default=16, help="photos labelled with vit-base-384-random (0 = skip)")
     p.add_argument("--pipeline-batches", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--precisions", nargs="+", default=["fp32", "int8"])
+    p.add_argument("--precisions", nargs="+", default=None,
+                   help="loscat-hf predict precisions (default: fp32 int8 on CPU, fp32 bf16 on a GPU)")
+    p.add_argument("--bf16", choices=["auto", "true", "false"], default="auto",
+                   help="loscat-hf training in bf16: auto = as `loscat-hf train` decides (on where a GPU has it); "
+                        "true on CPU runs the GPU recipe's code path")
+    p.add_argument("--compile", action="store_true", help="loscat-hf training with torch.compile")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "loscat_bench")
     p.add_argument("--out", type=Path, default=Path("bench_results"))
     args = p.parse_args(argv)

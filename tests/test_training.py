@@ -7,10 +7,9 @@ from safetensors.torch import load_file
 
 from loscat_hf.regions import load_taxonomy
 from loscat_hf.training import (
-    RegionTrainer,
     TwoPhaseCallback,
     balanced_sample_weights,
-    load_packed_dataset,
+    build_trainer,
     parse_train_args,
     run_training,
 )
@@ -37,22 +36,13 @@ def test_sampler_balances_an_imbalanced_set():
 
 
 def _trainer(tiny_dataset, tmp_path, *extra, callbacks=()):
-    from loscat_hf.metrics import compute_metrics_fn
-    from loscat_hf.modeling import build_model_and_processor
-    from loscat_hf.transforms import ImageTransform, collate
-
+    """The trainer `loscat-hf train` builds, without its own two-phase callback (tests add theirs)."""
     largs, targs = parse_train_args(["--dataset", str(tiny_dataset), "--output-dir", str(tmp_path / "o"),
-                                     *FAST, *extra])
-    tax = load_taxonomy()
-    ds = load_packed_dataset(str(tiny_dataset), tax)
-    model, proc = build_model_and_processor("tiny", tax, 32)
-    return RegionTrainer(
-        model=model, args=targs, train_dataset=ds["train"].with_transform(ImageTransform(32, True)),
-        eval_dataset=ds["validation"].with_transform(ImageTransform(32, False)), data_collator=collate,
-        compute_metrics=compute_metrics_fn(list(tax.classes)), callbacks=list(callbacks),
-        sample_weights=balanced_sample_weights(ds["train"]["labels"], largs.sampling_power),
-        layer_decay=largs.layer_decay,
-    ), ds
+                                     "--phase1-epochs", "0", *FAST, *extra])
+    trainer, ds = build_trainer(largs, targs, load_taxonomy())
+    for cb in callbacks:
+        trainer.add_callback(cb)
+    return trainer, ds
 
 
 def test_trainer_dataloader_draws_classes_near_uniformly(tiny_dataset, tmp_path):
@@ -106,6 +96,19 @@ def test_two_phase_freezes_backbone_then_trains_it(tiny_dataset, tmp_path):
     moved = [n for n in backbone if not torch.equal(after1[n], after2[n])]
     assert len(moved) > 0.9 * len(backbone), "backbone did not train in phase 2"
     assert all(p.requires_grad for p in trainer.model.parameters())
+
+
+def test_defaults_use_fused_adamw_and_leave_the_loop_a_core(tiny_dataset, tmp_path):
+    import os
+
+    largs, targs = parse_train_args(["--dataset", str(tiny_dataset), "--output-dir", str(tmp_path / "o")])
+    cores = len(os.sched_getaffinity(0))
+    workers = targs.dataloader_num_workers
+    assert 1 <= workers <= 16 and (workers < cores or cores == 1) and targs.dataloader_persistent_workers
+    trainer, _ = _trainer(tiny_dataset, tmp_path, "--layer-decay", "0.5")  # also with layer-wise groups
+    trainer.create_optimizer()
+    assert trainer.args.optim == "adamw_torch_fused" and trainer.optimizer.defaults.get("fused") is True
+    assert trainer.model.config._attn_implementation == "sdpa"
 
 
 def test_layer_decay_gives_lower_lr_to_early_layers(tiny_dataset, tmp_path):
