@@ -88,7 +88,8 @@ def table(title: str, rows: list[dict], cols: list[str]) -> None:
     print(f"\n{title}")
     print(" | ".join(f"{c:>14}" for c in cols))
     for r in rows:
-        print(" | ".join(f"{r[c]:>14.2f}" if isinstance(r[c], float) else f"{str(r[c]):>14}" for c in cols))
+        cells = (r.get(c, "") for c in cols)
+        print(" | ".join(f"{v:>14.2f}" if isinstance(v, float) else f"{str(v):>14}" for v in cells))
 
 
 # ---------------------------------------------------------------------------------------------- input
@@ -320,31 +321,41 @@ def bench_label(data: dict, args) -> dict:
     tax = load_taxonomy()
     all_paths = sorted(data["originals"].values())
     precisions = args.precisions or (["fp32", "bf16"] if torch.cuda.is_available() else ["fp32", "int8"])
+    precisions = ["fp32", *[p for p in precisions if p != "fp32"]]  # fp32 first: the reference of agree_fp32
+    if args.label_model:  # your own model folder (e.g. a trained one): check its agreement, not random weights
+        models = [(str(args.label_model), args.label_model, args.images or len(all_paths))]
+    else:
+        models = [(preset, _save_model(preset, tax, args.work / "models"), limit) for preset, limit in
+                  (("tiny", args.images or len(all_paths)), ("vit-base-384-random", args.base_images)) if limit]
     rows = []
-    for preset, limit in (("tiny", args.images or len(all_paths)), ("vit-base-384-random", args.base_images)):
-        if not limit:
-            continue
+    for name, model_dir, limit in models:
         paths = all_paths[:limit]
-        model_dir = _save_model(preset, tax, args.work / "models")
         ref = None
         pipe_best = 0.0
         for b in args.pipeline_batches:
             ips, labels = pipeline_label(model_dir, paths, b)
             ref = ref or labels
             pipe_best = max(pipe_best, ips)
-            rows.append({"model": preset, "path": "pipeline", "setting": f"batch {b}", "images_per_s": ips,
+            rows.append({"model": name, "path": "pipeline", "setting": f"batch {b}", "images_per_s": ips,
                          "top1_agree": 1.0})
+        fp32 = None
         for precision in precisions:
             with tempfile.TemporaryDirectory() as tmp:
                 ips, labels = loscat_label(model_dir, paths, precision, args.batch, args.workers, Path(tmp))
-            agree = sum(a == b for a, b in zip(labels, ref, strict=True)) / len(ref)
-            rows.append({"model": preset, "path": "loscat-hf", "setting": f"{precision} w{args.workers}",
-                         "images_per_s": ips, "top1_agree": agree, "speedup": ips / pipe_best})
+            fp32 = fp32 or labels
+            rows.append({"model": name, "path": "loscat-hf", "setting": f"{precision} w{args.workers}",
+                         "images_per_s": ips, "top1_agree": _agree(labels, ref),
+                         "agree_fp32": _agree(labels, fp32), "speedup": ips / pipe_best})
     result = {"benchmark": "label", "device": "cuda" if torch.cuda.is_available() else "cpu", "cores": cores(),
               "rows": rows}
-    table("labelling camera JPEGs with `loscat-hf predict` (top1_agree: vs the pipeline's labels)", rows,
-          ["model", "path", "setting", "images_per_s", "top1_agree"])
+    table("labelling camera JPEGs with `loscat-hf predict` (top1_agree: vs the pipeline's labels; agree_fp32: "
+          "vs loscat-hf fp32, same decode)", rows,
+          ["model", "path", "setting", "images_per_s", "speedup", "top1_agree", "agree_fp32"])
     return result
+
+
+def _agree(labels: list[str], reference: list[str]) -> float:
+    return sum(a == b for a, b in zip(labels, reference, strict=True)) / len(reference)
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -365,6 +376,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--base-steps", type=int, default=0, help="CPU training steps of vit-base-384-random (0 = skip)")
     p.add_argument("--base-images", type=int, default=16, help="photos labelled with vit-base-384-random (0 = skip)")
     p.add_argument("--pipeline-batches", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--label-model", type=Path, default=None,
+                   help="label with this model folder (e.g. your trained model) instead of the random presets")
     p.add_argument("--precisions", nargs="+", default=None,
                    help="loscat-hf predict precisions (default: fp32 int8 on CPU, fp32 bf16 on a GPU)")
     p.add_argument("--bf16", choices=["auto", "true", "false"], default="auto",
@@ -377,7 +390,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.photos, args.camera, args.size, args.batch, args.steps = 12, "640x480", 64, 4, 3
         args.base_images, args.base_steps, args.workers = 0, 0, min(args.workers, 2)
-        args.pipeline_batches, args.precisions = [1, 4], ["fp32"]
+        args.pipeline_batches, args.precisions = [1, 4], args.precisions or ["fp32"]
         args.work = args.work.with_name(args.work.name + "_quick")
     return args
 

@@ -65,3 +65,18 @@ def test_vit_flop_count_matches_the_known_vit_b_figure(bench):
 
     # ~110 GFLOP per ViT-B/16-384 forward (the figure; 55.5 G multiply-adds)
     assert 108 < bench.vit_forward_gflops(ViTConfig(**PRESETS["vit-base-384-random"])) < 113
+
+
+def test_label_benchmark_takes_your_own_model_folder(bench, tmp_path, monkeypatch):
+    from conftest import save_tiny_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = save_tiny_model(tmp_path / "my_model", seed=5)
+    out = tmp_path / "out"
+    bench.main(["label", "--quick", "--label-model", str(model), "--precisions", "int8", "--workers", "0",
+                "--work", str(tmp_path / "work"), "--out", str(out)])
+    rows = json.loads((out / "label.json").read_text())["rows"]
+    assert {r["model"] for r in rows} == {str(model)}
+    ours = {r["setting"].split()[0]: r for r in rows if r["path"] == "loscat-hf"}
+    assert set(ours) == {"fp32", "int8"}  # fp32 always runs first: the reference of agree_fp32
+    assert ours["fp32"]["agree_fp32"] == 1.0 and 0.0 <= ours["int8"]["agree_fp32"] <= 1.0
