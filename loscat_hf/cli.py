@@ -126,15 +126,16 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    import os
+    from loscat_hf.hardware import default_workers
 
     p = sub.add_parser("predict", help="label a folder or CSV of photos -> predictions CSV (one row per file)")
     p.add_argument("--model", required=True, help="model folder or Hub id")
     p.add_argument("--images", required=True, help="folder (recursive, every non-hidden file) or CSV with an "
                    "'image' column (paths relative to the CSV's folder, or absolute)")
     p.add_argument("--out", required=True, help="predictions CSV to write")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-workers", type=int, default=min(8, max(0, (os.cpu_count() or 1) - 1)),
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="photos per forward pass (default 8 on CPU, 64 on a GPU)")
+    p.add_argument("--num-workers", type=int, default=default_workers(8),
                    help="decoding processes (default: cores - 1, at most 8; 0 = in the main process)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when present)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"),

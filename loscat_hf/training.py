@@ -24,6 +24,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from loscat_hf.errors import LoscatError
+from loscat_hf.hardware import default_workers
 from loscat_hf.transforms import AugmentConfig, normalise
 
 HEAD_PREFIXES = ("classifier", "score_heads")
@@ -56,24 +57,16 @@ class LoscatArguments:
         "help": "JSON/YAML file with any of these arguments; the command line overrides it"})
 
 
-def default_num_workers() -> int:
-    """DataLoader workers: every core this process may use but one, which the training loop needs, at most 16.
-
-    A worker crops ~120-170 photos/s at 384 px (scripts/benchmark.py input), so 16 workers feed the
-    1,000+ images/s a ViT-B/16-384 reaches on one H100 in bf16.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(16, cores - 1))
-
-
 # Defaults for this task; any of them can still be set on the command line or in --config. The optimizer is
-# transformers' default (fused AdamW with torch >= 2.8); bf16 is switched on where the GPU supports it.
+# transformers' default (fused AdamW with torch >= 2.8); bf16 is switched on where the GPU supports it. A
+# worker crops ~140 photos/s at 384 px (scripts/benchmark.py input): 16 feed the 1,000+ images/s that a
+# ViT-B/16-384 should reach on one H100 in bf16.
 TASK_DEFAULTS: dict = dict(
     num_train_epochs=10, learning_rate=2e-4, weight_decay=0.05, warmup_steps=0.05,
     per_device_train_batch_size=32, per_device_eval_batch_size=64, label_smoothing_factor=0.1,
     eval_strategy="epoch", save_strategy="epoch", save_total_limit=2, load_best_model_at_end=True,
     metric_for_best_model="macro_f1", greater_is_better=True, logging_steps=10, report_to="none",
-    remove_unused_columns=False, dataloader_num_workers=default_num_workers(),
+    remove_unused_columns=False, dataloader_num_workers=default_workers(16),
     dataloader_persistent_workers=True, seed=42,
 )
 

@@ -24,9 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+from loscat_hf.hardware import default_workers, usable_cores  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -59,6 +57,17 @@ def train_split(data: dict):
     plain = Dataset.from_dict({"image": [data["originals"][i] for i in packed["image_id"]],
                                "labels": packed["labels"]}).cast_column("image", Image())
     return tax, packed.select_columns(["image", "labels"]), plain
+
+
+def repeated(ds, n: int):
+    """`ds` repeated to at least n rows, so that one epoch covers a whole measurement.
+
+    A DataLoader drains and refills its workers at every epoch end; a small benchmark set would hit that
+    every batch or two (one busy worker, the others idle), which a real training set of thousands never does.
+    """
+    from datasets import concatenate_datasets
+
+    return concatenate_datasets([ds] * max(1, -(-n // len(ds))))
 
 
 class PlainTransform:
@@ -115,6 +124,7 @@ def bench_input(data: dict, args) -> dict:
 
     _, packed, plain = train_split(data)
     n = max(args.images or len(packed), 4 * args.batch)
+    packed, plain = repeated(packed, n + 2 * args.batch), repeated(plain, n + 2 * args.batch)
     rows = []
     lo = time_loader(packed.with_transform(ImageTransform(args.size, train=True)), collate, args.batch,
                      args.workers, n)
@@ -123,11 +133,11 @@ def bench_input(data: dict, args) -> dict:
         pl = time_loader(plain.with_transform(PlainTransform(args.size)), plain_collate, args.batch, w, n)
         rows.append({"path": "plain-hf", "workers": w, "images_per_s": pl})
     for r in rows:
-        r["images_per_s_per_core"] = r["images_per_s"] / cores()
+        r["images_per_s_per_core"] = r["images_per_s"] / usable_cores()
     best_plain = max(r["images_per_s"] for r in rows if r["path"] == "plain-hf")
-    result = {"benchmark": "input", "image_size": args.size, "cores": cores(), "images": n, "rows": rows,
+    result = {"benchmark": "input", "image_size": args.size, "cores": usable_cores(), "images": n, "rows": rows,
               "speedup_vs_best_plain": lo / best_plain}
-    table(f"input pipeline at {args.size} px ({cores()} cores, {n} images, speed-up {lo / best_plain:.1f}x)",
+    table(f"input pipeline at {args.size} px ({usable_cores()} cores, {n} images, speed-up {lo / best_plain:.1f}x)",
           rows, ["path", "workers", "images_per_s", "images_per_s_per_core"])
     return result
 
@@ -144,19 +154,20 @@ def vit_forward_gflops(config) -> float:
 
 
 def matmul_peak_tflops(dtype: torch.dtype, quick: bool = False) -> float:
-    """Measured matmul peak of this device in `dtype`: the denominator of model FLOP utilisation."""
+    """Measured matmul peak of this device in `dtype`, best of several timings: the denominator of MFU."""
     cuda = torch.cuda.is_available()
     n = 8192 if cuda else (512 if quick else 2048)
-    reps = 20 if cuda else 3
     a = torch.randn(n, n, dtype=dtype, device="cuda" if cuda else "cpu")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    a @ a
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ a
-    sync()
-    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e12
+    best = float("inf")
+    for _ in range(6 if cuda else 5):
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(10 if cuda else 1):
+            a @ a
+        sync()
+        best = min(best, (time.perf_counter() - t0) / (10 if cuda else 1))
+    return 2 * n ** 3 / best / 1e12
 
 
 class StepClock:
@@ -196,7 +207,7 @@ class StepClock:
 def loscat_trainer(data: dict, args, preset: str, out: str, steps: int, workers: int):
     """The trainer `loscat-hf train` builds (training.build_trainer), set to run `steps` full-model steps."""
     from loscat_hf.regions import load_taxonomy
-    from loscat_hf.training import build_trainer, parse_train_args
+    from loscat_hf.training import build_trainer, load_packed_dataset, parse_train_args
 
     argv = ["--dataset", str(data["packed"]), "--model", preset, "--output-dir", out, "--max-steps", str(steps),
             "--per-device-train-batch-size", str(args.batch), "--dataloader-num-workers", str(workers),
@@ -210,7 +221,9 @@ def loscat_trainer(data: dict, args, preset: str, out: str, steps: int, workers:
     if args.compile:
         argv += ["--torch-compile", "true"]
     largs, targs = parse_train_args(argv)
-    trainer, _ = build_trainer(largs, targs, load_taxonomy())
+    ds = load_packed_dataset(str(data["packed"]), load_taxonomy())
+    ds["train"] = repeated(ds["train"], (steps + 1) * args.batch)
+    trainer, _ = build_trainer(largs, targs, load_taxonomy(), ds)
     return trainer
 
 
@@ -221,8 +234,8 @@ def plain_trainer(model, plain, args, size: int, out: str, steps: int, bf16: boo
     targs = TrainingArguments(output_dir=out, max_steps=steps, per_device_train_batch_size=args.batch,
                               save_strategy="no", report_to="none", logging_strategy="no", bf16=bf16,
                               remove_unused_columns=False, disable_tqdm=True)
-    return Trainer(model=model, args=targs, train_dataset=plain.with_transform(PlainTransform(size)),
-                   data_collator=plain_collate)
+    return Trainer(model=model, args=targs, train_dataset=repeated(plain, (steps + 1) * args.batch).with_transform(
+        PlainTransform(size)), data_collator=plain_collate)
 
 
 def bench_train(data: dict, args) -> dict:
@@ -232,8 +245,9 @@ def bench_train(data: dict, args) -> dict:
     gpu = torch.cuda.is_available()
     gpu_bf16 = gpu and torch.cuda.is_bf16_supported()
     presets = ["tiny"] + (["vit-base-384-random"] if gpu or args.base_steps else [])
-    peaks = {"fp32": matmul_peak_tflops(torch.float32, args.quick),
-             "bf16": matmul_peak_tflops(torch.bfloat16, args.quick)}
+    peaks = {"fp32": matmul_peak_tflops(torch.float32, args.quick)}
+    if gpu_bf16 or args.bf16 == "true":  # bf16 matmul on a CPU without bf16 units is a slow fallback: skip it
+        peaks["bf16"] = matmul_peak_tflops(torch.bfloat16, args.quick)
     reference = max(peaks, key=peaks.get)
     rows = []
     for preset in presets:
@@ -264,7 +278,7 @@ def bench_train(data: dict, args) -> dict:
         for r in rows:
             if r["preset"] == preset:
                 r["speedup_vs_plain"] = r["images_per_s"] / max(plain_default, 1e-9)
-    result = {"benchmark": "train", "device": torch.cuda.get_device_name() if gpu else "cpu", "cores": cores(),
+    result = {"benchmark": "train", "device": torch.cuda.get_device_name() if gpu else "cpu", "cores": usable_cores(),
               "batch": args.batch, "matmul_peak_tflops": peaks, "mfu_reference": reference, "rows": rows}
     table(f"training ({result['device']}, batch {args.batch}; mfu vs the measured {reference} matmul peak "
           f"{peaks[reference]:.2f} TFLOP/s)", rows,
@@ -284,7 +298,7 @@ def _save_model(preset: str, tax, out: Path) -> Path:
     return d
 
 
-def loscat_label(model_dir: Path, paths: list[str], precision: str, batch: int, workers: int, work: Path):
+def loscat_label(model_dir: Path, paths: list[str], precision: str, batch: int | None, workers: int, work: Path):
     """`loscat-hf predict` (batch.predict_folder) over a CSV of the photos; model loading is not timed."""
     from loscat_hf.batch import predict_folder
     from loscat_hf.predict import RegionPredictor
@@ -341,12 +355,13 @@ def bench_label(data: dict, args) -> dict:
         fp32 = None
         for precision in precisions:
             with tempfile.TemporaryDirectory() as tmp:
-                ips, labels = loscat_label(model_dir, paths, precision, args.batch, args.workers, Path(tmp))
+                ips, labels = loscat_label(model_dir, paths, precision, args.label_batch, args.label_workers,
+                                           Path(tmp))
             fp32 = fp32 or labels
-            rows.append({"model": name, "path": "loscat-hf", "setting": f"{precision} w{args.workers}",
+            rows.append({"model": name, "path": "loscat-hf", "setting": f"{precision} w{args.label_workers}",
                          "images_per_s": ips, "top1_agree": _agree(labels, ref),
                          "agree_fp32": _agree(labels, fp32), "speedup": ips / pipe_best})
-    result = {"benchmark": "label", "device": "cuda" if torch.cuda.is_available() else "cpu", "cores": cores(),
+    result = {"benchmark": "label", "device": "cuda" if torch.cuda.is_available() else "cpu", "cores": usable_cores(),
               "rows": rows}
     table("labelling camera JPEGs with `loscat-hf predict` (top1_agree: vs the pipeline's labels; agree_fp32: "
           "vs loscat-hf fp32, same decode)", rows,
@@ -370,12 +385,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--camera", default="3000x2000", help="phantom photo size WxH")
     p.add_argument("--size", type=int, default=384, help="input-pipeline model size in px")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--workers", type=int, default=cores())
+    p.add_argument("--workers", type=int, default=usable_cores())
     p.add_argument("--images", type=int, default=0, help="images per measurement (0 = all)")
     p.add_argument("--steps", type=int, default=8, help="training steps (tiny preset)")
     p.add_argument("--base-steps", type=int, default=0, help="CPU training steps of vit-base-384-random (0 = skip)")
     p.add_argument("--base-images", type=int, default=16, help="photos labelled with vit-base-384-random (0 = skip)")
     p.add_argument("--pipeline-batches", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--label-workers", type=int, default=default_workers(8),
+                   help="loscat-hf predict --num-workers (default: predict's own, usable cores - 1, at most 8)")
+    p.add_argument("--label-batch", type=int, default=None,
+                   help="loscat-hf predict --batch-size (default: predict's own, 8 on CPU, 64 on a GPU)")
     p.add_argument("--label-model", type=Path, default=None,
                    help="label with this model folder (e.g. your trained model) instead of the random presets")
     p.add_argument("--precisions", nargs="+", default=None,

@@ -73,7 +73,7 @@ def test_label_benchmark_takes_your_own_model_folder(bench, tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = save_tiny_model(tmp_path / "my_model", seed=5)
     out = tmp_path / "out"
-    bench.main(["label", "--quick", "--label-model", str(model), "--precisions", "int8", "--workers", "0",
+    bench.main(["label", "--quick", "--label-model", str(model), "--precisions", "int8", "--label-workers", "0",
                 "--work", str(tmp_path / "work"), "--out", str(out)])
     rows = json.loads((out / "label.json").read_text())["rows"]
     assert {r["model"] for r in rows} == {str(model)}
