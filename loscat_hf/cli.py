@@ -133,8 +133,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", required=True, help="folder (recursive, every non-hidden file) or CSV with an "
                    "'image' column (paths relative to the CSV's folder, or absolute)")
     p.add_argument("--out", required=True, help="predictions CSV to write")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="photos per forward pass (default 8 on CPU, 64 on a GPU)")
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-workers", type=int, default=default_workers(8),
                    help="decoding processes (default: cores - 1, at most 8; 0 = in the main process)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when present)")

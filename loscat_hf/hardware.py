@@ -11,9 +11,5 @@ def usable_cores() -> int:
 
 
 def default_workers(cap: int) -> int:
-    """DataLoader workers: every usable core but one, which the process running the model needs; at most `cap`.
-
-    On 2 cores, 2 decoding workers slowed int8 ViT-B/16-384 labelling from 1.6 to 1.4 photos/s: each time a
-    worker ran, one of the two matmul threads stalled (scripts/benchmark.py label --workers 0|1|2).
-    """
+    """DataLoader workers: every usable core but one, which the process running the model needs; at most `cap`."""
     return max(0, min(cap, usable_cores() - 1))

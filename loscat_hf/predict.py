@@ -85,7 +85,8 @@ class RegionPredictor:
         self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
         self.image_size = int(image_size)
         self.precision = precision
-        self.runner = LogitRunner(model, image_mean, image_std, device=str(dev), bf16=bf16)
+        self.runner = LogitRunner(model, image_mean, image_std, device=str(dev), bf16=bf16,
+                                  one_at_a_time=precision == "int8")  # same answer for a photo in any batch
         self.temperature = temperature_from_config(self.config) if temperature is None else float(temperature)
         self.min_confidence = float(min_confidence)
         self.min_margin = float(min_margin)

@@ -298,7 +298,7 @@ def _save_model(preset: str, tax, out: Path) -> Path:
     return d
 
 
-def loscat_label(model_dir: Path, paths: list[str], precision: str, batch: int | None, workers: int, work: Path):
+def loscat_label(model_dir: Path, paths: list[str], precision: str, batch: int, workers: int, work: Path):
     """`loscat-hf predict` (batch.predict_folder) over a CSV of the photos; model loading is not timed."""
     from loscat_hf.batch import predict_folder
     from loscat_hf.predict import RegionPredictor
@@ -393,8 +393,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pipeline-batches", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--label-workers", type=int, default=default_workers(8),
                    help="loscat-hf predict --num-workers (default: predict's own, usable cores - 1, at most 8)")
-    p.add_argument("--label-batch", type=int, default=None,
-                   help="loscat-hf predict --batch-size (default: predict's own, 8 on CPU, 64 on a GPU)")
+    p.add_argument("--label-batch", type=int, default=32, help="loscat-hf predict --batch-size (its default: 32)")
     p.add_argument("--label-model", type=Path, default=None,
                    help="label with this model folder (e.g. your trained model) instead of the random presets")
     p.add_argument("--precisions", nargs="+", default=None,

@@ -324,3 +324,19 @@ def test_readme_python_example_runs_as_written(tmp_path, model_dir, monkeypatch,
     printed = capsys.readouterr().out
     assert "'ok': 2" in printed and "'truncated': 1" in printed
     assert len(_read(tmp_path / "predictions.csv")) == 3
+
+
+def test_int8_answer_for_a_photo_does_not_depend_on_its_batch(model_dir):
+    """Dynamic int8 scales activations per forward pass; loscat-hf runs int8 photos singly, so a photo's
+    probabilities are the same alone and among other photos (batched int8 would move them)."""
+    int8 = RegionPredictor.from_pretrained(model_dir, device="cpu", precision="int8")
+    photo = _photo(7)
+    companions = [Image.fromarray(np.clip(np.asarray(_photo(20 + k)) * (k + 2.0), 0, 255).astype(np.uint8))
+                  for k in range(5)]
+    alone = int8.predict(photo).probabilities
+    in_batch = int8.predict([photo, *companions], batch_size=6)[0].probabilities
+    assert alone == in_batch
+    # the model really is quantised (else this test would prove nothing): int8 differs from fp32
+    fp32 = RegionPredictor.from_pretrained(model_dir, device="cpu", precision="fp32").predict(photo)
+    assert fp32.probabilities != alone
+    assert max(abs(fp32.probabilities[k] - alone[k]) for k in alone) < 0.05
