@@ -371,7 +371,7 @@ def run_training(largs: LoscatArguments, targs: TrainingArguments) -> dict:
             from loscat_hf.score_training import score_evaluation
 
             scores = score_evaluation(pred.predictions[1], ds["validation"], trainer.model.score_components,
-                                         eval_dir)
+                                      eval_dir)
             summary["scores"] = {c: {k: m.get(k) for k in ("mae", "pearson", "spearman", "qwk", "icc_2_1")}
                                  for c, m in scores["components"].items()}
             for c, m in scores["components"].items():
