@@ -106,7 +106,7 @@ def explain_pixels(predictor, pixel_values: torch.Tensor) -> list[Explanation]:
     model = runner.model
     x = normalise(pixel_values.to(runner.device), runner.mean, runner.std)
     with eager_attention(model), autocast_for(runner.device, runner.bf16):
-        out = model(pixel_values=x, output_attentions=True)
+        out = runner.forward(x, output_attentions=True)  # int8: photo by photo, as predict does
     logits = out.logits.float().cpu().numpy()
     grids = rollout(out.attentions)
     size = pixel_values.shape[-1]

@@ -44,29 +44,37 @@ class LogitRunner:
         self.mean = torch.tensor(image_mean, dtype=torch.float32, device=self.device)
         self.std = torch.tensor(image_std, dtype=torch.float32, device=self.device)
 
-    def _forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, **kwargs):
+        """The model on a normalised batch (kwargs such as output_attentions pass through); photo by photo
+        when `one_at_a_time`, with the outputs joined along the batch."""
         if not self.one_at_a_time or x.shape[0] == 1:
-            return self.model(pixel_values=x)
-        outs = [self.model(pixel_values=x[i:i + 1]) for i in range(x.shape[0])]
-        return type(outs[0])(**{k: torch.cat([o[k] for o in outs]) for k in outs[0].keys()})
+            return self.model(pixel_values=x, **kwargs)
+        outs = [self.model(pixel_values=x[i:i + 1], **kwargs) for i in range(x.shape[0])]
+        return type(outs[0])(**{k: _join([o[k] for o in outs]) for k in outs[0].keys()})
 
     @torch.inference_mode()
     def outputs(self, pixel_values: torch.Tensor):
         """The model's whole output (logits and any extra heads, e.g. score_preds) for a uint8 batch."""
         x = normalise(pixel_values.to(self.device, non_blocking=True), self.mean, self.std)
         with autocast_for(self.device, self.bf16):
-            return self._forward(x)
+            return self.forward(x)
 
     @torch.inference_mode()
     def __call__(self, pixel_values: torch.Tensor, tta: bool = False) -> np.ndarray:
         x = normalise(pixel_values.to(self.device, non_blocking=True), self.mean, self.std)
         with autocast_for(self.device, self.bf16):
-            logits = self._forward(x).logits.float()
+            logits = self.forward(x).logits.float()
             if tta:  # horizontal flip keeps the (side-agnostic) label
-                logits = (logits + self._forward(x.flip(-1)).logits.float()) / 2
+                logits = (logits + self.forward(x.flip(-1)).logits.float()) / 2
         return logits.cpu().numpy()
 
     def run(self, batches: Iterable[torch.Tensor], tta: bool = False) -> Iterator[np.ndarray]:
         for batch in batches:
             yield self(batch, tta=tta)
 
+
+def _join(parts: list):
+    """Concatenate per-photo outputs along the batch: tensors, or tuples of them (attentions per layer)."""
+    if isinstance(parts[0], tuple):
+        return tuple(_join(list(layer)) for layer in zip(*parts, strict=True))
+    return torch.cat(parts)

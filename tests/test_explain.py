@@ -42,6 +42,17 @@ def test_batch_equals_single(tiny_model):
     np.testing.assert_allclose(both[1].heat, one[0].heat, atol=1e-4)
 
 
+def test_int8_explanation_of_a_photo_does_not_depend_on_its_batch(tiny_model):
+    """int8 runs photos singly in predict; explanations too, so their logits match predict's exactly."""
+    pred = RegionPredictor.from_pretrained(tiny_model, precision="int8")
+    both = explain(pred, _photos(), batch_size=2)
+    one = explain(pred, _photos()[1])
+    np.testing.assert_array_equal(both[1].logits, one[0].logits)
+    np.testing.assert_array_equal(both[1].heat, one[0].heat)
+    np.testing.assert_allclose(both[1].logits, pred.logits(pred.explain_inputs(_photos()[1])[1][None])[0],
+                               atol=1e-5)
+
+
 def test_rollout_identity_attention_is_flat():
     import torch
 
