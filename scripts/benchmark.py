@@ -204,9 +204,8 @@ class StepClock:
         return {"images_per_s": rate((len(self.ends) - 1) * batch, wall), "input_wait_share": wait / wall}
 
 
-def loscat_trainer(data: dict, args, preset: str, out: str, steps: int, workers: int):
+def loscat_trainer(data: dict, tax, args, preset: str, out: str, steps: int, workers: int):
     """The trainer `loscat-hf train` builds (training.build_trainer), set to run `steps` full-model steps."""
-    from loscat_hf.regions import load_taxonomy
     from loscat_hf.training import build_trainer, load_packed_dataset, parse_train_args
 
     argv = ["--dataset", str(data["packed"]), "--model", preset, "--output-dir", out, "--max-steps", str(steps),
@@ -221,9 +220,9 @@ def loscat_trainer(data: dict, args, preset: str, out: str, steps: int, workers:
     if args.compile:
         argv += ["--torch-compile", "true"]
     largs, targs = parse_train_args(argv)
-    ds = load_packed_dataset(str(data["packed"]), load_taxonomy())
+    ds = load_packed_dataset(str(data["packed"]), tax)
     ds["train"] = repeated(ds["train"], (steps + 1) * args.batch)
-    trainer, _ = build_trainer(largs, targs, load_taxonomy(), ds)
+    trainer, _ = build_trainer(largs, targs, tax, ds)
     return trainer
 
 
@@ -259,7 +258,7 @@ def bench_train(data: dict, args) -> dict:
         for path, workers, bf16 in runs:
             with tempfile.TemporaryDirectory() as tmp:
                 if path == "loscat-hf":
-                    trainer = loscat_trainer(data, args, preset, tmp, steps, workers)
+                    trainer = loscat_trainer(data, tax, args, preset, tmp, steps, workers)
                 else:
                     model, proc = build_model_and_processor(preset, tax)
                     trainer = plain_trainer(model, plain, args, int(proc.size["height"]), tmp, steps, bf16)
