@@ -404,6 +404,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "loscat_bench")
     p.add_argument("--out", type=Path, default=Path("bench_results"))
     args = p.parse_args(argv)
+    if args.label_model and not (args.label_model / "config.json").is_file():
+        p.error(f"--label-model {args.label_model} is not a model folder (no config.json)")
     if args.quick:
         args.photos, args.camera, args.size, args.batch, args.steps = 12, "640x480", 64, 4, 3
         args.base_images, args.base_steps, args.workers = 0, 0, min(args.workers, 2)

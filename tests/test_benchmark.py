@@ -80,3 +80,9 @@ def test_label_benchmark_takes_your_own_model_folder(bench, tmp_path, monkeypatc
     ours = {r["setting"].split()[0]: r for r in rows if r["path"] == "loscat-hf"}
     assert set(ours) == {"fp32", "int8"}  # fp32 always runs first: the reference of agree_fp32
     assert ours["fp32"]["agree_fp32"] == 1.0 and 0.0 <= ours["int8"]["agree_fp32"] <= 1.0
+
+
+def test_label_model_that_is_not_a_model_folder_is_refused(bench, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.parse(["label", "--label-model", str(tmp_path / "nothing")])
+    assert exc.value.code == 2 and "is not a model folder" in capsys.readouterr().err
