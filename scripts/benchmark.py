@@ -251,6 +251,7 @@ def bench_train(data: dict, args) -> dict:
     rows = []
     for preset in presets:
         steps = args.steps if preset == "tiny" or gpu else args.base_steps
+        plain_steps = min(steps, args.plain_steps or steps)
         # loscat-hf with 0 and --workers workers; plain Trainer defaults, and plain + --bf16 where a GPU has it
         runs = [("loscat-hf", w, None) for w in sorted({0, args.workers})] + [("plain-hf", 0, False)]
         if gpu_bf16:
@@ -261,14 +262,14 @@ def bench_train(data: dict, args) -> dict:
                     trainer = loscat_trainer(data, tax, args, preset, tmp, steps, workers)
                 else:
                     model, proc = build_model_and_processor(preset, tax)
-                    trainer = plain_trainer(model, plain, args, int(proc.size["height"]), tmp, steps, bf16)
+                    trainer = plain_trainer(model, plain, args, int(proc.size["height"]), tmp, plain_steps, bf16)
                 clock = StepClock()
                 trainer.add_callback(clock.callback)
                 trainer.train()
                 targs = trainer.args
                 row = {"preset": preset, "path": path, "workers": workers, "bf16": bool(targs.bf16),
                        "optim": str(targs.optim.value if hasattr(targs.optim, "value") else targs.optim),
-                       "steps": steps, **clock.summary(args.batch)}
+                       "steps": trainer.args.max_steps, **clock.summary(args.batch)}
                 row["mfu"] = (row["images_per_s"] * 3 * vit_forward_gflops(trainer.model.config)
                               / 1e3 / peaks[reference])
                 rows.append(row)
@@ -387,6 +388,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=usable_cores())
     p.add_argument("--images", type=int, default=0, help="images per measurement (0 = all)")
     p.add_argument("--steps", type=int, default=8, help="training steps (tiny preset)")
+    p.add_argument("--plain-steps", type=int, default=0,
+                   help="training steps of the plain path (0 = --steps): it is input-bound, so fewer steps "
+                        "measure it as well and save minutes on a GPU")
     p.add_argument("--base-steps", type=int, default=0, help="CPU training steps of vit-base-384-random (0 = skip)")
     p.add_argument("--base-images", type=int, default=16, help="photos labelled with vit-base-384-random (0 = skip)")
     p.add_argument("--pipeline-batches", type=int, nargs="+", default=[1, 8, 32])

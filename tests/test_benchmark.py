@@ -21,7 +21,8 @@ def test_quick_all_writes_json_with_positive_rates(bench, tmp_path, monkeypatch)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     out = tmp_path / "out"
-    bench.main(["all", "--quick", "--workers", "1", "--work", str(tmp_path / "work"), "--out", str(out)])
+    bench.main(["all", "--quick", "--workers", "1", "--plain-steps", "2", "--work", str(tmp_path / "work"),
+                "--out", str(out)])
     inp = json.loads((out / "input.json").read_text())
     assert {r["path"] for r in inp["rows"]} == {"loscat-hf", "plain-hf"}
     assert all(r["images_per_s"] > 0 and r["images_per_s_per_core"] > 0 for r in inp["rows"])
@@ -30,6 +31,8 @@ def test_quick_all_writes_json_with_positive_rates(bench, tmp_path, monkeypatch)
     assert {(r["preset"], r["path"]) for r in train["rows"]} == {("tiny", "loscat-hf"), ("tiny", "plain-hf")}
     for r in train["rows"]:
         assert r["images_per_s"] > 0 and 0.0 <= r["input_wait_share"] < 1.0 and 0.0 < r["mfu"] < 1.0
+    # --plain-steps shortens only the input-bound plain path (--quick: 3 steps)
+    assert {(r["path"], r["steps"]) for r in train["rows"]} == {("loscat-hf", 3), ("plain-hf", 2)}
     assert train["matmul_peak_tflops"]["fp32"] > 0 and train["mfu_reference"] in ("fp32", "bf16")
     label = json.loads((out / "label.json").read_text())
     paths = {r["path"] for r in label["rows"]}

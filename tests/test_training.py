@@ -225,3 +225,22 @@ def test_ddp_two_processes_on_cpu(tiny_dataset, tmp_path):
     # 90 photos, 2 processes x 8 per batch -> 6 optimizer steps per epoch (vs 12 with one process of 8).
     assert state["global_step"] == 12, state["global_step"]
     assert (out / "model.safetensors").exists() and (out / "eval" / "metrics.json").exists()
+
+
+def test_default_bf16_reaches_the_accelerator(tmp_path, monkeypatch):
+    """Where the GPU has bf16, the default must set TrainingArguments.mixed_precision (what the Trainer's
+    Accelerator autocasts by), not only the `bf16` flag: that once trained ViT-B in fp32 on an H200."""
+    import loscat_hf.training as training
+
+    monkeypatch.setattr(training, "gpu_supports_bf16", lambda: True)
+    _, targs = _args(tmp_path, "--use-cpu", "true")  # bf16 without a GPU is allowed only with use_cpu
+    assert targs.bf16 and targs.mixed_precision == "bf16"
+    _, targs = _args(tmp_path, "--use-cpu", "true", "--bf16", "false")  # the command line still overrides
+    assert not targs.bf16 and targs.mixed_precision == "no"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text('{"bf16": false}')
+    _, targs = _args(tmp_path, "--use-cpu", "true", "--config", str(cfg))  # and so does a config file
+    assert not targs.bf16 and targs.mixed_precision == "no"
+    monkeypatch.setattr(training, "gpu_supports_bf16", lambda: False)
+    _, targs = _args(tmp_path)
+    assert not targs.bf16 and targs.mixed_precision == "no"
