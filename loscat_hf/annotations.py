@@ -12,6 +12,7 @@ import io
 import re
 import warnings
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -24,6 +25,8 @@ from loscat_hf.regions import ParsedRegion, RegionError, Taxonomy
 
 REQUIRED_COLUMNS = ("image", "patient_id", "region")
 OPTIONAL_COLUMNS = ("rater", "visit", "quality")
+# Names the packed dataset defines itself: a kept column may not shadow them.
+RESERVED_COLUMNS = frozenset(REQUIRED_COLUMNS + OPTIONAL_COLUMNS + ("file_name", "label", "site", "image_id"))
 EXCLUDED_QUALITY = frozenset({"exclude", "poor"})
 RATING_COLUMNS = ("image", "rater", "site", "label")
 
@@ -39,7 +42,8 @@ class PhotoLabel:
     label: str  # consensus class name
     n_ratings: int
     agreement: float  # share of the photo's valid votes that went to the winning label
-    extra: dict[str, str] = field(default_factory=dict)  # other per-photo columns, e.g. skin_tone
+    extra: dict[str, str] = field(default_factory=dict)  # the kept per-photo columns (--keep-columns)
+    row: int | None = None  # first CSV data row of the photo, for messages
 
 
 @dataclass
@@ -53,6 +57,9 @@ class ConsensusResult:
     n_rows: int  # data rows read
     # Kept but suspicious (e.g. "conflicting_extra": one photo with two skin_tone values); nothing dropped.
     warnings: list[Problem] = field(default_factory=list)
+    # CSV columns neither loscat-hf defines nor the user kept: left out of everything written (allow-list).
+    dropped_columns: list[str] = field(default_factory=list)
+    kept_columns: list[str] = field(default_factory=list)  # normalised names of the kept extra columns
 
     def problem_counts(self) -> dict[str, int]:
         """Problems per kind, for a one-line console summary."""
@@ -86,8 +93,14 @@ def _decode(raw: bytes, path: Path) -> str:
     head = raw[:8192]
     if head.startswith(b"PK\x03\x04") or head.startswith(b"\xd0\xcf\x11\xe0"):
         raise LoscatError(f"{path} looks like an Excel workbook, not a CSV file: export it as CSV (UTF-8)")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text" and some exports: UTF-16
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError:
+            raise LoscatError(f"{path} claims to be UTF-16 but does not decode; save it as CSV UTF-8") from None
     if b"\x00" in head:
-        raise LoscatError(f"{path} is not a text CSV file (it contains binary data)")
+        hint = " (it looks like UTF-16 without a byte-order mark)" if head[1::2].count(0) > len(head) // 4 else ""
+        raise LoscatError(f"{path} is not a text CSV file{hint}: save it as CSV UTF-8")
     for encoding in ("utf-8-sig", "cp1252"):  # Excel on Windows writes cp1252 "CSV"
         try:
             return raw.decode(encoding)
@@ -167,8 +180,12 @@ def _map_columns(frame: pd.DataFrame, path: Path) -> dict[str, str]:
     return mapping
 
 
-def read_annotations(csv_path: str | Path, taxonomy: Taxonomy) -> ConsensusResult:
+def read_annotations(csv_path: str | Path, taxonomy: Taxonomy, keep_columns: Sequence[str] = ()) -> ConsensusResult:
     """Read the rating CSV and return consensus labels, dropped rows/photos with reasons, and agreement.
+
+    Columns are an allow-list: besides the ones loscat-hf defines (image, patient_id, region, rater, visit,
+    quality) only `keep_columns` (e.g. skin_tone) are carried per photo; every other column is dropped and
+    named in `dropped_columns`, so a PatientName or Geburtsdatum column never reaches the dataset.
 
     Rows: quality 'exclude'/'poor' -> dropped; empty image/patient_id/region -> dropped; unknown region
     spelling -> dropped (reason lists valid names). Without a rater column (or with an empty rater cell)
@@ -185,7 +202,9 @@ def read_annotations(csv_path: str | Path, taxonomy: Taxonomy) -> ConsensusResul
     source = str(path)
     n_rows = len(frame)
     has_rater = "rater" in columns
-    extra_names = [n for n in columns if n not in REQUIRED_COLUMNS and n not in ("rater", "quality")]
+    kept_columns = _kept_columns(keep_columns, columns, path)
+    extra_names = (["visit"] if "visit" in columns else []) + kept_columns
+    dropped_columns = [str(columns[n]) for n in columns if n not in RESERVED_COLUMNS and n not in kept_columns]
 
     def column(name: str) -> list[str]:
         if name not in columns:
@@ -272,13 +291,41 @@ def read_annotations(csv_path: str | Path, taxonomy: Taxonomy) -> ConsensusResul
         site, label, agreement = outcome
         photos.append(PhotoLabel(
             image=image, patient_id=photo_patient[image], visit=visit, site=site, label=label,
-            n_ratings=len(group), agreement=agreement, extra=extra,
+            n_ratings=len(group), agreement=agreement, extra=extra, row=first_row[image],
         ))
 
     report = agreement_report(ratings, taxonomy.classes, pairwise=has_rater)
     return ConsensusResult(
-        photos=photos, problems=problems, ratings=ratings, agreement=report, n_rows=n_rows, warnings=warnings
+        photos=photos, problems=problems, ratings=ratings, agreement=report, n_rows=n_rows, warnings=warnings,
+        dropped_columns=dropped_columns, kept_columns=kept_columns,
     )
+
+
+def parse_keep_columns(text: str | Sequence[str] | None) -> list[str]:
+    """'skin_tone, Fitzpatrick' (or a list) -> normalised names ['skin_tone', 'fitzpatrick']."""
+    if not text:
+        return []
+    parts = text.split(",") if isinstance(text, str) else [p for t in text for p in str(t).split(",")]
+    return list(dict.fromkeys(normalise_column(p) for p in parts if p.strip()))
+
+
+def _kept_columns(keep_columns: Sequence[str], columns: dict[str, str], path: Path) -> list[str]:
+    """The user's --keep-columns, checked against the CSV: a typo must not silently keep nothing."""
+    wanted = parse_keep_columns(keep_columns)
+    reserved = [c for c in wanted if c in RESERVED_COLUMNS]
+    if reserved:
+        raise LoscatError(
+            f"--keep-columns {', '.join(reserved)}: loscat-hf writes these columns itself; keep only extra "
+            "per-photo columns such as skin_tone"
+        )
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        extra = [str(columns[n]) for n in columns if n not in RESERVED_COLUMNS]
+        raise LoscatError(
+            f"--keep-columns {', '.join(missing)}: no such column in {path} (its extra columns: "
+            f"{', '.join(extra) or 'none'})"
+        )
+    return wanted
 
 
 def _one_rating_per_rater(image: str, group: list[_Rating], source: str, problems: list[Problem]) -> list[_Rating]:

@@ -22,7 +22,7 @@ def _prepare(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
         max_side=args.max_side, overwrite=args.overwrite, strict=args.strict,
         push_to_hub=args.push_to_hub, public=args.public, num_workers=args.num_workers,
-        scores=args.scores,
+        scores=args.scores, keep_columns=args.keep_columns,
     )
 
 
@@ -49,9 +49,12 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scores", default=None, help="LoSCAT score table CSV to attach per-photo score targets")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--strict", action="store_true", help="exit non-zero on any problem, not only when nothing is usable")
-    p.add_argument("--push-to-hub", default=None, metavar="REPO", help="push the dataset (never id_map.csv)")
+    p.add_argument("--push-to-hub", default=None, metavar="REPO", help="push the dataset (never its private/ folder)")
     p.add_argument("--public", action="store_true", help="with --push-to-hub: make the repo public (default private)")
     p.add_argument("--num-workers", type=int, default=None, help="image processes (default: all cores)")
+    p.add_argument("--keep-columns", default=None, metavar="A,B",
+                   help="extra per-photo columns to keep (e.g. skin_tone,fitzpatrick); every other column the "
+                        "CSV has beyond image, patient_id, region, rater, visit, quality is dropped")
     p.set_defaults(func=_prepare)
 
 

@@ -5,24 +5,37 @@ how damaged* each of the 18 sites was at each visit. Joining them by patient and
 region, the lesion distribution over the body, and mLoSSI / LoSDI per region and visit. Nothing is dropped
 silently: photos without metadata or without score rows, score rows without photos or with an unknown
 site, and photos whose prediction failed are counted in the summary and listed in their own CSVs.
+The score table is read by `scores.read_score_table`, the one reader `prepare --scores` uses too, so both
+commands refuse the same bad rows and treat an empty cell as missing (never 0). Every CSV written here goes
+through `csvsafe`, because image names and ids end up in spreadsheets.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from loscat_hf.csvsafe import SafeDictWriter, read_cell
 from loscat_hf.errors import LoscatError
-from loscat_hf.regions import RegionError, Taxonomy, load_taxonomy
+from loscat_hf.regions import Taxonomy, load_taxonomy
+from loscat_hf.scores import (
+    COMPONENTS,
+    LOSDI,
+    MLOSSI,
+    SCORE_COLUMNS,
+    ScoreRow,
+    format_score,
+    read_score_table,
+    total,
+)
 
-ACTIVITY = ("erythema", "skin_thickness", "new_extension")  # mLoSSI components
-DAMAGE = ("dermal_atrophy", "subcutaneous_atrophy", "dyspigmentation")  # LoSDI components
+log = logging.getLogger(__name__)
 PREDICTION_COLUMNS = ("image", "region", "status")
-SCORE_COLUMNS = ("patient_id", "visit", "site", *ACTIVITY, *DAMAGE)
 
 
 @dataclass
@@ -37,11 +50,14 @@ class LinkResult:
         return (f"{s['photos_total']} photos: {s['photos_linked']} linked, {s['photos_unmatched']} unmatched "
                 f"({', '.join(f'{k} {v}' for k, v in s['unmatched_photo_reasons'].items()) or 'none'}), "
                 f"{s['photos_error']} prediction errors; {s['score_rows_total']} score rows, "
-                f"{s['score_rows_unmatched']} without a photo or site. Report: {s['out']}")
+                f"{s['score_rows_unmatched']} without a photo or site, "
+                f"{sum(s['score_cells_missing'].values())} empty score cells (missing: left out of the totals, "
+                f"not 0). Report: {s['out']}")
 
 
 def _read_csv(path: str | Path, required: Iterable[str], what: str, alias: dict[str, str] | None = None
               ) -> list[dict[str, str]]:
+    """Rows of a predictions or metadata CSV; cells that loscat-hf neutralised on write are read back as is."""
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -51,7 +67,7 @@ def _read_csv(path: str | Path, required: Iterable[str], what: str, alias: dict[
             if missing:
                 raise LoscatError(f"{what} {path} lacks column(s) {missing}; it has {reader.fieldnames}")
             reader.fieldnames = header
-            return [{k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+            return [{k: read_cell((v or "").strip()) for k, v in row.items() if k is not None} for row in reader]
     except OSError as exc:
         raise LoscatError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
@@ -109,21 +125,36 @@ class _PathIndex:
         return None, "no_metadata"
 
 
-def _score(row: dict[str, str], columns: tuple[str, ...], line: int, path: Path) -> float:
-    total = 0.0
-    for c in columns:
-        try:
-            total += float(row[c]) if row[c] != "" else 0.0
-        except ValueError:
-            raise LoscatError(f"{path} row {line}: {c}={row[c]!r} is not a number") from None
-    return total
-
-
 def _write(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """Every link CSV goes through SafeDictWriter: image names and ids may start with = + - @."""
     with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w = SafeDictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
+
+
+def _score_cells(r: ScoreRow) -> dict:
+    """A score row for unmatched_scores.csv: the table's columns (empty = missing) and its row number."""
+    return {"patient_id": r.patient_id, "visit": r.visit, "site": r.site if r.site else r.site_text,
+            **{c: format_score(r.values[c]) for c in COMPONENTS}, "row": r.row}
+
+
+def _site_row(r: ScoreRow) -> dict:
+    m, m_missing = total(r.values, MLOSSI)
+    d, d_missing = total(r.values, LOSDI)
+    return {"patient_id": r.patient_id, "visit": r.visit, "site": r.site, "region": r.label, "record": r,
+            "mLoSSI": m, "mLoSSI_missing": m_missing, "LoSDI": d, "LoSDI_missing": d_missing}
+
+
+def _add_totals(rows: Iterable[dict]) -> dict:
+    """Sum site totals: missing totals are left out, their missing cells counted; None if none is present."""
+    rows = list(rows)
+    out: dict = {}
+    for name in ("mLoSSI", "LoSDI"):
+        present = [r[name] for r in rows if r[name] is not None]
+        out[name] = float(sum(present)) if present else None
+        out[f"{name}_missing"] = sum(r[f"{name}_missing"] for r in rows)
+    return out
 
 
 def _visit_key(v: str) -> tuple:
@@ -133,30 +164,27 @@ def _visit_key(v: str) -> tuple:
 
 def run_link(predictions: str | Path, scores: str | Path, metadata: str | Path, out: str | Path,
              taxonomy: str | Path | Taxonomy | None = None, plots: bool = True) -> LinkResult:
-    """Join predictions, metadata and scores; write the CSV tables, plots and summary.json to `out`."""
+    """Join predictions, metadata and scores; write the CSV tables, plots and summary.json to `out`.
+
+    The score table goes through `scores.read_score_table`, the reader of `prepare --scores`: a value out of
+    range, a non-number or a repeated (patient, visit, site) stops the run with every bad row named, before
+    anything is written; an empty cell stays missing. Only an unknown site is listed instead of refused.
+    """
     tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy)
     classes = list(tax.classes)
     preds = _read_csv(predictions, PREDICTION_COLUMNS, "predictions")
     meta = read_metadata(metadata)
-    score_path = Path(scores)
-    score_rows = _read_csv(score_path, SCORE_COLUMNS, "score table")
+    table = read_score_table(scores, tax, unknown_sites="list")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
-    # --- score rows: site -> class, per-site mLoSSI / LoSDI ---------------------------------------------
-    site_rows: list[dict] = []
-    unmatched_scores: list[dict] = []
-    for line, row in enumerate(score_rows, start=2):
-        try:
-            parsed = tax.parse(row["site"])
-        except RegionError:
-            parsed = None
-        if parsed is None or parsed.label is None:
-            unmatched_scores.append(row | {"reason": "unknown_site"})
-            continue
-        site_rows.append(row | {"site": parsed.site, "region": parsed.label,
-                                "mLoSSI": _score(row, ACTIVITY, line, score_path),
-                                "LoSDI": _score(row, DAMAGE, line, score_path)})
+    # --- score rows: site -> class, per-site mLoSSI / LoSDI (sums of the components present) ---------------
+    site_rows = [_site_row(r) for r in table.records]
+    unmatched_scores: list[dict] = [_score_cells(r) | {"reason": "unknown_site"} for r in table.unknown_sites]
+    missing_cells = table.missing_cells()
+    if any(missing_cells.values()):
+        log.info("score table %s: %d empty cells (missing, left out of the totals)", scores,
+                 sum(missing_cells.values()))
     scored_visits = {(r["patient_id"], r["visit"]) for r in site_rows}
     scored_patients = {r["patient_id"] for r in site_rows}
 
@@ -186,13 +214,12 @@ def run_link(predictions: str | Path, scores: str | Path, metadata: str | Path, 
             "image": p["image"], "patient_id": pid, "visit": visit, "region": p["region"],
             "probability": p.get("probability", ""), "needs_review": p.get("needs_review", ""),
             "scored_sites": ";".join(sorted(r["site"] for r in here)),
-            "mLoSSI": sum(r["mLoSSI"] for r in here) if here else "",
-            "LoSDI": sum(r["LoSDI"] for r in here) if here else "",
+            **(_add_totals(here) if here else {}),
         })
     photo_visits = {(r["patient_id"], r["visit"]) for r in linked}
     for r in site_rows:
         if (r["patient_id"], r["visit"]) not in photo_visits:
-            unmatched_scores.append({c: r[c] for c in SCORE_COLUMNS} | {"reason": "no_photo"})
+            unmatched_scores.append(_score_cells(r["record"]) | {"reason": "no_photo"})
 
     # --- tables ----------------------------------------------------------------------------------------
     photos_per_region = Counter(r["region"] for r in linked)
@@ -203,17 +230,16 @@ def run_link(predictions: str | Path, scores: str | Path, metadata: str | Path, 
     _write(out / "photos_per_region.csv", per_region_rows,
            ["region", "photos", "photos_with_region_scored", "share_of_photos"])
 
-    # patient x region x visit totals (left + right sites summed into their class)
-    pvr: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: {"mLoSSI": 0.0, "LoSDI": 0.0})
+    # patient x region x visit totals (left + right sites summed into their class; missing left out)
+    by_cell: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for r in site_rows:
-        t = pvr[(r["patient_id"], r["visit"], r["region"])]
-        t["mLoSSI"] += r["mLoSSI"]
-        t["LoSDI"] += r["LoSDI"]
+        by_cell[(r["patient_id"], r["visit"], r["region"])].append(r)
+    pvr = {k: _add_totals(v) for k, v in by_cell.items()}
     n_pat = len(scored_patients)
     distribution = []
     for c in classes:
-        active = {pid for (pid, _, reg), t in pvr.items() if reg == c and t["mLoSSI"] > 0}
-        damaged = {pid for (pid, _, reg), t in pvr.items() if reg == c and t["LoSDI"] > 0}
+        active = {pid for (pid, _, reg), t in pvr.items() if reg == c and (t["mLoSSI"] or 0) > 0}
+        damaged = {pid for (pid, _, reg), t in pvr.items() if reg == c and (t["LoSDI"] or 0) > 0}
         distribution.append({
             "region": c, "patients_scored": n_pat,
             "patients_with_activity": len(active), "share_activity": round(len(active) / n_pat, 4) if n_pat else 0.0,
@@ -228,24 +254,30 @@ def run_link(predictions: str | Path, scores: str | Path, metadata: str | Path, 
             cells = [t for (_, vv, reg), t in pvr.items() if reg == c and vv == v]
             if not cells:
                 continue
-            m = [t["mLoSSI"] for t in cells]
-            d = [t["LoSDI"] for t in cells]
-            by_rv.append({"region": c, "visit": v, "patients": len(cells),
-                          "mLoSSI_sum": sum(m), "mLoSSI_mean": round(sum(m) / len(m), 4),
-                          "LoSDI_sum": sum(d), "LoSDI_mean": round(sum(d) / len(d), 4)})
+            row: dict = {"region": c, "visit": v, "patients": len(cells)}
+            for name in ("mLoSSI", "LoSDI"):
+                present = [t[name] for t in cells if t[name] is not None]
+                row[f"{name}_sum"] = sum(present) if present else None
+                row[f"{name}_mean"] = round(sum(present) / len(present), 4) if present else None
+                row[f"{name}_missing"] = sum(t[f"{name}_missing"] for t in cells)
+            by_rv.append(row)
     _write(out / "scores_by_region_visit.csv", by_rv,
-           ["region", "visit", "patients", "mLoSSI_sum", "mLoSSI_mean", "LoSDI_sum", "LoSDI_mean"])
+           ["region", "visit", "patients", "mLoSSI_sum", "mLoSSI_mean", "mLoSSI_missing",
+            "LoSDI_sum", "LoSDI_mean", "LoSDI_missing"])
 
     _write(out / "linked_photos.csv", linked,
-           ["image", "patient_id", "visit", "region", "probability", "needs_review", "scored_sites", "mLoSSI", "LoSDI"])
+           ["image", "patient_id", "visit", "region", "probability", "needs_review", "scored_sites",
+            "mLoSSI", "mLoSSI_missing", "LoSDI", "LoSDI_missing"])
     _write(out / "unmatched_photos.csv", unmatched_photos,
            ["image", "region", "probability", "patient_id", "visit", "reason"])
-    _write(out / "unmatched_scores.csv", unmatched_scores, [*SCORE_COLUMNS, "reason"])
+    _write(out / "unmatched_scores.csv", unmatched_scores, [*SCORE_COLUMNS, "row", "reason"])
     _write(out / "prediction_errors.csv", errors, ["image", "status", "error"])
 
     mean_m: dict[str, list[float]] = defaultdict(list)
     for (_, _, reg), t in pvr.items():
-        mean_m[reg].append(t["mLoSSI"])
+        if t["mLoSSI"] is not None:
+            mean_m[reg].append(t["mLoSSI"])
+    all_rows = [*table.records, *table.unknown_sites]
     summary = {
         "out": str(out),
         "photos_total": len(preds),
@@ -255,9 +287,11 @@ def run_link(predictions: str | Path, scores: str | Path, metadata: str | Path, 
         "photos_error": len(errors),
         "error_statuses": dict(sorted(Counter(r["status"] for r in errors).items())),
         "metadata_rows": len(meta),
-        "score_rows_total": len(score_rows),
+        "score_rows_total": len(all_rows),
         "score_rows_unmatched": len(unmatched_scores),
         "unmatched_score_reasons": dict(sorted(Counter(r["reason"] for r in unmatched_scores).items())),
+        "score_cells_missing": missing_cells,
+        "score_rows_with_missing": sum(r.n_missing > 0 for r in all_rows),
         "patients_scored": n_pat,
         "patients_with_photos": len({r["patient_id"] for r in linked}),
         "visits": visits,
@@ -265,6 +299,9 @@ def run_link(predictions: str | Path, scores: str | Path, metadata: str | Path, 
         "mean_mLoSSI_per_region": {c: round(sum(v) / len(v), 4) for c, v in mean_m.items() if v},
         "score_scope": "lesion distribution and scores use every score row with a known site, "
                        "including patient/visits without photos (listed in unmatched_scores.csv)",
+        "score_totals": "mLoSSI and LoSDI are sums of the components present: an empty cell is missing, "
+                        "never 0, left out of the sum and counted in the *_missing columns; a total whose "
+                        "components are all missing is empty",
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if plots:
@@ -288,7 +325,7 @@ def _plots(out: Path, summary: dict, by_rv: list[dict], classes: list[str], visi
     for a, (score, name) in zip(axes, (("mLoSSI_mean", "mean mLoSSI (activity)"), ("LoSDI_mean", "mean LoSDI (damage)")),
                                 strict=True):
         for j, v in enumerate(visits):
-            vals = {r["region"]: r[score] for r in by_rv if r["visit"] == v}
+            vals = {r["region"]: r[score] for r in by_rv if r["visit"] == v and r[score] is not None}
             a.bar([i + j * width for i in range(len(classes))], [vals.get(c, 0.0) for c in classes], width, label=v)
         a.set_xticks([i + 0.4 - width / 2 for i in range(len(classes))], classes, rotation=60, ha="right")
         a.set_title(name)

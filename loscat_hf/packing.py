@@ -3,22 +3,33 @@
 Layout (what `datasets.load_dataset("imagefolder", data_dir=OUT)` and the Hub expect):
 
     OUT/train/metadata.csv, OUT/train/<image_id>.jpg, ... validation/ (and test/)
-    OUT/README.md             dataset card (YAML header + counts, exclusions, agreement, de-identification)
-    OUT/prepare_report.json   counts, exclusions with reasons, agreement, parameters, versions
-    OUT/id_map.csv            PRIVATE: original path -> image_id, patient, fate of every photo; never pushed
+    OUT/README.md             dataset card (YAML header with the features + counts, exclusions, agreement)
+    OUT/prepare_report.json   counts, exclusions by reason, agreement, parameters, versions
+    OUT/private/              NEVER PUBLISHED: everything that maps back to people or original files
+        id_map.csv            original path -> image_id, patient and visit codes, fate of every photo
+        codes.csv             patient and visit codes -> the clinic's patient ids and visits
+        problems.csv          every problem with its file, CSV row and full reason
+        details.json          annotation file, images folder, dropped columns, warnings, notes, raters
 
-Photos are decoded and re-encoded (no EXIF/GPS/ICC/comment survives), named by an opaque id, and the
-whole folder is built next to OUT and renamed into place at the end, so an interrupted run never leaves
-a half-written dataset that a later training run could pick up.
+What is published is an allow-list (`publishable_files`): the card, the report and, per split,
+metadata.csv and the <image_id>.jpg photos; nothing else in OUT is ever uploaded. Public texts are built
+only from values loscat-hf defines (class names, counts, reason keys, codes), never from CSV cells or
+file names, so no deny-list or redaction is needed. Photos are decoded and re-encoded (no EXIF/GPS/ICC/
+comment survives) and named by an opaque id; patient ids and visits become opaque per-dataset codes. The
+whole folder is built next to OUT and renamed into place at the end, so an interrupted run never leaves a
+half-written dataset that a later training run could pick up.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
+import logging
 import os
 import platform
+import random
 import re
 import shutil
 import sys
@@ -32,6 +43,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 from loscat_hf import __version__
+from loscat_hf.csvsafe import SafeWriter, read_cell
 from loscat_hf.errors import LoscatError, Problem
 from loscat_hf.images import (
     DEFAULT_MAX_PIXELS,
@@ -40,27 +52,27 @@ from loscat_hf.images import (
     read_image_bytes,
     save_clean_jpeg,
 )
+from loscat_hf.scores import SCORE_PREFIX
 from loscat_hf.splits import SPLIT_ORDER, assign_splits, split_counts_table
 
+logger = logging.getLogger(__name__)
+
 METADATA_COLUMNS = ("file_name", "label", "site", "patient_id", "visit", "image_id")
-ID_MAP_NAME = "id_map.csv"
 REPORT_NAME = "prepare_report.json"
-PRIVATE_FILES = (ID_MAP_NAME,)  # never uploaded: the only file that names the original photos
+CARD_NAME = "README.md"
+PRIVATE_DIR = "private"  # never uploaded, never quoted: maps back to people and original files
+ID_MAP_NAME = "id_map.csv"
+CODES_NAME = "codes.csv"
+PROBLEMS_NAME = "problems.csv"
+DETAILS_NAME = "details.json"
+PRIVATE_FILES = (ID_MAP_NAME, CODES_NAME, PROBLEMS_NAME, DETAILS_NAME)  # all under PRIVATE_DIR
+PATIENT_PREFIX, VISIT_PREFIX = "P", "V"
+_PUBLIC_PHOTO = re.compile(r"[0-9a-f]{16}\.jpg")
 JPEG_QUALITY = 95
 # Packed photos may come out up to 15% under max_side when a JPEG's DCT-scaled decode lands there: it
 # halves the time per photo, and training resizes to the model's input size anyway.
 SIZE_SLACK = 0.15
 ID_LENGTH = 16  # hex chars of sha256: 64 bits, no collision in any realistic photo collection
-
-# Extra per-photo columns whose name suggests they could identify a person or name the original file;
-# they are left out of the dataset (and reported) rather than published by accident.
-_IDENTIFYING_COLUMN = re.compile(
-    r"(^|_)(name|names|firstname|lastname|surname|initials|dob|birth|birthdate|birthday|date|datetime|"
-    r"mrn|nhs|ssn|address|postcode|zip|email|mail|phone|tel|mobile|insurance|file|filename|path|"
-    r"filepath|original|url|note|notes|comment|comments|freetext|text|gps|location)($|_)"
-)
-_IMAGE_FILE = re.compile(r"[^\s'\"(),;]+\.(?:jpe?g|png|tiff?|bmp|gif|webp|heic|heif|avif|dng)\b", re.IGNORECASE)
-
 
 @dataclass(frozen=True)
 class PackItem:
@@ -158,35 +170,38 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _extra_columns(items: Iterable[PackItem]) -> tuple[list[tuple[str, str]], list[str]]:
-    """(CSV column name -> output column name) for per-photo extras, and the names left out as identifying."""
+def _extra_columns(items: Iterable[PackItem]) -> list[tuple[str, str]]:
+    """(extra name -> output column name) for the per-photo extras the caller chose to keep."""
     names = list(dict.fromkeys(name for item in items for name in item.extra))
-    keep, dropped = [], []
-    for name in names:
-        if _IDENTIFYING_COLUMN.search(name.lower()):
-            dropped.append(name)
-            continue
-        keep.append((name, f"extra_{name}" if name in METADATA_COLUMNS else name))
-    return keep, dropped
+    return [(name, f"extra_{name}" if name in METADATA_COLUMNS else name) for name in names]
 
 
-class _Redactor:
-    """Replaces original photo paths/names in text that leaves the private id map (reports, card)."""
+def _codes(values: Iterable[str], prefix: str) -> dict[str, str]:
+    """Opaque per-dataset codes ('P017') for identifying values (MRNs, visit dates), in random order.
 
-    def __init__(self, keys: Iterable[str]):
-        names = set()
-        for key in keys:
-            if key:
-                names.add(key)
-                names.add(key.replace("/", os.sep))
-                names.add(Path(key).name)
-        self._names = sorted((n for n in names if n), key=len, reverse=True)
+    The order is drawn from the OS's randomness, so a code says nothing about the value it replaces (not
+    even its rank); the map back lives in private/codes.csv only.
+    """
+    order = sorted({v for v in values if v})
+    random.SystemRandom().shuffle(order)
+    width = max(3, len(str(len(order))))
+    return {value: f"{prefix}{i + 1:0{width}d}" for i, value in enumerate(order)}
 
-    def __call__(self, text: str) -> str:
-        for name in self._names:
-            if name in text:
-                text = text.replace(name, "<photo>")
-        return _IMAGE_FILE.sub("<photo>", text)
+
+def _pseudonymous_agreement(agreement: Mapping | None) -> tuple[dict, dict[str, str]]:
+    """The agreement report with rater names replaced by 'rater 1', 'rater 2', ...; and the name map."""
+    report = json.loads(json.dumps(dict(agreement or {}), default=str))
+    names = sorted({p[k] for p in report.get("pairs", []) for k in ("rater_a", "rater_b")})
+    alias = {name: f"rater {i + 1}" for i, name in enumerate(names)}
+    for pair in report.get("pairs", []):
+        pair["rater_a"], pair["rater_b"] = alias[pair["rater_a"]], alias[pair["rater_b"]]
+    return report, alias
+
+
+def _private_open(path: Path, mode: str = "w"):
+    """A file readable by its owner only (0600): the private folder holds what maps back to people."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    return os.fdopen(fd, mode, newline="", encoding="utf-8")
 
 
 def _size_category(n: int) -> str:
@@ -204,6 +219,46 @@ def check_output_dir(out_dir: str | Path, overwrite: bool) -> Path:
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise LoscatError(f"output folder {out} already exists; pass --overwrite to replace it")
     return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Delete `.OUT.partial-<pid>-*` folders that a killed prepare left behind (their process is gone).
+
+    They hold decoded patient photos; nothing else would ever remove them.
+    """
+    removed = []
+    for folder in out.parent.glob(f".{out.name}.partial-*"):
+        match = re.fullmatch(rf"\.{re.escape(out.name)}\.partial-(\d+)-[0-9a-f]+", folder.name)
+        if match and _pid_alive(int(match.group(1))) and int(match.group(1)) != os.getpid():
+            continue  # another prepare into the same OUT is running now
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    if removed:
+        logger.info("removed %d unfinished folder(s) of an interrupted prepare next to %s", len(removed), out)
+    return removed
+
+
+def _write_error(out: Path, exc: OSError) -> LoscatError:
+    """A disk problem while writing OUT, as one line the user can act on."""
+    hints = {
+        errno.ENOSPC: "the disk is full: free space or choose another --out",
+        errno.EROFS: "the file system is read-only: choose another --out",
+        errno.EACCES: "permission denied: choose a folder you can write to as --out",
+        errno.EPERM: "permission denied: choose a folder you can write to as --out",
+        getattr(errno, "EDQUOT", -1): "the disk quota is exceeded: free space or choose another --out",
+    }
+    what = hints.get(exc.errno, f"{exc.strerror or exc}: check the disk, or choose another --out")
+    return LoscatError(f"cannot write the dataset {out}: {what}; nothing was written")
 
 
 def _commit(tmp: Path, out: Path, overwrite: bool) -> None:
@@ -245,23 +300,31 @@ def pack_dataset(
     agreement: Mapping | None = None,
     parameters: Mapping | None = None,
     notes: Sequence[str] = (),
+    private_details: Mapping | None = None,
     progress: bool = True,
 ) -> PackResult:
     """Decode/clean every photo in parallel, drop bad and duplicate ones, split the rest by patient, and
-    write the imagefolder dataset with its card, report and private id map into `out_dir` atomically.
+    write the imagefolder dataset with its card, report and private folder into `out_dir` atomically.
 
-    `problems`/`warnings` found earlier (e.g. while reading annotations) are carried into the report.
+    Every `item.extra` column is written: the caller decides what is kept (prepare's --keep-columns).
+    `problems`, `warnings` and `notes` may quote CSV cells and file names: they go to private/ in full and
+    are only counted (problems by reason) in the public report and card. `parameters` must hold only
+    publishable values; `private_details` (e.g. the annotation file and images folder) go to private/.
     Returns a PackResult with out_dir None (and nothing written) when no usable photo remains.
     """
     out = check_output_dir(out_dir, overwrite).absolute()
     if max_side < 1:
         raise LoscatError(f"max_side must be a positive number of pixels, got {max_side}")
     workers = max(1, num_workers if num_workers is not None else (os.cpu_count() or 1))
-    out.parent.mkdir(parents=True, exist_ok=True)
     all_problems = list(problems)
-    all_warnings = list(warnings)
-    tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    private_warnings = list(warnings)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(out)
+        tmp.mkdir()
+    except OSError as exc:
+        raise _write_error(out, exc) from None
     try:
         staging = tmp / "_staging"
         staging.mkdir()
@@ -278,67 +341,79 @@ def pack_dataset(
             shutil.rmtree(tmp, ignore_errors=True)
             return PackResult(
                 out_dir=None, n_photos=0, counts={}, patients={}, problems=all_problems,
-                warnings=all_warnings, report={},
+                warnings=private_warnings, report={},
             )
 
-        split = assign_splits(
+        split = assign_splits(  # the clinic's ids group the photos; only codes are written
             [items[i].label for i in kept], [items[i].patient_id for i in kept],
             val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
         )
-        all_warnings.extend(split.warnings)
+        public_warnings = list(split.warnings)  # built from class names and counts only
         present = {items[i].label for i in kept}
         absent = [c for c in classes if c not in present]
         if absent:
-            all_warnings.append(
+            public_warnings.append(
                 f"no usable photo of class(es) {', '.join(map(repr, absent))}: a model trained on this "
                 "dataset cannot learn them"
             )
         split_of = dict(zip(kept, split.assignments, strict=True))
-        extra_columns, dropped = _extra_columns(items[i] for i in kept)
-        if dropped:
-            all_warnings.append(
-                f"column(s) {', '.join(map(repr, dropped))} left out of the dataset: the name suggests they "
-                f"could identify a person or the original file (they stay in the annotation CSV)"
-            )
-
-        _write_splits(tmp, staging, items, kept, image_ids, split_of, extra_columns)
-        staging.rmdir()
-        _write_id_map(tmp / ID_MAP_NAME, items, kept, duplicates, image_ids, split_of, all_problems)
-
+        extra_columns = _extra_columns(items[i] for i in kept)
         labels = [items[i].label for i in kept]
+        class_order = list(classes) + sorted(set(labels) - set(classes))
+        features = dataset_features(class_order, [o for _, o in extra_columns])
+        patient_codes = _codes((items[i].patient_id for i in kept), PATIENT_PREFIX)
+        visit_codes = _codes(((items[i].patient_id, items[i].visit) for i in kept if items[i].visit), VISIT_PREFIX)
+
+        _write_splits(tmp, staging, items, kept, image_ids, split_of, extra_columns, features, patient_codes,
+                      visit_codes)
+        staging.rmdir()
+        agreement_public, rater_alias = _pseudonymous_agreement(agreement)
+        _write_private(
+            tmp / PRIVATE_DIR, items=items, kept=kept, duplicates=duplicates, image_ids=image_ids,
+            split_of=split_of, problems=all_problems, patient_codes=patient_codes, visit_codes=visit_codes,
+            details={
+                **dict(private_details or {}),
+                "warnings": [*public_warnings, *private_warnings], "notes": list(notes),
+                "raters": rater_alias, "agreement": json.loads(json.dumps(dict(agreement or {}), default=str)),
+            },
+        )
+
         groups = [items[i].patient_id for i in kept]
         splits_present = split.split_names()
         counts = {s: {c: 0 for c in classes} for s in splits_present}
         for i in kept:
             counts[split_of[i]][items[i].label] = counts[split_of[i]].get(items[i].label, 0) + 1
         patients = {s: len({items[i].patient_id for i in kept if split_of[i] == s}) for s in splits_present}
-        class_order = list(classes) + sorted(set(labels) - set(classes))
         table = split_counts_table(labels, split.assignments, class_order, groups=groups)
-        redact = _Redactor([item.key for item in items] + [p.source for p in all_problems])
         report = _report(
-            counts=counts, patients=patients, n_photos=len(kept), classes=class_order,
-            problems=all_problems, warnings=all_warnings, agreement=agreement, redact=redact,
+            counts=counts, patients=patients, n_photos=len(kept), classes=class_order, problems=all_problems,
+            warnings=public_warnings, agreement=agreement_public,
             parameters={
                 "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed,
                 "max_side": max_side, "size_slack": SIZE_SLACK, "max_pixels": max_pixels,
                 "jpeg_quality": JPEG_QUALITY,
                 **(parameters or {}),
             },
-            notes=notes, extra_columns=[o for _, o in extra_columns], dropped_columns=dropped,
+            extra_columns=[o for _, o in extra_columns],
+            private_counts={"warnings": len(private_warnings), "notes": len(notes),
+                            "dropped_columns": len((private_details or {}).get("dropped_columns", []))},
         )
         (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         card = _dataset_card(
             report, split_counts_table(labels, split.assignments, class_order, groups=groups, markdown=True),
-            agreement,
+            agreement_public, features,
         )
-        (tmp / "README.md").write_text(card, encoding="utf-8")
+        (tmp / CARD_NAME).write_text(card, encoding="utf-8")
         _commit(tmp, out, overwrite)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_error(out, exc) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return PackResult(
         out_dir=out, n_photos=len(kept), counts=counts, patients=patients, problems=all_problems,
-        warnings=all_warnings, report=report, table=table,
+        warnings=public_warnings + private_warnings, report=report, table=table,
     )
 
 
@@ -378,9 +453,18 @@ def _deduplicate(
     return kept, duplicates
 
 
+def _metadata_cell(value: object, feature) -> str:
+    """A metadata.csv cell; float columns as '2.0' so every split infers one type even without the card."""
+    text = "" if value is None else str(value)
+    if text and getattr(feature, "dtype", "") in ("float32", "float64"):
+        return repr(float(text))
+    return text
+
+
 def _write_splits(
     tmp: Path, staging: Path, items: Sequence[PackItem], kept: Sequence[int], image_ids: Sequence[str | None],
-    split_of: Mapping[int, str], extra_columns: Sequence[tuple[str, str]],
+    split_of: Mapping[int, str], extra_columns: Sequence[tuple[str, str]], features,
+    patient_codes: Mapping[str, str], visit_codes: Mapping[tuple[str, str], str],
 ) -> None:
     rows: dict[str, list[list[str]]] = {}
     for i in kept:
@@ -388,53 +472,92 @@ def _write_splits(
         (tmp / split).mkdir(exist_ok=True)
         os.replace(staging / f"{image_id}.jpg", tmp / split / f"{image_id}.jpg")
         rows.setdefault(split, []).append(
-            [f"{image_id}.jpg", item.label, item.site, item.patient_id, item.visit, str(image_id)]
-            + [str(item.extra.get(name, "")) for name, _ in extra_columns]
+            [f"{image_id}.jpg", item.label, item.site, patient_codes[item.patient_id],
+             visit_codes.get((item.patient_id, item.visit), ""), str(image_id)]
+            + [_metadata_cell(item.extra.get(name, ""), features[out_name]) for name, out_name in extra_columns]
         )
     header = list(METADATA_COLUMNS) + [out_name for _, out_name in extra_columns]
     for split, split_rows in rows.items():
         with open(tmp / split / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
+            writer = SafeWriter(fh)
             writer.writerow(header)
             writer.writerows(sorted(split_rows))  # by image id: the CSV order says nothing about the source
     for leftover in staging.iterdir():  # duplicates' second copy, if any worker wrote one
         leftover.unlink()
 
 
-def _write_id_map(
-    path: Path, items: Sequence[PackItem], kept: Sequence[int], duplicates: Mapping[int, int],
+def _write_private(
+    folder: Path, *, items: Sequence[PackItem], kept: Sequence[int], duplicates: Mapping[int, int],
     image_ids: Sequence[str | None], split_of: Mapping[int, str], problems: Sequence[Problem],
+    patient_codes: Mapping[str, str], visit_codes: Mapping[tuple[str, str], str], details: Mapping,
 ) -> None:
-    """The private ledger: every photo of the CSV and what became of it, with the original path."""
-    patient_of = {item.key: item.patient_id for item in items}
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["original_path", "image_id", "patient_id", "split", "status", "csv_row", "reason"])
+    """private/: the ledger of every photo, the code map, every problem in full, and the run's details."""
+    folder.mkdir(mode=0o700)
+    folder.chmod(0o700)  # mkdir's mode is reduced by the umask, never widened; be exact
+    by_key = {item.key: item for item in items}
+
+    def codes_of(item: PackItem | None) -> list[str]:
+        if item is None:
+            return ["", "", "", ""]
+        return [item.patient_id, patient_codes.get(item.patient_id, ""), item.visit,
+                visit_codes.get((item.patient_id, item.visit), "")]
+
+    with _private_open(folder / ID_MAP_NAME) as fh:
+        writer = SafeWriter(fh)
+        writer.writerow(["original_path", "image_id", "patient_id", "patient_code", "visit", "visit_code", "split",
+                         "status", "csv_row", "reason"])
         for i in kept:
             item = items[i]
-            writer.writerow([item.key, image_ids[i], item.patient_id, split_of[i], "kept", item.row or "", ""])
+            writer.writerow([item.key, image_ids[i], *codes_of(item), split_of[i], "kept", item.row or "", ""])
         done = {items[i].key for i in duplicates}
         for i, first in duplicates.items():
             item = items[i]
-            writer.writerow([
-                item.key, image_ids[first], item.patient_id, "", "duplicate_image", item.row or "",
-                f"byte-identical to {items[first].key}",
-            ])
+            writer.writerow([item.key, image_ids[first], *codes_of(item), "", "duplicate_image", item.row or "",
+                             f"byte-identical to {items[first].key}"])
         for p in problems:
             if p.kind == "duplicate_image" and p.source in done:
                 continue
-            is_photo = p.source in patient_of or not p.source.lower().endswith((".csv", ".tsv", ".txt"))
-            writer.writerow([
-                p.source if is_photo else "", "", patient_of.get(p.source, ""), "", p.kind,
-                p.row or "", p.reason if is_photo else f"{p.source}: {p.reason}",
-            ])
+            item = by_key.get(p.source)
+            is_photo = item is not None or not p.source.lower().endswith((".csv", ".tsv", ".txt"))
+            writer.writerow([p.source if is_photo else "", "", *codes_of(item), "", p.kind, p.row or "",
+                             p.reason if is_photo else f"{p.source}: {p.reason}"])
+    with _private_open(folder / CODES_NAME) as fh:
+        writer = SafeWriter(fh)
+        writer.writerow(["kind", "code", "patient_id", "visit"])
+        writer.writerows(sorted(["patient", code, pid, ""] for pid, code in patient_codes.items()))
+        writer.writerows(sorted(["visit", code, pid, visit] for (pid, visit), code in visit_codes.items()))
+    with _private_open(folder / PROBLEMS_NAME) as fh:
+        writer = SafeWriter(fh)
+        writer.writerow(["kind", "source", "csv_row", "reason"])
+        writer.writerows([p.kind, p.source, p.row or "", p.reason] for p in problems)
+    with _private_open(folder / DETAILS_NAME) as fh:
+        fh.write(json.dumps(dict(details), indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def read_codes(dataset_dir: str | Path) -> dict[str, dict]:
+    """The private code map of a packed dataset: {"patient": {code: patient_id}, "visit": {code: (patient_id,
+    visit)}}; empty maps when private/ is absent (a dataset downloaded from the Hub has none, by design).
+
+    For the clinic's own joins of a packed dataset with its score tables (link, evaluate-ensemble --scores).
+    """
+    path = Path(dataset_dir) / PRIVATE_DIR / CODES_NAME
+    out: dict[str, dict] = {"patient": {}, "visit": {}}
+    if not path.is_file():
+        return out
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            kind, code = row["kind"], read_cell(row["code"])
+            pid, visit = read_cell(row["patient_id"]), read_cell(row["visit"])
+            out.setdefault(kind, {})[code] = pid if kind == "patient" else (pid, visit)
+    return out
 
 
 def _report(
     *, counts: dict, patients: dict, n_photos: int, classes: Sequence[str], problems: Sequence[Problem],
-    warnings: Sequence[str], agreement: Mapping | None, redact: _Redactor, parameters: Mapping,
-    notes: Sequence[str], extra_columns: Sequence[str], dropped_columns: Sequence[str],
+    warnings: Sequence[str], agreement: Mapping, parameters: Mapping, extra_columns: Sequence[str],
+    private_counts: Mapping[str, int],
 ) -> dict:
+    """The publishable report: an allow-list of counts, class names, reason keys and parameters."""
     by_reason = dict(sorted(Counter(p.kind for p in problems).items(), key=lambda kv: (-kv[1], kv[0])))
     return {
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -445,24 +568,14 @@ def _report(
             s: {"photos": sum(counts[s].values()), "patients": patients[s], "per_class": counts[s]}
             for s in SPLIT_ORDER if s in counts
         },
-        "exclusions": {
-            "total": len(problems),
-            "by_reason": by_reason,
-            # original file names are replaced by <photo>; the private id_map.csv has them
-            "problems": [
-                {"kind": p.kind, "row": p.row, "source": redact(Path(p.source).name) if p.source else "",
-                 "reason": redact(p.reason)}
-                for p in problems
-            ],
-        },
-        "warnings": [redact(w) for w in warnings],
-        "notes": [redact(n) for n in notes],
-        "agreement": json.loads(json.dumps(dict(agreement or {}), default=str)),
+        # reasons only: each problem with its file, CSV row and full message is in private/problems.csv
+        "exclusions": {"total": len(problems), "by_reason": by_reason},
+        "warnings": list(warnings),
+        "private": {"folder": PRIVATE_DIR, "files": list(PRIVATE_FILES), **dict(private_counts)},
+        "agreement": dict(agreement),
         "columns": list(METADATA_COLUMNS) + list(extra_columns),
-        "dropped_columns": list(dropped_columns),
         "parameters": dict(parameters),
         "versions": _versions(),
-        "private_files": list(PRIVATE_FILES),
     }
 
 
@@ -485,10 +598,12 @@ _REASON_TEXT = {
 }
 
 
-def _dataset_card(report: dict, table_md: str, agreement: Mapping | None) -> str:
+def _dataset_card(report: dict, table_md: str, agreement: Mapping | None, features) -> str:
+    """The dataset card, built from the public report only (so it can quote nothing private)."""
     import yaml
 
     splits = list(report["splits"])
+    yaml_features = features._to_yaml_list()
     header = {
         "pretty_name": "LoSCAT body-region photos (loscat-hf)",
         "license": "other",
@@ -496,12 +611,17 @@ def _dataset_card(report: dict, table_md: str, agreement: Mapping | None) -> str
         "task_categories": ["image-classification"],
         "tags": ["medical", "dermatology", "localized-scleroderma", "morphea", "loscat", "body-region"],
         "size_categories": [_size_category(report["n_photos"])],
+        # the schema in one place: `load_dataset(DIR or repo id)` reads it from `configs` (ClassLabel labels,
+        # float scores, text codes, one schema in every split); `dataset_info` is what the Hub shows
+        "dataset_info": {"features": yaml_features},
         "configs": [{
             "config_name": "default",
             "data_files": [{"split": s, "path": f"{s}/*"} for s in splits],
+            "features": yaml_features,
         }],
     }
     params = report["parameters"]
+    private = report["private"]
     lines = [
         "---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "",
         "# LoSCAT body-region photos", "",
@@ -512,13 +632,12 @@ def _dataset_card(report: dict, table_md: str, agreement: Mapping | None) -> str
         "**Private clinical data.** Keep the repository private unless the photos are cleared for release.", "",
         "## Structure", "",
         "Hugging Face `imagefolder`: one folder per split, each with a `metadata.csv` giving per photo: "
-        + ", ".join(f"`{c}`" for c in report["columns"]) + ". `label` is a class name (string):",
+        + ", ".join(f"`{c}`" for c in report["columns"]) + ". The features are declared in this card's "
+        "header, so loading the folder (or the Hub repo) gives `label` as a `ClassLabel` in taxonomy order and "
+        "the same schema in every split:",
         "", "```python", "from datasets import load_dataset",
-        'ds = load_dataset("imagefolder", data_dir="path/to/dataset")  # or the Hub repo id; label is a string',
-        "# fixed label ids (taxonomy order) and ids kept as text ('007' stays '007'):",
-        "from loscat_hf.packing import dataset_features",
-        f"features = dataset_features({report['classes']!r}, {report['columns'][len(METADATA_COLUMNS):]!r})",
-        'ds = load_dataset("imagefolder", data_dir="path/to/dataset", features=features)', "```", "",
+        'ds = load_dataset("path/to/dataset")  # or the Hub repo id', "```", "",
+        '`load_dataset("imagefolder", data_dir=...)` does not read this card: `label` then comes as text.', "",
         "## Counts per class and split", "", table_md, "",
         "## Exclusions", "",
     ]
@@ -526,26 +645,27 @@ def _dataset_card(report: dict, table_md: str, agreement: Mapping | None) -> str
     if by_reason:
         lines += ["| reason | count | meaning |", "|---|---:|---|"]
         lines += [f"| `{k}` | {n} | {_REASON_TEXT.get(k, k.replace('_', ' '))} |" for k, n in by_reason.items()]
-        lines += ["", "Each exclusion is listed in `prepare_report.json` (file names replaced by `<photo>`)."]
+        lines += ["", "Whoever prepared the data holds the list of excluded photos; it is not published."]
     else:
         lines.append("Nothing was excluded.")
     lines += ["", "## Rater agreement", "", _agreement_text(agreement), ""]
     lines += [
         "## De-identification", "",
-        "- Every photo was decoded and re-encoded as JPEG (quality 95): EXIF (camera, dates, GPS), XMP, ICC "
-        "profiles and comments are gone; EXIF orientation was applied to the pixels, colour converted to sRGB.",
+        "- Every photo was decoded and re-encoded as JPEG (quality 95): EXIF (camera, dates, GPS), XMP, IPTC, "
+        "ICC profiles, PNG text and comments are gone; EXIF orientation was applied to the pixels, colour "
+        "converted to sRGB.",
         f"- Photos were downscaled so the shorter side is at most {params.get('max_side')} pixels (at least "
         f"{round((1 - SIZE_SLACK) * params.get('max_side', 0))} unless the original was smaller).",
-        "- File names are opaque ids (the first 16 hex digits of the SHA-256 of the original file); the map "
-        "back to the original files (`id_map.csv`) stays with whoever prepared the data and is never uploaded.",
-        "- `patient_id` and `visit` are copied from the annotation export: they must be study codes, not "
-        "record numbers or dates.",
-    ]
-    if report["dropped_columns"]:
-        lines.append(
-            "- Left out as possibly identifying: " + ", ".join(f"`{c}`" for c in report["dropped_columns"]) + "."
-        )
-    lines += [
+        "- File names are opaque ids (the first 16 hex digits of the SHA-256 of the original file).",
+        f"- `patient_id` and `visit` are opaque codes drawn for this dataset (`{PATIENT_PREFIX}001`, "
+        f"`{VISIT_PREFIX}001`, in random order); photos of one patient share a code. The map back to the "
+        "clinic's ids and the original files stays with whoever prepared the data and is never uploaded.",
+        "- Only the columns loscat-hf defines"
+        + (", and " + ", ".join(f"`{c}`" for c in report["columns"][len(METADATA_COLUMNS):])
+           + " (kept on purpose)" if len(report["columns"]) > len(METADATA_COLUMNS) else "")
+        + f", are published; {private['dropped_columns']} other column(s) of the annotation export were left "
+        "out.",
+        "- Rater names are replaced by `rater 1`, `rater 2`, ...",
         "- The pixels themselves can still identify a person (faces, tattoos, jewellery): review before sharing.",
         "", "## Splits by patient", "",
         f"All photos of one patient are in the same split (no patient is in two splits). Splits come from "
@@ -572,37 +692,73 @@ def _agreement_text(agreement: Mapping | None) -> str:
 
 
 def dataset_features(classes: Sequence[str], extra_columns: Sequence[str] = ()):
-    """`datasets.Features` for loading a packed dataset with fixed label ids and text ids.
+    """`datasets.Features` of a packed dataset: the one schema the card declares and train/evaluate use.
 
-    Without it imagefolder infers types per split from metadata.csv: patient '007' becomes the int 7 and
-    each split's `class_encode_column` numbers only the classes it happens to contain.
-    Use: `load_dataset("imagefolder", data_dir=OUT, features=dataset_features(taxonomy.classes, extras))`.
+    `label` is a ClassLabel in taxonomy order, score columns (score_*) float32, every other column text
+    (codes and ids stay text: '007' never becomes the int 7).
     """
     from datasets import ClassLabel, Features, Value
     from datasets import Image as ImageFeature
 
     columns = {"image": ImageFeature(), "label": ClassLabel(names=list(classes))}
     columns.update({c: Value("string") for c in METADATA_COLUMNS[2:]})
-    columns.update({c: Value("string") for c in extra_columns})
+    columns.update({c: Value("float32" if c.startswith(SCORE_PREFIX) else "string") for c in extra_columns})
     return Features(columns)
 
 
+def card_features(dataset_dir: str | Path):
+    """The features a packed dataset's card declares, or None for a dataset without them (older prepare)."""
+    from datasets import Features
+    from huggingface_hub import DatasetCard
+
+    card = Path(dataset_dir) / CARD_NAME
+    if not card.is_file():
+        return None
+    try:
+        data = DatasetCard.load(card).data.to_dict()
+        return Features._from_yaml_list(data["dataset_info"]["features"])
+    except Exception:  # noqa: BLE001 - a hand-edited or foreign card: fall back to the caller's default
+        logger.warning("%s declares no readable dataset_info.features; using the default schema", card)
+        return None
+
+
+def publishable_files(dataset_dir: str | Path) -> list[tuple[str, Path]]:
+    """(path in repo, local file) of everything a push may upload: an allow-list, not a filter.
+
+    The card, the report, and per split its metadata.csv and the <image_id>.jpg photos. private/, stray
+    files a user put into the folder, and anything else are never uploaded.
+    """
+    out = Path(dataset_dir)
+    files = [(name, out / name) for name in (CARD_NAME, REPORT_NAME) if (out / name).is_file()]
+    for split in SPLIT_ORDER:
+        folder = out / split
+        if not folder.is_dir():
+            continue
+        if (folder / "metadata.csv").is_file():
+            files.append((f"{split}/metadata.csv", folder / "metadata.csv"))
+        photos = sorted(p for p in folder.iterdir() if _PUBLIC_PHOTO.fullmatch(p.name) and p.is_file()
+                        and not p.is_symlink())
+        files += [(f"{split}/{p.name}", p) for p in photos]
+    return files
+
+
 def push_dataset_to_hub(out_dir: str | Path, repo_id: str, private: bool = True) -> str:
-    """Upload a packed dataset (never id_map.csv) to a Hub dataset repo; returns the repo URL.
+    """Upload a packed dataset's `publishable_files` (never private/) to a Hub dataset repo; returns its URL.
 
     Uses the token from `hf auth login` / HF_TOKEN; the token is never printed.
     """
     out = Path(out_dir)
-    if not (out / "README.md").is_file() or not (out / "train").is_dir():
+    if not (out / CARD_NAME).is_file() or not (out / "train").is_dir():
         raise LoscatError(f"{out} is not a dataset written by `loscat-hf prepare` (no README.md or train/)")
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
 
+    files = publishable_files(out)
     api = HfApi()
     try:
         url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        api.upload_folder(
-            folder_path=str(out), repo_id=repo_id, repo_type="dataset",
-            ignore_patterns=list(PRIVATE_FILES), commit_message="Upload dataset prepared by loscat-hf",
+        api.create_commit(
+            repo_id=repo_id, repo_type="dataset", commit_message="Upload dataset prepared by loscat-hf",
+            operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files],
         )
     except Exception as exc:  # noqa: BLE001 - network/auth errors become one readable line
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -12,7 +12,16 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 
 from loscat_hf.errors import LoscatError, Problem
-from loscat_hf.packing import REPORT_NAME, PackItem, check_output_dir, pack_dataset, push_dataset_to_hub
+from loscat_hf.packing import (
+    CARD_NAME,
+    PRIVATE_DIR,
+    PROBLEMS_NAME,
+    REPORT_NAME,
+    PackItem,
+    check_output_dir,
+    pack_dataset,
+    push_dataset_to_hub,
+)
 
 MAX_LISTED_PROBLEMS = 20
 MAX_LISTED_UNMATCHED = 10
@@ -74,12 +83,13 @@ def run_prepare(
     public: bool = False,
     num_workers: int | None = None,
     scores: str | os.PathLike | None = None,
+    keep_columns: str | list[str] | None = None,
     progress: bool | None = None,
 ) -> int:
     """Build the dataset and print a summary; returns 0, or 1 when nothing usable remains (or, with
     strict, when anything was excluded). User errors raise LoscatError (the CLI prints them, exit 2).
     """
-    from loscat_hf.annotations import read_annotations
+    from loscat_hf.annotations import parse_keep_columns, read_annotations
     from loscat_hf.regions import load_taxonomy
 
     images_dir = Path(images)
@@ -103,18 +113,18 @@ def run_prepare(
         from loscat_hf.scores import read_score_table
 
         score_table = read_score_table(scores, tax)  # a bad table fails now, before any packing
-    consensus = read_annotations(annotations, tax)
+    consensus = read_annotations(annotations, tax, keep_columns=parse_keep_columns(keep_columns))
 
     problems: list[Problem] = list(consensus.problems)
     items: list[PackItem] = []
     for photo in consensus.photos:
         path, problem = resolve_image_path(photo.image, images_dir)
         if problem is not None:
-            problems.append(problem)
+            problems.append(Problem(problem.kind, problem.source, problem.reason, photo.row))
             continue
         items.append(PackItem(
             source=path, key=photo.image, label=photo.label, site=photo.site, patient_id=photo.patient_id,
-            visit=photo.visit, extra=dict(photo.extra),
+            visit=photo.visit, extra=dict(photo.extra), row=photo.row,
         ))
     warnings = [f"{w.source}: {w.reason}" for w in getattr(consensus, "warnings", [])]
     notes: list[str] = []
@@ -136,9 +146,14 @@ def run_prepare(
         items, out_dir, classes=tax.classes, val_fraction=val_fraction, test_fraction=test_fraction,
         seed=seed, max_side=max_side, overwrite=overwrite, num_workers=num_workers, problems=problems,
         warnings=warnings, agreement=consensus.agreement, notes=notes,
-        parameters={
-            "taxonomy": tax.name, "annotations_file": Path(annotations).name, "annotation_rows": consensus.n_rows,
-            "strict": strict, "scores_used": scores_used,
+        parameters={  # publishable values only: no file or folder names
+            "taxonomy": tax.name, "annotation_rows": consensus.n_rows, "strict": strict, "scores_used": scores_used,
+            "kept_columns": list(consensus.kept_columns),
+        },
+        private_details={
+            "annotations_file": os.path.abspath(annotations), "images_folder": images_abs,
+            "scores_file": os.path.abspath(scores) if scores else None,
+            "dropped_columns": list(consensus.dropped_columns),
         },
         progress=sys.stderr.isatty() if progress is None else progress,
     )
@@ -159,7 +174,7 @@ def run_prepare(
         return 1
     if push_to_hub:
         url = push_dataset_to_hub(out_dir, push_to_hub, private=not public)
-        print(f"\nPushed to {url} ({'public' if public else 'private'}; id_map.csv stays local).")
+        print(f"\nPushed to {url} ({'public' if public else 'private'}; {PRIVATE_DIR}/ stays local).")
     return 0
 
 
@@ -177,6 +192,11 @@ def _print_summary(result, consensus, annotations, out_dir: Path, notes: list[st
         print(result.table)
     print()
     print(format_agreement(consensus.agreement))
+    if consensus.dropped_columns:
+        print(f"\nColumns left out (not defined by loscat-hf; keep one with --keep-columns NAME): "
+              f"{', '.join(consensus.dropped_columns)}")
+    if consensus.kept_columns:
+        print(f"Columns kept (--keep-columns): {', '.join(consensus.kept_columns)}")
     if result.problems:
         counts = Counter(p.kind for p in result.problems)
         listed = ", ".join(f"{k} {n}" for k, n in counts.most_common())
@@ -186,7 +206,8 @@ def _print_summary(result, consensus, annotations, out_dir: Path, notes: list[st
             print(f"  [{p.kind}] {where}: {p.reason}")
         if len(result.problems) > MAX_LISTED_PROBLEMS:
             more = len(result.problems) - MAX_LISTED_PROBLEMS
-            print(f"  ... and {more} more (all in {out_dir / 'id_map.csv'})" if result.out_dir else f"  ... and {more} more")
+            where = f" (all in {out_dir / PRIVATE_DIR / PROBLEMS_NAME})" if result.out_dir else ""
+            print(f"  ... and {more} more{where}")
     else:
         print("\nNothing was left out.")
     for w in result.warnings:
@@ -195,6 +216,6 @@ def _print_summary(result, consensus, annotations, out_dir: Path, notes: list[st
         print(f"note: {n}")
     if result.out_dir is not None:
         print(
-            f"\nReport: {out_dir / REPORT_NAME}; dataset card: {out_dir / 'README.md'}; "
-            f"private map to the original files: {out_dir / 'id_map.csv'} (never pushed)."
+            f"\nReport: {out_dir / REPORT_NAME}; dataset card: {out_dir / CARD_NAME}; "
+            f"private maps to people and original files: {out_dir / PRIVATE_DIR} (never pushed)."
         )

@@ -34,7 +34,7 @@ def run_quickstart(out: str = "quickstart", patients: int = 60, photos: int = 60
     print("[2/4] prepare: consensus labels, de-identified imagefolder, patient-grouped split")
     code = run_prepare(annotations=str(root / "demo" / "annotations.csv"), images=str(root / "demo" / "images"),
                        out=str(root / "dataset"), test_fraction=0.15, seed=seed, overwrite=True,
-                       max_side=QUICK_MAX_SIDE)
+                       max_side=QUICK_MAX_SIDE, keep_columns=["skin_tone"])  # a subgroup for evaluate
     if code != 0:
         raise LoscatError("prepare found nothing usable in the phantom data")
     steps["prepare"] = time.perf_counter() - t0 - sum(steps.values())

@@ -7,6 +7,7 @@ stratified so each split keeps roughly the class mix of the whole set.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from loscat_hf.errors import LoscatError
+
+logger = logging.getLogger(__name__)
 
 SPLIT_ORDER = ("train", "validation", "test")
 
@@ -39,7 +42,7 @@ def _one_fold(
     labels: np.ndarray, groups: np.ndarray, index: np.ndarray, fraction: float, seed: int, what: str
 ) -> np.ndarray:
     """Indices (into `index`) of one StratifiedGroupKFold fold whose size is closest to `fraction`."""
-    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
     n_splits = _n_splits(fraction)
     n_groups = len(set(groups[index].tolist()))
@@ -52,6 +55,12 @@ def _one_fold(
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # "least populated class has only N members": we warn per class ourselves
         warnings.simplefilter("ignore", UserWarning)
+        if np.all(np.unique(labels[index], return_counts=True)[1] < n_splits):
+            # every class has fewer photos than folds: sklearn refuses to stratify (ValueError), and there
+            # is nothing to stratify by; the patient grouping is what must hold, so split by patient alone
+            logger.warning("every class has fewer than %d photos: the %s split is by patient, not stratified",
+                           n_splits, what)
+            splitter = GroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         folds = [test for _, test in splitter.split(np.zeros(len(index)), labels[index], groups[index])]
     folds = [f for f in folds if len(f)] or folds
     target = fraction * len(index)

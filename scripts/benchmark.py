@@ -30,16 +30,18 @@ from loscat_hf.hardware import default_workers, usable_cores  # noqa: E402
 # ---------------------------------------------------------------------------------------------- data
 def make_data(root: Path, photos: int, image_size: tuple[int, int]) -> dict:
     """Camera-sized phantom photos + their packed dataset; reused when already there."""
+    from loscat_hf.packing import ID_MAP_NAME, PRIVATE_DIR
     from loscat_hf.phantom import generate_demo_data
     from loscat_hf.prepare import run_prepare
 
     raw, packed = root / "raw", root / "packed"
-    if not (packed / "id_map.csv").is_file():
+    id_map = packed / PRIVATE_DIR / ID_MAP_NAME
+    if not id_map.is_file():
         generate_demo_data(raw, n_patients=max(8, photos // 4), n_photos=photos, image_size=image_size,
                            n_unlabeled=0, overwrite=True)
         run_prepare(annotations=raw / "annotations.csv", images=raw / "images", out=packed, max_side=512,
                     val_fraction=0.5 if photos < 40 else 0.2, overwrite=True, progress=False)
-    with open(packed / "id_map.csv", newline="") as fh:
+    with open(id_map, newline="") as fh:
         originals = {r["image_id"]: str(raw / "images" / r["original_path"]) for r in csv.DictReader(fh)
                      if r["status"] == "kept"}
     return {"raw": raw, "packed": packed, "originals": originals}

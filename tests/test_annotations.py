@@ -177,7 +177,7 @@ def test_extra_columns_visit_and_tolerant_headers(tax, tmp_path):
         photos//p1/a.jpg,P1,chest,C,,IV,,
         b.jpg,P2,neck,A,,,,
         """)
-    result = read_annotations(path, tax)
+    result = read_annotations(path, tax, keep_columns=["skin_tone", "Camera"])
     a, b = result.photos
     assert a.image == "photos/p1/a.jpg" and a.patient_id == "P1" and a.n_ratings == 3
     assert a.visit == "v2"
@@ -233,3 +233,40 @@ def test_unusable_files_raise_loscat_error(tax, tmp_path, content, match):
 def test_folder_instead_of_file(tax, tmp_path):
     with pytest.raises(LoscatError, match="folder"):
         read_annotations(tmp_path, tax)
+
+
+def test_columns_are_an_allow_list(tax, tmp_path):
+    path = _csv(tmp_path, """
+        image,patient_id,region,visit,skin_tone,PatientName,DateOfBirth,Geburtsdatum,MedicalRecordNumber,OriginalFileName
+        a.jpg,P1,chest,v1,III,Jane Roe,2015-01-02,02.01.2015,MRN123,IMG_Jane.jpg
+        """)
+    result = read_annotations(path, tax)
+    assert result.photos[0].extra == {} and result.photos[0].visit == "v1"
+    assert result.dropped_columns == ["skin_tone", "PatientName", "DateOfBirth", "Geburtsdatum",
+                                      "MedicalRecordNumber", "OriginalFileName"]
+    kept = read_annotations(path, tax, keep_columns="Skin Tone")
+    assert kept.photos[0].extra == {"skin_tone": "III"} and "skin_tone" not in kept.dropped_columns
+    with pytest.raises(LoscatError, match="--keep-columns fitzpatrick: no such column.*skin_tone"):
+        read_annotations(path, tax, keep_columns="skin_tone,fitzpatrick")
+    with pytest.raises(LoscatError, match="--keep-columns patient_id: loscat-hf writes"):
+        read_annotations(path, tax, keep_columns="patient_id")
+
+
+def test_photo_remembers_its_first_csv_row(tax, tmp_path):
+    path = _csv(tmp_path, """
+        image,patient_id,region,rater
+        a.jpg,P1,chest,A
+        b.jpg,P2,neck,A
+        b.jpg,P2,neck,B
+        """)
+    assert [(p.image, p.row) for p in read_annotations(path, tax).photos] == [("a.jpg", 1), ("b.jpg", 2)]
+
+
+def test_utf16_export_is_read(tax, tmp_path):
+    path = tmp_path / "unicode.csv"
+    path.write_bytes("image\tpatient_id\tregion\na.jpg\tP1\tchest\n".encode("utf-16"))
+    assert [p.label for p in read_annotations(path, tax).photos] == ["chest"]
+    bare = tmp_path / "bare.csv"
+    bare.write_bytes("image,patient_id,region\na.jpg,P1,chest\n".encode("utf-16-le"))
+    with pytest.raises(LoscatError, match="UTF-16 without a byte-order mark.*save it as CSV UTF-8"):
+        read_annotations(bare, tax)

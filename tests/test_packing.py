@@ -1,9 +1,11 @@
 """packing.pack_dataset: imagefolder layout, de-identification, duplicates, atomic writes, Hub upload."""
 
 import csv
+import errno
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -11,14 +13,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from datasets import Features
 from PIL import Image
 
 from loscat_hf import packing
-from loscat_hf.errors import LoscatError
+from loscat_hf.errors import LoscatError, Problem
 from loscat_hf.packing import PackItem, dataset_features, pack_dataset, push_dataset_to_hub
 
 CLASSES = ("head", "arm", "leg")
-SECRET = "Jane-Roe"  # part of every original file name: must not appear in OUT outside id_map.csv
+SECRET = "Jane-Roe"  # part of every original file name: must not appear in OUT outside private/
 
 
 def _photo(path: Path, size=(90, 60), colour=(120, 80, 60), orientation: int | None = None, tag: int = 0) -> Path:
@@ -43,8 +46,8 @@ def _items(root: Path, n_patients: int = 8, per_patient: int = 3) -> list[PackIt
             path = _photo(root / f"{SECRET}_{p}" / f"IMG_{SECRET}_{p}_{k}.jpg", tag=p * 10 + k)
             items.append(PackItem(
                 source=path, key=f"{SECRET}_{p}/IMG_{SECRET}_{p}_{k}.jpg", label=label,
-                site="left_arm" if label == "arm" else label, patient_id=f"P{p}", visit=f"v{k}",
-                extra={"skin_tone": "III", "patient_name": SECRET},
+                site="left_arm" if label == "arm" else label, patient_id=f"MRN{SECRET}{p}",
+                visit=f"2024-0{k + 1}-15", extra={"skin_tone": "III"},
             ))
     return items
 
@@ -54,6 +57,12 @@ def _pack(items, out, **kw):
     kw.setdefault("val_fraction", 0.25)
     kw.setdefault("progress", False)
     return pack_dataset(items, out, classes=CLASSES, **kw)
+
+
+def _publishable_bytes(out: Path) -> dict[str, bytes]:
+    """Every file outside private/: what the folder itself offers to anyone it is shared with."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*")
+            if p.is_file() and packing.PRIVATE_DIR not in p.relative_to(out).parts}
 
 
 def _rows(path: Path) -> list[dict]:
@@ -67,8 +76,9 @@ def test_layout_metadata_and_opaque_ids(tmp_path):
     out = tmp_path / "out"
     assert result.out_dir == out.absolute() and result.n_photos == len(items)
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "id_map.csv", "prepare_report.json", "train", "validation"
+        "README.md", "prepare_report.json", "private", "train", "validation"
     ]
+    assert sorted(p.name for p in (out / "private").iterdir()) == sorted(packing.PRIVATE_FILES)
     seen_patients: dict[str, str] = {}
     n = 0
     for split in ("train", "validation"):
@@ -79,37 +89,114 @@ def test_layout_metadata_and_opaque_ids(tmp_path):
         for r in rows:
             assert r["file_name"] == f"{r['image_id']}.jpg" and len(r["image_id"]) == 16
             assert seen_patients.setdefault(r["patient_id"], split) == split  # patient in one split only
+            assert re.fullmatch(r"P\d{3}", r["patient_id"]) and re.fullmatch(r"V\d{3}", r["visit"])
             img = Image.open(out / split / r["file_name"])
             assert img.mode == "RGB" and not img.getexif() and "comment" not in img.info
         n += len(rows)
     assert n == len(items)
-    id_map = _rows(out / "id_map.csv")
+    assert len(seen_patients) == 8  # one code per patient: the grouping survives
+    id_map = _rows(out / "private" / "id_map.csv")
     by_key = {r["original_path"]: r for r in id_map}
     for item in items:  # the id is the hash of the file bytes, not anything derived from its name
         expected = hashlib.sha256(item.source.read_bytes()).hexdigest()[:16]
         assert by_key[item.key]["image_id"] == expected and by_key[item.key]["status"] == "kept"
+        assert by_key[item.key]["patient_id"] == item.patient_id and by_key[item.key]["visit"] == item.visit
+    codes = packing.read_codes(out)  # the clinic's way back from codes to its own ids
+    assert sorted(codes["patient"].values()) == sorted({i.patient_id for i in items})
+    assert sorted(codes["visit"].values()) == sorted({(i.patient_id, i.visit) for i in items})
 
 
-def test_no_original_names_or_exif_outside_id_map(tmp_path):
+def test_nothing_identifying_outside_private(tmp_path):
     items = _items(tmp_path / "photos")
     items.append(PackItem(
         source=tmp_path / "photos" / f"{SECRET}_gone.jpg", key=f"{SECRET}_gone.jpg", label="head",
-        site="head", patient_id="P0",
+        site="head", patient_id=f"MRN{SECRET}0", row=7,
     ))
-    result = _pack(items, tmp_path / "out", problems=[], warnings=[f"{SECRET}_9/IMG_{SECRET}_9_0.jpg looks odd"])
-    assert result.problem_counts() == {"missing_image": 1}
-    for path in (tmp_path / "out").rglob("*"):
-        if path.is_file() and path.name != "id_map.csv":
-            raw = path.read_bytes()
-            assert SECRET.encode() not in raw, path
-            assert b"IMG_" not in raw, path
-            if path.suffix == ".jpg":
-                assert b"Exif" not in raw and b"GPS" not in raw
-    assert SECRET in (tmp_path / "out" / "id_map.csv").read_text()
+    result = _pack(
+        items, tmp_path / "out", problems=[Problem("unknown_region", "ann.csv", f"region 'arm {SECRET}'", 3)],
+        warnings=[f"{SECRET}_9/IMG_{SECRET}_9_0.jpg looks odd"], notes=[f"no scores for {SECRET}.jpg"],
+        agreement={"pairs": [{"rater_a": f"Dr {SECRET}", "rater_b": "Dr Who", "n_photos": 3}]},
+        private_details={"images_folder": str(tmp_path / f"{SECRET}_photos"), "dropped_columns": ["PatientName"]},
+    )
+    assert result.problem_counts() == {"missing_image": 1, "unknown_region": 1}
+    published = _publishable_bytes(tmp_path / "out")
+    for name, raw in published.items():
+        for needle in (SECRET.encode(), b"IMG_", b"MRN", b"2024-0", b"Dr Who", b"PatientName", str(tmp_path).encode()):
+            assert needle not in raw, (name, needle)
+        if name.endswith(".jpg"):
+            assert b"Exif" not in raw and b"GPS" not in raw
+    private = tmp_path / "out" / "private"
+    assert SECRET in (private / "id_map.csv").read_text()
+    problems = _rows(private / "problems.csv")  # every problem in full, with its CSV row
+    assert {(r["kind"], r["csv_row"]) for r in problems} == {("missing_image", "7"), ("unknown_region", "3")}
+    details = json.loads((private / "details.json").read_text())
+    assert details["raters"] == {"Dr Jane-Roe": "rater 1", "Dr Who": "rater 2"}
+    assert details["dropped_columns"] == ["PatientName"] and details["notes"] == [f"no scores for {SECRET}.jpg"]
     report = json.loads((tmp_path / "out" / "prepare_report.json").read_text())
-    assert report["dropped_columns"] == ["patient_name"]
-    assert report["exclusions"]["by_reason"] == {"missing_image": 1}
-    assert report["exclusions"]["problems"][0]["source"] == "<photo>"
+    assert report["exclusions"] == {"total": 2, "by_reason": {"missing_image": 1, "unknown_region": 1}}
+    assert report["private"]["dropped_columns"] == 1 and report["private"]["warnings"] == 1
+    assert report["agreement"]["pairs"][0]["rater_a"] == "rater 1"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_private_folder_is_owner_only(tmp_path):
+    os.umask(old := os.umask(0))  # even with a permissive umask
+    try:
+        _pack(_items(tmp_path / "photos", n_patients=4), tmp_path / "out", val_fraction=0.5)
+    finally:
+        os.umask(old)
+    private = tmp_path / "out" / "private"
+    assert private.stat().st_mode & 0o777 == 0o700
+    assert {p.stat().st_mode & 0o777 for p in private.iterdir()} == {0o600}
+
+
+def test_formula_cells_are_neutralised_on_write(tmp_path):
+    items = [PackItem(source=i.source, key=i.key, label=i.label, site=i.site, patient_id=i.patient_id,
+                      visit=i.visit, extra={"skin_tone": "=HYPERLINK(\"http://x\")", "score_erythema": "2"})
+             for i in _items(tmp_path / "photos", n_patients=4)]
+    items[0] = PackItem(source=items[0].source, key="=cmd.jpg", label=items[0].label, site=items[0].site,
+                        patient_id="+MRN1", visit="-1")
+    _pack(items, tmp_path / "out", val_fraction=0.5)
+    rows = [r for s in ("train", "validation") for r in _rows(tmp_path / "out" / s / "metadata.csv")]
+    assert {r["skin_tone"] for r in rows} == {"'=HYPERLINK(\"http://x\")", ""}
+    assert {r["score_erythema"] for r in rows} == {"2.0", ""}  # numbers stay numbers; floats in every split
+    id_map = _rows(tmp_path / "out" / "private" / "id_map.csv")
+    assert "'=cmd.jpg" in {r["original_path"] for r in id_map} and "'+MRN1" in {r["patient_id"] for r in id_map}
+    assert "+MRN1" in packing.read_codes(tmp_path / "out")["patient"].values()  # read back as written
+
+
+def test_stale_partial_folders_are_removed(tmp_path):
+    items = _items(tmp_path / "photos", n_patients=4)
+    dead = tmp_path / ".out.partial-999999999-0a1b2c3d"  # a killed run: no such process
+    (dead / "_staging").mkdir(parents=True)
+    (dead / "_staging" / "photo.jpg").write_bytes(b"x")
+    alive = tmp_path / f".out.partial-{os.getppid()}-0a1b2c3d"  # a running process: left alone
+    alive.mkdir()
+    _pack(items, tmp_path / "out", val_fraction=0.5)
+    assert not dead.exists() and alive.exists()
+
+
+def test_disk_errors_are_one_line_and_leave_nothing(tmp_path, monkeypatch):
+    items = _items(tmp_path / "photos", n_patients=4)
+    real = packing.save_clean_jpeg
+
+    def full(img, path, quality=95):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(packing, "save_clean_jpeg", full)
+    with pytest.raises(LoscatError, match="disk is full.*nothing was written"):
+        _pack(items, tmp_path / "out", val_fraction=0.5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
+    monkeypatch.setattr(packing, "save_clean_jpeg", real)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(locked))
+
+    monkeypatch.setattr(packing.Path, "mkdir", read_only)
+    with pytest.raises(LoscatError, match="read-only"):
+        _pack(items, locked / "out", val_fraction=0.5)
 
 
 def test_exif_rotated_photo_is_upright(tmp_path):
@@ -124,7 +211,8 @@ def test_exif_rotated_photo_is_upright(tmp_path):
     items = _items(tmp_path / "photos", n_patients=4)
     items.append(PackItem(source=path, key="rot.jpg", label="head", site="head", patient_id="P0"))
     _pack(items, tmp_path / "out", val_fraction=0.5)
-    image_id = next(r["image_id"] for r in _rows(tmp_path / "out" / "id_map.csv") if r["original_path"] == "rot.jpg")
+    image_id = next(r["image_id"] for r in _rows(tmp_path / "out" / "private" / "id_map.csv")
+                    if r["original_path"] == "rot.jpg")
     packed = next((tmp_path / "out").glob(f"*/{image_id}.jpg"))
     img = Image.open(packed)
     assert img.size == (90, 60)
@@ -166,13 +254,16 @@ def test_card_yaml_and_report(tmp_path):
     header = yaml.safe_load(card.split("---")[1])
     assert header["task_categories"] == ["image-classification"] and header["license"] == "other"
     assert [f["split"] for f in header["configs"][0]["data_files"]] == ["train", "validation"]
+    declared = Features._from_yaml_list(header["dataset_info"]["features"])
+    assert declared == dataset_features(CLASSES, ["skin_tone"]) == packing.card_features(tmp_path / "out")
+    assert header["configs"][0]["features"] == header["dataset_info"]["features"]
     for section in ("Counts per class and split", "Exclusions", "Rater agreement", "De-identification",
                     "Splits by patient"):
         assert f"## {section}" in card
     report = json.loads((tmp_path / "out" / "prepare_report.json").read_text())
     assert report["n_photos"] == len(items) and report["agreement"]["fleiss_kappa"] == 0.5
     assert sum(s["photos"] for s in report["splits"].values()) == len(items)
-    assert report["notes"] == ["scores not used"] and "pillow" in report["versions"]
+    assert report["private"]["notes"] == 1 and "notes" not in report and "pillow" in report["versions"]
 
 
 def test_duplicates(tmp_path):
@@ -207,7 +298,7 @@ def test_bad_images_become_problems_and_rest_goes_on(tmp_path):
     result = _pack([*items, *extra], tmp_path / "out")
     assert result.n_photos == len(items)
     assert {p.source: p.kind for p in result.problems} == kinds
-    status = {r["original_path"]: r["status"] for r in _rows(tmp_path / "out" / "id_map.csv")}
+    status = {r["original_path"]: r["status"] for r in _rows(tmp_path / "out" / "private" / "id_map.csv")}
     assert all(status[name] == kind for name, kind in kinds.items())
 
 
@@ -265,18 +356,22 @@ def test_parallel_workers_match_serial(tmp_path):
     serial = _pack(items, tmp_path / "a", val_fraction=0.5)
     parallel = _pack(items, tmp_path / "b", val_fraction=0.5, num_workers=2)
     assert serial.counts == parallel.counts
-    ids = [sorted(r["image_id"] for r in _rows(tmp_path / d / "id_map.csv")) for d in ("a", "b")]
+    ids = [sorted(r["image_id"] for r in _rows(tmp_path / d / "private" / "id_map.csv")) for d in ("a", "b")]
     assert ids[0] == ids[1]
 
 
 def test_dataset_features_keep_text_ids(tmp_path):
-    features = dataset_features(CLASSES, ["skin_tone"])
+    features = dataset_features(CLASSES, ["skin_tone", "score_erythema"])
     assert features["label"].names == list(CLASSES)
     assert features["patient_id"].dtype == "string" and features["skin_tone"].dtype == "string"
+    assert features["score_erythema"].dtype == "float32"
 
 
-def test_push_uses_private_repo_and_never_uploads_id_map(tmp_path, monkeypatch):
-    _pack(_items(tmp_path / "photos"), tmp_path / "out")
+def test_push_uploads_only_the_allow_list(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    _pack(_items(tmp_path / "photos"), out)
+    (out / f"notes_{SECRET}.txt").write_text(SECRET)  # a file someone dropped into the folder
+    (out / "train" / f"{SECRET}.jpg").write_bytes(b"x")
     calls = {}
 
     class FakeApi:
@@ -284,16 +379,21 @@ def test_push_uses_private_repo_and_never_uploads_id_map(tmp_path, monkeypatch):
             calls["create"] = (repo_id, kw)
             return f"https://huggingface.co/datasets/{repo_id}"
 
-        def upload_folder(self, **kw):
-            calls["upload"] = kw
+        def create_commit(self, **kw):
+            calls["commit"] = kw
 
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    url = push_dataset_to_hub(tmp_path / "out", "me/loscat")
+    url = push_dataset_to_hub(out, "me/loscat")
     assert url.endswith("me/loscat")
     assert calls["create"][1] == {"repo_type": "dataset", "private": True, "exist_ok": True}
-    assert "id_map.csv" in calls["upload"]["ignore_patterns"] and calls["upload"]["repo_type"] == "dataset"
+    assert calls["commit"]["repo_type"] == "dataset"
+    uploaded = {op.path_in_repo: Path(op.path_or_fileobj) for op in calls["commit"]["operations"]}
+    expected = {"README.md", "prepare_report.json"} | {
+        f"{s}/{p.name}" for s in ("train", "validation") for p in (out / s).iterdir() if SECRET not in p.name}
+    assert set(uploaded) == expected
+    assert all(SECRET.encode() not in path.read_bytes() for path in uploaded.values())
 
     class FailingApi(FakeApi):
         def create_repo(self, repo_id, **kw):
@@ -301,5 +401,5 @@ def test_push_uses_private_repo_and_never_uploads_id_map(tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FailingApi)
     with pytest.raises(LoscatError) as info:
-        push_dataset_to_hub(tmp_path / "out", "me/loscat")
+        push_dataset_to_hub(out, "me/loscat")
     assert "401" in str(info.value) and "SECRETTOKEN" not in str(info.value)

@@ -54,7 +54,7 @@ def _report(out: Path) -> dict:
 def test_happy_path(tmp_path, capsys):
     csv_path, images, rows = _study(tmp_path)
     out = tmp_path / "out"
-    assert _prepare(_write(csv_path, rows), images, out, test_fraction=0.25) == 0
+    assert _prepare(_write(csv_path, rows), images, out, test_fraction=0.25, keep_columns="Skin Tone") == 0
     report = _report(out)
     assert report["n_photos"] == 24 and set(report["splits"]) == {"train", "validation", "test"}
     with open(out / "train" / "metadata.csv", newline="") as fh:

@@ -96,3 +96,11 @@ def test_counts_table():
     assert lines[-1].split() == ["patients", "2", "1", "3"]
     md = split_counts_table(labels, assignments, ["head", "neck"], markdown=True)
     assert md.splitlines()[0] == "| class | train | validation | total | share |"
+
+
+def test_too_small_classes_to_stratify_still_split_by_patient():
+    """12 photos of 12 patients in 6 classes: sklearn's StratifiedGroupKFold raised a ValueError."""
+    labels = [f"c{i % 6}" for i in range(12)]
+    groups = [f"P{i}" for i in range(12)]
+    result = assign_splits(labels, groups, val_fraction=0.25, seed=0)
+    assert result.assignments.count("validation") == 3 and result.assignments.count("train") == 9
