@@ -126,7 +126,7 @@ def run_evaluate_ensemble(models: list[str], dataset: str, out: str, split: str 
               "members": [evaluate_member(m, labels, targets) for m in members],
               "ensemble": evaluate_member(ens, labels, targets)}
     if scores_table and ens.scores is not None:
-        report["visit_totals"] = visit_total_agreement(ens, data, scores_table, tax)
+        report["visit_totals"] = visit_total_agreement(ens, data, scores_table, tax, dataset_dir=dataset)
         for total in ("mlossi", "losdi"):
             m = report["visit_totals"][total]
             print(f"ensemble {total} per visit (n={m['n']}): MAE {m.get('mae', float('nan')):.2f}, "
@@ -140,16 +140,24 @@ def run_evaluate_ensemble(models: list[str], dataset: str, out: str, split: str 
     return report
 
 
-def visit_total_agreement(out: MemberOutput, split, scores_table: str, taxonomy) -> dict:
-    """Predicted mLoSSI/LoSDI per visit (worst photo per site, summed) vs the score table's clinical totals."""
+def visit_total_agreement(out: MemberOutput, split, scores_table: str, taxonomy,
+                          dataset_dir: str | None = None) -> dict:
+    """Predicted mLoSSI/LoSDI per visit (worst photo per site, summed) vs the score table's clinical totals.
+
+    The packed split holds patient/visit codes; with `dataset_dir` they are mapped back to the clinic's ids
+    (private/codes.csv) so that they meet the score table's rows.
+    """
     import pandas as pd
 
+    from loscat_hf.packing import clinic_ids
     from loscat_hf.score_metrics import compare_totals, table_sites
     from loscat_hf.score_model import clip_scores
     from loscat_hf.scores import read_score_table
 
     table = read_score_table(scores_table, taxonomy)
     photos = pd.DataFrame(clip_scores(out.scores, out.components), columns=list(out.components))
-    for col in ("patient_id", "visit", "site"):
-        photos[col] = list(split[col])
+    patients, visits = list(split["patient_id"]), list(split["visit"])
+    if dataset_dir is not None:
+        patients, visits = clinic_ids(dataset_dir, patients, visits)
+    photos["patient_id"], photos["visit"], photos["site"] = patients, visits, list(split["site"])
     return compare_totals(photos, table_sites(table.rows))

@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from loscat_hf.csvsafe import SafeDictWriter, read_cell
 from loscat_hf.errors import LoscatError
+from loscat_hf.packing import clinic_ids
 from loscat_hf.regions import Taxonomy, load_taxonomy
 from loscat_hf.scores import (
     COMPONENTS,
@@ -81,7 +82,8 @@ def read_metadata(path: str | Path) -> list[dict[str, str]]:
     """Rows of image, patient_id, visit from a metadata CSV or a packed dataset folder.
 
     A packed dataset (`loscat-hf prepare`) has `<split>/metadata.csv` with `file_name` relative to the split
-    folder; the split is prefixed so that predictions made on the dataset folder match.
+    folder; the split is prefixed so that predictions made on the dataset folder match, and its patient and
+    visit codes are mapped back to the clinic's ids through its private/codes.csv.
     """
     path = Path(path)
     if path.is_dir():
@@ -93,6 +95,10 @@ def read_metadata(path: str | Path) -> list[dict[str, str]]:
             prefix = "" if f.parent == path else f.parent.name + "/"
             for r in _read_csv(f, ("image", "patient_id"), "metadata", {"file_name": "image"}):
                 rows.append(r | {"image": prefix + r["image"]})
+        if (path / "train" / "metadata.csv").is_file():  # a packed dataset: codes -> the clinic's own ids
+            patients, visits = clinic_ids(path, [r["patient_id"] for r in rows], [r.get("visit", "") for r in rows])
+            for r, patient, visit in zip(rows, patients, visits, strict=True):
+                r["patient_id"], r["visit"] = patient, visit
         return rows
     return _read_csv(path, ("image", "patient_id"), "metadata", {"file_name": "image"})
 

@@ -552,6 +552,22 @@ def read_codes(dataset_dir: str | Path) -> dict[str, dict]:
     return out
 
 
+def clinic_ids(dataset_dir: str | Path, patients: Sequence[str], visits: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Packed patient/visit codes -> the clinic's own ids, through private/codes.csv (local use only).
+
+    Without the private map (a dataset from the Hub) the codes are returned unchanged and a warning says
+    that they will not match the clinic's score tables.
+    """
+    codes = read_codes(dataset_dir)
+    if not codes["patient"]:
+        logger.warning("%s has no %s/%s: its patient ids are opaque codes and will not match a clinic's score "
+                       "table; run on the dataset folder that prepare wrote", dataset_dir, PRIVATE_DIR, CODES_NAME)
+        return list(patients), list(visits)
+    out_p = [codes["patient"].get(p, p) for p in patients]
+    out_v = [codes["visit"][v][1] if v in codes["visit"] else v for v in visits]
+    return out_p, out_v
+
+
 def _report(
     *, counts: dict, patients: dict, n_photos: int, classes: Sequence[str], problems: Sequence[Problem],
     warnings: Sequence[str], agreement: Mapping, parameters: Mapping, extra_columns: Sequence[str],

@@ -209,3 +209,20 @@ def test_link_csvs_cannot_run_formulas(tmp_path):
         for row in csv.reader(f.open(newline="")):
             assert not any(cell[:1] in ("=", "+", "@") or (cell[:1] == "-" and not cell[1:2].isdigit())
                            for cell in row), (f.name, row)
+
+
+def test_packed_dataset_codes_meet_the_clinic_ids(tmp_path):
+    """prepare writes opaque codes; link maps them back through private/codes.csv to join the score table."""
+    from tests.test_packing import _items, _pack
+
+    items = _items(tmp_path / "photos", n_patients=4, per_patient=1)
+    _pack(items, tmp_path / "ds", val_fraction=0.5)
+    meta = [(s, r) for s in ("train", "validation") for r in _read(tmp_path / "ds" / s / "metadata.csv")]
+    assert all(r["patient_id"].startswith("P0") for _, r in meta)  # codes, not the MRNs
+    preds = _csv(tmp_path / "p.csv", PRED_HEADER,
+                 [[f"{s}/{r['file_name']}", r["label"], "0.9", "False", "ok", ""] for s, r in meta])
+    scores = _csv(tmp_path / "s.csv", SCORE_HEADER,
+                  [[i.patient_id, i.visit, i.site, 1, 0, 0, 0, 0, 0] for i in items])
+    s = run_link(preds, scores, tmp_path / "ds", tmp_path / "o", plots=False).summary
+    assert s["photos_linked"] == 4 and s["score_rows_unmatched"] == 0
+    assert {r["patient_id"] for r in _read(tmp_path / "o" / "linked_photos.csv")} == {i.patient_id for i in items}
