@@ -92,7 +92,11 @@ def test_bad_inputs_are_reported_and_rest_is_packed(tmp_path, capsys):
         assert by_reason.get(kind) == n, (kind, by_reason)
     assert _report(out)["n_photos"] == 23  # the two-patient photo is out
     text = capsys.readouterr().out
-    assert "Left out:" in text and "[truncated] bad/cut.jpg" in text and "row" in text
+    assert "Left out:" in text and "[truncated] bad/cut.jpg row 51" in text
+    assert "[missing_image] bad/missing.jpg row 52" in text  # file problems carry their CSV row too
+    with open(out / "private" / "problems.csv", newline="") as fh:
+        rows_of = {(r["kind"], r["source"]): r["csv_row"] for r in csv.DictReader(fh)}
+    assert rows_of[("zero_byte", "bad/zero.jpg")] == "49" and rows_of[("outside_images_dir", "../outside.jpg")] == "53"
 
 
 def test_strict_and_nothing_usable(tmp_path):
