@@ -3,7 +3,9 @@
 Every file gets exactly one row: a prediction, or the reason it could not be read (`status` is the
 `ImageProblemError` kind), so a corrupt photo never stops a night-long run. Rows are appended to
 `<out>.partial` and flushed after each batch; `resume=True` skips photos already in the output or the
-partial file. The final CSV appears atomically (temp file next to it + os.replace).
+partial file. The final CSV appears atomically (temp file next to it + os.replace). Where it goes is checked
+before the model loads or any photo runs. Cells go through `csvsafe` (a file named `=x.jpg` cannot become a
+spreadsheet formula), and resume reads them back with `csvsafe.read_cell`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loscat_hf.csvsafe import SafeDictWriter, read_cell
 from loscat_hf.errors import LoscatError
 
 TOP_K = 3
@@ -106,10 +109,32 @@ def _collate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
+    """Rows of an earlier output or partial file, cells as they were before `safe_cell` (the keys match)."""
     if not path.is_file():
         return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return [row for row in csv.DictReader(f) if row.get("image") and row.get("status")]
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [{k: read_cell(v or "") for k, v in row.items() if k is not None} for row in csv.DictReader(f)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LoscatError(f"--resume: cannot read {path} ({exc}); move it away or run without --resume") from None
+    return [row for row in rows if row.get("image") and row.get("status")]
+
+
+def check_output_path(out: Path) -> None:
+    """Refuse an output that cannot be written, before any work: a folder, or a parent that is a file or
+    read-only (found only after every photo had run, before)."""
+    partial = out.with_name(out.name + ".partial")
+    for path in (out, partial):
+        if path.is_dir():
+            raise LoscatError(f"--out {path} is a folder; give a file name for the predictions CSV, "
+                              f"e.g. {path / 'predictions.csv'}")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:  # the folder that will hold the new folders
+        parent = parent.parent
+    if not parent.is_dir():
+        raise LoscatError(f"--out {out}: {parent} is a file, not a folder; choose another --out")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise LoscatError(f"--out {out}: cannot write in {parent} (permission denied); choose another --out")
 
 
 def _prediction_row(key: str, pred) -> dict[str, Any]:
@@ -140,6 +165,7 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
         raise LoscatError("--batch-size must be at least 1")
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
+    check_output_path(out)
     items = list_inputs(images, exclude=(out, partial))
     if isinstance(model, RegionPredictor):
         predictor = model
@@ -148,7 +174,10 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
             model, device=device, precision=precision,
             min_confidence=DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence,
             min_margin=DEFAULT_MIN_MARGIN if min_margin is None else min_margin)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LoscatError(f"--out {out}: cannot create {out.parent} ({exc.strerror})") from None
 
     done: dict[str, dict[str, str]] = {}
     if resume:
@@ -162,8 +191,12 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
         _DecodeDataset(todo, predictor.image_size), batch_size=batch_size, num_workers=num_workers,
         collate_fn=_collate, pin_memory=predictor.device.type == "cuda",
         persistent_workers=False)
-    with open(partial, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+    try:
+        fh = open(partial, "w", newline="", encoding="utf-8")
+    except OSError as exc:
+        raise LoscatError(f"--out {out}: cannot write {partial} ({exc.strerror})") from None
+    with fh as f:
+        writer = SafeDictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(done.values())
         f.flush()
@@ -194,7 +227,7 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer = SafeDictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(ordered)
         os.replace(tmp, out)

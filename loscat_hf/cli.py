@@ -224,7 +224,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _push_space(args: argparse.Namespace) -> int:
     from loscat_hf.space_push import push_space
 
-    print(push_space(args.repo_id, model=args.model, private=not args.public))
+    print(push_space(args.repo_id, model=args.model, private=not args.public, dry_run=args.dry_run))
     return 0
 
 
@@ -233,6 +233,9 @@ def _add_push_space(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repo-id", required=True, help="Space id, e.g. user/loscat-region")
     p.add_argument("--model", default=None, help="local model folder to bundle, or Hub id set as LOSCAT_MODEL")
     p.add_argument("--public", action="store_true", help="make the Space public (default private)")
+    p.add_argument("--dry-run", default=None, metavar="DIR",
+                   help="write the exact Space folder (app, package, allow-listed model files) to DIR instead "
+                        "of uploading")
     p.set_defaults(func=_push_space)
 def _evaluate_ensemble(args: argparse.Namespace) -> int:
     from loscat_hf.ensemble import run_evaluate_ensemble

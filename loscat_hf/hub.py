@@ -36,7 +36,9 @@ def _read_json(path: Path) -> dict:
 
 
 def upload_files(model_dir: str | Path) -> dict[str, Path]:
-    """Repo path -> local file for everything that would be uploaded (except the generated README.md)."""
+    """Repo path -> local file for everything that would be uploaded (except the generated README.md).
+
+    The package's one allow-list for model files: `push-space` bundles these same files under `model/`."""
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise LoscatError(f"{model_dir} is not a saved model folder (no config.json)")

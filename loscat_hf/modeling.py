@@ -78,6 +78,23 @@ def build_model_and_processor(model: str, taxonomy: Taxonomy, image_size: int | 
     return net, processor
 
 
+def weight_shapes(folder: str | Path) -> dict[str, list[int]] | None:
+    """Tensor shapes from a local folder's `model.safetensors` header (no weights read), or None where the
+    folder has no single safetensors file (sharded, .bin, Hub id). A truncated or damaged file is a
+    LoscatError naming it: safetensors checks that the header covers the whole file."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(folder) / "model.safetensors"
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise LoscatError(f"{path} is damaged or incomplete ({str(exc).splitlines()[0]}); copy the model "
+                          "folder again (or re-train)") from None
+
+
 def processor_size(processor) -> int:
     size = processor.size
     return int(size.get("height") or size.get("shortest_edge"))

@@ -31,10 +31,9 @@ from PIL.TiffImagePlugin import IFDRational
 
 from loscat_hf.errors import LoscatError
 from loscat_hf.regions import load_taxonomy
+from loscat_hf.scores import COMPONENTS
 
-SEVERITY_COLUMNS = (
-    "erythema", "skin_thickness", "new_extension", "dermal_atrophy", "subcutaneous_atrophy", "dyspigmentation",
-)
+SEVERITY_COLUMNS = tuple(COMPONENTS)  # the LoSCAT score components, in the score table's order
 SKIN_TONES = ("I", "II", "III", "IV", "V", "VI")
 WORK_SIDE = 416  # photos are drawn with this long side, then resized to image_size: speed over detail
 RATERS = ("R1", "R2", "R3", "R4")

@@ -80,6 +80,7 @@ class RegionPredictor:
                 raise LoscatError("precision 'int8' (dynamic quantisation) runs on CPU only; use bf16 on a GPU")
             model = torch.ao.quantization.quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
         bf16 = {"auto": None, "fp32": False, "bf16": True, "int8": False}[precision]
+        check_labels(model.config)
         self.model = model
         self.config = model.config
         self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
@@ -94,16 +95,39 @@ class RegionPredictor:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> RegionPredictor:
         """Load a local folder or a Hub id (the HF cache works offline with HF_HUB_OFFLINE=1)."""
-        from transformers import AutoModelForImageClassification
+        from safetensors import SafetensorError
+        from transformers import AutoConfig, AutoModelForImageClassification
+
+        from loscat_hf.modeling import weight_shapes
 
         name = os.path.expanduser(str(name_or_path))
         looks_local = name.startswith(("/", ".")) or name.count("/") > 1 or "\\" in name
         if looks_local and not os.path.exists(name):
             raise LoscatError(f"cannot load model {name!r}: no such folder (and not a Hub id 'owner/name')")
         try:
-            model = AutoModelForImageClassification.from_pretrained(name)
+            config = AutoConfig.from_pretrained(name)
         except (OSError, ValueError) as exc:
             raise LoscatError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from None
+        where = os.path.join(name, "config.json") if os.path.isdir(name) else f"{name}'s config.json"
+        check_labels(config, where)
+        # Check the weights file before loading it: a damaged file or a head that disagrees with config.json
+        # is a one-line error naming the file, not a safetensors or transformers traceback.
+        shapes = weight_shapes(name) if os.path.isdir(name) else None
+        head = (shapes or {}).get("classifier.weight")
+        if head and head[0] != config.num_labels:
+            raise LoscatError(f"{where} lists {config.num_labels} classes (id2label/num_labels) but the classifier "
+                              f"in {os.path.join(name, 'model.safetensors')} has {head[0]} outputs; restore the "
+                              "config.json that was saved with these weights")
+        try:
+            model = AutoModelForImageClassification.from_pretrained(name, config=config)
+        except (OSError, ValueError, SafetensorError) as exc:
+            raise LoscatError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from None
+        except RuntimeError:  # transformers: weights whose shapes do not fit the config (e.g. the head)
+            raise LoscatError(f"cannot load model {name!r}: its weights do not fit {where} (layer shapes or the "
+                              "number of classes differ); restore the config.json saved with them") from None
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise LoscatError(f"model {name!r} has NaN or infinite weights (a damaged file or a diverged "
+                              "training run); copy the folder again or re-train")
         size, mean, std = _processor_stats(name, model.config)
         return cls(model, image_size=size, image_mean=mean, image_std=std, **kwargs)
 
@@ -158,6 +182,17 @@ class RegionPredictor:
         return results[0] if single else results
 
     __call__ = predict
+
+
+def check_labels(config, where: str = "the model config") -> None:
+    """id2label must name every output 0..num_labels-1 once: else predictions would carry wrong or no names."""
+    n = int(config.num_labels)
+    id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    if n < 1 or set(id2label) != set(range(n)):
+        raise LoscatError(f"{where} has num_labels {n} but id2label ids {sorted(id2label)}: each of the {n} "
+                          "outputs needs one class name; restore the config.json saved with the model")
+    if len(set(id2label.values())) != n:
+        raise LoscatError(f"{where} names a class twice in id2label; restore the config.json saved with the model")
 
 
 def load_photo(image: ImageInput) -> Image.Image:

@@ -39,7 +39,9 @@ def run_quickstart(out: str = "quickstart", patients: int = 60, photos: int = 60
         raise LoscatError("prepare found nothing usable in the phantom data")
     steps["prepare"] = time.perf_counter() - t0 - sum(steps.values())
     print(f"[3/4] train: {model} preset, {epochs} epochs, balanced sampler, two-phase schedule")
-    argv = ["--dataset", str(root / "dataset"), "--output-dir", str(root / "model"), "--model", model,
+    # --out was checked above (empty, or --overwrite given): its model folder may be replaced
+    argv = ["--dataset", str(root / "dataset"), "--output-dir", str(root / "model"), "--overwrite-output-dir",
+            "--model", model,
             "--num-train-epochs", str(epochs), "--learning-rate", "1e-3",
             "--dataloader-num-workers", "1", "--per-device-train-batch-size", "32",
             "--logging-steps", "5", "--seed", str(seed), "--save-total-limit", "1",

@@ -5,14 +5,22 @@ What the stock Trainer lacks, and this module adds:
 - a two-phase schedule (head first, then the whole model) by a callback, with layer-wise LR decay;
 - uint8 batches normalised on the device;
 - strict checkpoint loading: transformers 5.23 restores only the ViT head at `load_best_model_at_end`
-  and at resume (PITFALLS); here both go through `from_pretrained` and a strict `load_state_dict`.
+  and at resume (PITFALLS); here both go through `from_pretrained` and a strict `load_state_dict`;
+- one run per output folder: a non-empty `--output-dir` is refused unless `--resume` (which checks that the
+  checkpoint belongs to this run) or `--overwrite-output-dir` (transformers 5 dropped that flag; it is ours).
+  A run's identity (dataset fingerprint, taxonomy classes, task) travels in every checkpoint's config.json
+  as `loscat_run`, written by `save_pretrained` together with the weights.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
+import logging
 import os
 import re
+import shutil
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -28,6 +36,10 @@ from loscat_hf.hardware import default_workers
 from loscat_hf.transforms import AugmentConfig, normalise
 
 HEAD_PREFIXES = ("classifier", "score_heads")
+RUN_KEY = "loscat_run"  # config.json attribute: which dataset, taxonomy and task a checkpoint was trained on
+TRAINING_SPLITS = ("train", "validation")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,7 +59,11 @@ class LoscatArguments:
     layer_decay: float = field(default=0.75, metadata={
         "help": "phase 2 layer-wise LR decay: block k of L gets lr * decay**(L+1-k); 1 = one LR for all"})
     augment: bool = field(default=True, metadata={"help": "random crop, rotation, colour jitter, flip"})
-    resume: bool = field(default=False, metadata={"help": "resume from the last checkpoint in --output-dir"})
+    resume: bool = field(default=False, metadata={
+        "help": "resume from the last checkpoint in --output-dir (refused if it is another dataset's, taxonomy's "
+                "or task's, or if its best checkpoint lies outside --output-dir)"})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "train into a non-empty --output-dir, deleting the checkpoint-* folders of the run it holds"})
     max_train_samples: int | None = field(default=None, metadata={"help": "cap the training set (quick runs)"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "cap the validation set"})
     task: str = field(default="regions", metadata={
@@ -192,8 +208,12 @@ def _layer_depth(name: str, n_layers: int) -> int:
 
 def load_weights_strict(model: torch.nn.Module, checkpoint_dir: str) -> None:
     """Load a checkpoint's weights through from_pretrained (which renames legacy keys), strictly."""
-    loaded = type(model).from_pretrained(checkpoint_dir)
-    model.load_state_dict(loaded.state_dict(), strict=True)
+    try:
+        loaded = type(model).from_pretrained(checkpoint_dir)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+    except RuntimeError as exc:  # another architecture or size (--model differs from the checkpoint's)
+        raise LoscatError(f"the weights in {checkpoint_dir} do not fit this model "
+                          f"({str(exc).splitlines()[0][:200]}); use the --model it was trained with") from None
     del loaded
 
 
@@ -253,25 +273,156 @@ class RegionTrainer(Trainer):
 
 
 def load_packed_dataset(path: str, taxonomy, max_train: int | None = None, max_eval: int | None = None):
-    """Load the imagefolder with plain `datasets` and add integer `labels` in the taxonomy's order."""
+    """Load the imagefolder with plain `datasets`, typed by the features its card declares, and add integer
+    `labels` in the taxonomy's order (the card's ClassLabel order may differ from a --taxonomy given now).
+    """
+    import csv
+
     from datasets import load_dataset
+
+    from loscat_hf.packing import METADATA_COLUMNS, card_features, dataset_features
 
     root = Path(path)
     if not (root / "train" / "metadata.csv").is_file():
         raise LoscatError(f"{path} is not a packed dataset (no train/metadata.csv); run `loscat-hf prepare` first")
-    ds = load_dataset("imagefolder", data_dir=str(root))
-    if "validation" not in ds:
-        raise LoscatError(f"{path} has no validation split")
+    features = card_features(root)
+    if features is None:  # a dataset from before the card declared its features: the same schema, rebuilt
+        with open(root / "train" / "metadata.csv", newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+        features = dataset_features(taxonomy.classes, [c for c in header if c not in METADATA_COLUMNS])
+    ds = load_dataset("imagefolder", data_dir=str(root), features=features)
+    if "validation" not in ds or len(ds["validation"]) == 0:
+        raise LoscatError(f"{path} has no validation photos; run `loscat-hf prepare` again with a --val-fraction "
+                          "that leaves some patients for validation")
+    names = ds["train"].features["label"].names
     label2id = taxonomy.label2id
-    unknown = sorted({lab for split in ds.values() for lab in split.unique("label")} - set(label2id))
+    unknown = sorted(set(names) - set(label2id))
     if unknown:
         raise LoscatError(f"dataset labels {unknown} are not classes of the taxonomy {taxonomy.name}")
-    ds = ds.map(lambda b: {"labels": [label2id[x] for x in b["label"]]}, batched=True)
+    ds = ds.map(lambda b: {"labels": [label2id[names[x]] for x in b["label"]]}, batched=True)
     if max_train:
         ds["train"] = ds["train"].shuffle(seed=0).select(range(min(max_train, len(ds["train"]))))
     if max_eval:
         ds["validation"] = ds["validation"].select(range(min(max_eval, len(ds["validation"]))))
     return ds
+
+
+def _metadata_rows(meta: Path) -> list[dict[str, str]]:
+    try:
+        with open(meta, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LoscatError(f"cannot read {meta} ({exc}); re-run `loscat-hf prepare --overwrite`") from None
+
+
+def check_packed_files(path: str | os.PathLike) -> None:
+    """Every photo that train/ and validation/ list exists, and validation is not empty: a one-line error
+    before anything is loaded or written (datasets would drop or fail on it in the middle of the run)."""
+    root = Path(path)
+    if not (root / "train" / "metadata.csv").is_file():
+        return  # not a packed dataset at all: load_packed_dataset says so
+    for split in TRAINING_SPLITS:
+        meta = root / split / "metadata.csv"
+        if split == "validation" and not meta.is_file():
+            raise LoscatError(f"{root} has no validation split ({meta} is missing): training needs one to pick the "
+                              "best checkpoint; re-run `loscat-hf prepare` with a --val-fraction above 0")
+        rows = _metadata_rows(meta)
+        if not rows:
+            raise LoscatError(f"{meta} lists no photos: training needs a non-empty {split} split; re-run "
+                              "`loscat-hf prepare` with more patients or a larger --val-fraction")
+        missing = [(i, row.get("file_name") or "") for i, row in enumerate(rows, start=1)
+                   if not row.get("file_name") or not (meta.parent / row["file_name"]).is_file()]
+        if missing:
+            row, name = missing[0]
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise LoscatError(f"{meta} row {row} lists {name or '(no file_name)'}, which is not in {meta.parent}"
+                              f"{more}; restore the photos or rebuild the dataset with `loscat-hf prepare --overwrite`")
+
+
+def dataset_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 over the train and validation metadata.csv files: which photos, labels and split a run used."""
+    digest = hashlib.sha256()
+    for split in TRAINING_SPLITS:
+        meta = Path(path) / split / "metadata.csv"
+        digest.update(split.encode() + b"\0")
+        if meta.is_file():
+            digest.update(meta.read_bytes())
+    return digest.hexdigest()
+
+
+def run_identity(largs: LoscatArguments, taxonomy) -> dict:
+    """What makes a checkpoint this run's: the data (fingerprint, not the path), the label ids, the task."""
+    return {"dataset_sha256": dataset_fingerprint(largs.dataset), "taxonomy": taxonomy.name,
+            "classes": list(taxonomy.classes), "task": largs.task}
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def check_checkpoint(checkpoint: str | os.PathLike, out: Path, identity: dict) -> None:
+    """Refuse to resume from a checkpoint that is not this run's, or whose best checkpoint is elsewhere."""
+    ckpt = Path(checkpoint)
+    cfg_path = ckpt / "config.json"
+    try:
+        recorded = json.loads(cfg_path.read_text(encoding="utf-8")).get(RUN_KEY)
+    except (OSError, ValueError):
+        raise LoscatError(f"--resume: {cfg_path} is missing or unreadable; train into a new --output-dir") from None
+    if not isinstance(recorded, dict):
+        raise LoscatError(f"--resume: {ckpt} does not record which dataset and taxonomy it was trained on (another "
+                          "program or an older loscat-hf wrote it); train into a new --output-dir")
+    if recorded.get("dataset_sha256") != identity["dataset_sha256"]:
+        raise LoscatError(f"--resume: {ckpt} was trained on another dataset (train/validation metadata.csv "
+                          "differ); resume with the --dataset it was trained on, or train into a new --output-dir")
+    if recorded.get("classes") != identity["classes"]:
+        raise LoscatError(f"--resume: {ckpt} was trained with another taxonomy ({recorded.get('taxonomy')}: "
+                          f"{', '.join(map(str, recorded.get('classes') or []))}); resume with that --taxonomy, "
+                          "or train into a new --output-dir")
+    if recorded.get("task") != identity["task"]:
+        raise LoscatError(f"--resume: {ckpt} was trained for --task {recorded.get('task')}, not "
+                          f"{identity['task']}; resume with that --task, or train into a new --output-dir")
+    state_path = ckpt / "trainer_state.json"
+    if state_path.is_file():
+        try:
+            best = json.loads(state_path.read_text(encoding="utf-8")).get("best_model_checkpoint")
+        except ValueError:
+            raise LoscatError(f"--resume: {state_path} does not parse; train into a new --output-dir") from None
+        if best and not _inside(Path(best), out):
+            raise LoscatError(f"--resume: {state_path} records the best checkpoint {best}, outside {out} (a copied "
+                              "or another run's folder); refusing to load weights from there: train into a new "
+                              "--output-dir")
+
+
+def prepare_output_dir(largs: LoscatArguments, targs: TrainingArguments,
+                       identity: dict) -> tuple[str | None, list[Path]]:
+    """Check --output-dir before anything is built or written: (checkpoint to resume from, stale checkpoints).
+
+    A non-empty folder holds another run: refused unless --resume (its last checkpoint must be this run's)
+    or --overwrite-output-dir (then its checkpoint-* folders are returned, to be deleted once the dataset and
+    model have loaded, so rotation and a later --resume never mix two runs). Without this the Trainer
+    overwrote the other run's model and rotated its checkpoints away.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(targs.output_dir)
+    resume = targs.resume_from_checkpoint
+    if out.exists() and not out.is_dir():
+        raise LoscatError(f"--output-dir {out} is a file; choose a folder")
+    if largs.resume and largs.overwrite_output_dir:
+        raise LoscatError("--resume continues the run in --output-dir, --overwrite-output-dir replaces it: pick one")
+    if largs.resume:
+        resume = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if resume is None:
+            raise LoscatError(f"--resume: no checkpoint-* folder in {out}")
+    if resume:
+        check_checkpoint(resume, out, identity)
+        return resume, []
+    if not out.is_dir() or not any(out.iterdir()):
+        return None, []
+    if not largs.overwrite_output_dir:
+        raise LoscatError(f"--output-dir {out} is not empty (another run's model or checkpoints?); pass --resume to "
+                          "continue that run, --overwrite-output-dir to replace it, or choose a new folder")
+    return None, [p for p in out.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
 
 
 SUBGROUP_EXCLUDE = {"image", "file_name", "label", "labels", "site", "patient_id", "visit", "image_id"}
@@ -330,8 +481,6 @@ def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy, ds
 
 def run_training(largs: LoscatArguments, targs: TrainingArguments) -> dict:
     """Train, restore the best model, fit a temperature, save a standard model folder and its report."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     from loscat_hf.calibration import CONFIG_KEY, fit_temperature
     from loscat_hf.evaluation import evaluate_split
     from loscat_hf.plots import plot_training_curves
@@ -339,12 +488,16 @@ def run_training(largs: LoscatArguments, targs: TrainingArguments) -> dict:
 
     taxonomy = load_taxonomy(largs.taxonomy)
     out = Path(targs.output_dir)
-    resume = targs.resume_from_checkpoint
-    if largs.resume:
-        resume = get_last_checkpoint(str(out)) if out.is_dir() else None
-        if resume is None:
-            raise LoscatError(f"--resume: no checkpoint-* folder in {out}")
+    check_packed_files(largs.dataset)  # before the output folder is touched: nothing half-written
+    identity = run_identity(largs, taxonomy)
+    resume, stale = prepare_output_dir(largs, targs, identity)
     trainer, ds = build_trainer(largs, targs, taxonomy)
+    setattr(trainer.model.config, RUN_KEY, identity)  # saved into every checkpoint's config.json
+    if stale and trainer.is_world_process_zero():
+        logger.warning("--overwrite-output-dir: deleting %d checkpoint folder(s) of the earlier run in %s",
+                       len(stale), out)
+        for ckpt in stale:
+            shutil.rmtree(ckpt)
     eval_set = trainer.eval_dataset
     train_labels = ds["train"]["labels"]
     counts = Counter(train_labels)

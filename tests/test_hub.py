@@ -144,3 +144,68 @@ def test_hub_id_loads_offline_from_cache(model_dir, tmp_path):
                          timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split()[-2:] == ["12", "64"]
+
+
+# --- push-space: the same allow-list as push, and --dry-run ----------------------------------------------------
+
+PLANTED = b"Roe_Richard_MRN999"
+
+
+@pytest.fixture
+def leaky_model(model_dir, tmp_path):
+    """The model folder plus files with a patient's name and local paths that must never reach a Space."""
+    import shutil
+
+    d = tmp_path / "model"
+    shutil.copytree(model_dir, d)
+    (d / "training_args.bin").write_bytes(b"\x80\x04pickle /data/" + PLANTED)
+    (d / "train_summary.json").write_text(json.dumps({"dataset": "/clinic/" + PLANTED.decode()}))
+    (d / "eval" / "predictions.csv").write_bytes(b"file,label\n" + PLANTED + b".jpg,head\n")
+    (d / "runs").mkdir()
+    (d / "runs" / "events.out").write_bytes(PLANTED)
+    return d
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def test_push_space_dry_run_stages_only_allow_listed_model_files(leaky_model, recorder, tmp_path, capsys):
+    from loscat_hf.hub import upload_files
+
+    dry = tmp_path / "dry"
+    assert main(["push-space", "--repo-id", "org/space", "--model", str(leaky_model), "--dry-run", str(dry)]) == 0
+    assert recorder == {}  # nothing sent
+    assert str(dry) in capsys.readouterr().out
+    files = _files(dry)
+    assert sorted(f[len("model/"):] for f in files if f.startswith("model/")) == sorted(upload_files(leaky_model))
+    assert {"app.py", "requirements.txt", "README.md", "loscat_hf/space.py"} <= set(files)
+    for f in files:  # byte-search everything push-space would upload
+        assert PLANTED not in (dry / f).read_bytes(), f
+
+
+def test_push_space_uploads_exactly_the_dry_run(leaky_model, recorder, tmp_path):
+    from loscat_hf.space_push import build_space_folder
+
+    assert main(["push-space", "--repo-id", "org/space", "--model", str(leaky_model)]) == 0
+    assert recorder["create"]["repo_type"] == "space" and recorder["create"]["private"] is True
+    assert recorder["files"] == _files(build_space_folder(tmp_path / "staged", model=leaky_model))
+    assert "model/training_args.bin" not in recorder["files"]
+    assert "model/*" in recorder["upload"]["delete_patterns"]  # files an older push-space left are removed
+
+
+def test_push_space_leaves_out_stray_files_in_space_folder(tmp_path, monkeypatch):
+    """A local run of space/app.py can leave gradio's cache or flagged photos there: never uploaded."""
+    import shutil
+
+    from loscat_hf import space_push
+
+    space = tmp_path / "space"
+    shutil.copytree(space_push.SPACE_DIR, space)
+    for stray in (".gradio/flagged/photo.jpg", "flagged/log.csv", "examples/patient.png", "notes.txt"):
+        (space / stray).parent.mkdir(parents=True, exist_ok=True)
+        (space / stray).write_bytes(PLANTED)
+    monkeypatch.setattr(space_push, "SPACE_DIR", space)
+    out = space_push.build_space_folder(tmp_path / "out")
+    assert all(PLANTED not in (out / f).read_bytes() for f in _files(out))
+    assert (out / "app.py").is_file() and sorted((out / "examples").glob("SYNTHETIC_*.jpg"))

@@ -340,3 +340,159 @@ def test_int8_answer_for_a_photo_does_not_depend_on_its_batch(model_dir):
     fp32 = RegionPredictor.from_pretrained(model_dir, device="cpu", precision="fp32").predict(photo)
     assert fp32.probabilities != alone
     assert max(abs(fp32.probabilities[k] - alone[k]) for k in alone) < 0.05
+
+
+# --- a broken model folder or output path is a one-line error before any photo runs (issue 11, item 9) -------
+
+def _copy_model(model_dir: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(model_dir, dst)
+    return dst
+
+
+def _one_photo_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "imgs"
+    folder.mkdir(exist_ok=True)
+    _photo(50).save(folder / "a.png")
+    return folder
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header", "empty"])
+def test_predict_with_a_corrupt_weights_file_is_a_clear_error(tmp_path, model_dir, capsys, damage):
+    bad = _copy_model(model_dir, tmp_path / "model")
+    weights = bad / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"truncated": data[: len(data) * 2 // 3], "header": b"\xff" * 64 + data[64:],
+                         "empty": b""}[damage])
+    out = tmp_path / "o.csv"
+    rc = main(["predict", "--model", str(bad), "--images", str(_one_photo_folder(tmp_path)), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(weights) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob("o.csv*"))
+
+
+def test_predict_with_nan_weights_is_a_clear_error(tmp_path, model_dir, capsys):
+    """safetensors has no checksum: a damaged tensor can still parse; non-finite weights are caught."""
+    from safetensors.torch import load_file, save_file
+
+    bad = _copy_model(model_dir, tmp_path / "model")
+    tensors = load_file(str(bad / "model.safetensors"))
+    tensors["classifier.weight"][0, 0] = float("nan")
+    save_file(tensors, str(bad / "model.safetensors"), metadata={"format": "pt"})
+    rc = main(["predict", "--model", str(bad), "--images", str(_one_photo_folder(tmp_path)),
+               "--out", str(tmp_path / "o.csv")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "NaN" in err and str(bad) in err and not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize("edit", ["fewer_labels", "more_labels", "num_labels_only", "gap_in_ids"])
+def test_predict_with_a_config_that_disagrees_with_the_head_is_a_clear_error(tmp_path, model_dir, capsys, edit):
+    import json
+
+    bad = _copy_model(model_dir, tmp_path / "model")
+    cfg = json.loads((bad / "config.json").read_text())
+    if edit == "fewer_labels":
+        cfg["id2label"] = {k: v for k, v in cfg["id2label"].items() if k != "11"}
+        cfg["label2id"] = {v: int(k) for k, v in cfg["id2label"].items()}
+    elif edit == "more_labels":
+        cfg["id2label"]["12"] = "tail"
+        cfg["label2id"]["tail"] = 12
+    elif edit == "num_labels_only":
+        cfg.pop("id2label")
+        cfg.pop("label2id")
+        cfg["num_labels"] = 5
+    else:  # 12 labels, but ids 0..10 and 12: no label for output 11
+        cfg["id2label"]["12"] = cfg["id2label"].pop("11")
+    (bad / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "o.csv"
+    rc = main(["predict", "--model", str(bad), "--images", str(_one_photo_folder(tmp_path)), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "config.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_predict_out_that_is_a_folder_fails_before_any_photo_runs(tmp_path, predictor, monkeypatch):
+    from loscat_hf.errors import LoscatError
+
+    folder = _one_photo_folder(tmp_path)
+    counter = _counting_predictor(predictor, monkeypatch)
+    taken = tmp_path / "results"
+    taken.mkdir()
+    with pytest.raises(LoscatError, match="results") as exc:
+        predict_folder(predictor, folder, taken, progress=False)
+    assert "folder" in str(exc.value) and "--out" in str(exc.value)
+    assert counter.batches == 0 and list(taken.iterdir()) == []
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_predict_out_whose_parent_cannot_hold_it_fails_before_any_photo_runs(tmp_path, predictor, monkeypatch):
+    from loscat_hf.errors import LoscatError
+
+    folder = _one_photo_folder(tmp_path)
+    counter = _counting_predictor(predictor, monkeypatch)
+    a_file = tmp_path / "report.txt"
+    a_file.write_text("x")
+    with pytest.raises(LoscatError, match="report.txt"):
+        predict_folder(predictor, folder, a_file / "sub" / "p.csv", progress=False)
+    assert counter.batches == 0 and a_file.read_text() == "x"
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_predict_out_in_a_read_only_folder_fails_before_any_photo_runs(tmp_path, predictor, monkeypatch):
+    from loscat_hf.errors import LoscatError
+
+    folder = _one_photo_folder(tmp_path)
+    counter = _counting_predictor(predictor, monkeypatch)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        with pytest.raises(LoscatError, match="locked"):
+            predict_folder(predictor, folder, locked / "p.csv", progress=False)
+    finally:
+        locked.chmod(0o755)
+    assert counter.batches == 0
+
+
+def test_predict_out_in_an_unwritable_folder_is_a_clear_error(tmp_path, predictor, monkeypatch):
+    """The same check as above where the tests run as root: the folder answers os.access with False."""
+    from loscat_hf.errors import LoscatError
+
+    folder = _one_photo_folder(tmp_path)
+    counter = _counting_predictor(predictor, monkeypatch)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == locked else real_access(p, mode))
+    with pytest.raises(LoscatError, match="locked"):
+        predict_folder(predictor, folder, locked / "p.csv", progress=False)
+    assert counter.batches == 0 and list(locked.iterdir()) == []
+
+
+# --- spreadsheet formula injection (issue 11, item 10) ------------------------------------------------------
+
+def test_predictions_csv_neutralises_formulas_and_resume_still_finds_them(tmp_path, predictor, monkeypatch):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    names = ["=HYPERLINK(1).png", "+cmd.png", "-x.png", "@SUM(A1).png", "plain.png"]
+    for i, name in enumerate(names):
+        _photo(60 + i).save(folder / name, format="PNG")
+    out = tmp_path / "p.csv"
+    _counting_predictor(predictor, monkeypatch, die_at_batch=3)
+    with pytest.raises(KeyboardInterrupt):
+        predict_folder(predictor, folder, out, batch_size=2, progress=False)
+    partial = _read(tmp_path / "p.csv.partial")
+    assert [r["image"] for r in partial] == ["'+cmd.png", "'-x.png", "'=HYPERLINK(1).png", "'@SUM(A1).png"]
+    counter = _counting_predictor(predictor, monkeypatch)
+    summary = predict_folder(predictor, folder, out, batch_size=2, resume=True, progress=False)
+    assert counter.photos == 1 and summary.resumed == 4 and summary.total == 5  # nothing run twice
+    rows = _read(out)
+    assert [r["image"] for r in rows] == ["'+cmd.png", "'-x.png", "'=HYPERLINK(1).png", "'@SUM(A1).png",
+                                          "plain.png"]
+    assert all(not v.startswith(("=", "+", "-", "@")) for r in rows for v in r.values())
+    assert all(float(r["probability"]) > 0 for r in rows)  # numbers stay numbers
+    # and a finished output read back by --resume keeps every row, computing nothing
+    counter = _counting_predictor(predictor, monkeypatch)
+    predict_folder(predictor, folder, out, batch_size=2, resume=True, progress=False)
+    assert counter.photos == 0 and [r["image"] for r in _read(out)] == [r["image"] for r in rows]

@@ -17,10 +17,11 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+import loscat_hf
 from loscat_hf.cli import main
 
 NEEDLES = [b"Richard", b"MRN999", b"1984-02-29", b"29.02.1984", b"7946 0958", b"Baker Street", b"Smithson",
-           b"Jonesworth", b"Geburtsdatum", b"PatientName", b"DateOfBirth", b"HYPERLINK", b"2023-0", b"Roe_link"]
+           b"Jonesworth", b"Geburtsdatum", b"PatientName", b"DateOfBirth", b"x/?Richard", b"2023-0", b"Roe_link"]
 REGIONS = ["head", "left arm", "Rt. Leg", "chest", "right forearm", "abdomen"]
 COLUMNS = ["image", "patient_id", "region", "rater", "visit", "quality", "skin_tone", "PatientName", "DateOfBirth",
            "Geburtsdatum", "Phone", "Address", "MedicalRecordNumber", "OriginalFileName", "Notes"]
@@ -167,4 +168,15 @@ def test_model_push_and_space_push_publish_nothing_identifying(tmp_path, monkeyp
     assert main(["push", "--model", str(model), "--repo-id", "me/loscat-model", "--dry-run", str(staged)]) == 0
     files = {str(p.relative_to(staged)): p.read_bytes() for p in staged.rglob("*") if p.is_file()}
     assert "model.safetensors" in files and "README.md" in files
+    _assert_clean(files, [str(tmp_path).encode()])
+    space = tmp_path / "space_dry"
+    assert main(["push-space", "--repo-id", "me/loscat-space", "--model", str(model), "--dry-run", str(space)]) == 0
+    files = {str(p.relative_to(space)): p.read_bytes() for p in space.rglob("*") if p.is_file()}
+    assert "model/model.safetensors" in files and "app.py" in files
+    package = Path(loscat_hf.__file__).parent  # loscat-hf's own source, copied unchanged, is code, not data
+    shipped = {n for n, raw in files.items() if n.startswith("loscat_hf/")
+               and (package / n.removeprefix("loscat_hf/")).is_file()
+               and (package / n.removeprefix("loscat_hf/")).read_bytes() == raw}
+    assert len(shipped) > 10 and all(n.endswith((".py", ".json", ".md")) for n in shipped)
+    files = {n: raw for n, raw in files.items() if n not in shipped}
     _assert_clean(files, [str(tmp_path).encode()])

@@ -3,11 +3,15 @@
 import ast
 import csv
 import importlib.metadata
+import json
 import os
 import re
 import shutil
 import socket
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +62,7 @@ def test_single_photo(server, photo):
     assert body and Image.open(body).size == (480, 480)
     assert not Image.open(overlay).getexif()
     assert "review" in notice.lower() or label["label"] in notice
-    assert photo.exists()  # the client's own file is untouched; the server deletes only its upload copy
+    assert photo.exists()  # the client's own file is untouched
 
 
 def test_probabilities_sum_to_one(server, photo):
@@ -68,7 +72,7 @@ def test_probabilities_sum_to_one(server, photo):
     copy = photo.parent / "copy.jpg"
     shutil.copy(photo, copy)
     top, _, shown, _ = app.predict(str(copy), False)
-    assert shown is None and not copy.exists()  # upload deleted after use
+    assert shown is None and copy.exists()  # a request never deletes its upload: other requests may share it
     full = app.predictor.predict(str(photo))
     assert sum(full.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
     assert dict(full.top) == pytest.approx(top, abs=1e-5)
@@ -145,6 +149,7 @@ def test_space_folder_is_self_contained(tmp_path):
     assert not list(out.rglob("__pycache__"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="chromium not installed (apt-get install chromium)")
 def test_browser_upload_and_predict(server, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
@@ -183,3 +188,198 @@ def test_space_app_file_builds_from_its_folder(server, tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["Blocks", str(folder / "model"), str(folder / "loscat_hf" / "__init__.py")]
+
+
+# --- the upload lifecycle: gradio's cache sweep expires files; requests never delete shared ones ----------------
+
+def _upload(url: str, name: str, content: bytes) -> str:
+    """POST one file to gradio's /upload (what the browser does before a call); returns the server path."""
+    import httpx
+
+    r = httpx.post(f"{url}gradio_api/upload", files=[("files", (name, content))], timeout=30)
+    r.raise_for_status()
+    return r.json()[0]
+
+
+def _file(path: str) -> dict:
+    return {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": Path(path).name}
+
+
+def _call(url: str, api: str, data: list) -> tuple[str, object]:
+    """One event through gradio's REST API: ("complete", outputs) or ("error", message)."""
+    import httpx
+
+    r = httpx.post(f"{url}gradio_api/call/{api}", json={"data": data}, timeout=30)
+    r.raise_for_status()
+    event = None
+    with httpx.stream("GET", f"{url}gradio_api/call/{api}/{r.json()['event_id']}", timeout=60) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event in ("complete", "error"):
+                return event, json.loads(line[5:])
+    raise AssertionError("event stream ended without an answer")
+
+
+def _example_paths(url: str) -> list[str]:
+    """Server paths of the example photos (gradio caches them once, all users share them)."""
+    import httpx
+
+    config = httpx.get(f"{url}config", timeout=30).json()
+    return [sample[0]["path"] for comp in config["components"] if comp.get("type") == "dataset"
+            for sample in comp["props"]["samples"]]
+
+
+def test_identical_uploads_share_one_path_and_all_get_answers(server, photo):
+    url = server[0]
+    content = photo.read_bytes()
+    first, second = _upload(url, "same.jpg", content), _upload(url, "same.jpg", content)
+    assert first == second  # gradio stores identical uploads at one path
+    results: list = [None] * 4
+
+    def ask(i: int) -> None:
+        results[i] = _call(url, "predict", [_file(first), False])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert [r[0] for r in results] == ["complete"] * 4, results
+    assert Path(first).exists()  # left to the cache expiry, not deleted by the first answer
+
+
+def test_examples_work_every_time(server):
+    url = server[0]
+    examples = _example_paths(url)
+    assert len(examples) == 4
+    for _ in range(2):
+        event, out = _call(url, "predict", [_file(examples[0]), False])
+        assert event == "complete" and out[0]["label"] in server[1]
+    assert all(Path(p).exists() for p in examples)
+    # a user who uploads an example photo under its own name gets the example's cached path: still kept
+    shared = _upload(url, Path(examples[1]).name, Path(examples[1]).read_bytes())
+    assert shared == examples[1]
+    assert _call(url, "predict", [_file(shared), False])[0] == "complete"
+    assert Path(examples[1]).exists()
+
+
+def test_expired_upload_gives_clear_error(server, photo):
+    from loscat_hf.space import SpaceModel
+
+    app = SpaceModel(server[2], precision="fp32")
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="upload it again"):
+        app.predict(str(photo.parent / "gone.jpg"), False)
+
+
+def test_sweep_spares_files_a_running_request_holds(server, tmp_path):
+    """gradio's delete_cache sweep (the real function) skips held files and removes them once released."""
+    from gradio.route_utils import delete_files_created_by_app
+
+    from loscat_hf.space import IN_FLIGHT, build_demo
+
+    demo = build_demo(server[2], precision="fp32")
+    held, free = tmp_path / "held.jpg", tmp_path / "free.jpg"
+    for p in (held, free):
+        p.write_bytes(b"x")
+        demo.upload_file_set.add(str(p))
+    with IN_FLIGHT.hold([str(held)]), IN_FLIGHT.hold([str(held)]):  # two requests on one shared file
+        delete_files_created_by_app(demo, age=0)
+        assert held.exists() and not free.exists()
+    with IN_FLIGHT.hold([str(held)]):
+        pass
+    assert not list(IN_FLIGHT)
+    delete_files_created_by_app(demo, age=0)
+    assert not held.exists()
+
+
+@pytest.fixture()
+def expiring(tmp_path, monkeypatch):
+    """A server whose cache expires after 2 s; gradio's cache and Python's temp dir both under tmp_path."""
+    from loscat_hf.space import launch
+
+    model = save_tiny_model(tmp_path / "model")
+    cache, tmp = tmp_path / "cache", tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    port = _free_port()
+    demo = launch(str(model), host="127.0.0.1", port=port, precision="fp32", cache_expiry=(1, 2),
+                  prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", cache, tmp
+    demo.close()
+
+
+def test_uploads_answers_and_batch_csv_expire(expiring, photo, tmp_path):
+    url, cache, tmp = expiring
+    content = photo.read_bytes()
+    _upload(url, "abandoned.jpg", content)  # never used: a refused ("queue is full") or abandoned upload
+    bad = _upload(url, "notes.txt", b"not a photo")
+    event, _ = _call(url, "predict_batch", [[_file(bad)]])
+    assert event == "error"  # refused by gr.File(file_types=["image"]) before our code runs
+    event, out = _call(url, "predict", [_file(_upload(url, "one.jpg", content)), True])
+    assert event == "complete"
+    event, out = _call(url, "predict_batch", [[_file(_upload(url, "a.jpg", content))]])
+    assert event == "complete"
+    server_csv = Path(out[1]["path"])
+    assert server_csv.is_file() and cache in server_csv.parents  # written inside gradio's cache
+
+    examples = set(_example_paths(url))
+
+    def left() -> list[Path]:
+        return sorted(p for d in (cache, tmp) for p in d.rglob("*") if p.is_file() and str(p) not in examples)
+
+    deadline = time.monotonic() + 15
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left() == []
+    assert examples and all(Path(p).exists() for p in examples)  # the examples outlive every expiry
+
+
+def test_batch_csv_neutralises_formula_file_names(server, photo, tmp_path):
+    """Uploaded file names become CSV cells: a name a spreadsheet would run as a formula is neutralised."""
+    from loscat_hf.space import SpaceModel
+
+    app = SpaceModel(server[2], precision="fp32")
+    names = ["=HYPERLINK(1).jpg", "+SUM(A1).jpg", "-cmd.jpg", "@x.jpg", "plain.jpg"]
+    files = []
+    for n in names:
+        (tmp_path / n).write_bytes(photo.read_bytes())
+        files.append(str(tmp_path / n))
+    table, csv_path = app.predict_batch(files)
+    with open(csv_path, newline="") as fh:
+        got = [r["file"] for r in csv.DictReader(fh)]
+    assert got == ["'=HYPERLINK(1).jpg", "'+SUM(A1).jpg", "'-cmd.jpg", "'@x.jpg", "plain.jpg"]
+    assert [r[0] for r in table["data"]] == names  # the on-screen table shows the names as they are
+
+
+def test_upload_refused_by_a_full_queue_expires(expiring, photo, monkeypatch):
+    import httpx
+
+    from loscat_hf.predict import RegionPredictor
+
+    url, cache, tmp = expiring
+    gate = threading.Event()
+    logits = RegionPredictor.logits
+
+    def blocked(self, *args, **kwargs):  # the first request holds the only worker until the gate opens
+        gate.wait(30)
+        return logits(self, *args, **kwargs)
+
+    monkeypatch.setattr(RegionPredictor, "logits", blocked)
+    try:
+        queued = _upload(url, "queued.jpg", photo.read_bytes())
+        for _ in range(21):  # one running + max_size=20 waiting
+            httpx.post(f"{url}gradio_api/call/predict", json={"data": [_file(queued), False]},
+                       timeout=30).raise_for_status()
+        refused = _upload(url, "refused.jpg", photo.read_bytes() + b"\0")
+        r = httpx.post(f"{url}gradio_api/call/predict", json={"data": [_file(refused), False]}, timeout=30)
+        assert r.status_code == 503 and "Queue is full" in r.text
+    finally:
+        gate.set()
+    deadline = time.monotonic() + 15
+    while Path(refused).exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not Path(refused).exists()

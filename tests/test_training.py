@@ -1,4 +1,6 @@
 from collections import Counter
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,3 +246,164 @@ def test_default_bf16_reaches_the_accelerator(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "gpu_supports_bf16", lambda: False)
     _, targs = _args(tmp_path)
     assert not targs.bf16 and targs.mixed_precision == "no"
+
+
+# --- the output folder and resume belong to one run (issue 11, item 6) ---------------------------------------
+
+def _run_args(dataset, out, *extra):
+    return parse_train_args(["--dataset", str(dataset), "--output-dir", str(out), *FAST, "--phase1-epochs", "0",
+                             "--save-total-limit", "5", *extra])
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_dataset, tmp_path_factory):
+    """A finished 2-epoch run (checkpoint-6, checkpoint-12) that the tests below copy and tamper with."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    run_training(*_run_args(tiny_dataset, out, "--num-train-epochs", "2"))
+    return out
+
+
+def _tree(path):
+    return {str(p.relative_to(path)): p.stat().st_mtime_ns for p in sorted(path.rglob("*"))}
+
+
+def _copy_dataset(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_train_refuses_a_folder_holding_another_run(tiny_dataset, finished_run, tmp_path):
+    import shutil
+
+    from loscat_hf.errors import LoscatError
+
+    out = tmp_path / "out"
+    shutil.copytree(finished_run, out)
+    before = _tree(out)
+    with pytest.raises(LoscatError, match="--overwrite-output-dir") as exc:
+        run_training(*_run_args(tiny_dataset, out, "--max-steps", "1"))
+    assert str(out) in str(exc.value) and "\n" not in str(exc.value)
+    assert _tree(out) == before  # nothing overwritten, no checkpoint deleted
+    stray = tmp_path / "notes"
+    stray.mkdir()
+    (stray / "thesis.docx").write_bytes(b"mine")
+    with pytest.raises(LoscatError, match="--overwrite-output-dir"):
+        run_training(*_run_args(tiny_dataset, stray, "--max-steps", "1"))
+    assert [p.name for p in stray.iterdir()] == ["thesis.docx"]
+
+
+def test_overwrite_output_dir_replaces_the_other_runs_checkpoints(tiny_dataset, finished_run, tmp_path):
+    import shutil
+
+    from loscat_hf.errors import LoscatError
+
+    out = tmp_path / "out"
+    shutil.copytree(finished_run, out)
+    old = _weights(out)
+    with pytest.raises(LoscatError, match="not a packed dataset"):  # a run that fails early deletes nothing
+        run_training(*_run_args(tmp_path / "nowhere", out, "--max-steps", "1", "--overwrite-output-dir"))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-6"]
+    run_training(*_run_args(tiny_dataset, out, "--max-steps", "2", "--save-strategy", "steps", "--save-steps", "1",
+                            "--eval-strategy", "steps", "--eval-steps", "1", "--overwrite-output-dir"))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    new = _weights(out)
+    assert any(not torch.equal(old[k], new[k]) for k in old)
+
+
+def test_resume_refuses_a_checkpoint_of_another_dataset_or_taxonomy(tiny_dataset, finished_run, tmp_path):
+    import json
+    import shutil
+
+    from loscat_hf.errors import LoscatError
+
+    out = tmp_path / "out"
+    shutil.copytree(finished_run, out)
+    before = _tree(out)
+    other = _copy_dataset(tiny_dataset, tmp_path / "other_ds")
+    meta = other / "train" / "metadata.csv"
+    lines = meta.read_text().splitlines(keepends=True)
+    meta.write_text("".join(lines[:-1]))  # one photo fewer: another dataset
+    with pytest.raises(LoscatError, match="dataset") as exc:
+        run_training(*_run_args(other, out, "--num-train-epochs", "3", "--resume", "true"))
+    assert "checkpoint-12" in str(exc.value) and "\n" not in str(exc.value)
+
+    tax = load_taxonomy()
+    data = json.loads(resources.files("loscat_hf").joinpath("data/taxonomy.json").read_text(encoding="utf-8"))
+    data["classes"] = [tax.classes[1], tax.classes[0], *tax.classes[2:]]  # same names, other label ids
+    tax_file = tmp_path / "tax.json"
+    tax_file.write_text(json.dumps(data))
+    with pytest.raises(LoscatError, match="taxonomy"):
+        run_training(*_run_args(tiny_dataset, out, "--num-train-epochs", "3", "--resume", "true",
+                                "--taxonomy", str(tax_file)))
+    assert _tree(out) == before
+
+
+def test_resume_refuses_a_best_checkpoint_outside_the_output_folder(tiny_dataset, finished_run, tmp_path):
+    """A copied (or other run's) folder whose trainer_state.json points at best weights somewhere else."""
+    import json
+    import shutil
+
+    from loscat_hf.errors import LoscatError
+
+    out = tmp_path / "copy"
+    shutil.copytree(finished_run, out)
+    state = json.loads((out / "checkpoint-12" / "trainer_state.json").read_text())
+    assert state["best_model_checkpoint"].startswith(str(finished_run))  # the original folder, still there
+    before = _tree(out)
+    with pytest.raises(LoscatError, match="best") as exc:
+        run_training(*_run_args(tiny_dataset, out, "--num-train-epochs", "3", "--resume", "true"))
+    assert str(finished_run) in str(exc.value) and "\n" not in str(exc.value)
+    assert _tree(out) == before
+
+
+def test_resume_refuses_a_checkpoint_without_run_identity(tiny_dataset, finished_run, tmp_path):
+    import json
+    import shutil
+
+    from loscat_hf.errors import LoscatError
+
+    out = tmp_path / "out"
+    shutil.copytree(finished_run, out)
+    for ckpt in out.glob("checkpoint-*"):
+        cfg = json.loads((ckpt / "config.json").read_text())
+        cfg.pop("loscat_run", None)
+        (ckpt / "config.json").write_text(json.dumps(cfg))
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        state["best_model_checkpoint"] = str(out / Path(state["best_model_checkpoint"]).name)
+        (ckpt / "trainer_state.json").write_text(json.dumps(state))
+    with pytest.raises(LoscatError, match="checkpoint-12"):
+        run_training(*_run_args(tiny_dataset, out, "--num-train-epochs", "3", "--resume", "true"))
+
+
+# --- a broken dataset is a one-line error before anything is written (issue 11, item 9) ---------------------
+
+def test_train_with_a_photo_missing_from_train_is_a_clear_error(tiny_dataset, tmp_path):
+    from loscat_hf.errors import LoscatError
+
+    ds = _copy_dataset(tiny_dataset, tmp_path / "ds")
+    gone = sorted((ds / "train").glob("*.jpg"))[5]
+    gone.unlink()
+    out = tmp_path / "out"
+    with pytest.raises(LoscatError, match=gone.name) as exc:
+        run_training(*_run_args(ds, out, "--max-steps", "1"))
+    msg = str(exc.value)
+    assert "metadata.csv" in msg and "prepare" in msg and "\n" not in msg
+    assert not out.exists()
+
+
+def test_train_with_an_empty_validation_split_is_a_clear_error(tiny_dataset, tmp_path, capsys):
+    from loscat_hf.cli import main
+
+    ds = _copy_dataset(tiny_dataset, tmp_path / "ds")
+    for photo in (ds / "validation").glob("*.jpg"):
+        photo.unlink()
+    meta = ds / "validation" / "metadata.csv"
+    meta.write_text(meta.read_text().splitlines(keepends=True)[0])  # header only
+    out = tmp_path / "out"
+    rc = main(["train", "--dataset", str(ds), "--output-dir", str(out), *FAST, "--max-steps", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "validation" in err and "--val-fraction" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
