@@ -22,6 +22,7 @@ import pandas as pd
 from loscat_hf.agreement import agreement_report
 from loscat_hf.errors import LoscatError, Problem
 from loscat_hf.regions import ParsedRegion, RegionError, Taxonomy
+from loscat_hf.scores import SCORE_PREFIX
 
 REQUIRED_COLUMNS = ("image", "patient_id", "region")
 OPTIONAL_COLUMNS = ("rater", "visit", "quality")
@@ -130,7 +131,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
             # into an index and shift every column of the file.
             warnings.simplefilter("error", pd.errors.ParserWarning)
             frame = pd.read_csv(
-                io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=True,
+                io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=False,
                 index_col=False,
             )
     except pd.errors.EmptyDataError:
@@ -138,17 +139,20 @@ def _read_csv(path: Path) -> pd.DataFrame:
     except (pd.errors.ParserWarning, pd.errors.ParserError, ValueError) as exc:
         detail = _long_row(text, sep) or str(exc).strip()
         raise LoscatError(f"annotation file {path} is not a valid CSV file: {detail}") from None
-    return frame
+    # Index = the row a spreadsheet shows (header = row 1, blank rows counted), then blank rows dropped:
+    # every message's row number is where the user finds the row in Excel.
+    frame.index = range(2, len(frame) + 2)
+    return frame[frame.apply(lambda r: any(str(v).strip() for v in r), axis=1)] if len(frame) else frame
 
 
 def _long_row(text: str, sep: str) -> str | None:
-    """Name the first data row that has more fields than the header, for the error message."""
+    """Name the first row that has more fields than the header (as a spreadsheet numbers it), for the error."""
     try:
-        rows = (row for row in csv.reader(io.StringIO(text), delimiter=sep) if row)
+        rows = csv.reader(io.StringIO(text.lstrip()), delimiter=sep)
         header = next(rows, [])
-        for number, row in enumerate(rows, start=1):
+        for number, row in enumerate(rows, start=2):
             if len(row) > len(header):
-                return (f"data row {number} has {len(row)} fields but the header has {len(header)} "
+                return (f"row {number} has {len(row)} fields but the header (row 1) has {len(header)} "
                         "(a separator inside a value must be quoted)")
     except csv.Error:
         pass
@@ -201,6 +205,7 @@ def read_annotations(csv_path: str | Path, taxonomy: Taxonomy, keep_columns: Seq
     columns = _map_columns(frame, path)
     source = str(path)
     n_rows = len(frame)
+    row_numbers = frame.index.tolist()  # spreadsheet rows
     has_rater = "rater" in columns
     kept_columns = _kept_columns(keep_columns, columns, path)
     extra_names = (["visit"] if "visit" in columns else []) + kept_columns
@@ -224,7 +229,7 @@ def read_annotations(csv_path: str | Path, taxonomy: Taxonomy, keep_columns: Seq
     valid: list[_Rating] = []
 
     for i in range(n_rows):
-        row = i + 1
+        row = row_numbers[i]
         image = images[i]
         if image:
             first_row.setdefault(image, row)
@@ -312,11 +317,11 @@ def parse_keep_columns(text: str | Sequence[str] | None) -> list[str]:
 def _kept_columns(keep_columns: Sequence[str], columns: dict[str, str], path: Path) -> list[str]:
     """The user's --keep-columns, checked against the CSV: a typo must not silently keep nothing."""
     wanted = parse_keep_columns(keep_columns)
-    reserved = [c for c in wanted if c in RESERVED_COLUMNS]
+    reserved = [c for c in wanted if c in RESERVED_COLUMNS or c.startswith(SCORE_PREFIX)]
     if reserved:
         raise LoscatError(
-            f"--keep-columns {', '.join(reserved)}: loscat-hf writes these columns itself; keep only extra "
-            "per-photo columns such as skin_tone"
+            f"--keep-columns {', '.join(reserved)}: loscat-hf writes these columns itself (score_* come from "
+            "--scores); keep only extra per-photo columns such as skin_tone"
         )
     missing = [c for c in wanted if c not in columns]
     if missing:

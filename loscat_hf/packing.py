@@ -2,7 +2,7 @@
 
 Layout (what `datasets.load_dataset("imagefolder", data_dir=OUT)` and the Hub expect):
 
-    OUT/train/metadata.csv, OUT/train/<image_id>.jpg, ... validation/ (and test/)
+    OUT/train/metadata.parquet, OUT/train/<image_id>.jpg, ... validation/ (and test/)
     OUT/README.md             dataset card (YAML header with the features + counts, exclusions, agreement)
     OUT/prepare_report.json   counts, exclusions by reason, agreement, parameters, versions
     OUT/private/              NEVER PUBLISHED: everything that maps back to people or original files
@@ -12,7 +12,7 @@ Layout (what `datasets.load_dataset("imagefolder", data_dir=OUT)` and the Hub ex
         details.json          annotation file, images folder, dropped columns, warnings, notes, raters
 
 What is published is an allow-list (`publishable_files`): the card, the report and, per split,
-metadata.csv and the <image_id>.jpg photos; nothing else in OUT is ever uploaded. Public texts are built
+metadata.parquet and the <image_id>.jpg photos; nothing else in OUT is ever uploaded. Public texts are built
 only from values loscat-hf defines (class names, counts, reason keys, codes), never from CSV cells or
 file names, so no deny-list or redaction is needed. Photos are decoded and re-encoded (no EXIF/GPS/ICC/
 comment survives) and named by an opaque id; patient ids and visits become opaque per-dataset codes. The
@@ -22,15 +22,18 @@ half-written dataset that a later training run could pick up.
 
 from __future__ import annotations
 
+import copy
 import csv
 import errno
 import hashlib
+import hmac
 import json
 import logging
 import os
 import platform
 import random
 import re
+import secrets
 import shutil
 import sys
 import uuid
@@ -58,6 +61,8 @@ from loscat_hf.splits import SPLIT_ORDER, assign_splits, split_counts_table
 logger = logging.getLogger(__name__)
 
 METADATA_COLUMNS = ("file_name", "label", "site", "patient_id", "visit", "image_id")
+METADATA_NAME = "metadata.parquet"  # per split; written by prepare
+LEGACY_METADATA_NAME = "metadata.csv"  # per split; read too (hand-made datasets, older prepare)
 REPORT_NAME = "prepare_report.json"
 CARD_NAME = "README.md"
 PRIVATE_DIR = "private"  # never uploaded, never quoted: maps back to people and original files
@@ -72,7 +77,7 @@ JPEG_QUALITY = 95
 # Packed photos may come out up to 15% under max_side when a JPEG's DCT-scaled decode lands there: it
 # halves the time per photo, and training resizes to the model's input size anyway.
 SIZE_SLACK = 0.15
-ID_LENGTH = 16  # hex chars of sha256: 64 bits, no collision in any realistic photo collection
+ID_LENGTH = 16  # hex chars of HMAC-SHA256: 64 bits, no collision in any realistic photo collection
 
 @dataclass(frozen=True)
 class PackItem:
@@ -108,15 +113,17 @@ class PackResult:
 # ----------------------------------------------------------------------------- workers
 
 
-def _process_one(task: tuple[int, str, str, int, int]) -> tuple[int, str | None, str | None, str | None]:
+def _process_one(task: tuple[int, str, str, int, int, bytes]) -> tuple[int, str | None, str | None, str | None]:
     """Worker: read, hash, decode and re-encode one photo -> (index, image_id, problem kind, reason).
 
     Disk-full and other write errors are not the photo's fault: they propagate and stop the run.
     """
-    index, source, staging, max_side, max_pixels = task
+    index, source, staging, max_side, max_pixels, id_key = task
     try:
         data, _ = read_image_bytes(source)
-        image_id = hashlib.sha256(data).hexdigest()[:ID_LENGTH]
+        # keyed: a plain hash would let anyone holding a copy of a photo confirm that its child is in the
+        # dataset; identical files still get one id (duplicates are found by it)
+        image_id = hmac.new(id_key, data, hashlib.sha256).hexdigest()[:ID_LENGTH]
         img = open_image(data, max_side=max_side, max_pixels=max_pixels, size_slack=SIZE_SLACK)
     except ImageProblemError as exc:
         return index, None, exc.kind, exc.reason
@@ -192,9 +199,13 @@ def _pseudonymous_agreement(agreement: Mapping | None) -> tuple[dict, dict[str, 
     """The agreement report with rater names replaced by 'rater 1', 'rater 2', ...; and the name map."""
     report = json.loads(json.dumps(dict(agreement or {}), default=str))
     names = sorted({p[k] for p in report.get("pairs", []) for k in ("rater_a", "rater_b")})
+    random.SystemRandom().shuffle(names)  # numbered in random order: not even the names' order shows
     alias = {name: f"rater {i + 1}" for i, name in enumerate(names)}
-    for pair in report.get("pairs", []):
-        pair["rater_a"], pair["rater_b"] = alias[pair["rater_a"]], alias[pair["rater_b"]]
+    number = {name: i + 1 for i, name in enumerate(names)}
+    for pair in report.get("pairs", []):  # the statistics are symmetric: lower number first, then sorted
+        a, b = sorted((pair["rater_a"], pair["rater_b"]), key=number.__getitem__)
+        pair["rater_a"], pair["rater_b"] = alias[a], alias[b]
+    report.get("pairs", []).sort(key=lambda p: (int(p["rater_a"].split()[1]), int(p["rater_b"].split()[1])))
     return report, alias
 
 
@@ -232,14 +243,16 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_partials(out: Path) -> list[Path]:
-    """Delete `.OUT.partial-<pid>-*` folders that a killed prepare left behind (their process is gone).
-
-    They hold decoded patient photos; nothing else would ever remove them.
+    """Delete `.OUT.partial-<pid>-*` and `.OUT.old-<pid>-*` folders that a killed prepare left behind (their
+    process is gone). They hold decoded patient photos and private/; nothing else would ever remove them.
+    A folder of another name, or of a prepare still running, is left alone.
     """
     removed = []
-    for folder in out.parent.glob(f".{out.name}.partial-*"):
-        match = re.fullmatch(rf"\.{re.escape(out.name)}\.partial-(\d+)-[0-9a-f]+", folder.name)
-        if match and _pid_alive(int(match.group(1))) and int(match.group(1)) != os.getpid():
+    for folder in out.parent.glob(f".{out.name}.*-*"):
+        match = re.fullmatch(rf"\.{re.escape(out.name)}\.(?:partial|old)-(\d+)-[0-9a-f]{{8}}", folder.name)
+        if not match or not folder.is_dir():
+            continue
+        if int(match.group(1)) != os.getpid() and _pid_alive(int(match.group(1))):
             continue  # another prepare into the same OUT is running now
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
@@ -270,7 +283,7 @@ def _commit(tmp: Path, out: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise LoscatError(f"output folder {out} appeared while packing; pass --overwrite to replace it")
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     os.rename(out, old)
     try:
         os.rename(tmp, out)
@@ -301,6 +314,7 @@ def pack_dataset(
     parameters: Mapping | None = None,
     notes: Sequence[str] = (),
     private_details: Mapping | None = None,
+    id_key: bytes | None = None,
     progress: bool = True,
 ) -> PackResult:
     """Decode/clean every photo in parallel, drop bad and duplicate ones, split the rest by patient, and
@@ -310,9 +324,12 @@ def pack_dataset(
     `problems`, `warnings` and `notes` may quote CSV cells and file names: they go to private/ in full and
     are only counted (problems by reason) in the public report and card. `parameters` must hold only
     publishable values; `private_details` (e.g. the annotation file and images folder) go to private/.
+    Photo ids are an HMAC of the file bytes under `id_key` (default: a new random key, kept in
+    private/details.json), so they reveal nothing about the files to anyone without private/.
     Returns a PackResult with out_dir None (and nothing written) when no usable photo remains.
     """
     out = check_output_dir(out_dir, overwrite).absolute()
+    id_key = id_key or secrets.token_bytes(32)
     if max_side < 1:
         raise LoscatError(f"max_side must be a positive number of pixels, got {max_side}")
     workers = max(1, num_workers if num_workers is not None else (os.cpu_count() or 1))
@@ -328,7 +345,7 @@ def pack_dataset(
     try:
         staging = tmp / "_staging"
         staging.mkdir()
-        tasks = [(i, str(item.source), str(staging), max_side, max_pixels) for i, item in enumerate(items)]
+        tasks = [(i, str(item.source), str(staging), max_side, max_pixels, id_key) for i, item in enumerate(items)]
         image_ids: list[str | None] = [None] * len(items)
         for index, image_id, kind, reason in _run_tasks(tasks, workers, progress):
             if image_id is None:
@@ -364,7 +381,7 @@ def pack_dataset(
         patient_codes = _codes((items[i].patient_id for i in kept), PATIENT_PREFIX)
         visit_codes = _codes(((items[i].patient_id, items[i].visit) for i in kept if items[i].visit), VISIT_PREFIX)
 
-        _write_splits(tmp, staging, items, kept, image_ids, split_of, extra_columns, features, patient_codes,
+        _write_splits(tmp, staging, items, kept, image_ids, split_of, extra_columns, class_order, patient_codes,
                       visit_codes)
         staging.rmdir()
         agreement_public, rater_alias = _pseudonymous_agreement(agreement)
@@ -375,6 +392,7 @@ def pack_dataset(
                 **dict(private_details or {}),
                 "warnings": [*public_warnings, *private_warnings], "notes": list(notes),
                 "raters": rater_alias, "agreement": json.loads(json.dumps(dict(agreement or {}), default=str)),
+                "image_id": {"hmac": "sha256", "key_hex": id_key.hex(), "hex_digits": ID_LENGTH},
             },
         )
 
@@ -453,37 +471,81 @@ def _deduplicate(
     return kept, duplicates
 
 
-def _metadata_cell(value: object, feature) -> str:
-    """A metadata.csv cell; float columns as '2.0' so every split infers one type even without the card."""
-    text = "" if value is None else str(value)
-    if text and getattr(feature, "dtype", "") in ("float32", "float64"):
-        return repr(float(text))
-    return text
+def metadata_features(classes: Sequence[str], extra_columns: Sequence[str] = ()):
+    """The schema of `<split>/metadata.parquet`: `file_name` (imagefolder's key) and the dataset's columns."""
+    from datasets import Features, Value
+
+    features = dataset_features(classes, extra_columns)
+    return Features({"file_name": Value("string"), **{k: v for k, v in features.items() if k != "image"}})
 
 
 def _write_splits(
     tmp: Path, staging: Path, items: Sequence[PackItem], kept: Sequence[int], image_ids: Sequence[str | None],
-    split_of: Mapping[int, str], extra_columns: Sequence[tuple[str, str]], features,
+    split_of: Mapping[int, str], extra_columns: Sequence[tuple[str, str]], classes: Sequence[str],
     patient_codes: Mapping[str, str], visit_codes: Mapping[tuple[str, str], str],
 ) -> None:
-    rows: dict[str, list[list[str]]] = {}
+    """Move the photos into their split folders and write each split's metadata.parquet.
+
+    Parquet, not CSV: its schema is written, not inferred per file, so every split has one schema even when a
+    column is empty in one of them (CSV inference gave `null` there and datasets refused the folder), and the
+    schema carries the datasets features: `load_dataset("imagefolder", data_dir=...)` gets `label` as a
+    ClassLabel. Written uncompressed: small, and every published byte stays searchable by the privacy test.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    features = metadata_features(classes, [o for _, o in extra_columns])
+    label_id = {c: i for i, c in enumerate(classes)}
+    rows: dict[str, list[dict]] = {}
     for i in kept:
         item, image_id, split = items[i], image_ids[i], split_of[i]
         (tmp / split).mkdir(exist_ok=True)
         os.replace(staging / f"{image_id}.jpg", tmp / split / f"{image_id}.jpg")
-        rows.setdefault(split, []).append(
-            [f"{image_id}.jpg", item.label, item.site, patient_codes[item.patient_id],
-             visit_codes.get((item.patient_id, item.visit), ""), str(image_id)]
-            + [_metadata_cell(item.extra.get(name, ""), features[out_name]) for name, out_name in extra_columns]
-        )
-    header = list(METADATA_COLUMNS) + [out_name for _, out_name in extra_columns]
+        row = {"file_name": f"{image_id}.jpg", "label": label_id[item.label], "site": item.site,
+               "patient_id": patient_codes[item.patient_id],
+               "visit": visit_codes.get((item.patient_id, item.visit)), "image_id": str(image_id)}
+        for name, out_name in extra_columns:
+            text = str(item.extra.get(name, "") or "").strip()
+            row[out_name] = (float(text) if features[out_name].dtype.startswith("float") else text) if text else None
+        rows.setdefault(split, []).append(row)
     for split, split_rows in rows.items():
-        with open(tmp / split / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
-            writer = SafeWriter(fh)
-            writer.writerow(header)
-            writer.writerows(sorted(split_rows))  # by image id: the CSV order says nothing about the source
+        split_rows.sort(key=lambda r: r["file_name"])  # by image id: the order says nothing about the source
+        table = pa.Table.from_pylist(split_rows, schema=features.arrow_schema)
+        pq.write_table(table, tmp / split / METADATA_NAME, compression="none")
     for leftover in staging.iterdir():  # duplicates' second copy, if any worker wrote one
         leftover.unlink()
+
+
+def split_metadata_file(split_dir: str | Path) -> Path | None:
+    """A split folder's metadata file: metadata.parquet (prepare), or metadata.csv (hand-made, older prepare)."""
+    for name in (METADATA_NAME, LEGACY_METADATA_NAME):
+        if (Path(split_dir) / name).is_file():
+            return Path(split_dir) / name
+    return None
+
+
+def read_split_metadata(split_dir: str | Path) -> list[dict]:
+    """The rows of a split's metadata, `label` as its class name: the one reader of both metadata formats."""
+    path = split_metadata_file(split_dir)
+    if path is None:
+        raise LoscatError(f"{split_dir} has no {METADATA_NAME} (nor {LEGACY_METADATA_NAME})")
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+            from datasets import Features
+
+            table = pq.read_table(path)
+            rows = table.to_pylist()
+            label = Features.from_arrow_schema(table.schema).get("label")
+            if hasattr(label, "int2str"):
+                for row in rows:
+                    row["label"] = label.int2str(row["label"]) if row.get("label") is not None else None
+            return rows
+        with open(path, newline="", encoding="utf-8") as fh:
+            return [{k: read_cell(v) for k, v in row.items() if k is not None} for row in csv.DictReader(fh)]
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        raise LoscatError(f"cannot read {path} ({exc}); rebuild the dataset with `loscat-hf prepare --overwrite`"
+                          ) from None
 
 
 def _write_private(
@@ -614,6 +676,12 @@ _REASON_TEXT = {
 }
 
 
+def _reason_text(kind: str) -> str:
+    if kind.startswith("non_site:"):
+        return f"raters' consensus is the non-site code `{kind.split(':', 1)[1]}`"
+    return _REASON_TEXT.get(kind, kind.replace("_", " "))
+
+
 def _dataset_card(report: dict, table_md: str, agreement: Mapping | None, features) -> str:
     """The dataset card, built from the public report only (so it can quote nothing private)."""
     import yaml
@@ -633,7 +701,7 @@ def _dataset_card(report: dict, table_md: str, agreement: Mapping | None, featur
         "configs": [{
             "config_name": "default",
             "data_files": [{"split": s, "path": f"{s}/*"} for s in splits],
-            "features": yaml_features,
+            "features": copy.deepcopy(yaml_features),  # a copy: no YAML anchor/alias in the card header
         }],
     }
     params = report["parameters"]
@@ -647,20 +715,20 @@ def _dataset_card(report: dict, table_md: str, agreement: Mapping | None, featur
         f"{report['n_patients']} patients.", "",
         "**Private clinical data.** Keep the repository private unless the photos are cleared for release.", "",
         "## Structure", "",
-        "Hugging Face `imagefolder`: one folder per split, each with a `metadata.csv` giving per photo: "
+        "Hugging Face `imagefolder`: one folder per split, each with a `metadata.parquet` giving per photo: "
         + ", ".join(f"`{c}`" for c in report["columns"]) + ". The features are declared in this card's "
-        "header, so loading the folder (or the Hub repo) gives `label` as a `ClassLabel` in taxonomy order and "
-        "the same schema in every split:",
+        "header and in each metadata file's schema, so loading the folder (or the Hub repo) gives `label` as a "
+        "`ClassLabel` in taxonomy order and the same schema in every split (a missing value is `None`):",
         "", "```python", "from datasets import load_dataset",
-        'ds = load_dataset("path/to/dataset")  # or the Hub repo id', "```", "",
-        '`load_dataset("imagefolder", data_dir=...)` does not read this card: `label` then comes as text.', "",
+        'ds = load_dataset("path/to/dataset")  # or the Hub repo id',
+        'ds = load_dataset("imagefolder", data_dir="path/to/dataset")  # the same', "```", "",
         "## Counts per class and split", "", table_md, "",
         "## Exclusions", "",
     ]
     by_reason = report["exclusions"]["by_reason"]
     if by_reason:
         lines += ["| reason | count | meaning |", "|---|---:|---|"]
-        lines += [f"| `{k}` | {n} | {_REASON_TEXT.get(k, k.replace('_', ' '))} |" for k, n in by_reason.items()]
+        lines += [f"| `{k}` | {n} | {_reason_text(k)} |" for k, n in by_reason.items()]
         lines += ["", "Whoever prepared the data holds the list of excluded photos; it is not published."]
     else:
         lines.append("Nothing was excluded.")
@@ -672,7 +740,7 @@ def _dataset_card(report: dict, table_md: str, agreement: Mapping | None, featur
         "converted to sRGB.",
         f"- Photos were downscaled so the shorter side is at most {params.get('max_side')} pixels (at least "
         f"{round((1 - SIZE_SLACK) * params.get('max_side', 0))} unless the original was smaller).",
-        "- File names are opaque ids (the first 16 hex digits of the SHA-256 of the original file).",
+        "- File names are opaque ids (a keyed hash of the original file; the key is not published).",
         f"- `patient_id` and `visit` are opaque codes drawn for this dataset (`{PATIENT_PREFIX}001`, "
         f"`{VISIT_PREFIX}001`, in random order); photos of one patient share a code. The map back to the "
         "clinic's ids and the original files stays with whoever prepared the data and is never uploaded.",
@@ -685,7 +753,8 @@ def _dataset_card(report: dict, table_md: str, agreement: Mapping | None, featur
         "- The pixels themselves can still identify a person (faces, tattoos, jewellery): review before sharing.",
         "", "## Splits by patient", "",
         f"All photos of one patient are in the same split (no patient is in two splits). Splits come from "
-        f"scikit-learn's `StratifiedGroupKFold` (stratified by class, grouped by patient), seed "
+        f"scikit-learn's `StratifiedGroupKFold` (stratified by class, grouped by patient; see the warnings for "
+        f"a split too small to stratify), seed "
         f"{params.get('seed')}, validation share {params.get('val_fraction')}"
         + (f", test share {params.get('test_fraction')}" if params.get("test_fraction") else "")
         + " of the photos. Patients per split: "
@@ -741,7 +810,7 @@ def card_features(dataset_dir: str | Path):
 def publishable_files(dataset_dir: str | Path) -> list[tuple[str, Path]]:
     """(path in repo, local file) of everything a push may upload: an allow-list, not a filter.
 
-    The card, the report, and per split its metadata.csv and the <image_id>.jpg photos. private/, stray
+    The card, the report, and per split its metadata.parquet and the <image_id>.jpg photos. private/, stray
     files a user put into the folder, and anything else are never uploaded.
     """
     out = Path(dataset_dir)
@@ -750,8 +819,8 @@ def publishable_files(dataset_dir: str | Path) -> list[tuple[str, Path]]:
         folder = out / split
         if not folder.is_dir():
             continue
-        if (folder / "metadata.csv").is_file():
-            files.append((f"{split}/metadata.csv", folder / "metadata.csv"))
+        if (folder / METADATA_NAME).is_file():
+            files.append((f"{split}/{METADATA_NAME}", folder / METADATA_NAME))
         photos = sorted(p for p in folder.iterdir() if _PUBLIC_PHOTO.fullmatch(p.name) and p.is_file()
                         and not p.is_symlink())
         files += [(f"{split}/{p.name}", p) for p in photos]
@@ -759,22 +828,31 @@ def publishable_files(dataset_dir: str | Path) -> list[tuple[str, Path]]:
 
 
 def push_dataset_to_hub(out_dir: str | Path, repo_id: str, private: bool = True) -> str:
-    """Upload a packed dataset's `publishable_files` (never private/) to a Hub dataset repo; returns its URL.
+    """Make a Hub dataset repo hold exactly a packed dataset's `publishable_files`; returns its URL.
 
+    One commit adds those files and deletes every other file of the repo (a file an earlier push left, e.g.
+    a split this dataset no longer has), so the repo's current files are the allow-list; earlier revisions
+    stay in the repo's git history. A dataset from an older prepare (raw patient ids, no private/) is refused.
     Uses the token from `hf auth login` / HF_TOKEN; the token is never printed.
     """
     out = Path(out_dir)
     if not (out / CARD_NAME).is_file() or not (out / "train").is_dir():
         raise LoscatError(f"{out} is not a dataset written by `loscat-hf prepare` (no README.md or train/)")
-    from huggingface_hub import CommitOperationAdd, HfApi
+    if not (out / PRIVATE_DIR).is_dir() or not (out / "train" / METADATA_NAME).is_file():
+        raise LoscatError(f"{out} was written by an older loscat-hf (patient ids not coded, no {PRIVATE_DIR}/): "
+                          "rebuild it with `loscat-hf prepare --overwrite` before pushing")
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     files = publishable_files(out)
+    keep = {name for name, _ in files} | {".gitattributes"}
     api = HfApi()
     try:
         url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        stale = [f for f in api.list_repo_files(repo_id, repo_type="dataset") if f not in keep]
         api.create_commit(
             repo_id=repo_id, repo_type="dataset", commit_message="Upload dataset prepared by loscat-hf",
-            operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files],
+            operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files]
+            + [CommitOperationDelete(path_in_repo=name) for name in stale],
         )
     except Exception as exc:  # noqa: BLE001 - network/auth errors become one readable line
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -783,4 +861,6 @@ def push_dataset_to_hub(out_dir: str | Path, repo_id: str, private: bool = True)
             f"could not push {out} to the Hub dataset repo {repo_id!r}: {message} "
             "(log in with `hf auth login` or set HF_TOKEN)"
         ) from None
+    if stale:
+        logger.info("deleted %d file(s) outside the allow-list from %s", len(stale), repo_id)
     return str(url)

@@ -1364,5 +1364,5 @@ def generate_demo_data(out: str | Path, n_patients: int = 60, n_photos: int = 60
     print(f"  {root / 'annotations.csv'}, {root / 'loscat_scores.csv'}, {root / 'photos_truth.csv'}, "
           f"{root / 'images'}" + (f", {root / 'unlabeled'}" if n_unlabeled else ""))
     print(f"  next: loscat-hf prepare --annotations {root / 'annotations.csv'} --images {root / 'images'} "
-          f"--out DATASET --scores {root / 'loscat_scores.csv'}")
+          f"--out DATASET --scores {root / 'loscat_scores.csv'} --keep-columns skin_tone")
     return summary

@@ -7,7 +7,6 @@ stratified so each split keeps roughly the class mix of the whole set.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -16,8 +15,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from loscat_hf.errors import LoscatError
-
-logger = logging.getLogger(__name__)
 
 SPLIT_ORDER = ("train", "validation", "test")
 
@@ -40,8 +37,9 @@ def _n_splits(fraction: float) -> int:
 
 def _one_fold(
     labels: np.ndarray, groups: np.ndarray, index: np.ndarray, fraction: float, seed: int, what: str
-) -> np.ndarray:
-    """Indices (into `index`) of one StratifiedGroupKFold fold whose size is closest to `fraction`."""
+) -> tuple[np.ndarray, bool]:
+    """Indices (into `index`) of one StratifiedGroupKFold fold whose size is closest to `fraction`, and
+    whether it could be stratified."""
     from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
     n_splits = _n_splits(fraction)
@@ -55,17 +53,16 @@ def _one_fold(
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # "least populated class has only N members": we warn per class ourselves
         warnings.simplefilter("ignore", UserWarning)
-        if np.all(np.unique(labels[index], return_counts=True)[1] < n_splits):
+        stratified = not np.all(np.unique(labels[index], return_counts=True)[1] < n_splits)
+        if not stratified:
             # every class has fewer photos than folds: sklearn refuses to stratify (ValueError), and there
             # is nothing to stratify by; the patient grouping is what must hold, so split by patient alone
-            logger.warning("every class has fewer than %d photos: the %s split is by patient, not stratified",
-                           n_splits, what)
             splitter = GroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         folds = [test for _, test in splitter.split(np.zeros(len(index)), labels[index], groups[index])]
     folds = [f for f in folds if len(f)] or folds
     target = fraction * len(index)
     best = min(range(len(folds)), key=lambda i: (abs(len(folds[i]) - target), i))
-    return folds[best]
+    return folds[best], stratified
 
 
 def assign_splits(
@@ -96,16 +93,22 @@ def assign_splits(
     g = np.asarray([str(v) for v in groups], dtype=object)
     assignments = np.full(len(y), "train", dtype=object)
     remaining = np.arange(len(y))
+    unstratified = []
     if test_fraction > 0:
-        fold = _one_fold(y, g, remaining, test_fraction, seed, "test")
+        fold, stratified = _one_fold(y, g, remaining, test_fraction, seed, "test")
         assignments[remaining[fold]] = "test"
         remaining = np.delete(remaining, fold)
+        unstratified += [] if stratified else ["test"]
     val_share = val_fraction / (1.0 - test_fraction)
-    fold = _one_fold(y, g, remaining, val_share, seed, "validation")
+    fold, stratified = _one_fold(y, g, remaining, val_share, seed, "validation")
     assignments[remaining[fold]] = "validation"
+    unstratified += [] if stratified else ["validation"]
 
     result = SplitResult(assignments=assignments.tolist())
-    result.warnings = _split_warnings(y, g, assignments, test_fraction > 0)
+    result.warnings = [
+        f"the {what} split is by patient but not stratified by class: every class has fewer photos than the "
+        "split needs folds (scikit-learn GroupKFold instead of StratifiedGroupKFold)" for what in unstratified
+    ] + _split_warnings(y, g, assignments, test_fraction > 0)
     return result
 
 

@@ -38,6 +38,10 @@ from loscat_hf.transforms import AugmentConfig, normalise
 HEAD_PREFIXES = ("classifier", "score_heads")
 RUN_KEY = "loscat_run"  # config.json attribute: which dataset, taxonomy and task a checkpoint was trained on
 TRAINING_SPLITS = ("train", "validation")
+# What a run writes into --output-dir besides checkpoint-*: --overwrite-output-dir removes exactly these (never
+# other files a user keeps there), so the old run's model can never sit beside the new run's checkpoints.
+RUN_OUTPUTS = ("config.json", "model.safetensors", "preprocessor_config.json", "training_args.bin",
+               "train_summary.json", "eval", "runs")
 
 logger = logging.getLogger(__name__)
 
@@ -276,21 +280,21 @@ def load_packed_dataset(path: str, taxonomy, max_train: int | None = None, max_e
     """Load the imagefolder with plain `datasets`, typed by the features its card declares, and add integer
     `labels` in the taxonomy's order (the card's ClassLabel order may differ from a --taxonomy given now).
     """
-    import csv
-
     from datasets import load_dataset
 
-    from loscat_hf.packing import METADATA_COLUMNS, card_features, dataset_features
+    from loscat_hf.packing import METADATA_COLUMNS, card_features, dataset_features, split_metadata_file
 
     root = Path(path)
-    if not (root / "train" / "metadata.csv").is_file():
-        raise LoscatError(f"{path} is not a packed dataset (no train/metadata.csv); run `loscat-hf prepare` first")
+    train_meta = split_metadata_file(root / "train")
+    if train_meta is None:
+        raise LoscatError(f"{path} is not a packed dataset (no train/metadata.parquet); run `loscat-hf prepare` "
+                          "first")
     features = card_features(root)
-    if features is None:  # a dataset from before the card declared its features: the same schema, rebuilt
-        with open(root / "train" / "metadata.csv", newline="", encoding="utf-8") as fh:
+    if features is None and train_meta.suffix == ".csv":  # hand-made or older: the same schema, rebuilt
+        with open(train_meta, newline="", encoding="utf-8") as fh:
             header = next(csv.reader(fh), [])
         features = dataset_features(taxonomy.classes, [c for c in header if c not in METADATA_COLUMNS])
-    ds = load_dataset("imagefolder", data_dir=str(root), features=features)
+    ds = load_dataset("imagefolder", data_dir=str(root), features=features)  # parquet: its schema's features
     if "validation" not in ds or len(ds["validation"]) == 0:
         raise LoscatError(f"{path} has no validation photos; run `loscat-hf prepare` again with a --val-fraction "
                           "that leaves some patients for validation")
@@ -307,26 +311,21 @@ def load_packed_dataset(path: str, taxonomy, max_train: int | None = None, max_e
     return ds
 
 
-def _metadata_rows(meta: Path) -> list[dict[str, str]]:
-    try:
-        with open(meta, newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise LoscatError(f"cannot read {meta} ({exc}); re-run `loscat-hf prepare --overwrite`") from None
-
-
 def check_packed_files(path: str | os.PathLike) -> None:
     """Every photo that train/ and validation/ list exists, and validation is not empty: a one-line error
     before anything is loaded or written (datasets would drop or fail on it in the middle of the run)."""
+    from loscat_hf.packing import read_split_metadata, split_metadata_file
+
     root = Path(path)
-    if not (root / "train" / "metadata.csv").is_file():
+    if split_metadata_file(root / "train") is None:
         return  # not a packed dataset at all: load_packed_dataset says so
     for split in TRAINING_SPLITS:
-        meta = root / split / "metadata.csv"
-        if split == "validation" and not meta.is_file():
-            raise LoscatError(f"{root} has no validation split ({meta} is missing): training needs one to pick the "
-                              "best checkpoint; re-run `loscat-hf prepare` with a --val-fraction above 0")
-        rows = _metadata_rows(meta)
+        meta = split_metadata_file(root / split)
+        if meta is None:
+            raise LoscatError(f"{root} has no validation split ({root / split} has no metadata): training needs "
+                              "one to pick the best checkpoint; re-run `loscat-hf prepare` with a --val-fraction "
+                              "above 0")
+        rows = read_split_metadata(root / split)
         if not rows:
             raise LoscatError(f"{meta} lists no photos: training needs a non-empty {split} split; re-run "
                               "`loscat-hf prepare` with more patients or a larger --val-fraction")
@@ -340,12 +339,14 @@ def check_packed_files(path: str | os.PathLike) -> None:
 
 
 def dataset_fingerprint(path: str | os.PathLike) -> str:
-    """sha256 over the train and validation metadata.csv files: which photos, labels and split a run used."""
+    """sha256 over the train and validation metadata files: which photos, labels and split a run used."""
+    from loscat_hf.packing import split_metadata_file
+
     digest = hashlib.sha256()
     for split in TRAINING_SPLITS:
-        meta = Path(path) / split / "metadata.csv"
+        meta = split_metadata_file(Path(path) / split)
         digest.update(split.encode() + b"\0")
-        if meta.is_file():
+        if meta is not None:
             digest.update(meta.read_bytes())
     return digest.hexdigest()
 
@@ -360,6 +361,15 @@ def _inside(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 
 
+def _best_inside(best: Path, out: Path) -> bool:
+    """Whether trainer_state's best checkpoint is one of `out`'s. The Trainer writes it as output_dir/name,
+    relative when --output-dir was: then it depends on the directory training ran in, so compare its last
+    two parts (folder name, checkpoint name) instead of resolving it against today's working directory."""
+    if best.is_absolute():
+        return _inside(best, out)
+    return best.parent.name == out.resolve().name and (out / best.name).is_dir()
+
+
 def check_checkpoint(checkpoint: str | os.PathLike, out: Path, identity: dict) -> None:
     """Refuse to resume from a checkpoint that is not this run's, or whose best checkpoint is elsewhere."""
     ckpt = Path(checkpoint)
@@ -372,7 +382,7 @@ def check_checkpoint(checkpoint: str | os.PathLike, out: Path, identity: dict) -
         raise LoscatError(f"--resume: {ckpt} does not record which dataset and taxonomy it was trained on (another "
                           "program or an older loscat-hf wrote it); train into a new --output-dir")
     if recorded.get("dataset_sha256") != identity["dataset_sha256"]:
-        raise LoscatError(f"--resume: {ckpt} was trained on another dataset (train/validation metadata.csv "
+        raise LoscatError(f"--resume: {ckpt} was trained on another dataset (train/validation metadata "
                           "differ); resume with the --dataset it was trained on, or train into a new --output-dir")
     if recorded.get("classes") != identity["classes"]:
         raise LoscatError(f"--resume: {ckpt} was trained with another taxonomy ({recorded.get('taxonomy')}: "
@@ -387,7 +397,7 @@ def check_checkpoint(checkpoint: str | os.PathLike, out: Path, identity: dict) -
             best = json.loads(state_path.read_text(encoding="utf-8")).get("best_model_checkpoint")
         except ValueError:
             raise LoscatError(f"--resume: {state_path} does not parse; train into a new --output-dir") from None
-        if best and not _inside(Path(best), out):
+        if best and not _best_inside(Path(best), out):
             raise LoscatError(f"--resume: {state_path} records the best checkpoint {best}, outside {out} (a copied "
                               "or another run's folder); refusing to load weights from there: train into a new "
                               "--output-dir")
@@ -422,7 +432,8 @@ def prepare_output_dir(largs: LoscatArguments, targs: TrainingArguments,
     if not largs.overwrite_output_dir:
         raise LoscatError(f"--output-dir {out} is not empty (another run's model or checkpoints?); pass --resume to "
                           "continue that run, --overwrite-output-dir to replace it, or choose a new folder")
-    return None, [p for p in out.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+    stale = [p for p in out.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+    return None, stale + [out / name for name in RUN_OUTPUTS if (out / name).exists()]
 
 
 SUBGROUP_EXCLUDE = {"image", "file_name", "label", "labels", "site", "patient_id", "visit", "image_id"}
@@ -494,10 +505,10 @@ def run_training(largs: LoscatArguments, targs: TrainingArguments) -> dict:
     trainer, ds = build_trainer(largs, targs, taxonomy)
     setattr(trainer.model.config, RUN_KEY, identity)  # saved into every checkpoint's config.json
     if stale and trainer.is_world_process_zero():
-        logger.warning("--overwrite-output-dir: deleting %d checkpoint folder(s) of the earlier run in %s",
+        logger.warning("--overwrite-output-dir: deleting the earlier run's model and %d file(s)/folder(s) in %s",
                        len(stale), out)
-        for ckpt in stale:
-            shutil.rmtree(ckpt)
+        for path in stale:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     eval_set = trainer.eval_dataset
     train_labels = ds["train"]["labels"]
     counts = Counter(train_labels)

@@ -83,7 +83,7 @@ def test_tie_is_excluded_and_lists_tied_labels(tax, tmp_path):
     ties = {p.source: p for p in result.problems}
     assert _kinds(result) == ["tie", "tie"]
     assert "arm" in ties["t.jpg"].reason and "forearm" in ties["t.jpg"].reason
-    assert ties["t.jpg"].row == 1 and ties["u.jpg"].row == 3
+    assert ties["t.jpg"].row == 2 and ties["u.jpg"].row == 4  # spreadsheet rows: header = 1
     assert "unclear" in ties["u.jpg"].reason  # a code is a vote
     # ties are disagreements: their ratings stay in the agreement table
     assert set(result.ratings["image"]) == {"t.jpg", "u.jpg", "ok.jpg"}
@@ -122,15 +122,15 @@ def test_row_level_problem_kinds(tax, tmp_path):
         """)
     result = read_annotations(path, tax)
     by_row = {p.row: p for p in result.problems}
-    assert by_row[1].kind == "unknown_region"
-    assert "elbowish" in by_row[1].reason and "Valid sites" in by_row[1].reason
-    assert [by_row[r].kind for r in (2, 3, 4)] == ["missing_value"] * 3
-    assert "image" in by_row[2].reason and "patient_id" in by_row[3].reason and "region" in by_row[4].reason
-    assert by_row[5].kind == by_row[6].kind == "quality_excluded"
-    assert by_row[9].kind == "duplicate_row" and "8" in by_row[9].reason  # 'L arm' == 'left arm'
-    assert by_row[10].kind == by_row[11].kind == "conflicting_rating"
-    assert "left_arm" in by_row[10].reason and "right_arm" in by_row[10].reason
-    assert set(by_row) == {1, 2, 3, 4, 5, 6, 9, 10, 11}
+    assert by_row[2].kind == "unknown_region"  # spreadsheet rows: the header is row 1
+    assert "elbowish" in by_row[2].reason and "Valid sites" in by_row[2].reason
+    assert [by_row[r].kind for r in (3, 4, 5)] == ["missing_value"] * 3
+    assert "image" in by_row[3].reason and "patient_id" in by_row[4].reason and "region" in by_row[5].reason
+    assert by_row[6].kind == by_row[7].kind == "quality_excluded"
+    assert by_row[10].kind == "duplicate_row" and "9" in by_row[10].reason  # 'L arm' == 'left arm'
+    assert by_row[11].kind == by_row[12].kind == "conflicting_rating"
+    assert "left_arm" in by_row[11].reason and "right_arm" in by_row[11].reason
+    assert set(by_row) == {2, 3, 4, 5, 6, 7, 10, 11, 12}
     assert all(p.source == str(path) for p in result.problems)
     labels = {p.image: (p.site, p.n_ratings) for p in result.photos}
     # c.jpg keeps the good-quality rating; e.jpg keeps only rater B
@@ -146,7 +146,7 @@ def test_two_patients_excludes_photo(tax, tmp_path):
         """)
     result = read_annotations(path, tax)
     (problem,) = result.problems
-    assert problem.kind == "two_patients" and problem.source == "m.jpg" and problem.row == 1
+    assert problem.kind == "two_patients" and problem.source == "m.jpg" and problem.row == 2
     assert "P1" in problem.reason and "P9" in problem.reason
     assert [p.image for p in result.photos] == ["n.jpg"]
     assert "m.jpg" not in set(result.ratings["image"])
@@ -162,7 +162,7 @@ def test_no_rater_column_makes_each_row_a_rater(tax, tmp_path):
     result = read_annotations(path, tax)
     (photo,) = result.photos
     assert (photo.label, photo.n_ratings) == ("chest", 3)
-    assert list(result.ratings["rater"]) == ["row1", "row2", "row3"]
+    assert list(result.ratings["rater"]) == ["row2", "row3", "row4"]
     assert result.problems == []
     assert result.agreement["pairs"] == []  # anonymous raters: no meaningful pairs
     # chest 2, abdomen 1: P = (4 + 1 - 3) / 6 = 1/3, Pe = 4/9 + 1/9 = 5/9, kappa = (1/3 - 5/9) / (4/9) = -0.5
@@ -193,7 +193,7 @@ def test_semicolon_separated_with_bom(tax, tmp_path):
     path.write_bytes("\ufeffimage;patient_id;region\na.jpg;P1;Brust\nb.jpg;P2;thorax\n".encode())
     result = read_annotations(path, tax)
     assert [p.label for p in result.photos] == ["chest"]
-    assert _kinds(result) == ["unknown_region"] and result.problems[0].row == 1
+    assert _kinds(result) == ["unknown_region"] and result.problems[0].row == 2
 
 
 def test_result_is_serialisable(tax, tmp_path):
@@ -218,8 +218,8 @@ def test_result_is_serialisable(tax, tmp_path):
     (b"image,region\na.jpg,chest\n", r"lacks required column.*patient_id.*Found columns.*'image', 'region'.*Required"),
     (b"PK\x03\x04\x14\x00\x06\x00", "Excel"),
     (b"\x00\x01\x02binary", "not a text CSV"),
-    (b"image,patient_id,region\na.jpg,P1,chest,x\n", "data row 1 has 4 fields"),
-    (b"image,patient_id,region\na.jpg,P1,chest\nb.jpg,P2,chest,extra,fields\n", "data row 2 has 5 fields"),
+    (b"image,patient_id,region\na.jpg,P1,chest,x\n", "row 2 has 4 fields but the header .row 1."),
+    (b"image,patient_id,region\na.jpg,P1,chest\nb.jpg,P2,chest,extra,fields\n", "row 3 has 5 fields"),
     (b"image,Image,patient_id,region\na,b,P1,chest\n", "two columns"),
 ])
 def test_unusable_files_raise_loscat_error(tax, tmp_path, content, match):
@@ -253,13 +253,9 @@ def test_columns_are_an_allow_list(tax, tmp_path):
 
 
 def test_photo_remembers_its_first_csv_row(tax, tmp_path):
-    path = _csv(tmp_path, """
-        image,patient_id,region,rater
-        a.jpg,P1,chest,A
-        b.jpg,P2,neck,A
-        b.jpg,P2,neck,B
-        """)
-    assert [(p.image, p.row) for p in read_annotations(path, tax).photos] == [("a.jpg", 1), ("b.jpg", 2)]
+    path = tmp_path / "rows.csv"  # a blank line counts: it is a row in a spreadsheet too
+    path.write_text("image,patient_id,region,rater\na.jpg,P1,chest,A\n\nb.jpg,P2,neck,A\nb.jpg,P2,neck,B\n")
+    assert [(p.image, p.row) for p in read_annotations(path, tax).photos] == [("a.jpg", 2), ("b.jpg", 4)]
 
 
 def test_utf16_export_is_read(tax, tmp_path):

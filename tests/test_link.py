@@ -213,11 +213,12 @@ def test_link_csvs_cannot_run_formulas(tmp_path):
 
 def test_packed_dataset_codes_meet_the_clinic_ids(tmp_path):
     """prepare writes opaque codes; link maps them back through private/codes.csv to join the score table."""
+    from loscat_hf.packing import read_split_metadata
     from tests.test_packing import _items, _pack
 
     items = _items(tmp_path / "photos", n_patients=4, per_patient=1)
     _pack(items, tmp_path / "ds", val_fraction=0.5)
-    meta = [(s, r) for s in ("train", "validation") for r in _read(tmp_path / "ds" / s / "metadata.csv")]
+    meta = [(s, r) for s in ("train", "validation") for r in read_split_metadata(tmp_path / "ds" / s)]
     assert all(r["patient_id"].startswith("P0") for _, r in meta)  # codes, not the MRNs
     preds = _csv(tmp_path / "p.csv", PRED_HEADER,
                  [[f"{s}/{r['file_name']}", r["label"], "0.9", "False", "ok", ""] for s, r in meta])

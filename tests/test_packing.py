@@ -3,6 +3,7 @@
 import csv
 import errno
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -82,9 +83,9 @@ def test_layout_metadata_and_opaque_ids(tmp_path):
     seen_patients: dict[str, str] = {}
     n = 0
     for split in ("train", "validation"):
-        rows = _rows(out / split / "metadata.csv")
+        rows = packing.read_split_metadata(out / split)
         assert list(rows[0]) == ["file_name", "label", "site", "patient_id", "visit", "image_id", "skin_tone"]
-        files = {p.name for p in (out / split).iterdir()} - {"metadata.csv"}
+        files = {p.name for p in (out / split).iterdir()} - {"metadata.parquet"}
         assert files == {r["file_name"] for r in rows}
         for r in rows:
             assert r["file_name"] == f"{r['image_id']}.jpg" and len(r["image_id"]) == 16
@@ -97,8 +98,10 @@ def test_layout_metadata_and_opaque_ids(tmp_path):
     assert len(seen_patients) == 8  # one code per patient: the grouping survives
     id_map = _rows(out / "private" / "id_map.csv")
     by_key = {r["original_path"]: r for r in id_map}
-    for item in items:  # the id is the hash of the file bytes, not anything derived from its name
-        expected = hashlib.sha256(item.source.read_bytes()).hexdigest()[:16]
+    key = bytes.fromhex(json.loads((out / "private" / "details.json").read_text())["image_id"]["key_hex"])
+    for item in items:  # a keyed hash of the file bytes: nothing derived from its name, no plain file hash
+        expected = hmac.new(key, item.source.read_bytes(), hashlib.sha256).hexdigest()[:16]
+        assert expected != hashlib.sha256(item.source.read_bytes()).hexdigest()[:16]
         assert by_key[item.key]["image_id"] == expected and by_key[item.key]["status"] == "kept"
         assert by_key[item.key]["patient_id"] == item.patient_id and by_key[item.key]["visit"] == item.visit
     codes = packing.read_codes(out)  # the clinic's way back from codes to its own ids
@@ -130,12 +133,14 @@ def test_nothing_identifying_outside_private(tmp_path):
     problems = _rows(private / "problems.csv")  # every problem in full, with its CSV row
     assert {(r["kind"], r["csv_row"]) for r in problems} == {("missing_image", "7"), ("unknown_region", "3")}
     details = json.loads((private / "details.json").read_text())
-    assert details["raters"] == {"Dr Jane-Roe": "rater 1", "Dr Who": "rater 2"}
+    assert set(details["raters"]) == {"Dr Jane-Roe", "Dr Who"}
+    assert sorted(details["raters"].values()) == ["rater 1", "rater 2"]
     assert details["dropped_columns"] == ["PatientName"] and details["notes"] == [f"no scores for {SECRET}.jpg"]
     report = json.loads((tmp_path / "out" / "prepare_report.json").read_text())
     assert report["exclusions"] == {"total": 2, "by_reason": {"missing_image": 1, "unknown_region": 1}}
     assert report["private"]["dropped_columns"] == 1 and report["private"]["warnings"] == 1
-    assert report["agreement"]["pairs"][0]["rater_a"] == "rater 1"
+    assert (report["agreement"]["pairs"][0]["rater_a"], report["agreement"]["pairs"][0]["rater_b"]) == (
+        "rater 1", "rater 2")
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
@@ -150,16 +155,16 @@ def test_private_folder_is_owner_only(tmp_path):
     assert {p.stat().st_mode & 0o777 for p in private.iterdir()} == {0o600}
 
 
-def test_formula_cells_are_neutralised_on_write(tmp_path):
+def test_formula_cells_are_neutralised_in_csv_and_exact_in_parquet(tmp_path):
     items = [PackItem(source=i.source, key=i.key, label=i.label, site=i.site, patient_id=i.patient_id,
                       visit=i.visit, extra={"skin_tone": "=HYPERLINK(\"http://x\")", "score_erythema": "2"})
              for i in _items(tmp_path / "photos", n_patients=4)]
     items[0] = PackItem(source=items[0].source, key="=cmd.jpg", label=items[0].label, site=items[0].site,
                         patient_id="+MRN1", visit="-1")
     _pack(items, tmp_path / "out", val_fraction=0.5)
-    rows = [r for s in ("train", "validation") for r in _rows(tmp_path / "out" / s / "metadata.csv")]
-    assert {r["skin_tone"] for r in rows} == {"'=HYPERLINK(\"http://x\")", ""}
-    assert {r["score_erythema"] for r in rows} == {"2.0", ""}  # numbers stay numbers; floats in every split
+    rows = [r for s in ("train", "validation") for r in packing.read_split_metadata(tmp_path / "out" / s)]
+    assert {r["skin_tone"] for r in rows} == {"=HYPERLINK(\"http://x\")", None}  # parquet: no spreadsheet
+    assert {r["score_erythema"] for r in rows} == {2.0, None}  # missing is None, never 0
     id_map = _rows(tmp_path / "out" / "private" / "id_map.csv")
     assert "'=cmd.jpg" in {r["original_path"] for r in id_map} and "'+MRN1" in {r["patient_id"] for r in id_map}
     assert "+MRN1" in packing.read_codes(tmp_path / "out")["patient"].values()  # read back as written
@@ -172,8 +177,12 @@ def test_stale_partial_folders_are_removed(tmp_path):
     (dead / "_staging" / "photo.jpg").write_bytes(b"x")
     alive = tmp_path / f".out.partial-{os.getppid()}-0a1b2c3d"  # a running process: left alone
     alive.mkdir()
+    old = tmp_path / ".out.old-999999999-0a1b2c3d"  # killed between the two renames of --overwrite
+    old.mkdir()
+    mine = tmp_path / ".out.partial-keep"  # not a name prepare writes: never touched
+    mine.mkdir()
     _pack(items, tmp_path / "out", val_fraction=0.5)
-    assert not dead.exists() and alive.exists()
+    assert not dead.exists() and not old.exists() and alive.exists() and mine.exists()
 
 
 def test_disk_errors_are_one_line_and_leave_nothing(tmp_path, monkeypatch):
@@ -238,11 +247,34 @@ def test_loads_with_datasets_without_loscat(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
-    expected = {s: len(_rows(tmp_path / "out" / s / "metadata.csv")) for s in ("train", "validation", "test")}
+    expected = {s: len(packing.read_split_metadata(tmp_path / "out" / s)) for s in ("train", "validation", "test")}
     assert {s: v[0] for s, v in loaded.items()} == expected
     for _, columns, label, _size in loaded.values():
         assert columns == ["image", "label", "site", "patient_id", "visit", "image_id", "skin_tone"]
-        assert label in CLASSES
+        assert label in range(len(CLASSES))  # a ClassLabel id: the parquet schema carries the features
+
+
+def test_a_column_empty_in_one_split_loads_with_one_schema(tmp_path):
+    """CSV metadata inferred `null` for a column empty in one split and datasets refused the folder."""
+    items = _items(tmp_path / "photos", n_patients=8)
+    out = tmp_path / "out"
+    _pack(items, out, val_fraction=0.25)
+    val_patients = {r["patient_id"] for r in packing.read_split_metadata(out / "validation")}
+    codes = packing.read_codes(out)["patient"]
+    emptied = [PackItem(source=i.source, key=i.key, label=i.label, site=i.site, patient_id=i.patient_id,
+                        visit="" if i.patient_id in {codes[c] for c in val_patients} else i.visit,
+                        extra={"skin_tone": "" if i.patient_id in {codes[c] for c in val_patients} else "III",
+                               "score_erythema": "" if i.patient_id in {codes[c] for c in val_patients} else "1"})
+               for i in items]
+    _pack(emptied, out, val_fraction=0.25, overwrite=True)  # same patients: the same split
+    from datasets import load_dataset
+
+    for ds in (load_dataset("imagefolder", data_dir=str(out), cache_dir=str(tmp_path / "c1")),
+               load_dataset(str(out), cache_dir=str(tmp_path / "c2"))):
+        assert ds["train"].features == ds["validation"].features
+        assert ds["train"].features["label"].names == list(CLASSES)
+        assert ds["train"].features["score_erythema"].dtype == "float32"
+        assert set(ds["validation"]["skin_tone"]) == {None} and set(ds["validation"]["score_erythema"]) == {None}
 
 
 def test_card_yaml_and_report(tmp_path):
@@ -257,6 +289,7 @@ def test_card_yaml_and_report(tmp_path):
     declared = Features._from_yaml_list(header["dataset_info"]["features"])
     assert declared == dataset_features(CLASSES, ["skin_tone"]) == packing.card_features(tmp_path / "out")
     assert header["configs"][0]["features"] == header["dataset_info"]["features"]
+    assert "&id0" not in card and "*id0" not in card  # plain YAML, no anchors/aliases for the Hub to parse
     for section in ("Counts per class and split", "Exclusions", "Rater agreement", "De-identification",
                     "Splits by patient"):
         assert f"## {section}" in card
@@ -353,8 +386,8 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
 
 def test_parallel_workers_match_serial(tmp_path):
     items = _items(tmp_path / "photos", n_patients=4, per_patient=2)
-    serial = _pack(items, tmp_path / "a", val_fraction=0.5)
-    parallel = _pack(items, tmp_path / "b", val_fraction=0.5, num_workers=2)
+    serial = _pack(items, tmp_path / "a", val_fraction=0.5, id_key=b"k" * 32)
+    parallel = _pack(items, tmp_path / "b", val_fraction=0.5, num_workers=2, id_key=b"k" * 32)
     assert serial.counts == parallel.counts
     ids = [sorted(r["image_id"] for r in _rows(tmp_path / d / "private" / "id_map.csv")) for d in ("a", "b")]
     assert ids[0] == ids[1]
@@ -379,6 +412,10 @@ def test_push_uploads_only_the_allow_list(tmp_path, monkeypatch):
             calls["create"] = (repo_id, kw)
             return f"https://huggingface.co/datasets/{repo_id}"
 
+        def list_repo_files(self, repo_id, repo_type=None):
+            # what an earlier push of the old layout left: raw ids in a split this dataset no longer has
+            return [".gitattributes", "README.md", "id_map.csv", "test/metadata.csv", "train/metadata.parquet"]
+
         def create_commit(self, **kw):
             calls["commit"] = kw
 
@@ -389,7 +426,11 @@ def test_push_uploads_only_the_allow_list(tmp_path, monkeypatch):
     assert url.endswith("me/loscat")
     assert calls["create"][1] == {"repo_type": "dataset", "private": True, "exist_ok": True}
     assert calls["commit"]["repo_type"] == "dataset"
-    uploaded = {op.path_in_repo: Path(op.path_or_fileobj) for op in calls["commit"]["operations"]}
+    ops = calls["commit"]["operations"]
+    deleted = {op.path_in_repo for op in ops if isinstance(op, huggingface_hub.CommitOperationDelete)}
+    assert deleted == {"id_map.csv", "test/metadata.csv"}  # the repo ends up holding the allow-list only
+    uploaded = {op.path_in_repo: Path(op.path_or_fileobj) for op in ops
+                if isinstance(op, huggingface_hub.CommitOperationAdd)}
     expected = {"README.md", "prepare_report.json"} | {
         f"{s}/{p.name}" for s in ("train", "validation") for p in (out / s).iterdir() if SECRET not in p.name}
     assert set(uploaded) == expected
@@ -403,3 +444,10 @@ def test_push_uploads_only_the_allow_list(tmp_path, monkeypatch):
     with pytest.raises(LoscatError) as info:
         push_dataset_to_hub(out, "me/loscat")
     assert "401" in str(info.value) and "SECRETTOKEN" not in str(info.value)
+    legacy = tmp_path / "legacy"  # written by an older prepare: raw ids in metadata.csv, no private/
+    (legacy / "train").mkdir(parents=True)
+    (legacy / "README.md").write_text("card")
+    (legacy / "train" / "metadata.csv").write_text("file_name,label,patient_id\na.jpg,head,MRN1\n")
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    with pytest.raises(LoscatError, match="older loscat-hf.*prepare --overwrite"):
+        push_dataset_to_hub(legacy, "me/loscat")

@@ -9,6 +9,7 @@ from PIL import Image
 
 from loscat_hf.cli import main
 from loscat_hf.errors import LoscatError
+from loscat_hf.packing import read_split_metadata
 from loscat_hf.prepare import run_prepare
 
 REGIONS = ["head", "left arm", "Rt. Leg", "chest", "right forearm", "abdomen"]
@@ -57,8 +58,7 @@ def test_happy_path(tmp_path, capsys):
     assert _prepare(_write(csv_path, rows), images, out, test_fraction=0.25, keep_columns="Skin Tone") == 0
     report = _report(out)
     assert report["n_photos"] == 24 and set(report["splits"]) == {"train", "validation", "test"}
-    with open(out / "train" / "metadata.csv", newline="") as fh:
-        row = next(csv.DictReader(fh))
+    row = read_split_metadata(out / "train")[0]
     assert row["skin_tone"] == "III" and row["label"] in {"head", "arm", "leg", "chest", "forearm", "abdomen"}
     text = capsys.readouterr().out
     assert "validation" in text and "Inter-rater agreement" in text and "Nothing was left out" in text
@@ -92,11 +92,12 @@ def test_bad_inputs_are_reported_and_rest_is_packed(tmp_path, capsys):
         assert by_reason.get(kind) == n, (kind, by_reason)
     assert _report(out)["n_photos"] == 23  # the two-patient photo is out
     text = capsys.readouterr().out
-    assert "Left out:" in text and "[truncated] bad/cut.jpg row 51" in text
-    assert "[missing_image] bad/missing.jpg row 52" in text  # file problems carry their CSV row too
+    assert "Left out:" in text and "[truncated] bad/cut.jpg row 52" in text
+    assert "[missing_image] bad/missing.jpg row 53" in text  # file problems carry their CSV row too
     with open(out / "private" / "problems.csv", newline="") as fh:
         rows_of = {(r["kind"], r["source"]): r["csv_row"] for r in csv.DictReader(fh)}
-    assert rows_of[("zero_byte", "bad/zero.jpg")] == "49" and rows_of[("outside_images_dir", "../outside.jpg")] == "53"
+    # spreadsheet rows (the header is row 1): the 49th data row is row 50
+    assert rows_of[("zero_byte", "bad/zero.jpg")] == "50" and rows_of[("outside_images_dir", "../outside.jpg")] == "54"
 
 
 def test_strict_and_nothing_usable(tmp_path):

@@ -98,8 +98,13 @@ def _clinic_export(root: Path) -> tuple[Path, Path, Path]:
 
 
 def _assert_clean(files: dict[str, bytes], extra_needles: list[bytes]) -> None:
+    """No needle in any file's bytes, nor in a parquet file's decoded values (in case it were compressed)."""
     assert files
     for name, raw in files.items():
+        if name.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            raw = raw + repr(pq.read_table(io.BytesIO(raw)).to_pylist()).encode()
         for needle in NEEDLES + extra_needles:
             assert needle not in raw, f"{needle!r} in {name}"
 
@@ -112,10 +117,14 @@ class _RecordingApi:
     def create_repo(self, repo_id, **kw):
         return f"https://huggingface.co/{repo_id}"
 
+    def list_repo_files(self, repo_id, **kw):
+        return []
+
     def create_commit(self, operations, **kw):
         for op in operations:
-            src = op.path_or_fileobj
-            _RecordingApi.uploaded[op.path_in_repo] = Path(src).read_bytes() if not isinstance(src, bytes) else src
+            src = getattr(op, "path_or_fileobj", None)
+            if src is not None:
+                _RecordingApi.uploaded[op.path_in_repo] = Path(src).read_bytes() if not isinstance(src, bytes) else src
 
     def upload_folder(self, folder_path, **kw):
         for path in Path(folder_path).rglob("*"):
@@ -138,7 +147,7 @@ def test_prepare_push_publishes_nothing_identifying(tmp_path, monkeypatch, capsy
     console = capsys.readouterr().out
     assert "PatientName" in console  # the dropped columns are named to the user, on the console only
     uploaded = _RecordingApi.uploaded
-    assert "README.md" in uploaded and "train/metadata.csv" in uploaded
+    assert "README.md" in uploaded and "train/metadata.parquet" in uploaded
     assert sum(name.endswith(".jpg") for name in uploaded) == 24
     assert not any(name.startswith("private") for name in uploaded)
     _assert_clean(uploaded, [str(tmp_path).encode()])

@@ -1,12 +1,11 @@
 """prepare --scores: LoSCAT components joined onto photos by patient, visit and site; bad tables refused."""
 
-import csv
 import json
 
 import pytest
 
 from loscat_hf.errors import LoscatError
-from loscat_hf.packing import read_codes
+from loscat_hf.packing import read_codes, read_split_metadata
 from loscat_hf.regions import load_taxonomy
 from loscat_hf.scores import read_score_table
 from tests.test_prepare import REGIONS, _prepare, _report, _study, _write
@@ -17,8 +16,7 @@ SCORE_HEADER = "patient_id,visit,site,erythema,skin_thickness,new_extension,derm
 def _metadata(out):
     rows = []
     for split in ("train", "validation"):
-        with open(out / split / "metadata.csv", newline="", encoding="utf-8") as fh:
-            rows += list(csv.DictReader(fh))
+        rows += read_split_metadata(out / split)
     return rows
 
 
@@ -39,10 +37,10 @@ def test_prepare_attaches_scores_and_lists_unmatched(tmp_path, capsys):
     visits = read_codes(tmp_path / "out")["visit"]  # the packed data holds codes; the map stays private
     meta = {visits[r["visit"]]: r for r in _metadata(tmp_path / "out")}
     assert len(meta) == 24
-    assert meta[("P0", "v0")]["score_erythema"] == ""  # missing stays missing, not 0
-    assert meta[("P0", "v0")]["score_skin_thickness"] == "0.0"  # floats in every split: one schema
-    assert meta[("P2", "v1")]["score_erythema"] == "3.0" and meta[("P2", "v1")]["score_dyspigmentation"] == "2.0"
-    assert all(v == "" for k, v in meta[("P3", "v1")].items() if k.startswith("score_"))
+    assert meta[("P0", "v0")]["score_erythema"] is None  # missing stays missing, not 0
+    assert meta[("P0", "v0")]["score_skin_thickness"] == 0.0  # a real 0 stays 0
+    assert meta[("P2", "v1")]["score_erythema"] == 3.0 and meta[("P2", "v1")]["score_dyspigmentation"] == 2.0
+    assert all(v is None for k, v in meta[("P3", "v1")].items() if k.startswith("score_"))
     report = _report(tmp_path / "out")
     assert report["parameters"]["scores_used"] == 23
     assert "score_new_extension" in report["columns"]

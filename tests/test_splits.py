@@ -104,3 +104,4 @@ def test_too_small_classes_to_stratify_still_split_by_patient():
     groups = [f"P{i}" for i in range(12)]
     result = assign_splits(labels, groups, val_fraction=0.25, seed=0)
     assert result.assignments.count("validation") == 3 and result.assignments.count("train") == 9
+    assert any("not stratified" in w for w in result.warnings)  # said in the card, not only in a log

@@ -305,9 +305,12 @@ def test_overwrite_output_dir_replaces_the_other_runs_checkpoints(tiny_dataset, 
     with pytest.raises(LoscatError, match="not a packed dataset"):  # a run that fails early deletes nothing
         run_training(*_run_args(tmp_path / "nowhere", out, "--max-steps", "1", "--overwrite-output-dir"))
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-6"]
+    (out / "eval" / "old_run_only.png").write_bytes(b"x")  # an output only the old run wrote
+    (out / "my_notes.txt").write_text("kept")  # not something a run writes: never deleted
     run_training(*_run_args(tiny_dataset, out, "--max-steps", "2", "--save-strategy", "steps", "--save-steps", "1",
                             "--eval-strategy", "steps", "--eval-steps", "1", "--overwrite-output-dir"))
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert not (out / "eval" / "old_run_only.png").exists() and (out / "my_notes.txt").read_text() == "kept"
     new = _weights(out)
     assert any(not torch.equal(old[k], new[k]) for k in old)
 
@@ -407,3 +410,16 @@ def test_train_with_an_empty_validation_split_is_a_clear_error(tiny_dataset, tmp
     assert rc == 2 and "validation" in err and "--val-fraction" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_best_checkpoint_check_does_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    """The Trainer records best_model_checkpoint relative when --output-dir was relative."""
+    from loscat_hf.training import _best_inside
+
+    out = tmp_path / "runs" / "model"
+    (out / "checkpoint-6").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "runs")  # resumed from another folder than training ran in
+    assert _best_inside(Path("runs/model/checkpoint-6"), out)  # as written from tmp_path
+    assert _best_inside(out / "checkpoint-6", out)
+    assert not _best_inside(Path("runs/other/checkpoint-6"), out)
+    assert not _best_inside(tmp_path / "other" / "checkpoint-6", out)
