@@ -183,23 +183,23 @@ def _extra_columns(items: Iterable[PackItem]) -> list[tuple[str, str]]:
     return [(name, f"extra_{name}" if name in METADATA_COLUMNS else name) for name in names]
 
 
-def _codes(values: Iterable[str], prefix: str) -> dict[str, str]:
+def _codes(values: Iterable, prefix: str, rng: random.Random) -> dict:
     """Opaque per-dataset codes ('P017') for identifying values (MRNs, visit dates), in random order.
 
-    The order is drawn from the OS's randomness, so a code says nothing about the value it replaces (not
-    even its rank); the map back lives in private/codes.csv only.
+    The order is drawn by `rng`, seeded with the dataset's secret key, so a code says nothing about the value
+    it replaces (not even its rank); the map back lives in private/codes.csv only.
     """
     order = sorted({v for v in values if v})
-    random.SystemRandom().shuffle(order)
+    rng.shuffle(order)
     width = max(3, len(str(len(order))))
     return {value: f"{prefix}{i + 1:0{width}d}" for i, value in enumerate(order)}
 
 
-def _pseudonymous_agreement(agreement: Mapping | None) -> tuple[dict, dict[str, str]]:
+def _pseudonymous_agreement(agreement: Mapping | None, rng: random.Random) -> tuple[dict, dict[str, str]]:
     """The agreement report with rater names replaced by 'rater 1', 'rater 2', ...; and the name map."""
     report = json.loads(json.dumps(dict(agreement or {}), default=str))
     names = sorted({p[k] for p in report.get("pairs", []) for k in ("rater_a", "rater_b")})
-    random.SystemRandom().shuffle(names)  # numbered in random order: not even the names' order shows
+    rng.shuffle(names)  # numbered in random order: not even the names' order shows
     alias = {name: f"rater {i + 1}" for i, name in enumerate(names)}
     number = {name: i + 1 for i, name in enumerate(names)}
     for pair in report.get("pairs", []):  # the statistics are symmetric: lower number first, then sorted
@@ -324,8 +324,9 @@ def pack_dataset(
     `problems`, `warnings` and `notes` may quote CSV cells and file names: they go to private/ in full and
     are only counted (problems by reason) in the public report and card. `parameters` must hold only
     publishable values; `private_details` (e.g. the annotation file and images folder) go to private/.
-    Photo ids are an HMAC of the file bytes under `id_key` (default: a new random key, kept in
-    private/details.json), so they reveal nothing about the files to anyone without private/.
+    Photo ids are an HMAC of the file bytes under the secret `id_key` (kept in private/details.json; default:
+    a new random key), and the code and rater-number orders are drawn from it: nothing about the people or
+    files can be read from them without private/, and the same key gives the same dataset again.
     Returns a PackResult with out_dir None (and nothing written) when no usable photo remains.
     """
     out = check_output_dir(out_dir, overwrite).absolute()
@@ -378,13 +379,15 @@ def pack_dataset(
         labels = [items[i].label for i in kept]
         class_order = list(classes) + sorted(set(labels) - set(classes))
         features = dataset_features(class_order, [o for _, o in extra_columns])
-        patient_codes = _codes((items[i].patient_id for i in kept), PATIENT_PREFIX)
-        visit_codes = _codes(((items[i].patient_id, items[i].visit) for i in kept if items[i].visit), VISIT_PREFIX)
+        rng = random.Random(id_key)  # secret, so the orders are unpredictable; fixed by it, so reruns agree
+        patient_codes = _codes((items[i].patient_id for i in kept), PATIENT_PREFIX, rng)
+        visit_codes = _codes(((items[i].patient_id, items[i].visit) for i in kept if items[i].visit), VISIT_PREFIX,
+                             rng)
 
         _write_splits(tmp, staging, items, kept, image_ids, split_of, extra_columns, class_order, patient_codes,
                       visit_codes)
         staging.rmdir()
-        agreement_public, rater_alias = _pseudonymous_agreement(agreement)
+        agreement_public, rater_alias = _pseudonymous_agreement(agreement, rng)
         _write_private(
             tmp / PRIVATE_DIR, items=items, kept=kept, duplicates=duplicates, image_ids=image_ids,
             split_of=split_of, problems=all_problems, patient_codes=patient_codes, visit_codes=visit_codes,

@@ -67,6 +67,18 @@ def _case_hint(path: Path) -> str:
     return f" (a file {matches[0]!r} exists: letter case differs)" if matches else ""
 
 
+def dataset_key(annotations: str | os.PathLike, seed: int) -> bytes:
+    """The dataset's secret key (photo ids, code order), derived from the private annotation export.
+
+    Secret: nobody without the export can compute it, so an image id or code reveals nothing. Derived, not
+    drawn: the same export, seed and photos give the same dataset again, byte for byte (reproducible runs).
+    """
+    import hashlib
+
+    return hashlib.sha256(b"loscat-hf dataset key\0" + Path(annotations).read_bytes()
+                          + b"\0" + str(seed).encode()).digest()
+
+
 def run_prepare(
     *,
     annotations: str | os.PathLike,
@@ -150,6 +162,7 @@ def run_prepare(
             "taxonomy": tax.name, "annotation_rows": consensus.n_rows, "strict": strict, "scores_used": scores_used,
             "kept_columns": list(consensus.kept_columns),
         },
+        id_key=dataset_key(annotations, seed),
         private_details={
             "annotations_file": os.path.abspath(annotations), "images_folder": images_abs,
             "scores_file": os.path.abspath(scores) if scores else None,
