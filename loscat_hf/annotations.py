@@ -20,6 +20,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from loscat_hf.agreement import agreement_report
+from loscat_hf.csvsafe import decode_export
 from loscat_hf.errors import LoscatError, Problem
 from loscat_hf.regions import ParsedRegion, RegionError, Taxonomy
 from loscat_hf.scores import SCORE_PREFIX
@@ -90,26 +91,6 @@ def normalise_image_path(path: str) -> str:
     return text
 
 
-def _decode(raw: bytes, path: Path) -> str:
-    head = raw[:8192]
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"\xd0\xcf\x11\xe0"):
-        raise LoscatError(f"{path} looks like an Excel workbook, not a CSV file: export it as CSV (UTF-8)")
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text" and some exports: UTF-16
-        try:
-            return raw.decode("utf-16")
-        except UnicodeDecodeError:
-            raise LoscatError(f"{path} claims to be UTF-16 but does not decode; save it as CSV UTF-8") from None
-    if b"\x00" in head:
-        hint = " (it looks like UTF-16 without a byte-order mark)" if head[1::2].count(0) > len(head) // 4 else ""
-        raise LoscatError(f"{path} is not a text CSV file{hint}: save it as CSV UTF-8")
-    for encoding in ("utf-8-sig", "cp1252"):  # Excel on Windows writes cp1252 "CSV"
-        try:
-            return raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    return raw.decode("latin-1")
-
-
 def _read_csv(path: Path) -> pd.DataFrame:
     """Read all cells as text; turn every way this can fail into a LoscatError the user can act on."""
     if not path.exists():
@@ -120,7 +101,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raw = path.read_bytes()
     except OSError as exc:
         raise LoscatError(f"cannot read annotation file {path}: {exc.strerror}") from None
-    text = _decode(raw, path)
+    text = decode_export(raw, path, "annotation file")
     if not text.strip():
         raise LoscatError(f"annotation file {path} is empty; expected a header with {list(REQUIRED_COLUMNS)}")
     header = text.lstrip().splitlines()[0]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from loscat_hf.csvsafe import decode_export
 from loscat_hf.errors import LoscatError
 from loscat_hf.regions import RegionError, Taxonomy
 
@@ -113,32 +114,13 @@ def _cell(value: str, component: str) -> tuple[float | None, str | None]:
     return number, None
 
 
-def _decode(raw: bytes, path: Path) -> str:
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        try:
-            return raw.decode("utf-16")
-        except UnicodeDecodeError:
-            raise LoscatError(f"score table {path} is not valid UTF-16 text: save it as CSV (UTF-8)") from None
-    head = raw[:8192]
-    if head.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
-        raise LoscatError(f"score table {path} looks like an Excel workbook, not a CSV file: save it as CSV (UTF-8)")
-    if b"\x00" in head:
-        raise LoscatError(f"score table {path} is not a text CSV file: save it as CSV (UTF-8)")
-    for encoding in ("utf-8-sig", "cp1252"):  # Excel on Windows writes cp1252 "CSV"
-        try:
-            return raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    return raw.decode("latin-1")
-
-
 def _records(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """(lower-cased header, [(spreadsheet row number, cells)]) with blank rows skipped but counted."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise LoscatError(f"cannot read score table {path}: {exc.strerror or exc}") from None
-    text = _decode(raw, path)
+    text = decode_export(raw, path, "score table")
     lines = text.lstrip().splitlines()
     if not lines:
         raise LoscatError(f"score table {path} is empty; it needs the columns {', '.join(SCORE_COLUMNS)}")
