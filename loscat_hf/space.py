@@ -114,13 +114,20 @@ class _KeepInCache:
         return path in self.own or path in set(IN_FLIGHT)
 
 
+def spare_in_flight(component: gr.components.Component) -> gr.components.Component:
+    """Make gradio's cache sweep spare the files `component`'s running requests hold (`IN_FLIGHT`).
+
+    Done after construction, not in an `__init__` override: gradio builds a component's frontend props from
+    its `__init__` signature, and a `*args, **kwargs` override leaves them out (the page loses elem_id,
+    label, file types: the browser test caught it).
+    """
+    component.keep_in_cache = _KeepInCache(component.keep_in_cache)
+    return component
+
+
 class UploadImage(gr.Image):
     """gr.Image that hands the raw upload path to the app: our safe decoder (not gradio's PIL.open) judges it,
     so a corrupt or non-image file gets a clear message instead of a component error."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.keep_in_cache = _KeepInCache(self.keep_in_cache)
 
     def get_block_name(self) -> str:
         return "image"  # the stock frontend component
@@ -132,11 +139,7 @@ class UploadImage(gr.Image):
 
 
 class UploadFiles(gr.File):
-    """gr.File (several files, paths) whose uploads the cache sweep spares while a request holds them."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.keep_in_cache = _KeepInCache(self.keep_in_cache)
+    """gr.File (several files) that hands the app the upload paths (see `preprocess`)."""
 
     def get_block_name(self) -> str:
         return "file"  # the stock frontend component
@@ -258,8 +261,9 @@ def build_demo(model: str | None = None, precision: str | None = None,
         with gr.Tab("One photo"):
             with gr.Row():
                 with gr.Column():
-                    image = UploadImage(type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"],
-                                        label="Photo", elem_id="photo")
+                    image = spare_in_flight(UploadImage(
+                        type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"], label="Photo",
+                        elem_id="photo"))
                     show = gr.Checkbox(label="Show explanation map (attention rollout)", value=False)
                     button = gr.Button("Predict region", variant="primary", elem_id="predict-btn")
                 with gr.Column():
@@ -273,7 +277,8 @@ def build_demo(model: str | None = None, precision: str | None = None,
             if examples:
                 gr.Examples(examples, [image, show], label="SYNTHETIC example photos (phantoms, not patients)")
         with gr.Tab("Batch"):
-            files = UploadFiles(file_count="multiple", file_types=["image"], label=f"Photos (up to {MAX_BATCH})")
+            files = spare_in_flight(UploadFiles(file_count="multiple", file_types=["image"],
+                                                label=f"Photos (up to {MAX_BATCH})"))
             run = gr.Button("Predict all", variant="primary")
             table = gr.Dataframe(label="Regions", interactive=False)
             csv_out = gr.File(label="CSV")

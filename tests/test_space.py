@@ -383,3 +383,15 @@ def test_upload_refused_by_a_full_queue_expires(expiring, photo, monkeypatch):
     while Path(refused).exists() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not Path(refused).exists()
+
+
+def test_upload_components_keep_their_frontend_props(tmp_path):
+    """The page needs elem_id, label and file types in the config; an `__init__(*args, **kwargs)` override on
+    the upload components once dropped them (gradio reads props from the signature), so uploads broke."""
+    from loscat_hf.space import build_demo
+
+    demo = build_demo(str(save_tiny_model(tmp_path / "m")), precision="fp32")
+    props = [c.get("props", {}) for c in demo.get_config_file()["components"]]
+    photo = next(p for p in props if p.get("elem_id") == "photo")
+    assert photo["label"] == "Photo" and "upload" in photo["sources"]
+    assert any(p.get("file_types") == ["image"] and p.get("file_count") == "multiple" for p in props)
