@@ -123,7 +123,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
     # Index = the row a spreadsheet shows (header = row 1, blank rows counted), then blank rows dropped:
     # every message's row number is where the user finds the row in Excel.
     frame.index = range(2, len(frame) + 2)
-    return frame[frame.apply(lambda r: any(str(v).strip() for v in r), axis=1)] if len(frame) else frame
+    return frame[frame.apply(lambda col: col.str.strip() != "").any(axis=1)]  # column-wise: no per-row Python
 
 
 def _long_row(text: str, sep: str) -> str | None:
@@ -165,7 +165,8 @@ def _map_columns(frame: pd.DataFrame, path: Path) -> dict[str, str]:
     return mapping
 
 
-def read_annotations(csv_path: str | Path, taxonomy: Taxonomy, keep_columns: Sequence[str] = ()) -> ConsensusResult:
+def read_annotations(csv_path: str | Path, taxonomy: Taxonomy,
+                     keep_columns: str | Sequence[str] | None = ()) -> ConsensusResult:
     """Read the rating CSV and return consensus labels, dropped rows/photos with reasons, and agreement.
 
     Columns are an allow-list: besides the ones loscat-hf defines (image, patient_id, region, rater, visit,
@@ -295,7 +296,7 @@ def parse_keep_columns(text: str | Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(normalise_column(p) for p in parts if p.strip()))
 
 
-def _kept_columns(keep_columns: Sequence[str], columns: dict[str, str], path: Path) -> list[str]:
+def _kept_columns(keep_columns: str | Sequence[str] | None, columns: dict[str, str], path: Path) -> list[str]:
     """The user's --keep-columns, checked against the CSV: a typo must not silently keep nothing."""
     wanted = parse_keep_columns(keep_columns)
     reserved = [c for c in wanted if c in RESERVED_COLUMNS or c.startswith(SCORE_PREFIX)]

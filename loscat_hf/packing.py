@@ -195,18 +195,19 @@ def _codes(values: Iterable, prefix: str, rng: random.Random) -> dict:
     return {value: f"{prefix}{i + 1:0{width}d}" for i, value in enumerate(order)}
 
 
-def _pseudonymous_agreement(agreement: Mapping | None, rng: random.Random) -> tuple[dict, dict[str, str]]:
-    """The agreement report with rater names replaced by 'rater 1', 'rater 2', ...; and the name map."""
-    report = json.loads(json.dumps(dict(agreement or {}), default=str))
-    names = sorted({p[k] for p in report.get("pairs", []) for k in ("rater_a", "rater_b")})
+def _pseudonymous_agreement(agreement: Mapping, rng: random.Random) -> tuple[dict, dict[str, str]]:
+    """A copy of the agreement report with rater names replaced by 'rater 1', 'rater 2', ...; and the name map."""
+    report = copy.deepcopy(dict(agreement))
+    pairs = report.get("pairs", [])
+    names = sorted({p[k] for p in pairs for k in ("rater_a", "rater_b")})
     rng.shuffle(names)  # numbered in random order: not even the names' order shows
-    alias = {name: f"rater {i + 1}" for i, name in enumerate(names)}
     number = {name: i + 1 for i, name in enumerate(names)}
-    for pair in report.get("pairs", []):  # the statistics are symmetric: lower number first, then sorted
-        a, b = sorted((pair["rater_a"], pair["rater_b"]), key=number.__getitem__)
-        pair["rater_a"], pair["rater_b"] = alias[a], alias[b]
-    report.get("pairs", []).sort(key=lambda p: (int(p["rater_a"].split()[1]), int(p["rater_b"].split()[1])))
-    return report, alias
+    for pair in pairs:  # the statistics are symmetric: lower number first
+        pair["rater_a"], pair["rater_b"] = sorted((number[pair["rater_a"]], number[pair["rater_b"]]))
+    pairs.sort(key=lambda p: (p["rater_a"], p["rater_b"]))
+    for pair in pairs:
+        pair["rater_a"], pair["rater_b"] = f"rater {pair['rater_a']}", f"rater {pair['rater_b']}"
+    return report, {name: f"rater {n}" for name, n in number.items()}
 
 
 def _private_open(path: Path, mode: str = "w"):
@@ -384,17 +385,18 @@ def pack_dataset(
         visit_codes = _codes(((items[i].patient_id, items[i].visit) for i in kept if items[i].visit), VISIT_PREFIX,
                              rng)
 
-        _write_splits(tmp, staging, items, kept, image_ids, split_of, extra_columns, class_order, patient_codes,
+        _write_splits(tmp, staging, items, kept, image_ids, split_of, extra_columns, features, patient_codes,
                       visit_codes)
         staging.rmdir()
-        agreement_public, rater_alias = _pseudonymous_agreement(agreement, rng)
+        agreement_plain = json.loads(json.dumps(dict(agreement or {}), default=str))
+        agreement_public, rater_alias = _pseudonymous_agreement(agreement_plain, rng)
         _write_private(
             tmp / PRIVATE_DIR, items=items, kept=kept, duplicates=duplicates, image_ids=image_ids,
             split_of=split_of, problems=all_problems, patient_codes=patient_codes, visit_codes=visit_codes,
             details={
                 **dict(private_details or {}),
                 "warnings": [*public_warnings, *private_warnings], "notes": list(notes),
-                "raters": rater_alias, "agreement": json.loads(json.dumps(dict(agreement or {}), default=str)),
+                "raters": rater_alias, "agreement": agreement_plain,
                 "image_id": {"hmac": "sha256", "key_hex": id_key.hex(), "hex_digits": ID_LENGTH},
             },
         )
@@ -474,17 +476,16 @@ def _deduplicate(
     return kept, duplicates
 
 
-def metadata_features(classes: Sequence[str], extra_columns: Sequence[str] = ()):
-    """The schema of `<split>/metadata.parquet`: `file_name` (imagefolder's key) and the dataset's columns."""
+def metadata_features(features):
+    """The schema of `<split>/metadata.parquet`: imagefolder's `file_name` key in place of the image column."""
     from datasets import Features, Value
 
-    features = dataset_features(classes, extra_columns)
     return Features({"file_name": Value("string"), **{k: v for k, v in features.items() if k != "image"}})
 
 
 def _write_splits(
     tmp: Path, staging: Path, items: Sequence[PackItem], kept: Sequence[int], image_ids: Sequence[str | None],
-    split_of: Mapping[int, str], extra_columns: Sequence[tuple[str, str]], classes: Sequence[str],
+    split_of: Mapping[int, str], extra_columns: Sequence[tuple[str, str]], features,
     patient_codes: Mapping[str, str], visit_codes: Mapping[tuple[str, str], str],
 ) -> None:
     """Move the photos into their split folders and write each split's metadata.parquet.
@@ -497,14 +498,14 @@ def _write_splits(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    features = metadata_features(classes, [o for _, o in extra_columns])
-    label_id = {c: i for i, c in enumerate(classes)}
+    label_id = features["label"].str2int
+    features = metadata_features(features)
     rows: dict[str, list[dict]] = {}
     for i in kept:
         item, image_id, split = items[i], image_ids[i], split_of[i]
         (tmp / split).mkdir(exist_ok=True)
         os.replace(staging / f"{image_id}.jpg", tmp / split / f"{image_id}.jpg")
-        row = {"file_name": f"{image_id}.jpg", "label": label_id[item.label], "site": item.site,
+        row = {"file_name": f"{image_id}.jpg", "label": label_id(item.label), "site": item.site,
                "patient_id": patient_codes[item.patient_id],
                "visit": visit_codes.get((item.patient_id, item.visit)), "image_id": str(image_id)}
         for name, out_name in extra_columns:

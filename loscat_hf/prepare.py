@@ -101,7 +101,7 @@ def run_prepare(
     """Build the dataset and print a summary; returns 0, or 1 when nothing usable remains (or, with
     strict, when anything was excluded). User errors raise LoscatError (the CLI prints them, exit 2).
     """
-    from loscat_hf.annotations import parse_keep_columns, read_annotations
+    from loscat_hf.annotations import read_annotations
     from loscat_hf.regions import load_taxonomy
 
     images_dir = Path(images)
@@ -125,7 +125,7 @@ def run_prepare(
         from loscat_hf.scores import read_score_table
 
         score_table = read_score_table(scores, tax)  # a bad table fails now, before any packing
-    consensus = read_annotations(annotations, tax, keep_columns=parse_keep_columns(keep_columns))
+    consensus = read_annotations(annotations, tax, keep_columns=keep_columns)
 
     problems: list[Problem] = list(consensus.problems)
     items: list[PackItem] = []

@@ -20,6 +20,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -73,10 +74,14 @@ class ScoreTable:
     taxonomy does not know (only with `read_score_table(..., unknown_sites="list")`).
     """
 
-    rows: dict[tuple[str, str, str], dict[str, float | None]]
-    components: tuple[str, ...] = tuple(COMPONENTS)
     records: list[ScoreRow] = field(default_factory=list)
     unknown_sites: list[ScoreRow] = field(default_factory=list)
+    components: tuple[str, ...] = tuple(COMPONENTS)
+
+    @cached_property
+    def rows(self) -> dict[tuple[str, str, str], dict[str, float | None]]:
+        """(patient_id, visit, site) -> component values, derived from `records` (keys are unique)."""
+        return {(r.patient_id, r.visit, r.site): r.values for r in self.records}
 
     def missing_cells(self) -> dict[str, int]:
         """Empty cells per component over every row read (known and unknown sites)."""
@@ -163,7 +168,6 @@ def read_score_table(path: str | os.PathLike, taxonomy: Taxonomy,
         )
     at = {c: header.index(c) for c in SCORE_COLUMNS}
     problems: list[tuple[int, str]] = []
-    rows: dict[tuple[str, str, str], dict[str, float | None]] = {}
     first_row: dict[tuple[str, str, str], int] = {}
     known: list[ScoreRow] = []
     unknown: list[ScoreRow] = []
@@ -202,11 +206,10 @@ def read_score_table(path: str | os.PathLike, taxonomy: Taxonomy,
             problems.append((row, _repeat(first_row[key], pid, visit, parsed.site)))
             continue
         first_row[key] = row
-        rows[key] = values
         known.append(ScoreRow(row, pid, visit, site_text, parsed.site, parsed.label, values))
     if problems:
         raise LoscatError(_problem_message(path, problems))
-    return ScoreTable(rows, records=known, unknown_sites=unknown)
+    return ScoreTable(records=known, unknown_sites=unknown)
 
 
 def _repeat(first: int, pid: str, visit: str, site: str) -> str:

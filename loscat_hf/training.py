@@ -67,7 +67,8 @@ class LoscatArguments:
         "help": "resume from the last checkpoint in --output-dir (refused if it is another dataset's, taxonomy's "
                 "or task's, or if its best checkpoint lies outside --output-dir)"})
     overwrite_output_dir: bool = field(default=False, metadata={
-        "help": "train into a non-empty --output-dir, deleting the checkpoint-* folders of the run it holds"})
+        "help": "train into a non-empty --output-dir, deleting the outputs of the run it holds (checkpoint-*, "
+                "model files, eval/, runs/, train_summary.json; nothing else)"})
     max_train_samples: int | None = field(default=None, metadata={"help": "cap the training set (quick runs)"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "cap the validation set"})
     task: str = field(default="regions", metadata={
