@@ -9,13 +9,13 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_taxonomy": "loscat_hf.regions",
-    "Taxonomy": "loscat_hf.regions",
+    "load_taxonomy": "loscat_hf.taxonomy",
+    "Taxonomy": "loscat_hf.taxonomy",
     "LoscatError": "loscat_hf.errors",
-    "RegionPredictor": "loscat_hf.predict",
-    "RegionPrediction": "loscat_hf.predict",
-    "predict_folder": "loscat_hf.batch",
-    "PredictSummary": "loscat_hf.batch",
+    "RegionPredictor": "loscat_hf.infer.predictor",
+    "RegionPrediction": "loscat_hf.infer.predictor",
+    "predict_folder": "loscat_hf.infer.folder",
+    "PredictSummary": "loscat_hf.infer.folder",
 }
 
 

@@ -15,7 +15,7 @@ from loscat_hf.errors import LoscatError
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from loscat_hf.prepare import run_prepare
+    from loscat_hf.data.prepare import run_prepare
 
     return run_prepare(
         annotations=args.annotations, images=args.images, out=args.out, taxonomy=args.taxonomy,
@@ -27,7 +27,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from loscat_hf.phantom import generate_demo_data
+    from loscat_hf.demo.phantom import generate_demo_data
 
     generate_demo_data(
         args.out, n_patients=args.patients, n_photos=args.photos, image_size=tuple(args.image_size),
@@ -72,7 +72,7 @@ def _add_demo_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from loscat_hf.evaluation import run_evaluate
+    from loscat_hf.evaluation.split_eval import run_evaluate
 
     run_evaluate(args.model, args.dataset, args.out, split=args.split, taxonomy=args.taxonomy,
                  batch_size=args.batch_size, num_workers=args.num_workers)
@@ -80,7 +80,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
-    from loscat_hf.quickstart import run_quickstart
+    from loscat_hf.demo.quickstart import run_quickstart
 
     run_quickstart(args.out, patients=args.patients, photos=args.photos, epochs=args.epochs, model=args.model,
                    seed=args.seed, overwrite=args.overwrite)
@@ -118,7 +118,7 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from loscat_hf.batch import predict_folder
+    from loscat_hf.infer.folder import predict_folder
 
     summary = predict_folder(
         args.model, args.images, args.out, batch_size=args.batch_size, num_workers=args.num_workers,
@@ -168,7 +168,7 @@ def _add_link(sub: argparse._SubParsersAction) -> None:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from loscat_hf.hub import push_model
+    from loscat_hf.hub.model import push_model
 
     url = push_model(args.model, args.repo_id, private=not args.public, dataset_id=args.dataset,
                      dry_run=args.dry_run)
@@ -188,7 +188,7 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
                    help="write the exact upload folder (files + README.md) to DIR instead of uploading")
     p.set_defaults(func=_push, public=False)
 def _explain(args: argparse.Namespace) -> int:
-    from loscat_hf.explain import run_explain
+    from loscat_hf.infer.explain import run_explain
 
     run_explain(args.model, args.images, args.out, precision=args.precision, batch_size=args.batch_size)
     return 0
@@ -205,7 +205,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from loscat_hf.space import launch
+    from loscat_hf.apps.space import launch
 
     launch(args.model, host=args.host, port=args.port, precision=args.precision)
     return 0
@@ -222,7 +222,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _push_space(args: argparse.Namespace) -> int:
-    from loscat_hf.space_push import push_space
+    from loscat_hf.hub.space import push_space
 
     print(push_space(args.repo_id, model=args.model, private=not args.public, dry_run=args.dry_run))
     return 0
@@ -238,7 +238,7 @@ def _add_push_space(sub: argparse._SubParsersAction) -> None:
                         "of uploading")
     p.set_defaults(func=_push_space)
 def _evaluate_ensemble(args: argparse.Namespace) -> int:
-    from loscat_hf.ensemble import run_evaluate_ensemble
+    from loscat_hf.evaluation.ensemble import run_evaluate_ensemble
 
     run_evaluate_ensemble(args.models, args.dataset, args.out, split=args.split, taxonomy=args.taxonomy,
                           batch_size=args.batch_size, scores_table=args.scores)
@@ -279,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["train"]:  # all of TrainingArguments, HfArgumentParser style (see training.py)
-            from loscat_hf.training import train_main
+            from loscat_hf.train.training import train_main
 
             return train_main(argv[1:])
         args = build_parser().parse_args(argv)

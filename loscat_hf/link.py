@@ -20,11 +20,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from loscat_hf.csvsafe import SafeDictWriter, read_cell
-from loscat_hf.errors import LoscatError
-from loscat_hf.packing import clinic_ids, read_split_metadata, split_metadata_file
-from loscat_hf.regions import Taxonomy, load_taxonomy
-from loscat_hf.scores import (
+from loscat_hf.data.csvsafe import SafeDictWriter, read_cell
+from loscat_hf.data.packing import clinic_ids, read_split_metadata, split_metadata_file
+from loscat_hf.data.score_tables import (
     COMPONENTS,
     LOSDI,
     MLOSSI,
@@ -34,6 +32,8 @@ from loscat_hf.scores import (
     read_score_table,
     total,
 )
+from loscat_hf.errors import LoscatError
+from loscat_hf.taxonomy import Taxonomy, load_taxonomy
 
 log = logging.getLogger(__name__)
 PREDICTION_COLUMNS = ("image", "region", "status")
@@ -318,8 +318,8 @@ def run_link(predictions: str | Path, scores: str | Path, metadata: str | Path, 
 
 
 def _plots(out: Path, summary: dict, by_rv: list[dict], classes: list[str], visits: list[str]) -> None:
-    from loscat_hf.bodymap import plot_body_map
-    from loscat_hf.plots import _figure, _save
+    from loscat_hf.viz.bodymap import plot_body_map
+    from loscat_hf.viz.plots import _figure, _save
 
     plot_body_map({k: float(v) for k, v in summary["photos_per_region"].items()}, out / "body_map_photos.png",
                   title="Linked photos per predicted region")

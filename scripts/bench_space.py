@@ -34,8 +34,8 @@ def _free_port() -> int:
 
 
 def _model_folder(tmp: Path) -> str:
-    from loscat_hf.modeling import build_model_and_processor
-    from loscat_hf.regions import load_taxonomy
+    from loscat_hf.model.build import build_model_and_processor
+    from loscat_hf.taxonomy import load_taxonomy
 
     model, processor = build_model_and_processor("vit-base-384-random", load_taxonomy())
     model.save_pretrained(tmp / "model")
@@ -45,7 +45,7 @@ def _model_folder(tmp: Path) -> str:
 
 def _photos(images: str | None, tmp: Path, n: int) -> list[Path]:
     if images is None:
-        from loscat_hf.phantom import generate_demo_data
+        from loscat_hf.demo.phantom import generate_demo_data
 
         generate_demo_data(tmp / "phantom", n_patients=max(4, n // 6), n_photos=n, n_unlabeled=0, seed=7)
         images = str(tmp / "phantom" / "images")
@@ -99,7 +99,7 @@ def agreement(model: str, photos: list[Path]) -> dict:
     import numpy as np
     import torch
 
-    from loscat_hf.predict import RegionPredictor
+    from loscat_hf.infer.predictor import RegionPredictor
 
     ref = RegionPredictor.from_pretrained(model, precision="fp32")
     batch = torch.stack([ref.pixels(ref.load(p)) for p in photos])

@@ -30,9 +30,9 @@ from loscat_hf.hardware import default_workers, usable_cores  # noqa: E402
 # ---------------------------------------------------------------------------------------------- data
 def make_data(root: Path, photos: int, image_size: tuple[int, int]) -> dict:
     """Camera-sized phantom photos + their packed dataset; reused when already there."""
-    from loscat_hf.packing import ID_MAP_NAME, PRIVATE_DIR
-    from loscat_hf.phantom import generate_demo_data
-    from loscat_hf.prepare import run_prepare
+    from loscat_hf.data.packing import ID_MAP_NAME, PRIVATE_DIR
+    from loscat_hf.data.prepare import run_prepare
+    from loscat_hf.demo.phantom import generate_demo_data
 
     raw, packed = root / "raw", root / "packed"
     id_map = packed / PRIVATE_DIR / ID_MAP_NAME
@@ -51,8 +51,8 @@ def train_split(data: dict):
     """Packed train split (labels) and the matching original camera photos for the plain path."""
     from datasets import Dataset, Image
 
-    from loscat_hf.regions import load_taxonomy
-    from loscat_hf.training import load_packed_dataset
+    from loscat_hf.taxonomy import load_taxonomy
+    from loscat_hf.train.training import load_packed_dataset
 
     tax = load_taxonomy()
     packed = load_packed_dataset(str(data["packed"]), tax)["train"]
@@ -122,7 +122,7 @@ def time_loader(ds, collate_fn, batch_size: int, workers: int, n_images: int) ->
 
 
 def bench_input(data: dict, args) -> dict:
-    from loscat_hf.transforms import ImageTransform, collate
+    from loscat_hf.model.transforms import ImageTransform, collate
 
     _, packed, plain = train_split(data)
     n = max(args.images or len(packed), 4 * args.batch)
@@ -208,7 +208,7 @@ class StepClock:
 
 def loscat_trainer(data: dict, tax, args, preset: str, out: str, steps: int, workers: int):
     """The trainer `loscat-hf train` builds (training.build_trainer), set to run `steps` full-model steps."""
-    from loscat_hf.training import build_trainer, load_packed_dataset, parse_train_args
+    from loscat_hf.train.training import build_trainer, load_packed_dataset, parse_train_args
 
     argv = ["--dataset", str(data["packed"]), "--model", preset, "--output-dir", out, "--max-steps", str(steps),
             "--per-device-train-batch-size", str(args.batch), "--dataloader-num-workers", str(workers),
@@ -240,7 +240,7 @@ def plain_trainer(model, plain, args, size: int, out: str, steps: int, bf16: boo
 
 
 def bench_train(data: dict, args) -> dict:
-    from loscat_hf.modeling import build_model_and_processor
+    from loscat_hf.model.build import build_model_and_processor
 
     tax, _, plain = train_split(data)
     gpu = torch.cuda.is_available()
@@ -290,7 +290,7 @@ def bench_train(data: dict, args) -> dict:
 
 # ---------------------------------------------------------------------------------------------- label
 def _save_model(preset: str, tax, out: Path) -> Path:
-    from loscat_hf.modeling import build_model_and_processor
+    from loscat_hf.model.build import build_model_and_processor
 
     d = out / preset
     if not (d / "config.json").is_file():
@@ -302,8 +302,8 @@ def _save_model(preset: str, tax, out: Path) -> Path:
 
 def loscat_label(model_dir: Path, paths: list[str], precision: str, batch: int, workers: int, work: Path):
     """`loscat-hf predict` (batch.predict_folder) over a CSV of the photos; model loading is not timed."""
-    from loscat_hf.batch import predict_folder
-    from loscat_hf.predict import RegionPredictor
+    from loscat_hf.infer.folder import predict_folder
+    from loscat_hf.infer.predictor import RegionPredictor
 
     listing = work / "photos.csv"
     with open(listing, "w", newline="") as fh:
@@ -332,7 +332,7 @@ def pipeline_label(model_dir: Path, paths: list[str], batch: int):
 
 
 def bench_label(data: dict, args) -> dict:
-    from loscat_hf.regions import load_taxonomy
+    from loscat_hf.taxonomy import load_taxonomy
 
     tax = load_taxonomy()
     all_paths = sorted(data["originals"].values())

@@ -15,7 +15,7 @@ if not (HERE / "loscat_hf").is_dir():  # repository checkout: use the package be
 else:
     sys.path.insert(0, str(HERE))
 
-from loscat_hf.space import build_demo, launch  # noqa: E402
+from loscat_hf.apps.space import build_demo, launch  # noqa: E402
 
 if not os.environ.get("LOSCAT_MODEL") and (HERE / "model" / "config.json").is_file():
     os.environ["LOSCAT_MODEL"] = str(HERE / "model")  # a model folder bundled by push-space --model DIR

@@ -14,7 +14,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from loscat_hf.regions import load_taxonomy  # noqa: E402
+from loscat_hf.taxonomy import load_taxonomy  # noqa: E402
 
 
 def _class_image(rng: np.random.Generator, k: int, size: int = 40):
@@ -53,7 +53,7 @@ def write_imagefolder(root: Path, counts: dict[str, list[int]], seed: int = 0) -
 
 def save_tiny_model(d: Path, seed: int = 0, **config) -> Path:
     """A randomly initialised tiny-preset model folder, as `save_pretrained` lays it out (no Hub needed)."""
-    from loscat_hf.modeling import build_model_and_processor
+    from loscat_hf.model.build import build_model_and_processor
 
     model, processor = build_model_and_processor("tiny", load_taxonomy(), seed=seed)
     for key, value in config.items():

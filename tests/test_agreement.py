@@ -4,7 +4,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from loscat_hf.agreement import agreement_report, fleiss_kappa, format_agreement
+from loscat_hf.data.agreement import agreement_report, fleiss_kappa, format_agreement
 from loscat_hf.errors import LoscatError
 
 LABELS = ("head", "neck", "chest", "abdomen", "upper_back", "lower_back",

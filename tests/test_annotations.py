@@ -3,9 +3,9 @@ import textwrap
 
 import pytest
 
-from loscat_hf.annotations import PhotoLabel, read_annotations
+from loscat_hf.data.annotations import PhotoLabel, read_annotations
 from loscat_hf.errors import LoscatError
-from loscat_hf.regions import load_taxonomy
+from loscat_hf.taxonomy import load_taxonomy
 
 
 @pytest.fixture(scope="module")

@@ -64,7 +64,7 @@ def test_gpu_recipe_runs_on_cpu(bench, tmp_path, monkeypatch):
 def test_vit_flop_count_matches_the_known_vit_b_figure(bench):
     from transformers import ViTConfig
 
-    from loscat_hf.modeling import PRESETS
+    from loscat_hf.model.build import PRESETS
 
     # ~110 GFLOP per ViT-B/16-384 forward (the figure; 55.5 G multiply-adds)
     assert 108 < bench.vit_forward_gflops(ViTConfig(**PRESETS["vit-base-384-random"])) < 113

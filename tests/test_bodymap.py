@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from loscat_hf.bodymap import REGIONS, body_map_figure, body_map_image, plot_body_map, region_polygons
 from loscat_hf.errors import LoscatError
-from loscat_hf.regions import load_taxonomy
+from loscat_hf.taxonomy import load_taxonomy
+from loscat_hf.viz.bodymap import REGIONS, body_map_figure, body_map_image, plot_body_map, region_polygons
 
 
 def _pixels_at(fig, region):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from loscat_hf.calibration import (
+from loscat_hf.model.calibration import (
     apply_temperature,
     expected_calibration_error,
     fit_temperature,
@@ -80,7 +80,7 @@ def test_ece_hand_computed():
 def test_temperature_travels_in_config_json(tmp_path):
     from transformers import AutoConfig, ViTConfig
 
-    from loscat_hf.calibration import CONFIG_KEY, temperature_from_config
+    from loscat_hf.model.calibration import CONFIG_KEY, temperature_from_config
 
     config = ViTConfig(num_labels=3)
     assert temperature_from_config(config) == 1.0

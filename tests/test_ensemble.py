@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from loscat_hf.cli import main
-from loscat_hf.ensemble import MemberOutput, combine, evaluate_member
+from loscat_hf.data.score_tables import COMPONENTS
 from loscat_hf.errors import LoscatError
-from loscat_hf.regions import load_taxonomy
-from loscat_hf.score_model import build_score_model
-from loscat_hf.scores import COMPONENTS
+from loscat_hf.evaluation.ensemble import MemberOutput, combine, evaluate_member
+from loscat_hf.model.score_heads import build_score_model
+from loscat_hf.taxonomy import load_taxonomy
 from tests.test_score_model import _scored_dataset
 
 COMPS = tuple(COMPONENTS)

@@ -3,8 +3,8 @@ import pytest
 from conftest import save_tiny_model
 from PIL import Image
 
-from loscat_hf.explain import explain, rollout, run_explain
-from loscat_hf.predict import RegionPredictor
+from loscat_hf.infer.explain import explain, rollout, run_explain
+from loscat_hf.infer.predictor import RegionPredictor
 
 
 @pytest.fixture(scope="module")

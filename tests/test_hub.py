@@ -17,7 +17,7 @@ from conftest import save_tiny_model
 
 from loscat_hf.cli import main
 from loscat_hf.errors import LoscatError
-from loscat_hf.hub import card_template, push_model, render_card
+from loscat_hf.hub.model import card_template, push_model, render_card
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "hf_DoNotPrintMe123"
@@ -25,8 +25,8 @@ SECRET = "hf_DoNotPrintMe123"
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from loscat_hf.plots import plot_confusion_matrix
-    from loscat_hf.regions import load_taxonomy
+    from loscat_hf.taxonomy import load_taxonomy
+    from loscat_hf.viz.plots import plot_confusion_matrix
 
     tax = load_taxonomy()
     d = save_tiny_model(tmp_path_factory.mktemp("model"), loscat_temperature=1.25)
@@ -132,7 +132,7 @@ def test_hub_id_loads_offline_from_cache(model_dir, tmp_path):
         (snap / name).write_bytes((model_dir / name).read_bytes())
     code = (
         "from transformers import AutoModelForImageClassification\n"
-        "from loscat_hf.predict import RegionPredictor\n"
+        "from loscat_hf.infer.predictor import RegionPredictor\n"
         "m = AutoModelForImageClassification.from_pretrained('org/tiny-loscat')\n"
         "p = RegionPredictor.from_pretrained('org/tiny-loscat')\n"
         "print(m.config.num_labels, p.image_size)\n"
@@ -171,7 +171,7 @@ def _files(folder: Path) -> list[str]:
 
 
 def test_push_space_dry_run_stages_only_allow_listed_model_files(leaky_model, recorder, tmp_path, capsys):
-    from loscat_hf.hub import upload_files
+    from loscat_hf.hub.model import upload_files
 
     dry = tmp_path / "dry"
     assert main(["push-space", "--repo-id", "org/space", "--model", str(leaky_model), "--dry-run", str(dry)]) == 0
@@ -179,13 +179,13 @@ def test_push_space_dry_run_stages_only_allow_listed_model_files(leaky_model, re
     assert str(dry) in capsys.readouterr().out
     files = _files(dry)
     assert sorted(f[len("model/"):] for f in files if f.startswith("model/")) == sorted(upload_files(leaky_model))
-    assert {"app.py", "requirements.txt", "README.md", "loscat_hf/space.py"} <= set(files)
+    assert {"app.py", "requirements.txt", "README.md", "loscat_hf/apps/space.py"} <= set(files)
     for f in files:  # byte-search everything push-space would upload
         assert PLANTED not in (dry / f).read_bytes(), f
 
 
 def test_push_space_uploads_exactly_the_dry_run(leaky_model, recorder, tmp_path):
-    from loscat_hf.space_push import build_space_folder
+    from loscat_hf.hub.space import build_space_folder
 
     assert main(["push-space", "--repo-id", "org/space", "--model", str(leaky_model)]) == 0
     assert recorder["create"]["repo_type"] == "space" and recorder["create"]["private"] is True
@@ -198,7 +198,7 @@ def test_push_space_leaves_out_stray_files_in_space_folder(tmp_path, monkeypatch
     """A local run of space/app.py can leave gradio's cache or flagged photos there: never uploaded."""
     import shutil
 
-    from loscat_hf import space_push
+    from loscat_hf.hub import space as space_push
 
     space = tmp_path / "space"
     shutil.copytree(space_push.SPACE_DIR, space)

@@ -2,9 +2,9 @@
 
 import pytest
 
-from loscat_hf.phantom import generate_demo_data
-from loscat_hf.prepare import run_prepare
-from loscat_hf.training import parse_train_args, run_training
+from loscat_hf.data.prepare import run_prepare
+from loscat_hf.demo.phantom import generate_demo_data
+from loscat_hf.train.training import parse_train_args, run_training
 
 
 @pytest.mark.slow

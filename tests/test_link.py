@@ -185,7 +185,7 @@ def test_link_and_prepare_share_one_reader(tmp_path):
     with pytest.raises(LoscatError, match="row 2: new_extension '1' is out of range"):
         run_link(preds, scores, meta, tmp_path / "o", plots=False)
     import loscat_hf.link as link
-    from loscat_hf import scores as score_module
+    from loscat_hf.data import score_tables as score_module
 
     assert not any(hasattr(link, name) for name in ("ACTIVITY", "DAMAGE", "_score"))
     assert link.SCORE_COLUMNS is score_module.SCORE_COLUMNS
@@ -213,7 +213,7 @@ def test_link_csvs_cannot_run_formulas(tmp_path):
 
 def test_packed_dataset_codes_meet_the_clinic_ids(tmp_path):
     """prepare writes opaque codes; link maps them back through private/codes.csv to join the score table."""
-    from loscat_hf.packing import read_split_metadata
+    from loscat_hf.data.packing import read_split_metadata
     from tests.test_packing import _items, _pack
 
     items = _items(tmp_path / "photos", n_patients=4, per_patient=1)

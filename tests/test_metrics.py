@@ -14,7 +14,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from loscat_hf.metrics import (
+from loscat_hf.evaluation.metrics import (
     METRIC_DIR,
     MetricsInputError,
     classification_report,

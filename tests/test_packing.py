@@ -17,9 +17,9 @@ import yaml
 from datasets import Features
 from PIL import Image
 
-from loscat_hf import packing
+from loscat_hf.data import packing
+from loscat_hf.data.packing import PackItem, dataset_features, pack_dataset, push_dataset_to_hub
 from loscat_hf.errors import LoscatError, Problem
-from loscat_hf.packing import PackItem, dataset_features, pack_dataset, push_dataset_to_hub
 
 CLASSES = ("head", "arm", "leg")
 SECRET = "Jane-Roe"  # part of every original file name: must not appear in OUT outside private/

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from loscat_hf import phantom
+from loscat_hf.demo import phantom
+from loscat_hf.demo.phantom import SEVERITY_COLUMNS, generate_demo_data, spelling_variants
 from loscat_hf.errors import LoscatError
-from loscat_hf.phantom import SEVERITY_COLUMNS, generate_demo_data, spelling_variants
-from loscat_hf.regions import load_taxonomy
+from loscat_hf.taxonomy import load_taxonomy
 
 SMALL = dict(n_patients=5, n_photos=40, image_size=(96, 72), n_unlabeled=4, seed=3)
 
@@ -85,7 +85,7 @@ def test_annotations_parse_and_are_messy(demo):
 
 
 def test_annotations_feed_the_consensus_reader(demo):
-    from loscat_hf.annotations import read_annotations
+    from loscat_hf.data.annotations import read_annotations
 
     out, _ = demo
     result = read_annotations(out / "annotations.csv", load_taxonomy())

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from loscat_hf.plots import plot_confusion_matrix, plot_per_class_f1, plot_reliability, plot_training_curves
+from loscat_hf.viz.plots import (
+    plot_confusion_matrix,
+    plot_per_class_f1,
+    plot_reliability,
+    plot_training_curves,
+)
 
 NAMES = ["head", "neck", "chest", "abdomen", "upper_back", "lower_back",
          "arm", "forearm", "hand", "thigh", "leg", "foot"]

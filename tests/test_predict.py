@@ -17,9 +17,9 @@ import pytest
 from conftest import save_tiny_model
 from PIL import Image
 
-from loscat_hf.batch import COLUMNS, predict_folder
 from loscat_hf.cli import main
-from loscat_hf.predict import RegionPredictor
+from loscat_hf.infer.folder import COLUMNS, predict_folder
+from loscat_hf.infer.predictor import RegionPredictor
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from loscat_hf.cli import main
+from loscat_hf.data.packing import read_split_metadata
+from loscat_hf.data.prepare import run_prepare
 from loscat_hf.errors import LoscatError
-from loscat_hf.packing import read_split_metadata
-from loscat_hf.prepare import run_prepare
 
 REGIONS = ["head", "left arm", "Rt. Leg", "chest", "right forearm", "abdomen"]
 HEADER = "image,patient_id,region,rater,visit,quality,skin_tone"

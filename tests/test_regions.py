@@ -3,7 +3,7 @@ import json
 import pytest
 
 from loscat_hf.errors import LoscatError
-from loscat_hf.regions import RegionError, load_taxonomy
+from loscat_hf.taxonomy import RegionError, load_taxonomy
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,15 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import cohen_kappa_score
 
-from loscat_hf.score_metrics import agreement, compare_totals, icc, severity_class, site_scores, visit_totals
-from loscat_hf.scores import COMPONENTS
+from loscat_hf.data.score_tables import COMPONENTS
+from loscat_hf.evaluation.score_metrics import (
+    agreement,
+    compare_totals,
+    icc,
+    severity_class,
+    site_scores,
+    visit_totals,
+)
 
 
 def test_icc_matches_shrout_fleiss_table():

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
+from loscat_hf.data.packing import read_codes, read_split_metadata
+from loscat_hf.data.score_tables import read_score_table
 from loscat_hf.errors import LoscatError
-from loscat_hf.packing import read_codes, read_split_metadata
-from loscat_hf.regions import load_taxonomy
-from loscat_hf.scores import read_score_table
+from loscat_hf.taxonomy import load_taxonomy
 from tests.test_prepare import REGIONS, _prepare, _report, _study, _write
 
 SCORE_HEADER = "patient_id,visit,site,erythema,skin_thickness,new_extension,dermal_atrophy,subcutaneous_atrophy,dyspigmentation"
@@ -104,7 +104,7 @@ def test_row_numbers_are_spreadsheet_rows(tmp_path):
 
 
 def test_missing_cells_stay_missing_and_totals_leave_them_out(tmp_path):
-    from loscat_hf.scores import LOSDI, MLOSSI, total
+    from loscat_hf.data.score_tables import LOSDI, MLOSSI, total
 
     path = _write(tmp_path / "s.csv", [SCORE_HEADER, "P1,v0,head,,2,3,,,", "P1,v0,chest,1,1,0,0,0,0"])
     table = read_score_table(path, load_taxonomy())

@@ -31,8 +31,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from loscat_hf.regions import load_taxonomy
-    from loscat_hf.space import launch
+    from loscat_hf.apps.space import launch
+    from loscat_hf.taxonomy import load_taxonomy
 
     d = save_tiny_model(tmp_path_factory.mktemp("tiny"))
     port = _free_port()
@@ -66,7 +66,7 @@ def test_single_photo(server, photo):
 
 
 def test_probabilities_sum_to_one(server, photo):
-    from loscat_hf.space import SpaceModel
+    from loscat_hf.apps.space import SpaceModel
 
     app = SpaceModel(server[2], precision="fp32")
     copy = photo.parent / "copy.jpg"
@@ -141,11 +141,11 @@ def test_space_readme_header():
 
 
 def test_space_folder_is_self_contained(tmp_path):
-    from loscat_hf.space_push import build_space_folder
+    from loscat_hf.hub.space import build_space_folder
 
     out = build_space_folder(tmp_path / "s")
     assert (out / "app.py").is_file() and (out / "requirements.txt").is_file()
-    assert (out / "loscat_hf" / "space.py").is_file() and (out / "loscat_hf" / "data").is_dir()
+    assert (out / "loscat_hf" / "apps" / "space.py").is_file() and (out / "loscat_hf" / "resources").is_dir()
     assert not list(out.rglob("__pycache__"))
 
 
@@ -178,7 +178,7 @@ def test_space_app_file_builds_from_its_folder(server, tmp_path):
     """The uploaded folder works on its own: app.py imports the bundled package and reads LOSCAT_MODEL."""
     import subprocess
 
-    from loscat_hf.space_push import build_space_folder
+    from loscat_hf.hub.space import build_space_folder
 
     folder = build_space_folder(tmp_path / "s", model=server[2])
     code = ("import app, sys; print(type(app.demo).__name__, app.os.environ['LOSCAT_MODEL'], "
@@ -265,7 +265,7 @@ def test_examples_work_every_time(server):
 
 
 def test_expired_upload_gives_clear_error(server, photo):
-    from loscat_hf.space import SpaceModel
+    from loscat_hf.apps.space import SpaceModel
 
     app = SpaceModel(server[2], precision="fp32")
     import gradio as gr
@@ -278,7 +278,7 @@ def test_sweep_spares_files_a_running_request_holds(server, tmp_path):
     """gradio's delete_cache sweep (the real function) skips held files and removes them once released."""
     from gradio.route_utils import delete_files_created_by_app
 
-    from loscat_hf.space import IN_FLIGHT, build_demo
+    from loscat_hf.apps.space import IN_FLIGHT, build_demo
 
     demo = build_demo(server[2], precision="fp32")
     held, free = tmp_path / "held.jpg", tmp_path / "free.jpg"
@@ -298,7 +298,7 @@ def test_sweep_spares_files_a_running_request_holds(server, tmp_path):
 @pytest.fixture()
 def expiring(tmp_path, monkeypatch):
     """A server whose cache expires after 2 s; gradio's cache and Python's temp dir both under tmp_path."""
-    from loscat_hf.space import launch
+    from loscat_hf.apps.space import launch
 
     model = save_tiny_model(tmp_path / "model")
     cache, tmp = tmp_path / "cache", tmp_path / "tmp"
@@ -340,7 +340,7 @@ def test_uploads_answers_and_batch_csv_expire(expiring, photo, tmp_path):
 
 def test_batch_csv_neutralises_formula_file_names(server, photo, tmp_path):
     """Uploaded file names become CSV cells: a name a spreadsheet would run as a formula is neutralised."""
-    from loscat_hf.space import SpaceModel
+    from loscat_hf.apps.space import SpaceModel
 
     app = SpaceModel(server[2], precision="fp32")
     names = ["=HYPERLINK(1).jpg", "+SUM(A1).jpg", "-cmd.jpg", "@x.jpg", "plain.jpg"]
@@ -358,7 +358,7 @@ def test_batch_csv_neutralises_formula_file_names(server, photo, tmp_path):
 def test_upload_refused_by_a_full_queue_expires(expiring, photo, monkeypatch):
     import httpx
 
-    from loscat_hf.predict import RegionPredictor
+    from loscat_hf.infer.predictor import RegionPredictor
 
     url, cache, tmp = expiring
     gate = threading.Event()
@@ -388,7 +388,7 @@ def test_upload_refused_by_a_full_queue_expires(expiring, photo, monkeypatch):
 def test_upload_components_keep_their_frontend_props(tmp_path):
     """The page needs elem_id, label and file types in the config; an `__init__(*args, **kwargs)` override on
     the upload components once dropped them (gradio reads props from the signature), so uploads broke."""
-    from loscat_hf.space import build_demo
+    from loscat_hf.apps.space import build_demo
 
     demo = build_demo(str(save_tiny_model(tmp_path / "m")), precision="fp32")
     props = [c.get("props", {}) for c in demo.get_config_file()["components"]]

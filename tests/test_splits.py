@@ -5,8 +5,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from loscat_hf.data.splits import assign_splits, split_counts_table
 from loscat_hf.errors import LoscatError
-from loscat_hf.splits import assign_splits, split_counts_table
 
 CLASSES = ["head", "neck", "chest", "arm", "leg", "hand"]
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from loscat_hf.regions import load_taxonomy
-from loscat_hf.training import (
+from loscat_hf.taxonomy import load_taxonomy
+from loscat_hf.train.training import (
     TwoPhaseCallback,
     balanced_sample_weights,
     build_trainer,
@@ -232,7 +232,7 @@ def test_ddp_two_processes_on_cpu(tiny_dataset, tmp_path):
 def test_default_bf16_reaches_the_accelerator(tmp_path, monkeypatch):
     """Where the GPU has bf16, the default must set TrainingArguments.mixed_precision (what the Trainer's
     Accelerator autocasts by), not only the `bf16` flag: that once trained ViT-B in fp32 on an H200."""
-    import loscat_hf.training as training
+    import loscat_hf.train.training as training
 
     monkeypatch.setattr(training, "gpu_supports_bf16", lambda: True)
     _, targs = _args(tmp_path, "--use-cpu", "true")  # bf16 without a GPU is allowed only with use_cpu
@@ -333,7 +333,7 @@ def test_resume_refuses_a_checkpoint_of_another_dataset_or_taxonomy(tiny_dataset
     assert "checkpoint-12" in str(exc.value) and "\n" not in str(exc.value)
 
     tax = load_taxonomy()
-    data = json.loads(resources.files("loscat_hf").joinpath("data/taxonomy.json").read_text(encoding="utf-8"))
+    data = json.loads(resources.files("loscat_hf").joinpath("resources/taxonomy.json").read_text(encoding="utf-8"))
     data["classes"] = [tax.classes[1], tax.classes[0], *tax.classes[2:]]  # same names, other label ids
     tax_file = tmp_path / "tax.json"
     tax_file.write_text(json.dumps(data))
@@ -414,7 +414,7 @@ def test_train_with_an_empty_validation_split_is_a_clear_error(tiny_dataset, tmp
 
 def test_best_checkpoint_check_does_not_depend_on_the_working_directory(tmp_path, monkeypatch):
     """The Trainer records best_model_checkpoint relative when --output-dir was relative."""
-    from loscat_hf.training import _best_inside
+    from loscat_hf.train.training import _best_inside
 
     out = tmp_path / "runs" / "model"
     (out / "checkpoint-6").mkdir(parents=True)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from loscat_hf.modeling import _processor
-from loscat_hf.transforms import (
+from loscat_hf.model.build import _processor
+from loscat_hf.model.transforms import (
     AugmentConfig,
     ImageTransform,
     collate,

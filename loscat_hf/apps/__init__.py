@@ -1,0 +1,1 @@
+"""Gradio apps: the Space demo (and, when present, the labelling app)."""

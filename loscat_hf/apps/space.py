@@ -1,0 +1,301 @@
+"""The Gradio app behind the Hugging Face Space and `loscat-hf demo`: one photo or a batch -> LoSCAT region.
+
+Safety choices for clinical photos: nothing is flagged, every image shown back is re-encoded from the decoded
+pixels (no EXIF), user problems become a short gr.Error message, and a queue bounds concurrent work.
+
+File lifecycle: every upload, every answer image and the batch CSV live only in gradio's cache, and gradio's
+own sweep (`Blocks(delete_cache=...)`) deletes each of them about `CACHE_EXPIRY_S` after it was written,
+whether the request was answered, refused (bad type, queue full) or abandoned. A request never deletes a
+file itself: gradio stores identical uploads, and the example photos, at one shared path that other requests
+may be reading. While a request runs, the files it reads are held (`IN_FLIGHT`) and the sweep skips them;
+the examples are gradio's `keep_in_cache` files and stay until the server stops.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+import torch  # noqa: E402
+
+from loscat_hf.data.csvsafe import SafeWriter  # noqa: E402
+from loscat_hf.infer.explain import explain_pixels  # noqa: E402
+from loscat_hf.infer.predictor import RegionPredictor  # noqa: E402
+
+DEFAULT_MODEL = "loscat-hf/loscat-region-vit"
+DEFAULT_PRECISION = "int8"  # ~0.24 s per ViT-B/16-384 forward on 2 CPU cores; see scripts/bench_space.py
+MAX_FILE_SIZE = "15mb"
+MAX_BATCH = 32
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "space" / "examples"
+# Uploads and answers are deleted this long after they were written (checked every CACHE_SWEEP_S). It must
+# exceed the longest wait in the queue (20 places x a 32-photo batch, ~10 s each on 2 cores): the files of
+# a request still waiting in the queue are not held yet.
+CACHE_SWEEP_S = 60
+CACHE_EXPIRY_S = 600
+EXPIRED = (f"the upload has expired (uploads are deleted after {CACHE_EXPIRY_S // 60} minutes): "
+           "please upload it again")
+
+INTENDED_USE = """
+**Intended use.** Research and quality-control aid that suggests which LoSCAT body region (18 anatomic
+sites merged into 12 side-agnostic classes) a clinical photo of localized scleroderma shows, e.g. to
+pre-sort an archive before a person checks the labels. **Not a medical device; not for diagnosis or
+treatment decisions.** It does not grade disease activity or damage.
+
+**Limits.** Trained on one clinic's photos: other cameras, skin tones, framing or body parts outside the
+18 LoSCAT sites can give confident wrong answers. Left and right are merged. Low-confidence answers are
+marked *needs review*. The explanation map (attention rollout) shows which patches the model used, not why.
+Photos, answers and the batch CSV are deleted about 10 minutes after upload; nothing is stored or flagged.
+The example photos are **SYNTHETIC** phantoms, not patients.
+"""
+
+
+@functools.lru_cache(maxsize=32)
+def _body_map(highlight: str | None):
+    """The predicted region on a body map (drawn once per class: matplotlib costs ~0.1 s a figure)."""
+    try:
+        from loscat_hf.viz.bodymap import body_map_image
+    except ImportError:
+        return None
+    return body_map_image(values=None, highlight=highlight, title=highlight or "", size=(480, 480))
+
+
+class InFlight:
+    """Cached files that running requests still read, counted: one shared path can serve several requests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    @contextmanager
+    def hold(self, paths: Iterable[str]) -> Iterator[None]:
+        """Keep `paths` from gradio's cache sweep until the block ends (under every spelling of the path)."""
+        names = [n for p in paths if p for n in {str(p), os.path.abspath(p), os.path.realpath(p)}]
+        with self._lock:
+            self._counts.update(names)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._counts.subtract(names)
+                self._counts = +self._counts  # drop the paths no request holds any more
+
+    def __iter__(self) -> Iterator[str]:
+        with self._lock:
+            return iter(list(self._counts))
+
+
+IN_FLIGHT = InFlight()
+
+
+class _KeepInCache:
+    """A component's `keep_in_cache` (files gradio's sweep spares: its examples and default value) that also
+    spares what running requests hold. gradio only ever `add`s to it and iterates it."""
+
+    def __init__(self, own: Iterable[str]) -> None:
+        self.own = set(own)
+
+    def add(self, path: str) -> None:
+        self.own.add(path)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.own | set(IN_FLIGHT))
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.own or path in set(IN_FLIGHT)
+
+
+def spare_in_flight(component: gr.components.Component) -> gr.components.Component:
+    """Make gradio's cache sweep spare the files `component`'s running requests hold (`IN_FLIGHT`).
+
+    Done after construction, not in an `__init__` override: gradio builds a component's frontend props from
+    its `__init__` signature, and a `*args, **kwargs` override leaves them out (the page loses elem_id,
+    label, file types: the browser test caught it).
+    """
+    component.keep_in_cache = _KeepInCache(component.keep_in_cache)
+    return component
+
+
+class UploadImage(gr.Image):
+    """gr.Image that hands the raw upload path to the app: our safe decoder (not gradio's PIL.open) judges it,
+    so a corrupt or non-image file gets a clear message instead of a component error."""
+
+    def get_block_name(self) -> str:
+        return "image"  # the stock frontend component
+
+    def preprocess(self, payload):
+        if payload is not None and getattr(payload, "path", None) and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        return super().preprocess(payload)
+
+
+class UploadFiles(gr.File):
+    """gr.File (several files) that hands the app the upload paths (see `preprocess`)."""
+
+    def get_block_name(self) -> str:
+        return "file"  # the stock frontend component
+
+    def preprocess(self, payload):
+        """The upload paths, refused as gradio does for a wrong type. gradio 6.31's own version also leaves
+        an empty, never-deleted temp file in the cache for every file, so it is not called."""
+        from gradio.data_classes import ListFiles
+        from gradio_client.utils import is_valid_file
+
+        if payload is None:
+            return None
+        items = list(payload.root) if isinstance(payload, ListFiles) else [payload]
+        for f in items:
+            if self.file_types and not is_valid_file(f.path, self.file_types):
+                raise gr.Error(f"Invalid file type. Please upload a file that is one of these formats: "
+                               f"{self.file_types}")
+        return [str(f.path) for f in items]
+
+
+class SpaceModel:
+    """The predictor plus the app's callbacks (plain functions, so tests can call them without a browser).
+
+    The callbacks read their uploads but never delete them: the cache sweep does (see the module docstring)."""
+
+    def __init__(self, model: str, precision: str | None = None, review_threshold: float | None = None) -> None:
+        precision = precision or os.environ.get("LOSCAT_PRECISION", DEFAULT_PRECISION)
+        kwargs: dict[str, Any] = {"precision": precision, "device": "cpu" if precision == "int8" else None}
+        if review_threshold is not None:
+            kwargs["min_confidence"] = review_threshold
+        self.predictor = RegionPredictor.from_pretrained(model, **kwargs)
+        self.model_name = model
+
+    def _pixels(self, path: str | None):
+        from loscat_hf.data.images import ImageProblemError
+
+        if not path:
+            raise gr.Error("Please upload a photo first.")
+        if not os.path.exists(path):  # it waited in the queue longer than the cache expiry
+            raise gr.Error(f"Sorry, {EXPIRED}.")
+        try:
+            img, pixels = self.predictor.explain_inputs(path)
+        except ImageProblemError as exc:
+            raise gr.Error(f"This file cannot be used as a photo: {exc.reason}") from None
+        return img, pixels
+
+    def predict(self, image: str | None, show_explanation: bool = False):
+        """One photo -> (top-3 label dict, body map, explanation overlay or None, review notice)."""
+        with IN_FLIGHT.hold([image] if image else []):
+            _, pixels = self._pixels(image)
+        batch = pixels[None]
+        if show_explanation:
+            ex = explain_pixels(self.predictor, batch)[0]
+            logits, shown = ex.logits[None], ex.overlay
+        else:
+            logits, shown = self.predictor.logits(batch), None
+        pred = self.predictor.from_logits(logits, top_k=3)[0]
+        notice = (f"⚠️ **Needs review**: top probability {pred.probability:.0%} is below "
+                  f"{self.predictor.min_confidence:.0%} or the top two are close. Please check by eye."
+                  if pred.needs_review else f"Predicted **{pred.label}** ({pred.probability:.0%}).")
+        return dict(pred.top), _body_map(pred.label), shown, notice
+
+    def predict_batch(self, files: list[str] | None):
+        """Several photos -> table rows and a CSV file (unreadable photos become rows with the reason).
+
+        The CSV lists uploaded file names, so it is written inside gradio's cache (the sweep expires it with
+        the uploads) and through SafeWriter (a name such as `=HYPERLINK(...).jpg` is not run by Excel)."""
+        from loscat_hf.data.images import ImageProblemError
+
+        files = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]
+        if not files:
+            raise gr.Error("Please upload one or more photos.")
+        if len(files) > MAX_BATCH:
+            raise gr.Error(f"At most {MAX_BATCH} photos per batch, got {len(files)}.")
+        header = ["file", "region", "probability", "second", "second_probability", "needs_review", "problem"]
+        rows: list[list[Any]] = []
+        with IN_FLIGHT.hold(files):
+            for f in files:
+                name = Path(f).name
+                if not os.path.exists(f):
+                    rows.append([name, "", None, "", None, True, EXPIRED])
+                    continue
+                try:
+                    pixels = self.predictor.pixels(self.predictor.load(f))
+                except ImageProblemError as exc:
+                    rows.append([name, "", None, "", None, True, exc.reason])
+                    continue
+                pred = self.predictor.from_logits(self.predictor.logits(torch.stack([pixels])), top_k=2)[0]
+                second = pred.top[1] if len(pred.top) > 1 else ("", None)
+                rows.append([name, pred.label, round(pred.probability, 4), second[0],
+                             None if second[1] is None else round(second[1], 4), pred.needs_review, ""])
+        cache = Path(gr.utils.get_upload_folder())
+        cache.mkdir(parents=True, exist_ok=True)
+        out = Path(tempfile.mkdtemp(prefix="loscat-batch-", dir=cache)) / "loscat_regions.csv"
+        with out.open("w", newline="", encoding="utf-8") as fh:
+            writer = SafeWriter(fh)
+            writer.writerow(header)
+            writer.writerows(rows)
+        return {"headers": header, "data": rows}, str(out)
+
+
+def _examples() -> list[list[Any]]:
+    if not EXAMPLES_DIR.is_dir():
+        return []
+    return [[str(p), False] for p in sorted(EXAMPLES_DIR.glob("*.jpg"))]
+
+
+def build_demo(model: str | None = None, precision: str | None = None,
+               cache_expiry: tuple[int, int] = (CACHE_SWEEP_S, CACHE_EXPIRY_S)) -> gr.Blocks:
+    """The Blocks app; model from the argument, else env LOSCAT_MODEL, else the default Hub id.
+
+    `cache_expiry` is gradio's `delete_cache`: (sweep every N seconds, delete files older than M seconds)."""
+    app = SpaceModel(model or os.environ.get("LOSCAT_MODEL", DEFAULT_MODEL), precision=precision)
+    for label in app.predictor.labels:  # warm the body-map cache so no answer waits for matplotlib
+        _body_map(label)
+    with gr.Blocks(title="LoSCAT body region", delete_cache=cache_expiry) as demo:
+        gr.Markdown("# LoSCAT body region of a localized scleroderma photo\n"
+                    "Upload a photo: the model suggests the body region (12 side-agnostic LoSCAT classes).")
+        with gr.Tab("One photo"):
+            with gr.Row():
+                with gr.Column():
+                    image = spare_in_flight(UploadImage(
+                        type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"], label="Photo",
+                        elem_id="photo"))
+                    show = gr.Checkbox(label="Show explanation map (attention rollout)", value=False)
+                    button = gr.Button("Predict region", variant="primary", elem_id="predict-btn")
+                with gr.Column():
+                    label = gr.Label(num_top_classes=3, label="Top-3 regions", elem_id="top-label")
+                    notice = gr.Markdown(elem_id="notice")
+                    body = gr.Image(label="Body map", type="pil", interactive=False, format="png")
+                    expl = gr.Image(label="Explanation overlay (what the model saw)", type="pil",
+                                    interactive=False, format="png")
+            button.click(app.predict, [image, show], [label, body, expl, notice], api_name="predict")
+            examples = _examples()
+            if examples:
+                gr.Examples(examples, [image, show], label="SYNTHETIC example photos (phantoms, not patients)")
+        with gr.Tab("Batch"):
+            files = spare_in_flight(UploadFiles(file_count="multiple", file_types=["image"],
+                                                label=f"Photos (up to {MAX_BATCH})"))
+            run = gr.Button("Predict all", variant="primary")
+            table = gr.Dataframe(label="Regions", interactive=False)
+            csv_out = gr.File(label="CSV")
+            run.click(app.predict_batch, [files], [table, csv_out], api_name="predict_batch")
+        gr.Markdown(INTENDED_USE)
+    demo.queue(default_concurrency_limit=1, max_size=20)
+    return demo
+
+
+def launch(model: str | None = None, host: str | None = None, port: int | None = None,
+           precision: str | None = None, cache_expiry: tuple[int, int] = (CACHE_SWEEP_S, CACHE_EXPIRY_S),
+           **kwargs: Any) -> gr.Blocks:
+    """Start the app; host/port default to GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, then gradio's own."""
+    demo = build_demo(model, precision=precision, cache_expiry=cache_expiry)
+    demo.launch(
+        server_name=host or os.environ.get("GRADIO_SERVER_NAME"),
+        server_port=port or (int(os.environ["GRADIO_SERVER_PORT"]) if os.environ.get("GRADIO_SERVER_PORT") else None),
+        max_file_size=MAX_FILE_SIZE, show_error=True, theme=gr.themes.Soft(), **kwargs,
+    )
+    return demo

@@ -1,0 +1,234 @@
+"""`loscat-hf prepare`: rater CSV + photo folder -> de-identified imagefolder dataset split by patient.
+
+This module only orchestrates (annotations -> image paths -> packing -> console summary); the work is
+in annotations.py (consensus labels), images.py (safe decoding), splits.py and packing.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from pathlib import Path, PurePosixPath
+
+from loscat_hf.data.packing import (
+    CARD_NAME,
+    PRIVATE_DIR,
+    PROBLEMS_NAME,
+    REPORT_NAME,
+    PackItem,
+    check_output_dir,
+    pack_dataset,
+    push_dataset_to_hub,
+)
+from loscat_hf.errors import LoscatError, Problem
+
+MAX_LISTED_PROBLEMS = 20
+MAX_LISTED_UNMATCHED = 10
+
+
+def _is_within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def resolve_image_path(image: str, images_dir: Path) -> tuple[Path | None, Problem | None]:
+    """The file a CSV image path names, or why it cannot be used (outside the folder, missing).
+
+    The check is lexical ('..' and absolute paths), so a symlink the user put inside the folder is honoured.
+    """
+    root = os.path.normpath(os.path.abspath(images_dir))
+    text = image.replace("\\", "/")
+    posix = PurePosixPath(text)
+    is_absolute = posix.is_absolute() or (len(text) > 2 and text[1] == ":" and text[2] == "/")
+    candidate = os.path.normpath(text if is_absolute else os.path.join(root, *posix.parts))
+    if not _is_within(candidate, root) or candidate == root:
+        where = "an absolute path" if is_absolute else "a relative path that climbs out with '..'"
+        return None, Problem(
+            "outside_images_dir", image,
+            f"{where} outside the images folder {images_dir}; write paths relative to --images",
+        )
+    path = Path(candidate)
+    if not path.exists():
+        hint = _case_hint(path)
+        return None, Problem("missing_image", image, f"no such file under {images_dir}{hint}")
+    return path, None
+
+
+def _case_hint(path: Path) -> str:
+    """Exports made on Windows/macOS often differ from the files only in letter case: say so."""
+    parent = path.parent
+    if not parent.is_dir():
+        return f" (folder {parent.name!r} does not exist either)"
+    wanted = path.name.lower()
+    try:
+        matches = [p.name for p in parent.iterdir() if p.name.lower() == wanted]
+    except OSError:
+        return ""
+    return f" (a file {matches[0]!r} exists: letter case differs)" if matches else ""
+
+
+def dataset_key(annotations: str | os.PathLike, seed: int) -> bytes:
+    """The dataset's secret key (photo ids, code order), derived from the private annotation export.
+
+    Secret: nobody without the export can compute it, so an image id or code reveals nothing. Derived, not
+    drawn: the same export, seed and photos give the same dataset again, byte for byte (reproducible runs).
+    """
+    import hashlib
+
+    return hashlib.sha256(b"loscat-hf dataset key\0" + Path(annotations).read_bytes()
+                          + b"\0" + str(seed).encode()).digest()
+
+
+def run_prepare(
+    *,
+    annotations: str | os.PathLike,
+    images: str | os.PathLike,
+    out: str | os.PathLike,
+    taxonomy: str | os.PathLike | None = None,
+    val_fraction: float = 0.165,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    max_side: int = 512,
+    overwrite: bool = False,
+    strict: bool = False,
+    push_to_hub: str | None = None,
+    public: bool = False,
+    num_workers: int | None = None,
+    scores: str | os.PathLike | None = None,
+    keep_columns: str | list[str] | None = None,
+    progress: bool | None = None,
+) -> int:
+    """Build the dataset and print a summary; returns 0, or 1 when nothing usable remains (or, with
+    strict, when anything was excluded). User errors raise LoscatError (the CLI prints them, exit 2).
+    """
+    from loscat_hf.data.annotations import read_annotations
+    from loscat_hf.taxonomy import load_taxonomy
+
+    images_dir = Path(images)
+    out_dir = Path(out)
+    if not images_dir.is_dir():
+        raise LoscatError(f"images folder {images_dir} does not exist or is not a folder")
+    if max_side < 1:
+        raise LoscatError(f"--max-side must be a positive number of pixels, got {max_side}")
+    if num_workers is not None and num_workers < 1:
+        raise LoscatError(f"--num-workers must be at least 1, got {num_workers}")
+    images_abs, out_abs = os.path.abspath(images_dir), os.path.abspath(out_dir)
+    if _is_within(images_abs, out_abs):
+        raise LoscatError(
+            f"output folder {out_dir} contains the images folder {images_dir}: --overwrite would delete the "
+            "original photos; choose another --out"
+        )
+    check_output_dir(out_dir, overwrite)  # before reading anything: fail in a second, not after packing
+    tax = load_taxonomy(taxonomy)
+    score_table = None
+    if scores:
+        from loscat_hf.data.score_tables import read_score_table
+
+        score_table = read_score_table(scores, tax)  # a bad table fails now, before any packing
+    consensus = read_annotations(annotations, tax, keep_columns=keep_columns)
+
+    problems: list[Problem] = list(consensus.problems)
+    items: list[PackItem] = []
+    for photo in consensus.photos:
+        path, problem = resolve_image_path(photo.image, images_dir)
+        if problem is not None:
+            problems.append(Problem(problem.kind, problem.source, problem.reason, photo.row))
+            continue
+        items.append(PackItem(
+            source=path, key=photo.image, label=photo.label, site=photo.site, patient_id=photo.patient_id,
+            visit=photo.visit, extra=dict(photo.extra), row=photo.row,
+        ))
+    warnings = [f"{w.source}: {w.reason}" for w in getattr(consensus, "warnings", [])]
+    notes: list[str] = []
+    scores_used = None
+    if score_table is not None:
+        from loscat_hf.data.score_tables import attach_scores
+
+        attached = attach_scores(items, score_table)
+        items = attached.items
+        scores_used = attached.n_matched
+        notes.append(f"LoSCAT scores attached to {attached.n_matched} of {len(items)} photos (score_* columns; "
+                     f"empty = missing); {len(attached.unmatched)} photo(s) have no row in {Path(scores).name}")
+        for u in attached.unmatched[:MAX_LISTED_UNMATCHED]:
+            notes.append(f"no scores for {u}")
+        if len(attached.unmatched) > MAX_LISTED_UNMATCHED:
+            notes.append(f"... and {len(attached.unmatched) - MAX_LISTED_UNMATCHED} more photos without scores")
+
+    result = pack_dataset(
+        items, out_dir, classes=tax.classes, val_fraction=val_fraction, test_fraction=test_fraction,
+        seed=seed, max_side=max_side, overwrite=overwrite, num_workers=num_workers, problems=problems,
+        warnings=warnings, agreement=consensus.agreement, notes=notes,
+        parameters={  # publishable values only: no file or folder names
+            "taxonomy": tax.name, "annotation_rows": consensus.n_rows, "strict": strict, "scores_used": scores_used,
+            "kept_columns": list(consensus.kept_columns),
+        },
+        id_key=dataset_key(annotations, seed),
+        private_details={
+            "annotations_file": os.path.abspath(annotations), "images_folder": images_abs,
+            "scores_file": os.path.abspath(scores) if scores else None,
+            "dropped_columns": list(consensus.dropped_columns),
+        },
+        progress=sys.stderr.isatty() if progress is None else progress,
+    )
+
+    _print_summary(result, consensus, annotations, out_dir, notes)
+    if result.out_dir is None:
+        print(
+            f"\nNo usable photo remains ({len(consensus.photos)} photos had a consensus label out of "
+            f"{consensus.n_rows} CSV rows): nothing was written. Fix the problems above and run again.",
+            file=sys.stderr,
+        )
+        return 1
+    if strict and result.problems:
+        print(
+            f"\n--strict: {len(result.problems)} problem(s) found; the dataset was written to {out_dir}, "
+            "but the exit code is 1.", file=sys.stderr,
+        )
+        return 1
+    if push_to_hub:
+        url = push_dataset_to_hub(out_dir, push_to_hub, private=not public)
+        print(f"\nPushed to {url} ({'public' if public else 'private'}; {PRIVATE_DIR}/ stays local).")
+    return 0
+
+
+def _print_summary(result, consensus, annotations, out_dir: Path, notes: list[str]) -> None:
+    from loscat_hf.data.agreement import format_agreement
+
+    print(
+        f"Read {consensus.n_rows} rows from {annotations}: {len(consensus.photos)} photos with a consensus label."
+    )
+    if result.out_dir is not None:
+        splits = ", ".join(
+            f"{s} {sum(c.values())} photos / {result.patients[s]} patients" for s, c in result.counts.items()
+        )
+        print(f"Wrote {result.n_photos} photos to {out_dir}: {splits}.\n")
+        print(result.table)
+    print()
+    print(format_agreement(consensus.agreement))
+    if consensus.dropped_columns:
+        print(f"\nColumns left out (not defined by loscat-hf; keep one with --keep-columns NAME): "
+              f"{', '.join(consensus.dropped_columns)}")
+    if consensus.kept_columns:
+        print(f"Columns kept (--keep-columns): {', '.join(consensus.kept_columns)}")
+    if result.problems:
+        counts = Counter(p.kind for p in result.problems)
+        listed = ", ".join(f"{k} {n}" for k, n in counts.most_common())
+        print(f"\nLeft out: {len(result.problems)} ({listed})")
+        for p in result.problems[:MAX_LISTED_PROBLEMS]:
+            where = f"{p.source} row {p.row}" if p.row else p.source
+            print(f"  [{p.kind}] {where}: {p.reason}")
+        if len(result.problems) > MAX_LISTED_PROBLEMS:
+            more = len(result.problems) - MAX_LISTED_PROBLEMS
+            where = f" (all in {out_dir / PRIVATE_DIR / PROBLEMS_NAME})" if result.out_dir else ""
+            print(f"  ... and {more} more{where}")
+    else:
+        print("\nNothing was left out.")
+    for w in result.warnings:
+        print(f"warning: {w}")
+    for n in notes:
+        print(f"note: {n}")
+    if result.out_dir is not None:
+        print(
+            f"\nReport: {out_dir / REPORT_NAME}; dataset card: {out_dir / CARD_NAME}; "
+            f"private maps to people and original files: {out_dir / PRIVATE_DIR} (never pushed)."
+        )

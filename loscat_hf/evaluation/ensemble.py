@@ -1,0 +1,163 @@
+"""`loscat-hf evaluate-ensemble`: average several trained model folders at prediction time.
+
+Why average probabilities (after each member's own temperature) and score predictions: both are convex
+losses' arguments, so the ensemble's NLL and score MSE are never worse than the members' average (Jensen),
+and in practice independent seeds/splits make it better than the best member. That the ensemble beats the
+best member is NOT guaranteed; the report lists every member beside the ensemble so it can be checked.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from loscat_hf.errors import LoscatError
+from loscat_hf.model.calibration import apply_temperature, negative_log_likelihood, temperature_from_config
+
+
+@dataclass
+class MemberOutput:
+    """One model's outputs on a split: calibrated region probabilities and (optional) score predictions."""
+
+    name: str
+    probs: np.ndarray  # (n, classes)
+    scores: np.ndarray | None  # (n, components) in LoSCAT points, or None for a region-only model
+    components: tuple[str, ...] = ()
+
+
+def member_outputs(model_dir: str, split, batch_size: int = 64, device: str | None = None) -> MemberOutput:
+    """Run one saved model (region-only or with score heads) over a split with training's eval transform."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    from loscat_hf.model.build import load_processor, processor_size
+    from loscat_hf.model.inference import LogitRunner
+    from loscat_hf.model.score_heads import CONFIG_KEY, ViTWithScores
+    from loscat_hf.model.transforms import ImageTransform, collate
+
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except OSError as exc:
+        raise LoscatError(f"cannot load model {model_dir!r}: {str(exc).splitlines()[0]}") from None
+    has_scores = bool(getattr(config, CONFIG_KEY, None))
+    model = (ViTWithScores if has_scores else AutoModelForImageClassification).from_pretrained(model_dir)
+    processor = load_processor(model_dir)
+    runner = LogitRunner(model, processor.image_mean, processor.image_std, device=device, bf16=False)
+    data = split.select_columns(["image"]).with_transform(ImageTransform(processor_size(processor), train=False))
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate)
+    logits, scores = [], []
+    for batch in tqdm(loader, desc=f"running {Path(model_dir).name}", unit="batch"):
+        out = runner.outputs(batch["pixel_values"])
+        logits.append(out.logits.float().cpu().numpy())
+        if has_scores:
+            scores.append(out.score_preds.float().cpu().numpy())
+    probs = apply_temperature(np.concatenate(logits), temperature_from_config(config))
+    comps = tuple(getattr(config, CONFIG_KEY, ()) or ())
+    return MemberOutput(str(model_dir), probs, np.concatenate(scores) if has_scores else None, comps)
+
+
+def combine(members: list[MemberOutput]) -> MemberOutput:
+    """The ensemble: mean probabilities; mean score predictions over the members that have score heads."""
+    if not members:
+        raise LoscatError("an ensemble needs at least one model")
+    shapes = {m.probs.shape for m in members}
+    if len(shapes) > 1:
+        raise LoscatError(f"members disagree on the number of photos/classes: {sorted(shapes)}")
+    scored = [m for m in members if m.scores is not None]
+    if len({m.components for m in scored}) > 1:
+        raise LoscatError("members with score heads predict different components")
+    scores = np.mean([m.scores for m in scored], axis=0) if scored else None
+    return MemberOutput("ensemble", np.mean([m.probs for m in members], axis=0), scores,
+                        scored[0].components if scored else ())
+
+
+def evaluate_member(out: MemberOutput, labels: np.ndarray, score_targets: np.ndarray | None) -> dict:
+    """Accuracy, macro-F1 and NLL of the region head; per-component score agreement when available."""
+    from sklearn.metrics import f1_score
+
+    from loscat_hf.evaluation.score_metrics import component_report
+    from loscat_hf.model.score_heads import clip_scores
+
+    pred = out.probs.argmax(1)
+    report = {
+        "model": out.name, "accuracy": float((pred == labels).mean()),
+        "macro_f1": float(f1_score(labels, pred, average="macro", labels=np.arange(out.probs.shape[1]),
+                                   zero_division=0)),
+        "nll": float(negative_log_likelihood(out.probs, labels)),
+    }
+    if out.scores is not None and score_targets is not None:
+        preds = clip_scores(out.scores, out.components)
+        report["scores"] = component_report(preds, score_targets, out.components)
+        mask = ~np.isnan(score_targets)
+        report["score_mse"] = float((((preds - np.nan_to_num(score_targets)) ** 2) * mask).sum() / max(mask.sum(), 1))
+    return report
+
+
+def run_evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "validation",
+                          taxonomy: str | None = None, batch_size: int = 64,
+                          scores_table: str | None = None) -> dict:
+    """Evaluate every member and their average on a packed dataset split; write ensemble_report.json."""
+    from loscat_hf.taxonomy import load_taxonomy
+    from loscat_hf.train.training import load_packed_dataset
+
+    if len(models) < 2:
+        raise LoscatError("--models needs at least two model folders to ensemble")
+    tax = load_taxonomy(taxonomy)
+    ds = load_packed_dataset(dataset, tax)
+    if split not in ds:
+        raise LoscatError(f"dataset {dataset} has no split {split!r} (it has {', '.join(ds)})")
+    data = ds[split]
+    members = [member_outputs(m, data, batch_size=batch_size) for m in models]
+    ens = combine(members)
+    targets = None
+    if ens.scores is not None:
+        from loscat_hf.train.score_training import add_score_targets
+
+        try:
+            targets = np.asarray(add_score_targets(ds, ens.components)[split]["score_targets"], dtype=np.float64)
+        except LoscatError:
+            targets = None  # the dataset has no score columns: region metrics only
+    labels = np.asarray(data["labels"])
+    report = {"split": split, "n": len(labels),
+              "members": [evaluate_member(m, labels, targets) for m in members],
+              "ensemble": evaluate_member(ens, labels, targets)}
+    if scores_table and ens.scores is not None:
+        report["visit_totals"] = visit_total_agreement(ens, data, scores_table, tax, dataset_dir=dataset)
+        for total in ("mlossi", "losdi"):
+            m = report["visit_totals"][total]
+            print(f"ensemble {total} per visit (n={m['n']}): MAE {m.get('mae', float('nan')):.2f}, "
+                  f"Pearson {m.get('pearson', float('nan')):.2f}, ICC(2,1) {m.get('icc_2_1', float('nan')):.2f}")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "ensemble_report.json").write_text(json.dumps(report, indent=2))
+    for r in [*report["members"], report["ensemble"]]:
+        extra = f", score MSE {r['score_mse']:.3f}" if "score_mse" in r else ""
+        print(f"{r['model']}: macro-F1 {r['macro_f1']:.3f}, accuracy {r['accuracy']:.3f}, NLL {r['nll']:.3f}{extra}")
+    print(f"Report: {Path(out) / 'ensemble_report.json'}")
+    return report
+
+
+def visit_total_agreement(out: MemberOutput, split, scores_table: str, taxonomy,
+                          dataset_dir: str | None = None) -> dict:
+    """Predicted mLoSSI/LoSDI per visit (worst photo per site, summed) vs the score table's clinical totals.
+
+    The packed split holds patient/visit codes; with `dataset_dir` they are mapped back to the clinic's ids
+    (private/codes.csv) so that they meet the score table's rows.
+    """
+    import pandas as pd
+
+    from loscat_hf.data.packing import clinic_ids
+    from loscat_hf.data.score_tables import read_score_table
+    from loscat_hf.evaluation.score_metrics import compare_totals, table_sites
+    from loscat_hf.model.score_heads import clip_scores
+
+    table = read_score_table(scores_table, taxonomy)
+    photos = pd.DataFrame(clip_scores(out.scores, out.components), columns=list(out.components))
+    patients, visits = list(split["patient_id"]), list(split["visit"])
+    if dataset_dir is not None:
+        patients, visits = clinic_ids(dataset_dir, patients, visits)
+    photos["patient_id"], photos["visit"], photos["site"] = patients, visits, list(split["site"])
+    return compare_totals(photos, table_sites(table.rows))

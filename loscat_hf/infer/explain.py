@@ -1,0 +1,180 @@
+"""Explanation maps: where in the photo a ViT region classifier looked (attention rollout).
+
+Attention rollout (Abnar & Zuidema 2020) multiplies the head-averaged attention matrices of all layers,
+each mixed with the identity for the residual path, and reads the CLS row over the patch tokens. It needs
+no gradients, so it also works on the int8 (dynamically quantised) model the Space uses, and it comes from
+the same forward pass that gives the prediction: an explained answer costs one (eager-attention) pass.
+
+Maps show which patches fed the decision, not why; they are a sanity check for a reviewer (did the model
+look at the body part or at the background?), not evidence.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from loscat_hf.errors import LoscatError
+from loscat_hf.model.inference import autocast_for
+from loscat_hf.model.transforms import normalise
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".heic", ".heif"}
+
+
+@dataclass
+class Explanation:
+    """One photo's map: `heat` is (S, S) float32 in [0, 1] over the model input; `overlay` is the photo with it."""
+
+    heat: np.ndarray
+    overlay: Image.Image
+    logits: np.ndarray
+
+
+@contextmanager
+def eager_attention(model: torch.nn.Module):
+    """Switch a model to eager attention (the only kind that returns weights) for one call, then back."""
+    config = model.config
+    before = getattr(config, "_attn_implementation", None)
+    if before in (None, "eager"):
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
+def rollout(attentions: Sequence[torch.Tensor], residual: float = 0.5) -> np.ndarray:
+    """Per-layer attentions (B, heads, T, T) -> (B, g, g) CLS-to-patch relevance, each map min-max scaled."""
+    if not attentions:
+        raise LoscatError("the model returned no attention weights: explanation maps need a ViT")
+    joint = None
+    for att in attentions:
+        a = att.float().mean(dim=1)  # (B, T, T), heads averaged
+        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+        a = residual * a + (1.0 - residual) * eye
+        a = a / a.sum(dim=-1, keepdim=True)
+        joint = a if joint is None else a @ joint
+    cls = joint[:, 0, 1:]  # CLS row over the patches (register/distillation tokens are not in plain ViT)
+    grid = int(math.isqrt(cls.shape[-1]))
+    if grid * grid != cls.shape[-1]:
+        raise LoscatError(f"cannot lay {cls.shape[-1]} patch tokens on a square grid")
+    maps = cls.reshape(-1, grid, grid)
+    lo = maps.amin(dim=(1, 2), keepdim=True)
+    hi = maps.amax(dim=(1, 2), keepdim=True)
+    return ((maps - lo) / (hi - lo).clamp_min(1e-12)).cpu().numpy().astype(np.float32)
+
+
+def upsample(grid_map: np.ndarray, size: int) -> np.ndarray:
+    """(g, g) map -> (size, size) float32 in [0, 1], bilinear (smooth, no patch blocks)."""
+    img = Image.fromarray(grid_map.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)
+    return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+
+
+def _colormap(heat: np.ndarray) -> np.ndarray:
+    """A small 'jet'-like colour ramp (blue -> green -> yellow -> red) without a matplotlib import."""
+    h = heat[..., None]
+    r = np.clip(1.5 - np.abs(4 * h - 3), 0, 1)
+    g = np.clip(1.5 - np.abs(4 * h - 2), 0, 1)
+    b = np.clip(1.5 - np.abs(4 * h - 1), 0, 1)
+    return (np.concatenate([r, g, b], axis=-1) * 255).astype(np.uint8)
+
+
+def overlay(photo: Image.Image | np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> Image.Image:
+    """The photo the model saw (S x S) with the heat map blended over it; strong areas are more opaque."""
+    base = np.asarray(photo.convert("RGB") if isinstance(photo, Image.Image) else photo, dtype=np.float32)
+    if base.shape[:2] != heat.shape:
+        heat = upsample(heat, base.shape[0]) if base.shape[0] == base.shape[1] else heat
+    weight = (alpha * (0.3 + 0.7 * heat))[..., None]
+    out = base * (1 - weight) + _colormap(heat).astype(np.float32) * weight
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), mode="RGB")
+
+
+@torch.inference_mode()
+def explain_pixels(predictor, pixel_values: torch.Tensor) -> list[Explanation]:
+    """uint8 (B, 3, S, S) model inputs -> logits and rollout maps from one forward pass."""
+    runner = predictor.runner
+    model = runner.model
+    x = normalise(pixel_values.to(runner.device), runner.mean, runner.std)
+    with eager_attention(model), autocast_for(runner.device, runner.bf16):
+        out = runner.forward(x, output_attentions=True)  # int8: photo by photo, as predict does
+    logits = out.logits.float().cpu().numpy()
+    grids = rollout(out.attentions)
+    size = pixel_values.shape[-1]
+    photos = pixel_values.permute(0, 2, 3, 1).cpu().numpy()
+    result = []
+    for i, grid in enumerate(grids):
+        heat = upsample(grid, size)
+        result.append(Explanation(heat=heat, overlay=overlay(photos[i], heat), logits=logits[i]))
+    return result
+
+
+def explain(predictor, images, batch_size: int = 8) -> list[Explanation]:
+    """Photos (paths, bytes, streams or PIL images) -> one Explanation each, same order.
+
+    Decoding is the predictor's (EXIF-upright, metadata-free), so overlays carry no EXIF; unreadable photos
+    raise ImageProblemError.
+    """
+    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    out: list[Explanation] = []
+    for start in range(0, len(items), batch_size):
+        batch = torch.stack([predictor.explain_inputs(x)[1] for x in items[start:start + batch_size]])
+        out += explain_pixels(predictor, batch)
+    return out
+
+
+def _list_images(sources: Sequence[str | os.PathLike]) -> list[Path]:
+    files: list[Path] = []
+    for src in sources:
+        p = Path(src)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise LoscatError(f"no such file or folder: {p}")
+    if not files:
+        raise LoscatError("no photos found in " + ", ".join(map(str, sources)))
+    return files
+
+
+def run_explain(model: str, images: Sequence[str | os.PathLike], out: str | os.PathLike,
+                precision: str = "fp32", batch_size: int = 8) -> list[Path]:
+    """`loscat-hf explain`: write `<name>.explain.png` overlays (and print the top region) for each photo."""
+    from tqdm.auto import tqdm
+
+    from loscat_hf.data.images import ImageProblemError
+    from loscat_hf.infer.predictor import RegionPredictor
+
+    predictor = RegionPredictor.from_pretrained(model, precision=precision)
+    files = _list_images(images)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for start in tqdm(range(0, len(files), batch_size), desc="explain", unit="batch"):
+        chunk = files[start:start + batch_size]
+        good, pixels = [], []
+        for f in chunk:
+            try:
+                pixels.append(predictor.explain_inputs(f)[1])
+                good.append(f)
+            except ImageProblemError as exc:
+                print(f"skipped {f}: {exc.reason}")
+        if not good:
+            continue
+        for f, ex in zip(good, explain_pixels(predictor, torch.stack(pixels)), strict=True):
+            pred = predictor.from_logits(ex.logits[None], top_k=1)[0]
+            target = out_dir / f"{f.stem}.explain.png"
+            ex.overlay.save(target)
+            written.append(target)
+            print(f"{f}\t{pred.label}\t{pred.probability:.3f}\t{target}")
+    return written

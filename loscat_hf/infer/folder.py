@@ -1,0 +1,242 @@
+"""`loscat-hf predict`: label a whole photo archive (folder or CSV) into one predictions CSV.
+
+Every file gets exactly one row: a prediction, or the reason it could not be read (`status` is the
+`ImageProblemError` kind), so a corrupt photo never stops a night-long run. Rows are appended to
+`<out>.partial` and flushed after each batch; `resume=True` skips photos already in the output or the
+partial file. The final CSV appears atomically (temp file next to it + os.replace). Where it goes is checked
+before the model loads or any photo runs. Cells go through `csvsafe` (a file named `=x.jpg` cannot become a
+spreadsheet formula), and resume reads them back with `csvsafe.read_cell`.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loscat_hf.data.csvsafe import SafeDictWriter, read_cell
+from loscat_hf.errors import LoscatError
+
+TOP_K = 3
+COLUMNS = ["image", "region", "probability",
+           *[c for k in range(1, TOP_K + 1) for c in (f"top{k}", f"top{k}_prob")],
+           "needs_review", "status", "error"]
+
+
+@dataclass
+class PredictSummary:
+    """What a run did: rows by status, how many need a person's look, and where the CSV is."""
+
+    out: Path
+    total: int
+    resumed: int
+    by_status: dict[str, int] = field(default_factory=dict)
+    needs_review: int = 0
+
+    def __str__(self) -> str:
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
+        return (f"{self.total} photos ({statuses}); {self.needs_review} predictions need review; "
+                f"{self.resumed} rows kept from an earlier run. Predictions: {self.out}")
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
+
+
+def list_inputs(images: str | os.PathLike, exclude: Sequence[Path] = ()) -> list[tuple[str, Path]]:
+    """(row key, file path) for a folder (recursive, every non-hidden file) or a CSV with an `image` column.
+
+    Folder keys are paths relative to the folder; CSV keys are the values as written (relative to the CSV's
+    folder, or absolute). Every file is listed, not only image extensions: a stray PDF becomes an error row.
+    """
+    root = Path(images)
+    skip = {p.resolve() for p in exclude}
+    if root.is_dir():
+        items = []
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root)
+            if path.is_file() and not _hidden(rel) and path.resolve() not in skip:
+                items.append((rel.as_posix(), path))
+        if not items:
+            raise LoscatError(f"no files in {root}")
+        return items
+    if root.is_file():
+        try:
+            with open(root, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                if "image" not in (reader.fieldnames or []):
+                    raise LoscatError(f"{root} has no 'image' column (columns: {reader.fieldnames})")
+                keys = [(row.get("image") or "").strip() for row in reader]
+        except UnicodeDecodeError:
+            raise LoscatError(f"{root} is neither a folder nor a UTF-8 CSV with an 'image' column") from None
+        keys = list(dict.fromkeys(k for k in keys if k))  # drop blanks and duplicates, keep order
+        if not keys:
+            raise LoscatError(f"{root} lists no images")
+        return [(k, Path(k) if Path(k).is_absolute() else root.parent / k) for k in keys]
+    raise LoscatError(f"--images {root} does not exist")
+
+
+class _DecodeDataset:
+    """Workers decode with the predictor's own path (load_photo + photo_pixels) and never raise."""
+
+    def __init__(self, items: list[tuple[str, Path]], image_size: int) -> None:
+        self.items = items
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from loscat_hf.data.images import ImageProblemError
+        from loscat_hf.infer.predictor import load_photo, photo_pixels
+
+        key, path = self.items[i]
+        try:
+            return {"image": key, "pixels": photo_pixels(load_photo(path), self.image_size)}
+        except ImageProblemError as exc:
+            return {"image": key, "status": exc.kind, "error": exc.reason}
+        except Exception as exc:  # noqa: BLE001 - one odd file must not end the run
+            return {"image": key, "status": "unreadable", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _collate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return records  # stacking happens in the main process, which knows which records are ok
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    """Rows of an earlier output or partial file, cells as they were before `safe_cell` (the keys match)."""
+    if not path.is_file():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [{k: read_cell(v or "") for k, v in row.items() if k is not None} for row in csv.DictReader(f)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LoscatError(f"--resume: cannot read {path} ({exc}); move it away or run without --resume") from None
+    return [row for row in rows if row.get("image") and row.get("status")]
+
+
+def check_output_path(out: Path) -> None:
+    """Refuse an output that cannot be written, before any work: a folder, or a parent that is a file or
+    read-only (found only after every photo had run, before)."""
+    partial = out.with_name(out.name + ".partial")
+    for path in (out, partial):
+        if path.is_dir():
+            raise LoscatError(f"--out {path} is a folder; give a file name for the predictions CSV, "
+                              f"e.g. {path / 'predictions.csv'}")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:  # the folder that will hold the new folders
+        parent = parent.parent
+    if not parent.is_dir():
+        raise LoscatError(f"--out {out}: {parent} is a file, not a folder; choose another --out")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise LoscatError(f"--out {out}: cannot write in {parent} (permission denied); choose another --out")
+
+
+def _prediction_row(key: str, pred) -> dict[str, Any]:
+    row: dict[str, Any] = {"image": key, "region": pred.label, "probability": f"{pred.probability:.4f}",
+                           "needs_review": str(pred.needs_review).lower(), "status": "ok", "error": ""}
+    for k in range(TOP_K):
+        label, prob = pred.top[k] if k < len(pred.top) else ("", None)
+        row[f"top{k + 1}"] = label
+        row[f"top{k + 1}_prob"] = "" if prob is None else f"{prob:.4f}"
+    return row
+
+
+def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, batch_size: int = 32,
+                   num_workers: int = 0, device: str | None = None, precision: str = "auto",
+                   min_confidence: float | None = None, min_margin: float | None = None, tta: bool = False,
+                   resume: bool = False, progress: bool = True) -> PredictSummary:
+    """Predict every photo of a folder or CSV into `out` (one row per file); returns a PredictSummary.
+
+    `model`: a model folder, a Hub id, or a ready RegionPredictor (then device/precision/thresholds are
+    its own). Without `resume`, an earlier output or partial file is replaced.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from loscat_hf.infer.predictor import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_MARGIN, RegionPredictor
+
+    if batch_size < 1:
+        raise LoscatError("--batch-size must be at least 1")
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    check_output_path(out)
+    items = list_inputs(images, exclude=(out, partial))
+    if isinstance(model, RegionPredictor):
+        predictor = model
+    else:
+        predictor = RegionPredictor.from_pretrained(
+            model, device=device, precision=precision,
+            min_confidence=DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence,
+            min_margin=DEFAULT_MIN_MARGIN if min_margin is None else min_margin)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LoscatError(f"--out {out}: cannot create {out.parent} ({exc.strerror})") from None
+
+    done: dict[str, dict[str, str]] = {}
+    if resume:
+        for row in _read_rows(out) + _read_rows(partial):
+            done[row["image"]] = {c: row.get(c, "") for c in COLUMNS}
+    todo = [item for item in items if item[0] not in done]
+    resumed = len(done)
+
+    rows: dict[str, dict[str, Any]] = dict(done)
+    loader = torch.utils.data.DataLoader(
+        _DecodeDataset(todo, predictor.image_size), batch_size=batch_size, num_workers=num_workers,
+        collate_fn=_collate, pin_memory=predictor.device.type == "cuda",
+        persistent_workers=False)
+    try:
+        fh = open(partial, "w", newline="", encoding="utf-8")
+    except OSError as exc:
+        raise LoscatError(f"--out {out}: cannot write {partial} ({exc.strerror})") from None
+    with fh as f:
+        writer = SafeDictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(done.values())
+        f.flush()
+        bar = tqdm(total=len(todo), desc="predicting", unit="photo", disable=not progress or not todo)
+        for records in loader:
+            ok = [r for r in records if "pixels" in r]
+            preds = []
+            if ok:
+                logits = predictor.logits(torch.stack([r["pixels"] for r in ok]), tta=tta)
+                preds = predictor.from_logits(logits, top_k=TOP_K)
+            by_key = {r["image"]: p for r, p in zip(ok, preds, strict=True)}
+            for r in records:
+                if r["image"] in by_key:
+                    row = _prediction_row(r["image"], by_key[r["image"]])
+                else:
+                    row = {c: "" for c in COLUMNS} | {"image": r["image"], "status": r["status"],
+                                                      "error": r["error"]}
+                rows[r["image"]] = row
+                writer.writerow(row)
+            f.flush()
+            os.fsync(f.fileno())  # a killed run loses at most the batch in flight
+            bar.update(len(records))
+        bar.close()
+
+    listed = [key for key, _ in items]
+    seen = set(listed)
+    ordered = [rows[k] for k in listed] + [r for k, r in rows.items() if k not in seen]
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            writer = SafeDictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(ordered)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    partial.unlink(missing_ok=True)
+
+    status = Counter(r["status"] for r in ordered)
+    review = sum(1 for r in ordered if r["status"] == "ok" and r["needs_review"] == "true")
+    return PredictSummary(out=out, total=len(ordered), resumed=resumed, by_status=dict(status),
+                          needs_review=review)

@@ -1,0 +1,100 @@
+"""Build the classifier and its image processor: a Hub id, a local model folder, or an offline preset.
+
+Presets build a randomly initialised ViT from a local config, so CI, the quickstart and machines without
+Hub access run exactly the same code path as the real `google/vit-base-patch16-384` fine-tuning.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from loscat_hf.errors import LoscatError
+from loscat_hf.taxonomy import Taxonomy
+
+DEFAULT_MODEL = "google/vit-base-patch16-384"
+
+# Shapes of google/vit-base-patch16-384 (random init): for speed checks where the Hub is unreachable.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(image_size=64, patch_size=8, hidden_size=96, num_hidden_layers=4, num_attention_heads=4,
+                 intermediate_size=192),
+    "vit-base-384-random": dict(image_size=384, patch_size=16, hidden_size=768, num_hidden_layers=12,
+                                num_attention_heads=12, intermediate_size=3072),
+}
+_NORM = {"tiny": 0.5, "vit-base-384-random": 0.5}  # google/vit-* use mean = std = 0.5
+
+
+def _processor(size: int, mean: float | list[float] = 0.5, std: float | list[float] = 0.5):
+    from transformers import ViTImageProcessorPil  # PIL backend: no torchvision needed (PITFALLS)
+
+    mean = [mean] * 3 if isinstance(mean, float) else mean
+    std = [std] * 3 if isinstance(std, float) else std
+    return ViTImageProcessorPil(size={"height": size, "width": size}, image_mean=mean, image_std=std,
+                                resample=2, do_resize=True, do_rescale=True, do_normalize=True)
+
+
+def load_processor(name_or_path: str):
+    """The image processor of a Hub id or folder, without needing torchvision."""
+    from transformers import AutoImageProcessor
+
+    quiet = logging.getLogger("transformers.models.auto.image_processing_auto")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the "falling back to the PIL backend" notice is expected here
+    try:
+        return AutoImageProcessor.from_pretrained(name_or_path)
+    finally:
+        quiet.setLevel(level)
+
+
+def build_model_and_processor(model: str, taxonomy: Taxonomy, image_size: int | None = None, seed: int = 0):
+    """Return (model, processor) whose head predicts the taxonomy's classes, with id2label/label2id set.
+
+    A pretrained head with another label set is re-initialised (`ignore_mismatched_sizes`); a folder that
+    already predicts exactly these classes keeps its head (continued training, ensembles).
+    """
+    import torch
+    from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
+
+    labels = dict(id2label=taxonomy.id2label, label2id=taxonomy.label2id, num_labels=len(taxonomy.classes))
+    if model in PRESETS:
+        shape = dict(PRESETS[model])
+        if image_size:
+            shape["image_size"] = image_size
+        torch.manual_seed(seed)
+        config = ViTConfig(**shape, **labels)
+        config.loscat_preset = model
+        return ViTForImageClassification(config), _processor(shape["image_size"], _NORM[model], _NORM[model])
+    try:
+        net = AutoModelForImageClassification.from_pretrained(model, ignore_mismatched_sizes=True, **labels)
+        processor = load_processor(model)
+    except OSError as exc:
+        hint = ("" if Path(model).exists() else
+                " It is neither a local folder nor reachable on the Hub (offline?). Use a local model folder, "
+                "a Hub cache with HF_HUB_OFFLINE=1, or an offline preset: " + ", ".join(PRESETS) + ".")
+        raise LoscatError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}{hint}") from None
+    if image_size and getattr(net.config, "image_size", image_size) != image_size:
+        raise LoscatError(f"--image-size {image_size} differs from the model's {net.config.image_size}; "
+                          "only presets can change it")
+    return net, processor
+
+
+def weight_shapes(folder: str | Path) -> dict[str, list[int]] | None:
+    """Tensor shapes from a local folder's `model.safetensors` header (no weights read), or None where the
+    folder has no single safetensors file (sharded, .bin, Hub id). A truncated or damaged file is a
+    LoscatError naming it: safetensors checks that the header covers the whole file."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(folder) / "model.safetensors"
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise LoscatError(f"{path} is damaged or incomplete ({str(exc).splitlines()[0]}); copy the model "
+                          "folder again (or re-train)") from None
+
+
+def processor_size(processor) -> int:
+    size = processor.size
+    return int(size.get("height") or size.get("shortest_edge"))
