@@ -279,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["train"]:  # all of TrainingArguments, HfArgumentParser style (see training.py)
-            from loscat_hf.train.training import train_main
+            from loscat_hf.train.run import train_main
 
             return train_main(argv[1:])
         args = build_parser().parse_args(argv)

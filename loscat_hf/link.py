@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from loscat_hf.data.csvsafe import SafeDictWriter, read_cell
-from loscat_hf.data.packing import clinic_ids, read_split_metadata, split_metadata_file
+from loscat_hf.data.dataset import read_split_metadata, split_metadata_file
+from loscat_hf.data.private import clinic_ids
 from loscat_hf.data.score_tables import (
     COMPONENTS,
     LOSDI,

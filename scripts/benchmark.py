@@ -30,7 +30,7 @@ from loscat_hf.hardware import default_workers, usable_cores  # noqa: E402
 # ---------------------------------------------------------------------------------------------- data
 def make_data(root: Path, photos: int, image_size: tuple[int, int]) -> dict:
     """Camera-sized phantom photos + their packed dataset; reused when already there."""
-    from loscat_hf.data.packing import ID_MAP_NAME, PRIVATE_DIR
+    from loscat_hf.data.dataset import ID_MAP_NAME, PRIVATE_DIR
     from loscat_hf.data.prepare import run_prepare
     from loscat_hf.demo.phantom import generate_demo_data
 
@@ -51,8 +51,8 @@ def train_split(data: dict):
     """Packed train split (labels) and the matching original camera photos for the plain path."""
     from datasets import Dataset, Image
 
+    from loscat_hf.data.dataset import load_packed_dataset
     from loscat_hf.taxonomy import load_taxonomy
-    from loscat_hf.train.training import load_packed_dataset
 
     tax = load_taxonomy()
     packed = load_packed_dataset(str(data["packed"]), tax)["train"]
@@ -208,7 +208,9 @@ class StepClock:
 
 def loscat_trainer(data: dict, tax, args, preset: str, out: str, steps: int, workers: int):
     """The trainer `loscat-hf train` builds (training.build_trainer), set to run `steps` full-model steps."""
-    from loscat_hf.train.training import build_trainer, load_packed_dataset, parse_train_args
+    from loscat_hf.data.dataset import load_packed_dataset
+    from loscat_hf.train.arguments import parse_train_args
+    from loscat_hf.train.run import build_trainer
 
     argv = ["--dataset", str(data["packed"]), "--model", preset, "--output-dir", out, "--max-steps", str(steps),
             "--per-device-train-batch-size", str(args.batch), "--dataloader-num-workers", str(workers),

@@ -4,7 +4,8 @@ import pytest
 
 from loscat_hf.data.prepare import run_prepare
 from loscat_hf.demo.phantom import generate_demo_data
-from loscat_hf.train.training import parse_train_args, run_training
+from loscat_hf.train.arguments import parse_train_args
+from loscat_hf.train.run import run_training
 
 
 @pytest.mark.slow

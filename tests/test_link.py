@@ -213,7 +213,7 @@ def test_link_csvs_cannot_run_formulas(tmp_path):
 
 def test_packed_dataset_codes_meet_the_clinic_ids(tmp_path):
     """prepare writes opaque codes; link maps them back through private/codes.csv to join the score table."""
-    from loscat_hf.data.packing import read_split_metadata
+    from loscat_hf.data.dataset import read_split_metadata
     from tests.test_packing import _items, _pack
 
     items = _items(tmp_path / "photos", n_patients=4, per_patient=1)

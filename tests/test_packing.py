@@ -17,9 +17,11 @@ import yaml
 from datasets import Features
 from PIL import Image
 
-from loscat_hf.data import packing
-from loscat_hf.data.packing import PackItem, dataset_features, pack_dataset, push_dataset_to_hub
+from loscat_hf.data import dataset, packing, private
+from loscat_hf.data.dataset import dataset_features
+from loscat_hf.data.packing import PackItem, pack_dataset
 from loscat_hf.errors import LoscatError, Problem
+from loscat_hf.hub.dataset import push_dataset_to_hub
 
 CLASSES = ("head", "arm", "leg")
 SECRET = "Jane-Roe"  # part of every original file name: must not appear in OUT outside private/
@@ -63,7 +65,7 @@ def _pack(items, out, **kw):
 def _publishable_bytes(out: Path) -> dict[str, bytes]:
     """Every file outside private/: what the folder itself offers to anyone it is shared with."""
     return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*")
-            if p.is_file() and packing.PRIVATE_DIR not in p.relative_to(out).parts}
+            if p.is_file() and dataset.PRIVATE_DIR not in p.relative_to(out).parts}
 
 
 def _rows(path: Path) -> list[dict]:
@@ -79,11 +81,11 @@ def test_layout_metadata_and_opaque_ids(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md", "prepare_report.json", "private", "train", "validation"
     ]
-    assert sorted(p.name for p in (out / "private").iterdir()) == sorted(packing.PRIVATE_FILES)
+    assert sorted(p.name for p in (out / "private").iterdir()) == sorted(dataset.PRIVATE_FILES)
     seen_patients: dict[str, str] = {}
     n = 0
     for split in ("train", "validation"):
-        rows = packing.read_split_metadata(out / split)
+        rows = dataset.read_split_metadata(out / split)
         assert list(rows[0]) == ["file_name", "label", "site", "patient_id", "visit", "image_id", "skin_tone"]
         files = {p.name for p in (out / split).iterdir()} - {"metadata.parquet"}
         assert files == {r["file_name"] for r in rows}
@@ -104,7 +106,7 @@ def test_layout_metadata_and_opaque_ids(tmp_path):
         assert expected != hashlib.sha256(item.source.read_bytes()).hexdigest()[:16]
         assert by_key[item.key]["image_id"] == expected and by_key[item.key]["status"] == "kept"
         assert by_key[item.key]["patient_id"] == item.patient_id and by_key[item.key]["visit"] == item.visit
-    codes = packing.read_codes(out)  # the clinic's way back from codes to its own ids
+    codes = private.read_codes(out)  # the clinic's way back from codes to its own ids
     assert sorted(codes["patient"].values()) == sorted({i.patient_id for i in items})
     assert sorted(codes["visit"].values()) == sorted({(i.patient_id, i.visit) for i in items})
 
@@ -162,12 +164,12 @@ def test_formula_cells_are_neutralised_in_csv_and_exact_in_parquet(tmp_path):
     items[0] = PackItem(source=items[0].source, key="=cmd.jpg", label=items[0].label, site=items[0].site,
                         patient_id="+MRN1", visit="-1")
     _pack(items, tmp_path / "out", val_fraction=0.5)
-    rows = [r for s in ("train", "validation") for r in packing.read_split_metadata(tmp_path / "out" / s)]
+    rows = [r for s in ("train", "validation") for r in dataset.read_split_metadata(tmp_path / "out" / s)]
     assert {r["skin_tone"] for r in rows} == {"=HYPERLINK(\"http://x\")", None}  # parquet: no spreadsheet
     assert {r["score_erythema"] for r in rows} == {2.0, None}  # missing is None, never 0
     id_map = _rows(tmp_path / "out" / "private" / "id_map.csv")
     assert "'=cmd.jpg" in {r["original_path"] for r in id_map} and "'+MRN1" in {r["patient_id"] for r in id_map}
-    assert "+MRN1" in packing.read_codes(tmp_path / "out")["patient"].values()  # read back as written
+    assert "+MRN1" in private.read_codes(tmp_path / "out")["patient"].values()  # read back as written
 
 
 def test_stale_partial_folders_are_removed(tmp_path):
@@ -247,7 +249,7 @@ def test_loads_with_datasets_without_loscat(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
-    expected = {s: len(packing.read_split_metadata(tmp_path / "out" / s)) for s in ("train", "validation", "test")}
+    expected = {s: len(dataset.read_split_metadata(tmp_path / "out" / s)) for s in ("train", "validation", "test")}
     assert {s: v[0] for s, v in loaded.items()} == expected
     for _, columns, label, _size in loaded.values():
         assert columns == ["image", "label", "site", "patient_id", "visit", "image_id", "skin_tone"]
@@ -259,8 +261,8 @@ def test_a_column_empty_in_one_split_loads_with_one_schema(tmp_path):
     items = _items(tmp_path / "photos", n_patients=8)
     out = tmp_path / "out"
     _pack(items, out, val_fraction=0.25)
-    val_patients = {r["patient_id"] for r in packing.read_split_metadata(out / "validation")}
-    codes = packing.read_codes(out)["patient"]
+    val_patients = {r["patient_id"] for r in dataset.read_split_metadata(out / "validation")}
+    codes = private.read_codes(out)["patient"]
     emptied = [PackItem(source=i.source, key=i.key, label=i.label, site=i.site, patient_id=i.patient_id,
                         visit="" if i.patient_id in {codes[c] for c in val_patients} else i.visit,
                         extra={"skin_tone": "" if i.patient_id in {codes[c] for c in val_patients} else "III",
@@ -287,7 +289,7 @@ def test_card_yaml_and_report(tmp_path):
     assert header["task_categories"] == ["image-classification"] and header["license"] == "other"
     assert [f["split"] for f in header["configs"][0]["data_files"]] == ["train", "validation"]
     declared = Features._from_yaml_list(header["dataset_info"]["features"])
-    assert declared == dataset_features(CLASSES, ["skin_tone"]) == packing.card_features(tmp_path / "out")
+    assert declared == dataset_features(CLASSES, ["skin_tone"]) == dataset.card_features(tmp_path / "out")
     assert header["configs"][0]["features"] == header["dataset_info"]["features"]
     assert "&id0" not in card and "*id0" not in card  # plain YAML, no anchors/aliases for the Hub to parse
     for section in ("Counts per class and split", "Exclusions", "Rater agreement", "De-identification",
@@ -377,7 +379,7 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
     def broken_card(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(packing, "_dataset_card", broken_card)
+    monkeypatch.setattr(packing, "dataset_card", broken_card)
     with pytest.raises(RuntimeError):
         _pack(items[:-3], tmp_path / "out", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "photos"]

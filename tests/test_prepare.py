@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from loscat_hf.cli import main
-from loscat_hf.data.packing import read_split_metadata
+from loscat_hf.data.dataset import read_split_metadata
 from loscat_hf.data.prepare import run_prepare
 from loscat_hf.errors import LoscatError
 

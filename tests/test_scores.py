@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from loscat_hf.data.packing import read_codes, read_split_metadata
+from loscat_hf.data.dataset import read_split_metadata
+from loscat_hf.data.private import read_codes
 from loscat_hf.data.score_tables import read_score_table
 from loscat_hf.errors import LoscatError
 from loscat_hf.taxonomy import load_taxonomy

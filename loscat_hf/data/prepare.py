@@ -11,17 +11,10 @@ import sys
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
-from loscat_hf.data.packing import (
-    CARD_NAME,
-    PRIVATE_DIR,
-    PROBLEMS_NAME,
-    REPORT_NAME,
-    PackItem,
-    check_output_dir,
-    pack_dataset,
-    push_dataset_to_hub,
-)
+from loscat_hf.data.dataset import CARD_NAME, PRIVATE_DIR, PROBLEMS_NAME, REPORT_NAME
+from loscat_hf.data.packing import PackItem, check_output_dir, pack_dataset
 from loscat_hf.errors import LoscatError, Problem
+from loscat_hf.hub.dataset import push_dataset_to_hub
 
 MAX_LISTED_PROBLEMS = 20
 MAX_LISTED_UNMATCHED = 10

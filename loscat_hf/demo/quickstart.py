@@ -21,7 +21,8 @@ def run_quickstart(out: str = "quickstart", patients: int = 60, photos: int = 60
     from loscat_hf.data.prepare import run_prepare
     from loscat_hf.demo.phantom import generate_demo_data
     from loscat_hf.evaluation.split_eval import run_evaluate
-    from loscat_hf.train.training import parse_train_args, run_training
+    from loscat_hf.train.arguments import parse_train_args
+    from loscat_hf.train.run import run_training
 
     root = Path(out)
     if root.exists() and any(root.iterdir()) and not overwrite:

@@ -101,8 +101,8 @@ def run_evaluate_ensemble(models: list[str], dataset: str, out: str, split: str 
                           taxonomy: str | None = None, batch_size: int = 64,
                           scores_table: str | None = None) -> dict:
     """Evaluate every member and their average on a packed dataset split; write ensemble_report.json."""
+    from loscat_hf.data.dataset import load_packed_dataset
     from loscat_hf.taxonomy import load_taxonomy
-    from loscat_hf.train.training import load_packed_dataset
 
     if len(models) < 2:
         raise LoscatError("--models needs at least two model folders to ensemble")
@@ -115,7 +115,7 @@ def run_evaluate_ensemble(models: list[str], dataset: str, out: str, split: str 
     ens = combine(members)
     targets = None
     if ens.scores is not None:
-        from loscat_hf.train.score_training import add_score_targets
+        from loscat_hf.data.dataset import add_score_targets
 
         try:
             targets = np.asarray(add_score_targets(ds, ens.components)[split]["score_targets"], dtype=np.float64)
@@ -149,7 +149,7 @@ def visit_total_agreement(out: MemberOutput, split, scores_table: str, taxonomy,
     """
     import pandas as pd
 
-    from loscat_hf.data.packing import clinic_ids
+    from loscat_hf.data.private import clinic_ids
     from loscat_hf.data.score_tables import read_score_table
     from loscat_hf.evaluation.score_metrics import compare_totals, table_sites
     from loscat_hf.model.score_heads import clip_scores

@@ -9,7 +9,9 @@ count as disagreeing, which ICC(3,1) (consistency) would hide.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -120,3 +122,15 @@ def table_sites(rows: Mapping[tuple[str, str, str], Mapping[str, float | None]])
     records = [{"patient_id": p, "visit": v, "site": s, **{c: (np.nan if x is None else x) for c, x in vals.items()}}
                for (p, v, s), vals in rows.items()]
     return pd.DataFrame.from_records(records)
+
+
+def score_evaluation(score_preds: np.ndarray, split, components: tuple[str, ...], out_dir: Path) -> dict:
+    """Per-component agreement on a split; writes scores_report.json and returns it."""
+    from loscat_hf.model.score_heads import clip_scores  # torch: only when a score model is evaluated
+
+    preds = clip_scores(score_preds, components)
+    true = np.asarray(split["score_targets"], dtype=np.float64)
+    report = {"components": component_report(preds, true, components)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "scores_report.json").write_text(json.dumps(report, indent=2))
+    return report

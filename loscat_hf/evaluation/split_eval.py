@@ -51,8 +51,8 @@ def run_evaluate(model: str, dataset: str, out: str, split: str = "validation", 
                  batch_size: int = 64, num_workers: int = 0) -> dict:
     from transformers import AutoConfig
 
+    from loscat_hf.data.dataset import load_packed_dataset, subgroup_columns
     from loscat_hf.taxonomy import load_taxonomy
-    from loscat_hf.train.training import load_packed_dataset, subgroup_columns
 
     tax = load_taxonomy(taxonomy)
     try:

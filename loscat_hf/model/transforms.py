@@ -126,3 +126,13 @@ def normalise(pixel_values: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
     if augment is not None:
         x = device_augment(x, augment)
     return x.sub_(mean.view(1, 3, 1, 1)).div_(std.view(1, 3, 1, 1))
+
+
+class ScoreTransform(ImageTransform):
+    """ImageTransform that also passes the score targets through to the collator."""
+
+    def __call__(self, batch: dict) -> dict:
+        result = super().__call__(batch)
+        if "score_targets" in batch:
+            result["score_targets"] = batch["score_targets"]
+        return result

@@ -1,0 +1,243 @@
+"""The packed dataset: its layout, its schema and every reader of it (training, evaluation, link, Hub).
+
+`prepare` writes it (packing.py); everything else reads it through here, so the layout is stated once:
+
+    DIR/<split>/metadata.parquet + DIR/<split>/<image_id>.jpg   (train, validation, test)
+    DIR/README.md, DIR/prepare_report.json                       (public card and report)
+    DIR/private/{id_map,codes,problems}.csv, details.json        (NEVER published)
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from loscat_hf.data.csvsafe import read_cell
+from loscat_hf.data.score_tables import COMPONENTS, SCORE_PREFIX, score_column, scores_from_row
+from loscat_hf.data.splits import SPLIT_ORDER
+from loscat_hf.errors import LoscatError
+
+logger = logging.getLogger(__name__)
+
+METADATA_COLUMNS = ("file_name", "label", "site", "patient_id", "visit", "image_id")
+
+METADATA_NAME = "metadata.parquet"  # per split; written by prepare
+
+LEGACY_METADATA_NAME = "metadata.csv"  # per split; read too (hand-made datasets, older prepare)
+
+REPORT_NAME = "prepare_report.json"
+
+CARD_NAME = "README.md"
+
+PRIVATE_DIR = "private"  # never uploaded, never quoted: maps back to people and original files
+
+ID_MAP_NAME = "id_map.csv"
+
+CODES_NAME = "codes.csv"
+
+PROBLEMS_NAME = "problems.csv"
+
+DETAILS_NAME = "details.json"
+
+PRIVATE_FILES = (ID_MAP_NAME, CODES_NAME, PROBLEMS_NAME, DETAILS_NAME)  # all under PRIVATE_DIR
+
+PATIENT_PREFIX, VISIT_PREFIX = "P", "V"
+
+PUBLIC_PHOTO = re.compile(r"[0-9a-f]{16}\.jpg")
+TRAINING_SPLITS = ("train", "validation")
+TARGET_COLUMN = "score_targets"
+
+
+def dataset_features(classes: Sequence[str], extra_columns: Sequence[str] = ()):
+    """`datasets.Features` of a packed dataset: the one schema the card declares and train/evaluate use.
+
+    `label` is a ClassLabel in taxonomy order, score columns (score_*) float32, every other column text
+    (codes and ids stay text: '007' never becomes the int 7).
+    """
+    from datasets import ClassLabel, Features, Value
+    from datasets import Image as ImageFeature
+
+    columns = {"image": ImageFeature(), "label": ClassLabel(names=list(classes))}
+    columns.update({c: Value("string") for c in METADATA_COLUMNS[2:]})
+    columns.update({c: Value("float32" if c.startswith(SCORE_PREFIX) else "string") for c in extra_columns})
+    return Features(columns)
+
+def metadata_features(features):
+    """The schema of `<split>/metadata.parquet`: imagefolder's `file_name` key in place of the image column."""
+    from datasets import Features, Value
+
+    return Features({"file_name": Value("string"), **{k: v for k, v in features.items() if k != "image"}})
+
+def card_features(dataset_dir: str | Path):
+    """The features a packed dataset's card declares, or None for a dataset without them (older prepare)."""
+    from datasets import Features
+    from huggingface_hub import DatasetCard
+
+    card = Path(dataset_dir) / CARD_NAME
+    if not card.is_file():
+        return None
+    try:
+        data = DatasetCard.load(card).data.to_dict()
+        return Features._from_yaml_list(data["dataset_info"]["features"])
+    except Exception:  # noqa: BLE001 - a hand-edited or foreign card: fall back to the caller's default
+        logger.warning("%s declares no readable dataset_info.features; using the default schema", card)
+        return None
+
+def split_metadata_file(split_dir: str | Path) -> Path | None:
+    """A split folder's metadata file: metadata.parquet (prepare), or metadata.csv (hand-made, older prepare)."""
+    for name in (METADATA_NAME, LEGACY_METADATA_NAME):
+        if (Path(split_dir) / name).is_file():
+            return Path(split_dir) / name
+    return None
+
+def read_split_metadata(split_dir: str | Path) -> list[dict]:
+    """The rows of a split's metadata, `label` as its class name: the one reader of both metadata formats."""
+    path = split_metadata_file(split_dir)
+    if path is None:
+        raise LoscatError(f"{split_dir} has no {METADATA_NAME} (nor {LEGACY_METADATA_NAME})")
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+            from datasets import Features
+
+            table = pq.read_table(path)
+            rows = table.to_pylist()
+            label = Features.from_arrow_schema(table.schema).get("label")
+            if hasattr(label, "int2str"):
+                for row in rows:
+                    row["label"] = label.int2str(row["label"]) if row.get("label") is not None else None
+            return rows
+        with open(path, newline="", encoding="utf-8") as fh:
+            return [{k: read_cell(v) for k, v in row.items() if k is not None} for row in csv.DictReader(fh)]
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        raise LoscatError(f"cannot read {path} ({exc}); rebuild the dataset with `loscat-hf prepare --overwrite`"
+                          ) from None
+
+
+
+def publishable_files(dataset_dir: str | Path) -> list[tuple[str, Path]]:
+    """(path in repo, local file) of everything a push may upload: an allow-list, not a filter.
+
+    The card, the report, and per split its metadata.parquet and the <image_id>.jpg photos. private/, stray
+    files a user put into the folder, and anything else are never uploaded.
+    """
+    out = Path(dataset_dir)
+    files = [(name, out / name) for name in (CARD_NAME, REPORT_NAME) if (out / name).is_file()]
+    for split in SPLIT_ORDER:
+        folder = out / split
+        if not folder.is_dir():
+            continue
+        if (folder / METADATA_NAME).is_file():
+            files.append((f"{split}/{METADATA_NAME}", folder / METADATA_NAME))
+        photos = sorted(p for p in folder.iterdir() if PUBLIC_PHOTO.fullmatch(p.name) and p.is_file()
+                        and not p.is_symlink())
+        files += [(f"{split}/{p.name}", p) for p in photos]
+    return files
+
+
+def load_packed_dataset(path: str, taxonomy, max_train: int | None = None, max_eval: int | None = None):
+    """Load the imagefolder with plain `datasets`, typed by the features its card declares, and add integer
+    `labels` in the taxonomy's order (the card's ClassLabel order may differ from a --taxonomy given now).
+    """
+    from datasets import load_dataset
+
+    root = Path(path)
+    train_meta = split_metadata_file(root / "train")
+    if train_meta is None:
+        raise LoscatError(f"{path} is not a packed dataset (no train/metadata.parquet); run `loscat-hf prepare` "
+                          "first")
+    features = card_features(root)
+    if features is None and train_meta.suffix == ".csv":  # hand-made or older: the same schema, rebuilt
+        with open(train_meta, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+        features = dataset_features(taxonomy.classes, [c for c in header if c not in METADATA_COLUMNS])
+    ds = load_dataset("imagefolder", data_dir=str(root), features=features)  # parquet: its schema's features
+    if "validation" not in ds or len(ds["validation"]) == 0:
+        raise LoscatError(f"{path} has no validation photos; run `loscat-hf prepare` again with a --val-fraction "
+                          "that leaves some patients for validation")
+    names = ds["train"].features["label"].names
+    label2id = taxonomy.label2id
+    unknown = sorted(set(names) - set(label2id))
+    if unknown:
+        raise LoscatError(f"dataset labels {unknown} are not classes of the taxonomy {taxonomy.name}")
+    ds = ds.map(lambda b: {"labels": [label2id[names[x]] for x in b["label"]]}, batched=True)
+    if max_train:
+        ds["train"] = ds["train"].shuffle(seed=0).select(range(min(max_train, len(ds["train"]))))
+    if max_eval:
+        ds["validation"] = ds["validation"].select(range(min(max_eval, len(ds["validation"]))))
+    return ds
+
+def check_packed_files(path: str | os.PathLike) -> None:
+    """Every photo that train/ and validation/ list exists, and validation is not empty: a one-line error
+    before anything is loaded or written (datasets would drop or fail on it in the middle of the run)."""
+    root = Path(path)
+    if split_metadata_file(root / "train") is None:
+        return  # not a packed dataset at all: load_packed_dataset says so
+    for split in TRAINING_SPLITS:
+        meta = split_metadata_file(root / split)
+        if meta is None:
+            raise LoscatError(f"{root} has no validation split ({root / split} has no metadata): training needs "
+                              "one to pick the best checkpoint; re-run `loscat-hf prepare` with a --val-fraction "
+                              "above 0")
+        rows = read_split_metadata(root / split)
+        if not rows:
+            raise LoscatError(f"{meta} lists no photos: training needs a non-empty {split} split; re-run "
+                              "`loscat-hf prepare` with more patients or a larger --val-fraction")
+        missing = [(i, row.get("file_name") or "") for i, row in enumerate(rows, start=1)
+                   if not row.get("file_name") or not (meta.parent / row["file_name"]).is_file()]
+        if missing:
+            row, name = missing[0]
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise LoscatError(f"{meta} row {row} lists {name or '(no file_name)'}, which is not in {meta.parent}"
+                              f"{more}; restore the photos or rebuild the dataset with `loscat-hf prepare --overwrite`")
+
+def dataset_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 over the train and validation metadata files: which photos, labels and split a run used."""
+    digest = hashlib.sha256()
+    for split in TRAINING_SPLITS:
+        meta = split_metadata_file(Path(path) / split)
+        digest.update(split.encode() + b"\0")
+        if meta is not None:
+            digest.update(meta.read_bytes())
+    return digest.hexdigest()
+
+SUBGROUP_EXCLUDE = {"image", "file_name", "label", "labels", "site", "patient_id", "visit", "image_id"}
+
+def subgroup_columns(split) -> list[str]:
+    """Per-photo columns worth auditing (skin tone, age band, camera): low-cardinality strings."""
+    cols = []
+    for col in split.column_names:
+        if col in SUBGROUP_EXCLUDE or col.startswith("score_"):
+            continue
+        values = split.unique(col)
+        if 1 < len(values) <= 12 and all(isinstance(v, str) for v in values):
+            cols.append(col)
+    return cols
+
+
+def add_score_targets(ds, components: tuple[str, ...] = tuple(COMPONENTS)):
+    """Add a float list column `score_targets` (NaN = missing) from the dataset's score_* columns."""
+    missing = [score_column(c) for c in components if score_column(c) not in ds["train"].column_names]
+    if missing:
+        raise LoscatError(
+            f"--task scores needs score columns ({', '.join(missing)} missing): run `loscat-hf prepare ... "
+            "--scores loscat_scores.csv`"
+        )
+    cols = [score_column(c) for c in components]
+
+    def _targets(batch):
+        rows = [dict(zip(cols, vals, strict=True)) for vals in zip(*(batch[c] for c in cols), strict=True)]
+        return {TARGET_COLUMN: [scores_from_row(r, components) for r in rows]}
+
+    ds = ds.map(_targets, batched=True)
+    n_scored = sum(not np.all(np.isnan(t)) for t in ds["train"][TARGET_COLUMN])
+    if n_scored == 0:
+        raise LoscatError("no training photo has a score: nothing for the score heads to learn")
+    return ds

@@ -1,0 +1,105 @@
+"""One run per --output-dir: a run's identity, the --resume checks and --overwrite-output-dir.
+
+A run's identity (dataset fingerprint, taxonomy classes, task) travels in every checkpoint's config.json as
+`loscat_run`, written by `save_pretrained` together with the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from transformers import TrainingArguments
+
+from loscat_hf.data.dataset import dataset_fingerprint
+from loscat_hf.errors import LoscatError
+from loscat_hf.train.arguments import LoscatArguments
+
+RUN_KEY = "loscat_run"  # config.json attribute: which dataset, taxonomy and task a checkpoint was trained on
+
+# What a run writes into --output-dir besides checkpoint-*: --overwrite-output-dir removes exactly these (never
+# other files a user keeps there), so the old run's model can never sit beside the new run's checkpoints.
+RUN_OUTPUTS = ("config.json", "model.safetensors", "preprocessor_config.json", "training_args.bin",
+               "train_summary.json", "eval", "runs")
+
+def run_identity(largs: LoscatArguments, taxonomy) -> dict:
+    """What makes a checkpoint this run's: the data (fingerprint, not the path), the label ids, the task."""
+    return {"dataset_sha256": dataset_fingerprint(largs.dataset), "taxonomy": taxonomy.name,
+            "classes": list(taxonomy.classes), "task": largs.task}
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+def _best_inside(best: Path, out: Path) -> bool:
+    """Whether trainer_state's best checkpoint is one of `out`'s. The Trainer writes it as output_dir/name,
+    relative when --output-dir was: then it depends on the directory training ran in, so compare its last
+    two parts (folder name, checkpoint name) instead of resolving it against today's working directory."""
+    if best.is_absolute():
+        return _inside(best, out)
+    return best.parent.name == out.resolve().name and (out / best.name).is_dir()
+
+def check_checkpoint(checkpoint: str | os.PathLike, out: Path, identity: dict) -> None:
+    """Refuse to resume from a checkpoint that is not this run's, or whose best checkpoint is elsewhere."""
+    ckpt = Path(checkpoint)
+    cfg_path = ckpt / "config.json"
+    try:
+        recorded = json.loads(cfg_path.read_text(encoding="utf-8")).get(RUN_KEY)
+    except (OSError, ValueError):
+        raise LoscatError(f"--resume: {cfg_path} is missing or unreadable; train into a new --output-dir") from None
+    if not isinstance(recorded, dict):
+        raise LoscatError(f"--resume: {ckpt} does not record which dataset and taxonomy it was trained on (another "
+                          "program or an older loscat-hf wrote it); train into a new --output-dir")
+    if recorded.get("dataset_sha256") != identity["dataset_sha256"]:
+        raise LoscatError(f"--resume: {ckpt} was trained on another dataset (train/validation metadata "
+                          "differ); resume with the --dataset it was trained on, or train into a new --output-dir")
+    if recorded.get("classes") != identity["classes"]:
+        raise LoscatError(f"--resume: {ckpt} was trained with another taxonomy ({recorded.get('taxonomy')}: "
+                          f"{', '.join(map(str, recorded.get('classes') or []))}); resume with that --taxonomy, "
+                          "or train into a new --output-dir")
+    if recorded.get("task") != identity["task"]:
+        raise LoscatError(f"--resume: {ckpt} was trained for --task {recorded.get('task')}, not "
+                          f"{identity['task']}; resume with that --task, or train into a new --output-dir")
+    state_path = ckpt / "trainer_state.json"
+    if state_path.is_file():
+        try:
+            best = json.loads(state_path.read_text(encoding="utf-8")).get("best_model_checkpoint")
+        except ValueError:
+            raise LoscatError(f"--resume: {state_path} does not parse; train into a new --output-dir") from None
+        if best and not _best_inside(Path(best), out):
+            raise LoscatError(f"--resume: {state_path} records the best checkpoint {best}, outside {out} (a copied "
+                              "or another run's folder); refusing to load weights from there: train into a new "
+                              "--output-dir")
+
+def prepare_output_dir(largs: LoscatArguments, targs: TrainingArguments,
+                       identity: dict) -> tuple[str | None, list[Path]]:
+    """Check --output-dir before anything is built or written: (checkpoint to resume from, stale checkpoints).
+
+    A non-empty folder holds another run: refused unless --resume (its last checkpoint must be this run's)
+    or --overwrite-output-dir (then its checkpoint-* folders are returned, to be deleted once the dataset and
+    model have loaded, so rotation and a later --resume never mix two runs). Without this the Trainer
+    overwrote the other run's model and rotated its checkpoints away.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(targs.output_dir)
+    resume = targs.resume_from_checkpoint
+    if out.exists() and not out.is_dir():
+        raise LoscatError(f"--output-dir {out} is a file; choose a folder")
+    if largs.resume and largs.overwrite_output_dir:
+        raise LoscatError("--resume continues the run in --output-dir, --overwrite-output-dir replaces it: pick one")
+    if largs.resume:
+        resume = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if resume is None:
+            raise LoscatError(f"--resume: no checkpoint-* folder in {out}")
+    if resume:
+        check_checkpoint(resume, out, identity)
+        return resume, []
+    if not out.is_dir() or not any(out.iterdir()):
+        return None, []
+    if not largs.overwrite_output_dir:
+        raise LoscatError(f"--output-dir {out} is not empty (another run's model or checkpoints?); pass --resume to "
+                          "continue that run, --overwrite-output-dir to replace it, or choose a new folder")
+    stale = [p for p in out.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+    return None, stale + [out / name for name in RUN_OUTPUTS if (out / name).exists()]

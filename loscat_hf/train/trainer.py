@@ -1,0 +1,104 @@
+"""The Trainer subclasses: balanced sampling, layer-wise LR, device-side normalisation, strict reloads,
+and the joint region + score loss of `--task scores`."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import torch
+from transformers import Trainer
+
+from loscat_hf.errors import LoscatError
+from loscat_hf.model.transforms import AugmentConfig, normalise
+
+
+def balanced_sample_weights(labels: Sequence[int], power: float = 1.0) -> torch.Tensor:
+    """Per-sample weights freq(label)**-power: power 1 draws every class equally often."""
+    counts = Counter(int(x) for x in labels)
+    return torch.tensor([counts[int(x)] ** -power for x in labels], dtype=torch.double)
+
+def _layer_depth(name: str, n_layers: int) -> int:
+    if m := re.search(r"encoder\.layer\.(\d+)\.", name):
+        return int(m.group(1)) + 1
+    if "embeddings" in name:
+        return 0
+    return n_layers + 1  # final layernorm, pooler, heads
+
+def load_weights_strict(model: torch.nn.Module, checkpoint_dir: str) -> None:
+    """Load a checkpoint's weights through from_pretrained (which renames legacy keys), strictly."""
+    try:
+        loaded = type(model).from_pretrained(checkpoint_dir)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+    except RuntimeError as exc:  # another architecture or size (--model differs from the checkpoint's)
+        raise LoscatError(f"the weights in {checkpoint_dir} do not fit this model "
+                          f"({str(exc).splitlines()[0][:200]}); use the --model it was trained with") from None
+    del loaded
+
+class RegionTrainer(Trainer):
+    """Trainer with balanced sampling, layer-wise LR, device-side normalisation and strict reloads."""
+
+    def __init__(self, *args, sample_weights: torch.Tensor | None = None, layer_decay: float = 1.0,
+                 image_mean: Sequence[float] = (0.5, 0.5, 0.5), image_std: Sequence[float] = (0.5, 0.5, 0.5),
+                 augment: AugmentConfig | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sample_weights = sample_weights
+        self.layer_decay = layer_decay
+        self.augment = augment  # device-side flip/rotation/jitter of training batches (transforms.py)
+        self._mean = torch.tensor(image_mean, dtype=torch.float32)
+        self._std = torch.tensor(image_std, dtype=torch.float32)
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.sample_weights is None:
+            return super()._get_train_sampler(train_dataset)
+        generator = torch.Generator().manual_seed(self.args.seed)
+        return torch.utils.data.WeightedRandomSampler(self.sample_weights, num_samples=len(self.sample_weights),
+                                                      replacement=True, generator=generator)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None or self.layer_decay == 1.0 or self.optimizer_cls_and_kwargs is not None:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        n_layers = getattr(opt_model.config, "num_hidden_layers", 0)
+        decay_names = set(self.get_decay_parameter_names(opt_model))
+        groups: dict[tuple[int, bool], dict] = {}
+        for name, param in opt_model.named_parameters():
+            if not param.requires_grad:
+                continue
+            depth = _layer_depth(name, n_layers)
+            decay = name in decay_names
+            group = groups.setdefault((depth, decay), {
+                "params": [], "weight_decay": self.args.weight_decay if decay else 0.0,
+                "lr": self.args.learning_rate * self.layer_decay ** (n_layers + 1 - depth)})
+            group["params"].append(param)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(list(groups.values()), **optimizer_kwargs)
+        return self.optimizer
+
+    def _prepare_inputs(self, inputs):
+        inputs = super()._prepare_inputs(inputs)
+        pv = inputs.get("pixel_values")
+        if pv is not None and pv.dtype == torch.uint8:
+            augment = self.augment if self.model.training else None
+            inputs["pixel_values"] = normalise(pv, self._mean.to(pv.device), self._std.to(pv.device), augment)
+        return inputs
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        load_weights_strict(self.model if model is None else model, resume_from_checkpoint)
+
+    def _load_best_model(self):
+        load_weights_strict(self.model, self.state.best_model_checkpoint)
+
+
+class ScoreTrainer(RegionTrainer):
+    """RegionTrainer whose loss is the model's joint loss (label smoothing applied inside the model)."""
+
+    def __init__(self, *args, score_weight: float = 1.0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.score_weight = score_weight
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs, smoothing=float(self.args.label_smoothing_factor),
+                        score_weight=self.score_weight)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
