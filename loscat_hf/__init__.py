@@ -8,14 +8,25 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_LAZY = {
+_LAZY = {  # the plain-Python API: one function per pipeline step, each returning a result object
     "load_taxonomy": "loscat_hf.taxonomy",
     "Taxonomy": "loscat_hf.taxonomy",
     "LoscatError": "loscat_hf.errors",
+    "prepare": "loscat_hf.data.prepare",
+    "PrepareResult": "loscat_hf.data.prepare",
+    "load_packed_dataset": "loscat_hf.data.dataset",
+    "LoscatArguments": "loscat_hf.train.arguments",
+    "parse_train_args": "loscat_hf.train.arguments",
+    "train": "loscat_hf.train.run",
+    "TrainResult": "loscat_hf.train.run",
+    "evaluate": "loscat_hf.evaluation.split_eval",
+    "EvaluationResult": "loscat_hf.evaluation.split_eval",
     "RegionPredictor": "loscat_hf.infer.predictor",
     "RegionPrediction": "loscat_hf.infer.predictor",
     "predict_folder": "loscat_hf.infer.folder",
     "PredictSummary": "loscat_hf.infer.folder",
+    "explain_folder": "loscat_hf.infer.explain",
+    "quickstart": "loscat_hf.demo.quickstart",
 }
 
 

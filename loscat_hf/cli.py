@@ -7,17 +7,43 @@ Each subcommand only parses arguments and calls the module that does the work; u
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from loscat_hf import __version__
+from loscat_hf.defaults import MAX_SIDE, PRECISIONS
 from loscat_hf.errors import LoscatError
 
 
-def _prepare(args: argparse.Namespace) -> int:
-    from loscat_hf.data.prepare import run_prepare
+def prepare_command(*, strict: bool = False, push_to_hub: str | None = None, public: bool = False, **kwargs) -> int:
+    """`loscat-hf prepare`: build, print the summary, push; exit 1 when nothing usable remains (or, with
+    --strict, when anything was left out)."""
+    from loscat_hf.data.dataset import PRIVATE_DIR
+    from loscat_hf.data.prepare import format_summary, prepare
 
-    return run_prepare(
+    result = prepare(strict=strict, **kwargs)
+    print(format_summary(result))
+    if result.out_dir is None:
+        print(f"\nNo usable photo remains ({len(result.consensus.photos)} photos had a consensus label out of "
+              f"{result.consensus.n_rows} CSV rows): nothing was written. Fix the problems above and run again.",
+              file=sys.stderr)
+        return 1
+    if strict and result.problems:
+        print(f"\n--strict: {len(result.problems)} problem(s) found; the dataset was written to "
+              f"{result.out_dir}, but the exit code is 1.", file=sys.stderr)
+        return 1
+    if push_to_hub:
+        from loscat_hf.hub.dataset import push_dataset_to_hub
+
+        url = push_dataset_to_hub(result.out_dir, push_to_hub, private=not public)
+        print(f"\nPushed to {url} ({'public' if public else 'private'}; {PRIVATE_DIR}/ stays local).")
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    return prepare_command(
         annotations=args.annotations, images=args.images, out=args.out, taxonomy=args.taxonomy,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
         max_side=args.max_side, overwrite=args.overwrite, strict=args.strict,
@@ -45,7 +71,9 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=0.165, help="share of patients for validation (default 0.165)")
     p.add_argument("--test-fraction", type=float, default=0.0, help="share of patients for a test split (default none)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-side", type=int, default=512, help="downscale so the shorter side is at most this")
+    p.add_argument("--max-side", type=int, default=MAX_SIDE,
+                   help=f"downscale so the shorter side is at most this (default {MAX_SIDE}); the trained model "
+                        "records it and predict decodes photos at the same size")
     p.add_argument("--scores", default=None, help="LoSCAT score table CSV to attach per-photo score targets")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--strict", action="store_true", help="exit non-zero on any problem, not only when nothing is usable")
@@ -72,23 +100,50 @@ def _add_demo_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from loscat_hf.evaluation.split_eval import run_evaluate
+    from loscat_hf.evaluation.split_eval import evaluate
 
-    run_evaluate(args.model, args.dataset, args.out, split=args.split, taxonomy=args.taxonomy,
-                 batch_size=args.batch_size, num_workers=args.num_workers)
+    result = evaluate(args.model, args.dataset, args.out, split=args.split, taxonomy=args.taxonomy,
+                      batch_size=args.batch_size, num_workers=args.num_workers)
+    print(result.summary())
     return 0
 
 
 def _quickstart(args: argparse.Namespace) -> int:
-    from loscat_hf.demo.quickstart import run_quickstart
+    from loscat_hf.demo.quickstart import quickstart
 
-    run_quickstart(args.out, patients=args.patients, photos=args.photos, epochs=args.epochs, model=args.model,
-                   seed=args.seed, overwrite=args.overwrite)
+    result = quickstart(args.out, patients=args.patients, photos=args.photos, epochs=args.epochs,
+                        model=args.model, seed=args.seed, overwrite=args.overwrite)
+    print(result.test.summary())
+    print(result.summary())
+    return 0
+
+
+def train_command(argv: Sequence[str]) -> int:
+    """`loscat-hf train`: HfArgumentParser over loscat's options and every TrainingArguments field."""
+    from loscat_hf.train.arguments import parse_train_args, train_help
+
+    if "--help-all" in argv:
+        print(train_help(full=True))
+        return 0
+    if any(a in ("-h", "--help") for a in argv):
+        print(train_help(full=False))
+        return 0
+    from loscat_hf.train.run import train
+
+    largs, targs = parse_train_args(argv)
+    result = train(largs, targs)
+    if result.macro_f1 is not None:  # rank 0 (DDP: the other ranks report nothing)
+        for component, m in (result.scores or {}).items():
+            nan = float("nan")
+            print(f"  {component}: n={m.get('n')} MAE {m.get('mae') or nan:.2f} Pearson {m.get('pearson') or nan:.2f} "
+                  f"QWK {m.get('qwk') or nan:.2f}")
+        print(f"macro-F1 {result.macro_f1:.3f}, accuracy {result.accuracy:.3f} on validation; model in "
+              f"{result.output_dir}, report and plots in {result.output_dir / 'eval'}")
     return 0
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    # Parsed by HfArgumentParser in training.py (every TrainingArguments field); listed here for --help.
+    # Parsed by HfArgumentParser (train/arguments.py: every TrainingArguments field); listed here for --help.
     sub.add_parser("train", add_help=False,
                    help="fine-tune a ViT (--dataset DIR --output-dir DIR [--model ID|DIR|tiny]); train --help")
 
@@ -140,7 +195,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-workers", type=int, default=default_workers(8),
                    help="decoding processes (default: cores - 1, at most 8; 0 = in the main process)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when present)")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"),
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto = bf16 on a GPU, fp32 on CPU; int8 = dynamic quantisation (CPU only)")
     p.add_argument("--min-confidence", type=float, default=None,
                    help="flag needs_review below this top-1 probability (default 0.5)")
@@ -188,9 +243,14 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
                    help="write the exact upload folder (files + README.md) to DIR instead of uploading")
     p.set_defaults(func=_push, public=False)
 def _explain(args: argparse.Namespace) -> int:
-    from loscat_hf.infer.explain import run_explain
+    from loscat_hf.infer.explain import explain_folder
 
-    run_explain(args.model, args.images, args.out, precision=args.precision, batch_size=args.batch_size)
+    result = explain_folder(args.model, args.images, args.out, precision=args.precision,
+                            batch_size=args.batch_size)
+    for photo, reason in result.skipped:
+        print(f"skipped {photo}: {reason}", file=sys.stderr)
+    for photo, region, probability, overlay in result.explained:
+        print(f"{photo}\t{region}\t{probability:.3f}\t{overlay}")
     return 0
 
 
@@ -199,7 +259,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model folder or Hub id")
     p.add_argument("--images", required=True, nargs="+", help="photo files and/or folders")
     p.add_argument("--out", required=True, help="folder for <name>.explain.png overlays")
-    p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "int8"])
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(func=_explain)
 
@@ -216,7 +276,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="model folder or Hub id (default: env LOSCAT_MODEL, else the Hub model)")
     p.add_argument("--host", default=None, help="default: env GRADIO_SERVER_NAME, else 127.0.0.1")
     p.add_argument("--port", type=int, default=None, help="default: env GRADIO_SERVER_PORT, else 7860")
-    p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "int8"],
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="default: env LOSCAT_PRECISION, else int8")
     p.set_defaults(func=_demo)
 
@@ -238,10 +298,12 @@ def _add_push_space(sub: argparse._SubParsersAction) -> None:
                         "of uploading")
     p.set_defaults(func=_push_space)
 def _evaluate_ensemble(args: argparse.Namespace) -> int:
-    from loscat_hf.evaluation.ensemble import run_evaluate_ensemble
+    from loscat_hf.evaluation.ensemble import evaluate_ensemble, format_ensemble
 
-    run_evaluate_ensemble(args.models, args.dataset, args.out, split=args.split, taxonomy=args.taxonomy,
-                          batch_size=args.batch_size, scores_table=args.scores)
+    report = evaluate_ensemble(args.models, args.dataset, args.out, split=args.split, taxonomy=args.taxonomy,
+                               batch_size=args.batch_size, scores_table=args.scores)
+    print(format_ensemble(report))
+    print(f"Report: {Path(args.out) / 'ensemble_report.json'}")
     return 0
 
 
@@ -275,13 +337,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is now (a test's capture, a redirected stream), not the one at start."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _log_to_console() -> None:
+    """loscat_hf's INFO messages (quickstart steps, training set-up, warnings) on stderr, plain text."""
+    logger = logging.getLogger("loscat_hf")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv[:1] == ["train"]:  # all of TrainingArguments, HfArgumentParser style (see training.py)
-            from loscat_hf.train.run import train_main
-
-            return train_main(argv[1:])
+        _log_to_console()
+        if argv[:1] == ["train"]:  # all of TrainingArguments, HfArgumentParser style (train/arguments.py)
+            return train_command(argv[1:])
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except LoscatError as exc:

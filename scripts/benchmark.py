@@ -3,7 +3,7 @@
     python scripts/benchmark.py all --photos 48 --out bench_results      # ~minutes on 2 cores
     python scripts/benchmark.py input|train|label [--quick]
 
-Inputs: phantom camera-sized JPEGs (`generate_demo_data`), packed by `run_prepare` at --max-side 512.
+Inputs: phantom camera-sized JPEGs (`generate_demo_data`), packed by `prepare` at --max-side 512.
 Each benchmark prints a table and writes <out>/<name>.json.
 """
 
@@ -31,7 +31,7 @@ from loscat_hf.hardware import default_workers, usable_cores  # noqa: E402
 def make_data(root: Path, photos: int, image_size: tuple[int, int]) -> dict:
     """Camera-sized phantom photos + their packed dataset; reused when already there."""
     from loscat_hf.data.dataset import ID_MAP_NAME, PRIVATE_DIR
-    from loscat_hf.data.prepare import run_prepare
+    from loscat_hf.data.prepare import prepare
     from loscat_hf.demo.phantom import generate_demo_data
 
     raw, packed = root / "raw", root / "packed"
@@ -39,8 +39,8 @@ def make_data(root: Path, photos: int, image_size: tuple[int, int]) -> dict:
     if not id_map.is_file():
         generate_demo_data(raw, n_patients=max(8, photos // 4), n_photos=photos, image_size=image_size,
                            n_unlabeled=0, overwrite=True)
-        run_prepare(annotations=raw / "annotations.csv", images=raw / "images", out=packed, max_side=512,
-                    val_fraction=0.5 if photos < 40 else 0.2, overwrite=True, progress=False)
+        prepare(annotations=raw / "annotations.csv", images=raw / "images", out=packed, max_side=512,
+                val_fraction=0.5 if photos < 40 else 0.2, overwrite=True, progress=False)
     with open(id_map, newline="") as fh:
         originals = {r["image_id"]: str(raw / "images" / r["original_path"]) for r in csv.DictReader(fh)
                      if r["status"] == "kept"}

@@ -3,7 +3,7 @@ import pytest
 from conftest import save_tiny_model
 from PIL import Image
 
-from loscat_hf.infer.explain import explain, rollout, run_explain
+from loscat_hf.infer.explain import explain, explain_folder, rollout
 from loscat_hf.infer.predictor import RegionPredictor
 
 
@@ -65,14 +65,16 @@ def test_rollout_identity_attention_is_flat():
     assert grid[0].reshape(-1).argmax() == 4 and grid[0].max() == pytest.approx(1.0)
 
 
-def test_run_explain_writes_overlays(tiny_model, tmp_path):
+def test_explain_folder_writes_overlays(tiny_model, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     for i, img in enumerate(_photos()):
         img.save(src / f"p{i}.png")
     (src / "bad.jpg").write_bytes(b"not an image")
-    written = run_explain(tiny_model, [str(src)], tmp_path / "out")
+    result = explain_folder(tiny_model, [str(src)], tmp_path / "out")
+    written = result.overlays
     assert sorted(p.name for p in written) == ["p0.explain.png", "p1.explain.png"]
+    assert [p.name for p, _ in result.skipped] == ["bad.jpg"]
     assert Image.open(written[0]).size[0] > 0
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from loscat_hf.demo import phantom
-from loscat_hf.demo.phantom import SEVERITY_COLUMNS, generate_demo_data, spelling_variants
+from loscat_hf.demo.phantom import SEVERITY_COLUMNS, generate_demo_data, render_photo, spelling_variants
+from loscat_hf.demo.phantom.jpeg import _render_and_save
+from loscat_hf.demo.phantom.plan import _plan
+from loscat_hf.demo.phantom.raters import _CODES
 from loscat_hf.errors import LoscatError
 from loscat_hf.taxonomy import load_taxonomy
 
@@ -64,7 +67,7 @@ def test_every_spelling_parses():
         for text in variants:
             parsed = tax.parse(text)
             assert parsed.site == site, (text, parsed)
-    for code in phantom._CODES:
+    for code in _CODES:
         assert tax.parse(code).code in {"unclear", "multiple", "not_gradable"}
 
 
@@ -136,12 +139,12 @@ def test_exif_identifying_tags_and_orientation(tmp_path):
 def test_orientation_rotates_pixels_so_transpose_is_upright(tmp_path):
     """The stored pixels are the upright render turned the other way: exif_transpose must undo it exactly."""
     root = tmp_path / "o"
-    specs, *_ = phantom._plan(4, 60, 0, (64, 48), 5, root)
+    specs, *_ = _plan(4, 60, 0, (64, 48), 5, root)
     turned = [s for s in specs if s["orientation"] in (3, 6, 8)][:4]
     assert turned
     for spec in turned:
-        phantom._render_and_save(spec)
-        expected = np.asarray(phantom.render_photo(spec), np.float32)
+        _render_and_save(spec)
+        expected = np.asarray(render_photo(spec), np.float32)
         with Image.open(spec["path"]) as im:
             got = np.asarray(ImageOps.exif_transpose(im), np.float32)
         assert got.shape == expected.shape
@@ -192,6 +195,15 @@ def test_bad_arguments(tmp_path, kwargs, match):
     assert not (tmp_path / "d").exists()
 
 
+def test_summary_is_logged_not_printed(tmp_path, caplog, capsys):
+    with caplog.at_level(logging.INFO, logger="loscat_hf.demo.phantom"):
+        generate_demo_data(tmp_path / "d", n_patients=2, n_photos=12, image_size=(48, 36), n_unlabeled=0,
+                           num_workers=1)
+    assert "SYNTHETIC phantom data: 12 photos of 2 patients" in caplog.text
+    assert "next: loscat-hf prepare" in caplog.text
+    assert capsys.readouterr().out == ""
+
+
 def test_output_path_is_a_file(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
@@ -202,11 +214,11 @@ def test_output_path_is_a_file(tmp_path):
 def test_severity_changes_the_pixels():
     """Each LoSCAT component must be visible: a model can only learn scores that change the picture."""
     root = Path("/nonexistent")
-    specs, *_ = phantom._plan(6, 60, 0, (96, 72), 0, root)
+    specs, *_ = _plan(6, 60, 0, (96, 72), 0, root)
     spec = next(s for s in specs if s["lesion"] is not None)
-    base = np.asarray(phantom.render_photo({**spec, "severity": (0, 0, 0, 0, 0, 0)}), np.float32)
+    base = np.asarray(render_photo({**spec, "severity": (0, 0, 0, 0, 0, 0)}), np.float32)
     for i, name in enumerate(SEVERITY_COLUMNS):
         sev = [0] * 6
         sev[i] = 3
-        img = np.asarray(phantom.render_photo({**spec, "severity": tuple(sev)}), np.float32)
+        img = np.asarray(render_photo({**spec, "severity": tuple(sev)}), np.float32)
         assert np.abs(img - base).mean() > 0.15, name

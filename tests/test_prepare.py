@@ -1,4 +1,4 @@
-"""run_prepare / `loscat-hf prepare`: annotation CSV + photos -> dataset, bad input reported, exit codes."""
+"""prepare / `loscat-hf prepare`: annotation CSV + photos -> dataset, bad input reported, exit codes."""
 
 import csv
 import json
@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from loscat_hf.cli import main
+from loscat_hf.cli import main, prepare_command
 from loscat_hf.data.dataset import read_split_metadata
-from loscat_hf.data.prepare import run_prepare
 from loscat_hf.errors import LoscatError
 
 REGIONS = ["head", "left arm", "Rt. Leg", "chest", "right forearm", "abdomen"]
@@ -45,7 +44,7 @@ def _write(path: Path, rows: list[str]) -> Path:
 def _prepare(csv_path, images, out, **kw):
     kw.setdefault("val_fraction", 0.25)
     kw.setdefault("num_workers", 1)
-    return run_prepare(annotations=csv_path, images=images, out=out, **kw)
+    return prepare_command(annotations=csv_path, images=images, out=out, **kw)
 
 
 def _report(out: Path) -> dict:

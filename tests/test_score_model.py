@@ -11,7 +11,7 @@ from loscat_hf.data.score_tables import COMPONENTS
 from loscat_hf.model.score_heads import ViTWithScores, build_score_model, masked_score_loss
 from loscat_hf.taxonomy import load_taxonomy
 from loscat_hf.train.arguments import parse_train_args
-from loscat_hf.train.run import run_training
+from loscat_hf.train.run import train
 
 FAST = ["--model", "tiny", "--image-size", "32", "--dataloader-num-workers", "0", "--per-device-train-batch-size",
         "16", "--logging-steps", "1", "--learning-rate", "3e-3", "--warmup-steps", "0"]
@@ -92,11 +92,11 @@ def _scored_dataset(root, n_train=96, n_val=36, seed=0):
 def test_score_heads_learn_on_held_out_images(tmp_path):
     ds = _scored_dataset(tmp_path / "ds")
     out = tmp_path / "run"
-    summary = run_training(*parse_train_args([
+    summary = train(*parse_train_args([
         "--dataset", str(ds), "--output-dir", str(out), *FAST, "--task", "scores", "--num-train-epochs", "8",
         "--phase1-epochs", "0", "--save-strategy", "no", "--load-best-model-at-end", "false",
         "--eval-strategy", "no", "--augment", "false"]))
-    ery = summary["scores"]["erythema"]
+    ery = summary.scores["erythema"]
     assert ery["pearson"] > 0.6, ery
     assert (out / "eval" / "scores_report.json").exists()
 
@@ -105,7 +105,7 @@ def test_scores_task_needs_score_columns(tiny_dataset, tmp_path):
     from loscat_hf.errors import LoscatError
 
     with pytest.raises(LoscatError, match="prepare"):
-        run_training(*parse_train_args(["--dataset", str(tiny_dataset), "--output-dir", str(tmp_path / "o"),
+        train(*parse_train_args(["--dataset", str(tiny_dataset), "--output-dir", str(tmp_path / "o"),
                                          *FAST, "--task", "scores"]))
     with pytest.raises(LoscatError, match="--task"):
         parse_train_args(["--dataset", "d", "--output-dir", str(tmp_path), "--task", "severity"])

@@ -1,3 +1,4 @@
+import json
 from collections import Counter
 from importlib import resources
 from pathlib import Path
@@ -10,7 +11,7 @@ from safetensors.torch import load_file
 from loscat_hf.taxonomy import load_taxonomy
 from loscat_hf.train.arguments import parse_train_args
 from loscat_hf.train.callbacks import TwoPhaseCallback
-from loscat_hf.train.run import build_trainer, run_training
+from loscat_hf.train.run import build_trainer, train
 from loscat_hf.train.trainer import balanced_sample_weights
 
 FAST = ["--model", "tiny", "--image-size", "32", "--dataloader-num-workers", "0", "--per-device-train-batch-size",
@@ -83,7 +84,7 @@ def test_two_phase_freezes_backbone_then_trains_it(tiny_dataset, tmp_path):
                           "--save-strategy", "no", "--load-best-model-at-end", "false",
                           callbacks=[Snap(phase1_epochs=1)])
     start = _snapshot(trainer.model)
-    # The optimizer holds every parameter, including those frozen in phase 1 (PITFALLS).
+    # The optimizer holds every parameter, including those frozen in phase 1 (docs/pitfalls.md).
     trainer.create_optimizer()
     held = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
     assert all(id(p) in held for p in trainer.model.parameters())
@@ -160,8 +161,8 @@ def test_run_training_end_to_end_saves_best_model_and_resumes(tiny_dataset, tmp_
     out = tmp_path / "run"
     common = ["--dataset", str(tiny_dataset), "--output-dir", str(out), *FAST, "--phase1-epochs", "1",
               "--save-total-limit", "5"]
-    summary = run_training(*parse_train_args([*common, "--num-train-epochs", "2"]))
-    best = summary["best_checkpoint"]
+    summary = train(*parse_train_args([*common, "--num-train-epochs", "2"]))
+    best = summary.best_checkpoint
     saved = _weights(out)
     ref = _weights(__import__("pathlib").Path(best))
     assert set(saved) == set(ref) and all(torch.equal(saved[k], ref[k]) for k in ref)
@@ -169,9 +170,13 @@ def test_run_training_end_to_end_saves_best_model_and_resumes(tiny_dataset, tmp_
                  "eval/confusion_matrix.png", "eval/training_curves.png"]:
         assert (out / name).exists(), name
     # --resume continues from the last checkpoint, with its weights, up to the new epoch count.
-    summary2 = run_training(*parse_train_args([*common, "--num-train-epochs", "3", "--resume", "true"]))
-    assert (out / "checkpoint-3").exists() or len(list(out.glob("checkpoint-*"))) >= 3
-    assert summary2["best_checkpoint"]
+    before = {p.name for p in out.glob("checkpoint-*")}
+    summary2 = train(*parse_train_args([*common, "--num-train-epochs", "3", "--resume", "true"]))
+    added = sorted({p.name for p in out.glob("checkpoint-*")} - before)
+    assert len(added) == 1, added  # exactly one more epoch was trained, not three from scratch
+    state = json.loads((out / added[0] / "trainer_state.json").read_text())
+    assert state["epoch"] == 3.0 and state["log_history"][0]["epoch"] <= 1.0  # history carried over from run 1
+    assert summary2.best_checkpoint
     # A plain transformers pipeline loads the folder.
     clf = pipeline("image-classification", model=str(out))
     from PIL import Image
@@ -201,7 +206,7 @@ def test_bad_arguments_are_clear(tmp_path):
     with pytest.raises(LoscatError, match="no_such_option"):
         parse_train_args(["--dataset", "d", "--output-dir", str(tmp_path), "--config", str(bad)])
     with pytest.raises(LoscatError, match="not a packed dataset"):
-        run_training(*parse_train_args(["--dataset", str(tmp_path), "--output-dir", str(tmp_path / "o"), *FAST]))
+        train(*parse_train_args(["--dataset", str(tmp_path), "--output-dir", str(tmp_path / "o"), *FAST]))
 
 
 def test_ddp_two_processes_on_cpu(tiny_dataset, tmp_path):
@@ -256,7 +261,7 @@ def _run_args(dataset, out, *extra):
 def finished_run(tiny_dataset, tmp_path_factory):
     """A finished 2-epoch run (checkpoint-6, checkpoint-12) that the tests below copy and tamper with."""
     out = tmp_path_factory.mktemp("run") / "out"
-    run_training(*_run_args(tiny_dataset, out, "--num-train-epochs", "2"))
+    train(*_run_args(tiny_dataset, out, "--num-train-epochs", "2"))
     return out
 
 
@@ -280,14 +285,14 @@ def test_train_refuses_a_folder_holding_another_run(tiny_dataset, finished_run, 
     shutil.copytree(finished_run, out)
     before = _tree(out)
     with pytest.raises(LoscatError, match="--overwrite-output-dir") as exc:
-        run_training(*_run_args(tiny_dataset, out, "--max-steps", "1"))
+        train(*_run_args(tiny_dataset, out, "--max-steps", "1"))
     assert str(out) in str(exc.value) and "\n" not in str(exc.value)
     assert _tree(out) == before  # nothing overwritten, no checkpoint deleted
     stray = tmp_path / "notes"
     stray.mkdir()
     (stray / "thesis.docx").write_bytes(b"mine")
     with pytest.raises(LoscatError, match="--overwrite-output-dir"):
-        run_training(*_run_args(tiny_dataset, stray, "--max-steps", "1"))
+        train(*_run_args(tiny_dataset, stray, "--max-steps", "1"))
     assert [p.name for p in stray.iterdir()] == ["thesis.docx"]
 
 
@@ -300,11 +305,11 @@ def test_overwrite_output_dir_replaces_the_other_runs_checkpoints(tiny_dataset, 
     shutil.copytree(finished_run, out)
     old = _weights(out)
     with pytest.raises(LoscatError, match="not a packed dataset"):  # a run that fails early deletes nothing
-        run_training(*_run_args(tmp_path / "nowhere", out, "--max-steps", "1", "--overwrite-output-dir"))
+        train(*_run_args(tmp_path / "nowhere", out, "--max-steps", "1", "--overwrite-output-dir"))
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-6"]
     (out / "eval" / "old_run_only.png").write_bytes(b"x")  # an output only the old run wrote
     (out / "my_notes.txt").write_text("kept")  # not something a run writes: never deleted
-    run_training(*_run_args(tiny_dataset, out, "--max-steps", "2", "--save-strategy", "steps", "--save-steps", "1",
+    train(*_run_args(tiny_dataset, out, "--max-steps", "2", "--save-strategy", "steps", "--save-steps", "1",
                             "--eval-strategy", "steps", "--eval-steps", "1", "--overwrite-output-dir"))
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     assert not (out / "eval" / "old_run_only.png").exists() and (out / "my_notes.txt").read_text() == "kept"
@@ -326,7 +331,7 @@ def test_resume_refuses_a_checkpoint_of_another_dataset_or_taxonomy(tiny_dataset
     lines = meta.read_text().splitlines(keepends=True)
     meta.write_text("".join(lines[:-1]))  # one photo fewer: another dataset
     with pytest.raises(LoscatError, match="dataset") as exc:
-        run_training(*_run_args(other, out, "--num-train-epochs", "3", "--resume", "true"))
+        train(*_run_args(other, out, "--num-train-epochs", "3", "--resume", "true"))
     assert "checkpoint-12" in str(exc.value) and "\n" not in str(exc.value)
 
     tax = load_taxonomy()
@@ -335,7 +340,7 @@ def test_resume_refuses_a_checkpoint_of_another_dataset_or_taxonomy(tiny_dataset
     tax_file = tmp_path / "tax.json"
     tax_file.write_text(json.dumps(data))
     with pytest.raises(LoscatError, match="taxonomy"):
-        run_training(*_run_args(tiny_dataset, out, "--num-train-epochs", "3", "--resume", "true",
+        train(*_run_args(tiny_dataset, out, "--num-train-epochs", "3", "--resume", "true",
                                 "--taxonomy", str(tax_file)))
     assert _tree(out) == before
 
@@ -353,7 +358,7 @@ def test_resume_refuses_a_best_checkpoint_outside_the_output_folder(tiny_dataset
     assert state["best_model_checkpoint"].startswith(str(finished_run))  # the original folder, still there
     before = _tree(out)
     with pytest.raises(LoscatError, match="best") as exc:
-        run_training(*_run_args(tiny_dataset, out, "--num-train-epochs", "3", "--resume", "true"))
+        train(*_run_args(tiny_dataset, out, "--num-train-epochs", "3", "--resume", "true"))
     assert str(finished_run) in str(exc.value) and "\n" not in str(exc.value)
     assert _tree(out) == before
 
@@ -374,7 +379,7 @@ def test_resume_refuses_a_checkpoint_without_run_identity(tiny_dataset, finished
         state["best_model_checkpoint"] = str(out / Path(state["best_model_checkpoint"]).name)
         (ckpt / "trainer_state.json").write_text(json.dumps(state))
     with pytest.raises(LoscatError, match="checkpoint-12"):
-        run_training(*_run_args(tiny_dataset, out, "--num-train-epochs", "3", "--resume", "true"))
+        train(*_run_args(tiny_dataset, out, "--num-train-epochs", "3", "--resume", "true"))
 
 
 # --- a broken dataset is a one-line error before anything is written (issue 11, item 9) ---------------------
@@ -387,7 +392,7 @@ def test_train_with_a_photo_missing_from_train_is_a_clear_error(tiny_dataset, tm
     gone.unlink()
     out = tmp_path / "out"
     with pytest.raises(LoscatError, match=gone.name) as exc:
-        run_training(*_run_args(ds, out, "--max-steps", "1"))
+        train(*_run_args(ds, out, "--max-steps", "1"))
     msg = str(exc.value)
     assert "metadata.csv" in msg and "prepare" in msg and "\n" not in msg
     assert not out.exists()

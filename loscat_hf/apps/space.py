@@ -29,10 +29,11 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
 from loscat_hf.data.csvsafe import SafeWriter  # noqa: E402
+from loscat_hf.defaults import SPACE_MODEL  # noqa: E402
 from loscat_hf.infer.explain import explain_pixels  # noqa: E402
 from loscat_hf.infer.predictor import RegionPredictor  # noqa: E402
 
-DEFAULT_MODEL = "loscat-hf/loscat-region-vit"
+DEFAULT_MODEL = SPACE_MODEL
 DEFAULT_PRECISION = "int8"  # ~0.24 s per ViT-B/16-384 forward on 2 CPU cores; see scripts/bench_space.py
 MAX_FILE_SIZE = "15mb"
 MAX_BATCH = 32

@@ -22,6 +22,7 @@ from loscat_hf.errors import Problem
 
 logger = logging.getLogger(__name__)
 
+
 def _versions() -> dict[str, str]:
     out = {"loscat_hf": __version__, "python": platform.python_version()}
     for dist in ("pillow", "numpy", "scikit-learn", "datasets", "huggingface-hub"):
@@ -31,11 +32,13 @@ def _versions() -> dict[str, str]:
             pass
     return out
 
+
 def _size_category(n: int) -> str:
     for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
         if n < limit:
             return name
     return "100K<n<1M"
+
 
 def build_report(
     *, counts: dict, patients: dict, n_photos: int, classes: Sequence[str], problems: Sequence[Problem],
@@ -81,10 +84,12 @@ _REASON_TEXT = {
     "duplicate_row": "repeated CSV row",
 }
 
+
 def _reason_text(kind: str) -> str:
     if kind.startswith("non_site:"):
         return f"raters' consensus is the non-site code `{kind.split(':', 1)[1]}`"
     return _REASON_TEXT.get(kind, kind.replace("_", " "))
+
 
 def dataset_card(report: dict, table_md: str, agreement: Mapping | None, features) -> str:
     """The dataset card, built from the public report only (so it can quote nothing private)."""
@@ -167,6 +172,7 @@ def dataset_card(report: dict, table_md: str, agreement: Mapping | None, feature
     if report["warnings"]:
         lines += ["", "Warnings:", ""] + [f"- {w}" for w in report["warnings"]]
     return "\n".join(lines) + "\n"
+
 
 def _agreement_text(agreement: Mapping | None) -> str:
     if not agreement:

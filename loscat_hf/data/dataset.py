@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import os
 import re
@@ -69,11 +70,13 @@ def dataset_features(classes: Sequence[str], extra_columns: Sequence[str] = ()):
     columns.update({c: Value("float32" if c.startswith(SCORE_PREFIX) else "string") for c in extra_columns})
     return Features(columns)
 
+
 def metadata_features(features):
     """The schema of `<split>/metadata.parquet`: imagefolder's `file_name` key in place of the image column."""
     from datasets import Features, Value
 
     return Features({"file_name": Value("string"), **{k: v for k, v in features.items() if k != "image"}})
+
 
 def card_features(dataset_dir: str | Path):
     """The features a packed dataset's card declares, or None for a dataset without them (older prepare)."""
@@ -90,12 +93,23 @@ def card_features(dataset_dir: str | Path):
         logger.warning("%s declares no readable dataset_info.features; using the default schema", card)
         return None
 
+
+def packed_max_side(path: str | os.PathLike) -> int | None:
+    """The --max-side a dataset was packed at (its public report), or None for a hand-made dataset."""
+    try:
+        value = json.loads((Path(path) / REPORT_NAME).read_text(encoding="utf-8"))["parameters"]["max_side"]
+        return int(value)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def split_metadata_file(split_dir: str | Path) -> Path | None:
     """A split folder's metadata file: metadata.parquet (prepare), or metadata.csv (hand-made, older prepare)."""
     for name in (METADATA_NAME, LEGACY_METADATA_NAME):
         if (Path(split_dir) / name).is_file():
             return Path(split_dir) / name
     return None
+
 
 def read_split_metadata(split_dir: str | Path) -> list[dict]:
     """The rows of a split's metadata, `label` as its class name: the one reader of both metadata formats."""
@@ -119,7 +133,6 @@ def read_split_metadata(split_dir: str | Path) -> list[dict]:
     except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
         raise LoscatError(f"cannot read {path} ({exc}); rebuild the dataset with `loscat-hf prepare --overwrite`"
                           ) from None
-
 
 
 def publishable_files(dataset_dir: str | Path) -> list[tuple[str, Path]]:
@@ -174,6 +187,7 @@ def load_packed_dataset(path: str, taxonomy, max_train: int | None = None, max_e
         ds["validation"] = ds["validation"].select(range(min(max_eval, len(ds["validation"]))))
     return ds
 
+
 def check_packed_files(path: str | os.PathLike) -> None:
     """Every photo that train/ and validation/ list exists, and validation is not empty: a one-line error
     before anything is loaded or written (datasets would drop or fail on it in the middle of the run)."""
@@ -198,6 +212,7 @@ def check_packed_files(path: str | os.PathLike) -> None:
             raise LoscatError(f"{meta} row {row} lists {name or '(no file_name)'}, which is not in {meta.parent}"
                               f"{more}; restore the photos or rebuild the dataset with `loscat-hf prepare --overwrite`")
 
+
 def dataset_fingerprint(path: str | os.PathLike) -> str:
     """sha256 over the train and validation metadata files: which photos, labels and split a run used."""
     digest = hashlib.sha256()
@@ -209,6 +224,7 @@ def dataset_fingerprint(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 SUBGROUP_EXCLUDE = {"image", "file_name", "label", "labels", "site", "patient_id", "visit", "image_id"}
+
 
 def subgroup_columns(split) -> list[str]:
     """Per-photo columns worth auditing (skin tone, age band, camera): low-cardinality strings."""

@@ -22,14 +22,12 @@ half-written dataset that a later training run could pick up.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import hmac
 import json
 import logging
 import os
 import random
-import re
 import secrets
 import shutil
 import sys
@@ -40,6 +38,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loscat_hf.data.atomic import check_output_dir, commit_folder, remove_stale_partials, write_error
 from loscat_hf.data.card import build_report, dataset_card
 from loscat_hf.data.dataset import (
     CARD_NAME,
@@ -61,17 +60,16 @@ from loscat_hf.data.images import (
 )
 from loscat_hf.data.private import draw_codes, pseudonymous_agreement, write_private
 from loscat_hf.data.splits import assign_splits, split_counts_table
+from loscat_hf.defaults import MAX_SIDE, SIZE_SLACK
 from loscat_hf.errors import LoscatError, Problem
 
 logger = logging.getLogger(__name__)
 
 JPEG_QUALITY = 95
 
-# Packed photos may come out up to 15% under max_side when a JPEG's DCT-scaled decode lands there: it
-# halves the time per photo, and training resizes to the model's input size anyway.
-SIZE_SLACK = 0.15
 
 ID_LENGTH = 16  # hex chars of HMAC-SHA256: 64 bits, no collision in any realistic photo collection
+
 
 @dataclass(frozen=True)
 class PackItem:
@@ -85,6 +83,7 @@ class PackItem:
     visit: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)  # e.g. {"skin_tone": "V"}
     row: int | None = None  # first CSV data row of the photo, for messages
+
 
 @dataclass
 class PackResult:
@@ -129,6 +128,7 @@ def _process_one(task: tuple[int, str, str, int, int, bytes]) -> tuple[int, str 
         os.replace(part, target)
     return index, image_id, None, None
 
+
 def _run_tasks(
     tasks: list[tuple[int, str, str, int, int]], num_workers: int, progress: bool
 ) -> Iterator[tuple[int, str | None, str | None, str | None]]:
@@ -165,75 +165,6 @@ def _extra_columns(items: Iterable[PackItem]) -> list[tuple[str, str]]:
     return [(name, f"extra_{name}" if name in METADATA_COLUMNS else name) for name in names]
 
 
-
-
-def check_output_dir(out_dir: str | Path, overwrite: bool) -> Path:
-    """Fail early (before minutes of packing) if OUT exists and may not be replaced."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise LoscatError(f"output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise LoscatError(f"output folder {out} already exists; pass --overwrite to replace it")
-    return out
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. EPERM: it exists, owned by someone else
-        return True
-    return True
-
-def remove_stale_partials(out: Path) -> list[Path]:
-    """Delete `.OUT.partial-<pid>-*` and `.OUT.old-<pid>-*` folders that a killed prepare left behind (their
-    process is gone). They hold decoded patient photos and private/; nothing else would ever remove them.
-    A folder of another name, or of a prepare still running, is left alone.
-    """
-    removed = []
-    for folder in out.parent.glob(f".{out.name}.*-*"):
-        match = re.fullmatch(rf"\.{re.escape(out.name)}\.(?:partial|old)-(\d+)-[0-9a-f]{{8}}", folder.name)
-        if not match or not folder.is_dir():
-            continue
-        if int(match.group(1)) != os.getpid() and _pid_alive(int(match.group(1))):
-            continue  # another prepare into the same OUT is running now
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    if removed:
-        logger.info("removed %d unfinished folder(s) of an interrupted prepare next to %s", len(removed), out)
-    return removed
-
-def _write_error(out: Path, exc: OSError) -> LoscatError:
-    """A disk problem while writing OUT, as one line the user can act on."""
-    hints = {
-        errno.ENOSPC: "the disk is full: free space or choose another --out",
-        errno.EROFS: "the file system is read-only: choose another --out",
-        errno.EACCES: "permission denied: choose a folder you can write to as --out",
-        errno.EPERM: "permission denied: choose a folder you can write to as --out",
-        getattr(errno, "EDQUOT", -1): "the disk quota is exceeded: free space or choose another --out",
-    }
-    what = hints.get(exc.errno, f"{exc.strerror or exc}: check the disk, or choose another --out")
-    return LoscatError(f"cannot write the dataset {out}: {what}; nothing was written")
-
-def _commit(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Rename the finished folder into place; an old OUT is removed only after the new one is there."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    if not overwrite:
-        raise LoscatError(f"output folder {out} appeared while packing; pass --overwrite to replace it")
-    old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 # ----------------------------------------------------------------------------- main entry
 
 
@@ -245,7 +176,7 @@ def pack_dataset(
     val_fraction: float = 0.165,
     test_fraction: float = 0.0,
     seed: int = 0,
-    max_side: int = 512,
+    max_side: int = MAX_SIDE,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     overwrite: bool = False,
     num_workers: int | None = None,
@@ -283,7 +214,7 @@ def pack_dataset(
         remove_stale_partials(out)
         tmp.mkdir()
     except OSError as exc:
-        raise _write_error(out, exc) from None
+        raise write_error(out, exc) from None
     try:
         staging = tmp / "_staging"
         staging.mkdir()
@@ -367,10 +298,10 @@ def pack_dataset(
             agreement_public, features,
         )
         (tmp / CARD_NAME).write_text(card, encoding="utf-8")
-        _commit(tmp, out, overwrite)
+        commit_folder(tmp, out, overwrite)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise _write_error(out, exc) from None
+        raise write_error(out, exc) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -378,6 +309,7 @@ def pack_dataset(
         out_dir=out, n_photos=len(kept), counts=counts, patients=patients, problems=all_problems,
         warnings=public_warnings + private_warnings, report=report, table=table,
     )
+
 
 def _deduplicate(
     items: Sequence[PackItem], image_ids: Sequence[str | None], problems: list[Problem]
@@ -413,6 +345,7 @@ def _deduplicate(
             ))
     kept.sort()
     return kept, duplicates
+
 
 def _write_splits(
     tmp: Path, staging: Path, items: Sequence[PackItem], kept: Sequence[int], image_ids: Sequence[str | None],

@@ -1,7 +1,8 @@
-"""`loscat-hf prepare`: rater CSV + photo folder -> de-identified imagefolder dataset split by patient.
+"""`prepare()`: rater CSV + photo folder -> de-identified imagefolder dataset split by patient.
 
-This module only orchestrates (annotations -> image paths -> packing -> console summary); the work is
-in annotations.py (consensus labels), images.py (safe decoding), splits.py and packing.py.
+This module only orchestrates (annotations -> image paths -> score table -> packing) and returns a
+PrepareResult; the work is in annotations.py (consensus labels), images.py (safe decoding), splits.py and
+packing.py. `loscat-hf prepare` prints `format_summary(result)`, sets the exit code and pushes to the Hub.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from loscat_hf.data.atomic import check_output_dir
 from loscat_hf.data.dataset import CARD_NAME, PRIVATE_DIR, PROBLEMS_NAME, REPORT_NAME
-from loscat_hf.data.packing import PackItem, check_output_dir, pack_dataset
+from loscat_hf.data.packing import PackItem, PackResult, pack_dataset
+from loscat_hf.defaults import MAX_SIDE
 from loscat_hf.errors import LoscatError, Problem
-from loscat_hf.hub.dataset import push_dataset_to_hub
 
 MAX_LISTED_PROBLEMS = 20
 MAX_LISTED_UNMATCHED = 10
@@ -72,7 +75,22 @@ def dataset_key(annotations: str | os.PathLike, seed: int) -> bytes:
                           + b"\0" + str(seed).encode()).digest()
 
 
-def run_prepare(
+@dataclass
+class PrepareResult:
+    """What `prepare` did: the packed dataset (None when nothing usable remained) and what was read."""
+
+    out_dir: Path | None
+    pack: PackResult
+    consensus: object  # annotations.ConsensusResult: rows read, consensus photos, agreement, columns
+    annotations: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self):
+        return self.pack.problems
+
+
+def prepare(
     *,
     annotations: str | os.PathLike,
     images: str | os.PathLike,
@@ -81,18 +99,18 @@ def run_prepare(
     val_fraction: float = 0.165,
     test_fraction: float = 0.0,
     seed: int = 0,
-    max_side: int = 512,
+    max_side: int = MAX_SIDE,
     overwrite: bool = False,
     strict: bool = False,
-    push_to_hub: str | None = None,
-    public: bool = False,
     num_workers: int | None = None,
     scores: str | os.PathLike | None = None,
     keep_columns: str | list[str] | None = None,
     progress: bool | None = None,
-) -> int:
-    """Build the dataset and print a summary; returns 0, or 1 when nothing usable remains (or, with
-    strict, when anything was excluded). User errors raise LoscatError (the CLI prints them, exit 2).
+) -> PrepareResult:
+    """Build the dataset; `result.out_dir` is None when nothing usable remained (nothing is written then).
+
+    `strict` is recorded in the report; deciding what a problem means (the CLI's exit code 1) is the caller's.
+    User errors raise LoscatError before anything is written.
     """
     from loscat_hf.data.annotations import read_annotations
     from loscat_hf.taxonomy import load_taxonomy
@@ -164,64 +182,55 @@ def run_prepare(
         progress=sys.stderr.isatty() if progress is None else progress,
     )
 
-    _print_summary(result, consensus, annotations, out_dir, notes)
-    if result.out_dir is None:
-        print(
-            f"\nNo usable photo remains ({len(consensus.photos)} photos had a consensus label out of "
-            f"{consensus.n_rows} CSV rows): nothing was written. Fix the problems above and run again.",
-            file=sys.stderr,
-        )
-        return 1
-    if strict and result.problems:
-        print(
-            f"\n--strict: {len(result.problems)} problem(s) found; the dataset was written to {out_dir}, "
-            "but the exit code is 1.", file=sys.stderr,
-        )
-        return 1
-    if push_to_hub:
-        url = push_dataset_to_hub(out_dir, push_to_hub, private=not public)
-        print(f"\nPushed to {url} ({'public' if public else 'private'}; {PRIVATE_DIR}/ stays local).")
-    return 0
+    return PrepareResult(out_dir=result.out_dir, pack=result, consensus=consensus, annotations=str(annotations),
+                         notes=notes)
 
 
-def _print_summary(result, consensus, annotations, out_dir: Path, notes: list[str]) -> None:
+def format_summary(prepared: PrepareResult) -> str:
+    """The console summary of a prepare run: counts per split, agreement, columns, problems, warnings."""
     from loscat_hf.data.agreement import format_agreement
 
-    print(
+    result, consensus, notes = prepared.pack, prepared.consensus, prepared.notes
+    annotations, out_dir = prepared.annotations, prepared.out_dir
+    lines: list[str] = []
+    add = lines.append
+
+    add(
         f"Read {consensus.n_rows} rows from {annotations}: {len(consensus.photos)} photos with a consensus label."
     )
     if result.out_dir is not None:
         splits = ", ".join(
             f"{s} {sum(c.values())} photos / {result.patients[s]} patients" for s, c in result.counts.items()
         )
-        print(f"Wrote {result.n_photos} photos to {out_dir}: {splits}.\n")
-        print(result.table)
-    print()
-    print(format_agreement(consensus.agreement))
+        add(f"Wrote {result.n_photos} photos to {out_dir}: {splits}.\n")
+        add(result.table)
+    add("")
+    add(format_agreement(consensus.agreement))
     if consensus.dropped_columns:
-        print(f"\nColumns left out (not defined by loscat-hf; keep one with --keep-columns NAME): "
+        add(f"\nColumns left out (not defined by loscat-hf; keep one with --keep-columns NAME): "
               f"{', '.join(consensus.dropped_columns)}")
     if consensus.kept_columns:
-        print(f"Columns kept (--keep-columns): {', '.join(consensus.kept_columns)}")
+        add(f"Columns kept (--keep-columns): {', '.join(consensus.kept_columns)}")
     if result.problems:
         counts = Counter(p.kind for p in result.problems)
         listed = ", ".join(f"{k} {n}" for k, n in counts.most_common())
-        print(f"\nLeft out: {len(result.problems)} ({listed})")
+        add(f"\nLeft out: {len(result.problems)} ({listed})")
         for p in result.problems[:MAX_LISTED_PROBLEMS]:
             where = f"{p.source} row {p.row}" if p.row else p.source
-            print(f"  [{p.kind}] {where}: {p.reason}")
+            add(f"  [{p.kind}] {where}: {p.reason}")
         if len(result.problems) > MAX_LISTED_PROBLEMS:
             more = len(result.problems) - MAX_LISTED_PROBLEMS
             where = f" (all in {out_dir / PRIVATE_DIR / PROBLEMS_NAME})" if result.out_dir else ""
-            print(f"  ... and {more} more{where}")
+            add(f"  ... and {more} more{where}")
     else:
-        print("\nNothing was left out.")
+        add("\nNothing was left out.")
     for w in result.warnings:
-        print(f"warning: {w}")
+        add(f"warning: {w}")
     for n in notes:
-        print(f"note: {n}")
+        add(f"note: {n}")
     if result.out_dir is not None:
-        print(
+        add(
             f"\nReport: {out_dir / REPORT_NAME}; dataset card: {out_dir / CARD_NAME}; "
             f"private maps to people and original files: {out_dir / PRIVATE_DIR} (never pushed)."
         )
+    return "\n".join(lines)

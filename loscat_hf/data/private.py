@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 def draw_codes(values: Iterable, prefix: str, rng: random.Random) -> dict:
     """Opaque per-dataset codes ('P017') for identifying values (MRNs, visit dates), in random order.
 
@@ -36,6 +37,7 @@ def draw_codes(values: Iterable, prefix: str, rng: random.Random) -> dict:
     rng.shuffle(order)
     width = max(3, len(str(len(order))))
     return {value: f"{prefix}{i + 1:0{width}d}" for i, value in enumerate(order)}
+
 
 def pseudonymous_agreement(agreement: Mapping, rng: random.Random) -> tuple[dict, dict[str, str]]:
     """A copy of the agreement report with rater names replaced by 'rater 1', 'rater 2', ...; and the name map."""
@@ -51,10 +53,12 @@ def pseudonymous_agreement(agreement: Mapping, rng: random.Random) -> tuple[dict
         pair["rater_a"], pair["rater_b"] = f"rater {pair['rater_a']}", f"rater {pair['rater_b']}"
     return report, {name: f"rater {n}" for name, n in number.items()}
 
+
 def _private_open(path: Path, mode: str = "w"):
     """A file readable by its owner only (0600): the private folder holds what maps back to people."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     return os.fdopen(fd, mode, newline="", encoding="utf-8")
+
 
 def write_private(
     folder: Path, *, items: Sequence[PackItem], kept: Sequence[int], duplicates: Mapping[int, int],
@@ -120,6 +124,7 @@ def read_codes(dataset_dir: str | Path) -> dict[str, dict]:
             pid, visit = read_cell(row["patient_id"]), read_cell(row["visit"])
             out.setdefault(kind, {})[code] = pid if kind == "patient" else (pid, visit)
     return out
+
 
 def clinic_ids(dataset_dir: str | Path, patients: Sequence[str], visits: Sequence[str]) -> tuple[list[str], list[str]]:
     """Packed patient/visit codes -> the clinic's own ids, through private/codes.csv (local use only).

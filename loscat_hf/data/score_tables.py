@@ -5,7 +5,7 @@ it, refusing a table that would silently give wrong targets or totals, and joini
 `prepare --scores`, `link` and `evaluate-ensemble --scores` all read the table through `read_score_table`,
 so they accept and refuse the same tables and agree on every number.
 
-Rules (README, "score table"): an empty cell is missing (None), never 0, because 0 is a real score ("no
+Rules (docs/scores.md, "Score table format"): an empty cell is missing (None), never 0, because 0 is a real score ("no
 activity"); a value outside its component's levels, a non-number and a repeated (patient, visit, site) are
 refused, every bad row named by its spreadsheet row number (the header is row 1). A total (mLoSSI, LoSDI) is
 the sum of the components present: missing ones are left out and counted, and a total whose components are

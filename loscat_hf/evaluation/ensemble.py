@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from loscat_hf.errors import LoscatError
-from loscat_hf.model.calibration import apply_temperature, negative_log_likelihood, temperature_from_config
+from loscat_hf.model.calibration import apply_temperature, negative_log_likelihood
 
 
 @dataclass
@@ -29,35 +29,12 @@ class MemberOutput:
 
 
 def member_outputs(model_dir: str, split, batch_size: int = 64, device: str | None = None) -> MemberOutput:
-    """Run one saved model (region-only or with score heads) over a split with training's eval transform."""
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import AutoConfig, AutoModelForImageClassification
+    """One saved model's calibrated probabilities (and score predictions) over a split."""
+    from loscat_hf.evaluation.split_eval import split_outputs
 
-    from loscat_hf.model.build import load_processor, processor_size
-    from loscat_hf.model.inference import LogitRunner
-    from loscat_hf.model.score_heads import CONFIG_KEY, ViTWithScores
-    from loscat_hf.model.transforms import ImageTransform, collate
-
-    try:
-        config = AutoConfig.from_pretrained(model_dir)
-    except OSError as exc:
-        raise LoscatError(f"cannot load model {model_dir!r}: {str(exc).splitlines()[0]}") from None
-    has_scores = bool(getattr(config, CONFIG_KEY, None))
-    model = (ViTWithScores if has_scores else AutoModelForImageClassification).from_pretrained(model_dir)
-    processor = load_processor(model_dir)
-    runner = LogitRunner(model, processor.image_mean, processor.image_std, device=device, bf16=False)
-    data = split.select_columns(["image"]).with_transform(ImageTransform(processor_size(processor), train=False))
-    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate)
-    logits, scores = [], []
-    for batch in tqdm(loader, desc=f"running {Path(model_dir).name}", unit="batch"):
-        out = runner.outputs(batch["pixel_values"])
-        logits.append(out.logits.float().cpu().numpy())
-        if has_scores:
-            scores.append(out.score_preds.float().cpu().numpy())
-    probs = apply_temperature(np.concatenate(logits), temperature_from_config(config))
-    comps = tuple(getattr(config, CONFIG_KEY, ()) or ())
-    return MemberOutput(str(model_dir), probs, np.concatenate(scores) if has_scores else None, comps)
+    out = split_outputs(model_dir, split, batch_size=batch_size, device=device, bf16=False,
+                        desc=f"running {Path(model_dir).name}")
+    return MemberOutput(str(model_dir), apply_temperature(out.logits, out.temperature), out.scores, out.components)
 
 
 def combine(members: list[MemberOutput]) -> MemberOutput:
@@ -97,7 +74,7 @@ def evaluate_member(out: MemberOutput, labels: np.ndarray, score_targets: np.nda
     return report
 
 
-def run_evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "validation",
+def evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "validation",
                           taxonomy: str | None = None, batch_size: int = 64,
                           scores_table: str | None = None) -> dict:
     """Evaluate every member and their average on a packed dataset split; write ensemble_report.json."""
@@ -127,17 +104,23 @@ def run_evaluate_ensemble(models: list[str], dataset: str, out: str, split: str 
               "ensemble": evaluate_member(ens, labels, targets)}
     if scores_table and ens.scores is not None:
         report["visit_totals"] = visit_total_agreement(ens, data, scores_table, tax, dataset_dir=dataset)
-        for total in ("mlossi", "losdi"):
-            m = report["visit_totals"][total]
-            print(f"ensemble {total} per visit (n={m['n']}): MAE {m.get('mae', float('nan')):.2f}, "
-                  f"Pearson {m.get('pearson', float('nan')):.2f}, ICC(2,1) {m.get('icc_2_1', float('nan')):.2f}")
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "ensemble_report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def format_ensemble(report: dict) -> str:
+    """The console lines of an ensemble report: visit totals, then each member and the ensemble."""
+    lines = []
+    for total, m in (report.get("visit_totals") or {}).items():
+        if isinstance(m, dict) and "n" in m:
+            lines.append(f"ensemble {total} per visit (n={m['n']}): MAE {m.get('mae', float('nan')):.2f}, "
+                         f"Pearson {m.get('pearson', float('nan')):.2f}, ICC(2,1) {m.get('icc_2_1', float('nan')):.2f}")
     for r in [*report["members"], report["ensemble"]]:
         extra = f", score MSE {r['score_mse']:.3f}" if "score_mse" in r else ""
-        print(f"{r['model']}: macro-F1 {r['macro_f1']:.3f}, accuracy {r['accuracy']:.3f}, NLL {r['nll']:.3f}{extra}")
-    print(f"Report: {Path(out) / 'ensemble_report.json'}")
-    return report
+        lines.append(f"{r['model']}: macro-F1 {r['macro_f1']:.3f}, accuracy {r['accuracy']:.3f}, NLL {r['nll']:.3f}"
+                     f"{extra}")
+    return "\n".join(lines)
 
 
 def visit_total_agreement(out: MemberOutput, split, scores_table: str, taxonomy,

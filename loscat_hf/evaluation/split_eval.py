@@ -1,8 +1,9 @@
-"""`loscat-hf evaluate`: metrics, per-class tables and plots of a model folder on a dataset split."""
+"""`evaluate()`: metrics, per-class tables and plots of a model folder on a packed dataset split."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,28 +28,74 @@ def evaluate_split(logits: np.ndarray, split, taxonomy, out_dir: str | Path, tem
     return report
 
 
-def split_logits(model_dir: str, split, batch_size: int = 64, num_workers: int = 0, device: str | None = None,
-                 bf16: bool | None = None) -> np.ndarray:
-    """Logits of a saved model over a dataset split, through the same transforms as training's eval."""
+@dataclass
+class SplitOutputs:
+    """A saved model's raw outputs over a split: region logits, and score predictions for a score model."""
+
+    logits: np.ndarray  # (n, classes), before temperature
+    scores: np.ndarray | None  # (n, components) in LoSCAT points, or None for a region-only model
+    components: tuple[str, ...]
+    temperature: float
+
+
+def split_outputs(model_dir: str, split, batch_size: int = 64, num_workers: int = 0, device: str | None = None,
+                  bf16: bool | None = None, desc: str = "evaluating") -> SplitOutputs:
+    """Run a saved model (region-only or with score heads) over a split through training's eval transform:
+    the one model-over-a-split loop (evaluate, evaluate-ensemble)."""
     import torch
     from tqdm.auto import tqdm
-    from transformers import AutoModelForImageClassification
+    from transformers import AutoConfig, AutoModelForImageClassification
 
     from loscat_hf.model.build import load_processor, processor_size
     from loscat_hf.model.inference import LogitRunner
+    from loscat_hf.model.score_heads import CONFIG_KEY, ViTWithScores
     from loscat_hf.model.transforms import ImageTransform, collate
 
-    model = AutoModelForImageClassification.from_pretrained(model_dir)
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except OSError as exc:
+        raise LoscatError(f"cannot load model {model_dir!r}: {str(exc).splitlines()[0]}") from None
+    components = tuple(getattr(config, CONFIG_KEY, None) or ())
+    model = (ViTWithScores if components else AutoModelForImageClassification).from_pretrained(model_dir)
     processor = load_processor(model_dir)
     runner = LogitRunner(model, processor.image_mean, processor.image_std, device=device, bf16=bf16)
-    data = split.with_transform(ImageTransform(processor_size(processor), train=False))
+    data = split.select_columns(["image"]).with_transform(ImageTransform(processor_size(processor), train=False))
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
-    chunks = [runner(b["pixel_values"]) for b in tqdm(loader, desc="evaluating", unit="batch")]
-    return np.concatenate(chunks) if chunks else np.zeros((0, model.config.num_labels))
+    logits, scores = [], []
+    for batch in tqdm(loader, desc=desc, unit="batch"):
+        out = runner.outputs(batch["pixel_values"])
+        logits.append(out.logits.float().cpu().numpy())
+        if components:
+            scores.append(out.score_preds.float().cpu().numpy())
+    return SplitOutputs(
+        logits=np.concatenate(logits) if logits else np.zeros((0, config.num_labels), dtype=np.float32),
+        scores=np.concatenate(scores) if scores else None, components=components,
+        temperature=temperature_from_config(config))
 
 
-def run_evaluate(model: str, dataset: str, out: str, split: str = "validation", taxonomy: str | None = None,
-                 batch_size: int = 64, num_workers: int = 0) -> dict:
+@dataclass
+class EvaluationResult:
+    """A model's report on one split (metrics.json's content) and where the report and plots are."""
+
+    split: str
+    report: dict
+    out_dir: Path
+
+    @property
+    def macro_f1(self) -> float:
+        return self.report["macro_f1"]
+
+    def summary(self) -> str:
+        r = self.report
+        return (f"{self.split}: macro-F1 {r['macro_f1']:.3f}, accuracy {r['accuracy']:.3f}, balanced accuracy "
+                f"{r['balanced_accuracy']:.3f}, ECE {r['ece']:.3f} (n={r['split_size']}); "
+                f"{r.get('neighbour_error_share', 0):.0%} of errors between anatomical neighbours. "
+                f"Report: {self.out_dir / 'metrics.json'}")
+
+
+def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxonomy: str | None = None,
+             batch_size: int = 64, num_workers: int = 0) -> EvaluationResult:
+    """Run a model folder (or Hub id) over a split of a packed dataset and write its report into `out`."""
     from transformers import AutoConfig
 
     from loscat_hf.data.dataset import load_packed_dataset, subgroup_columns
@@ -65,13 +112,8 @@ def run_evaluate(model: str, dataset: str, out: str, split: str = "validation", 
     ds = load_packed_dataset(dataset, tax)
     if split not in ds:
         raise LoscatError(f"dataset {dataset} has no split {split!r} (it has {', '.join(ds)})")
-    logits = split_logits(model, ds[split], batch_size=batch_size, num_workers=num_workers)
-    temperature = temperature_from_config(config)
-    report = evaluate_split(logits, ds[split], tax, out, temperature=temperature,
+    outputs = split_outputs(model, ds[split], batch_size=batch_size, num_workers=num_workers)
+    report = evaluate_split(outputs.logits, ds[split], tax, out, temperature=outputs.temperature,
                             subgroups=subgroup_columns(ds[split]))
-    print(f"{split}: macro-F1 {report['macro_f1']:.3f}, accuracy {report['accuracy']:.3f}, "
-          f"balanced accuracy {report['balanced_accuracy']:.3f}, ECE {report['ece']:.3f} "
-          f"(n={report['split_size']}); {report.get('neighbour_error_share', 0):.0%} of errors between "
-          f"anatomical neighbours. Report: {Path(out) / 'metrics.json'}")
     (Path(out) / "evaluated.json").write_text(json.dumps({"model": model, "dataset": dataset, "split": split}))
-    return report
+    return EvaluationResult(split=split, report=report, out_dir=Path(out))

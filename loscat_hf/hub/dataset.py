@@ -11,6 +11,7 @@ from loscat_hf.errors import LoscatError
 
 logger = logging.getLogger(__name__)
 
+
 def push_dataset_to_hub(out_dir: str | Path, repo_id: str, private: bool = True) -> str:
     """Make a Hub dataset repo hold exactly a packed dataset's `publishable_files`; returns its URL.
 

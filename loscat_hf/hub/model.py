@@ -14,9 +14,9 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
+from loscat_hf.defaults import BASE_MODEL
 from loscat_hf.errors import LoscatError
 
-BASE_MODEL = "google/vit-base-patch16-384"
 WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json")
 CONFIG_FILES = ("config.json", "preprocessor_config.json")
 TAGS = ["image-classification", "vision", "vit", "dermatology", "localized-scleroderma", "morphea", "loscat",

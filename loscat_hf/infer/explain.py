@@ -26,8 +26,6 @@ from loscat_hf.errors import LoscatError
 from loscat_hf.model.inference import autocast_for
 from loscat_hf.model.transforms import normalise
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".heic", ".heif"}
-
 
 @dataclass
 class Explanation:
@@ -133,23 +131,37 @@ def explain(predictor, images, batch_size: int = 8) -> list[Explanation]:
 
 
 def _list_images(sources: Sequence[str | os.PathLike]) -> list[Path]:
+    """Photo files and folders -> files; folders are listed by predict's rule (`folder.list_inputs`: every
+    non-hidden file, recursively), so a file that is not a photo is reported as skipped, not silently ignored."""
+    from loscat_hf.infer.folder import list_inputs
+
     files: list[Path] = []
     for src in sources:
         p = Path(src)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            files += [path for _, path in list_inputs(p)]
         elif p.is_file():
             files.append(p)
         else:
             raise LoscatError(f"no such file or folder: {p}")
-    if not files:
-        raise LoscatError("no photos found in " + ", ".join(map(str, sources)))
     return files
 
 
-def run_explain(model: str, images: Sequence[str | os.PathLike], out: str | os.PathLike,
-                precision: str = "fp32", batch_size: int = 8) -> list[Path]:
-    """`loscat-hf explain`: write `<name>.explain.png` overlays (and print the top region) for each photo."""
+@dataclass
+class ExplainResult:
+    """Per photo: (photo, top region, its probability, overlay written); photos that could not be read."""
+
+    explained: list[tuple[Path, str, float, Path]]
+    skipped: list[tuple[Path, str]]
+
+    @property
+    def overlays(self) -> list[Path]:
+        return [row[3] for row in self.explained]
+
+
+def explain_folder(model: str, images: Sequence[str | os.PathLike], out: str | os.PathLike,
+                   precision: str = "fp32", batch_size: int = 8) -> ExplainResult:
+    """`loscat-hf explain`: write `<name>.explain.png` overlays and return the top region of each photo."""
     from tqdm.auto import tqdm
 
     from loscat_hf.data.images import ImageProblemError
@@ -159,7 +171,7 @@ def run_explain(model: str, images: Sequence[str | os.PathLike], out: str | os.P
     files = _list_images(images)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    result = ExplainResult([], [])
     for start in tqdm(range(0, len(files), batch_size), desc="explain", unit="batch"):
         chunk = files[start:start + batch_size]
         good, pixels = [], []
@@ -168,13 +180,12 @@ def run_explain(model: str, images: Sequence[str | os.PathLike], out: str | os.P
                 pixels.append(predictor.explain_inputs(f)[1])
                 good.append(f)
             except ImageProblemError as exc:
-                print(f"skipped {f}: {exc.reason}")
+                result.skipped.append((f, exc.reason))
         if not good:
             continue
         for f, ex in zip(good, explain_pixels(predictor, torch.stack(pixels)), strict=True):
             pred = predictor.from_logits(ex.logits[None], top_k=1)[0]
             target = out_dir / f"{f.stem}.explain.png"
             ex.overlay.save(target)
-            written.append(target)
-            print(f"{f}\t{pred.label}\t{pred.probability:.3f}\t{target}")
-    return written
+            result.explained.append((f, pred.label, pred.probability, target))
+    return result

@@ -19,14 +19,13 @@ import torch
 from PIL import Image
 
 from loscat_hf.data.images import open_image
+from loscat_hf.defaults import MAX_SIDE, MAX_SIDE_KEY, PRECISIONS, SIZE_SLACK
 from loscat_hf.errors import LoscatError
 from loscat_hf.model.calibration import apply_temperature, temperature_from_config
 from loscat_hf.model.inference import LogitRunner, pick_device
 from loscat_hf.model.transforms import resize_eval, to_uint8_chw
 
 ImageInput = str | os.PathLike | bytes | BinaryIO | Image.Image
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
-DECODE_SIDE = 512  # the packing default (`prepare --max-side`): a camera photo is seen as at training time
 DEFAULT_MIN_CONFIDENCE = 0.5
 DEFAULT_MIN_MARGIN = 0.1
 
@@ -89,6 +88,8 @@ class RegionPredictor:
         self.runner = LogitRunner(model, image_mean, image_std, device=str(dev), bf16=bf16,
                                   one_at_a_time=precision == "int8")  # same answer for a photo in any batch
         self.temperature = temperature_from_config(self.config) if temperature is None else float(temperature)
+        # photos are decoded at the size the training data was packed at (recorded by `train`)
+        self.decode_side = int(getattr(self.config, MAX_SIDE_KEY, None) or MAX_SIDE)
         self.min_confidence = float(min_confidence)
         self.min_margin = float(min_margin)
 
@@ -140,7 +141,7 @@ class RegionPredictor:
 
     def load(self, image: ImageInput) -> Image.Image:
         """Decode a photo (path, bytes, stream or PIL image) the way packing does; raises ImageProblemError."""
-        return load_photo(image)
+        return load_photo(image, self.decode_side)
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """A decoded photo -> uint8 (3, S, S), the same squash-resize as the training eval transform."""
@@ -198,11 +199,11 @@ def check_labels(config, where: str = "the model config") -> None:
         raise LoscatError(f"{where} names a class twice in id2label; restore the config.json saved with the model")
 
 
-def load_photo(image: ImageInput) -> Image.Image:
+def load_photo(image: ImageInput, max_side: int = MAX_SIDE) -> Image.Image:
     """`RegionPredictor.load` without the model: DataLoader workers decode with it (nothing big to pickle)."""
     if isinstance(image, Image.Image):
-        return open_image(_encode_png(image), max_side=DECODE_SIDE)
-    return open_image(image, max_side=DECODE_SIDE, size_slack=0.15)
+        return open_image(_encode_png(image), max_side=max_side)
+    return open_image(image, max_side=max_side, size_slack=SIZE_SLACK)
 
 
 def photo_pixels(image: Image.Image, image_size: int) -> torch.Tensor:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from loscat_hf.defaults import BASE_MODEL
 from loscat_hf.errors import LoscatError
 from loscat_hf.taxonomy import Taxonomy
 
-DEFAULT_MODEL = "google/vit-base-patch16-384"
+DEFAULT_MODEL = BASE_MODEL
 
 # Shapes of google/vit-base-patch16-384 (random init): for speed checks where the Hub is unreachable.
 PRESETS: dict[str, dict] = {
@@ -25,7 +26,7 @@ _NORM = {"tiny": 0.5, "vit-base-384-random": 0.5}  # google/vit-* use mean = std
 
 
 def _processor(size: int, mean: float | list[float] = 0.5, std: float | list[float] = 0.5):
-    from transformers import ViTImageProcessorPil  # PIL backend: no torchvision needed (PITFALLS)
+    from transformers import ViTImageProcessorPil  # PIL backend: no torchvision (docs/pitfalls.md)
 
     mean = [mean] * 3 if isinstance(mean, float) else mean
     std = [std] * 3 if isinstance(std, float) else std

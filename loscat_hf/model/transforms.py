@@ -1,6 +1,6 @@
 """Turn dataset rows into model-ready uint8 batches, with photo-appropriate augmentation.
 
-No torchvision (PITFALLS). DataLoader workers only decode and random-resized-crop (one PIL resize);
+No torchvision (docs/pitfalls.md, "torch / torchvision"). DataLoader workers only decode and random-resized-crop (one PIL resize);
 batches stay uint8 until they reach the device, where flip, rotation and colour jitter run batched and
 the trainer normalises: 4x less to copy, and the CPU work per image stays small.
 """

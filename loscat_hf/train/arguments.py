@@ -1,19 +1,26 @@
-"""`loscat-hf train` arguments: loscat's own options, the task's TrainingArguments defaults, --config."""
+"""`loscat-hf train` arguments: loscat's own options, the task's TrainingArguments defaults, --config, --help.
+
+torch and transformers are imported only where needed: `train_help()` (`loscat-hf train --help`) runs without
+them (0.1 s instead of ~4 s).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from transformers import TrainingArguments
-
+from loscat_hf.defaults import BASE_MODEL
 from loscat_hf.errors import LoscatError
 from loscat_hf.hardware import default_workers
+
+if TYPE_CHECKING:
+    from transformers import HfArgumentParser, TrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +29,7 @@ class LoscatArguments:
     """loscat-specific options; every TrainingArguments field is accepted too (`--help` lists all)."""
 
     dataset: str | None = field(default=None, metadata={"help": "packed dataset folder (loscat-hf prepare --out)"})
-    model: str = field(default="google/vit-base-patch16-384",
+    model: str = field(default=BASE_MODEL,
                        metadata={"help": "Hub id, local model folder, or preset: tiny, vit-base-384-random"})
     taxonomy: str | None = field(default=None, metadata={"help": "taxonomy JSON (default: 18 sites -> 12 classes)"})
     image_size: int | None = field(default=None, metadata={"help": "input size, presets only"})
@@ -81,17 +88,95 @@ def _read_config(path: str) -> dict:
 
 def gpu_supports_bf16() -> bool:
     """The default of --bf16: on where a CUDA GPU has bf16 units (Ampere and newer)."""
+    import torch
+
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
-def parse_train_args(argv: Sequence[str]) -> tuple[LoscatArguments, TrainingArguments]:
-    """HfArgumentParser over (LoscatArguments, TrainingArguments), task defaults, then --config, then argv."""
-    from transformers import HfArgumentParser
+def _full_parser() -> HfArgumentParser:
+    """HfArgumentParser over (LoscatArguments, TrainingArguments), every option, with this task's defaults."""
+    from transformers import HfArgumentParser, TrainingArguments
 
     parser = HfArgumentParser((LoscatArguments, TrainingArguments), prog="loscat-hf train")
     # bf16 is a default, not a patch after parsing: TrainingArguments.__post_init__ turns bf16 into
     # `mixed_precision`, which is what the Trainer's Accelerator autocasts by. Setting `targs.bf16` after
     # parsing (as before) reported bf16 but trained in fp32: ViT-B/16-384 at 115 images/s on an H200.
     parser.set_defaults(**TASK_DEFAULTS, bf16=gpu_supports_bf16())
+    return parser
+
+# `loscat-hf train --help`: the TrainingArguments most runs set, one line each (`--help-all` lists all ~120).
+COMMON_TRAINING_OPTIONS: dict[str, str] = {
+    "output_dir": "folder for the checkpoints, the final model and its eval/ report",
+    "num_train_epochs": "epochs to train",
+    "max_steps": "stop after this many optimizer steps instead (-1: --num-train-epochs decides)",
+    "learning_rate": "peak learning rate (of the head; earlier blocks get less with --layer-decay)",
+    "lr_scheduler_type": "learning-rate schedule after the warm-up: linear, cosine, constant, ...",
+    "warmup_steps": "linear warm-up: a number of steps, or a fraction of all steps when below 1",
+    "weight_decay": "AdamW weight decay (biases and norms excluded)",
+    "per_device_train_batch_size": "training photos per batch and device",
+    "per_device_eval_batch_size": "validation photos per batch and device",
+    "gradient_accumulation_steps": "batches whose gradients add up before each optimizer step",
+    "label_smoothing_factor": "label smoothing of the cross-entropy loss",
+    "bf16": "bfloat16 mixed precision",
+    "use_cpu": "train on the CPU even where a GPU is present",
+    "seed": "random seed (head initialisation, sampler, augmentation)",
+    "eval_strategy": "when to validate: no, steps or epoch",
+    "save_strategy": "when to write a checkpoint: no, steps, epoch or best",
+    "save_total_limit": "checkpoints kept in --output-dir (the best one is always kept)",
+    "load_best_model_at_end": "end with the weights of the best checkpoint by --metric-for-best-model",
+    "metric_for_best_model": "validation metric that picks the best checkpoint",
+    "logging_steps": "log the training loss every this many steps",
+    "dataloader_num_workers": "processes that decode and crop the photos",
+    "report_to": "where to log: none, tensorboard, wandb, mlflow, all, ...",
+    "push_to_hub": "upload the model to the Hugging Face Hub at every save",
+    "hub_model_id": "Hub repository (user/name) for --push-to-hub",
+    "resume_from_checkpoint": "a checkpoint folder to resume from (--resume picks the last one in --output-dir)",
+}
+# TrainingArguments' own defaults of the common options that TASK_DEFAULTS leaves alone, written out so that the
+# short help needs no transformers import (tests/test_trainer_hooks.py checks them against what parsing gives).
+_UPSTREAM_DEFAULTS: dict = dict(max_steps=-1, lr_scheduler_type="linear", gradient_accumulation_steps=1,
+                                use_cpu=False, push_to_hub=False, hub_model_id=None, resume_from_checkpoint=None)
+_SHOWN_DEFAULTS: dict = dict(
+    output_dir="required", bf16="on where the GPU supports bf16",
+    dataloader_num_workers=f"{TASK_DEFAULTS['dataloader_num_workers']} here: the usable CPU cores but one, at most 16")
+_METAVARS = {"dataset": "DIR", "output_dir": "DIR", "resume_from_checkpoint": "DIR", "model": "ID|DIR",
+             "taxonomy": "FILE", "config": "FILE", "task": "{regions,scores}", "eval_strategy": "{no,steps,epoch}",
+             "save_strategy": "{no,steps,epoch,best}", "hub_model_id": "USER/NAME", "bf16": "{true,false}",
+             "use_cpu": "{true,false}", "load_best_model_at_end": "{true,false}", "push_to_hub": "{true,false}"}
+
+def _short_help() -> str:
+    parser = argparse.ArgumentParser(
+        prog="loscat-hf train", add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="loscat-hf train --dataset DIR --output-dir DIR [options]",
+        description="Fine-tune a ViT on a packed dataset (loscat-hf prepare) with the Hugging Face Trainer.\n"
+                    "Options take either spelling (--learning-rate, --learning_rate); --config FILE sets any of them.",
+        epilog="loscat-hf train --help-all lists every TrainingArguments option (about 650 lines).")
+
+    def add(group: argparse._ArgumentGroup, name: str, text: str, default: object, kind: str) -> None:
+        metavar = _METAVARS.get(name) or {"bool": "{true,false}", "int": "N", "float": "X"}.get(kind, "TEXT")
+        if "(default:" not in text:
+            text = f"{text} (default: {default})"
+        group.add_argument("--" + name.replace("_", "-"), metavar=metavar, help=text.replace("%", "%%"))
+
+    own = parser.add_argument_group("loscat options")
+    for f in fields(LoscatArguments):
+        kind = str(f.type).split(" |")[0]  # "int | None" -> int (annotations are strings here)
+        add(own, f.name, f.metadata.get("help", ""), None if f.default is MISSING else f.default, kind)
+    common = parser.add_argument_group("common TrainingArguments, with the defaults of loscat-hf train")
+    for name, text in COMMON_TRAINING_OPTIONS.items():
+        value = TASK_DEFAULTS.get(name, _UPSTREAM_DEFAULTS.get(name))
+        add(common, name, text, _SHOWN_DEFAULTS.get(name, value), type(value).__name__)
+    return parser.format_help()
+
+def train_help(full: bool = False) -> str:
+    """`loscat-hf train --help`: loscat's options and the common TrainingArguments with this command's defaults,
+    built without importing torch or transformers; `full` (`--help-all`): HfArgumentParser's help of every option."""
+    return (_full_parser().format_help() if full else _short_help()).rstrip("\n")
+
+def parse_train_args(argv: Sequence[str]) -> tuple[LoscatArguments, TrainingArguments]:
+    """HfArgumentParser over (LoscatArguments, TrainingArguments), task defaults, then --config, then argv."""
+    import torch
+
+    parser = _full_parser()
     argv = list(argv)
     cfg_path = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None)
     if cfg_path:

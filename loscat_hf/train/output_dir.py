@@ -24,13 +24,16 @@ RUN_KEY = "loscat_run"  # config.json attribute: which dataset, taxonomy and tas
 RUN_OUTPUTS = ("config.json", "model.safetensors", "preprocessor_config.json", "training_args.bin",
                "train_summary.json", "eval", "runs")
 
+
 def run_identity(largs: LoscatArguments, taxonomy) -> dict:
     """What makes a checkpoint this run's: the data (fingerprint, not the path), the label ids, the task."""
     return {"dataset_sha256": dataset_fingerprint(largs.dataset), "taxonomy": taxonomy.name,
             "classes": list(taxonomy.classes), "task": largs.task}
 
+
 def _inside(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
+
 
 def _best_inside(best: Path, out: Path) -> bool:
     """Whether trainer_state's best checkpoint is one of `out`'s. The Trainer writes it as output_dir/name,
@@ -39,6 +42,7 @@ def _best_inside(best: Path, out: Path) -> bool:
     if best.is_absolute():
         return _inside(best, out)
     return best.parent.name == out.resolve().name and (out / best.name).is_dir()
+
 
 def check_checkpoint(checkpoint: str | os.PathLike, out: Path, identity: dict) -> None:
     """Refuse to resume from a checkpoint that is not this run's, or whose best checkpoint is elsewhere."""
@@ -71,6 +75,7 @@ def check_checkpoint(checkpoint: str | os.PathLike, out: Path, identity: dict) -
             raise LoscatError(f"--resume: {state_path} records the best checkpoint {best}, outside {out} (a copied "
                               "or another run's folder); refusing to load weights from there: train into a new "
                               "--output-dir")
+
 
 def prepare_output_dir(largs: LoscatArguments, targs: TrainingArguments,
                        identity: dict) -> tuple[str | None, list[Path]]:

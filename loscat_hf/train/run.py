@@ -1,15 +1,10 @@
-"""Fine-tune an image classifier on a packed loscat dataset with the HF Trainer.
+"""`train(loscat_args, training_args)`: fine-tune on a packed dataset with the HF Trainer; a TrainResult.
 
-What the stock Trainer lacks, and this module adds:
-- a class-balanced weighted sampler (`_get_train_sampler`), strength set by `--sampling-power`;
-- a two-phase schedule (head first, then the whole model) by a callback, with layer-wise LR decay;
-- uint8 batches normalised on the device;
-- strict checkpoint loading: transformers 5.23 restores only the ViT head at `load_best_model_at_end`
-  and at resume (PITFALLS); here both go through `from_pretrained` and a strict `load_state_dict`;
-- one run per output folder: a non-empty `--output-dir` is refused unless `--resume` (which checks that the
-  checkpoint belongs to this run) or `--overwrite-output-dir` (transformers 5 dropped that flag; it is ours).
-  A run's identity (dataset fingerprint, taxonomy classes, task) travels in every checkpoint's config.json
-  as `loscat_run`, written by `save_pretrained` together with the weights.
+The run, in order: check the dataset and --output-dir (output_dir.py), build model, sampler, transforms and
+callbacks (`build_trainer`, shared with scripts/benchmark.py), train, fit a temperature on validation, save a
+standard `save_pretrained` folder, and write the validation report and plots into OUTPUT_DIR/eval.
+What the stock Trainer lacks lives beside it: trainer.py (balanced sampler, layer-wise LR, device-side
+normalisation, strict reloads), callbacks.py (two phases), progress.py (readable progress), arguments.py.
 """
 
 from __future__ import annotations
@@ -17,22 +12,24 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import sys
 from collections import Counter
-from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from transformers import Trainer, TrainingArguments
 
-from loscat_hf.data.dataset import check_packed_files, load_packed_dataset, subgroup_columns
+from loscat_hf.data.dataset import check_packed_files, load_packed_dataset, packed_max_side, subgroup_columns
+from loscat_hf.defaults import MAX_SIDE_KEY
 from loscat_hf.model.transforms import AugmentConfig
-from loscat_hf.train.arguments import LoscatArguments, parse_train_args
+from loscat_hf.train.arguments import LoscatArguments
 from loscat_hf.train.callbacks import TwoPhaseCallback
 from loscat_hf.train.output_dir import RUN_KEY, prepare_output_dir, run_identity
+from loscat_hf.train.progress import use_readable_progress
 from loscat_hf.train.trainer import RegionTrainer, balanced_sample_weights
 
 logger = logging.getLogger(__name__)
+
 
 def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy, ds=None) -> tuple[Trainer, object]:
     """The Trainer that `loscat-hf train` runs, and the (packed) dataset it trains on.
@@ -72,9 +69,31 @@ def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy, ds
         image_mean=processor.image_mean, image_std=processor.image_std,
         augment=AugmentConfig() if largs.augment else None, **extra,
     )
+    use_readable_progress(trainer)
     return trainer, ds
 
-def run_training(largs: LoscatArguments, targs: TrainingArguments) -> dict:
+
+@dataclass
+class TrainResult:
+    """What a training run produced; also written as OUTPUT_DIR/train_summary.json."""
+
+    output_dir: Path
+    best_checkpoint: str | None
+    best_metric: float | None
+    temperature: float
+    train_runtime_s: float | None = None
+    train_samples_per_second: float | None = None
+    macro_f1: float | None = None  # on validation, after calibration (None on non-zero DDP ranks)
+    accuracy: float | None = None
+    scores: dict | None = None  # --task scores: per component MAE, Pearson, Spearman, QWK, ICC
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("output_dir")
+        return {k: v for k, v in out.items() if v is not None or k in ("best_checkpoint", "best_metric")}
+
+
+def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
     """Train, restore the best model, fit a temperature, save a standard model folder and its report."""
     from loscat_hf.evaluation.split_eval import evaluate_split
     from loscat_hf.model.calibration import CONFIG_KEY, fit_temperature
@@ -88,6 +107,9 @@ def run_training(largs: LoscatArguments, targs: TrainingArguments) -> dict:
     resume, stale = prepare_output_dir(largs, targs, identity)
     trainer, ds = build_trainer(largs, targs, taxonomy)
     setattr(trainer.model.config, RUN_KEY, identity)  # saved into every checkpoint's config.json
+    max_side = packed_max_side(largs.dataset)  # prediction decodes photos at the size training saw
+    if max_side:
+        setattr(trainer.model.config, MAX_SIDE_KEY, max_side)
     if stale and trainer.is_world_process_zero():
         logger.warning("--overwrite-output-dir: deleting the earlier run's model and %d file(s)/folder(s) in %s",
                        len(stale), out)
@@ -97,9 +119,9 @@ def run_training(largs: LoscatArguments, targs: TrainingArguments) -> dict:
     train_labels = ds["train"]["labels"]
     counts = Counter(train_labels)
     if trainer.is_world_process_zero():
-        print(f"training {largs.model} on {len(ds['train'])} photos "
-              f"({', '.join(f'{taxonomy.classes[k]}={v}' for k, v in sorted(counts.items()))}), "
-              f"validating on {len(ds['validation'])}; bf16={targs.bf16}, device={targs.device}")
+        logger.info("training %s on %d photos (%s), validating on %d; bf16=%s, device=%s", largs.model,
+                    len(ds["train"]), ", ".join(f"{taxonomy.classes[k]}={v}" for k, v in sorted(counts.items())),
+                    len(ds["validation"]), targs.bf16, targs.device)
     result = trainer.train(resume_from_checkpoint=resume)
 
     # Calibrate on validation: the temperature travels in config.json (plain transformers ignores it).
@@ -110,42 +132,22 @@ def run_training(largs: LoscatArguments, targs: TrainingArguments) -> dict:
     trainer.model.config.loscat_best_checkpoint = (
         Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None)
     trainer.save_model(str(out))
-    summary = {"train_runtime_s": result.metrics.get("train_runtime"),
-               "train_samples_per_second": result.metrics.get("train_samples_per_second"),
-               "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": trainer.state.best_metric,
-               "temperature": temperature}
+    summary = TrainResult(
+        output_dir=out, best_checkpoint=trainer.state.best_model_checkpoint, best_metric=trainer.state.best_metric,
+        temperature=float(temperature), train_runtime_s=result.metrics.get("train_runtime"),
+        train_samples_per_second=result.metrics.get("train_samples_per_second"))
     if trainer.is_world_process_zero():
         eval_dir = out / "eval"
         report = evaluate_split(logits, ds["validation"], taxonomy, eval_dir, temperature=temperature,
                                 subgroups=subgroup_columns(ds["validation"]))
         plot_training_curves(trainer.state.log_history, eval_dir / "training_curves.png")
-        summary["macro_f1"] = report["macro_f1"]
-        summary["accuracy"] = report["accuracy"]
+        summary.macro_f1, summary.accuracy = report["macro_f1"], report["accuracy"]
         if largs.task == "scores":
             from loscat_hf.evaluation.score_metrics import score_evaluation
 
             scores = score_evaluation(pred.predictions[1], ds["validation"], trainer.model.score_components,
                                       eval_dir)
-            summary["scores"] = {c: {k: m.get(k) for k in ("mae", "pearson", "spearman", "qwk", "icc_2_1")}
-                                 for c, m in scores["components"].items()}
-            for c, m in scores["components"].items():
-                print(f"  {c}: n={m['n']} MAE {m.get('mae', float('nan')):.2f} "
-                      f"Pearson {m.get('pearson', float('nan')):.2f} QWK {m.get('qwk', float('nan')):.2f}")
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        print(f"macro-F1 {report['macro_f1']:.3f}, accuracy {report['accuracy']:.3f} on validation; "
-              f"model in {out}, report and plots in {eval_dir}")
+            summary.scores = {c: {k: m.get(k) for k in ("n", "mae", "pearson", "spearman", "qwk", "icc_2_1")}
+                              for c, m in scores["components"].items()}
+        (out / "train_summary.json").write_text(json.dumps(summary.to_dict(), indent=2, default=str))
     return summary
-
-def train_main(argv: Sequence[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        from transformers import HfArgumentParser
-
-        HfArgumentParser((LoscatArguments, TrainingArguments), prog="loscat-hf train").print_help()
-        return 0
-    largs, targs = parse_train_args(argv)
-    run_training(largs, targs)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(train_main(sys.argv[1:]))

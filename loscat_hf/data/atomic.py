@@ -1,0 +1,90 @@
+"""Write a dataset folder atomically: build it beside OUT, rename it into place, clean up after crashes.
+
+An interrupted prepare must never leave a half-written dataset that a training run could pick up, nor
+orphaned copies of decoded patient photos: the `.OUT.partial-<pid>-*` folders are removed on the next run.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+from loscat_hf.errors import LoscatError
+
+logger = logging.getLogger(__name__)
+
+
+def check_output_dir(out_dir: str | Path, overwrite: bool) -> Path:
+    """Fail early (before minutes of packing) if OUT exists and may not be replaced."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise LoscatError(f"output {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise LoscatError(f"output folder {out} already exists; pass --overwrite to replace it")
+    return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Delete `.OUT.partial-<pid>-*` and `.OUT.old-<pid>-*` folders that a killed prepare left behind (their
+    process is gone). They hold decoded patient photos and private/; nothing else would ever remove them.
+    A folder of another name, or of a prepare still running, is left alone.
+    """
+    removed = []
+    for folder in out.parent.glob(f".{out.name}.*-*"):
+        match = re.fullmatch(rf"\.{re.escape(out.name)}\.(?:partial|old)-(\d+)-[0-9a-f]{{8}}", folder.name)
+        if not match or not folder.is_dir():
+            continue
+        if int(match.group(1)) != os.getpid() and _pid_alive(int(match.group(1))):
+            continue  # another prepare into the same OUT is running now
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    if removed:
+        logger.info("removed %d unfinished folder(s) of an interrupted prepare next to %s", len(removed), out)
+    return removed
+
+
+def write_error(out: Path, exc: OSError) -> LoscatError:
+    """A disk problem while writing OUT, as one line the user can act on."""
+    hints = {
+        errno.ENOSPC: "the disk is full: free space or choose another --out",
+        errno.EROFS: "the file system is read-only: choose another --out",
+        errno.EACCES: "permission denied: choose a folder you can write to as --out",
+        errno.EPERM: "permission denied: choose a folder you can write to as --out",
+        getattr(errno, "EDQUOT", -1): "the disk quota is exceeded: free space or choose another --out",
+    }
+    what = hints.get(exc.errno, f"{exc.strerror or exc}: check the disk, or choose another --out")
+    return LoscatError(f"cannot write the dataset {out}: {what}; nothing was written")
+
+
+def commit_folder(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Rename the finished folder into place; an old OUT is removed only after the new one is there."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    if not overwrite:
+        raise LoscatError(f"output folder {out} appeared while packing; pass --overwrite to replace it")
+    old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

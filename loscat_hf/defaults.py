@@ -1,0 +1,25 @@
+"""Defaults that several stages must agree on, stated once (torch-free, so any module may import it).
+
+The taxonomy (sites -> classes) is in taxonomy.py and resources/taxonomy.json; the LoSCAT score components
+in data/score_tables.py; the training recipe's TrainingArguments defaults in train/arguments.py.
+"""
+
+# The pretrained checkpoint `train` fine-tunes by default, and the model card's `base_model`.
+BASE_MODEL = "google/vit-base-patch16-384"
+
+# `prepare --max-side`: photos are packed with the shorter side at most this. A model folder records the
+# size its training data was packed at (config.json `loscat_max_side`) and prediction decodes photos at
+# that size, so a camera photo reaches the model as the training photos did; this is the fallback for a
+# model folder without the record (another trainer, an older loscat-hf).
+MAX_SIDE = 512
+# Packed (and decoded) photos may come out up to 15 % under max_side when a JPEG's DCT-scaled decode lands
+# there: it halves the decode time, and the model resizes to its input size anyway.
+SIZE_SLACK = 0.15
+MAX_SIDE_KEY = "loscat_max_side"  # the config.json attribute
+
+# Inference precisions (`predict`, `explain`, `demo`, the Space): "auto" = bf16 on a GPU, fp32 on CPU;
+# "int8" = dynamic quantisation of the Linear layers, CPU only.
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+# The Space's default model (a Hub id; env LOSCAT_MODEL or `demo --model` override it).
+SPACE_MODEL = "loscat-hf/loscat-region-vit"

@@ -1,0 +1,145 @@
+"""The package's shape: imports point one way along the pipeline, no cycles, serving never imports training.
+
+docs/architecture.md draws the same graph; a change that breaks it should fail here, not in review.
+"""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "loscat_hf"
+CORE = {"errors", "defaults", "hardware", "taxonomy", "__init__"}  # leaves every stage may use
+# stage -> the stages it may import (besides itself and CORE): data -> model -> evaluation -> train, and
+# serving (infer, apps) beside training, never importing it or evaluation
+ALLOWED = {
+    "data": set(),
+    "model": {"data"},
+    "viz": {"model"},
+    "evaluation": {"data", "model", "viz"},
+    "train": {"data", "model", "viz", "evaluation"},
+    "infer": {"data", "model"},
+    "link": {"data", "viz"},
+    "hub": {"data"},
+    "apps": {"data", "model", "viz", "infer"},
+    "demo": {"data", "model", "evaluation", "train"},
+    "cli": {"data", "model", "viz", "evaluation", "train", "infer", "link", "hub", "apps", "demo"},
+    "__main__": {"cli"},
+}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__" and len(parts) > 1:
+            parts = parts[:-1]
+        out[".".join(("loscat_hf", *parts))] = path
+    return out
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """loscat_hf modules a file imports, at module level or inside functions (lazy imports count too)."""
+    found = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            return  # annotations only: never executed
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("loscat_hf"):
+            for alias in node.names:  # `from loscat_hf.data import packing` imports a module
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in modules else node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("loscat_hf"))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return {m for m in found if m in modules}
+
+
+def _stage(module: str) -> str:
+    parts = module.split(".")
+    return "__init__" if len(parts) == 1 else parts[1]
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(path, modules) - {name} for name, path in modules.items()}
+
+
+def test_every_module_belongs_to_a_known_stage():
+    unknown = sorted({_stage(m) for m in _graph()} - CORE - set(ALLOWED))
+    assert not unknown, f"new top-level modules or packages: add them to ALLOWED and docs/architecture.md: {unknown}"
+
+
+def test_imports_point_one_way():
+    bad = []
+    for module, deps in _graph().items():
+        stage = _stage(module)
+        if stage in CORE:
+            allowed = CORE
+        else:
+            allowed = CORE | ALLOWED[stage] | {stage}
+        bad += [f"{module} -> {d}" for d in sorted(deps) if _stage(d) not in allowed]
+    assert not bad, "imports against the pipeline's direction:\n" + "\n".join(bad)
+
+
+def test_no_import_cycles():
+    graph = _graph()
+    state: dict[str, int] = {}
+    cycles = []
+
+    def dfs(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                cycles.append(" -> ".join(stack[stack.index(dep):] + [node, dep]) if dep in stack else f"{node} -> {dep}")
+            elif dep not in state:
+                dfs(dep, stack + [node])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            dfs(node, [])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_the_check_sees_lazy_imports():
+    """The graph must include imports inside functions (most heavy imports here are lazy)."""
+    graph = _graph()
+    assert "loscat_hf.train.run" in graph["loscat_hf.cli"]  # imported inside train_command only
+
+
+@pytest.mark.parametrize("entry", ["loscat_hf.apps.space", "loscat_hf.infer.folder", "loscat_hf.infer.explain"])
+def test_serving_never_loads_training_code(entry):
+    """Importing and building the serving path leaves loscat_hf.train and loscat_hf.evaluation unloaded."""
+    code = (f"import sys, importlib; importlib.import_module({entry!r}); "
+            "import loscat_hf.infer.predictor; "
+            "bad = sorted(m for m in sys.modules if m.startswith(('loscat_hf.train', 'loscat_hf.evaluation'))); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+                               **{k: v for k, v in __import__("os").environ.items()}})
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+
+
+def test_no_module_is_huge():
+    """A newcomer reads a module in one sitting: ~400 lines at most, unless a reason is written here."""
+    reasons = {}  # module -> why it may be longer
+    long = [f"{m} ({n} lines)" for m, p in _modules().items()
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 420 and m not in reasons]
+    assert not long, long
+
+
+def test_lazy_public_api_names_resolve():
+    import loscat_hf
+
+    for name in loscat_hf.__all__:
+        assert getattr(loscat_hf, name) is not None, name
