@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # runs every benchmark of scripts/benchmark.py on tiny inputs (~30 s)
 
 
 @pytest.fixture(scope="module")

@@ -23,3 +23,7 @@ def test_tiny_model_learns_regions_on_held_out_patients(tmp_path):
         "--logging-steps", "50", "--seed", "3"]))
     # 12 classes: chance macro-F1 is about 1/12 = 0.083 on the held-out patients of the validation split.
     assert summary.macro_f1 > 0.2, summary
+    # the model folder records the packing size, and prediction decodes camera photos at it
+    from loscat_hf.infer.predictor import RegionPredictor
+
+    assert RegionPredictor.from_pretrained(tmp_path / "model").decode_side == 64

@@ -496,3 +496,17 @@ def test_predictions_csv_neutralises_formulas_and_resume_still_finds_them(tmp_pa
     counter = _counting_predictor(predictor, monkeypatch)
     predict_folder(predictor, folder, out, batch_size=2, resume=True, progress=False)
     assert counter.photos == 0 and [r["image"] for r in _read(out)] == [r["image"] for r in rows]
+
+
+def test_photos_are_decoded_at_the_size_the_model_was_trained_on(tmp_path):
+    """A model trained on 128-px packing sees a camera photo shrunk to 128 px, as its training photos were;
+    a model folder without the record falls back to prepare's default."""
+    from loscat_hf.defaults import MAX_SIDE
+    from loscat_hf.infer.predictor import RegionPredictor
+
+    photo = tmp_path / "camera.jpg"
+    Image.new("RGB", (1200, 900), (120, 80, 60)).save(photo)
+    small = RegionPredictor.from_pretrained(save_tiny_model(tmp_path / "m128", loscat_max_side=128))
+    assert small.decode_side == 128 and min(small.load(photo).size) <= 128
+    plain = RegionPredictor.from_pretrained(save_tiny_model(tmp_path / "plain"))
+    assert plain.decode_side == MAX_SIDE and min(plain.load(photo).size) > 128

@@ -160,7 +160,6 @@ def test_prepare_push_publishes_nothing_identifying(tmp_path, monkeypatch, capsy
     assert b"Richard Roe" in private and b"MRN9990" in private and b"PatientName" in private
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(os.name != "posix", reason="symlinks")
 def test_model_push_and_space_push_publish_nothing_identifying(tmp_path, monkeypatch):
     """A model trained on the planted export, in a folder whose path names the patient: push --dry-run."""

@@ -89,6 +89,7 @@ def _scored_dataset(root, n_train=96, n_val=36, seed=0):
     return root
 
 
+@pytest.mark.slow
 def test_score_heads_learn_on_held_out_images(tmp_path):
     ds = _scored_dataset(tmp_path / "ds")
     out = tmp_path / "run"

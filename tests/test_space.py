@@ -157,7 +157,7 @@ def test_space_folder_is_self_contained(tmp_path):
     assert not list(out.rglob("__pycache__"))
 
 
-@pytest.mark.slow
+@pytest.mark.browser
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="chromium not installed (apt-get install chromium)")
 def test_browser_upload_and_predict(server, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
@@ -182,6 +182,7 @@ def test_browser_upload_and_predict(server, tmp_path):
         shutil.copy(tmp_path / "space.png", ROOT / "docs" / "space.png")
 
 
+@pytest.mark.slow
 def test_space_app_file_builds_from_its_folder(server, tmp_path):
     """The uploaded folder works on its own: app.py imports the bundled package and reads LOSCAT_MODEL."""
     import subprocess

@@ -209,6 +209,7 @@ def test_bad_arguments_are_clear(tmp_path):
         train(*parse_train_args(["--dataset", str(tmp_path), "--output-dir", str(tmp_path / "o"), *FAST]))
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tiny_dataset, tmp_path):
     """The same `train` command under `accelerate launch` with 2 processes (gloo on CPU)."""
     import json

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class LoscatArguments:
-    """loscat-specific options; every TrainingArguments field is accepted too (`--help` lists all)."""
+    """loscat-specific options; every TrainingArguments field is accepted too (`--help-all` lists all)."""
 
     dataset: str | None = field(default=None, metadata={"help": "packed dataset folder (loscat-hf prepare --out)"})
     model: str = field(default=BASE_MODEL,
@@ -103,7 +103,7 @@ def _full_parser() -> HfArgumentParser:
     parser.set_defaults(**TASK_DEFAULTS, bf16=gpu_supports_bf16())
     return parser
 
-# `loscat-hf train --help`: the TrainingArguments most runs set, one line each (`--help-all` lists all ~120).
+# `loscat-hf train --help`: the TrainingArguments most runs set, one line each (`--help-all` lists all 114).
 COMMON_TRAINING_OPTIONS: dict[str, str] = {
     "output_dir": "folder for the checkpoints, the final model and its eval/ report",
     "num_train_epochs": "epochs to train",

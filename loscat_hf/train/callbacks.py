@@ -21,8 +21,8 @@ def _trainable_prefixes(model: torch.nn.Module, last_blocks: int) -> tuple[str, 
 class TwoPhaseCallback(TrainerCallback):
     """Phase 1 trains the head (and optionally the last blocks); phase 2 the whole model.
 
-    Freezing happens in on_train_begin, after the optimizer was built with every parameter (PITFALLS):
-    frozen parameters get no gradient, AdamW skips them, and they join in once unfrozen.
+    Freezing happens in on_train_begin, after the optimizer was built with every parameter (docs/pitfalls.md,
+    "transformers Trainer"): frozen parameters get no gradient, AdamW skips them, and they join in once unfrozen.
     """
 
     def __init__(self, phase1_epochs: float, trainable_blocks: int = 0) -> None:

@@ -1,5 +1,12 @@
 """The Trainer subclasses: balanced sampling, layer-wise LR, device-side normalisation, strict reloads,
-and the joint region + score loss of `--task scores`."""
+and the joint region + score loss of `--task scores`.
+
+`RegionTrainer` overrides four private Trainer methods, each because no public hook does the job (the reason
+is at each one; docs/upstream.md lists the upstream workarounds). transformers does not promise to keep private
+methods: each override has a test that goes through the public entry point (`train()`, `evaluate()`,
+`get_train_dataloader()`) and fails if upstream stops calling it (tests/test_trainer_hooks.py,
+tests/test_training.py::test_trainer_dataloader_draws_classes_near_uniformly).
+"""
 
 from __future__ import annotations
 
@@ -27,7 +34,9 @@ def _layer_depth(name: str, n_layers: int) -> int:
     return n_layers + 1  # final layernorm, pooler, heads
 
 def load_weights_strict(model: torch.nn.Module, checkpoint_dir: str) -> None:
-    """Load a checkpoint's weights through from_pretrained (which renames legacy keys), strictly."""
+    """Load a checkpoint's weights through from_pretrained (which renames legacy keys), strictly.
+
+    The stock Trainer's raw, non-strict load misses the renamed ViT encoder keys (transformers issue 43701)."""
     try:
         loaded = type(model).from_pretrained(checkpoint_dir)
         model.load_state_dict(loaded.state_dict(), strict=True)
@@ -50,6 +59,12 @@ class RegionTrainer(Trainer):
         self._std = torch.tensor(image_std, dtype=torch.float32)
 
     def _get_train_sampler(self, train_dataset=None):
+        # Private hook, kept: transformers 5.24 has no public way to set the training sampler.
+        # `args.train_sampling_strategy` offers only random, sequential, group_by_length and batch_rebalance, and
+        # the public `get_train_dataloader()` builds its DataLoader in the private `_get_dataloader` (column
+        # removal, workers, seed_worker, accelerator.prepare), which an override would have to copy. Were upstream
+        # to stop calling this, training would silently fall back to uniform shuffling: test_training.py's
+        # test_trainer_dataloader_draws_classes_near_uniformly catches that.
         if self.sample_weights is None:
             return super()._get_train_sampler(train_dataset)
         generator = torch.Generator().manual_seed(self.args.seed)
@@ -77,6 +92,13 @@ class RegionTrainer(Trainer):
         return self.optimizer
 
     def _prepare_inputs(self, inputs):
+        # Private hook, kept: the one point that both `training_step` and `prediction_step` pass every batch
+        # through once it is on the device (including prediction_step's label-free branch, which calls the model
+        # without `compute_loss`). Public alternatives and why not: a data_collator runs on the CPU in the
+        # DataLoader workers (4x the bytes to copy, augmentation on the CPU); `compute_loss` misses label-free
+        # prediction; overriding both `training_step` and `prediction_step` would move each batch to the device
+        # before super() moves it again. Were upstream to stop calling this, ViT would silently cast the raw
+        # 0..255 pixels to float: tests/test_trainer_hooks.py checks that the model sees normalised input.
         inputs = super()._prepare_inputs(inputs)
         pv = inputs.get("pixel_values")
         if pv is not None and pv.dtype == torch.uint8:
@@ -84,6 +106,15 @@ class RegionTrainer(Trainer):
             inputs["pixel_values"] = normalise(pv, self._mean.to(pv.device), self._std.to(pv.device), augment)
         return inputs
 
+    # Workaround of https://github.com/huggingface/transformers/issues/43701 (open; fix attempts in PRs 48822 and
+    # 49022, unreleased). In transformers 5.x (checked on 5.24.0) the stock Trainer reloads a checkpoint's raw
+    # state dict with strict=False, but `save_pretrained` wrote the ViT encoder under its legacy key names: resume
+    # and load_best_model_at_end restore the embeddings, final norm and head and leave every encoder block as it
+    # was (the only sign is a "missing keys" warning). Here both go through `from_pretrained` (which renames
+    # legacy keys) and a strict load. Private hooks, kept: super() cannot be reused (its raw load is the bug); a
+    # callback's on_train_end runs after the partial load and after the on_train_end of callbacks registered
+    # before it (report_to integrations that log the model); on_train_begin is not told the resume checkpoint.
+    # tests/test_upstream.py xfails (strict) while the bug is there; when it XPASSes, delete both overrides.
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         load_weights_strict(self.model if model is None else model, resume_from_checkpoint)
 
