@@ -120,7 +120,7 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 def train_command(argv: Sequence[str]) -> int:
     """`loscat-hf train`: HfArgumentParser over loscat's options and every TrainingArguments field."""
-    from loscat_hf.train.arguments import parse_train_args, train_help
+    from loscat_hf.training.arguments import parse_train_args, train_help
 
     if "--help-all" in argv:
         print(train_help(full=True))
@@ -128,7 +128,7 @@ def train_command(argv: Sequence[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(train_help(full=False))
         return 0
-    from loscat_hf.train.run import train
+    from loscat_hf.training.run import train
 
     largs, targs = parse_train_args(argv)
     result = train(largs, targs)
@@ -143,7 +143,7 @@ def train_command(argv: Sequence[str]) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    # Parsed by HfArgumentParser (train/arguments.py: every TrainingArguments field); listed here for --help.
+    # Parsed by HfArgumentParser (training/arguments.py: every TrainingArguments field); listed here for --help.
     sub.add_parser("train", add_help=False,
                    help="fine-tune a ViT (--dataset DIR --output-dir DIR [--model ID|DIR|tiny]); train --help")
 
@@ -363,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         _log_to_console()
-        if argv[:1] == ["train"]:  # all of TrainingArguments, HfArgumentParser style (train/arguments.py)
+        if argv[:1] == ["train"]:  # all of TrainingArguments, HfArgumentParser style (training/arguments.py)
             return train_command(argv[1:])
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)

@@ -187,106 +187,29 @@ def run_link(predictions: str | Path, scores: str | Path, metadata: str | Path, 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
-    # --- score rows: site -> class, per-site mLoSSI / LoSDI (sums of the components present) ---------------
+    # score rows: site -> class, per-site mLoSSI / LoSDI (sums of the components present)
     site_rows = [_site_row(r) for r in table.records]
-    unmatched_scores: list[dict] = [_score_cells(r) | {"reason": "unknown_site"} for r in table.unknown_sites]
     missing_cells = table.missing_cells()
     if any(missing_cells.values()):
         log.info("score table %s: %d empty cells (missing, left out of the totals)", scores,
                  sum(missing_cells.values()))
-    scored_visits = {(r["patient_id"], r["visit"]) for r in site_rows}
-    scored_patients = {r["patient_id"] for r in site_rows}
-
-    # --- photos: prediction -> metadata -> score rows ------------------------------------------------
-    index = _PathIndex(meta)
-    sites_at: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-    for r in site_rows:
-        sites_at[(r["patient_id"], r["visit"], r["region"])].append(r)
-    linked, unmatched_photos, errors = [], [], []
-    for p in preds:
-        if p["status"] != "ok":
-            errors.append(p)
-            continue
-        if p["region"] not in classes:
-            unmatched_photos.append(p | {"reason": "unknown_predicted_region"})
-            continue
-        i, reason = index.find(p["image"])
-        if i is None:
-            unmatched_photos.append(p | {"reason": reason})
-            continue
-        pid, visit = meta[i]["patient_id"], meta[i].get("visit", "")
-        if (pid, visit) not in scored_visits:
-            unmatched_photos.append(p | {"patient_id": pid, "visit": visit, "reason": "no_scores"})
-            continue
-        here = sites_at.get((pid, visit, p["region"]), [])
-        linked.append({
-            "image": p["image"], "patient_id": pid, "visit": visit, "region": p["region"],
-            "probability": p.get("probability", ""), "needs_review": p.get("needs_review", ""),
-            "scored_sites": ";".join(sorted(r["site"] for r in here)),
-            **(_add_totals(here) if here else {}),
-        })
+    linked, unmatched_photos, errors = _link_photos(preds, meta, site_rows, classes)
     photo_visits = {(r["patient_id"], r["visit"]) for r in linked}
-    for r in site_rows:
-        if (r["patient_id"], r["visit"]) not in photo_visits:
-            unmatched_scores.append(_score_cells(r["record"]) | {"reason": "no_photo"})
-
-    # --- tables ----------------------------------------------------------------------------------------
-    photos_per_region = Counter(r["region"] for r in linked)
-    photos_with_score = Counter(r["region"] for r in linked if r["scored_sites"])
-    per_region_rows = [{"region": c, "photos": photos_per_region[c], "photos_with_region_scored": photos_with_score[c],
-                        "share_of_photos": round(photos_per_region[c] / len(linked), 4) if linked else 0.0}
-                       for c in classes]
-    _write(out / "photos_per_region.csv", per_region_rows,
-           ["region", "photos", "photos_with_region_scored", "share_of_photos"])
-
-    # patient x region x visit totals (left + right sites summed into their class; missing left out)
-    by_cell: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-    for r in site_rows:
-        by_cell[(r["patient_id"], r["visit"], r["region"])].append(r)
-    pvr = {k: _add_totals(v) for k, v in by_cell.items()}
-    n_pat = len(scored_patients)
-    distribution = []
-    for c in classes:
-        active = {pid for (pid, _, reg), t in pvr.items() if reg == c and (t["mLoSSI"] or 0) > 0}
-        damaged = {pid for (pid, _, reg), t in pvr.items() if reg == c and (t["LoSDI"] or 0) > 0}
-        distribution.append({
-            "region": c, "patients_scored": n_pat,
-            "patients_with_activity": len(active), "share_activity": round(len(active) / n_pat, 4) if n_pat else 0.0,
-            "patients_with_damage": len(damaged), "share_damage": round(len(damaged) / n_pat, 4) if n_pat else 0.0,
-        })
-    _write(out / "lesion_distribution.csv", distribution, list(distribution[0]))
-
+    unmatched_scores: list[dict] = [_score_cells(r) | {"reason": "unknown_site"} for r in table.unknown_sites]
+    unmatched_scores += [_score_cells(r["record"]) | {"reason": "no_photo"} for r in site_rows
+                         if (r["patient_id"], r["visit"]) not in photo_visits]
+    pvr = _patient_region_visit_totals(site_rows)
     visits = sorted({v for (_, v, _) in pvr}, key=_visit_key)
-    by_rv = []
-    for c in classes:
-        for v in visits:
-            cells = [t for (_, vv, reg), t in pvr.items() if reg == c and vv == v]
-            if not cells:
-                continue
-            row: dict = {"region": c, "visit": v, "patients": len(cells)}
-            for name in ("mLoSSI", "LoSDI"):
-                present = [t[name] for t in cells if t[name] is not None]
-                row[f"{name}_sum"] = sum(present) if present else None
-                row[f"{name}_mean"] = round(sum(present) / len(present), 4) if present else None
-                row[f"{name}_missing"] = sum(t[f"{name}_missing"] for t in cells)
-            by_rv.append(row)
-    _write(out / "scores_by_region_visit.csv", by_rv,
-           ["region", "visit", "patients", "mLoSSI_sum", "mLoSSI_mean", "mLoSSI_missing",
-            "LoSDI_sum", "LoSDI_mean", "LoSDI_missing"])
-
-    _write(out / "linked_photos.csv", linked,
-           ["image", "patient_id", "visit", "region", "probability", "needs_review", "scored_sites",
-            "mLoSSI", "mLoSSI_missing", "LoSDI", "LoSDI_missing"])
-    _write(out / "unmatched_photos.csv", unmatched_photos,
-           ["image", "region", "probability", "patient_id", "visit", "reason"])
-    _write(out / "unmatched_scores.csv", unmatched_scores, [*SCORE_COLUMNS, "row", "reason"])
-    _write(out / "prediction_errors.csv", errors, ["image", "status", "error"])
-
-    mean_m: dict[str, list[float]] = defaultdict(list)
-    for (_, _, reg), t in pvr.items():
-        if t["mLoSSI"] is not None:
-            mean_m[reg].append(t["mLoSSI"])
+    n_patients = len({r["patient_id"] for r in site_rows})
+    photos_per_region = Counter(r["region"] for r in linked)
+    by_rv = _scores_by_region_visit(pvr, classes, visits)
+    _write_tables(out, linked, classes, photos_per_region, _lesion_distribution(pvr, classes, n_patients), by_rv,
+                  unmatched_photos, unmatched_scores, errors)
     all_rows = [*table.records, *table.unknown_sites]
+    mean_m: dict[str, list[float]] = defaultdict(list)
+    for (_, _, reg), totals in pvr.items():
+        if totals["mLoSSI"] is not None:
+            mean_m[reg].append(totals["mLoSSI"])
     summary = {
         "out": str(out),
         "photos_total": len(preds),
@@ -301,7 +224,7 @@ def run_link(predictions: str | Path, scores: str | Path, metadata: str | Path, 
         "unmatched_score_reasons": dict(sorted(Counter(r["reason"] for r in unmatched_scores).items())),
         "score_cells_missing": missing_cells,
         "score_rows_with_missing": sum(r.n_missing > 0 for r in all_rows),
-        "patients_scored": n_pat,
+        "patients_scored": n_patients,
         "patients_with_photos": len({r["patient_id"] for r in linked}),
         "visits": visits,
         "photos_per_region": {c: photos_per_region[c] for c in classes},
@@ -316,6 +239,104 @@ def run_link(predictions: str | Path, scores: str | Path, metadata: str | Path, 
     if plots:
         _plots(out, summary, by_rv, classes, visits)
     return LinkResult(out=out, summary=summary)
+
+
+def _link_photos(preds: list[dict], meta: list[dict], site_rows: list[dict],
+                 classes: list[str]) -> tuple[list[dict], list[dict], list[dict]]:
+    """prediction -> metadata -> the visit's score rows: (linked photos, unmatched photos with why, errors)."""
+    index = _PathIndex(meta)
+    scored_visits = {(r["patient_id"], r["visit"]) for r in site_rows}
+    sites_at: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for r in site_rows:
+        sites_at[(r["patient_id"], r["visit"], r["region"])].append(r)
+    linked, unmatched, errors = [], [], []
+    for p in preds:
+        if p["status"] != "ok":
+            errors.append(p)
+            continue
+        if p["region"] not in classes:
+            unmatched.append(p | {"reason": "unknown_predicted_region"})
+            continue
+        i, reason = index.find(p["image"])
+        if i is None:
+            unmatched.append(p | {"reason": reason})
+            continue
+        pid, visit = meta[i]["patient_id"], meta[i].get("visit", "")
+        if (pid, visit) not in scored_visits:
+            unmatched.append(p | {"patient_id": pid, "visit": visit, "reason": "no_scores"})
+            continue
+        here = sites_at.get((pid, visit, p["region"]), [])
+        linked.append({
+            "image": p["image"], "patient_id": pid, "visit": visit, "region": p["region"],
+            "probability": p.get("probability", ""), "needs_review": p.get("needs_review", ""),
+            "scored_sites": ";".join(sorted(r["site"] for r in here)),
+            **(_add_totals(here) if here else {}),
+        })
+    return linked, unmatched, errors
+
+
+def _patient_region_visit_totals(site_rows: list[dict]) -> dict[tuple[str, str, str], dict]:
+    """(patient, visit, region) -> totals: left and right sites summed into their class; missing left out."""
+    by_cell: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for r in site_rows:
+        by_cell[(r["patient_id"], r["visit"], r["region"])].append(r)
+    return {k: _add_totals(v) for k, v in by_cell.items()}
+
+
+def _lesion_distribution(pvr: dict, classes: list[str], n_patients: int) -> list[dict]:
+    """Per region: how many scored patients have activity (mLoSSI > 0) or damage (LoSDI > 0) there."""
+    rows = []
+    for c in classes:
+        active = {pid for (pid, _, reg), t in pvr.items() if reg == c and (t["mLoSSI"] or 0) > 0}
+        damaged = {pid for (pid, _, reg), t in pvr.items() if reg == c and (t["LoSDI"] or 0) > 0}
+        rows.append({
+            "region": c, "patients_scored": n_patients,
+            "patients_with_activity": len(active),
+            "share_activity": round(len(active) / n_patients, 4) if n_patients else 0.0,
+            "patients_with_damage": len(damaged),
+            "share_damage": round(len(damaged) / n_patients, 4) if n_patients else 0.0,
+        })
+    return rows
+
+
+def _scores_by_region_visit(pvr: dict, classes: list[str], visits: list[str]) -> list[dict]:
+    """Per region and visit: sum and mean of the patients' totals, and how many totals had missing cells."""
+    rows = []
+    for c in classes:
+        for v in visits:
+            cells = [t for (_, vv, reg), t in pvr.items() if reg == c and vv == v]
+            if not cells:
+                continue
+            row: dict = {"region": c, "visit": v, "patients": len(cells)}
+            for name in ("mLoSSI", "LoSDI"):
+                present = [t[name] for t in cells if t[name] is not None]
+                row[f"{name}_sum"] = sum(present) if present else None
+                row[f"{name}_mean"] = round(sum(present) / len(present), 4) if present else None
+                row[f"{name}_missing"] = sum(t[f"{name}_missing"] for t in cells)
+            rows.append(row)
+    return rows
+
+
+def _write_tables(out: Path, linked: list[dict], classes: list[str], photos_per_region: Counter,
+                  distribution: list[dict], by_rv: list[dict], unmatched_photos: list[dict],
+                  unmatched_scores: list[dict], errors: list[dict]) -> None:
+    photos_with_score = Counter(r["region"] for r in linked if r["scored_sites"])
+    per_region = [{"region": c, "photos": photos_per_region[c], "photos_with_region_scored": photos_with_score[c],
+                   "share_of_photos": round(photos_per_region[c] / len(linked), 4) if linked else 0.0}
+                  for c in classes]
+    _write(out / "photos_per_region.csv", per_region,
+           ["region", "photos", "photos_with_region_scored", "share_of_photos"])
+    _write(out / "lesion_distribution.csv", distribution, list(distribution[0]))
+    _write(out / "scores_by_region_visit.csv", by_rv,
+           ["region", "visit", "patients", "mLoSSI_sum", "mLoSSI_mean", "mLoSSI_missing",
+            "LoSDI_sum", "LoSDI_mean", "LoSDI_missing"])
+    _write(out / "linked_photos.csv", linked,
+           ["image", "patient_id", "visit", "region", "probability", "needs_review", "scored_sites",
+            "mLoSSI", "mLoSSI_missing", "LoSDI", "LoSDI_missing"])
+    _write(out / "unmatched_photos.csv", unmatched_photos,
+           ["image", "region", "probability", "patient_id", "visit", "reason"])
+    _write(out / "unmatched_scores.csv", unmatched_scores, [*SCORE_COLUMNS, "row", "reason"])
+    _write(out / "prediction_errors.csv", errors, ["image", "status", "error"])
 
 
 def _plots(out: Path, summary: dict, by_rv: list[dict], classes: list[str], visits: list[str]) -> None:

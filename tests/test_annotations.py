@@ -3,7 +3,7 @@ import textwrap
 
 import pytest
 
-from loscat_hf.data.annotations import PhotoLabel, read_annotations
+from loscat_hf.data.consensus import PhotoLabel, read_annotations
 from loscat_hf.errors import LoscatError
 from loscat_hf.taxonomy import load_taxonomy
 

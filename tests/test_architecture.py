@@ -12,20 +12,20 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "loscat_hf"
 CORE = {"errors", "defaults", "hardware", "taxonomy", "__init__"}  # leaves every stage may use
-# stage -> the stages it may import (besides itself and CORE): data -> model -> evaluation -> train, and
+# stage -> the stages it may import (besides itself and CORE): data -> model -> evaluation -> training, and
 # serving (infer, apps) beside training, never importing it or evaluation
 ALLOWED = {
     "data": set(),
     "model": {"data"},
     "viz": {"model"},
     "evaluation": {"data", "model", "viz"},
-    "train": {"data", "model", "viz", "evaluation"},
+    "training": {"data", "model", "viz", "evaluation"},
     "infer": {"data", "model"},
     "link": {"data", "viz"},
     "hub": {"data"},
     "apps": {"data", "model", "viz", "infer"},
-    "demo": {"data", "model", "evaluation", "train"},
-    "cli": {"data", "model", "viz", "evaluation", "train", "infer", "link", "hub", "apps", "demo"},
+    "demo": {"data", "model", "evaluation", "training"},
+    "cli": {"data", "model", "viz", "evaluation", "training", "infer", "link", "hub", "apps", "demo"},
     "__main__": {"cli"},
 }
 
@@ -114,15 +114,15 @@ def test_no_import_cycles():
 def test_the_check_sees_lazy_imports():
     """The graph must include imports inside functions (most heavy imports here are lazy)."""
     graph = _graph()
-    assert "loscat_hf.train.run" in graph["loscat_hf.cli"]  # imported inside train_command only
+    assert "loscat_hf.training.run" in graph["loscat_hf.cli"]  # imported inside train_command only
 
 
 @pytest.mark.parametrize("entry", ["loscat_hf.apps.space", "loscat_hf.infer.folder", "loscat_hf.infer.explain"])
 def test_serving_never_loads_training_code(entry):
-    """Importing and building the serving path leaves loscat_hf.train and loscat_hf.evaluation unloaded."""
+    """Importing and building the serving path leaves loscat_hf.training and loscat_hf.evaluation unloaded."""
     code = (f"import sys, importlib; importlib.import_module({entry!r}); "
             "import loscat_hf.infer.predictor; "
-            "bad = sorted(m for m in sys.modules if m.startswith(('loscat_hf.train', 'loscat_hf.evaluation'))); "
+            "bad = sorted(m for m in sys.modules if m.startswith(('loscat_hf.training', 'loscat_hf.evaluation'))); "
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
@@ -139,7 +139,17 @@ def test_no_module_is_huge():
 
 
 def test_lazy_public_api_names_resolve():
+    """`loscat_hf.prepare/train/evaluate/...` are the API functions, also once every subpackage is loaded (a
+    subpackage named like an API function would shadow it: hence `training/`, not `train/`)."""
+    import importlib
+    import pkgutil
+
     import loscat_hf
 
+    for info in pkgutil.walk_packages(loscat_hf.__path__, "loscat_hf."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
     for name in loscat_hf.__all__:
-        assert getattr(loscat_hf, name) is not None, name
+        value = getattr(loscat_hf, name)
+        assert not isinstance(value, type(loscat_hf)), f"loscat_hf.{name} is a module, not the API object"
+    assert loscat_hf.train is importlib.import_module("loscat_hf.training.run").train

@@ -4,8 +4,8 @@ import pytest
 
 from loscat_hf.data.prepare import prepare
 from loscat_hf.demo.phantom import generate_demo_data
-from loscat_hf.train.arguments import parse_train_args
-from loscat_hf.train.run import train
+from loscat_hf.training.arguments import parse_train_args
+from loscat_hf.training.run import train
 
 
 @pytest.mark.slow

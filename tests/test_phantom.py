@@ -88,7 +88,7 @@ def test_annotations_parse_and_are_messy(demo):
 
 
 def test_annotations_feed_the_consensus_reader(demo):
-    from loscat_hf.data.annotations import read_annotations
+    from loscat_hf.data.consensus import read_annotations
 
     out, _ = demo
     result = read_annotations(out / "annotations.csv", load_taxonomy())

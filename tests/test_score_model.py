@@ -10,8 +10,8 @@ from PIL import Image
 from loscat_hf.data.score_tables import COMPONENTS
 from loscat_hf.model.score_heads import ViTWithScores, build_score_model, masked_score_loss
 from loscat_hf.taxonomy import load_taxonomy
-from loscat_hf.train.arguments import parse_train_args
-from loscat_hf.train.run import train
+from loscat_hf.training.arguments import parse_train_args
+from loscat_hf.training.run import train
 
 FAST = ["--model", "tiny", "--image-size", "32", "--dataloader-num-workers", "0", "--per-device-train-batch-size",
         "16", "--logging-steps", "1", "--learning-rate", "3e-3", "--warmup-steps", "0"]

@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from loscat_hf.taxonomy import load_taxonomy
-from loscat_hf.train import arguments
-from loscat_hf.train.arguments import COMMON_TRAINING_OPTIONS, TASK_DEFAULTS, parse_train_args, train_help
+from loscat_hf.training import arguments
+from loscat_hf.training.arguments import COMMON_TRAINING_OPTIONS, TASK_DEFAULTS, parse_train_args, train_help
 
 FAST = ["--model", "tiny", "--image-size", "32", "--dataloader-num-workers", "0", "--per-device-train-batch-size",
         "16", "--logging-steps", "1", "--learning-rate", "3e-3", "--warmup-steps", "0", "--phase1-epochs", "0"]
 
 
 def _trainer(dataset, out, *extra, callbacks=()):
-    from loscat_hf.train.run import build_trainer
+    from loscat_hf.training.run import build_trainer
 
     largs, targs = parse_train_args(["--dataset", str(dataset), "--output-dir", str(out), *FAST, *extra])
     trainer, _ = build_trainer(largs, targs, load_taxonomy())
@@ -34,7 +34,7 @@ def _differences(model, checkpoint) -> list[str]:
 
 def test_model_sees_normalised_pixels_augmented_only_in_training(tiny_dataset, tmp_path, monkeypatch):
     """_prepare_inputs: were it no longer called, ViT would silently cast the raw 0..255 uint8 pixels to float."""
-    import loscat_hf.train.trainer as trainer_module
+    import loscat_hf.training.trainer as trainer_module
 
     calls = []
     real = trainer_module.normalise
@@ -129,7 +129,7 @@ def test_short_help_lists_loscat_and_common_options_with_the_commands_defaults()
 
 
 def test_short_help_imports_neither_torch_nor_transformers():
-    code = ("import sys; from loscat_hf.train.arguments import train_help; train_help(); "
+    code = ("import sys; from loscat_hf.training.arguments import train_help; train_help(); "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"

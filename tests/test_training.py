@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from loscat_hf.taxonomy import load_taxonomy
-from loscat_hf.train.arguments import parse_train_args
-from loscat_hf.train.callbacks import TwoPhaseCallback
-from loscat_hf.train.run import build_trainer, train
-from loscat_hf.train.trainer import balanced_sample_weights
+from loscat_hf.training.arguments import parse_train_args
+from loscat_hf.training.callbacks import TwoPhaseCallback
+from loscat_hf.training.run import build_trainer, train
+from loscat_hf.training.trainer import balanced_sample_weights
 
 FAST = ["--model", "tiny", "--image-size", "32", "--dataloader-num-workers", "0", "--per-device-train-batch-size",
         "16", "--logging-steps", "1", "--learning-rate", "3e-3", "--warmup-steps", "0"]
@@ -235,7 +235,7 @@ def test_ddp_two_processes_on_cpu(tiny_dataset, tmp_path):
 def test_default_bf16_reaches_the_accelerator(tmp_path, monkeypatch):
     """Where the GPU has bf16, the default must set TrainingArguments.mixed_precision (what the Trainer's
     Accelerator autocasts by), not only the `bf16` flag: that once trained ViT-B in fp32 on an H200."""
-    import loscat_hf.train.arguments as training
+    import loscat_hf.training.arguments as training
 
     monkeypatch.setattr(training, "gpu_supports_bf16", lambda: True)
     _, targs = _args(tmp_path, "--use-cpu", "true")  # bf16 without a GPU is allowed only with use_cpu
@@ -417,7 +417,7 @@ def test_train_with_an_empty_validation_split_is_a_clear_error(tiny_dataset, tmp
 
 def test_best_checkpoint_check_does_not_depend_on_the_working_directory(tmp_path, monkeypatch):
     """The Trainer records best_model_checkpoint relative when --output-dir was relative."""
-    from loscat_hf.train.output_dir import _best_inside
+    from loscat_hf.training.output_dir import _best_inside
 
     out = tmp_path / "runs" / "model"
     (out / "checkpoint-6").mkdir(parents=True)

@@ -13,7 +13,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, ViTConfig,
 ISSUE_43701 = "https://github.com/huggingface/transformers/issues/43701"
 XFAIL_43701 = pytest.mark.xfail(
     strict=True, raises=AssertionError,
-    reason=f"{ISSUE_43701}: remove the workaround in loscat_hf/train/trainer.py when this passes "
+    reason=f"{ISSUE_43701}: remove the workaround in loscat_hf/training/trainer.py when this passes "
            "(RegionTrainer._load_best_model and _load_from_checkpoint)")
 
 

@@ -1,4 +1,4 @@
-"""Read a grading platform's CSV export (one row per rating) and reduce it to one consensus label per photo.
+"""Read a grading platform's CSV export (one row per rating) into valid ratings; consensus.py decides.
 
 Clinical exports are messy: several raters per photo, repeated rows, free-text regions, photos marked as
 poor quality. Everything that is dropped is kept as a `Problem` with its reason, so a user can fix the
@@ -11,7 +11,7 @@ import csv
 import io
 import re
 import warnings
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,6 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from loscat_hf.data.agreement import agreement_report
 from loscat_hf.data.csvsafe import decode_export
 from loscat_hf.data.score_tables import SCORE_PREFIX
 from loscat_hf.errors import LoscatError, Problem
@@ -33,48 +32,30 @@ EXCLUDED_QUALITY = frozenset({"exclude", "poor"})
 RATING_COLUMNS = ("image", "rater", "site", "label")
 
 
-@dataclass
-class PhotoLabel:
-    """The consensus label of one photo, plus what `prepare` needs to place it (patient, visit, metadata)."""
+class Rating(NamedTuple):
+    """One valid rating: a CSV row whose region parsed (site name or non-site code)."""
 
-    image: str  # path as written in the CSV (relative to the images folder), with '/' separators
-    patient_id: str
-    visit: str  # "" when the CSV has no visit column/value
-    site: str  # consensus 18-site name, or the class name when sides disagree / no side given
-    label: str  # consensus class name
-    n_ratings: int
-    agreement: float  # share of the photo's valid votes that went to the winning label
-    extra: dict[str, str] = field(default_factory=dict)  # the kept per-photo columns (--keep-columns)
-    row: int | None = None  # first CSV data row of the photo, for messages
-
-
-@dataclass
-class ConsensusResult:
-    """Everything `read_annotations` found: kept photos, dropped things with reasons, and agreement."""
-
-    photos: list[PhotoLabel]
-    problems: list[Problem]  # everything dropped, with why
-    ratings: pd.DataFrame  # clean per-rating table (image, rater, site, label), codes included
-    agreement: dict  # agreement_report(...) output
-    n_rows: int  # data rows read
-    # Kept but suspicious (e.g. "conflicting_extra": one photo with two skin_tone values); nothing dropped.
-    warnings: list[Problem] = field(default_factory=list)
-    # CSV columns neither loscat-hf defines nor the user kept: left out of everything written (allow-list).
-    dropped_columns: list[str] = field(default_factory=list)
-    kept_columns: list[str] = field(default_factory=list)  # normalised names of the kept extra columns
-
-    def problem_counts(self) -> dict[str, int]:
-        """Problems per kind, for a one-line console summary."""
-        return dict(Counter(p.kind for p in self.problems))
-
-
-class _Rating(NamedTuple):
     row: int
     image: str
     patient_id: str
     rater: str
     site: str  # site name, or the non-site code
     vote: str  # class name, or the non-site code
+
+
+@dataclass
+class RatingsExport:
+    """What the export holds, before any consensus: valid ratings, dropped rows, per-photo kept columns."""
+
+    ratings: list[Rating]
+    problems: list[Problem]  # rows dropped while reading, with why
+    first_row: dict[str, int]  # image -> first spreadsheet row naming it
+    extra_values: dict[str, dict[str, list[str]]]  # image -> column -> values seen (visit, kept columns)
+    n_rows: int
+    has_rater: bool
+    dropped_columns: list[str] = field(default_factory=list)  # columns left out (allow-list)
+    kept_columns: list[str] = field(default_factory=list)
+    source: str = ""
 
 
 def normalise_column(name: str) -> str:
@@ -165,9 +146,9 @@ def _map_columns(frame: pd.DataFrame, path: Path) -> dict[str, str]:
     return mapping
 
 
-def read_annotations(csv_path: str | Path, taxonomy: Taxonomy,
-                     keep_columns: str | Sequence[str] | None = ()) -> ConsensusResult:
-    """Read the rating CSV and return consensus labels, dropped rows/photos with reasons, and agreement.
+def read_ratings(csv_path: str | Path, taxonomy: Taxonomy,
+                 keep_columns: str | Sequence[str] | None = ()) -> RatingsExport:
+    """Read the rating CSV into valid ratings, dropped rows with reasons, and each photo's kept columns.
 
     Columns are an allow-list: besides the ones loscat-hf defines (image, patient_id, region, rater, visit,
     quality) only `keep_columns` (e.g. skin_tone) are carried per photo; every other column is dropped and
@@ -177,8 +158,7 @@ def read_annotations(csv_path: str | Path, taxonomy: Taxonomy,
     spelling -> dropped (reason lists valid names). Without a rater column (or with an empty rater cell)
     each row is its own anonymous rater 'row<N>'. Per photo and rater: a repeated identical region counts
     once; different regions from one rater are contradictory, so all of that rater's ratings of the photo
-    are dropped. A photo labelled for two patients is excluded (a mix-up would leak across the split).
-    Consensus: majority vote over classes and non-site codes; a winning code or a tie excludes the photo.
+    are dropped (by consensus.py, which also excludes a photo labelled for two patients).
     """
     path = Path(csv_path)
     frame = _read_csv(path)
@@ -204,11 +184,10 @@ def read_annotations(csv_path: str | Path, taxonomy: Taxonomy,
     extras_cols = {name: column(name) for name in extra_names}  # includes visit
 
     problems: list[Problem] = []
-    warnings: list[Problem] = []
     parsed_cache: dict[str, ParsedRegion | str] = {}
     first_row: dict[str, int] = {}
     extra_values: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    valid: list[_Rating] = []
+    valid: list[Rating] = []
 
     for i in range(n_rows):
         row = row_numbers[i]
@@ -238,54 +217,11 @@ def read_annotations(csv_path: str | Path, taxonomy: Taxonomy,
         site = parsed.code or parsed.site or ""
         vote = parsed.code or parsed.label or ""
         rater = raters[i] if has_rater and raters[i] else f"row{row}"
-        valid.append(_Rating(row, image, patients[i], rater, site, vote))
-
-    by_image: dict[str, list[_Rating]] = defaultdict(list)
-    for rating in valid:
-        by_image[rating.image].append(rating)
-
-    kept: list[_Rating] = []
-    photo_patient: dict[str, str] = {}
-    for image, group in by_image.items():
-        ids = list(dict.fromkeys(r.patient_id for r in group))
-        if len(ids) > 1:
-            problems.append(Problem(
-                "two_patients", image,
-                f"image is labelled for patients {' and '.join(map(repr, ids))}; photo excluded "
-                f"(fix the patient_id in rows {', '.join(str(r.row) for r in group)})",
-                group[0].row,
-            ))
-            continue
-        photo_patient[image] = ids[0]
-        kept.extend(_one_rating_per_rater(image, group, source, problems))
-
-    ratings = pd.DataFrame(
-        [(r.image, r.rater, r.site, r.vote) for r in kept], columns=list(RATING_COLUMNS), dtype=str
-    )
-    by_image_kept: dict[str, list[_Rating]] = defaultdict(list)
-    for rating in kept:
-        by_image_kept[rating.image].append(rating)
-
-    photos: list[PhotoLabel] = []
-    for image in sorted(by_image_kept, key=first_row.__getitem__):
-        group = by_image_kept[image]
-        extra = _photo_extras(image, extra_values.get(image, {}), warnings, first_row[image])
-        visit = extra.pop("visit", "")
-        outcome = _consensus(group, taxonomy)
-        if isinstance(outcome, Problem):
-            problems.append(Problem(outcome.kind, image, outcome.reason, first_row[image]))
-            continue
-        site, label, agreement = outcome
-        photos.append(PhotoLabel(
-            image=image, patient_id=photo_patient[image], visit=visit, site=site, label=label,
-            n_ratings=len(group), agreement=agreement, extra=extra, row=first_row[image],
-        ))
-
-    report = agreement_report(ratings, taxonomy.classes, pairwise=has_rater)
-    return ConsensusResult(
-        photos=photos, problems=problems, ratings=ratings, agreement=report, n_rows=n_rows, warnings=warnings,
-        dropped_columns=dropped_columns, kept_columns=kept_columns,
-    )
+        valid.append(Rating(row, image, patients[i], rater, site, vote))
+    return RatingsExport(
+        ratings=valid, problems=problems, first_row=first_row,
+        extra_values={k: dict(v) for k, v in extra_values.items()}, n_rows=n_rows, has_rater=has_rater,
+        dropped_columns=dropped_columns, kept_columns=kept_columns, source=source)
 
 
 def parse_keep_columns(text: str | Sequence[str] | None) -> list[str]:
@@ -315,67 +251,7 @@ def _kept_columns(keep_columns: str | Sequence[str] | None, columns: dict[str, s
     return wanted
 
 
-def _one_rating_per_rater(image: str, group: list[_Rating], source: str, problems: list[Problem]) -> list[_Rating]:
-    """Keep one rating per rater: identical repeats are duplicates, different regions cancel each other."""
-    by_rater: dict[str, list[_Rating]] = defaultdict(list)
-    for rating in group:
-        by_rater[rating.rater].append(rating)
-    kept = []
-    for rater, ratings in by_rater.items():
-        if len({r.site for r in ratings}) > 1:
-            given = ", ".join(f"{r.site} (row {r.row})" for r in ratings)
-            for r in ratings:
-                problems.append(Problem(
-                    "conflicting_rating", source,
-                    f"rater {rater!r} gave {image} different regions: {given}; all of them dropped", r.row,
-                ))
-            continue
-        kept.append(ratings[0])
-        for r in ratings[1:]:
-            problems.append(Problem(
-                "duplicate_row", source,
-                f"repeats row {ratings[0].row} (same image {image}, rater {rater!r} and region {r.site})", r.row,
-            ))
-    return kept
 
 
-def _photo_extras(image: str, values: dict[str, list[str]], warnings: list[Problem], row: int) -> dict[str, str]:
-    """First non-empty value per column; several different values are kept as a warning, not dropped."""
-    extra = {}
-    for name, seen in values.items():
-        extra[name] = seen[0]
-        distinct = list(dict.fromkeys(seen))
-        if len(distinct) > 1:
-            warnings.append(Problem(
-                "conflicting_extra", image,
-                f"column {name!r} has values {distinct} for this photo; kept {seen[0]!r}", row,
-            ))
-    return extra
 
 
-def _consensus(group: list[_Rating], taxonomy: Taxonomy) -> tuple[str, str, float] | Problem:
-    """Majority vote over classes and non-site codes -> (site, label, agreement), or why there is none.
-
-    The site comes from the sided votes for the winning class: unsided votes ('arm') say nothing about
-    the side, so they do not outvote 'left_arm'; if sided votes tie (left vs right) or none exist, the
-    site is the class name. Midline classes have site == class.
-    """
-    votes = Counter(r.vote for r in group)
-    ranked = votes.most_common()
-    top = ranked[0][1]
-    tied = [v for v, n in ranked if n == top]
-    if len(tied) > 1:
-        listed = ", ".join(f"{v} ({top})" for v in tied)
-        return Problem("tie", "", f"majority vote tied between {listed} of {len(group)} votes; photo excluded")
-    winner = tied[0]
-    if winner not in taxonomy.classes:
-        return Problem(
-            f"non_site:{winner}", "", f"consensus is the non-site code {winner!r} ({top} of {len(group)} votes)"
-        )
-    sided = Counter(r.site for r in group if r.vote == winner and r.site != winner)
-    site = winner
-    if sided:
-        (best, n_best), *rest = sided.most_common()
-        if not rest or rest[0][1] < n_best:
-            site = best
-    return site, winner, top / len(group)

@@ -156,6 +156,20 @@ def _run_tasks(
         bar.close()
 
 
+def _clean_photos(items: Sequence[PackItem], staging: Path, max_side: int, max_pixels: int, id_key: bytes,
+                  workers: int, progress: bool, problems: list[Problem]) -> list[str | None]:
+    """Decode and re-encode every photo into `staging` as <image_id>.jpg; per item its id, or None (and a
+    Problem) for a photo that could not be used."""
+    tasks = [(i, str(item.source), str(staging), max_side, max_pixels, id_key) for i, item in enumerate(items)]
+    image_ids: list[str | None] = [None] * len(items)
+    for index, image_id, kind, reason in _run_tasks(tasks, workers, progress):
+        if image_id is None:
+            item = items[index]
+            problems.append(Problem(kind or "unreadable", item.key, reason or "", item.row))
+        image_ids[index] = image_id
+    return image_ids
+
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -218,13 +232,7 @@ def pack_dataset(
     try:
         staging = tmp / "_staging"
         staging.mkdir()
-        tasks = [(i, str(item.source), str(staging), max_side, max_pixels, id_key) for i, item in enumerate(items)]
-        image_ids: list[str | None] = [None] * len(items)
-        for index, image_id, kind, reason in _run_tasks(tasks, workers, progress):
-            if image_id is None:
-                item = items[index]
-                all_problems.append(Problem(kind or "unreadable", item.key, reason or "", item.row))
-            image_ids[index] = image_id
+        image_ids = _clean_photos(items, staging, max_side, max_pixels, id_key, workers, progress, all_problems)
 
         kept, duplicates = _deduplicate(items, image_ids, all_problems)
         if not kept:
@@ -272,12 +280,8 @@ def pack_dataset(
             },
         )
 
+        counts, patients = _split_counts(items, kept, split_of, split.split_names(), classes)
         groups = [items[i].patient_id for i in kept]
-        splits_present = split.split_names()
-        counts = {s: {c: 0 for c in classes} for s in splits_present}
-        for i in kept:
-            counts[split_of[i]][items[i].label] = counts[split_of[i]].get(items[i].label, 0) + 1
-        patients = {s: len({items[i].patient_id for i in kept if split_of[i] == s}) for s in splits_present}
         table = split_counts_table(labels, split.assignments, class_order, groups=groups)
         report = build_report(
             counts=counts, patients=patients, n_photos=len(kept), classes=class_order, problems=all_problems,
@@ -309,6 +313,16 @@ def pack_dataset(
         out_dir=out, n_photos=len(kept), counts=counts, patients=patients, problems=all_problems,
         warnings=public_warnings + private_warnings, report=report, table=table,
     )
+
+
+def _split_counts(items: Sequence[PackItem], kept: Sequence[int], split_of: Mapping[int, str],
+                  splits: Sequence[str], classes: Sequence[str]) -> tuple[dict, dict]:
+    """(split -> class -> photos, split -> patients) of the kept photos."""
+    counts = {s: {c: 0 for c in classes} for s in splits}
+    for i in kept:
+        counts[split_of[i]][items[i].label] = counts[split_of[i]].get(items[i].label, 0) + 1
+    patients = {s: len({items[i].patient_id for i in kept if split_of[i] == s}) for s in splits}
+    return counts, patients
 
 
 def _deduplicate(

@@ -112,7 +112,7 @@ def prepare(
     `strict` is recorded in the report; deciding what a problem means (the CLI's exit code 1) is the caller's.
     User errors raise LoscatError before anything is written.
     """
-    from loscat_hf.data.annotations import read_annotations
+    from loscat_hf.data.consensus import read_annotations
     from loscat_hf.taxonomy import load_taxonomy
 
     images_dir = Path(images)

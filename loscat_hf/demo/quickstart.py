@@ -48,8 +48,8 @@ def quickstart(out: str = "quickstart", patients: int = 60, photos: int = 600, e
     from loscat_hf.data.prepare import prepare
     from loscat_hf.demo.phantom import generate_demo_data
     from loscat_hf.evaluation.split_eval import evaluate
-    from loscat_hf.train.arguments import parse_train_args
-    from loscat_hf.train.run import train
+    from loscat_hf.training.arguments import parse_train_args
+    from loscat_hf.training.run import train
 
     root = Path(out)
     if root.exists() and any(root.iterdir()) and not overwrite:

@@ -1,5 +1,5 @@
 """Stage 3, evaluation: metrics, reports, ensembles and score agreement for any model folder.
 
-It measures a model whoever trained it, so it does not import `train/`; training imports it for the
+It measures a model whoever trained it, so it does not import `training/`; training imports it for the
 validation report.
 """

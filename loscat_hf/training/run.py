@@ -22,11 +22,11 @@ from transformers import Trainer, TrainingArguments
 from loscat_hf.data.dataset import check_packed_files, load_packed_dataset, packed_max_side, subgroup_columns
 from loscat_hf.defaults import MAX_SIDE_KEY
 from loscat_hf.model.transforms import AugmentConfig
-from loscat_hf.train.arguments import LoscatArguments
-from loscat_hf.train.callbacks import TwoPhaseCallback
-from loscat_hf.train.output_dir import RUN_KEY, prepare_output_dir, run_identity
-from loscat_hf.train.progress import use_readable_progress
-from loscat_hf.train.trainer import RegionTrainer, balanced_sample_weights
+from loscat_hf.training.arguments import LoscatArguments
+from loscat_hf.training.callbacks import TwoPhaseCallback
+from loscat_hf.training.output_dir import RUN_KEY, prepare_output_dir, run_identity
+from loscat_hf.training.progress import use_readable_progress
+from loscat_hf.training.trainer import RegionTrainer, balanced_sample_weights
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy, ds
         from loscat_hf.data.dataset import add_score_targets
         from loscat_hf.model.score_heads import build_score_model
         from loscat_hf.model.transforms import ScoreTransform
-        from loscat_hf.train.trainer import ScoreTrainer
+        from loscat_hf.training.trainer import ScoreTrainer
 
         ds = add_score_targets(ds)
         builder, trainer_cls, transform_cls = build_score_model, ScoreTrainer, ScoreTransform

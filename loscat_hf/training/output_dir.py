@@ -15,7 +15,7 @@ from transformers import TrainingArguments
 
 from loscat_hf.data.dataset import dataset_fingerprint
 from loscat_hf.errors import LoscatError
-from loscat_hf.train.arguments import LoscatArguments
+from loscat_hf.training.arguments import LoscatArguments
 
 RUN_KEY = "loscat_run"  # config.json attribute: which dataset, taxonomy and task a checkpoint was trained on
 

@@ -9,6 +9,7 @@ from transformers import TrainerCallback
 
 HEAD_PREFIXES = ("classifier", "score_heads")
 
+
 def _trainable_prefixes(model: torch.nn.Module, last_blocks: int) -> tuple[str, ...]:
     names = [n for n, _ in model.named_parameters()]
     blocks = sorted({int(m.group(1)) for n in names if (m := re.search(r"encoder\.layer\.(\d+)\.", n))})
@@ -17,6 +18,7 @@ def _trainable_prefixes(model: torch.nn.Module, last_blocks: int) -> tuple[str, 
         keep += [f"encoder.layer.{b}." for b in blocks[-last_blocks:]]
         keep += ["vit.layernorm."]
     return tuple(keep)
+
 
 class TwoPhaseCallback(TrainerCallback):
     """Phase 1 trains the head (and optionally the last blocks); phase 2 the whole model.

@@ -26,12 +26,14 @@ def balanced_sample_weights(labels: Sequence[int], power: float = 1.0) -> torch.
     counts = Counter(int(x) for x in labels)
     return torch.tensor([counts[int(x)] ** -power for x in labels], dtype=torch.double)
 
+
 def _layer_depth(name: str, n_layers: int) -> int:
     if m := re.search(r"encoder\.layer\.(\d+)\.", name):
         return int(m.group(1)) + 1
     if "embeddings" in name:
         return 0
     return n_layers + 1  # final layernorm, pooler, heads
+
 
 def load_weights_strict(model: torch.nn.Module, checkpoint_dir: str) -> None:
     """Load a checkpoint's weights through from_pretrained (which renames legacy keys), strictly.
@@ -44,6 +46,7 @@ def load_weights_strict(model: torch.nn.Module, checkpoint_dir: str) -> None:
         raise LoscatError(f"the weights in {checkpoint_dir} do not fit this model "
                           f"({str(exc).splitlines()[0][:200]}); use the --model it was trained with") from None
     del loaded
+
 
 class RegionTrainer(Trainer):
     """Trainer with balanced sampling, layer-wise LR, device-side normalisation and strict reloads."""

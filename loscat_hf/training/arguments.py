@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class LoscatArguments:
     """loscat-specific options; every TrainingArguments field is accepted too (`--help-all` lists all)."""
@@ -68,6 +69,7 @@ TASK_DEFAULTS: dict = dict(
     dataloader_persistent_workers=True, seed=42,
 )
 
+
 def _read_config(path: str) -> dict:
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -86,11 +88,13 @@ def _read_config(path: str) -> dict:
         raise LoscatError(f"config {path} must hold a mapping of argument names to values")
     return {k.replace("-", "_"): v for k, v in data.items()}
 
+
 def gpu_supports_bf16() -> bool:
     """The default of --bf16: on where a CUDA GPU has bf16 units (Ampere and newer)."""
     import torch
 
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
 
 def _full_parser() -> HfArgumentParser:
     """HfArgumentParser over (LoscatArguments, TrainingArguments), every option, with this task's defaults."""
@@ -143,6 +147,7 @@ _METAVARS = {"dataset": "DIR", "output_dir": "DIR", "resume_from_checkpoint": "D
              "save_strategy": "{no,steps,epoch,best}", "hub_model_id": "USER/NAME", "bf16": "{true,false}",
              "use_cpu": "{true,false}", "load_best_model_at_end": "{true,false}", "push_to_hub": "{true,false}"}
 
+
 def _short_help() -> str:
     parser = argparse.ArgumentParser(
         prog="loscat-hf train", add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -167,18 +172,26 @@ def _short_help() -> str:
         add(common, name, text, _SHOWN_DEFAULTS.get(name, value), type(value).__name__)
     return parser.format_help()
 
+
 def train_help(full: bool = False) -> str:
     """`loscat-hf train --help`: loscat's options and the common TrainingArguments with this command's defaults,
     built without importing torch or transformers; `full` (`--help-all`): HfArgumentParser's help of every option."""
     return (_full_parser().format_help() if full else _short_help()).rstrip("\n")
+
 
 def parse_train_args(argv: Sequence[str]) -> tuple[LoscatArguments, TrainingArguments]:
     """HfArgumentParser over (LoscatArguments, TrainingArguments), task defaults, then --config, then argv."""
     import torch
 
     parser = _full_parser()
+    # pinning is for host-to-GPU copies (on CPU it only warns); a default, so --dataloader-pin-memory still wins
+    parser.set_defaults(dataloader_pin_memory=torch.cuda.is_available())
     argv = list(argv)
-    cfg_path = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None)
+    # --config is read before the real parse so that its values become defaults the command line overrides;
+    # argparse finds it in either spelling (--config FILE, --config=FILE)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    cfg_path = pre.parse_known_args(argv)[0].config
     if cfg_path:
         cfg = _read_config(cfg_path)
         known = {a.dest for a in parser._actions}
@@ -200,9 +213,6 @@ def parse_train_args(argv: Sequence[str]) -> tuple[LoscatArguments, TrainingArgu
         raise LoscatError(f"--task must be 'regions' or 'scores', got {largs.task!r}")
     if not (0.0 <= largs.sampling_power <= 1.0):
         raise LoscatError("--sampling-power must be between 0 (none) and 1 (full balance)")
-    explicit = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
     if targs.dataloader_num_workers == 0:
-        targs.dataloader_persistent_workers = False
-    if "dataloader_pin_memory" not in explicit and not torch.cuda.is_available():
-        targs.dataloader_pin_memory = False  # pinning is for host-to-GPU copies; on CPU it only warns
+        targs.dataloader_persistent_workers = False  # persistent workers need workers
     return largs, targs
