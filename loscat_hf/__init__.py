@@ -16,6 +16,7 @@ _LAZY = {  # the plain-Python API: one function per pipeline step, each returnin
     "PrepareResult": "loscat_hf.data.prepare",
     "load_packed_dataset": "loscat_hf.data.dataset",
     "LoscatArguments": "loscat_hf.training.arguments",
+    "train_arguments": "loscat_hf.training.arguments",
     "parse_train_args": "loscat_hf.training.arguments",
     "train": "loscat_hf.training.run",
     "TrainResult": "loscat_hf.training.run",

@@ -134,9 +134,8 @@ def train_command(argv: Sequence[str]) -> int:
     result = train(largs, targs)
     if result.macro_f1 is not None:  # rank 0 (DDP: the other ranks report nothing)
         for component, m in (result.scores or {}).items():
-            nan = float("nan")
-            print(f"  {component}: n={m.get('n')} MAE {m.get('mae') or nan:.2f} Pearson {m.get('pearson') or nan:.2f} "
-                  f"QWK {m.get('qwk') or nan:.2f}")
+            mae, pearson, qwk = (float("nan") if m.get(k) is None else m[k] for k in ("mae", "pearson", "qwk"))
+            print(f"  {component}: n={m.get('n')} MAE {mae:.2f} Pearson {pearson:.2f} QWK {qwk:.2f}")
         print(f"macro-F1 {result.macro_f1:.3f}, accuracy {result.accuracy:.3f} on validation; model in "
               f"{result.output_dir}, report and plots in {result.output_dir / 'eval'}")
     return 0

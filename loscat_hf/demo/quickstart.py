@@ -44,11 +44,13 @@ class QuickstartResult:
 
 def quickstart(out: str = "quickstart", patients: int = 60, photos: int = 600, epochs: float = 60,
                model: str = "tiny", seed: int = 0, overwrite: bool = False,
-               extra_train_args: list[str] | None = None) -> QuickstartResult:
+               train_options: dict | None = None) -> QuickstartResult:
+    """Phantom data -> prepare -> train -> evaluate in `out`; `train_options` override training arguments
+    (any `loscat-hf train` option by its field name, e.g. {"seed": 1, "num_train_epochs": 30})."""
     from loscat_hf.data.prepare import prepare
     from loscat_hf.demo.phantom import generate_demo_data
     from loscat_hf.evaluation.split_eval import evaluate
-    from loscat_hf.training.arguments import parse_train_args
+    from loscat_hf.training.arguments import train_arguments
     from loscat_hf.training.run import train
 
     root = Path(out)
@@ -74,13 +76,11 @@ def quickstart(out: str = "quickstart", patients: int = 60, photos: int = 600, e
     lap("prepare")
     logger.info("[3/4] train: %s preset, %s epochs, balanced sampler, two-phase schedule", model, epochs)
     # --out was checked above (empty, or --overwrite given): its model folder may be replaced
-    argv = ["--dataset", str(root / "dataset"), "--output-dir", str(root / "model"), "--overwrite-output-dir",
-            "--model", model,
-            "--num-train-epochs", str(epochs), "--learning-rate", "1e-3",
-            "--dataloader-num-workers", "1", "--per-device-train-batch-size", "32",
-            "--logging-steps", "5", "--seed", str(seed), "--save-total-limit", "1",
-            *(extra_train_args or [])]
-    trained = train(*parse_train_args(argv))
+    trained = train(*train_arguments(**{
+        "dataset": str(root / "dataset"), "output_dir": str(root / "model"), "overwrite_output_dir": True,
+        "model": model, "num_train_epochs": epochs, "learning_rate": 1e-3, "dataloader_num_workers": 1,
+        "per_device_train_batch_size": 32, "logging_steps": 5, "seed": seed, "save_total_limit": 1,
+        **(train_options or {})}))
     lap("train")
     logger.info("[4/4] evaluate on the held-out test patients")
     test = evaluate(str(root / "model"), str(root / "dataset"), str(root / "model" / "eval_test"), split="test")

@@ -179,8 +179,16 @@ def train_help(full: bool = False) -> str:
     return (_full_parser().format_help() if full else _short_help()).rstrip("\n")
 
 
-def parse_train_args(argv: Sequence[str]) -> tuple[LoscatArguments, TrainingArguments]:
-    """HfArgumentParser over (LoscatArguments, TrainingArguments), task defaults, then --config, then argv."""
+def train_arguments(**options: object) -> tuple[LoscatArguments, TrainingArguments]:
+    """The arguments `loscat-hf train` would build, from Python: the task defaults, then `options` (any loscat or
+    TrainingArguments field, e.g. `train_arguments(dataset="ds", output_dir="m", model="tiny",
+    num_train_epochs=3)`), checked exactly like the command line."""
+    return parse_train_args([], options=options)
+
+
+def parse_train_args(argv: Sequence[str], options: dict | None = None) -> tuple[LoscatArguments, TrainingArguments]:
+    """HfArgumentParser over (LoscatArguments, TrainingArguments): task defaults, then --config, then `options`
+    (from Python), then argv."""
     import torch
 
     parser = _full_parser()
@@ -199,6 +207,11 @@ def parse_train_args(argv: Sequence[str]) -> tuple[LoscatArguments, TrainingArgu
         if unknown:
             raise LoscatError(f"config {cfg_path} has unknown arguments: {', '.join(unknown)}")
         parser.set_defaults(**cfg)
+    if options:
+        unknown = sorted(set(options) - {a.dest for a in parser._actions})
+        if unknown:
+            raise LoscatError(f"unknown training arguments: {', '.join(unknown)} (see `loscat-hf train --help-all`)")
+        parser.set_defaults(**options)
     if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # `accelerate launch --multi_gpu` / torchrun on a machine without GPUs: DDP over gloo on CPU. Without
         # this, TrainingArguments sets up no process group and every process trains alone on all the data.

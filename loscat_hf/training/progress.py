@@ -7,6 +7,8 @@ Subclassing the public callback keeps the bar, evaluation bars and notebook hand
 
 from __future__ import annotations
 
+import sys
+
 from transformers import ProgressCallback, Trainer
 
 # what each logged key is called on the line, in this order; other keys follow as they come
@@ -24,10 +26,14 @@ def format_log(logs: dict) -> str:
         if key in _SKIP or key.endswith(("_runtime", "_per_second")):
             continue
         name = _NAMES.get(key, key.replace("eval_", "val ").replace("_", " "))
-        if isinstance(value, float):
-            text = f"{value:.2f}" if key == "epoch" else f"{value:.3g}" if key in ("learning_rate",) else f"{value:.4g}"
-        else:
+        if not isinstance(value, float):
             text = str(value)
+        elif key == "epoch":
+            text = f"{value:.2f}"
+        elif key == "learning_rate":
+            text = f"{value:.3g}"
+        else:  # losses and grad norms to 4 digits, rates and scores (macro-F1, ECE) to 3 decimals
+            text = f"{value:.4g}" if abs(value) >= 1 or "loss" in key or "norm" in key else f"{value:.3f}"
         parts.append(f"{name} {text}")
     return "  ".join(parts)
 
@@ -37,7 +43,7 @@ class ReadableProgressCallback(ProgressCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and self.training_bar is not None and logs:
-            self.training_bar.write(format_log(logs))
+            self.training_bar.write(format_log(logs), file=sys.stderr)  # beside the bar; stdout keeps results
 
 
 def use_readable_progress(trainer: Trainer) -> None:
