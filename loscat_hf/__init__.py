@@ -28,6 +28,7 @@ _LAZY = {  # the plain-Python API: one function per pipeline step, each returnin
     "PredictSummary": "loscat_hf.infer.folder",
     "explain_folder": "loscat_hf.infer.explain",
     "quickstart": "loscat_hf.demo.quickstart",
+    "generate_demo_data": "loscat_hf.demo.phantom",
 }
 
 

@@ -32,7 +32,7 @@ def prepare_command(*, strict: bool = False, push_to_hub: str | None = None, pub
         return 1
     if strict and result.problems:
         print(f"\n--strict: {len(result.problems)} problem(s) found; the dataset was written to "
-              f"{result.out_dir}, but the exit code is 1.", file=sys.stderr)
+              f"{result.out}, but the exit code is 1.", file=sys.stderr)
         return 1
     if push_to_hub:
         from loscat_hf.hub.dataset import push_dataset_to_hub
@@ -53,12 +53,13 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from loscat_hf.demo.phantom import generate_demo_data
+    from loscat_hf.demo.phantom import format_summary, generate_demo_data
 
-    generate_demo_data(
+    summary = generate_demo_data(
         args.out, n_patients=args.patients, n_photos=args.photos, image_size=tuple(args.image_size),
         n_unlabeled=args.unlabeled, seed=args.seed, overwrite=args.overwrite, num_workers=args.num_workers,
     )
+    print(format_summary(summary))
     return 0
 
 

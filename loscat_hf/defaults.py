@@ -1,7 +1,7 @@
 """Defaults that several stages must agree on, stated once (torch-free, so any module may import it).
 
 The taxonomy (sites -> classes) is in taxonomy.py and resources/taxonomy.json; the LoSCAT score components
-in data/score_tables.py; the training recipe's TrainingArguments defaults in train/arguments.py.
+in data/score_tables.py; the training recipe's TrainingArguments defaults in training/arguments.py.
 """
 
 # The pretrained checkpoint `train` fine-tunes by default, and the model card's `base_model`.

@@ -51,6 +51,9 @@ def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
     def visit(node: ast.AST) -> None:
         if isinstance(node, ast.If) and _is_type_checking(node):
             return  # annotations only: never executed
+        if isinstance(node, ast.ImportFrom) and node.level:
+            raise AssertionError(f"{path}: relative import (line {node.lineno}); write `from loscat_hf.x import y` "
+                                 "so this check sees it")
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("loscat_hf"):
             for alias in node.names:  # `from loscat_hf.data import packing` imports a module
                 sub = f"{node.module}.{alias.name}"

@@ -85,3 +85,13 @@ def test_cli_explain(tiny_model, tmp_path):
     assert main(["explain", "--model", tiny_model, "--images", str(tmp_path / "a.png"), "--out", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "a.explain.png").is_file()
     assert main(["explain", "--model", tiny_model, "--images", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+
+
+def test_a_folder_without_photos_is_refused(tiny_model, tmp_path):
+    from loscat_hf.errors import LoscatError
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("not a photo")
+    with pytest.raises(LoscatError, match="no photos found in .*1 file"):
+        explain_folder(tiny_model, [tmp_path / "in"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -195,13 +194,19 @@ def test_bad_arguments(tmp_path, kwargs, match):
     assert not (tmp_path / "d").exists()
 
 
-def test_summary_is_logged_not_printed(tmp_path, caplog, capsys):
-    with caplog.at_level(logging.INFO, logger="loscat_hf.demo.phantom"):
-        generate_demo_data(tmp_path / "d", n_patients=2, n_photos=12, image_size=(48, 36), n_unlabeled=0,
-                           num_workers=1)
-    assert "SYNTHETIC phantom data: 12 photos of 2 patients" in caplog.text
-    assert "next: loscat-hf prepare" in caplog.text
+def test_library_prints_nothing_and_the_cli_prints_the_summary(tmp_path, capsys):
+    """generate_demo_data returns its summary (a library prints nothing); `loscat-hf demo-data` prints it on
+    stdout, ending with the prepare command to run next."""
+    from loscat_hf.cli import main
+
+    generate_demo_data(tmp_path / "d", n_patients=2, n_photos=12, image_size=(48, 36), n_unlabeled=0,
+                       num_workers=1)
     assert capsys.readouterr().out == ""
+    assert main(["demo-data", str(tmp_path / "e"), "--patients", "2", "--photos", "12", "--image-size", "48", "36",
+                 "--unlabeled", "0", "--num-workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "SYNTHETIC phantom data: 12 photos of 2 patients" in out
+    assert f"next: loscat-hf prepare --annotations {tmp_path / 'e' / 'annotations.csv'}" in out
 
 
 def test_output_path_is_a_file(tmp_path):

@@ -190,13 +190,18 @@ def test_space_app_file_builds_from_its_folder(server, tmp_path):
     from loscat_hf.hub.space import build_space_folder
 
     folder = build_space_folder(tmp_path / "s", model=server[2])
-    code = ("import app, sys; print(type(app.demo).__name__, app.os.environ['LOSCAT_MODEL'], "
-            "sys.modules['loscat_hf'].__file__)")
+    code = ("import app, sys; from loscat_hf.apps.space import _examples; "
+            "print(type(app.demo).__name__, app.os.environ['LOSCAT_MODEL'], sys.modules['loscat_hf'].__file__, "
+            "len(_examples()))")
     env = {k: v for k, v in os.environ.items() if k not in ("LOSCAT_MODEL", "PYTHONPATH")}
     out = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["Blocks", str(folder / "model"), str(folder / "loscat_hf" / "__init__.py")]
+    n_examples = len(sorted((ROOT / "space" / "examples").glob("SYNTHETIC_*.jpg")))
+    assert n_examples > 0
+    # the pushed Space shows its example photos (they sit in examples/ there, not space/examples/)
+    assert out.stdout.split() == ["Blocks", str(folder / "model"), str(folder / "loscat_hf" / "__init__.py"),
+                                  str(n_examples)]
 
 
 # --- the upload lifecycle: gradio's cache sweep expires files; requests never delete shared ones ----------------

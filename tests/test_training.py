@@ -155,7 +155,7 @@ def test_best_model_and_resume_restore_every_weight(tiny_dataset, tmp_path):
     assert equals_checkpoint(trainer.model, last)
 
 
-def test_run_training_end_to_end_saves_best_model_and_resumes(tiny_dataset, tmp_path):
+def test_train_end_to_end_saves_best_model_and_resumes(tiny_dataset, tmp_path):
     from transformers import pipeline
 
     out = tmp_path / "run"

@@ -48,3 +48,27 @@ def test_train_arguments_from_python_match_the_command_line(tmp_path):
         train_arguments(dataset="ds", output_dir=str(tmp_path / "m"), learning_rat=1e-3)
     with pytest.raises(LoscatError, match="sampling-power"):
         train_arguments(dataset="ds", output_dir=str(tmp_path / "m"), sampling_power=2.0)
+
+
+def test_bad_arguments_are_one_line_errors_from_python_and_argv(tmp_path):
+    """A config passed from Python is read like --config; a bad value or a missing --output-dir is a
+    LoscatError (the CLI's one-line exit 2), never argparse's usage dump and SystemExit."""
+    import pytest
+
+    from loscat_hf.errors import LoscatError
+    from loscat_hf.training.arguments import train_arguments
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("num_train_epochs: 7\nsampling_power: 0.5\n")
+    largs, targs = train_arguments(dataset="ds", output_dir=str(tmp_path / "m"), config=str(cfg))
+    assert (targs.num_train_epochs, largs.sampling_power) == (7, 0.5)
+    largs, targs = train_arguments(dataset="ds", output_dir=str(tmp_path / "m"), config=str(cfg), num_train_epochs=2)
+    assert targs.num_train_epochs == 2  # options override the config, as the command line does
+    with pytest.raises(LoscatError, match="invalid float value: 'abc'"):
+        train_arguments(dataset="ds", output_dir=str(tmp_path / "m"), num_train_epochs="abc")
+    with pytest.raises(LoscatError, match="invalid float value: 'abc'"):
+        parse_train_args(["--dataset", "ds", "--output-dir", str(tmp_path / "m"), "--num-train-epochs", "abc"])
+    with pytest.raises(LoscatError, match="--output-dir is required"):
+        parse_train_args(["--dataset", "ds"])
+    with pytest.raises(LoscatError, match="expected one argument"):
+        parse_train_args(["--dataset", "ds", "--output-dir", str(tmp_path / "m"), "--config"])

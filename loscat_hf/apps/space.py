@@ -33,11 +33,14 @@ from loscat_hf.defaults import SPACE_MODEL  # noqa: E402
 from loscat_hf.infer.explain import explain_pixels  # noqa: E402
 from loscat_hf.infer.predictor import RegionPredictor  # noqa: E402
 
-DEFAULT_MODEL = SPACE_MODEL
 DEFAULT_PRECISION = "int8"  # ~0.24 s per ViT-B/16-384 forward on 2 CPU cores; see scripts/bench_space.py
 MAX_FILE_SIZE = "15mb"
 MAX_BATCH = 32
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "space" / "examples"
+# the example photos: space/examples/ beside the package in a repository checkout; examples/ beside app.py in a
+# folder that push-space uploaded (the package is bundled there as loscat_hf/)
+_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES_DIR = next((d for d in (_ROOT / "space" / "examples", _ROOT / "examples") if d.is_dir()),
+                    _ROOT / "space" / "examples")
 # Uploads and answers are deleted this long after they were written (checked every CACHE_SWEEP_S). It must
 # exceed the longest wait in the queue (20 places x a 32-photo batch, ~10 s each on 2 cores): the files of
 # a request still waiting in the queue are not held yet.
@@ -253,7 +256,7 @@ def build_demo(model: str | None = None, precision: str | None = None,
     """The Blocks app; model from the argument, else env LOSCAT_MODEL, else the default Hub id.
 
     `cache_expiry` is gradio's `delete_cache`: (sweep every N seconds, delete files older than M seconds)."""
-    app = SpaceModel(model or os.environ.get("LOSCAT_MODEL", DEFAULT_MODEL), precision=precision)
+    app = SpaceModel(model or os.environ.get("LOSCAT_MODEL", SPACE_MODEL), precision=precision)
     for label in app.predictor.labels:  # warm the body-map cache so no answer waits for matplotlib
         _body_map(label)
     with gr.Blocks(title="LoSCAT body region", delete_cache=cache_expiry) as demo:

@@ -1,8 +1,8 @@
 """`prepare()`: rater CSV + photo folder -> de-identified imagefolder dataset split by patient.
 
 This module only orchestrates (annotations -> image paths -> score table -> packing) and returns a
-PrepareResult; the work is in annotations.py (consensus labels), images.py (safe decoding), splits.py and
-packing.py. `loscat-hf prepare` prints `format_summary(result)`, sets the exit code and pushes to the Hub.
+PrepareResult; the work is in annotations.py (reading), consensus.py (one label per photo), images.py (safe
+decoding), splits.py and packing.py. `loscat-hf prepare` prints `format_summary(result)`, sets the exit code and pushes to the Hub.
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def dataset_key(annotations: str | os.PathLike, seed: int) -> bytes:
 class PrepareResult:
     """What `prepare` did: the packed dataset (None when nothing usable remained) and what was read."""
 
-    out_dir: Path | None
+    out_dir: Path | None  # the dataset written (absolute), None when nothing usable remained
+    out: str  # --out as the caller wrote it, for messages
     pack: PackResult
     consensus: object  # annotations.ConsensusResult: rows read, consensus photos, agreement, columns
     annotations: str
@@ -182,7 +183,7 @@ def prepare(
         progress=sys.stderr.isatty() if progress is None else progress,
     )
 
-    return PrepareResult(out_dir=result.out_dir, pack=result, consensus=consensus, annotations=str(annotations),
+    return PrepareResult(out_dir=result.out_dir, out=str(out), pack=result, consensus=consensus, annotations=str(annotations),
                          notes=notes)
 
 
@@ -191,7 +192,7 @@ def format_summary(prepared: PrepareResult) -> str:
     from loscat_hf.data.agreement import format_agreement
 
     result, consensus, notes = prepared.pack, prepared.consensus, prepared.notes
-    annotations, out_dir = prepared.annotations, prepared.out_dir
+    annotations, out_dir = prepared.annotations, Path(prepared.out)
     lines: list[str] = []
     add = lines.append
 

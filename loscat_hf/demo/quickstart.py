@@ -26,7 +26,7 @@ class QuickstartResult:
 
     root: Path
     test: object  # evaluation.split_eval.EvaluationResult on the held-out test patients
-    train: object  # train.run.TrainResult (validation macro-F1, best checkpoint, temperature)
+    train: object  # training.run.TrainResult (validation macro-F1, best checkpoint, temperature)
     seconds: float
     steps: dict[str, float]
 
@@ -73,6 +73,8 @@ def quickstart(out: str = "quickstart", patients: int = 60, photos: int = 600, e
     if prepared.out_dir is None:
         raise LoscatError("prepare found nothing usable in the phantom data")
     logger.info("      %s", ", ".join(f"{s}: {n} patients" for s, n in prepared.pack.patients.items()))
+    for warning in prepared.pack.warnings:
+        logger.warning("      warning: %s", warning)
     lap("prepare")
     logger.info("[3/4] train: %s preset, %s epochs, balanced sampler, two-phase schedule", model, epochs)
     # --out was checked above (empty, or --overwrite given): its model folder may be replaced

@@ -92,10 +92,10 @@ def evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "v
     ens = combine(members)
     targets = None
     if ens.scores is not None:
-        from loscat_hf.data.dataset import add_score_targets
+        from loscat_hf.data.dataset import TARGET_COLUMN, add_score_targets
 
         try:
-            targets = np.asarray(add_score_targets(ds, ens.components)[split]["score_targets"], dtype=np.float64)
+            targets = np.asarray(add_score_targets(ds, ens.components)[split][TARGET_COLUMN], dtype=np.float64)
         except LoscatError:
             targets = None  # the dataset has no score columns: region metrics only
     labels = np.asarray(data["labels"])

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from loscat_hf.data.dataset import TARGET_COLUMN
 from loscat_hf.data.score_tables import COMPONENTS, LOSDI, MLOSSI
 
 SEVERITY_NAMES = ("none", "mild", "moderate", "severe")  # per-site component levels 0, 1, 2, 3
@@ -129,7 +130,7 @@ def score_evaluation(score_preds: np.ndarray, split, components: tuple[str, ...]
     from loscat_hf.model.score_heads import clip_scores  # torch: only when a score model is evaluated
 
     preds = clip_scores(score_preds, components)
-    true = np.asarray(split["score_targets"], dtype=np.float64)
+    true = np.asarray(split[TARGET_COLUMN], dtype=np.float64)
     report = {"components": component_report(preds, true, components)}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "scores_report.json").write_text(json.dumps(report, indent=2))

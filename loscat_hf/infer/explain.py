@@ -188,4 +188,9 @@ def explain_folder(model: str, images: Sequence[str | os.PathLike], out: str | o
             target = out_dir / f"{f.stem}.explain.png"
             ex.overlay.save(target)
             result.explained.append((f, pred.label, pred.probability, target))
+    if not result.explained:
+        if not any(out_dir.iterdir()):
+            out_dir.rmdir()  # nothing written: leave no empty folder behind
+        raise LoscatError(f"no photos found in {', '.join(map(str, images))} ({len(result.skipped)} file(s) could "
+                          "not be read as photos)")
     return result

@@ -9,11 +9,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from loscat_hf.defaults import BASE_MODEL
 from loscat_hf.errors import LoscatError
 from loscat_hf.taxonomy import Taxonomy
-
-DEFAULT_MODEL = BASE_MODEL
 
 # Shapes of google/vit-base-patch16-384 (random init): for speed checks where the Hub is unreachable.
 PRESETS: dict[str, dict] = {

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from loscat_hf.data.dataset import TARGET_COLUMN
+
 
 @dataclass
 class AugmentConfig:
@@ -133,6 +135,6 @@ class ScoreTransform(ImageTransform):
 
     def __call__(self, batch: dict) -> dict:
         result = super().__call__(batch)
-        if "score_targets" in batch:
-            result["score_targets"] = batch["score_targets"]
+        if TARGET_COLUMN in batch:
+            result[TARGET_COLUMN] = batch[TARGET_COLUMN]
         return result

@@ -194,12 +194,19 @@ def parse_train_args(argv: Sequence[str], options: dict | None = None) -> tuple[
     parser = _full_parser()
     # pinning is for host-to-GPU copies (on CPU it only warns); a default, so --dataloader-pin-memory still wins
     parser.set_defaults(dataloader_pin_memory=torch.cuda.is_available())
-    argv = list(argv)
-    # --config is read before the real parse so that its values become defaults the command line overrides;
-    # argparse finds it in either spelling (--config FILE, --config=FILE)
-    pre = argparse.ArgumentParser(add_help=False)
+    parser.exit_on_error = False  # a bad value is the user's: LoscatError (one line, exit 2), not a usage dump
+    argv, options = list(argv), dict(options or {})
+    # --config and --output-dir are looked at before the real parse: the config's values become defaults that
+    # options and the command line override (argparse finds either spelling: --config FILE, --config=FILE)
+    pre = argparse.ArgumentParser(prog="loscat-hf train", add_help=False, exit_on_error=False)
     pre.add_argument("--config")
-    cfg_path = pre.parse_known_args(argv)[0].config
+    pre.add_argument("--output-dir", "--output_dir", dest="output_dir")
+    try:
+        early = pre.parse_known_args(argv)[0]
+    except argparse.ArgumentError as exc:
+        raise LoscatError(f"train: {exc}") from None
+    cfg_path = early.config or options.get("config")
+    cfg: dict = {}
     if cfg_path:
         cfg = _read_config(cfg_path)
         known = {a.dest for a in parser._actions}
@@ -207,6 +214,8 @@ def parse_train_args(argv: Sequence[str], options: dict | None = None) -> tuple[
         if unknown:
             raise LoscatError(f"config {cfg_path} has unknown arguments: {', '.join(unknown)}")
         parser.set_defaults(**cfg)
+    if not (early.output_dir or options.get("output_dir") or cfg.get("output_dir")):
+        raise LoscatError("--output-dir is required: the folder the model, its checkpoints and report go to")
     if options:
         unknown = sorted(set(options) - {a.dest for a in parser._actions})
         if unknown:
@@ -218,7 +227,7 @@ def parse_train_args(argv: Sequence[str], options: dict | None = None) -> tuple[
         os.environ["ACCELERATE_USE_CPU"] = "true"
     try:
         largs, targs = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as exc:  # unknown flags, bad values: the user's command line, not a crash
+    except (ValueError, argparse.ArgumentError) as exc:  # unknown flags, bad values: the user's, not a crash
         raise LoscatError(f"train: {exc}") from None
     if not largs.dataset:
         raise LoscatError("--dataset is required (a folder written by `loscat-hf prepare`)")

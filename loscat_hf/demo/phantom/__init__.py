@@ -25,9 +25,10 @@ Modules, each importing only those above it:
 
 from loscat_hf.demo.phantom.camera import FRAMING
 from loscat_hf.demo.phantom.cohort import SEVERITY_COLUMNS, SKIN_TONES
-from loscat_hf.demo.phantom.generate import OUTPUTS, generate_demo_data
+from loscat_hf.demo.phantom.generate import OUTPUTS, format_summary, generate_demo_data
 from loscat_hf.demo.phantom.raters import RATERS, spelling_variants
 from loscat_hf.demo.phantom.render import WORK_SIDE, render_photo
 
-__all__ = ["FRAMING", "OUTPUTS", "RATERS", "SEVERITY_COLUMNS", "SKIN_TONES", "WORK_SIDE", "generate_demo_data",
+__all__ = ["FRAMING", "OUTPUTS", "RATERS", "SEVERITY_COLUMNS", "SKIN_TONES", "WORK_SIDE", "format_summary",
+           "generate_demo_data",
            "render_photo", "spelling_variants"]

@@ -7,7 +7,6 @@ removes only OUTPUTS, never a user's other files.
 from __future__ import annotations
 
 import csv
-import logging
 import os
 import shutil
 import sys
@@ -24,8 +23,6 @@ from loscat_hf.demo.phantom.jpeg import _render_and_save
 from loscat_hf.demo.phantom.plan import _plan
 from loscat_hf.errors import LoscatError
 from loscat_hf.taxonomy import load_taxonomy
-
-logger = logging.getLogger(__name__)
 
 # Files and folders this module writes; --overwrite removes only these.
 OUTPUTS = ("images", "unlabeled", "annotations.csv", "loscat_scores.csv", "photos_truth.csv",
@@ -95,14 +92,23 @@ def generate_demo_data(out: str | Path, n_patients: int = 60, n_photos: int = 60
         per_skin_tone=dict(sorted(Counter(r["skin_tone"] for r in truth).items())),
         n_exif_orientation=sum(1 for r in truth if r["orientation"]), seconds=round(seconds, 1),
     )
-    logger.info("SYNTHETIC phantom data: %d photos of %d patients, %d ratings, %d unlabeled photos in %.1f s -> %s",
-                n_photos, n_patients, len(ratings), n_unlabeled, seconds, root)
-    logger.info("  per class: %s", ", ".join(f"{c} {n}" for c, n in per_class_d.items()))
-    logger.info("  %s, %s, %s, %s%s", root / "annotations.csv", root / "loscat_scores.csv",
-                root / "photos_truth.csv", root / "images", f", {root / 'unlabeled'}" if n_unlabeled else "")
-    logger.info("  next: loscat-hf prepare --annotations %s --images %s --out DATASET --scores %s "
-                "--keep-columns skin_tone", root / "annotations.csv", root / "images", root / "loscat_scores.csv")
     return summary
+
+
+def format_summary(summary: dict) -> str:
+    """The console lines of a `generate_demo_data` summary, ending with the `prepare` command to run next."""
+    root = Path(summary["out"])
+    files = [summary["annotations"], summary["scores"], summary["truth"], summary["images"]]
+    files += [summary["unlabeled"]] if summary["unlabeled"] else []
+    return "\n".join([
+        f"SYNTHETIC phantom data: {summary['n_photos']} photos of {summary['n_patients']} patients, "
+        f"{summary['n_ratings']} ratings, {summary['n_unlabeled']} unlabeled photos in {summary['seconds']:.1f} s "
+        f"-> {root}",
+        "  per class: " + ", ".join(f"{c} {n}" for c, n in summary["per_class"].items()),
+        "  " + ", ".join(files),
+        f"  next: loscat-hf prepare --annotations {summary['annotations']} --images {summary['images']} --out "
+        f"DATASET --scores {summary['scores']} --keep-columns skin_tone",
+    ])
 
 
 def _render_all(specs: list[dict], num_workers: int | None) -> None:
@@ -183,6 +189,7 @@ def _prepare_out(root: Path, overwrite: bool) -> None:
             elif p.exists() or p.is_symlink():
                 p.unlink()
     root.mkdir(parents=True, exist_ok=True)
+
 
 def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
