@@ -56,6 +56,7 @@ class LoscatArguments:
     config: str | None = field(default=None, metadata={
         "help": "JSON/YAML file with any of these arguments; the command line overrides it"})
 
+
 # Defaults for this task; any of them can still be set on the command line or in --config. The optimizer is
 # transformers' default (fused AdamW with torch >= 2.8); bf16 is switched on where the GPU supports it. A
 # worker crops ~140 photos/s at 384 px (scripts/benchmark.py input): 16 feed the 1,000+ images/s that a
@@ -106,6 +107,7 @@ def _full_parser() -> HfArgumentParser:
     # parsing (as before) reported bf16 but trained in fp32: ViT-B/16-384 at 115 images/s on an H200.
     parser.set_defaults(**TASK_DEFAULTS, bf16=gpu_supports_bf16())
     return parser
+
 
 # `loscat-hf train --help`: the TrainingArguments most runs set, one line each (`--help-all` lists all 114).
 COMMON_TRAINING_OPTIONS: dict[str, str] = {
