@@ -101,10 +101,16 @@ def _add_demo_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from loscat_hf.evaluation.predictions import evaluate_predictions
     from loscat_hf.evaluation.split_eval import evaluate
 
-    result = evaluate(args.model, args.dataset, args.out, split=args.split, taxonomy=args.taxonomy,
-                      batch_size=args.batch_size, num_workers=args.num_workers)
+    if args.model and args.dataset and not (args.predictions or args.truth):
+        result = evaluate(args.model, args.dataset, args.out, split=args.split, taxonomy=args.taxonomy,
+                          batch_size=args.batch_size, num_workers=args.num_workers)
+    elif args.predictions and args.truth and not (args.model or args.dataset):
+        result = evaluate_predictions(args.predictions, args.truth, args.out, taxonomy=args.taxonomy)
+    else:
+        raise LoscatError("evaluate takes either --model and --dataset, or --predictions and --truth")
     print(result.summary())
     return 0
 
@@ -149,9 +155,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="metrics, per-class report and confusion matrix of a model folder")
-    p.add_argument("--model", required=True, help="model folder (or Hub id)")
-    p.add_argument("--dataset", required=True, help="packed dataset folder")
+    p = sub.add_parser("evaluate", help="metrics and plots: model on a dataset, or predictions vs truth CSV")
+    p.add_argument("--model", help="model folder (or Hub id); with --dataset")
+    p.add_argument("--dataset", help="packed dataset folder")
+    p.add_argument("--predictions", help="predictions CSV (loscat-hf predict's or the study's); with --truth")
+    p.add_argument("--truth", help="ground-truth CSV: image_path/image/file_name and region/label columns")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--split", default="validation")
     p.add_argument("--taxonomy", default=None)
@@ -273,7 +281,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="start the Gradio Space app locally")
-    p.add_argument("--model", default=None, help="model folder or Hub id (default: env LOSCAT_MODEL, else the Hub model)")
+    p.add_argument("--model", default=None, help="model folder or Hub id (default: env LOSCAT_MODEL, else the study's published "
+                   "checkpoint, converted once)")
     p.add_argument("--host", default=None, help="default: env GRADIO_SERVER_NAME, else 127.0.0.1")
     p.add_argument("--port", type=int, default=None, help="default: env GRADIO_SERVER_PORT, else 7860")
     p.add_argument("--precision", default=None, choices=PRECISIONS,
@@ -321,10 +330,34 @@ def _add_evaluate_ensemble(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_evaluate_ensemble)
 
 
+def _convert_timm(args: argparse.Namespace) -> int:
+    from loscat_hf.model.convert import convert_timm
+
+    labels = [c.strip() for c in args.labels.split(",") if c.strip()] if args.labels else None
+    print(convert_timm(args.checkpoint, args.out, arch=args.arch, labels=labels, taxonomy=args.taxonomy,
+                       overwrite=args.overwrite).summary())
+    return 0
+
+
+def _add_convert_timm(sub: argparse._SubParsersAction) -> None:
+    from loscat_hf.model.study import STUDY_ARCH, STUDY_CHECKPOINT, STUDY_CLASS_CODES
+
+    p = sub.add_parser("convert-timm", help="a timm ViT checkpoint (the study's published model) -> model folder")
+    p.add_argument("checkpoint", help=f"local .pt/.pth/.bin/.safetensors, or Hub ORG/REPO[/PATH] (the study's: "
+                   f"{STUDY_CHECKPOINT})")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--arch", default=STUDY_ARCH, help=f"timm architecture name (default {STUDY_ARCH})")
+    p.add_argument("--labels", default=None, metavar="CODE,...", help="the checkpoint's classes in output order, "
+                   f"as region names or study codes (default: {','.join(STUDY_CLASS_CODES)})")
+    p.add_argument("--taxonomy", default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_convert_timm)
+
+
 # Subcommands register themselves here; later modules (train, evaluate, predict, ...) add theirs.
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo_data, _add_prepare, _add_train, _add_evaluate, _add_quickstart, _add_predict, _add_link, _add_push,
-    _add_explain, _add_demo, _add_push_space, _add_evaluate_ensemble,
+    _add_explain, _add_demo, _add_push_space, _add_evaluate_ensemble, _add_convert_timm,
 ]
 
 

@@ -21,5 +21,10 @@ MAX_SIDE_KEY = "loscat_max_side"  # the config.json attribute
 # "int8" = dynamic quantisation of the Linear layers, CPU only.
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
-# The Space's default model (a Hub id; env LOSCAT_MODEL or `demo --model` override it).
-SPACE_MODEL = "loscat-hf/loscat-region-vit"
+# The Space's default model is the study's published checkpoint (model/study.py), converted on first start;
+# env LOSCAT_MODEL, a bundled model/ folder or `demo --model` override it.
+
+# config.json attribute of a model converted by `convert-timm`: where its weights came from (checkpoint, timm
+# architecture, the checkpoint's own class codes, the study's code repo). Kept through fine-tuning, so every
+# card of a model grown from the study's weights credits it.
+SOURCE_KEY = "loscat_source"

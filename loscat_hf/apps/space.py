@@ -29,7 +29,7 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
 from loscat_hf.data.csvsafe import SafeWriter  # noqa: E402
-from loscat_hf.defaults import SPACE_MODEL  # noqa: E402
+from loscat_hf.defaults import MAX_SIDE_KEY, SOURCE_KEY  # noqa: E402
 from loscat_hf.infer.explain import explain_pixels  # noqa: E402
 from loscat_hf.infer.predictor import RegionPredictor  # noqa: E402
 
@@ -251,17 +251,45 @@ def _examples() -> list[list[Any]]:
     return [[str(p), False] for p in sorted(EXAMPLES_DIR.glob("*.jpg"))]
 
 
+def default_model() -> str:
+    """env LOSCAT_MODEL; else the study's published checkpoint, converted once and cached under HF_HOME."""
+    if os.environ.get("LOSCAT_MODEL"):
+        return os.environ["LOSCAT_MODEL"]
+    from loscat_hf.model.convert import cached_conversion
+
+    return str(cached_conversion())
+
+
+def model_description(config, name: str) -> str:
+    """Which model the page serves, crediting the study where its weights come from the study's model."""
+    from loscat_hf.model.study import STUDY_CODE_REPO, STUDY_WEIGHTS_REPO
+
+    source = getattr(config, SOURCE_KEY, None) or {}
+    shown = name if not os.path.exists(name) else Path(name).name  # a Hub id, or just the folder's name
+    if source.get("study"):
+        links = (f"([weights](https://huggingface.co/{STUDY_WEIGHTS_REPO}), "
+                 f"[code](https://github.com/{STUDY_CODE_REPO})). Credit: the study's authors.")
+        if getattr(config, MAX_SIDE_KEY, None):  # recorded by `train`: fine-tuned further
+            return f"**Model**: `{shown}`, fine-tuned by loscat-hf from the LoSCAT study's published ViT {links}"
+        return (f"**Model**: the LoSCAT body-region study's published ViT, `{source.get('checkpoint')}`, converted "
+                f"by loscat-hf {links}")
+    if source:
+        return f"**Model**: `{shown}`, converted by loscat-hf from `{source.get('checkpoint')}`."
+    return f"**Model**: `{shown}`."
+
+
 def build_demo(model: str | None = None, precision: str | None = None,
                cache_expiry: tuple[int, int] = (CACHE_SWEEP_S, CACHE_EXPIRY_S)) -> gr.Blocks:
-    """The Blocks app; model from the argument, else env LOSCAT_MODEL, else the default Hub id.
+    """The Blocks app; model from the argument, else env LOSCAT_MODEL, else the study's converted model.
 
     `cache_expiry` is gradio's `delete_cache`: (sweep every N seconds, delete files older than M seconds)."""
-    app = SpaceModel(model or os.environ.get("LOSCAT_MODEL", SPACE_MODEL), precision=precision)
+    app = SpaceModel(model or default_model(), precision=precision)
     for label in app.predictor.labels:  # warm the body-map cache so no answer waits for matplotlib
         _body_map(label)
     with gr.Blocks(title="LoSCAT body region", delete_cache=cache_expiry) as demo:
         gr.Markdown("# LoSCAT body region of a localized scleroderma photo\n"
-                    "Upload a photo: the model suggests the body region (12 side-agnostic LoSCAT classes).")
+                    "Upload a photo: the model suggests the body region (12 side-agnostic LoSCAT classes).\n\n"
+                    + model_description(app.predictor.config, app.model_name), elem_id="model-info")
         with gr.Tab("One photo"):
             with gr.Row():
                 with gr.Column():

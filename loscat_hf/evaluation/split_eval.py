@@ -46,7 +46,7 @@ def split_outputs(model_dir: str, split, batch_size: int = 64, num_workers: int 
     from tqdm.auto import tqdm
     from transformers import AutoConfig, AutoModelForImageClassification
 
-    from loscat_hf.model.build import load_processor, processor_size
+    from loscat_hf.model.build import load_processor, processor_resample, processor_size
     from loscat_hf.model.inference import LogitRunner
     from loscat_hf.model.score_heads import CONFIG_KEY, ViTWithScores
     from loscat_hf.model.transforms import ImageTransform, collate
@@ -59,7 +59,8 @@ def split_outputs(model_dir: str, split, batch_size: int = 64, num_workers: int 
     model = (ViTWithScores if components else AutoModelForImageClassification).from_pretrained(model_dir)
     processor = load_processor(model_dir)
     runner = LogitRunner(model, processor.image_mean, processor.image_std, device=device, bf16=bf16)
-    data = split.select_columns(["image"]).with_transform(ImageTransform(processor_size(processor), train=False))
+    data = split.select_columns(["image"]).with_transform(
+        ImageTransform(processor_size(processor), train=False, resample=processor_resample(processor)))
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
     logits, scores = [], []
     for batch in tqdm(loader, desc=desc, unit="batch"):
@@ -87,8 +88,9 @@ class EvaluationResult:
 
     def summary(self) -> str:
         r = self.report
+        ece = "n/a" if r.get("ece") is None else f"{r['ece']:.3f}"  # None: predictions without probabilities
         return (f"{self.split}: macro-F1 {r['macro_f1']:.3f}, accuracy {r['accuracy']:.3f}, balanced accuracy "
-                f"{r['balanced_accuracy']:.3f}, ECE {r['ece']:.3f} (n={r['split_size']}); "
+                f"{r['balanced_accuracy']:.3f}, ECE {ece} (n={r.get('split_size', r['n'])}); "
                 f"{r.get('neighbour_error_share', 0):.0%} of errors between anatomical neighbours. "
                 f"Report: {self.out_dir / 'metrics.json'}")
 

@@ -14,7 +14,7 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from loscat_hf.defaults import BASE_MODEL
+from loscat_hf.defaults import BASE_MODEL, SOURCE_KEY
 from loscat_hf.errors import LoscatError
 
 WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json")
@@ -66,6 +66,9 @@ def render_card(model_dir: str | Path, repo_id: str, dataset_id: str | None = No
     model_dir = Path(model_dir)
     config = _read_json(model_dir / "config.json")
     classes = [config["id2label"][k] for k in sorted(config.get("id2label", {}), key=int)]
+    source = config.get(SOURCE_KEY) or {}
+    if source and base_model == BASE_MODEL:  # converted by convert-timm (and maybe fine-tuned since)
+        base_model = source.get("weights_repo") if source.get("study") else None
     metrics_path = model_dir / "eval" / "metrics.json"
     metrics = _read_json(metrics_path) if metrics_path.is_file() else None
     evaluated = model_dir / "eval" / "evaluated.json"
@@ -83,7 +86,8 @@ def render_card(model_dir: str | Path, repo_id: str, dataset_id: str | None = No
                         EvalResult(metric_type="accuracy", metric_name="accuracy",
                                    metric_value=round(float(metrics["accuracy"]), 4), **common)]
     data = ModelCardData(
-        license="apache-2.0", library_name="transformers", pipeline_tag="image-classification", tags=TAGS,
+        license=None if source else "apache-2.0",  # converted weights keep their authors' licence
+        library_name="transformers", pipeline_tag="image-classification", tags=TAGS,
         base_model=base_model, datasets=[dataset_id] if dataset_id else None,
         metrics=["f1", "accuracy"], model_name=repo_id.split("/")[-1], eval_results=eval_results,
     )
@@ -93,7 +97,7 @@ def render_card(model_dir: str | Path, repo_id: str, dataset_id: str | None = No
         base_model=base_model, classes=", ".join(classes), num_classes=len(classes), image_size=size,
         metrics=metrics, eval_split=split, eval_n=(metrics or {}).get("split_size", (metrics or {}).get("n")),
         has_confusion_matrix=(model_dir / "eval" / "confusion_matrix.png").is_file(),
-        temperature=config.get("loscat_temperature"), dataset_id=dataset_id,
+        temperature=config.get("loscat_temperature"), dataset_id=dataset_id, source=source,
     )
 
 

@@ -84,10 +84,11 @@ def list_inputs(images: str | os.PathLike, exclude: Sequence[Path] = ()) -> list
 class _DecodeDataset:
     """Workers decode with the predictor's own path (load_photo + photo_pixels) and never raise."""
 
-    def __init__(self, items: list[tuple[str, Path]], image_size: int, decode_side: int) -> None:
+    def __init__(self, items: list[tuple[str, Path]], image_size: int, decode_side: int, resample: int) -> None:
         self.items = items
         self.image_size = image_size
         self.decode_side = decode_side
+        self.resample = resample
 
     def __len__(self) -> int:
         return len(self.items)
@@ -98,7 +99,8 @@ class _DecodeDataset:
 
         key, path = self.items[i]
         try:
-            return {"image": key, "pixels": photo_pixels(load_photo(path, self.decode_side), self.image_size)}
+            return {"image": key, "pixels": photo_pixels(load_photo(path, self.decode_side), self.image_size,
+                                                            self.resample)}
         except ImageProblemError as exc:
             return {"image": key, "status": exc.kind, "error": exc.reason}
         except Exception as exc:  # noqa: BLE001 - one odd file must not end the run
@@ -189,8 +191,8 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
 
     rows: dict[str, dict[str, Any]] = dict(done)
     loader = torch.utils.data.DataLoader(
-        _DecodeDataset(todo, predictor.image_size, predictor.decode_side), batch_size=batch_size, num_workers=num_workers,
-        collate_fn=_collate, pin_memory=predictor.device.type == "cuda",
+        _DecodeDataset(todo, predictor.image_size, predictor.decode_side, predictor.resample),
+        batch_size=batch_size, num_workers=num_workers, collate_fn=_collate, pin_memory=predictor.device.type == "cuda",
         persistent_workers=False)
     try:
         fh = open(partial, "w", newline="", encoding="utf-8")

@@ -46,18 +46,20 @@ class RegionPrediction:
         return asdict(self)
 
 
-def _processor_stats(model_dir: str, config) -> tuple[int, list[float], list[float]]:
-    """Input size, mean and std from the folder's preprocessor_config.json, or the config for a bare folder."""
-    from loscat_hf.model.build import load_processor, processor_size
+def _processor_stats(model_dir: str, config) -> dict[str, Any]:
+    """Input size, mean, std and resample filter from the folder's preprocessor_config.json, or google/vit-*'s
+    defaults for a bare folder."""
+    from loscat_hf.model.build import load_processor, processor_resample, processor_size
 
     try:
         processor = load_processor(model_dir)
-        return processor_size(processor), list(processor.image_mean), list(processor.image_std)
+        return dict(image_size=processor_size(processor), image_mean=list(processor.image_mean),
+                    image_std=list(processor.image_std), resample=processor_resample(processor))
     except (OSError, ValueError, TypeError):
         size = int(getattr(config, "image_size", 224))
-        logger.warning("no image processor in %s: using %d px and mean = std = 0.5 (google/vit-* defaults)",
-                       model_dir, size)
-        return size, [0.5] * 3, [0.5] * 3
+        logger.warning("no image processor in %s: using %d px, bilinear, mean = std = 0.5 (google/vit-* "
+                       "defaults)", model_dir, size)
+        return dict(image_size=size, image_mean=[0.5] * 3, image_std=[0.5] * 3, resample=Image.BILINEAR)
 
 
 class RegionPredictor:
@@ -68,7 +70,8 @@ class RegionPredictor:
     """
 
     def __init__(self, model: torch.nn.Module, *, image_size: int, image_mean: Sequence[float],
-                 image_std: Sequence[float], device: str | None = None, precision: str = "auto",
+                 image_std: Sequence[float], resample: int = Image.BILINEAR, device: str | None = None,
+                 precision: str = "auto",
                  min_confidence: float = DEFAULT_MIN_CONFIDENCE, min_margin: float = DEFAULT_MIN_MARGIN,
                  temperature: float | None = None) -> None:
         if precision not in PRECISIONS:
@@ -84,6 +87,7 @@ class RegionPredictor:
         self.config = model.config
         self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
         self.image_size = int(image_size)
+        self.resample = int(resample)  # the model's preprocessor_config filter
         self.precision = precision
         self.runner = LogitRunner(model, image_mean, image_std, device=str(dev), bf16=bf16,
                                   one_at_a_time=precision == "int8")  # same answer for a photo in any batch
@@ -132,8 +136,7 @@ class RegionPredictor:
         if not torch.isfinite(get_total_norm(list(model.parameters()), norm_type=2.0, foreach=True)):
             raise LoscatError(f"model {name!r} has NaN or infinite weights (a damaged file or a diverged "
                               "training run); copy the folder again or re-train")
-        size, mean, std = _processor_stats(name, model.config)
-        return cls(model, image_size=size, image_mean=mean, image_std=std, **kwargs)
+        return cls(model, **_processor_stats(name, model.config), **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -145,7 +148,7 @@ class RegionPredictor:
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """A decoded photo -> uint8 (3, S, S), the same squash-resize as the training eval transform."""
-        return photo_pixels(image, self.image_size)
+        return photo_pixels(image, self.image_size, self.resample)
 
     def logits(self, pixel_values: torch.Tensor, tta: bool = False) -> np.ndarray:
         """uint8 (B, 3, S, S) -> float32 logits (B, num_labels); tta averages with the mirrored photo."""
@@ -206,9 +209,9 @@ def load_photo(image: ImageInput, max_side: int = MAX_SIDE) -> Image.Image:
     return open_image(image, max_side=max_side, size_slack=SIZE_SLACK)
 
 
-def photo_pixels(image: Image.Image, image_size: int) -> torch.Tensor:
+def photo_pixels(image: Image.Image, image_size: int, resample: int = Image.BILINEAR) -> torch.Tensor:
     """`RegionPredictor.pixels` without the model: decoded photo -> uint8 (3, S, S)."""
-    return to_uint8_chw(resize_eval(image, image_size))
+    return to_uint8_chw(resize_eval(image, image_size, resample))
 
 
 def _encode_png(image: Image.Image) -> bytes:

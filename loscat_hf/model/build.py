@@ -31,6 +31,32 @@ def _processor(size: int, mean: float | list[float] = 0.5, std: float | list[flo
                                 resample=2, do_resize=True, do_rescale=True, do_normalize=True)
 
 
+def _own_labels(model: str) -> list[str] | None:
+    """A folder's class names in output order (None for a Hub id or a folder without labels)."""
+    from transformers import AutoConfig
+
+    if not (Path(model) / "config.json").is_file():
+        return None
+    config = AutoConfig.from_pretrained(model)
+    id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    return [id2label[i] for i in range(len(id2label))] if set(id2label) == set(range(len(id2label))) else None
+
+
+def reorder_head(net, taxonomy: Taxonomy):
+    """Permute a classifier's output rows into the taxonomy's class order and relabel the config: the same
+    predictions, under the ids the packed dataset uses."""
+    import torch
+
+    own = [net.config.id2label[i] for i in range(net.config.num_labels)]
+    order = torch.tensor([own.index(c) for c in taxonomy.classes])
+    with torch.no_grad():
+        net.classifier.weight.copy_(net.classifier.weight[order].clone())
+        net.classifier.bias.copy_(net.classifier.bias[order].clone())
+    net.config.id2label, net.config.label2id = dict(taxonomy.id2label), dict(taxonomy.label2id)
+    logging.getLogger(__name__).info("kept the model's trained head, its classes reordered to the taxonomy's")
+    return net
+
+
 def load_processor(name_or_path: str):
     """The image processor of a Hub id or folder, without needing torchvision."""
     from transformers import AutoImageProcessor
@@ -63,7 +89,12 @@ def build_model_and_processor(model: str, taxonomy: Taxonomy, image_size: int | 
         config.loscat_preset = model
         return ViTForImageClassification(config), _processor(shape["image_size"], _NORM[model], _NORM[model])
     try:
-        net = AutoModelForImageClassification.from_pretrained(model, ignore_mismatched_sizes=True, **labels)
+        own = _own_labels(model)
+        if own is not None and own != list(taxonomy.classes) and sorted(own) == sorted(taxonomy.classes):
+            # the same classes in another order (the study's converted model): keep the trained head
+            net = reorder_head(AutoModelForImageClassification.from_pretrained(model), taxonomy)
+        else:
+            net = AutoModelForImageClassification.from_pretrained(model, ignore_mismatched_sizes=True, **labels)
         processor = load_processor(model)
     except OSError as exc:
         hint = ("" if Path(model).exists() else
@@ -96,3 +127,9 @@ def weight_shapes(folder: str | Path) -> dict[str, list[int]] | None:
 def processor_size(processor) -> int:
     size = processor.size
     return int(size.get("height") or size.get("shortest_edge"))
+
+
+def processor_resample(processor) -> int:
+    """The PIL filter the model's preprocessor_config.json names (2 = bilinear, google/vit-*'s; 3 = bicubic,
+    the study's): training, evaluation and prediction all resize with it."""
+    return int(getattr(processor, "resample", None) or 2)

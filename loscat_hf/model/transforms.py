@@ -35,12 +35,14 @@ def _rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")  # convert() copies even when already RGB
 
 
-def resize_eval(img: Image.Image, size: int) -> Image.Image:
-    """Deterministic resize that matches ViTImageProcessor (bilinear squash to size x size)."""
-    return _rgb(img).resize((size, size), Image.BILINEAR)
+def resize_eval(img: Image.Image, size: int, resample: int = Image.BILINEAR) -> Image.Image:
+    """Deterministic squash to size x size with the model's own resample filter (its preprocessor_config's
+    `resample`: bilinear for google/vit-*, bicubic for the study's converted model), as its processor does."""
+    return _rgb(img).resize((size, size), resample)
 
 
-def random_resized_crop(img: Image.Image, size: int, cfg: AugmentConfig, rng: random.Random) -> Image.Image:
+def random_resized_crop(img: Image.Image, size: int, cfg: AugmentConfig, rng: random.Random,
+                        resample: int = Image.BILINEAR) -> Image.Image:
     """Crop a random box (area share in cfg.scale, aspect in cfg.ratio) and resize it in one PIL call."""
     img = _rgb(img)
     w0, h0 = img.size
@@ -50,7 +52,7 @@ def random_resized_crop(img: Image.Image, size: int, cfg: AugmentConfig, rng: ra
     ch = min(h0, math.sqrt(area / aspect))
     x0 = rng.uniform(0, w0 - cw)
     y0 = rng.uniform(0, h0 - ch)
-    return img.resize((size, size), Image.BILINEAR, box=(x0, y0, x0 + cw, y0 + ch))
+    return img.resize((size, size), resample, box=(x0, y0, x0 + cw, y0 + ch))
 
 
 def device_augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -88,12 +90,13 @@ class ImageTransform:
     """`datasets.with_transform` callable: rows with PIL `image` -> `pixel_values` uint8 (3, S, S).
 
     Picklable, so DataLoader workers run it in parallel; augmentation draws from Python's `random`,
-    which torch seeds per worker.
+    which torch seeds per worker. `resample` is the model's own filter (`model.build.processor_resample`).
     """
 
     def __init__(self, size: int, train: bool, augment: AugmentConfig | None = None,
-                 label_column: str = "labels") -> None:
+                 label_column: str = "labels", resample: int = Image.BILINEAR) -> None:
         self.size = size
+        self.resample = int(resample)
         self.train = train
         self.augment = augment or AugmentConfig()
         self.label_column = label_column
@@ -102,9 +105,9 @@ class ImageTransform:
         out = []
         for img in batch["image"]:
             if self.train:
-                img = random_resized_crop(img, self.size, self.augment, random)
+                img = random_resized_crop(img, self.size, self.augment, random, self.resample)
             else:
-                img = resize_eval(img, self.size)
+                img = resize_eval(img, self.size, self.resample)
             out.append(to_uint8_chw(img))
         result = {"pixel_values": out}
         if self.label_column in batch:

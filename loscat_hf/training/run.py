@@ -38,7 +38,7 @@ def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy, ds
     here, so scripts/benchmark.py times exactly the object the command trains with.
     """
     from loscat_hf.evaluation.metrics import compute_metrics_fn
-    from loscat_hf.model.build import build_model_and_processor, processor_size
+    from loscat_hf.model.build import build_model_and_processor, processor_resample, processor_size
     from loscat_hf.model.transforms import ImageTransform, collate
 
     if ds is None:
@@ -57,8 +57,9 @@ def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy, ds
     size = processor_size(processor)
     train_labels = ds["train"]["labels"]
     weights = balanced_sample_weights(train_labels, largs.sampling_power) if largs.sampling_power > 0 else None
-    train_set = ds["train"].with_transform(transform_cls(size, train=largs.augment))
-    eval_set = ds["validation"].with_transform(transform_cls(size, train=False))
+    resample = processor_resample(processor)  # the model's own filter (bicubic for the study's model)
+    train_set = ds["train"].with_transform(transform_cls(size, train=largs.augment, resample=resample))
+    eval_set = ds["validation"].with_transform(transform_cls(size, train=False, resample=resample))
     callbacks = [TwoPhaseCallback(largs.phase1_epochs, largs.phase1_trainable_blocks)] if largs.phase1_epochs else []
     if callbacks and targs.parallel_mode.name == "DISTRIBUTED":
         targs.ddp_find_unused_parameters = True  # frozen parameters produce no gradient in phase 1

@@ -78,7 +78,7 @@ def _subgroup_value(v: Any) -> str:
     return str(v)
 
 
-def _subgroup_report(values: Sequence, y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray,
+def _subgroup_report(values: Sequence, y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray | None,
                      num_labels: int, min_n: int) -> dict:
     keys = np.array([_subgroup_value(v) for v in values], dtype=object)
     per_value: dict[str, dict] = {}
@@ -89,7 +89,8 @@ def _subgroup_report(values: Sequence, y_true: np.ndarray, y_pred: np.ndarray, p
             "n": int(mask.sum()),
             "accuracy": m["accuracy"],
             "macro_f1": m["macro_f1"],
-            "ece": _finite_or_none(ece_from_bins(reliability_bins(probs[mask], y_true[mask], N_BINS))),
+            "ece": None if probs is None else _finite_or_none(
+                ece_from_bins(reliability_bins(probs[mask], y_true[mask], N_BINS))),
         }
     out: dict[str, Any] = {"values": per_value, "min_n_for_gap": min_n}
     eligible = {k: v for k, v in per_value.items() if k != MISSING and v["n"] >= min_n}
@@ -108,7 +109,7 @@ def _subgroup_report(values: Sequence, y_true: np.ndarray, y_pred: np.ndarray, p
 def classification_report(
     y_true: Sequence[int] | np.ndarray,
     y_pred: Sequence[int] | np.ndarray,
-    probs: np.ndarray,
+    probs: np.ndarray | None,
     class_names: Sequence[str],
     neighbours: Callable[[str, str], bool] | None = None,
     subgroups: Mapping[str, Sequence] | None = None,
@@ -118,7 +119,8 @@ def classification_report(
     """Everything `loscat-hf evaluate` reports about one split, as a JSON-serialisable dict.
 
     `probs` are the probabilities the predictions came from, already temperature-scaled: `temperature`
-    is only recorded. `neighbours(a, b)` (e.g. `Taxonomy.are_neighbours`) tells which confusions are
+    is only recorded; `probs=None` (predictions without probabilities) gives ece, nll and reliability None
+    instead of invented numbers. `neighbours(a, b)` (e.g. `Taxonomy.are_neighbours`) tells which confusions are
     between adjacent body regions. `subgroups` maps a column (e.g. "skin_tone") to one value per sample;
     gaps between values are computed over values with at least `subgroup_min_n` samples.
     macro_f1 averages over classes present in y_true or y_pred (scikit-learn's default); per_class lists
@@ -128,13 +130,13 @@ def classification_report(
     k = len(names)
     yt = np.asarray(y_true, dtype=np.int64).reshape(-1)
     yp = np.asarray(y_pred, dtype=np.int64).reshape(-1)
-    p = np.asarray(probs, dtype=np.float64)
+    p = None if probs is None else np.asarray(probs, dtype=np.float64)
     n = len(yt)
     if n == 0:
         raise MetricsInputError("nothing to evaluate: the split has no samples")
     if len(yp) != n:
         raise MetricsInputError(f"{n} labels but {len(yp)} predictions")
-    if p.shape != (n, k):
+    if p is not None and p.shape != (n, k):
         raise MetricsInputError(f"probabilities have shape {p.shape}, expected ({n}, {k}) for {k} classes")
     for what, arr in (("labels", yt), ("predictions", yp)):
         if arr.min() < 0 or arr.max() >= k:
@@ -142,7 +144,7 @@ def classification_report(
 
     m = _compute(yt, yp, k)
     cm = np.asarray(m["confusion_matrix"], dtype=np.int64)
-    bins = reliability_bins(p, yt, N_BINS)
+    bins = None if p is None else reliability_bins(p, yt, N_BINS)
     wrong = yt != yp
     errors = int(wrong.sum())
     off = [(int(cm[i, j]), i, j) for i in range(k) for j in range(k) if i != j and cm[i, j] > 0]
@@ -161,8 +163,8 @@ def classification_report(
         "accuracy": m["accuracy"],
         "macro_f1": m["macro_f1"],
         "balanced_accuracy": m["balanced_accuracy"],
-        "ece": ece_from_bins(bins),
-        "nll": negative_log_likelihood(p, yt),
+        "ece": None if bins is None else ece_from_bins(bins),
+        "nll": None if p is None else negative_log_likelihood(p, yt),
         "temperature": None if temperature is None else float(temperature),
         "errors": errors,
         "per_class": [

@@ -1,0 +1,276 @@
+"""`loscat-hf convert-timm`: a timm ViT checkpoint (the study's published model) -> a standard model folder.
+
+The LoSCAT study (github caoyuanyuan-tz/LoSCAT_BodyRec) published a plain state dict of
+`timm.create_model("vit_base_patch16_384", num_classes=12)`. timm cannot be installed beside the CPU torch
+this project uses (docs/pitfalls.md), and plain `transformers` is what collaborators load, so the tensors are
+renamed into `ViTForImageClassification` here: the fused qkv rows split in q, k, v order, LayerNorm eps 1e-6
+as in timm, sizes read from the tensor shapes, heads and depth from the timm architecture name. The folder
+also states the checkpoint's own preprocessing (bicubic 384, ImageNet mean/std) in preprocessor_config.json,
+which every loscat-hf decode path follows, and a model card crediting the authors.
+
+Pickles are read with `torch.load(weights_only=True)`: a checkpoint can never run code here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from loscat_hf.data.atomic import check_output_dir, commit_folder
+from loscat_hf.defaults import SOURCE_KEY
+from loscat_hf.errors import LoscatError
+from loscat_hf.model.checkpoints import WEIGHT_SUFFIXES, load_state_dict, resolve_checkpoint
+from loscat_hf.model.study import (
+    BICUBIC,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    STUDY_ARCH,
+    STUDY_CHECKPOINT,
+    STUDY_CLASS_CODES,
+    STUDY_CODE_REPO,
+    STUDY_WEIGHTS_REPO,
+)
+from loscat_hf.taxonomy import Taxonomy, load_taxonomy
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TimmArch:
+    """What a timm ViT name fixes: heads (the tensors cannot say), and the width and depth they must have."""
+
+    width: int
+    heads: int
+    depth: int
+    patch: int
+    image_size: int
+
+
+_SIZES = {"tiny": (192, 3, 12), "small": (384, 6, 12), "base": (768, 12, 12), "large": (1024, 16, 24)}
+ARCHS: dict[str, TimmArch] = {
+    f"vit_{name}_patch{p}_{s}": TimmArch(width, heads, depth, p, s)
+    for name, (width, heads, depth) in _SIZES.items() for p in (16, 32) for s in (224, 384)
+}
+
+
+@dataclass
+class ConvertResult:
+    """The folder written and what went into it."""
+
+    out_dir: Path
+    source: str
+    arch: str
+    labels: list[str]  # taxonomy class names, in the checkpoint's output order
+    codes: list[str]  # the checkpoint's own class names (study codes)
+    image_size: int
+    n_tensors: int
+
+    def summary(self) -> str:
+        return (f"converted {self.source} ({self.arch}, {self.n_tensors} tensors, {self.image_size} px, "
+                f"{len(self.labels)} classes: {', '.join(self.labels)}) -> {self.out_dir}")
+
+
+def _block_keys(i: int) -> list[str]:
+    return [f"blocks.{i}.{part}.{wb}" for part in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+            for wb in ("weight", "bias")]
+
+
+def expected_keys(depth: int) -> set[str]:
+    top = {"cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight", "norm.bias",
+           "head.weight", "head.bias"}
+    return top | {k for i in range(depth) for k in _block_keys(i)}
+
+
+def _few(keys, n: int = 4) -> str:
+    """Some key names, whole blocks shown as `blocks.12-23.*`: the message stays one readable line."""
+    keys = set(keys)
+    blocks = {int(k.split(".")[1]) for k in keys if re.match(r"blocks\.\d+\.", k)}
+    whole = sorted(i for i in blocks if set(_block_keys(i)) <= keys)
+    keys -= {k for i in whole for k in _block_keys(i)}
+    runs = []
+    for i in whole:
+        if runs and runs[-1][1] == i - 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    parts = [f"blocks.{a}{f'-{b}' if b > a else ''}.*" for a, b in runs]
+    parts += sorted(keys, key=lambda k: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", k)])
+    return ", ".join(parts[:n]) + (f" (+{len(parts) - n} more)" if len(parts) > n else "")
+
+
+def check_layout(state: dict, arch_name: str, where: str) -> TimmArch:
+    """Refuse anything but exactly the tensors of `arch_name`, with one line naming what is missing or extra."""
+    if arch_name not in ARCHS:
+        raise LoscatError(f"unknown --arch {arch_name!r}; known timm ViTs: {', '.join(sorted(ARCHS))}")
+    arch = ARCHS[arch_name]
+    if any(k.startswith(("vit.", "classifier.")) for k in state):
+        raise LoscatError(f"{where} is already a transformers checkpoint (vit.*, classifier.*), not a timm one: "
+                          "use its folder with --model directly")
+    if not any(k.startswith("blocks.") for k in state) or "cls_token" not in state:
+        raise LoscatError(f"{where} is not a timm ViT state dict (no cls_token/blocks.N.*; first keys: "
+                          f"{_few(state, 3)})")
+    want = expected_keys(arch.depth)
+    missing, extra = want - set(state), set(state) - want
+    if missing or extra:
+        parts = ([f"missing {_few(missing)}"] if missing else []) + ([f"extra {_few(extra)}"] if extra else [])
+        raise LoscatError(f"{where} does not fit timm {arch_name} ({arch.depth} blocks): {'; '.join(parts)}")
+    return arch
+
+
+def vit_config(state: dict, arch: TimmArch, id2label: dict[int, str], where: str):
+    """ViTConfig with the sizes the tensors have (hidden, mlp, patch, image size) and timm's eps 1e-6."""
+    from transformers import ViTConfig
+
+    hidden = int(state["cls_token"].shape[-1])
+    proj = tuple(state["patch_embed.proj.weight"].shape)
+    tokens = int(state["pos_embed"].shape[1])
+    grid = round((tokens - 1) ** 0.5)
+    n_classes = int(state["head.weight"].shape[0])
+    problems = []
+    if hidden != arch.width:  # the heads would be wrong: refuse rather than compute something else
+        fits = sorted({n.split("_patch")[0] for n, a in ARCHS.items() if a.width == hidden})
+        problems.append(f"its tensors are {hidden} wide, the architecture's are {arch.width}"
+                        + (f" (try --arch {fits[0]}_patch{proj[-1]}_{grid * proj[-1]})" if fits else ""))
+    if len(proj) != 4 or proj[0] != hidden or proj[1] != 3 or proj[2] != proj[3]:
+        problems.append(f"patch_embed.proj.weight has shape {list(proj)}")
+    if grid * grid != tokens - 1:
+        problems.append(f"pos_embed has {tokens} tokens, not 1 + a square grid")
+    if tuple(state["blocks.0.attn.qkv.weight"].shape) != (3 * hidden, hidden):
+        problems.append(f"blocks.0.attn.qkv.weight is {list(state['blocks.0.attn.qkv.weight'].shape)}, "
+                        f"not [{3 * hidden}, {hidden}]")
+    if n_classes != len(id2label):
+        problems.append(f"the head has {n_classes} outputs but {len(id2label)} labels were given (--labels)")
+    if problems:
+        raise LoscatError(f"{where}: {'; '.join(problems)}")
+    image_size = grid * proj[2]
+    if image_size != arch.image_size or proj[2] != arch.patch:
+        logger.warning("%s: the tensors say patch %d, %d px; the name %s says patch %d, %d px (the tensors win)",
+                       where, proj[2], image_size, f"vit_*_patch{arch.patch}_{arch.image_size}", arch.patch,
+                       arch.image_size)
+    return ViTConfig(
+        hidden_size=hidden, num_hidden_layers=arch.depth, num_attention_heads=arch.heads,
+        intermediate_size=int(state["blocks.0.mlp.fc1.weight"].shape[0]), hidden_act="gelu",
+        layer_norm_eps=1e-6, image_size=image_size, patch_size=proj[2], num_channels=3, qkv_bias=True,
+        num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()},
+    )
+
+
+def rename_tensors(state: dict, depth: int, target_keys: set[str]) -> dict:
+    """timm names -> the installed transformers' ViTForImageClassification names (5.x `vit.layers.N`, or the
+    4.x `vit.encoder.layer.N` names), splitting each fused qkv into q, k and v."""
+    new = "vit.layers.0.attention.q_proj.weight" in target_keys
+    out = {
+        "vit.embeddings.cls_token": state["cls_token"],
+        "vit.embeddings.position_embeddings": state["pos_embed"],
+        "vit.layernorm.weight": state["norm.weight"], "vit.layernorm.bias": state["norm.bias"],
+        "classifier.weight": state["head.weight"], "classifier.bias": state["head.bias"],
+    }
+    for wb in ("weight", "bias"):
+        out[f"vit.embeddings.patch_embeddings.projection.{wb}"] = state[f"patch_embed.proj.{wb}"]
+    for i in range(depth):
+        b, t = f"blocks.{i}", (f"vit.layers.{i}" if new else f"vit.encoder.layer.{i}")
+        names = ({"q": "attention.q_proj", "k": "attention.k_proj", "v": "attention.v_proj",
+                  "o": "attention.o_proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2"} if new else
+                 {"q": "attention.attention.query", "k": "attention.attention.key",
+                  "v": "attention.attention.value", "o": "attention.output.dense", "fc1": "intermediate.dense",
+                  "fc2": "output.dense"})
+        for wb in ("weight", "bias"):
+            q, k, v = state[f"{b}.attn.qkv.{wb}"].chunk(3, dim=0)
+            out |= {f"{t}.{names['q']}.{wb}": q, f"{t}.{names['k']}.{wb}": k, f"{t}.{names['v']}.{wb}": v,
+                    f"{t}.{names['o']}.{wb}": state[f"{b}.attn.proj.{wb}"],
+                    f"{t}.{names['fc1']}.{wb}": state[f"{b}.mlp.fc1.{wb}"],
+                    f"{t}.{names['fc2']}.{wb}": state[f"{b}.mlp.fc2.{wb}"],
+                    f"{t}.layernorm_before.{wb}": state[f"{b}.norm1.{wb}"],
+                    f"{t}.layernorm_after.{wb}": state[f"{b}.norm2.{wb}"]}
+    return {k: v.float().contiguous() for k, v in out.items()}
+
+
+def parse_labels(codes: list[str] | tuple[str, ...], taxonomy: Taxonomy) -> list[str]:
+    """The checkpoint's class names (study codes or any spelling) -> the taxonomy's classes, each once."""
+    labels = []
+    for code in codes:
+        parsed = taxonomy.parse(code)
+        if parsed.label is None:
+            raise LoscatError(f"--labels: {code!r} is a non-site code ({parsed.code}), not a class")
+        labels.append(parsed.label)
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        raise LoscatError(f"--labels names the class(es) {', '.join(twice)} more than once: {', '.join(codes)}")
+    return labels
+
+
+def study_processor(size: int, resample: int = BICUBIC, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    from transformers import ViTImageProcessorPil
+
+    return ViTImageProcessorPil(size={"height": size, "width": size}, resample=resample, image_mean=list(mean),
+                                image_std=list(std), do_resize=True, do_rescale=True, do_normalize=True)
+
+
+def convert_timm(checkpoint: str, out: str | Path, arch: str = STUDY_ARCH,
+                 labels: list[str] | tuple[str, ...] | None = None, taxonomy: str | Taxonomy | None = None,
+                 overwrite: bool = False) -> ConvertResult:
+    """Convert a timm ViT checkpoint (local file or Hub `ORG/REPO[/PATH]`) into a model folder at `out`.
+
+    labels: the checkpoint's class names in output order (default: the study's 12 codes).
+    """
+    from transformers import ViTForImageClassification
+
+    from loscat_hf.model.card import converted_card
+
+    tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy)
+    out = check_output_dir(out, overwrite)
+    path, source = resolve_checkpoint(checkpoint)
+    state = load_state_dict(path)
+    timm_arch = check_layout(state, arch, source)
+    codes = list(labels) if labels else list(STUDY_CLASS_CODES)
+    classes = parse_labels(codes, tax)
+    config = vit_config(state, timm_arch, dict(enumerate(classes)), source)
+    study = source.startswith(STUDY_WEIGHTS_REPO + "/")
+    if Path(os.path.expanduser(str(checkpoint))).exists():
+        source = path.name  # a local path says nothing useful to others, and may name a person's folder
+    setattr(config, SOURCE_KEY, {"checkpoint": source, "arch": arch, "labels": codes,
+                                 "study": study, "code": f"https://github.com/{STUDY_CODE_REPO}" if study else None,
+                                 "weights_repo": STUDY_WEIGHTS_REPO if study else None})
+    model = ViTForImageClassification(config)
+    renamed = rename_tensors(state, timm_arch.depth, set(model.state_dict()))
+    try:
+        model.load_state_dict(renamed, strict=True)
+    except RuntimeError as exc:  # shapes that passed the checks above but not the model (e.g. a head bias)
+        raise LoscatError(f"{source} does not fit {arch}: {str(exc).splitlines()[-1].strip()}") from None
+    processor = study_processor(config.image_size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
+    tmp.chmod(0o755)  # a model folder, not private data (mkdtemp makes it 0700)
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        converted_card(config, source, arch, codes, study).save(tmp / "README.md")
+        commit_folder(tmp, out, overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("wrote %s", out)
+    return ConvertResult(out_dir=out, source=source, arch=arch, labels=classes, codes=codes,
+                         image_size=config.image_size, n_tensors=len(state))
+
+
+def cached_conversion(checkpoint: str = STUDY_CHECKPOINT, cache_dir: str | Path | None = None) -> Path:
+    """The converted folder of a (Hub) checkpoint, converted on first use and reused after (the Space's
+    default model). It lives under HF_HOME/loscat-hf/converted/ unless `cache_dir` says otherwise."""
+    from huggingface_hub import constants
+
+    root = Path(cache_dir) if cache_dir else Path(constants.HF_HOME) / "loscat-hf" / "converted"
+    out = root / re.sub(r"[^A-Za-z0-9._-]+", "--", checkpoint.strip("/"))
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    logger.info("converting %s once into %s", checkpoint, out)
+    convert_timm(checkpoint, out, overwrite=True)
+    return out
+
+
+__all__ = ["ARCHS", "STUDY_CHECKPOINT", "STUDY_CLASS_CODES", "WEIGHT_SUFFIXES", "ConvertResult", "cached_conversion",
+           "convert_timm"]

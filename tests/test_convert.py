@@ -1,0 +1,210 @@
+"""convert-timm: the study's timm checkpoint becomes a transformers folder that computes the same thing.
+
+No timm here (it cannot install beside CPU torch): tests/timm_reference.py writes timm's forward pass out.
+"""
+
+import csv
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from timm_reference import hub_cache_with, random_timm_state, timm_forward
+
+from loscat_hf.cli import main
+from loscat_hf.errors import LoscatError
+from loscat_hf.model.convert import convert_timm
+from loscat_hf.model.study import IMAGENET_MEAN, IMAGENET_STD, STUDY_CLASS_CODES, STUDY_WEIGHTS_REPO
+from loscat_hf.taxonomy import load_taxonomy
+
+TINY = dict(dim=192, depth=12, patch=16)  # vit_tiny_patch16_*: 3 heads
+
+
+@pytest.fixture(scope="module")
+def study_like(tmp_path_factory):
+    """A random checkpoint shaped like the study's (12 classes, 384 px) but tiny-width, and its conversion."""
+    d = tmp_path_factory.mktemp("conv")
+    state = random_timm_state(**TINY, image=384, seed=1)
+    torch.save(state, d / "best_12cls_vit.pt")
+    result = convert_timm(str(d / "best_12cls_vit.pt"), d / "model", arch="vit_tiny_patch16_384")
+    return state, result.out_dir
+
+
+def _normalise(img: Image.Image) -> torch.Tensor:
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return ((x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1))[None]
+
+
+def test_converted_model_gives_timm_logits(study_like):
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    state, folder = study_like
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    x = torch.randn(3, 3, 384, 384, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = model(pixel_values=x).logits
+    ref = timm_forward(state, x, heads=3)
+    assert (ours - ref).abs().max().item() < 1e-4
+    assert ref.std() > 0.5  # the comparison is not between two near-zero outputs
+    assert type(model).__name__ == "ViTForImageClassification" and model.config.layer_norm_eps == 1e-6
+    tax = load_taxonomy()
+    assert [model.config.id2label[i] for i in range(12)] == [tax.parse(c).label for c in STUDY_CLASS_CODES]
+    processor = AutoImageProcessor.from_pretrained(folder)
+    assert (processor.size["height"], int(processor.resample)) == (384, 3)
+    assert list(processor.image_mean) == list(IMAGENET_MEAN) and list(processor.image_std) == list(IMAGENET_STD)
+    card = (folder / "README.md").read_text()
+    assert "convert-timm" in card and "best_12cls_vit.pt" in card and "SCFA -> head" in card
+    assert str(folder.parent) not in (folder / "config.json").read_text()  # no local path recorded
+
+
+def test_predict_gives_reference_probabilities(study_like, tmp_path):
+    """A photo already at 384x384: loscat-hf predict = softmax of timm's forward on the study's preprocessing."""
+    state, folder = study_like
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    refs = {}
+    for i in range(2):
+        img = Image.fromarray(rng.integers(0, 256, (384, 384, 3), dtype=np.uint8))
+        img.save(photos / f"p{i}.png")
+        refs[f"p{i}.png"] = timm_forward(state, _normalise(img), heads=3).softmax(-1)[0]
+    out = tmp_path / "pred.csv"
+    assert main(["predict", "--model", str(folder), "--images", str(photos), "--out", str(out),
+                 "--num-workers", "0"]) == 0
+    codes = [load_taxonomy().parse(c).label for c in STUDY_CLASS_CODES]
+    for row in csv.DictReader(out.open()):
+        ref = refs[row["image"]]
+        top = int(ref.argmax())
+        assert row["region"] == codes[top]
+        assert abs(float(row["probability"]) - ref[top].item()) < 1e-4
+        for k in (2, 3):
+            assert abs(float(row[f"top{k}_prob"]) - ref[codes.index(row[f"top{k}"])].item()) < 1e-4
+
+
+def test_every_decode_path_follows_the_models_resample(study_like, tmp_path):
+    """Bicubic for the converted model, in prediction and in training's and evaluation's transform."""
+    from loscat_hf.infer.predictor import RegionPredictor
+    from loscat_hf.model.build import build_model_and_processor, processor_resample
+    from loscat_hf.model.transforms import ImageTransform
+
+    _, folder = study_like
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 500, 3), dtype=np.uint8))
+    bicubic = np.asarray(img.resize((384, 384), Image.BICUBIC)).transpose(2, 0, 1)
+    bilinear = np.asarray(img.resize((384, 384), Image.BILINEAR)).transpose(2, 0, 1)
+    assert not np.array_equal(bicubic, bilinear)
+    predictor = RegionPredictor.from_pretrained(folder)
+    assert np.array_equal(predictor.pixels(img).numpy(), bicubic)
+    _, processor = build_model_and_processor(str(folder), load_taxonomy())
+    t = ImageTransform(384, train=False, resample=processor_resample(processor))
+    assert np.array_equal(t({"image": [img]})["pixel_values"][0].numpy(), bicubic)
+
+
+def test_labels_in_another_order_and_head_reused_for_training(tmp_path):
+    """--labels sets the output order; `train --model` keeps the trained head, rows reordered to the taxonomy."""
+    from transformers import AutoModelForImageClassification
+
+    from loscat_hf.model.build import build_model_and_processor
+
+    torch.save(random_timm_state(dim=192, depth=12, patch=32, image=224, classes=12, seed=2), tmp_path / "c.pt")
+    codes = ["FT", "LEG", "THI", "HND", "FRM", "ARM", "LBCK", "UBCK", "ABDM", "CHEST", "NECK", "SCFA"]
+    assert main(["convert-timm", str(tmp_path / "c.pt"), "--out", str(tmp_path / "m"), "--arch",
+                 "vit_tiny_patch32_224", "--labels", ",".join(codes)]) == 0
+    converted = AutoModelForImageClassification.from_pretrained(tmp_path / "m").eval()
+    assert converted.config.id2label[0] == "foot" and converted.config.id2label[11] == "head"
+    net, _ = build_model_and_processor(str(tmp_path / "m"), load_taxonomy())
+    net.eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        a, b = converted(pixel_values=x).logits, net(pixel_values=x).logits
+    tax = load_taxonomy()
+    assert [net.config.id2label[i] for i in range(12)] == list(tax.classes)
+    for i, name in enumerate(tax.classes):  # the same score for each class name: the head was kept, reordered
+        assert torch.allclose(b[:, i], a[:, converted.config.label2id[name]])
+
+
+def test_hub_reference_through_local_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    state = random_timm_state(dim=192, depth=12, patch=32, image=224, seed=3)
+    home = hub_cache_with(tmp_path, STUDY_WEIGHTS_REPO, {"best_12cls_vit.pt": state})
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    for ref, out in ((f"{STUDY_WEIGHTS_REPO}/best_12cls_vit.pt", "a"), (STUDY_WEIGHTS_REPO, "b")):
+        result = convert_timm(ref, tmp_path / out, arch="vit_tiny_patch32_224")
+        assert result.source == f"{STUDY_WEIGHTS_REPO}/best_12cls_vit.pt"
+        config = json.loads((tmp_path / out / "config.json").read_text())
+        assert config["loscat_source"]["study"] is True
+        assert "Credit" in (tmp_path / out / "README.md").read_text()
+    home2 = hub_cache_with(tmp_path / "two", "org/two", {"a.pt": state, "vit/b.safetensors": b"x"})
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home2 / "hub"))
+    with pytest.raises(LoscatError, match=r"2 weights files: a\.pt, vit/b\.safetensors"):
+        convert_timm("org/two", tmp_path / "c", arch="vit_tiny_patch32_224")
+    with pytest.raises(LoscatError, match="offline, and not in the local HF cache"):
+        convert_timm("org/absent/x.pt", tmp_path / "d")
+
+
+def test_safetensors_and_wrapped_checkpoints(tmp_path):
+    from safetensors.torch import save_file
+
+    state = random_timm_state(dim=192, depth=12, patch=32, image=224, seed=4)
+    save_file(state, tmp_path / "w.safetensors")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, tmp_path / "w.pth")
+    for name in ("w.safetensors", "w.pth"):
+        assert convert_timm(str(tmp_path / name), tmp_path / f"out-{name}", arch="vit_tiny_patch32_224").n_tensors
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+@pytest.mark.parametrize("make, arch, message", [
+    (lambda s: {k: v for k, v in s.items() if k != "blocks.3.mlp.fc1.bias"}, "vit_tiny_patch32_224",
+     r"missing blocks\.3\.mlp\.fc1\.bias"),
+    (lambda s: {**s, "fc_norm.weight": torch.ones(192)}, "vit_tiny_patch32_224", r"extra fc_norm\.weight"),
+    (lambda s: s, "vit_small_patch32_224", r"tensors are 192 wide, the architecture.s are 384 \(try --arch vit_tiny_patch32_224\)"),
+    (lambda s: s, "vit_large_patch32_224", r"\(24 blocks\): missing blocks\.12-23\.\*$"),
+    (lambda s: s, "vit_huge", r"unknown --arch 'vit_huge'"),
+    (lambda s: {("vit." + k): v for k, v in s.items()}, "vit_tiny_patch32_224", "already a transformers"),
+    (lambda s: {"weights": torch.ones(3)}, "vit_tiny_patch32_224", "not a timm ViT state dict"),
+    (lambda s: [1, 2], "vit_tiny_patch32_224", "not a state dict of tensors"),
+    (lambda s: {**s, "x": _Evil()}, "vit_tiny_patch32_224", "refused"),
+])
+def test_bad_checkpoints_are_refused_in_one_line(tmp_path, capsys, make, arch, message):
+    state = random_timm_state(dim=192, depth=12, patch=32, image=224, seed=5)
+    path = tmp_path / "bad.pt"
+    torch.save(make(state), path)
+    assert main(["convert-timm", str(path), "--out", str(tmp_path / "m"), "--arch", arch]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("loscat-hf: error:") and __import__("re").search(message, err), err
+    assert "this ran" not in capsys.readouterr().out
+    assert not (tmp_path / "m").exists()
+
+
+def test_bad_labels_and_existing_output(tmp_path, capsys):
+    torch.save(random_timm_state(dim=192, depth=12, patch=32, image=224, seed=6), tmp_path / "c.pt")
+    base = ["convert-timm", str(tmp_path / "c.pt"), "--arch", "vit_tiny_patch32_224", "--out"]
+    assert main([*base, str(tmp_path / "a"), "--labels", "SCFA,NECK"]) == 2
+    assert "12 outputs but 2 labels" in capsys.readouterr().err
+    assert main([*base, str(tmp_path / "a"), "--labels", ",".join(["SCFA"] * 2 + list(STUDY_CLASS_CODES[2:]))]) == 2
+    assert "more than once" in capsys.readouterr().err
+    assert main([*base, str(tmp_path / "a"), "--labels", ",".join(["elbow"] + list(STUDY_CLASS_CODES[1:]))]) == 2
+    assert "unknown region 'elbow'" in capsys.readouterr().err
+    assert main([*base, str(tmp_path / "a")]) == 0
+    assert main([*base, str(tmp_path / "a")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_study_codes_are_taxonomy_synonyms():
+    tax = load_taxonomy()
+    assert [tax.parse(c).label for c in STUDY_CLASS_CODES] == list(tax.classes)
+    assert tax.parse("Rt FRM").site == "right_forearm" and tax.parse("scfa").label == "head"
+
+
+def test_pickle_refusal_is_torch_weights_only(tmp_path):
+    """The refusal comes from torch's weights_only unpickler (not a check of ours that could miss a case)."""
+    path = tmp_path / "evil.pt"
+    torch.save({"x": _Evil()}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
