@@ -1,7 +1,8 @@
 """Hugging Face Space entry point: the LoSCAT region demo.
 
 On the Space, `loscat-hf push-space` has bundled the loscat_hf package next to this file; run from a
-repository checkout, the package one folder up is used instead. Model: env LOSCAT_MODEL (Hub id or folder).
+repository checkout, the package one folder up is used instead. Model: env LOSCAT_MODEL (Hub id or folder),
+else a bundled model/ folder, else the study's published checkpoint, converted once on the first start.
 """
 
 import os

@@ -409,3 +409,57 @@ def test_upload_components_keep_their_frontend_props(tmp_path):
     photo = next(p for p in props if p.get("elem_id") == "photo")
     assert photo["label"] == "Photo" and "upload" in photo["sources"]
     assert any(p.get("file_types") == ["image"] and p.get("file_count") == "multiple" for p in props)
+
+
+def _markdown(demo, elem_id: str) -> str:
+    import gradio as gr
+
+    return next(b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown) and b.elem_id == elem_id)
+
+
+@pytest.mark.slow
+def test_out_of_the_box_the_space_serves_the_studys_model(tmp_path, monkeypatch, photo):
+    """Neither LOSCAT_MODEL nor a bundled model/: the study's published checkpoint (here a random one of its
+    exact shape in a local HF cache) is converted once, cached, served and credited on the page."""
+    from huggingface_hub import constants
+    from timm_reference import hub_cache_with, random_timm_state
+
+    from loscat_hf.apps import space
+    from loscat_hf.model import convert
+    from loscat_hf.model.study import STUDY_CODE_REPO, STUDY_WEIGHTS_REPO
+
+    state = random_timm_state(dim=768, depth=12, patch=16, image=384, seed=7)  # vit_base_patch16_384, 12 classes
+    home = hub_cache_with(tmp_path, STUDY_WEIGHTS_REPO, {"best_12cls_vit.pt": state})
+    del state
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_HOME", str(home))
+    monkeypatch.delenv("LOSCAT_MODEL", raising=False)
+    demo = space.build_demo(precision="int8")
+    info = _markdown(demo, "model-info")
+    assert "study's published ViT" in info and "best_12cls_vit.pt" in info and "Credit" in info
+    assert f"huggingface.co/{STUDY_WEIGHTS_REPO}" in info and f"github.com/{STUDY_CODE_REPO}" in info
+    folder = Path(space.default_model())
+    assert folder.parent == home / "loscat-hf" / "converted" and (folder / "model.safetensors").is_file()
+
+    def no_second_conversion(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(convert, "convert_timm", no_second_conversion)
+    app = space.SpaceModel(space.default_model(), precision="int8")  # cached: no second conversion
+    top, _, _, notice = app.predict(str(photo))
+    assert set(top) <= set(app.predictor.labels) and app.predictor.resample == 3
+    assert abs(sum(app.predictor.from_logits(app.predictor.logits(app.predictor.pixels(
+        app.predictor.load(str(photo)))[None]))[0].probabilities.values()) - 1) < 1e-5
+
+
+def test_page_names_the_model_it_serves(tmp_path):
+    from types import SimpleNamespace
+
+    from loscat_hf.apps.space import model_description
+
+    study = {"checkpoint": "cyycn20000509/loscat-body-region-classifier/best_12cls_vit.pt", "study": True}
+    assert "converted by loscat-hf" in model_description(SimpleNamespace(loscat_source=study), "x")
+    tuned = SimpleNamespace(loscat_source=study, loscat_max_side=512)
+    text = model_description(tuned, str(tmp_path / "clinic-model"))
+    assert "`clinic-model`, fine-tuned by loscat-hf from the LoSCAT study's" in text and str(tmp_path) not in text
+    assert model_description(SimpleNamespace(), "org/model") == "**Model**: `org/model`."

@@ -265,7 +265,8 @@ def model_description(config, name: str) -> str:
     from loscat_hf.model.study import STUDY_CODE_REPO, STUDY_WEIGHTS_REPO
 
     source = getattr(config, SOURCE_KEY, None) or {}
-    shown = name if not os.path.exists(name) else Path(name).name  # a Hub id, or just the folder's name
+    local = os.path.isabs(name) or name.startswith(".") or name.count("/") > 1 or os.path.exists(name)
+    shown = Path(name).name if local else name  # a Hub id, or only a folder's name (not the local path)
     if source.get("study"):
         links = (f"([weights](https://huggingface.co/{STUDY_WEIGHTS_REPO}), "
                  f"[code](https://github.com/{STUDY_CODE_REPO})). Credit: the study's authors.")

@@ -265,7 +265,7 @@ def _match_photos(truth: list[_Row], preds: list[_Row], truth_dir: Path, pred_di
         t_keys = [_key(step, r.image, folders[0]) for r in truth]
         p_keys = [_key(step, r.image, folders[1]) for r in preds]
         t_count, p_count = Counter(t_keys), Counter(p_keys)
-        free = {k: j for j, k in enumerate(p_keys) if j not in used and p_count[k] == 1}
+        free = {k: j for j, k in enumerate(p_keys) if j not in used}
         for i, k in enumerate(t_keys):
             if i not in matched and k and t_count[k] == 1 and k in free:
                 matched[i] = (free[k], step)
