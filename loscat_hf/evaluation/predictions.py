@@ -11,8 +11,9 @@ formats are read, told apart by their header:
 The ground truth has an image column (image_path, image or file_name) and a region column (region or label)
 in any spelling the taxonomy parses, study codes included; a non-site code ("unclear") excludes the photo.
 Photos are matched by the exact string, then the normalised path (separators, './'), then the path resolved
-against each CSV's own folder, then the bare file name where it is unique on both sides. A truth photo
-without a usable prediction is counted, never silently dropped.
+against each CSV's own folder, then the last 4, 3 or 2 path components, then the bare file name; each step
+pairs only keys that are unique on both sides. A truth photo without a usable prediction is counted, never
+silently dropped.
 
 Image paths and file names can identify people: none appears in metrics.json, per_class.*, the plots or the
 summary. The per-photo detail (how each photo matched, which had no usable prediction and why) is written to
@@ -53,7 +54,8 @@ STUDY_ERROR = "ERROR"
 TRUTH_IMAGE_COLUMNS = ("image_path", "image", "file_name")
 TRUTH_REGION_COLUMNS = ("region", "label")
 MATCHING_NAME = "matching.csv"  # under OUT/private/
-MATCH_STEPS = ("exact", "normalised", "resolved", "basename")
+MATCH_STEPS = ("exact", "normalised", "resolved", "path_tail", "basename")
+_TAILS = (4, 3, 2)  # path_tail: the last 4, 3, then 2 path components (e.g. patient folder + camera file name)
 PROBABILITY_NOTES = {
     "loscat-hf": "top-k probabilities from loscat-hf predict's CSV; the remaining probability mass is spread "
                  "evenly over the other classes (ECE and the reliability diagram use the top-1 probability "
@@ -241,14 +243,15 @@ def _read_truth(path: Path, tax: Taxonomy) -> tuple[dict[str, str], list[_Row]]:
     return columns, _dedupe(out, parser)
 
 
-def _key(step: str, image: str, folder: str) -> str:
+def _key(step: str, image: str, folder: str, tail: int = 1) -> str:
     text = normalise_image_path(image)
     if step == "exact":
         return image
     if step == "normalised":
         return text
-    if step == "basename":
-        return posixpath.basename(text)
+    if step in ("path_tail", "basename"):
+        parts = [part for part in text.split("/") if part]
+        return "/".join(parts[-tail:]) if len(parts) >= tail else ""
     if not text:
         return ""
     if text.startswith("/") or re.match(r"[A-Za-z]:/", text):  # absolute (POSIX or Windows)
@@ -261,11 +264,12 @@ def _match_photos(truth: list[_Row], preds: list[_Row], truth_dir: Path, pred_di
     folders = (Path(truth_dir).resolve().as_posix(), Path(pred_dir).resolve().as_posix())
     matched: dict[int, tuple[int, str]] = {}
     used: set[int] = set()
-    for step in MATCH_STEPS:
-        t_keys = [_key(step, r.image, folders[0]) for r in truth]
-        p_keys = [_key(step, r.image, folders[1]) for r in preds]
+    steps = [(name, 1) for name in MATCH_STEPS[:3]] + [("path_tail", n) for n in _TAILS] + [("basename", 1)]
+    for step, tail in steps:
+        t_keys = [_key(step, r.image, folders[0], tail) for r in truth]
+        p_keys = [_key(step, r.image, folders[1], tail) for r in preds]
         t_count, p_count = Counter(t_keys), Counter(p_keys)
-        free = {k: j for j, k in enumerate(p_keys) if j not in used}
+        free = {k: j for j, k in enumerate(p_keys) if j not in used and p_count[k] == 1}
         for i, k in enumerate(t_keys):
             if i not in matched and k and t_count[k] == 1 and k in free:
                 matched[i] = (free[k], step)
