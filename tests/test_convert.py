@@ -208,3 +208,41 @@ def test_pickle_refusal_is_torch_weights_only(tmp_path):
     torch.save({"x": _Evil()}, path)
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)
+
+
+def test_a_head_for_twelve_other_classes_is_not_reused(tmp_path):
+    """Same shape, other meaning: a 12-class head whose classes are not the taxonomy's is re-initialised."""
+    from conftest import save_tiny_model
+    from safetensors.torch import load_file
+
+    from loscat_hf.model.build import build_model_and_processor
+
+    other = {i: f"lesion_type_{i}" for i in range(12)}
+    folder = save_tiny_model(tmp_path / "m", id2label=other, label2id={v: k for k, v in other.items()})
+    saved = load_file(str(folder / "model.safetensors"))["classifier.weight"]
+    net, _ = build_model_and_processor(str(folder), load_taxonomy())
+    assert net.config.id2label[0] == "head"
+    assert not torch.allclose(net.classifier.weight, saved) and float(net.classifier.bias.abs().max()) == 0.0
+    same, _ = build_model_and_processor(str(save_tiny_model(tmp_path / "same")), load_taxonomy())
+    assert torch.equal(same.classifier.weight, load_file(str(tmp_path / "same" / "model.safetensors"))[
+        "classifier.weight"])
+
+
+def test_seed_fixes_the_new_head_of_a_folder_model(tmp_path):
+    """`train --model DIR --seed N` starts from the same head in every process (the head is drawn while
+    loading, before the Trainer seeds anything)."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from loscat_hf.model.build import PRESETS, build_model_and_processor
+
+    folder = tmp_path / "m"  # a 5-class model: its head cannot be reused
+    ViTForImageClassification(ViTConfig(**PRESETS["tiny"], id2label={i: f"c{i}" for i in range(5)})).save_pretrained(
+        folder)
+    build_model_and_processor("tiny", load_taxonomy())[1].save_pretrained(folder)
+    heads = []
+    for noise in (1, 2):
+        torch.manual_seed(noise)  # whatever state the process is in
+        heads.append(build_model_and_processor(str(folder), load_taxonomy(), seed=42)[0].classifier.weight)
+    assert heads[0].shape[0] == 12 and torch.equal(heads[0], heads[1])
+    other_seed = build_model_and_processor(str(folder), load_taxonomy(), seed=43)[0].classifier.weight
+    assert not torch.equal(heads[0], other_seed)

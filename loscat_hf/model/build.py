@@ -57,6 +57,16 @@ def reorder_head(net, taxonomy: Taxonomy):
     return net
 
 
+def _new_head(net) -> None:
+    """Re-initialise the classifier as transformers' ViT does for a new head (truncated normal, zero bias)."""
+    import torch
+
+    with torch.no_grad():
+        torch.nn.init.trunc_normal_(net.classifier.weight, std=net.config.initializer_range)
+        net.classifier.bias.zero_()
+    logging.getLogger(__name__).info("the model's head predicts other classes: re-initialised for the taxonomy")
+
+
 def load_processor(name_or_path: str):
     """The image processor of a Hub id or folder, without needing torchvision."""
     from transformers import AutoImageProcessor
@@ -73,13 +83,15 @@ def load_processor(name_or_path: str):
 def build_model_and_processor(model: str, taxonomy: Taxonomy, image_size: int | None = None, seed: int = 0):
     """Return (model, processor) whose head predicts the taxonomy's classes, with id2label/label2id set.
 
-    A pretrained head with another label set is re-initialised (`ignore_mismatched_sizes`); a folder that
-    already predicts exactly these classes keeps its head (continued training, ensembles).
+    A pretrained head with another label set is re-initialised (`ignore_mismatched_sizes` where the number
+    of classes differs, explicitly where only the names do); a folder that already predicts these classes
+    keeps its head (continued training, ensembles, a converted study model), its rows reordered if needed.
     """
     import torch
     from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
 
-    labels = dict(id2label=taxonomy.id2label, label2id=taxonomy.label2id, num_labels=len(taxonomy.classes))
+    # id2label sets num_labels; passing num_labels too makes transformers warn for every 1000-class checkpoint
+    labels = dict(id2label=taxonomy.id2label, label2id=taxonomy.label2id)
     if model in PRESETS:
         shape = dict(PRESETS[model])
         if image_size:
@@ -88,13 +100,16 @@ def build_model_and_processor(model: str, taxonomy: Taxonomy, image_size: int | 
         config = ViTConfig(**shape, **labels)
         config.loscat_preset = model
         return ViTForImageClassification(config), _processor(shape["image_size"], _NORM[model], _NORM[model])
+    torch.manual_seed(seed)  # a new head is drawn inside from_pretrained: `--seed` must fix it
     try:
         own = _own_labels(model)
         if own is not None and own != list(taxonomy.classes) and sorted(own) == sorted(taxonomy.classes):
-            # the same classes in another order (the study's converted model): keep the trained head
+            # the same classes in another order (a checkpoint converted with --labels): keep the trained head
             net = reorder_head(AutoModelForImageClassification.from_pretrained(model), taxonomy)
         else:
             net = AutoModelForImageClassification.from_pretrained(model, ignore_mismatched_sizes=True, **labels)
+            if own is not None and sorted(own) != sorted(taxonomy.classes) and len(own) == len(taxonomy.classes):
+                _new_head(net)  # as many classes, other ones: the shapes fit, the meaning does not
         processor = load_processor(model)
     except OSError as exc:
         hint = ("" if Path(model).exists() else
