@@ -101,7 +101,8 @@ def load_state_dict(path: str | Path) -> dict:
         raise LoscatError(f"{path} is not a plain weights file (it would need to run pickled code, which is "
                           f"refused: {str(exc).splitlines()[0][:160]})") from None
     except Exception as exc:  # truncated zip, not a pickle, damaged safetensors header
-        raise LoscatError(f"cannot read {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from None
+        raise LoscatError(f"cannot read {path}: not a torch.save or safetensors weights file, or a damaged one "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
     for key in _WRAPPERS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
