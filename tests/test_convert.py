@@ -246,3 +246,9 @@ def test_seed_fixes_the_new_head_of_a_folder_model(tmp_path):
     assert heads[0].shape[0] == 12 and torch.equal(heads[0], heads[1])
     other_seed = build_model_and_processor(str(folder), load_taxonomy(), seed=43)[0].classifier.weight
     assert not torch.equal(heads[0], other_seed)
+
+
+def test_a_file_that_is_no_weights_file_is_named(tmp_path, capsys):
+    (tmp_path / "notes.pt").write_text("hello")
+    assert main(["convert-timm", str(tmp_path / "notes.pt"), "--out", str(tmp_path / "m")]) == 2
+    assert "not a torch.save or safetensors weights file" in capsys.readouterr().err
