@@ -56,6 +56,7 @@ def test_converted_model_gives_timm_logits(study_like):
     assert list(processor.image_mean) == list(IMAGENET_MEAN) and list(processor.image_std) == list(IMAGENET_STD)
     card = (folder / "README.md").read_text()
     assert "convert-timm" in card and "best_12cls_vit.pt" in card and "SCFA -> head" in card
+    assert "384x384 (bicubic),\nmean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225)" in card
     assert str(folder.parent) not in (folder / "config.json").read_text()  # no local path recorded
 
 
@@ -66,10 +67,10 @@ def test_predict_gives_reference_probabilities(study_like, tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
     refs = {}
-    for i in range(2):
-        img = Image.fromarray(rng.integers(0, 256, (384, 384, 3), dtype=np.uint8))
+    for i, (h, w) in enumerate([(384, 384), (384, 384), (400, 500)]):  # the last one is resized: bicubic
+        img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
         img.save(photos / f"p{i}.png")
-        refs[f"p{i}.png"] = timm_forward(state, _normalise(img), heads=3).softmax(-1)[0]
+        refs[f"p{i}.png"] = timm_forward(state, _normalise(img.resize((384, 384), Image.BICUBIC)), heads=3).softmax(-1)[0]
     out = tmp_path / "pred.csv"
     assert main(["predict", "--model", str(folder), "--images", str(photos), "--out", str(out),
                  "--num-workers", "0"]) == 0
@@ -81,6 +82,25 @@ def test_predict_gives_reference_probabilities(study_like, tmp_path):
         assert abs(float(row["probability"]) - ref[top].item()) < 1e-4
         for k in (2, 3):
             assert abs(float(row[f"top{k}_prob"]) - ref[codes.index(row[f"top{k}"])].item()) < 1e-4
+
+
+def test_evaluate_resizes_with_the_models_filter(study_like, tmp_path):
+    """`evaluate`'s loop (split_outputs) gives the logits of bicubic-resized, ImageNet-normalised photos."""
+    from conftest import write_imagefolder
+    from transformers import AutoModelForImageClassification
+
+    from loscat_hf.data.dataset import load_packed_dataset
+    from loscat_hf.evaluation.split_eval import split_outputs
+
+    _, folder = study_like
+    split = load_packed_dataset(write_imagefolder(tmp_path / "ds", {"train": [1] * 12, "validation": [1] * 3}),
+                                load_taxonomy())["validation"]
+    got = split_outputs(str(folder), split, batch_size=4).logits
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    x = torch.cat([_normalise(img.convert("RGB").resize((384, 384), Image.BICUBIC)) for img in split["image"]])
+    with torch.no_grad():
+        want = model(pixel_values=x).logits.numpy()
+    assert np.abs(got - want).max() < 1e-4
 
 
 def test_every_decode_path_follows_the_models_resample(study_like, tmp_path):
@@ -136,6 +156,14 @@ def test_hub_reference_through_local_cache(tmp_path, monkeypatch):
         config = json.loads((tmp_path / out / "config.json").read_text())
         assert config["loscat_source"]["study"] is True
         assert "Credit" in (tmp_path / out / "README.md").read_text()
+    for tuned, words in ((False, "Weights from the LoSCAT"), (True, "Fine-tuned with `loscat-hf` from the weights")):
+        if tuned:
+            (tmp_path / "a" / "train_summary.json").write_text("{}")
+        assert main(["push", "--model", str(tmp_path / "a"), "--repo-id", "me/x", "--dry-run",
+                     str(tmp_path / f"push-{tuned}")]) == 0
+        card = (tmp_path / f"push-{tuned}" / "README.md").read_text()
+        assert words in card and f"base_model: {STUDY_WEIGHTS_REPO}" in card and "license" not in card
+        assert "Credit: the study's authors" in card
     home2 = hub_cache_with(tmp_path / "two", "org/two", {"a.pt": state, "vit/b.safetensors": b"x"})
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home2 / "hub"))
     with pytest.raises(LoscatError, match=r"2 weights files: a\.pt, vit/b\.safetensors"):
@@ -252,3 +280,33 @@ def test_a_file_that_is_no_weights_file_is_named(tmp_path, capsys):
     (tmp_path / "notes.pt").write_text("hello")
     assert main(["convert-timm", str(tmp_path / "notes.pt"), "--out", str(tmp_path / "m")]) == 2
     assert "not a torch.save or safetensors weights file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("C:/Users/me/best.pt", "no such checkpoint file"),  # a Windows path, not the Hub repo "C:/Users"
+    ("models/best.pt", "no such checkpoint file"),  # a mistyped local path, not the Hub repo "models/best.pt"
+    ("a b/c", "cannot list the Hub repo a b/c"),  # not a valid repo id
+    ("org/repo/../../etc/x.pt", "cannot download org/repo/../../etc/x.pt"),
+])
+def test_bad_references_are_one_line(tmp_path, capsys, ref, message):
+    assert main(["convert-timm", ref, "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("loscat-hf: error:") and message in err[0], err
+
+
+def test_network_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    """Online but unreachable: huggingface_hub raises httpx's errors, which are not OSErrors."""
+    import huggingface_hub
+
+    class TransportError(Exception):
+        pass
+
+    def unreachable(*args, **kwargs):
+        raise TransportError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", unreachable)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    for ref in ("org/repo", "org/repo/best.pt"):
+        assert main(["convert-timm", ref, "--out", str(tmp_path / "m")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "Connection refused" in err[0], err

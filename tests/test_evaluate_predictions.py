@@ -161,20 +161,22 @@ def test_paths_match_normalised_resolved_by_path_tail_and_unique_basename_only(t
     truth = _write(tmp_path / "gt" / "truth.csv", ["image_path", "region"], [
         ["./photos/a.jpg", "head"],  # normalised: same string without './', other separators
         ["photos/b.jpg", "neck"],  # resolved: ../gt/photos/b.jpg from the predictions CSV's folder
-        ["photos/c.jpg", "chest"],  # basename: unique on both sides
+        ["c.jpg", "chest"],  # basename: unique on both sides, and a bare name ends any path
+        ["patientA/IMG_0009.jpg", "hand"],  # same name in another patient's folder: never paired
         ["/archive/P1/IMG_0001.jpg", "hand"], ["/archive/P2/IMG_0001.jpg", "foot"],  # path_tail: folder + name
         ["x/same.jpg", "arm"], ["y/same.jpg", "leg"],  # basename not unique in the truth: never guessed
         ["z/dup.jpg", "foot"]])  # basename not unique in the predictions: never guessed
     preds = _write(tmp_path / "run" / "preds.csv", ["image_path", "pred_label", "confidence"], [
         [r"photos\a.jpg", "head", "0.9"], ["../gt/photos/b.jpg", "neck", "0.9"],
         ["/elsewhere/c.jpg", "chest", "0.9"], ["/mnt/same.jpg", "ARM", "0.9"],
+        ["/data/patientZ/IMG_0009.jpg", "HND", "0.9"],
         ["P2/IMG_0001.jpg", "FT", "0.9"], ["P1/IMG_0001.jpg", "HND", "0.9"],
         ["/m/1/dup.jpg", "FT", "0.9"], ["/m/2/dup.jpg", "FT", "0.9"]])
     r = evaluate_predictions(preds, truth, tmp_path / "out").report
     assert r["matched_by"] == {"exact": 0, "normalised": 1, "resolved": 1, "path_tail": 2, "basename": 1}
-    assert (r["n_scored"], r["n_unpredicted"], r["n_predictions_without_truth"]) == (5, 3, 3)
+    assert (r["n_scored"], r["n_unpredicted"], r["n_predictions_without_truth"]) == (5, 4, 4)
     assert r["accuracy"] == 1.0  # P1 and P2 paired the right way round
-    assert r["unpredicted_by_reason"] == {"no_prediction": 3}
+    assert r["unpredicted_by_reason"] == {"no_prediction": 4}
 
 
 def test_no_photo_name_outside_private(tmp_path, capsys):

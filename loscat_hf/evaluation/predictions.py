@@ -1,22 +1,18 @@
 """`evaluate_predictions()`: score any predictions CSV against a ground-truth CSV, with `evaluate`'s report.
 
-So a clinic can compare the study's published model and a retrained one on the same labels. Two predictions
-formats are read, told apart by their header:
-
-* loscat-hf `predict` (infer/folder.py): image, region, probability, top1..top3 (+ _prob), needs_review,
-  status, error. Only status "ok" rows hold a prediction; cells go back through `csvsafe.read_cell`.
-* the study's scripts/batch_inference.py (caoyuanyuan-tz/LoSCAT_BodyRec): image_path, pred_label,
-  confidence; pred_label "ERROR" means no prediction (the confidence column then holds the error text).
-
+So a clinic can compare the study's published model and a retrained one on the same labels. Predictions
+formats, told apart by their header: loscat-hf `predict`'s (infer/folder.py; only status "ok" rows hold a
+prediction; cells go back through `csvsafe.read_cell`) and the study's scripts/batch_inference.py
+(image_path, pred_label, confidence; pred_label "ERROR" = no prediction, its error text in confidence).
 The ground truth has an image column (image_path, image or file_name) and a region column (region or label)
 in any spelling the taxonomy parses, study codes included; a non-site code ("unclear") excludes the photo.
 Photos are matched by the exact string, then the normalised path (separators, './'), then the path resolved
-against each CSV's own folder, then the last 4, 3 or 2 path components, then the bare file name; each step
-pairs only keys that are unique on both sides. A truth photo without a usable prediction is counted, never
-silently dropped.
+against each CSV's own folder, then the last 4, 3 or 2 path components, then the bare file name, these two
+only where the shorter path ends the longer one (patientA/IMG_1.jpg never meets /x/patientZ/IMG_1.jpg);
+each step pairs only keys unique on both sides. A truth photo without a usable prediction is counted.
 
 Image paths and file names can identify people: none appears in metrics.json, per_class.*, the plots or the
-summary. The per-photo detail (how each photo matched, which had no usable prediction and why) is written to
+summary; the per-photo detail (how each photo matched, which had no usable prediction and why) is written to
 OUT/private/ only (a 0700 folder of 0600 files, like a packed dataset's private/).
 """
 
@@ -44,7 +40,6 @@ from loscat_hf.evaluation.split_eval import EvaluationResult
 from loscat_hf.taxonomy import RegionError, Taxonomy, load_taxonomy
 
 logger = logging.getLogger(__name__)
-
 __all__ = ["PredictionsEvaluation", "evaluate_predictions"]
 
 LOSCAT_COLUMNS = ("image", "region", "status")  # infer/folder.py COLUMNS (evaluation does not import infer/)
@@ -272,9 +267,20 @@ def _match_photos(truth: list[_Row], preds: list[_Row], truth_dir: Path, pred_di
         free = {k: j for j, k in enumerate(p_keys) if j not in used and p_count[k] == 1}
         for i, k in enumerate(t_keys):
             if i not in matched and k and t_count[k] == 1 and k in free:
+                if step in ("path_tail", "basename") and not _one_ends_the_other(truth[i].image, preds[free[k]].image):
+                    continue  # patientA/IMG_0001.jpg is not /data/patientZ/IMG_0001.jpg: camera names repeat
                 matched[i] = (free[k], step)
                 used.add(free[k])
     return matched
+
+
+def _one_ends_the_other(a: str, b: str) -> bool:
+    """The shorter path's components are the last components of the longer one (`P1/x.jpg` ends
+    `/archive/P1/x.jpg`; a bare `x.jpg` ends both), so a tail match never pairs different folders."""
+    pa = [p for p in normalise_image_path(a).split("/") if p]
+    pb = [p for p in normalise_image_path(b).split("/") if p]
+    short, long = sorted((pa, pb), key=len)
+    return bool(short) and long[len(long) - len(short):] == short
 
 
 def _probability_row(known: dict[int, float], pred: int, k: int) -> np.ndarray:

@@ -98,6 +98,7 @@ def render_card(model_dir: str | Path, repo_id: str, dataset_id: str | None = No
         metrics=metrics, eval_split=split, eval_n=(metrics or {}).get("split_size", (metrics or {}).get("n")),
         has_confusion_matrix=(model_dir / "eval" / "confusion_matrix.png").is_file(),
         temperature=config.get("loscat_temperature"), dataset_id=dataset_id, source=source,
+        fine_tuned=(model_dir / "train_summary.json").is_file(),  # written by `train`, never uploaded
     )
 
 

@@ -32,12 +32,14 @@ def _processor(size: int, mean: float | list[float] = 0.5, std: float | list[flo
 
 
 def _own_labels(model: str) -> list[str] | None:
-    """A folder's class names in output order (None for a Hub id or a folder without labels)."""
+    """A folder's or Hub model's class names in output order (None where the config has none or cannot load:
+    from_pretrained then says why)."""
     from transformers import AutoConfig
 
-    if not (Path(model) / "config.json").is_file():
+    try:
+        config = AutoConfig.from_pretrained(model)
+    except (OSError, ValueError):
         return None
-    config = AutoConfig.from_pretrained(model)
     id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
     return [id2label[i] for i in range(len(id2label))] if set(id2label) == set(range(len(id2label))) else None
 
@@ -47,6 +49,7 @@ def reorder_head(net, taxonomy: Taxonomy):
     predictions, under the ids the packed dataset uses."""
     import torch
 
+    _linear_head(net)
     own = [net.config.id2label[i] for i in range(net.config.num_labels)]
     order = torch.tensor([own.index(c) for c in taxonomy.classes])
     with torch.no_grad():
@@ -57,12 +60,21 @@ def reorder_head(net, taxonomy: Taxonomy):
     return net
 
 
+def _linear_head(net) -> None:
+    import torch
+
+    if not isinstance(getattr(net, "classifier", None), torch.nn.Linear):
+        raise LoscatError(f"cannot reuse or replace the head of a {type(net).__name__}: loscat-hf trains ViT-style "
+                          "models whose head is one Linear `classifier`")
+
+
 def _new_head(net) -> None:
     """Re-initialise the classifier as transformers' ViT does for a new head (truncated normal, zero bias)."""
     import torch
 
+    _linear_head(net)
     with torch.no_grad():
-        torch.nn.init.trunc_normal_(net.classifier.weight, std=net.config.initializer_range)
+        torch.nn.init.trunc_normal_(net.classifier.weight, std=getattr(net.config, "initializer_range", 0.02))
         net.classifier.bias.zero_()
     logging.getLogger(__name__).info("the model's head predicts other classes: re-initialised for the taxonomy")
 
@@ -147,4 +159,5 @@ def processor_size(processor) -> int:
 def processor_resample(processor) -> int:
     """The PIL filter the model's preprocessor_config.json names (2 = bilinear, google/vit-*'s; 3 = bicubic,
     the study's): training, evaluation and prediction all resize with it."""
-    return int(getattr(processor, "resample", None) or 2)
+    resample = getattr(processor, "resample", None)
+    return 2 if resample is None else int(resample)  # 0 (nearest) is a filter too

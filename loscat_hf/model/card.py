@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 
 
-def converted_card(config, source: str, arch: str, codes: list[str], study: bool):
+def converted_card(config, processor, source: str, arch: str, codes: list[str], study: bool):
     """A `huggingface_hub.ModelCard` (YAML metadata + text) crediting the study for a converted checkpoint."""
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -24,4 +24,6 @@ def converted_card(config, source: str, arch: str, codes: list[str], study: bool
         num_classes=len(classes), study=study, image_size=config.image_size, code_repo=STUDY_CODE_REPO,
         weights_repo=STUDY_WEIGHTS_REPO,
         mapping=", ".join(f"{c} -> {name}" for c, name in zip(codes, classes, strict=True)),
+        resample={2: "bilinear", 3: "bicubic"}.get(int(processor.resample), f"PIL filter {processor.resample}"),
+        mean=tuple(processor.image_mean), std=tuple(processor.image_std),
     )

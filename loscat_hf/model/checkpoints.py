@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 from pathlib import Path
 
 from loscat_hf.errors import LoscatError
@@ -33,22 +34,26 @@ def _pick(files: list[str], where: str) -> str:
     return files[0]
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
 def _hub_files(repo: str) -> list[str]:
-    """Weight files of a Hub repo: listed online, or from the local cache when offline."""
+    """Weight files of a Hub repo: listed online, or from the local cache when offline or unreachable."""
     from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+    from huggingface_hub.errors import HfHubHTTPError
 
     try:
         return _weight_files(HfApi().list_repo_files(repo))
-    except (OfflineModeIsEnabled, ConnectionError, OSError) as exc:
+    except Exception as exc:  # offline mode, a transport error (httpx's are not OSErrors), HTTP errors
         if isinstance(exc, HfHubHTTPError) and getattr(exc.response, "status_code", 0) in (401, 403, 404):
-            raise LoscatError(f"Hub repo {repo} is not reachable with your token: {str(exc).splitlines()[0]}") \
-                from None
+            raise LoscatError(f"Hub repo {repo} does not exist or is not readable with your token: "
+                              f"{_first_line(exc)}") from None
         try:
             snapshot = Path(snapshot_download(repo, local_files_only=True))
-        except (LocalEntryNotFoundError, OSError):
-            raise LoscatError(f"cannot list the Hub repo {repo} (offline, and not in the local HF cache): "
-                              f"{str(exc).splitlines()[0]}") from None
+        except Exception:  # not in the cache either
+            raise LoscatError(f"cannot list the Hub repo {repo} (offline or unreachable, and not in the local HF "
+                              f"cache): {_first_line(exc)}") from None
         return _weight_files(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
 
 
@@ -62,23 +67,22 @@ def resolve_checkpoint(ref: str) -> tuple[Path, str]:
         return local / _pick(_weight_files(p.name for p in local.iterdir() if p.is_file()), str(local)), str(local)
     if local.is_file():
         return local, str(local)
-    if ref.startswith((".", "/", "~")) or "\\" in ref or ref.count("/") < 1 or ref.endswith("/"):
-        raise LoscatError(f"no such checkpoint file {ref!r} (a Hub reference looks like ORG/REPO or ORG/REPO/PATH)")
+    parts = ref.split("/")
+    looks_local = (ref.startswith((".", "/", "~")) or "\\" in ref or re.match(r"[A-Za-z]:", ref) or len(parts) < 2
+                   or ref.endswith("/") or (len(parts) == 2 and ref.lower().endswith(WEIGHT_SUFFIXES)))
+    if looks_local:  # `models/x.pt` is a mistyped local path, not the Hub repo "models/x.pt"
+        raise LoscatError(f"no such checkpoint file {ref!r} (a Hub reference looks like ORG/REPO or ORG/REPO/FILE)")
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
-    org, name, *rest = ref.split("/")
-    repo = f"{org}/{name}"
-    filename = "/".join(rest) if rest else _pick(_hub_files(repo), repo)
+    repo = "/".join(parts[:2])
+    filename = "/".join(parts[2:]) if len(parts) > 2 else _pick(_hub_files(repo), repo)
     if not filename.lower().endswith(WEIGHT_SUFFIXES):
         raise LoscatError(f"{repo}/{filename} is not a weights file ({', '.join(WEIGHT_SUFFIXES)})")
     try:
         path = hf_hub_download(repo, filename)
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
-        raise LoscatError(f"cannot download {repo}/{filename} (offline, and not in the local HF cache): "
-                          f"{str(exc).splitlines()[0]}") from None
-    except (HfHubHTTPError, OSError) as exc:
-        raise LoscatError(f"cannot download {repo}/{filename}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # not cached offline, 404, no token, a transport error, an invalid repo id or name
+        raise LoscatError(f"cannot download {repo}/{filename} (offline, and not in the local HF cache, or not on "
+                          f"the Hub): {_first_line(exc)}") from None
     return Path(path), f"{repo}/{filename}"
 
 
@@ -99,10 +103,10 @@ def load_state_dict(path: str | Path) -> dict:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise LoscatError(f"{path} is not a plain weights file (it would need to run pickled code, which is "
-                          f"refused: {str(exc).splitlines()[0][:160]})") from None
+                          f"refused: {_first_line(exc)[:160]})") from None
     except Exception as exc:  # truncated zip, not a pickle, damaged safetensors header
         raise LoscatError(f"cannot read {path}: not a torch.save or safetensors weights file, or a damaged one "
-                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+                          f"({type(exc).__name__}: {_first_line(exc)[:160]})") from None
     for key in _WRAPPERS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

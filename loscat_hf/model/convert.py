@@ -17,11 +17,11 @@ import logging
 import os
 import re
 import shutil
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from loscat_hf.data.atomic import check_output_dir, commit_folder
+from loscat_hf.data.atomic import check_output_dir, commit_folder, remove_stale_partials
 from loscat_hf.defaults import SOURCE_KEY
 from loscat_hf.errors import LoscatError
 from loscat_hf.model.checkpoints import WEIGHT_SUFFIXES, load_state_dict, resolve_checkpoint
@@ -227,10 +227,12 @@ def convert_timm(checkpoint: str, out: str | Path, arch: str = STUDY_ARCH,
     path, source = resolve_checkpoint(checkpoint)
     state = load_state_dict(path)
     timm_arch = check_layout(state, arch, source)
+    study = source.startswith(STUDY_WEIGHTS_REPO + "/")
+    if not labels and not study:
+        logger.warning("no --labels: assuming the study's class order %s", ",".join(STUDY_CLASS_CODES))
     codes = list(labels) if labels else list(STUDY_CLASS_CODES)
     classes = parse_labels(codes, tax)
     config = vit_config(state, timm_arch, dict(enumerate(classes)), source)
-    study = source.startswith(STUDY_WEIGHTS_REPO + "/")
     if Path(os.path.expanduser(str(checkpoint))).exists():
         source = path.name  # a local path says nothing useful to others, and may name a person's folder
     setattr(config, SOURCE_KEY, {"checkpoint": source, "arch": arch, "labels": codes,
@@ -244,12 +246,13 @@ def convert_timm(checkpoint: str, out: str | Path, arch: str = STUDY_ARCH,
         raise LoscatError(f"{source} does not fit {arch}: {str(exc).splitlines()[-1].strip()}") from None
     processor = study_processor(config.image_size)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
-    tmp.chmod(0o755)  # a model folder, not private data (mkdtemp makes it 0700)
+    remove_stale_partials(out)  # what a killed conversion left (350 MB each for ViT-B)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
     try:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        converted_card(config, source, arch, codes, study).save(tmp / "README.md")
+        converted_card(config, processor, source, arch, codes, study).save(tmp / "README.md")
         commit_folder(tmp, out, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -260,11 +263,15 @@ def convert_timm(checkpoint: str, out: str | Path, arch: str = STUDY_ARCH,
 
 def cached_conversion(checkpoint: str = STUDY_CHECKPOINT, cache_dir: str | Path | None = None) -> Path:
     """The converted folder of a (Hub) checkpoint, converted on first use and reused after (the Space's
-    default model). It lives under HF_HOME/loscat-hf/converted/ unless `cache_dir` says otherwise."""
+    default model). It lives under HF_HOME/loscat-hf/converted/ unless `cache_dir` says otherwise, one folder
+    per Hub revision: a checkpoint the authors update is converted again."""
     from huggingface_hub import constants
 
+    path, _ = resolve_checkpoint(checkpoint)  # the HF cache: a download once, then an ETag check (or offline)
+    parts = path.parts
+    revision = parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else ""
     root = Path(cache_dir) if cache_dir else Path(constants.HF_HOME) / "loscat-hf" / "converted"
-    out = root / re.sub(r"[^A-Za-z0-9._-]+", "--", checkpoint.strip("/"))
+    out = root / re.sub(r"[^A-Za-z0-9._-]+", "--", f"{checkpoint.strip('/')}@{revision[:12]}".rstrip("@"))
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
         return out
     logger.info("converting %s once into %s", checkpoint, out)
