@@ -29,25 +29,30 @@ def _class_image(rng: np.random.Generator, k: int, size: int = 40):
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
+def write_split(d: Path, split: str, samples, suffix: str = ".jpg") -> Path:
+    """One split of a packed-layout dataset: (PIL image, class index, number) samples + metadata.csv."""
+    classes = load_taxonomy().classes
+    d.mkdir(parents=True)
+    rows = []
+    for img, k, i in samples:
+        name = f"{split}_{k:02d}_{i:03d}{suffix}"
+        img.save(d / name, **({"quality": 95} if suffix == ".jpg" else {}))
+        rows.append({"file_name": name, "label": classes[k], "site": classes[k],
+                     "patient_id": f"{split}-P{(k * 7 + i) % 9}", "visit": "V1", "image_id": name[:-len(suffix)],
+                     "skin_tone": ["I", "III", "V"][i % 3]})
+    with open(d / "metadata.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return d
+
+
 def write_imagefolder(root: Path, counts: dict[str, list[int]], seed: int = 0) -> Path:
     """A packed-layout dataset (metadata.csv per split) written directly, for tests of later stages."""
-    classes = load_taxonomy().classes
     rng = np.random.default_rng(seed)
     for split, per_class in counts.items():
-        d = root / split
-        d.mkdir(parents=True)
-        rows = []
-        for k, n in enumerate(per_class):
-            for i in range(n):
-                name = f"{split}_{k:02d}_{i:03d}.jpg"
-                _class_image(rng, k).save(d / name, quality=95)
-                rows.append({"file_name": name, "label": classes[k], "site": classes[k],
-                             "patient_id": f"{split}-P{(k * 7 + i) % 9}", "visit": "V1", "image_id": name[:-4],
-                             "skin_tone": ["I", "III", "V"][i % 3]})
-        with open(d / "metadata.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        write_split(root / split, split, [(_class_image(rng, k), k, i) for k, n in enumerate(per_class)
+                                          for i in range(n)])
     return root
 
 

@@ -6,7 +6,6 @@ features.
 No Hub: the "pretrained" models are small ViTs built (and, for the phase-1 test, trained) right here.
 """
 
-import csv
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -214,26 +213,15 @@ def pretrain_backbone(seed: int, steps: int = 250):
 
 
 def write_position_dataset(root: Path, seed: int, train: int = 16, validation: int = 8) -> Path:
-    """The packed layout (`write_imagefolder`'s metadata.csv), one taxonomy class per border cell, PNG."""
+    """The packed layout (conftest's metadata.csv), one taxonomy class per border cell, PNG."""
+    from conftest import write_split
     from PIL import Image
 
-    classes = load_taxonomy().classes
     rng = np.random.default_rng(seed + 1000)
     for split, per_cell in (("train", train), ("validation", validation)):
-        d = root / split
-        d.mkdir(parents=True)
         images, labels = position_images(rng, RING, per_cell)
-        rows = []
-        for i, (img, k) in enumerate(zip(images, labels, strict=True)):
-            name = f"{split}_{k:02d}_{i:03d}.png"
-            Image.fromarray(img).save(d / name)
-            rows.append({"file_name": name, "label": classes[k], "site": classes[k],
-                         "patient_id": f"{split}-P{i % 9}", "visit": "V1", "image_id": name[:-4],
-                         "skin_tone": ["I", "III", "V"][i % 3]})
-        with open(d / "metadata.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        write_split(root / split, split, [(Image.fromarray(img), int(k), i)
+                                          for i, (img, k) in enumerate(zip(images, labels, strict=True))], ".png")
     return root
 
 
