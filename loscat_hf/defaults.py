@@ -28,3 +28,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8")
 # architecture, the checkpoint's own class codes, the study's code repo). Kept through fine-tuning, so every
 # card of a model grown from the study's weights credits it.
 SOURCE_KEY = "loscat_source"
+# config.json attribute `train` writes into every model it saves (dataset fingerprint, taxonomy, task; no path):
+# a folder that has it was trained by loscat-hf, so a converted model that has it was fine-tuned since.
+RUN_KEY = "loscat_run"

@@ -158,7 +158,9 @@ def test_hub_reference_through_local_cache(tmp_path, monkeypatch):
         assert "Credit" in (tmp_path / out / "README.md").read_text()
     for tuned, words in ((False, "Weights from the LoSCAT"), (True, "Fine-tuned with `loscat-hf` from the weights")):
         if tuned:
-            (tmp_path / "a" / "train_summary.json").write_text("{}")
+            config = json.loads((tmp_path / "a" / "config.json").read_text())  # what `train` adds on saving
+            config["loscat_run"] = {"dataset_sha256": "0" * 64, "taxonomy": "loscat-12", "task": "region"}
+            (tmp_path / "a" / "config.json").write_text(json.dumps(config))
         assert main(["push", "--model", str(tmp_path / "a"), "--repo-id", "me/x", "--dry-run",
                      str(tmp_path / f"push-{tuned}")]) == 0
         card = (tmp_path / f"push-{tuned}" / "README.md").read_text()

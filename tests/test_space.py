@@ -459,7 +459,7 @@ def test_page_names_the_model_it_serves(tmp_path):
 
     study = {"checkpoint": "cyycn20000509/loscat-body-region-classifier/best_12cls_vit.pt", "study": True}
     assert "converted by loscat-hf" in model_description(SimpleNamespace(loscat_source=study), "x")
-    tuned = SimpleNamespace(loscat_source=study, loscat_max_side=512)
+    tuned = SimpleNamespace(loscat_source=study, loscat_run={"task": "region"})  # what `train` writes
     text = model_description(tuned, str(tmp_path / "clinic-model"))
     assert "`clinic-model`, fine-tuned by loscat-hf from the LoSCAT study's" in text and str(tmp_path) not in text
     assert model_description(SimpleNamespace(), "org/model") == "**Model**: `org/model`."

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from loscat_hf.model.build import _processor
+from loscat_hf.model.build import image_processor
 from loscat_hf.model.transforms import (
     AugmentConfig,
     ImageTransform,
@@ -24,7 +24,7 @@ def photo():
 
 def test_eval_path_matches_the_saved_image_processor(photo):
     """Training's eval, prediction and a plain `pipeline` must see the same pixels."""
-    proc = _processor(48)
+    proc = image_processor(48)
     ref = proc(images=photo, return_tensors="pt")["pixel_values"]
     batch = collate([{"pixel_values": v, "labels": 0} for v in ImageTransform(48, train=False)({"image": [photo]})
                      ["pixel_values"]])

@@ -29,7 +29,7 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
 from loscat_hf.data.csvsafe import SafeWriter  # noqa: E402
-from loscat_hf.defaults import MAX_SIDE_KEY, SOURCE_KEY  # noqa: E402
+from loscat_hf.defaults import RUN_KEY, SOURCE_KEY  # noqa: E402
 from loscat_hf.infer.explain import explain_pixels  # noqa: E402
 from loscat_hf.infer.predictor import RegionPredictor  # noqa: E402
 
@@ -270,7 +270,7 @@ def model_description(config, name: str) -> str:
     if source.get("study"):
         links = (f"([weights](https://huggingface.co/{STUDY_WEIGHTS_REPO}), "
                  f"[code](https://github.com/{STUDY_CODE_REPO})). Credit: the study's authors.")
-        if getattr(config, MAX_SIDE_KEY, None):  # recorded by `train`: fine-tuned further
+        if getattr(config, RUN_KEY, None):  # written by `train`: fine-tuned further
             return f"**Model**: `{shown}`, fine-tuned by loscat-hf from the LoSCAT study's published ViT {links}"
         return (f"**Model**: the LoSCAT body-region study's published ViT, `{source.get('checkpoint')}`, converted "
                 f"by loscat-hf {links}")

@@ -14,7 +14,7 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from loscat_hf.defaults import BASE_MODEL, SOURCE_KEY
+from loscat_hf.defaults import BASE_MODEL, RUN_KEY, SOURCE_KEY
 from loscat_hf.errors import LoscatError
 
 WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json")
@@ -98,7 +98,7 @@ def render_card(model_dir: str | Path, repo_id: str, dataset_id: str | None = No
         metrics=metrics, eval_split=split, eval_n=(metrics or {}).get("split_size", (metrics or {}).get("n")),
         has_confusion_matrix=(model_dir / "eval" / "confusion_matrix.png").is_file(),
         temperature=config.get("loscat_temperature"), dataset_id=dataset_id, source=source,
-        fine_tuned=(model_dir / "train_summary.json").is_file(),  # written by `train`, never uploaded
+        fine_tuned=bool(config.get(RUN_KEY)),  # written by `train` into every model it saves
     )
 
 

@@ -7,10 +7,13 @@ Hub access run exactly the same code path as the real `google/vit-base-patch16-3
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from loscat_hf.errors import LoscatError
 from loscat_hf.taxonomy import Taxonomy
+
+logger = logging.getLogger(__name__)
 
 # Shapes of google/vit-base-patch16-384 (random init): for speed checks where the Hub is unreachable.
 PRESETS: dict[str, dict] = {
@@ -22,13 +25,16 @@ PRESETS: dict[str, dict] = {
 _NORM = {"tiny": 0.5, "vit-base-384-random": 0.5}  # google/vit-* use mean = std = 0.5
 
 
-def _processor(size: int, mean: float | list[float] = 0.5, std: float | list[float] = 0.5):
+def image_processor(size: int, mean: float | Sequence[float] = 0.5, std: float | Sequence[float] = 0.5,
+                    resample: int = 2):
+    """A squash-to-size ViT processor (2 = bilinear, google/vit-*'s; the study's converted model: 3 = bicubic,
+    ImageNet mean/std)."""
     from transformers import ViTImageProcessorPil  # PIL backend: no torchvision (docs/pitfalls.md)
 
-    mean = [mean] * 3 if isinstance(mean, float) else mean
-    std = [std] * 3 if isinstance(std, float) else std
+    mean = [mean] * 3 if isinstance(mean, float) else list(mean)
+    std = [std] * 3 if isinstance(std, float) else list(std)
     return ViTImageProcessorPil(size={"height": size, "width": size}, image_mean=mean, image_std=std,
-                                resample=2, do_resize=True, do_rescale=True, do_normalize=True)
+                                resample=resample, do_resize=True, do_rescale=True, do_normalize=True)
 
 
 def _own_labels(model: str) -> list[str] | None:
@@ -56,7 +62,7 @@ def reorder_head(net, taxonomy: Taxonomy):
         net.classifier.weight.copy_(net.classifier.weight[order].clone())
         net.classifier.bias.copy_(net.classifier.bias[order].clone())
     net.config.id2label, net.config.label2id = dict(taxonomy.id2label), dict(taxonomy.label2id)
-    logging.getLogger(__name__).info("kept the model's trained head, its classes reordered to the taxonomy's")
+    logger.info("kept the model's trained head, its classes reordered to the taxonomy's")
     return net
 
 
@@ -76,7 +82,7 @@ def _new_head(net) -> None:
     with torch.no_grad():
         torch.nn.init.trunc_normal_(net.classifier.weight, std=getattr(net.config, "initializer_range", 0.02))
         net.classifier.bias.zero_()
-    logging.getLogger(__name__).info("the model's head predicts other classes: re-initialised for the taxonomy")
+    logger.info("the model's head predicts other classes: re-initialised for the taxonomy")
 
 
 def load_processor(name_or_path: str):
@@ -111,7 +117,7 @@ def build_model_and_processor(model: str, taxonomy: Taxonomy, image_size: int | 
         torch.manual_seed(seed)
         config = ViTConfig(**shape, **labels)
         config.loscat_preset = model
-        return ViTForImageClassification(config), _processor(shape["image_size"], _NORM[model], _NORM[model])
+        return ViTForImageClassification(config), image_processor(shape["image_size"], _NORM[model], _NORM[model])
     torch.manual_seed(seed)  # a new head is drawn inside from_pretrained: `--seed` must fix it
     try:
         own = _own_labels(model)

@@ -24,7 +24,8 @@ from pathlib import Path
 from loscat_hf.data.atomic import check_output_dir, commit_folder, remove_stale_partials
 from loscat_hf.defaults import SOURCE_KEY
 from loscat_hf.errors import LoscatError
-from loscat_hf.model.checkpoints import WEIGHT_SUFFIXES, load_state_dict, resolve_checkpoint
+from loscat_hf.model.build import image_processor
+from loscat_hf.model.checkpoints import load_state_dict, resolve_checkpoint
 from loscat_hf.model.study import (
     BICUBIC,
     IMAGENET_MEAN,
@@ -204,13 +205,6 @@ def parse_labels(codes: list[str] | tuple[str, ...], taxonomy: Taxonomy) -> list
     return labels
 
 
-def study_processor(size: int, resample: int = BICUBIC, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    from transformers import ViTImageProcessorPil
-
-    return ViTImageProcessorPil(size={"height": size, "width": size}, resample=resample, image_mean=list(mean),
-                                image_std=list(std), do_resize=True, do_rescale=True, do_normalize=True)
-
-
 def convert_timm(checkpoint: str, out: str | Path, arch: str = STUDY_ARCH,
                  labels: list[str] | tuple[str, ...] | None = None, taxonomy: str | Taxonomy | None = None,
                  overwrite: bool = False) -> ConvertResult:
@@ -244,7 +238,7 @@ def convert_timm(checkpoint: str, out: str | Path, arch: str = STUDY_ARCH,
         model.load_state_dict(renamed, strict=True)
     except RuntimeError as exc:  # shapes that passed the checks above but not the model (e.g. a head bias)
         raise LoscatError(f"{source} does not fit {arch}: {str(exc).splitlines()[-1].strip()}") from None
-    processor = study_processor(config.image_size)
+    processor = image_processor(config.image_size, IMAGENET_MEAN, IMAGENET_STD, resample=BICUBIC)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(out)  # what a killed conversion left (350 MB each for ViT-B)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -279,5 +273,4 @@ def cached_conversion(checkpoint: str = STUDY_CHECKPOINT, cache_dir: str | Path 
     return out
 
 
-__all__ = ["ARCHS", "STUDY_CHECKPOINT", "STUDY_CLASS_CODES", "WEIGHT_SUFFIXES", "ConvertResult", "cached_conversion",
-           "convert_timm"]
+__all__ = ["ARCHS", "STUDY_CHECKPOINT", "STUDY_CLASS_CODES", "ConvertResult", "cached_conversion", "convert_timm"]

@@ -14,10 +14,11 @@ from pathlib import Path
 from transformers import TrainingArguments
 
 from loscat_hf.data.dataset import dataset_fingerprint
+from loscat_hf.defaults import RUN_KEY
 from loscat_hf.errors import LoscatError
 from loscat_hf.training.arguments import LoscatArguments
 
-RUN_KEY = "loscat_run"  # config.json attribute: which dataset, taxonomy and task a checkpoint was trained on
+__all__ = ["RUN_KEY", "RUN_OUTPUTS", "prepare_output_dir", "run_identity"]
 
 # What a run writes into --output-dir besides checkpoint-*: --overwrite-output-dir removes exactly these (never
 # other files a user keeps there), so the old run's model can never sit beside the new run's checkpoints.
