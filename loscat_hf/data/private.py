@@ -54,10 +54,18 @@ def pseudonymous_agreement(agreement: Mapping, rng: random.Random) -> tuple[dict
     return report, {name: f"rater {n}" for name, n in number.items()}
 
 
-def _private_open(path: Path, mode: str = "w"):
+def private_open(path: Path, mode: str = "w"):
     """A file readable by its owner only (0600): the private folder holds what maps back to people."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older file keeps its mode through O_CREAT: be exact
     return os.fdopen(fd, mode, newline="", encoding="utf-8")
+
+
+def private_dir(folder: Path, exist_ok: bool = False) -> Path:
+    """A folder only its owner can enter (0700), for files that map back to people or original files."""
+    folder.mkdir(mode=0o700, exist_ok=exist_ok)
+    folder.chmod(0o700)  # mkdir's mode is reduced by the umask, never widened; be exact
+    return folder
 
 
 def write_private(
@@ -66,8 +74,7 @@ def write_private(
     patient_codes: Mapping[str, str], visit_codes: Mapping[tuple[str, str], str], details: Mapping,
 ) -> None:
     """private/: the ledger of every photo, the code map, every problem in full, and the run's details."""
-    folder.mkdir(mode=0o700)
-    folder.chmod(0o700)  # mkdir's mode is reduced by the umask, never widened; be exact
+    private_dir(folder)
     by_key = {item.key: item for item in items}
 
     def codes_of(item: PackItem | None) -> list[str]:
@@ -76,7 +83,7 @@ def write_private(
         return [item.patient_id, patient_codes.get(item.patient_id, ""), item.visit,
                 visit_codes.get((item.patient_id, item.visit), "")]
 
-    with _private_open(folder / ID_MAP_NAME) as fh:
+    with private_open(folder / ID_MAP_NAME) as fh:
         writer = SafeWriter(fh)
         writer.writerow(["original_path", "image_id", "patient_id", "patient_code", "visit", "visit_code", "split",
                          "status", "csv_row", "reason"])
@@ -95,16 +102,16 @@ def write_private(
             is_photo = item is not None or not p.source.lower().endswith((".csv", ".tsv", ".txt"))
             writer.writerow([p.source if is_photo else "", "", *codes_of(item), "", p.kind, p.row or "",
                              p.reason if is_photo else f"{p.source}: {p.reason}"])
-    with _private_open(folder / CODES_NAME) as fh:
+    with private_open(folder / CODES_NAME) as fh:
         writer = SafeWriter(fh)
         writer.writerow(["kind", "code", "patient_id", "visit"])
         writer.writerows(sorted(["patient", code, pid, ""] for pid, code in patient_codes.items()))
         writer.writerows(sorted(["visit", code, pid, visit] for (pid, visit), code in visit_codes.items()))
-    with _private_open(folder / PROBLEMS_NAME) as fh:
+    with private_open(folder / PROBLEMS_NAME) as fh:
         writer = SafeWriter(fh)
         writer.writerow(["kind", "source", "csv_row", "reason"])
         writer.writerows([p.kind, p.source, p.row or "", p.reason] for p in problems)
-    with _private_open(folder / DETAILS_NAME) as fh:
+    with private_open(folder / DETAILS_NAME) as fh:
         fh.write(json.dumps(dict(details), indent=2, ensure_ascii=False, default=str) + "\n")
 
 

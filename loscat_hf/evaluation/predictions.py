@@ -35,6 +35,7 @@ import numpy as np
 from loscat_hf.data.annotations import normalise_column, normalise_image_path
 from loscat_hf.data.csvsafe import SafeWriter, decode_export, read_cell
 from loscat_hf.data.dataset import DETAILS_NAME, PRIVATE_DIR
+from loscat_hf.data.private import private_dir, private_open
 from loscat_hf.errors import LoscatError
 from loscat_hf.evaluation.split_eval import EvaluationResult
 from loscat_hf.taxonomy import RegionError, Taxonomy, load_taxonomy
@@ -301,20 +302,12 @@ def _probability_row(known: dict[int, float], pred: int, k: int) -> np.ndarray:
     return row / row.sum()
 
 
-def _private_open(path: Path):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # an older file keeps its mode through O_CREAT: be exact
-    return os.fdopen(fd, "w", newline="", encoding="utf-8")
-
-
 def _write_private(out: Path, truth: list[_Row], preds: list[_Row], matched: dict[int, tuple[int, str]],
                    classes: tuple[str, ...], details: dict) -> Path:
     """OUT/private/matching.csv: every truth photo and every prediction without truth, with the outcome."""
-    folder = out / PRIVATE_DIR
-    folder.mkdir(mode=0o700, exist_ok=True)
-    folder.chmod(0o700)
+    folder = private_dir(out / PRIVATE_DIR, exist_ok=True)
     path = folder / MATCHING_NAME
-    with _private_open(path) as fh:
+    with private_open(path) as fh:
         writer = SafeWriter(fh)
         writer.writerow(["outcome", "reason", "match", "truth_row", "image", "truth", "truth_class",
                          "prediction_row", "predicted_image", "prediction", "predicted_class", "correct", "detail"])
@@ -333,7 +326,7 @@ def _write_private(out: Path, truth: list[_Row], preds: list[_Row], matched: dic
             if j not in used:
                 writer.writerow(["prediction_without_truth", p.code or "", "", "", "", "", "", p.row, p.image,
                                  p.text, "" if p.label is None else classes[p.label], "", p.detail])
-    with _private_open(folder / DETAILS_NAME) as fh:
+    with private_open(folder / DETAILS_NAME) as fh:
         fh.write(json.dumps(details, indent=2, ensure_ascii=False, default=str) + "\n")
     return path
 
