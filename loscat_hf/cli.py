@@ -234,7 +234,7 @@ def _push(args: argparse.Namespace) -> int:
     from loscat_hf.hub.model import push_model
 
     url = push_model(args.model, args.repo_id, private=not args.public, dataset_id=args.dataset,
-                     dry_run=args.dry_run)
+                     dry_run=args.dry_run, reports=args.eval or [])
     print(url)
     return 0
 
@@ -247,6 +247,8 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
     vis.add_argument("--private", dest="public", action="store_false", help="private repo (default)")
     vis.add_argument("--public", dest="public", action="store_true", help="public repo")
     p.add_argument("--dataset", default=None, metavar="ID", help="Hub dataset id trained on (card metadata)")
+    p.add_argument("--eval", action="append", metavar="DIR", help="an `evaluate --out` report folder (e.g. the "
+                   "test split) whose metrics the card adds; repeatable (reports inside --model are found anyway)")
     p.add_argument("--dry-run", default=None, metavar="DIR",
                    help="write the exact upload folder (files + README.md) to DIR instead of uploading")
     p.set_defaults(func=_push, public=False)

@@ -31,3 +31,6 @@ SOURCE_KEY = "loscat_source"
 # config.json attribute `train` writes into every model it saves (dataset fingerprint, taxonomy, task; no path):
 # a folder that has it was trained by loscat-hf, so a converted model that has it was fine-tuned since.
 RUN_KEY = "loscat_run"
+# config.json attribute `train` writes: where the run started (a Hub id, a preset trained from scratch, or a local
+# folder, never its path; training/record.py). The model card's base model and "trained from scratch" come from it.
+BASE_KEY = "loscat_base_model"

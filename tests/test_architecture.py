@@ -22,7 +22,7 @@ ALLOWED = {
     "training": {"data", "model", "viz", "evaluation"},
     "infer": {"data", "model"},
     "link": {"data", "viz"},
-    "hub": {"data"},
+    "hub": {"data", "model"},
     "apps": {"data", "model", "viz", "infer"},
     "demo": {"data", "model", "evaluation", "training"},
     "cli": {"data", "model", "viz", "evaluation", "training", "infer", "link", "hub", "apps", "demo"},

@@ -17,7 +17,8 @@ from conftest import save_tiny_model
 
 from loscat_hf.cli import main
 from loscat_hf.errors import LoscatError
-from loscat_hf.hub.model import card_template, push_model, render_card
+from loscat_hf.hub.model import push_model
+from loscat_hf.model.card import card_template, model_card
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "hf_DoNotPrintMe123"
@@ -83,14 +84,16 @@ def test_push_sends_allow_listed_files_and_valid_card(model_dir, recorder, capsy
     text = recorder["readme"]
     meta = yaml.safe_load(text.split("---")[1])
     assert meta["license"] == "apache-2.0" and meta["pipeline_tag"] == "image-classification"
-    assert meta["base_model"] == "google/vit-base-patch16-384" and "loscat" in meta["tags"]
+    assert "base_model" not in meta and "loscat" in meta["tags"]  # a tiny preset: nothing pretrained
+    assert "**Trained from scratch**" in text and "preset `tiny`" in text
     results = meta["model-index"][0]["results"][0]
     assert {m["name"]: m["value"] for m in results["metrics"]} == {"macro-F1": 0.6123, "accuracy": 0.7}
     card = ModelCard(text)  # huggingface_hub parses it back, model-index included
     assert {r.metric_name: r.metric_value for r in card.data.eval_results} == {"macro-F1": 0.6123, "accuracy": 0.7}
     assert 'pipeline("image-classification", model="org/loscat-vit")' in text
     assert "Not a diagnostic device" in text and "one centre" in text and "SYNTHETIC" in text
-    assert "| macro-F1 | 0.612 |" in text and "![Confusion matrix](confusion_matrix.png)" in text
+    assert "| validation | 40 | 0.612 | 0.700 | 0.600 | - |" in text
+    assert "![Confusion matrix](confusion_matrix.png)" in text
 
 
 def test_public_flag_and_not_logged_in(model_dir, recorder, monkeypatch):
@@ -110,7 +113,7 @@ def test_card_without_metrics_and_bad_folders(tmp_path, model_dir):
     d.mkdir()
     for name in ("config.json", "preprocessor_config.json", "model.safetensors"):
         (d / name).write_bytes((model_dir / name).read_bytes())
-    card = render_card(d, "org/n")
+    card = model_card(d, "org/n")
     assert "model-index" not in card.data.to_dict() and "No evaluation report" in card.text
     (d / "model.safetensors").unlink()
     with pytest.raises(LoscatError, match="no model.safetensors"):
@@ -209,3 +212,66 @@ def test_push_space_leaves_out_stray_files_in_space_folder(tmp_path, monkeypatch
     out = space_push.build_space_folder(tmp_path / "out")
     assert all(PLANTED not in (out / f).read_bytes() for f in _files(out))
     assert (out / "app.py").is_file() and sorted((out / "examples").glob("SYNTHETIC_*.jpg"))
+
+
+def _card_folder(tmp_path, base=None, preset=True):
+    d = save_tiny_model(tmp_path / "m")
+    config = json.loads((d / "config.json").read_text())
+    if not preset:
+        config.pop("loscat_preset")
+    if base is not None:
+        config["loscat_base_model"] = base
+    config["loscat_run"] = {"task": "regions"}
+    (d / "config.json").write_text(json.dumps(config))
+    return d
+
+
+def test_card_states_where_training_started(tmp_path):
+    cases = [({"kind": "scratch", "preset": "tiny"}, True, None, "**Trained from scratch**"),
+             ({"kind": "hub", "id": "google/vit-base-patch16-384"}, False, "google/vit-base-patch16-384",
+              "Fine-tuned from [`google/vit-base-patch16-384`]"),
+             ({"kind": "folder", "from": {"kind": "hub", "id": "org/base"}}, False, "org/base",
+              "(through a local model folder)"),
+             ({"kind": "folder"}, False, None, "from a local model folder whose origin was not recorded"),
+             (None, False, None, "starting point of these weights was not recorded")]
+    for i, (base, preset, hub_id, words) in enumerate(cases):
+        card = model_card(_card_folder(tmp_path / str(i), base, preset), "org/x")
+        assert card.data.to_dict().get("base_model") == hub_id, base
+        assert words in card.text, (base, card.text[:800])
+
+
+def test_card_shows_the_training_record_and_every_report(tmp_path):
+    d = _card_folder(tmp_path, {"kind": "hub", "id": "google/vit-base-patch16-384"}, preset=False)
+    (d / "eval").mkdir()
+    (d / "eval" / "metrics.json").write_text(json.dumps({"macro_f1": 0.5, "accuracy": 0.6, "n": 30}))
+    test_report = d / "eval_test"
+    test_report.mkdir()
+    (test_report / "evaluated.json").write_text(json.dumps({"model": "/home/Jane_Doe/m", "split": "test"}))
+    sub = {"skin_tone": {"values": {"I": {"n": 12}, "V": {"n": 11}}, "min_n_for_gap": 10, "macro_f1_gap": 0.21,
+                         "macro_f1_gap_between": {"worst": "V", "best": "I"}, "accuracy_gap": 0.15}}
+    (test_report / "metrics.json").write_text(json.dumps({"macro_f1": 0.45, "accuracy": 0.55, "n": 23,
+                                                          "subgroups": sub}))
+    (d / "train_summary.json").write_text(json.dumps({
+        "best_checkpoint": "/home/Jane_Doe/run/checkpoint-9", "train_runtime_s": 600, "hardware": "1 x NVIDIA H200",
+        "hyperparameters": {"recipe": "fine-tuning", "epochs": 10, "learning_rates": {
+            "head": 2e-4, "top_block": 1.5e-4, "bottom_block": 1.1e-5, "embeddings": 8.4e-6}, "label_smoothing": 0.1,
+            "augmentation": {"crop_scale": 0.55, "max_rotation": 15, "hflip": 0.5, "color_jitter": 0.2}},
+        "phases": [{"phase": 1, "trains": "head", "trainable_parameters": 9228, "start_step": 0, "start_epoch": 0,
+                    "end_step": 40, "end_epoch": 1.0}],
+        "data": {"train": {"n": 5, "per_class": {"hand": 3, "foot": 2}}, "validation": {"n": 2, "per_class": {
+            "hand": 2}}}}))
+    card = model_card(d, "org/x")
+    text = card.text
+    splits = {r.dataset_split: r.metric_value for r in card.data.eval_results if r.metric_name == "macro-F1"}
+    assert splits == {"validation": 0.5, "test": 0.45}
+    assert "| validation | 30 | 0.500 | 0.600 | - | - |" in text and "| test | 23 | 0.450 | 0.550 | - | - |" in text
+    assert "- `skin_tone`: macro-F1 gap 0.210 between `V` (n = 11, worst) and `I` (n = 12, best)" in text
+    assert "| hand | 3 | 2 |\n| foot | 2 | 0 |" in text and "| **total** | **5** | **2** |" in text
+    assert "on 1 x NVIDIA H200 in 10.0 min" in text and "| label smoothing | 0.1 |" in text
+    assert "head 0.0002, top block 0.00015, bottom block 1.1e-05, embeddings 8.4e-06" in text
+    assert "rotation up to 15 degrees, horizontal flip with probability 0.5" in text
+    assert "- phase 1: head trainable (9,228 parameters), steps 0-40 (epochs 0.00-1.00)" in text
+    assert "LoSCAT body-region" in text and "github.com/caoyuanyuan-tz/LoSCAT_BodyRec" in text
+    assert "Jane_Doe" not in str(card)
+    with pytest.raises(LoscatError, match="no evaluation report"):
+        model_card(d, "org/x", reports=[tmp_path / "nowhere"])

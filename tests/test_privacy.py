@@ -172,10 +172,17 @@ def test_model_push_and_space_push_publish_nothing_identifying(tmp_path, monkeyp
     assert main(["train", "--dataset", str(out), "--output-dir", str(model), "--model", "tiny", "--image-size", "32",
                  "--num-train-epochs", "1", "--dataloader-num-workers", "0", "--per-device-train-batch-size", "8",
                  "--phase1-epochs", "0"]) == 0
+    # the card train saved beside the model, and an evaluate report outside it that the card adds
+    _assert_clean({"README.md": (model / "README.md").read_bytes()}, [str(tmp_path).encode()])
+    report = tmp_path / "Roe_Richard_MRN999_reports" / "eval"
+    assert main(["evaluate", "--model", str(model), "--dataset", str(out), "--split", "validation",
+                 "--out", str(report)]) == 0
     staged = tmp_path / "push_dry"
-    assert main(["push", "--model", str(model), "--repo-id", "me/loscat-model", "--dry-run", str(staged)]) == 0
+    assert main(["push", "--model", str(model), "--repo-id", "me/loscat-model", "--dry-run", str(staged),
+                 "--eval", str(report)]) == 0
     files = {str(p.relative_to(staged)): p.read_bytes() for p in staged.rglob("*") if p.is_file()}
     assert "model.safetensors" in files and "README.md" in files
+    assert b"| validation |" in files["README.md"]
     _assert_clean(files, [str(tmp_path).encode()])
     space = tmp_path / "space_dry"
     assert main(["push-space", "--repo-id", "me/loscat-space", "--model", str(model), "--dry-run", str(space)]) == 0

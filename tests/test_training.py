@@ -167,8 +167,15 @@ def test_train_end_to_end_saves_best_model_and_resumes(tiny_dataset, tmp_path):
     ref = _weights(__import__("pathlib").Path(best))
     assert set(saved) == set(ref) and all(torch.equal(saved[k], ref[k]) for k in ref)
     for name in ["config.json", "model.safetensors", "preprocessor_config.json", "eval/metrics.json",
-                 "eval/confusion_matrix.png", "eval/training_curves.png"]:
+                 "eval/confusion_matrix.png", "eval/training_curves.png", "README.md"]:
         assert (out / name).exists(), name
+    recorded = json.loads((out / "train_summary.json").read_text())
+    assert [p["trains"] for p in recorded["phases"]] == ["head", "whole model"]
+    assert recorded["phases"][1]["start_epoch"] == 1.0 and recorded["hyperparameters"]["recipe"] == "from scratch"
+    assert recorded["data"]["train"]["n"] == 90 and recorded["data"]["validation"]["per_class"]["hand"] == 3
+    card = (out / "README.md").read_text()  # the card push would publish, saved beside the model
+    assert "**Trained from scratch**" in card and "| epochs | 2 |" in card and "phase 2: whole model" in card
+    assert str(tmp_path) not in card
     # --resume continues from the last checkpoint, with its weights, up to the new epoch count.
     before = {p.name for p in out.glob("checkpoint-*")}
     summary2 = train(*parse_train_args([*common, "--num-train-epochs", "3", "--resume", "true"]))

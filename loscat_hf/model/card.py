@@ -1,8 +1,198 @@
-"""The model card `convert-timm` writes beside a converted model: what it is, whose work it is, how to load it."""
+"""Model cards: the card `train` saves beside a model and `push` publishes (`model_card`), and the card
+`convert-timm` writes beside a converted checkpoint (`converted_card`).
+
+A card is built from an allow-list of what the model folder holds: config.json, train_summary.json's recipe,
+data counts and phases, and the evaluation reports' metrics. Never a path, a file name or a patient code.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 from importlib import resources
+from pathlib import Path
+
+from loscat_hf.defaults import BASE_KEY, RUN_KEY, SOURCE_KEY
+from loscat_hf.errors import LoscatError
+
+logger = logging.getLogger(__name__)
+
+CARD_NAME = "README.md"  # the Hub's name for a model card
+PLACEHOLDER_REPO = "PATH_OR_REPO"  # the card saved at training time: `push` fills in the repo id
+PLACEHOLDER_NAME = "loscat-region-model"  # ... and the name (never the folder's: a path may name a patient)
+TAGS = ["image-classification", "vision", "vit", "dermatology", "localized-scleroderma", "morphea", "loscat",
+        "medical"]
+# what the card shows of train_summary.json's hyperparameters, in this order, with readable names
+_SHOWN = {"recipe": "recipe", "epochs": "epochs", "max_steps": "optimizer steps", "batch_size": "batch size (all devices)",
+          "optimizer": "optimizer", "lr_scheduler": "learning-rate schedule", "warmup_steps": "warm-up",
+          "weight_decay": "weight decay", "layer_decay": "layer-wise learning-rate decay",
+          "label_smoothing": "label smoothing", "sampler": "sampler", "precision": "precision", "seed": "seed"}
+
+
+def card_template() -> str:
+    """The model-card template: `model_card.md` of the repo, shipped in the wheel as loscat_hf/resources/model_card.md."""
+    return resources.files("loscat_hf").joinpath("resources/model_card.md").read_text(encoding="utf-8")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LoscatError(f"cannot read {path}: {exc}") from None
+
+
+def _report(folder: Path, default_split: str) -> dict | None:
+    """An evaluation report folder's numbers for the card (metrics.json; the split from evaluated.json)."""
+    path = folder / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = _read_json(path)
+    missing = [k for k in ("macro_f1", "accuracy") if k not in metrics]
+    if missing:
+        raise LoscatError(f"{path} lacks {missing}: re-run `loscat-hf evaluate`")
+    evaluated = folder / "evaluated.json"
+    split = _read_json(evaluated).get("split", default_split) if evaluated.is_file() else default_split
+    gaps = []
+    for column, sub in (metrics.get("subgroups") or {}).items():
+        if sub.get("macro_f1_gap") is not None:
+            between = sub.get("macro_f1_gap_between") or {}
+            values = sub.get("values") or {}
+            gaps.append(dict(column=column, gap=sub["macro_f1_gap"], min_n=sub.get("min_n_for_gap"),
+                             worst=between.get("worst"), best=between.get("best"),
+                             worst_n=(values.get(between.get("worst")) or {}).get("n"),
+                             best_n=(values.get(between.get("best")) or {}).get("n"),
+                             accuracy_gap=sub.get("accuracy_gap")))
+    return dict(split=split, n=metrics.get("n", metrics.get("split_size")), macro_f1=float(metrics["macro_f1"]),
+                accuracy=float(metrics["accuracy"]), balanced_accuracy=metrics.get("balanced_accuracy"),
+                ece=metrics.get("ece"), subgroup_gaps=gaps)
+
+
+def evaluation_reports(model_dir: str | Path, extra: list[str | Path] = ()) -> list[dict]:
+    """The reports a card shows: `eval/` (train's validation report), every folder in the model folder that
+    `loscat-hf evaluate` wrote (it leaves an evaluated.json), and `extra` report folders; one per split, the
+    later ones winning (an evaluate run on validation replaces train's)."""
+    model_dir = Path(model_dir)
+    folders = [model_dir / "eval"] + sorted(p.parent for p in model_dir.glob("*/evaluated.json")
+                                            if p.parent.name != "eval") + [Path(p) for p in extra]
+    by_split: dict[str, dict] = {}
+    for folder in folders:
+        if folder != model_dir / "eval" and not (folder / "metrics.json").is_file():
+            raise LoscatError(f"{folder} holds no evaluation report (metrics.json): run `loscat-hf evaluate --out "
+                              f"{folder}` first")
+        report = _report(folder, "validation")
+        if report:
+            by_split[report["split"]] = report
+    order = {"train": 0, "validation": 1, "test": 2}
+    return sorted(by_split.values(), key=lambda r: (order.get(r["split"], 3), r["split"]))
+
+
+def model_card(model_dir: str | Path, repo_id: str | None = None, dataset_id: str | None = None,
+               reports: list[str | Path] = ()):
+    """The filled-in `huggingface_hub.ModelCard` (YAML metadata with model-index + text) of a model folder.
+
+    `repo_id` None: the card train saves beside the model (loading code says PATH_OR_REPO); `reports`: extra
+    `loscat-hf evaluate --out` folders (e.g. the test split) besides those inside the model folder."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    model_dir = Path(model_dir)
+    config = _read_json(model_dir / "config.json")
+    classes = [config["id2label"][k] for k in sorted(config.get("id2label", {}), key=int)]
+    source = config.get(SOURCE_KEY) or {}
+    start = start_of(config)
+    summary_path = model_dir / "train_summary.json"
+    summary = _read_json(summary_path) if summary_path.is_file() else {}
+    evaluations = evaluation_reports(model_dir, list(reports))
+    ds_type = dataset_id or "loscat-clinical-photos"
+    eval_results = []
+    for r in evaluations:
+        common = dict(task_type="image-classification", task_name="LoSCAT body region", dataset_type=ds_type,
+                      dataset_name=dataset_id or "LoSCAT clinical photos (private)", dataset_split=r["split"])
+        eval_results += [EvalResult(metric_type="f1", metric_name="macro-F1", metric_config="macro",
+                                    metric_value=round(r["macro_f1"], 4), **common),
+                         EvalResult(metric_type="accuracy", metric_name="accuracy",
+                                    metric_value=round(r["accuracy"], 4), **common)]
+    name = repo_id.split("/")[-1] if repo_id else PLACEHOLDER_NAME
+    data = ModelCardData(
+        license=None if source else "apache-2.0",  # converted weights keep their authors' licence
+        library_name="transformers", pipeline_tag="image-classification", tags=TAGS,
+        base_model=start["hub_id"], datasets=[dataset_id] if dataset_id else None,
+        metrics=["f1", "accuracy"], model_name=name, eval_results=eval_results or None,
+    )
+    hparams = summary.get("hyperparameters") or {}
+    from loscat_hf.model.study import STUDY_CODE_REPO, STUDY_WEIGHTS_REPO
+
+    return ModelCard.from_template(
+        data, template_str=card_template(), model_name=name, repo_id=repo_id or PLACEHOLDER_REPO,
+        start=start, classes=", ".join(classes), num_classes=len(classes),
+        image_size=config.get("image_size", "?"), evaluations=evaluations,
+        has_confusion_matrix=(model_dir / "eval" / "confusion_matrix.png").is_file(),
+        temperature=config.get("loscat_temperature"), dataset_id=dataset_id, source=source,
+        fine_tuned=bool(config.get(RUN_KEY)),  # written by `train` into every model it saves
+        hyperparameters=[(label, _shown(key, hparams[key])) for key, label in _SHOWN.items()
+                         if hparams.get(key) is not None],
+        learning_rates=hparams.get("learning_rates"),
+        augmentation=_augmentation(hparams["augmentation"]) if "augmentation" in hparams else None,
+        phases=summary.get("phases"), data_counts=_count_table(summary.get("data"), classes),
+        hardware=summary.get("hardware"),
+        runtime_min=round(summary["train_runtime_s"] / 60, 1) if summary.get("train_runtime_s") else None,
+        warnings=summary.get("warnings"), code_repo=STUDY_CODE_REPO, weights_repo=STUDY_WEIGHTS_REPO,
+    )
+
+
+def start_of(config: dict) -> dict:
+    """Where a model's weights started, for the card: kind "scratch" (a preset), "hub" (fine-tuned from a Hub
+    model), "study" (the study's converted weights), "folder" (a local folder of unrecorded origin) or "unknown"
+    (no record: another trainer, an older loscat-hf); `hub_id` is the card's `base_model` (None when there is
+    no Hub model to name), `via_folder` when a local folder came in between."""
+    source = config.get(SOURCE_KEY) or {}
+    record = config.get(BASE_KEY)
+    via_folder = False
+    while isinstance(record, dict) and record.get("kind") == "folder" and not record.get("id") and record.get("from"):
+        record, via_folder = record["from"], True
+    if isinstance(record, dict) and record.get("kind") == "folder" and record.get("id"):
+        record, via_folder = {"kind": "hub", "id": record["id"]}, True
+    out = dict(kind="unknown", hub_id=None, preset=None, via_folder=via_folder)
+    if source:  # converted by convert-timm (and maybe fine-tuned since): the study's weights, or credited ones
+        out.update(kind="study" if source.get("study") else "converted",
+                   hub_id=source.get("weights_repo") if source.get("study") else None)
+    elif isinstance(record, dict) and record.get("kind") == "scratch":
+        out.update(kind="scratch", preset=record.get("preset"))
+    elif isinstance(record, dict) and record.get("kind") == "hub":
+        out.update(kind="hub", hub_id=record.get("id"))
+    elif isinstance(record, dict) and record.get("kind") == "folder":
+        out.update(kind="folder")
+    elif config.get("loscat_preset"):  # a preset saved without training, or by an older loscat-hf
+        out.update(kind="scratch", preset=config["loscat_preset"])
+    return out
+
+
+def _shown(key: str, value):
+    if key == "warmup_steps":
+        return f"{value:g} of all steps" if 0 < value < 1 else f"{int(value)} steps"
+    return f"{value:g}" if isinstance(value, float) else value
+
+
+def _augmentation(aug: dict | None) -> str:
+    if not aug:
+        return "none"
+    parts = [f"random crop keeping at least {aug['crop_scale']:g} of the area" if aug["crop_scale"] < 1 else None,
+             f"rotation up to {aug['max_rotation']:g} degrees" if aug["max_rotation"] else None,
+             f"horizontal flip with probability {aug['hflip']:g}" if aug["hflip"] else None,
+             f"brightness, contrast and saturation jitter {aug['color_jitter']:g}" if aug["color_jitter"] else None]
+    return ", ".join(p for p in parts if p) or "none"
+
+
+def _count_table(data: dict | None, classes: list[str]) -> dict | None:
+    """{"splits": [...], "rows": [(class, [n per split])], "totals": [...]} from train_summary.json's data, the
+    classes in the model's output order."""
+    if not data:
+        return None
+    splits = [s for s in ("train", "validation", "test") if s in data] + sorted(set(data) - {"train", "validation",
+                                                                                          "test"})
+    seen = {c for s in splits for c in data[s].get("per_class", {})}
+    rows = [(c, [data[s].get("per_class", {}).get(c, 0) for s in splits])
+            for c in [*classes, *sorted(seen - set(classes))] if c in seen]
+    return {"splits": splits, "rows": rows, "totals": [data[s].get("n") for s in splits]}
 
 
 def converted_card(config, processor, source: str, arch: str, codes: list[str], study: bool):
@@ -14,8 +204,7 @@ def converted_card(config, processor, source: str, arch: str, codes: list[str], 
     classes = [config.id2label[i] for i in range(config.num_labels)]
     data = ModelCardData(
         library_name="transformers", pipeline_tag="image-classification",
-        tags=["image-classification", "vision", "vit", "timm-converted", "dermatology", "localized-scleroderma",
-              "morphea", "loscat", "medical"],
+        tags=[*TAGS, "timm-converted"],
         base_model=STUDY_WEIGHTS_REPO if study else None,
     )
     template = resources.files("loscat_hf").joinpath("resources/converted_card.md").read_text(encoding="utf-8")

@@ -104,7 +104,7 @@ class ImageTransform:
     def __call__(self, batch: dict) -> dict:
         out = []
         for img in batch["image"]:
-            if self.train:
+            if self.train and self.augment.scale[0] < 1.0:  # --crop-scale 1: the whole photo, as in evaluation
                 img = random_resized_crop(img, self.size, self.augment, random, self.resample)
             else:
                 img = resize_eval(img, self.size, self.resample)

@@ -36,18 +36,28 @@ class LoscatArguments:
     image_size: int | None = field(default=None, metadata={"help": "input size, presets only"})
     sampling_power: float = field(default=1.0, metadata={
         "help": "class balance of the sampler: weight = freq**-power; 0 = plain shuffling, 1 = full balance"})
-    phase1_epochs: float = field(default=1.0, metadata={"help": "epochs that train only the head (0 = none)"})
+    phase1_epochs: float = field(default=1.0, metadata={
+        "help": "epochs that train only the head (0 = none) (default: 1; 0 for the random-init presets)"})
     phase1_trainable_blocks: int = field(default=0, metadata={
         "help": "last encoder blocks also trained in phase 1"})
     layer_decay: float = field(default=0.75, metadata={
-        "help": "phase 2 layer-wise LR decay: block k of L gets lr * decay**(L+1-k); 1 = one LR for all"})
-    augment: bool = field(default=True, metadata={"help": "random crop, rotation, colour jitter, flip"})
+        "help": "phase 2 layer-wise LR decay: block k of L gets lr * decay**(L+1-k); 1 = one LR for all "
+                "(default: 0.75; 1 for the random-init presets)"})
+    augment: bool = field(default=True, metadata={
+        "help": "training augmentation on/off (random crop, rotation, colour jitter, flip; each set below)"})
+    hflip: float = field(default=0.5, metadata={
+        "help": "probability of a horizontal flip (0 where flipping changes a label: sides, text, digits)"})
+    max_rotation: float = field(default=15.0, metadata={"help": "random rotation up to this many degrees (0 = none)"})
+    color_jitter: float = field(default=0.2, metadata={
+        "help": "brightness, contrast and saturation vary by up to this share (0 = none)"})
+    crop_scale: float = field(default=0.55, metadata={
+        "help": "random crops keep at least this share of the photo's area (1 = no crop: the whole photo)"})
     resume: bool = field(default=False, metadata={
         "help": "resume from the last checkpoint in --output-dir (refused if it is another dataset's, taxonomy's "
                 "or task's, or if its best checkpoint lies outside --output-dir)"})
     overwrite_output_dir: bool = field(default=False, metadata={
         "help": "train into a non-empty --output-dir, deleting the outputs of the run it holds (checkpoint-*, "
-                "model files, eval/, runs/, train_summary.json; nothing else)"})
+                "model files, eval/, runs/, train_summary.json, the README.md card; nothing else)"})
     max_train_samples: int | None = field(default=None, metadata={"help": "cap the training set (quick runs)"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "cap the validation set"})
     task: str = field(default="regions", metadata={
@@ -69,6 +79,20 @@ TASK_DEFAULTS: dict = dict(
     remove_unused_columns=False, dataloader_num_workers=default_workers(16),
     dataloader_persistent_workers=True, seed=42,
 )
+
+
+# The recipe of a randomly initialised preset (`--model tiny`, `vit-base-384-random`): from scratch there are no
+# pretrained features to protect, so no head-only phase, one learning rate for all layers, and a from-scratch
+# rate. With the fine-tuning recipe (lr 2e-4, a head-only epoch on random features) a preset learned much
+# less: docs/training.md "Two recipes" has the measurements. Any of them can still be set explicitly.
+SCRATCH_DEFAULTS: dict = dict(learning_rate=1e-3, phase1_epochs=0.0, layer_decay=1.0)
+
+
+def recipe_of(model: str) -> str:
+    """"from scratch" for the random-init presets, else "fine-tuning" (a pretrained Hub id or folder)."""
+    from loscat_hf.model.build import PRESETS
+
+    return "from scratch" if model in PRESETS else "fine-tuning"
 
 
 def _read_config(path: str) -> dict:
@@ -114,7 +138,8 @@ COMMON_TRAINING_OPTIONS: dict[str, str] = {
     "output_dir": "folder for the checkpoints, the final model and its eval/ report",
     "num_train_epochs": "epochs to train",
     "max_steps": "stop after this many optimizer steps instead (-1: --num-train-epochs decides)",
-    "learning_rate": "peak learning rate (of the head; earlier blocks get less with --layer-decay)",
+    "learning_rate": "peak learning rate of the head; earlier blocks get less with --layer-decay (default: 2e-4; "
+                     "1e-3 for the random-init presets)",
     "lr_scheduler_type": "learning-rate schedule after the warm-up: linear, cosine, constant, ...",
     "warmup_steps": "linear warm-up: a number of steps, or a fraction of all steps when below 1",
     "weight_decay": "AdamW weight decay (biases and norms excluded)",
@@ -175,6 +200,16 @@ def _short_help() -> str:
     return parser.format_help()
 
 
+def augment_config(largs: LoscatArguments):
+    """The AugmentConfig of --hflip, --max-rotation, --color-jitter and --crop-scale; None with --augment false."""
+    from loscat_hf.model.transforms import AugmentConfig
+
+    if not largs.augment:
+        return None
+    return AugmentConfig(scale=(largs.crop_scale, 1.0), max_rotation=largs.max_rotation, hflip=largs.hflip,
+                         brightness=largs.color_jitter, contrast=largs.color_jitter, saturation=largs.color_jitter)
+
+
 def train_help(full: bool = False) -> str:
     """`loscat-hf train --help`: loscat's options and the common TrainingArguments with this command's defaults,
     built without importing torch or transformers; `full` (`--help-all`): HfArgumentParser's help of every option."""
@@ -203,14 +238,17 @@ def parse_train_args(argv: Sequence[str], options: dict | None = None) -> tuple[
     pre = argparse.ArgumentParser(prog="loscat-hf train", add_help=False, exit_on_error=False)
     pre.add_argument("--config")
     pre.add_argument("--output-dir", "--output_dir", dest="output_dir")
+    pre.add_argument("--model")
     try:
         early = pre.parse_known_args(argv)[0]
     except argparse.ArgumentError as exc:
         raise LoscatError(f"train: {exc}") from None
     cfg_path = early.config or options.get("config")
-    cfg: dict = {}
+    cfg = _read_config(cfg_path) if cfg_path else {}
+    model = early.model or options.get("model") or cfg.get("model") or BASE_MODEL
+    if recipe_of(str(model)) == "from scratch":  # defaults only: --config, options and argv still override
+        parser.set_defaults(**SCRATCH_DEFAULTS)
     if cfg_path:
-        cfg = _read_config(cfg_path)
         known = {a.dest for a in parser._actions}
         unknown = sorted(set(cfg) - known)
         if unknown:
@@ -237,6 +275,10 @@ def parse_train_args(argv: Sequence[str], options: dict | None = None) -> tuple[
         raise LoscatError(f"--task must be 'regions' or 'scores', got {largs.task!r}")
     if not (0.0 <= largs.sampling_power <= 1.0):
         raise LoscatError("--sampling-power must be between 0 (none) and 1 (full balance)")
+    for name, lo, hi in (("hflip", 0, 1), ("max_rotation", 0, 180), ("color_jitter", 0, 1), ("crop_scale", 0.05, 1)):
+        if not (lo <= getattr(largs, name) <= hi):
+            raise LoscatError(f"--{name.replace('_', '-')} must be between {lo} and {hi}, "
+                              f"got {getattr(largs, name)}")
     if targs.dataloader_num_workers == 0:
         targs.dataloader_persistent_workers = False  # persistent workers need workers
     return largs, targs

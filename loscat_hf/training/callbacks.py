@@ -1,23 +1,32 @@
-"""The two-phase schedule: head first (optionally the last blocks too), then the whole model."""
+"""Callbacks of `loscat-hf train`: the two-phase schedule (head first, then the whole model), told in the log,
+and a warning when validation stays at chance."""
 
 from __future__ import annotations
 
-import re
+import logging
+import math
 
 import torch
 from transformers import TrainerCallback
 
+from loscat_hf.training.trainer import parameter_depths
+
+logger = logging.getLogger(__name__)
+
 HEAD_PREFIXES = ("classifier", "score_heads")
 
 
-def _trainable_prefixes(model: torch.nn.Module, last_blocks: int) -> tuple[str, ...]:
-    names = [n for n, _ in model.named_parameters()]
-    blocks = sorted({int(m.group(1)) for n in names if (m := re.search(r"encoder\.layer\.(\d+)\.", n))})
-    keep = list(HEAD_PREFIXES)
-    if last_blocks > 0 and blocks:
-        keep += [f"encoder.layer.{b}." for b in blocks[-last_blocks:]]
-        keep += ["vit.layernorm."]
-    return tuple(keep)
+def phase1_trainable(model: torch.nn.Module, last_blocks: int) -> set[str]:
+    """Names of the parameters phase 1 trains: the heads, and with `last_blocks` > 0 the last encoder blocks and
+    the final norm above them."""
+    depths = parameter_depths(model)
+    top = max(depths.values(), default=0)  # final norm and heads
+    return {name for name, depth in depths.items()
+            if name.startswith(HEAD_PREFIXES) or (last_blocks > 0 and depth > top - 1 - last_blocks)}
+
+
+def _count(model: torch.nn.Module, names: set[str] | None = None) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if names is None or n in names)
 
 
 class TwoPhaseCallback(TrainerCallback):
@@ -25,27 +34,93 @@ class TwoPhaseCallback(TrainerCallback):
 
     Freezing happens in on_train_begin, after the optimizer was built with every parameter (docs/pitfalls.md,
     "transformers Trainer"): frozen parameters get no gradient, AdamW skips them, and they join in once unfrozen.
+    Each phase is logged when it starts and recorded in `phases` (step and epoch where it starts and ends, what
+    it trains, how many parameters): train_summary.json and the training curves show them.
     """
 
     def __init__(self, phase1_epochs: float, trainable_blocks: int = 0) -> None:
         self.phase1_epochs = phase1_epochs
         self.trainable_blocks = trainable_blocks
         self.frozen = False
+        self.phases: list[dict] = []
 
     def _set(self, model: torch.nn.Module, frozen: bool) -> None:
-        keep = _trainable_prefixes(model, self.trainable_blocks)
+        keep = phase1_trainable(model, self.trainable_blocks)
         for name, param in model.named_parameters():
-            param.requires_grad_(not frozen or any(k in name for k in keep))
+            param.requires_grad_(not frozen or name in keep)
         self.frozen = frozen
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if self.phase1_epochs > 0 and (state.epoch or 0.0) < self.phase1_epochs:
+    def _phase1_trains(self) -> str:
+        return "head" if self.trainable_blocks <= 0 else f"head + last {self.trainable_blocks} block(s)"
+
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        try:  # optimizer steps per epoch, as the Trainer counts them
+            steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+        except TypeError:  # no dataloader length: --max-steps runs
+            steps_per_epoch = state.max_steps / max(state.num_train_epochs, 1)
+        # the switch happens before the first step whose epoch reaches phase1_epochs (on_step_begin below)
+        switch = min(state.max_steps, math.ceil(self.phase1_epochs * steps_per_epoch - 1e-6))
+        total = _count(model)
+        head = _count(model, phase1_trainable(model, self.trainable_blocks))
+        self.phases = [
+            dict(phase=1, trains=self._phase1_trains(), trainable_parameters=head, start_step=0, start_epoch=0.0,
+                 end_step=switch, end_epoch=round(switch / steps_per_epoch, 4)),
+            dict(phase=2, trains="whole model", trainable_parameters=total, start_step=switch,
+                 start_epoch=round(switch / steps_per_epoch, 4), end_step=state.max_steps,
+                 end_epoch=round(state.max_steps / steps_per_epoch, 4)),
+        ]
+        if switch >= state.max_steps:
+            self.phases.pop()
+        if (state.epoch or 0.0) < self.phase1_epochs:
             self._set(model, frozen=True)
+        if state.is_world_process_zero:
+            p1 = self.phases[0]
+            logger.info("phase 1: %s trainable (%s of %s parameters), steps %d-%d (epochs %.2f-%.2f)",
+                        p1["trains"], f"{head:,}", f"{total:,}", p1["start_step"], p1["end_step"], 0.0,
+                        p1["end_epoch"])
+            if len(self.phases) == 1:
+                logger.warning("phase 1 (--phase1-epochs %g) covers the whole run: the backbone never trains",
+                               self.phase1_epochs)
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         if self.frozen and (state.epoch or 0.0) >= self.phase1_epochs - 1e-9:
             self._set(model, frozen=False)
+            if len(self.phases) > 1:  # where it really happened (the plan above says the same)
+                self.phases[0].update(end_step=state.global_step, end_epoch=round(state.epoch, 4))
+                self.phases[1].update(start_step=state.global_step, start_epoch=round(state.epoch, 4))
+            if state.is_world_process_zero:
+                logger.info("phase 1 ended; phase 2: whole model trainable (%s parameters) from step %d (epoch "
+                            "%.2f)", f"{_count(model):,}", state.global_step, state.epoch)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self.frozen:
             self._set(model, frozen=False)
+
+
+class ChanceCallback(TrainerCallback):
+    """Warn once when validation macro-F1 stays at chance level for `patience` evaluations in a row.
+
+    Chance is 1 / (classes in the validation split); "at chance" is below 1.5 times that. `hints` are the likely
+    causes for this run (run.py knows the recipe), listed in the warning and kept in `warning`.
+    """
+
+    def __init__(self, n_classes: int, hints: list[str], patience: int = 3) -> None:
+        self.chance = 1.0 / max(n_classes, 1)
+        self.n_classes = n_classes
+        self.hints = hints
+        self.patience = patience
+        self.streak: list[float] = []
+        self.warning: str | None = None
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        score = (metrics or {}).get("eval_macro_f1")
+        if score is None or self.warning is not None:
+            return
+        self.streak = self.streak + [score] if score < 1.5 * self.chance else []
+        if len(self.streak) >= self.patience:
+            self.warning = (
+                f"validation macro-F1 has stayed at chance level for {len(self.streak)} evaluations "
+                f"({', '.join(f'{s:.3f}' for s in self.streak)}; chance is {self.chance:.3f} with "
+                f"{self.n_classes} classes) up to epoch {state.epoch:.2f}. Likely causes: " + "; ".join(self.hints))
+            if state.is_world_process_zero:
+                logger.warning("%s", self.warning)

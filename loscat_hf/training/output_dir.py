@@ -23,7 +23,7 @@ __all__ = ["RUN_KEY", "RUN_OUTPUTS", "prepare_output_dir", "run_identity"]
 # What a run writes into --output-dir besides checkpoint-*: --overwrite-output-dir removes exactly these (never
 # other files a user keeps there), so the old run's model can never sit beside the new run's checkpoints.
 RUN_OUTPUTS = ("config.json", "model.safetensors", "preprocessor_config.json", "training_args.bin",
-               "train_summary.json", "eval", "runs")
+               "train_summary.json", "README.md", "eval", "runs")  # README.md: the model card train writes
 
 
 def run_identity(largs: LoscatArguments, taxonomy) -> dict:

@@ -13,7 +13,8 @@ from transformers import ProgressCallback, Trainer
 
 # what each logged key is called on the line, in this order; other keys follow as they come
 _NAMES = {"epoch": "epoch", "loss": "loss", "eval_loss": "val loss", "eval_macro_f1": "val macro-F1",
-          "eval_accuracy": "val acc", "learning_rate": "lr", "grad_norm": "grad norm"}
+          "eval_accuracy": "val acc", "learning_rate": "lr", "lr_top_block": "lr top block",
+          "lr_bottom_block": "lr bottom block", "grad_norm": "grad norm"}
 _SKIP = {"total_flos", "step"}
 
 
@@ -30,7 +31,7 @@ def format_log(logs: dict) -> str:
             text = str(value)
         elif key == "epoch":
             text = f"{value:.2f}"
-        elif key == "learning_rate":
+        elif key == "learning_rate" or key.startswith("lr_"):
             text = f"{value:.3g}"
         else:  # losses and grad norms to 4 digits, rates and scores (macro-F1, ECE) to 3 decimals
             text = f"{value:.4g}" if abs(value) >= 1 or "loss" in key or "norm" in key else f"{value:.3f}"

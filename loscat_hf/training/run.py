@@ -17,15 +17,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import Trainer, TrainingArguments
 
 from loscat_hf.data.dataset import check_packed_files, load_packed_dataset, packed_max_side, subgroup_columns
-from loscat_hf.defaults import MAX_SIDE_KEY
-from loscat_hf.model.transforms import AugmentConfig
-from loscat_hf.training.arguments import LoscatArguments
-from loscat_hf.training.callbacks import TwoPhaseCallback
+from loscat_hf.defaults import BASE_KEY, MAX_SIDE_KEY
+from loscat_hf.model.card import CARD_NAME, model_card
+from loscat_hf.training.arguments import LoscatArguments, augment_config
+from loscat_hf.training.callbacks import ChanceCallback, TwoPhaseCallback
 from loscat_hf.training.output_dir import RUN_KEY, prepare_output_dir, run_identity
 from loscat_hf.training.progress import use_readable_progress
+from loscat_hf.training.record import (
+    base_model_record,
+    chance_hints,
+    data_record,
+    hardware_record,
+    hyperparameters,
+)
 from loscat_hf.training.trainer import RegionTrainer, balanced_sample_weights
 
 logger = logging.getLogger(__name__)
@@ -58,17 +66,22 @@ def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy, ds
     train_labels = ds["train"]["labels"]
     weights = balanced_sample_weights(train_labels, largs.sampling_power) if largs.sampling_power > 0 else None
     resample = processor_resample(processor)  # the model's own filter (bicubic for the study's model)
-    train_set = ds["train"].with_transform(transform_cls(size, train=largs.augment, resample=resample))
+    augment = augment_config(largs)
+    train_set = ds["train"].with_transform(transform_cls(size, train=augment is not None, augment=augment,
+                                                         resample=resample))
     eval_set = ds["validation"].with_transform(transform_cls(size, train=False, resample=resample))
-    callbacks = [TwoPhaseCallback(largs.phase1_epochs, largs.phase1_trainable_blocks)] if largs.phase1_epochs else []
-    if callbacks and targs.parallel_mode.name == "DISTRIBUTED":
-        targs.ddp_find_unused_parameters = True  # frozen parameters produce no gradient in phase 1
+    callbacks: list = [ChanceCallback(len(set(ds["validation"]["labels"])),
+                                      chance_hints(largs, targs.learning_rate, targs.num_train_epochs))]
+    if largs.phase1_epochs:
+        callbacks.append(TwoPhaseCallback(largs.phase1_epochs, largs.phase1_trainable_blocks))
+        if targs.parallel_mode.name == "DISTRIBUTED":
+            targs.ddp_find_unused_parameters = True  # frozen parameters produce no gradient in phase 1
     trainer = trainer_cls(
         model=model, args=targs, train_dataset=train_set, eval_dataset=eval_set, data_collator=collate,
         processing_class=processor, compute_metrics=compute_metrics_fn(list(taxonomy.classes)),
         callbacks=callbacks, sample_weights=weights, layer_decay=largs.layer_decay,
         image_mean=processor.image_mean, image_std=processor.image_std,
-        augment=AugmentConfig() if largs.augment else None, **extra,
+        augment=augment, **extra,
     )
     use_readable_progress(trainer)
     return trainer, ds
@@ -87,6 +100,12 @@ class TrainResult:
     macro_f1: float | None = None  # on validation, after calibration (None on non-zero DDP ranks)
     accuracy: float | None = None
     scores: dict | None = None  # --task scores: per component MAE, Pearson, Spearman, QWK, ICC
+    base_model: dict | None = None  # where training started (record.base_model_record): also in config.json
+    phases: list | None = None  # per phase: what it trains, trainable parameters, start/end step and epoch
+    hyperparameters: dict | None = None  # the recipe as it ran, with each group's peak learning rate
+    data: dict | None = None  # photos per split and class
+    hardware: str | None = None
+    warnings: list | None = None  # e.g. validation stuck at chance, with the likely causes
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -108,6 +127,7 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
     resume, stale = prepare_output_dir(largs, targs, identity)
     trainer, ds = build_trainer(largs, targs, taxonomy)
     setattr(trainer.model.config, RUN_KEY, identity)  # saved into every checkpoint's config.json
+    setattr(trainer.model.config, BASE_KEY, base_model_record(largs.model))
     max_side = packed_max_side(largs.dataset)  # prediction decodes photos at the size training saw
     if max_side:
         setattr(trainer.model.config, MAX_SIDE_KEY, max_side)
@@ -119,11 +139,17 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
     eval_set = trainer.eval_dataset
     train_labels = ds["train"]["labels"]
     counts = Counter(train_labels)
+    hparams = hyperparameters(largs, targs, trainer)
     if trainer.is_world_process_zero():
-        logger.info("training %s on %d photos (%s), validating on %d; bf16=%s, device=%s", largs.model,
-                    len(ds["train"]), ", ".join(f"{taxonomy.classes[k]}={v}" for k, v in sorted(counts.items())),
+        logger.info("training %s (%s) on %d photos (%s), validating on %d; bf16=%s, device=%s", largs.model,
+                    hparams["recipe"], len(ds["train"]),
+                    ", ".join(f"{taxonomy.classes[k]}={v}" for k, v in sorted(counts.items())),
                     len(ds["validation"]), targs.bf16, targs.device)
-    result = trainer.train(resume_from_checkpoint=resume)
+        logger.info("peak learning rates: %s", ", ".join(
+            f"{k.replace('_', ' ')} {v:.3g}" for k, v in hparams["learning_rates"].items()))
+    with logging_redirect_tqdm(loggers=[logging.getLogger("loscat_hf")]):  # phase lines beside the bar
+        result = trainer.train(resume_from_checkpoint=resume)
+    phases = _phases(trainer)
 
     # Calibrate on validation: the temperature travels in config.json (plain transformers ignores it).
     pred = trainer.predict(eval_set)
@@ -136,12 +162,17 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
     summary = TrainResult(
         output_dir=out, best_checkpoint=trainer.state.best_model_checkpoint, best_metric=trainer.state.best_metric,
         temperature=float(temperature), train_runtime_s=result.metrics.get("train_runtime"),
-        train_samples_per_second=result.metrics.get("train_samples_per_second"))
+        train_samples_per_second=result.metrics.get("train_samples_per_second"),
+        base_model=getattr(trainer.model.config, BASE_KEY), phases=phases, hyperparameters=hparams,
+        data=data_record(ds), hardware=hardware_record(targs),
+        warnings=[cb.warning for cb in trainer.callback_handler.callbacks
+                  if isinstance(cb, ChanceCallback) and cb.warning] or None)
     if trainer.is_world_process_zero():
         eval_dir = out / "eval"
         report = evaluate_split(logits, ds["validation"], taxonomy, eval_dir, temperature=temperature,
                                 subgroups=subgroup_columns(ds["validation"]))
-        plot_training_curves(trainer.state.log_history, eval_dir / "training_curves.png")
+        plot_training_curves(trainer.state.log_history, eval_dir / "training_curves.png",
+                             phase_switch=phases[1]["start_epoch"] if len(phases) > 1 else None)
         summary.macro_f1, summary.accuracy = report["macro_f1"], report["accuracy"]
         if largs.task == "scores":
             from loscat_hf.evaluation.score_metrics import score_evaluation
@@ -151,4 +182,15 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
             summary.scores = {c: {k: m.get(k) for k in ("n", "mae", "pearson", "spearman", "qwk", "icc_2_1")}
                               for c, m in scores["components"].items()}
         (out / "train_summary.json").write_text(json.dumps(summary.to_dict(), indent=2, default=str))
+        model_card(out).save(out / CARD_NAME)  # the card `push` would publish, with a placeholder repo id
     return summary
+
+
+def _phases(trainer: Trainer) -> list[dict]:
+    """The run's phases as the two-phase callback recorded them, or one whole-model phase."""
+    for cb in trainer.callback_handler.callbacks:
+        if isinstance(cb, TwoPhaseCallback) and cb.phases:
+            return cb.phases
+    state = trainer.state
+    return [dict(phase=1, trains="whole model", trainable_parameters=sum(p.numel() for p in trainer.model.parameters()),
+                 start_step=0, start_epoch=0.0, end_step=state.global_step, end_epoch=round(state.epoch or 0.0, 4))]

@@ -10,7 +10,6 @@ tests/test_training.py::test_trainer_dataloader_draws_classes_near_uniformly).
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 
@@ -27,12 +26,35 @@ def balanced_sample_weights(labels: Sequence[int], power: float = 1.0) -> torch.
     return torch.tensor([counts[int(x)] ** -power for x in labels], dtype=torch.double)
 
 
-def _layer_depth(name: str, n_layers: int) -> int:
-    if m := re.search(r"encoder\.layer\.(\d+)\.", name):
-        return int(m.group(1)) + 1
-    if "embeddings" in name:
-        return 0
-    return n_layers + 1  # final layernorm, pooler, heads
+def parameter_depths(model: torch.nn.Module) -> dict[str, int]:
+    """Depth of every parameter: 0 = embeddings, k = encoder block k (1..L), L + 1 = final norm and heads.
+
+    The blocks are found as the model's ModuleList of `num_hidden_layers` modules, not by parameter names:
+    transformers 5 renamed ViT's `vit.encoder.layer.N` to `vit.layers.N`, and a name pattern silently matched
+    nothing after that (layer decay and --phase1-trainable-blocks did nothing until this was fixed)."""
+    n_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
+    blocks = next((name for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.ModuleList) and n_layers and len(module) == n_layers), None)
+    depths = {}
+    for name, _ in model.named_parameters():
+        if blocks is not None and name.startswith(blocks + "."):
+            depths[name] = int(name[len(blocks) + 1:].split(".", 1)[0]) + 1
+        elif "embeddings" in name:
+            depths[name] = 0
+        else:
+            depths[name] = n_layers + 1
+    return depths
+
+
+def learning_rate_groups(model: torch.nn.Module, learning_rate: float, layer_decay: float) -> dict[str, float]:
+    """The peak learning rate of the head, the top and bottom encoder blocks and the embeddings: what the log
+    and train_summary.json report (the Trainer's own `learning_rate` is whichever group comes first)."""
+    n_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
+
+    def at(depth: int) -> float:
+        return learning_rate * layer_decay ** (n_layers + 1 - depth)
+
+    return {"head": at(n_layers + 1), "top_block": at(n_layers), "bottom_block": at(1), "embeddings": at(0)}
 
 
 def load_weights_strict(model: torch.nn.Module, checkpoint_dir: str) -> None:
@@ -80,19 +102,34 @@ class RegionTrainer(Trainer):
         opt_model = self.model if model is None else model
         n_layers = getattr(opt_model.config, "num_hidden_layers", 0)
         decay_names = set(self.get_decay_parameter_names(opt_model))
+        depths = parameter_depths(opt_model)
         groups: dict[tuple[int, bool], dict] = {}
-        for name, param in opt_model.named_parameters():
+        # deepest first: the head's group is group 0, whose rate the Trainer logs as `learning_rate`
+        for name, param in sorted(opt_model.named_parameters(), key=lambda item: -depths[item[0]]):
             if not param.requires_grad:
                 continue
-            depth = _layer_depth(name, n_layers)
-            decay = name in decay_names
+            depth, decay = depths[name], name in decay_names
             group = groups.setdefault((depth, decay), {
                 "params": [], "weight_decay": self.args.weight_decay if decay else 0.0,
-                "lr": self.args.learning_rate * self.layer_decay ** (n_layers + 1 - depth)})
+                "lr": self.args.learning_rate * self.layer_decay ** (n_layers + 1 - depth), "depth": depth})
             group["params"].append(param)
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(list(groups.values()), **optimizer_kwargs)
         return self.optimizer
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # Public hook ("subclass and override"): with layer decay, the rates of the top and bottom encoder blocks
+        # are logged beside `learning_rate` (the head's, group 0). The Trainer reads `learning_rate` before the
+        # scheduler steps (the rate the step used); every group follows the same schedule, so each block's rate
+        # is that times its peak's share of the head's.
+        if "learning_rate" in logs and self.optimizer is not None:
+            peaks = {g.get("depth"): g.get("initial_lr", g["lr"]) for g in self.optimizer.param_groups}
+            n_layers = getattr(self.model.config, "num_hidden_layers", 0)
+            head = peaks.get(n_layers + 1)
+            if head and len(set(peaks.values())) > 1:
+                logs["lr_top_block"] = logs["learning_rate"] * peaks.get(n_layers, head) / head
+                logs["lr_bottom_block"] = logs["learning_rate"] * peaks.get(1, head) / head
+        super().log(logs, start_time)
 
     def _prepare_inputs(self, inputs):
         # Private hook, kept: the one point that both `training_step` and `prediction_step` pass every batch

@@ -132,11 +132,13 @@ def plot_per_class_f1(per_class: Sequence[Mapping[str, Any]], path: str | Path, 
     return _save(fig, path)
 
 
-def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | Path,
+                         phase_switch: float | None = None) -> Path:
     """Train loss, eval loss and eval macro-F1/accuracy from `Trainer.state.log_history`.
 
-    The x axis is the epoch when logged (comparable across batch sizes), else the step. A history
-    without any of these values still gives a PNG, saying so, so report folders are always complete.
+    The x axis is the epoch when logged (comparable across batch sizes), else the step; `phase_switch` (an
+    epoch) draws where phase 1 (head only) ends and phase 2 (whole model) starts. A history without any of these
+    values still gives a PNG, saying so, so report folders are always complete.
     """
     def x_of(entry: Mapping[str, Any]) -> float | None:
         return entry.get("epoch", entry.get("step"))
@@ -170,6 +172,10 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | P
     ax_score.set_xlabel(xlabel)
     ax_score.set_title("Validation")
     for ax, has in ((ax_loss, train or eval_loss), (ax_score, any(scores.values()))):
+        if phase_switch is not None and use_epoch:
+            ax.axvline(phase_switch, color="#636363", linestyle="--", linewidth=1,
+                       label=f"phase 2 (whole model) from epoch {phase_switch:g}")
+            ax.axvspan(0, phase_switch, color="#bdbdbd", alpha=0.25, label="phase 1 (head, backbone frozen)")
         ax.grid(alpha=0.3)
         if has:
             ax.legend(fontsize=8)

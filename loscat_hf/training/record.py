@@ -1,0 +1,115 @@
+"""What a training run says about itself: where it started, its recipe and hyperparameters, the data counts, the
+hardware, and the likely causes when it learns nothing. train_summary.json and the model card are built from
+these records; everything here is publishable (Hub ids, preset names, counts, numbers: never a local path)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+from loscat_hf.defaults import BASE_KEY
+from loscat_hf.hardware import usable_cores
+from loscat_hf.training.arguments import LoscatArguments, recipe_of
+
+# a folder inside a Hub cache: .../models--ORG--NAME/snapshots/<commit>
+_CACHE_PATH = re.compile(r"models--([^/\\]+?)--([^/\\]+)[/\\]snapshots[/\\]")
+
+
+def base_model_record(model: str) -> dict:
+    """Where training started, as config.json (`loscat_base_model`) and the card may state it.
+
+    {"kind": "scratch", "preset": "tiny"}, {"kind": "hub", "id": "google/vit-base-patch16-384"}, or for a local
+    folder {"kind": "folder"} plus what the folder itself records (`from`: its own start, when loscat-hf trained
+    it; `id`: the Hub id when it is a Hub cache snapshot). The folder's path is never recorded: it is private."""
+    if recipe_of(model) == "from scratch":
+        return {"kind": "scratch", "preset": model}
+    folder = Path(model)
+    if not folder.is_dir():
+        return {"kind": "hub", "id": model}
+    record: dict = {"kind": "folder"}
+    if m := _CACHE_PATH.search(str(folder.resolve()) + "/"):
+        record["id"] = f"{m.group(1)}/{m.group(2)}"
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return record
+    if isinstance(config.get(BASE_KEY), dict):
+        record["from"] = config[BASE_KEY]
+    elif config.get("loscat_preset"):
+        record["from"] = {"kind": "scratch", "preset": config["loscat_preset"]}
+    return record
+
+
+def chance_hints(largs: LoscatArguments, learning_rate: float, epochs: float) -> list[str]:
+    """Likely causes of a run stuck at chance, most specific first (ChanceCallback's warning)."""
+    hints = []
+    scratch = recipe_of(largs.model) == "from scratch"
+    if scratch and largs.phase1_epochs > 0:
+        hints.append(f"a random-init model with a fine-tuning recipe: --phase1-epochs {largs.phase1_epochs:g} trains "
+                     "only the head on random features (use --phase1-epochs 0)")
+    if scratch and learning_rate < 5e-4:
+        hints.append(f"--learning-rate {learning_rate:g} is a fine-tuning rate; from scratch try 1e-3")
+    elif learning_rate > 3e-3:
+        hints.append(f"--learning-rate {learning_rate:g} may be too high (is the training loss falling?)")
+    else:
+        hints.append(f"the learning rate (--learning-rate {learning_rate:g})")
+    hints.append(f"too few epochs (--num-train-epochs {epochs:g})")
+    if largs.augment and (largs.hflip > 0 or largs.max_rotation > 0):
+        hints.append("augmentation that changes what a photo shows (--hflip 0, --max-rotation 0 where sides or "
+                     "orientation matter)")
+    hints.append("labels that the photos do not show (check the dataset's labels and the per-class report)")
+    return hints
+
+
+def hardware_record(targs) -> str:
+    """The device trained on, in words: "1 x NVIDIA H200" or "CPU (2 cores)"."""
+    import torch
+
+    if targs.device.type == "cuda":
+        count = targs.world_size if targs.world_size > 1 else max(targs.n_gpu, 1)
+        return f"{count} x {torch.cuda.get_device_name(targs.device)}"
+    procs = f", {targs.world_size} processes" if targs.world_size > 1 else ""
+    return f"{targs.device.type.upper()} ({usable_cores()} cores{procs})"
+
+
+def data_record(ds) -> dict:
+    """Photos per split and per class (the labels as trained, after --max-*-samples caps)."""
+    out = {}
+    for split in ds:
+        names = ds[split].features["label"].names
+        counts = Counter(names[k] for k in ds[split]["label"])
+        out[split] = {"n": len(ds[split]), "per_class": dict(sorted(counts.items()))}
+    return out
+
+
+def hyperparameters(largs: LoscatArguments, targs, trainer) -> dict:
+    """The recipe as it ran: the numbers a reader needs to repeat it."""
+    from loscat_hf.training.arguments import augment_config
+    from loscat_hf.training.trainer import learning_rate_groups
+
+    augment = augment_config(largs)
+    return {
+        "recipe": recipe_of(largs.model),
+        "epochs": targs.num_train_epochs if targs.max_steps <= 0 else None,
+        "max_steps": targs.max_steps if targs.max_steps > 0 else None,
+        "optimizer": str(getattr(targs.optim, "value", targs.optim)),
+        "learning_rates": learning_rate_groups(trainer.model, targs.learning_rate, largs.layer_decay),
+        "layer_decay": largs.layer_decay,
+        "lr_scheduler": str(getattr(targs.lr_scheduler_type, "value", targs.lr_scheduler_type)),
+        "warmup_steps": targs.warmup_steps,
+        "weight_decay": targs.weight_decay,
+        "batch_size": targs.per_device_train_batch_size * max(targs.world_size, 1) * targs.gradient_accumulation_steps,
+        "label_smoothing": targs.label_smoothing_factor,
+        "sampler": (f"class-balanced (weight = class frequency ^ -{largs.sampling_power:g})"
+                    if largs.sampling_power > 0 else "plain shuffling"),
+        "phase1_epochs": largs.phase1_epochs,
+        "phase1_trainable_blocks": largs.phase1_trainable_blocks,
+        "augmentation": None if augment is None else {
+            "crop_scale": largs.crop_scale, "max_rotation": largs.max_rotation, "hflip": largs.hflip,
+            "color_jitter": largs.color_jitter},
+        "precision": "bf16" if targs.bf16 else ("fp16" if targs.fp16 else "fp32"),
+        "seed": targs.seed,
+        "task": largs.task,
+    }
