@@ -49,6 +49,11 @@ def test_all_plots_are_pngs_and_leave_pyplot_alone(tmp_path):
                 for e in range(1, 5)]
     history.append({"train_loss": 0.5, "epoch": 4.0, "step": 8})
     _png_size(plot_training_curves(history, tmp_path / "curves.png"))
+    marked = plot_training_curves(history, tmp_path / "phases.png", phase_switch=1.0)  # phase 1 shaded, switch drawn
+    with Image.open(tmp_path / "curves.png") as plain, Image.open(marked) as shaded:
+        assert plain.size == shaded.size
+        diff = np.abs(np.asarray(plain.convert("L"), float) - np.asarray(shaded.convert("L"), float)) > 30
+        assert diff.any(axis=0).sum() > 20  # columns changed: the shading and the line at epoch 1
     _png_size(plot_training_curves([], tmp_path / "empty.png"))
 
     probs = rng.dirichlet(np.ones(12) * 0.3, 200)

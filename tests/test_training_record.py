@@ -159,6 +159,9 @@ def test_chance_warning_after_patience_evaluations(caplog):
         cb.on_evaluate(None, State, None, metrics={"eval_macro_f1": 0.09})
     assert cb.warning and "stayed at chance level for 3 evaluations (0.100, 0.120, 0.090" in cb.warning
     assert "chance is 0.100 with 10 classes" in caplog.text and "the learning rate" in caplog.text
+    assert cb.outcome() == cb.warning
+    cb.on_evaluate(None, State, None, metrics={"eval_macro_f1": 0.6})
+    assert cb.outcome().endswith("It rose above chance later (last evaluation: macro-F1 0.600).")
 
 
 def test_a_run_that_learns_nothing_says_why(tmp_path, caplog):

@@ -111,10 +111,20 @@ class ChanceCallback(TrainerCallback):
         self.patience = patience
         self.streak: list[float] = []
         self.warning: str | None = None
+        self.last: float | None = None
+
+    def outcome(self) -> str | None:
+        """The warning for train_summary.json and the card, saying whether validation rose above chance later."""
+        if self.warning and self.last is not None and self.last >= 1.5 * self.chance:
+            return f"{self.warning}. It rose above chance later (last evaluation: macro-F1 {self.last:.3f})."
+        return self.warning
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         score = (metrics or {}).get("eval_macro_f1")
-        if score is None or self.warning is not None:
+        if score is None:
+            return
+        self.last = score
+        if self.warning is not None:
             return
         self.streak = self.streak + [score] if score < 1.5 * self.chance else []
         if len(self.streak) >= self.patience:

@@ -165,14 +165,15 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
         train_samples_per_second=result.metrics.get("train_samples_per_second"),
         base_model=getattr(trainer.model.config, BASE_KEY), phases=phases, hyperparameters=hparams,
         data=data_record(ds), hardware=hardware_record(targs),
-        warnings=[cb.warning for cb in trainer.callback_handler.callbacks
+        warnings=[cb.outcome() for cb in trainer.callback_handler.callbacks
                   if isinstance(cb, ChanceCallback) and cb.warning] or None)
     if trainer.is_world_process_zero():
         eval_dir = out / "eval"
         report = evaluate_split(logits, ds["validation"], taxonomy, eval_dir, temperature=temperature,
                                 subgroups=subgroup_columns(ds["validation"]))
         plot_training_curves(trainer.state.log_history, eval_dir / "training_curves.png",
-                             phase_switch=phases[1]["start_epoch"] if len(phases) > 1 else None)
+                             phase_switch=phases[1]["start_epoch"] if len(phases) > 1 else None,
+                             phase1_trains=phases[0]["trains"])
         summary.macro_f1, summary.accuracy = report["macro_f1"], report["accuracy"]
         if largs.task == "scores":
             from loscat_hf.evaluation.score_metrics import score_evaluation

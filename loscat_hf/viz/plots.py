@@ -133,12 +133,13 @@ def plot_per_class_f1(per_class: Sequence[Mapping[str, Any]], path: str | Path, 
 
 
 def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | Path,
-                         phase_switch: float | None = None) -> Path:
+                         phase_switch: float | None = None, phase1_trains: str = "head") -> Path:
     """Train loss, eval loss and eval macro-F1/accuracy from `Trainer.state.log_history`.
 
     The x axis is the epoch when logged (comparable across batch sizes), else the step; `phase_switch` (an
-    epoch) draws where phase 1 (head only) ends and phase 2 (whole model) starts. A history without any of these
-    values still gives a PNG, saying so, so report folders are always complete.
+    epoch) shades phase 1 (training `phase1_trains`, e.g. "head") and marks where phase 2 (whole model)
+    starts. A history without any of these values still gives a PNG, saying so, so report folders are always
+    complete.
     """
     def x_of(entry: Mapping[str, Any]) -> float | None:
         return entry.get("epoch", entry.get("step"))
@@ -175,7 +176,7 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | P
         if phase_switch is not None and use_epoch:
             ax.axvline(phase_switch, color="#636363", linestyle="--", linewidth=1,
                        label=f"phase 2 (whole model) from epoch {phase_switch:g}")
-            ax.axvspan(0, phase_switch, color="#bdbdbd", alpha=0.25, label="phase 1 (head, backbone frozen)")
+            ax.axvspan(0, phase_switch, color="#bdbdbd", alpha=0.25, label=f"phase 1 ({phase1_trains} only)")
         ax.grid(alpha=0.3)
         if has:
             ax.legend(fontsize=8)
