@@ -34,3 +34,5 @@ RUN_KEY = "loscat_run"
 # config.json attribute `train` writes: where the run started (a Hub id, a preset trained from scratch, or a local
 # folder, never its path; training/record.py). The model card's base model and "trained from scratch" come from it.
 BASE_KEY = "loscat_base_model"
+# config.json attribute of a `--task scores` model: the LoSCAT score components its score heads predict.
+SCORE_KEY = "loscat_score_components"

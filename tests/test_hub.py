@@ -246,7 +246,14 @@ def test_card_shows_the_training_record_and_every_report(tmp_path):
     (d / "eval" / "metrics.json").write_text(json.dumps({"macro_f1": 0.5, "accuracy": 0.6, "n": 30}))
     test_report = d / "eval_test"
     test_report.mkdir()
-    (test_report / "evaluated.json").write_text(json.dumps({"model": "/home/Jane_Doe/m", "split": "test"}))
+    from loscat_hf.model.checkpoints import weights_fingerprint
+
+    (test_report / "evaluated.json").write_text(json.dumps({"model": "/home/Jane_Doe/m", "split": "test",
+                                                            "weights_sha256": weights_fingerprint(d)}))
+    stale = d / "eval_old_run"  # an evaluate report of other weights, left in the folder: not shown
+    stale.mkdir()
+    (stale / "evaluated.json").write_text(json.dumps({"split": "train", "weights_sha256": "0" * 64}))
+    (stale / "metrics.json").write_text(json.dumps({"macro_f1": 0.99, "accuracy": 0.99, "n": 5}))
     sub = {"skin_tone": {"values": {"I": {"n": 12}, "V": {"n": 11}}, "min_n_for_gap": 10, "macro_f1_gap": 0.21,
                          "macro_f1_gap_between": {"worst": "V", "best": "I"}, "accuracy_gap": 0.15}}
     (test_report / "metrics.json").write_text(json.dumps({"macro_f1": 0.45, "accuracy": 0.55, "n": 23,
@@ -273,5 +280,24 @@ def test_card_shows_the_training_record_and_every_report(tmp_path):
     assert "- phase 1: head trainable (9,228 parameters), steps 0-40 (epochs 0.00-1.00)" in text
     assert "LoSCAT body-region" in text and "github.com/caoyuanyuan-tz/LoSCAT_BodyRec" in text
     assert "Jane_Doe" not in str(card)
+    assert "0.990" not in text
     with pytest.raises(LoscatError, match="no evaluation report"):
         model_card(d, "org/x", reports=[tmp_path / "nowhere"])
+    with pytest.raises(LoscatError, match="records other weights"):  # named explicitly: refused
+        model_card(d, "org/x", reports=[stale])
+
+
+def test_card_of_older_or_score_models(tmp_path):
+    d = _card_folder(tmp_path, {"kind": "hub", "id": "org/base"}, preset=False)
+    (d / "train_summary.json").write_text(json.dumps({"best_checkpoint": None, "temperature": 1.0}))  # older run
+    config = json.loads((d / "config.json").read_text())
+    config["loscat_score_components"] = ["mlossi_erythema", "losdi_atrophy"]
+    (d / "config.json").write_text(json.dumps(config))
+    (d / "eval").mkdir()
+    (d / "eval" / "metrics.json").write_text(json.dumps({"macro_f1": 0.5, "accuracy": 0.6, "subgroups": {
+        "camera": {"macro_f1_gap": 0.1}}}))  # no n, no groups named: nothing printed as "None"
+    text = model_card(d, "org/x").text
+    assert "written by an older loscat-hf and does not record the procedure" in text
+    assert "**Score heads.**" in text and "mlossi_erythema, losdi_atrophy" in text
+    assert "| validation | - | 0.500 |" in text and "- `camera`: macro-F1 gap 0.100." in text
+    assert "None" not in text

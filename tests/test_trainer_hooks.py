@@ -113,9 +113,10 @@ def test_short_help_lists_loscat_and_common_options_with_the_commands_defaults()
     for name in ["--dataset", "--model", "--sampling-power", "--layer-decay", "--resume", "--overwrite-output-dir",
                  "--task", "--config", "--output-dir", "--num-train-epochs", "--bf16", "--resume-from-checkpoint"]:
         assert name in options, name
-    assert "(default: 0.0002)" in options["--learning-rate"]
+    assert "(default: 0.0002" in options["--learning-rate"]
     assert "(default: 0.05)" in options["--warmup-steps"] and "(default: macro_f1)" in options["--metric-for-best-model"]
-    assert "(default: 0.75)" in options["--layer-decay"]
+    assert "(default: 0.75; 1.0 for the random-init presets)" in options["--layer-decay"]
+    assert "(default: 0.0002; 0.001 for the random-init presets)" in options["--learning-rate"]
     assert "--fsdp" not in short and "--deepspeed" not in short and "--adam-beta1" not in short
     assert short.splitlines()[-1] == "loscat-hf train --help-all lists every TrainingArguments option (about 650 lines)."
     assert len(short.splitlines()) < 150

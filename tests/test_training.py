@@ -179,6 +179,9 @@ def test_train_end_to_end_saves_best_model_and_resumes(tiny_dataset, tmp_path):
     # --resume continues from the last checkpoint, with its weights, up to the new epoch count.
     before = {p.name for p in out.glob("checkpoint-*")}
     summary2 = train(*parse_train_args([*common, "--num-train-epochs", "3", "--resume", "true"]))
+    # the resumed run records both phases where they were, and its own end
+    assert [(p["start_step"], p["end_step"]) for p in summary2.phases] == [(0, 6), (6, 18)]
+    assert summary2.phases[1]["end_epoch"] == 3.0
     added = sorted({p.name for p in out.glob("checkpoint-*")} - before)
     assert len(added) == 1, added  # exactly one more epoch was trained, not three from scratch
     state = json.loads((out / added[0] / "trainer_state.json").read_text())

@@ -41,6 +41,21 @@ def test_blocks_are_found_under_transformers_5_names(tiny_dataset, tmp_path):
     assert "vit.layernorm.weight" in with_block and not any(n.startswith("vit.layers.2.") for n in with_block)
 
 
+def test_layer_options_on_a_model_without_vit_blocks_are_refused():
+    class Flat(torch.nn.Module):
+        config = type("Config", (), {"num_hidden_layers": 4})()
+
+        def __init__(self):
+            super().__init__()
+            self.classifier = torch.nn.Linear(3, 2)
+
+    assert set(parameter_depths(Flat()).values()) == {5}
+    with pytest.raises(LoscatError, match="--layer-decay needs a ViT-style encoder"):
+        parameter_depths(Flat(), need_blocks="--layer-decay")
+    with pytest.raises(LoscatError, match="--phase1-trainable-blocks needs"):
+        phase1_trainable(Flat(), 1)
+
+
 def test_phase_switch_is_logged_and_recorded_at_the_right_step(tiny_dataset, tmp_path, caplog):
     seen = {}
 
@@ -65,6 +80,24 @@ def test_phase_switch_is_logged_and_recorded_at_the_right_step(tiny_dataset, tmp
     text = caplog.text
     assert f"phase 1: head trainable ({head:,} of {total:,} parameters), steps 0-{steps_per_epoch}" in text
     assert f"phase 2: whole model trainable ({total:,} parameters) from step {steps_per_epoch} (epoch 1.00)" in text
+
+
+def test_phase_plan_holds_with_gradient_accumulation(tiny_dataset, tmp_path):
+    planned = []
+
+    class Plan(TwoPhaseCallback):
+        def on_train_begin(self, *args, **kw):
+            super().on_train_begin(*args, **kw)
+            planned.extend(dict(p) for p in self.phases)
+
+    trainer = _trainer(tiny_dataset, tmp_path, "--phase1-epochs", "0", "--num-train-epochs", "2",
+                       "--gradient-accumulation-steps", "4", *NO_EVAL)
+    callback = Plan(phase1_epochs=0.35)  # 6 batches of 16 per epoch, 2 optimizer steps: the switch after step 1
+    trainer.add_callback(callback)
+    trainer.train()
+    assert [(p["end_step"], p["end_epoch"]) for p in planned][:1] == [(1, round(4 / 6, 4))]
+    assert [p["start_step"] for p in callback.phases] == [p["start_step"] for p in planned] == [0, 1]
+    assert callback.phases[0]["end_epoch"] == planned[0]["end_epoch"] and callback.phases[1]["end_step"] == 4
 
 
 def test_phase1_trainable_blocks_trains_the_last_block_only(tiny_dataset, tmp_path):
@@ -111,6 +144,12 @@ def test_presets_default_to_the_from_scratch_recipe(tmp_path):
         return parse_train_args(["--dataset", "d", "--output-dir", str(tmp_path / "o"), *extra])
 
     largs, targs = args("--model", "tiny")
+    assert (targs.learning_rate, largs.phase1_epochs, largs.layer_decay) == (1e-3, 0.0, 1.0)
+    largs, targs = args("--model=vit-base-384-random")
+    assert (targs.learning_rate, largs.phase1_epochs, largs.layer_decay) == (1e-3, 0.0, 1.0)
+    from loscat_hf.training.arguments import train_arguments
+
+    largs, targs = train_arguments(dataset="d", output_dir=str(tmp_path / "o"), model="tiny")  # from Python
     assert (targs.learning_rate, largs.phase1_epochs, largs.layer_decay) == (1e-3, 0.0, 1.0)
     largs, targs = args()  # google/vit-base-patch16-384: the fine-tuning recipe
     assert (targs.learning_rate, largs.phase1_epochs, largs.layer_decay) == (2e-4, 1.0, 0.75)
@@ -191,10 +230,14 @@ def test_base_model_record_names_no_local_path(tmp_path):
     assert base_model_record("google/vit-base-patch16-384") == {"kind": "hub", "id": "google/vit-base-patch16-384"}
     folder = tmp_path / "Jane_Doe_MRN123456" / "model"
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"loscat_base_model": {"kind": "hub", "id": "org/base"}}))
-    record = base_model_record(str(folder))
-    assert record == {"kind": "folder", "from": {"kind": "hub", "id": "org/base"}}
-    assert "Jane" not in json.dumps(record)
+    planted = {"kind": "hub", "id": "org/base", "note": "Jane Doe MRN123456",
+               "from": {"kind": "folder", "path": "/home/Jane_Doe"}}  # a config.json is not trusted
+    (folder / "config.json").write_text(json.dumps({"loscat_base_model": planted}))
+    assert base_model_record(str(folder)) == {"kind": "folder", "from": {"kind": "hub", "id": "org/base"}}
+    (folder / "config.json").write_text(json.dumps({"loscat_base_model": {"kind": "hub", "id": "/home/Jane_Doe/x"}}))
+    assert base_model_record(str(folder)) == {"kind": "folder"}
+    (folder / "config.json").write_text(json.dumps({"loscat_preset": "tiny"}))  # a saved, untrained preset
+    assert base_model_record(str(folder)) == {"kind": "folder", "from": {"kind": "scratch", "preset": "tiny"}}
     snapshot = tmp_path / "hub" / "models--google--vit-base-patch16-384" / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)
     assert base_model_record(str(snapshot)) == {"kind": "folder", "id": "google/vit-base-patch16-384"}
@@ -231,3 +274,11 @@ def test_a_preset_with_its_defaults_learns_a_small_real_task(tmp_path):
                                        "--model", "tiny", "--dataloader-num-workers", "0", "--save-total-limit", "1"]))
     assert summary.hyperparameters["recipe"] == "from scratch"
     assert summary.macro_f1 > 0.45, summary.macro_f1
+
+
+def test_resume_with_other_optimizer_groups_is_a_clear_error(tiny_dataset, tmp_path):
+    common = ["--dataset", str(tiny_dataset), "--output-dir", str(tmp_path / "run"), *FAST, "--eval-strategy", "no",
+              "--save-strategy", "epoch", "--load-best-model-at-end", "false"]
+    train(*parse_train_args([*common, "--num-train-epochs", "1", "--layer-decay", "0.5"]))
+    with pytest.raises(LoscatError, match="other parameter groups.*--layer-decay it used"):
+        train(*parse_train_args([*common, "--num-train-epochs", "2", "--resume", "true"]))  # tiny: decay 1

@@ -117,5 +117,8 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
     outputs = split_outputs(model, ds[split], batch_size=batch_size, num_workers=num_workers)
     report = evaluate_split(outputs.logits, ds[split], tax, out, temperature=outputs.temperature,
                             subgroups=subgroup_columns(ds[split]))
-    (Path(out) / "evaluated.json").write_text(json.dumps({"model": model, "dataset": dataset, "split": split}))
+    from loscat_hf.model.checkpoints import weights_fingerprint
+
+    (Path(out) / "evaluated.json").write_text(json.dumps({"model": model, "dataset": dataset, "split": split,
+                                                          "weights_sha256": weights_fingerprint(model)}))
     return EvaluationResult(split=split, report=report, out_dir=Path(out))

@@ -12,7 +12,7 @@ import logging
 from importlib import resources
 from pathlib import Path
 
-from loscat_hf.defaults import BASE_KEY, RUN_KEY, SOURCE_KEY
+from loscat_hf.defaults import BASE_KEY, RUN_KEY, SCORE_KEY, SOURCE_KEY
 from loscat_hf.errors import LoscatError
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def _read_json(path: Path) -> dict:
         raise LoscatError(f"cannot read {path}: {exc}") from None
 
 
-def _report(folder: Path, default_split: str) -> dict | None:
+def _report(folder: Path) -> dict | None:
     """An evaluation report folder's numbers for the card (metrics.json; the split from evaluated.json)."""
     path = folder / "metrics.json"
     if not path.is_file():
@@ -51,7 +51,7 @@ def _report(folder: Path, default_split: str) -> dict | None:
     if missing:
         raise LoscatError(f"{path} lacks {missing}: re-run `loscat-hf evaluate`")
     evaluated = folder / "evaluated.json"
-    split = _read_json(evaluated).get("split", default_split) if evaluated.is_file() else default_split
+    split = _read_json(evaluated).get("split", "validation") if evaluated.is_file() else "validation"
     gaps = []
     for column, sub in (metrics.get("subgroups") or {}).items():
         if sub.get("macro_f1_gap") is not None:
@@ -68,18 +68,32 @@ def _report(folder: Path, default_split: str) -> dict | None:
 
 
 def evaluation_reports(model_dir: str | Path, extra: list[str | Path] = ()) -> list[dict]:
-    """The reports a card shows: `eval/` (train's validation report), every folder in the model folder that
-    `loscat-hf evaluate` wrote (it leaves an evaluated.json), and `extra` report folders; one per split, the
-    later ones winning (an evaluate run on validation replaces train's)."""
+    """The reports a card shows, one per split (later ones win): `eval/` (written by train for this model),
+    then every folder inside the model folder that `loscat-hf evaluate` wrote (it leaves an evaluated.json),
+    then the `extra` report folders. An evaluate report of other weights (a stale report left from an earlier
+    run, another model's) is skipped with a warning when found inside the folder, and refused when named."""
+    from loscat_hf.model.checkpoints import weights_fingerprint
+
     model_dir = Path(model_dir)
-    folders = [model_dir / "eval"] + sorted(p.parent for p in model_dir.glob("*/evaluated.json")
-                                            if p.parent.name != "eval") + [Path(p) for p in extra]
+    own = weights_fingerprint(model_dir)
+    found = sorted(p.parent for p in model_dir.glob("*/evaluated.json") if p.parent.name != "eval")
     by_split: dict[str, dict] = {}
-    for folder in folders:
-        if folder != model_dir / "eval" and not (folder / "metrics.json").is_file():
+    for folder, named in [(model_dir / "eval", False), *((f, False) for f in found), *((Path(f), True) for f in extra)]:
+        if named and not (folder / "metrics.json").is_file():
             raise LoscatError(f"{folder} holds no evaluation report (metrics.json): run `loscat-hf evaluate --out "
                               f"{folder}` first")
-        report = _report(folder, "validation")
+        evaluated = folder / "evaluated.json"
+        if evaluated.is_file() or named:
+            measured = _read_json(evaluated).get("weights_sha256") if evaluated.is_file() else None
+            if measured is None or measured != own:
+                why = (f"{folder} is not a report of {model_dir}'s weights (its evaluated.json "
+                       f"{'records other weights' if measured else 'records no weights fingerprint'}); run "
+                       f"`loscat-hf evaluate --model {model_dir} ... --out {folder}` again")
+                if named:
+                    raise LoscatError(why)
+                logger.warning("model card: skipping %s", why)
+                continue
+        report = _report(folder)
         if report:
             by_split[report["split"]] = report
     order = {"train": 0, "validation": 1, "test": 2}
@@ -133,7 +147,8 @@ def model_card(model_dir: str | Path, repo_id: str | None = None, dataset_id: st
         learning_rates=hparams.get("learning_rates"),
         augmentation=_augmentation(hparams["augmentation"]) if "augmentation" in hparams else None,
         phases=summary.get("phases"), data_counts=_count_table(summary.get("data"), classes),
-        hardware=summary.get("hardware"),
+        hardware=summary.get("hardware"), has_summary=bool(summary),
+        score_components=", ".join(config.get(SCORE_KEY) or []) or None,
         runtime_min=round(summary["train_runtime_s"] / 60, 1) if summary.get("train_runtime_s") else None,
         warnings=summary.get("warnings"), code_repo=STUDY_CODE_REPO, weights_repo=STUDY_WEIGHTS_REPO,
     )
@@ -175,10 +190,11 @@ def _shown(key: str, value):
 def _augmentation(aug: dict | None) -> str:
     if not aug:
         return "none"
-    parts = [f"random crop keeping at least {aug['crop_scale']:g} of the area" if aug["crop_scale"] < 1 else None,
-             f"rotation up to {aug['max_rotation']:g} degrees" if aug["max_rotation"] else None,
-             f"horizontal flip with probability {aug['hflip']:g}" if aug["hflip"] else None,
-             f"brightness, contrast and saturation jitter {aug['color_jitter']:g}" if aug["color_jitter"] else None]
+    crop, rotation, flip, jitter = (aug.get(k) or 0 for k in ("crop_scale", "max_rotation", "hflip", "color_jitter"))
+    parts = [f"random crop keeping at least {crop:g} of the area" if 0 < crop < 1 else None,
+             f"rotation up to {rotation:g} degrees" if rotation else None,
+             f"horizontal flip with probability {flip:g}" if flip else None,
+             f"brightness, contrast and saturation jitter {jitter:g}" if jitter else None]
     return ", ".join(p for p in parts if p) or "none"
 
 

@@ -6,6 +6,7 @@ file downloaded once converts offline later.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
@@ -118,3 +119,16 @@ def load_state_dict(path: str | Path) -> dict:
         state = {k[len("module."):]: v for k, v in state.items()}
     logger.info("read %d tensors from %s", len(state), path)
     return state
+
+
+def weights_fingerprint(folder: str | Path) -> str | None:
+    """sha256 over a model folder's safetensors files (names and contents): which weights an evaluation report
+    measured, so a card never shows another model's numbers. None for a Hub id or a folder without them."""
+    files = sorted(Path(folder).glob("*.safetensors")) if Path(folder).is_dir() else []
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as fh:
+            digest.update(path.name.encode() + b"\0" + hashlib.file_digest(fh, "sha256").digest())
+    return digest.hexdigest()

@@ -23,8 +23,9 @@ from transformers import ViTConfig, ViTForImageClassification
 from transformers.modeling_outputs import ModelOutput
 
 from loscat_hf.data.score_tables import COMPONENTS
+from loscat_hf.defaults import SCORE_KEY
 
-CONFIG_KEY = "loscat_score_components"
+CONFIG_KEY = SCORE_KEY  # config.json: the components the heads predict (defaults.py, torch-free for the card)
 
 
 @dataclass

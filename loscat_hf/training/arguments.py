@@ -37,12 +37,11 @@ class LoscatArguments:
     sampling_power: float = field(default=1.0, metadata={
         "help": "class balance of the sampler: weight = freq**-power; 0 = plain shuffling, 1 = full balance"})
     phase1_epochs: float = field(default=1.0, metadata={
-        "help": "epochs that train only the head (0 = none) (default: 1; 0 for the random-init presets)"})
+        "help": "epochs that train only the head (0 = none)"})
     phase1_trainable_blocks: int = field(default=0, metadata={
         "help": "last encoder blocks also trained in phase 1"})
     layer_decay: float = field(default=0.75, metadata={
-        "help": "phase 2 layer-wise LR decay: block k of L gets lr * decay**(L+1-k); 1 = one LR for all "
-                "(default: 0.75; 1 for the random-init presets)"})
+        "help": "phase 2 layer-wise LR decay: block k of L gets lr * decay**(L+1-k); 1 = one LR for all"})
     augment: bool = field(default=True, metadata={
         "help": "training augmentation on/off (random crop, rotation, colour jitter, flip; each set below)"})
     hflip: float = field(default=0.5, metadata={
@@ -138,8 +137,7 @@ COMMON_TRAINING_OPTIONS: dict[str, str] = {
     "output_dir": "folder for the checkpoints, the final model and its eval/ report",
     "num_train_epochs": "epochs to train",
     "max_steps": "stop after this many optimizer steps instead (-1: --num-train-epochs decides)",
-    "learning_rate": "peak learning rate of the head; earlier blocks get less with --layer-decay (default: 2e-4; "
-                     "1e-3 for the random-init presets)",
+    "learning_rate": "peak learning rate of the head; earlier blocks get less with --layer-decay",
     "lr_scheduler_type": "learning-rate schedule after the warm-up: linear, cosine, constant, ...",
     "warmup_steps": "linear warm-up: a number of steps, or a fraction of all steps when below 1",
     "weight_decay": "AdamW weight decay (biases and norms excluded)",
@@ -185,7 +183,9 @@ def _short_help() -> str:
 
     def add(group: argparse._ArgumentGroup, name: str, text: str, default: object, kind: str) -> None:
         metavar = _METAVARS.get(name) or {"bool": "{true,false}", "int": "N", "float": "X"}.get(kind, "TEXT")
-        if "(default:" not in text:
+        if name in SCRATCH_DEFAULTS:  # the recipe depends on --model
+            text = f"{text} (default: {default}; {SCRATCH_DEFAULTS[name]} for the random-init presets)"
+        elif "(default:" not in text:
             text = f"{text} (default: {default})"
         group.add_argument("--" + name.replace("_", "-"), metavar=metavar, help=text.replace("%", "%%"))
 

@@ -19,7 +19,7 @@ HEAD_PREFIXES = ("classifier", "score_heads")
 def phase1_trainable(model: torch.nn.Module, last_blocks: int) -> set[str]:
     """Names of the parameters phase 1 trains: the heads, and with `last_blocks` > 0 the last encoder blocks and
     the final norm above them."""
-    depths = parameter_depths(model)
+    depths = parameter_depths(model, need_blocks="--phase1-trainable-blocks" if last_blocks > 0 else None)
     top = max(depths.values(), default=0)  # final norm and heads
     return {name for name, depth in depths.items()
             if name.startswith(HEAD_PREFIXES) or (last_blocks > 0 and depth > top - 1 - last_blocks)}
@@ -53,34 +53,47 @@ class TwoPhaseCallback(TrainerCallback):
     def _phase1_trains(self) -> str:
         return "head" if self.trainable_blocks <= 0 else f"head + last {self.trainable_blocks} block(s)"
 
+    def _switch_step(self, args, state, train_dataloader) -> tuple[int, float]:
+        """The optimizer step (and epoch) before which the backbone joins: the first step whose epoch, as the
+        Trainer counts it (batches seen / batches per epoch), reaches phase1_epochs."""
+        try:
+            batches = len(train_dataloader)
+        except TypeError:  # no dataloader length (--max-steps over an iterable): steps are the unit
+            return min(state.max_steps, math.ceil(self.phase1_epochs * state.max_steps / max(state.num_train_epochs,
+                                                                                                1))), self.phase1_epochs
+        accumulation = args.gradient_accumulation_steps
+        per_epoch = math.ceil(batches / accumulation)
+        whole, fraction = divmod(self.phase1_epochs, 1.0)
+        within = math.ceil(fraction * batches / accumulation - 1e-9)
+        step = min(state.max_steps, int(whole) * per_epoch + within)
+        return step, whole + min(within * accumulation, batches) / batches
+
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
-        try:  # optimizer steps per epoch, as the Trainer counts them
-            steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
-        except TypeError:  # no dataloader length: --max-steps runs
-            steps_per_epoch = state.max_steps / max(state.num_train_epochs, 1)
-        # the switch happens before the first step whose epoch reaches phase1_epochs (on_step_begin below)
-        switch = min(state.max_steps, math.ceil(self.phase1_epochs * steps_per_epoch - 1e-6))
+        switch, switch_epoch = self._switch_step(args, state, train_dataloader)
         total = _count(model)
         head = _count(model, phase1_trainable(model, self.trainable_blocks))
-        self.phases = [
-            dict(phase=1, trains=self._phase1_trains(), trainable_parameters=head, start_step=0, start_epoch=0.0,
-                 end_step=switch, end_epoch=round(switch / steps_per_epoch, 4)),
-            dict(phase=2, trains="whole model", trainable_parameters=total, start_step=switch,
-                 start_epoch=round(switch / steps_per_epoch, 4), end_step=state.max_steps,
-                 end_epoch=round(state.max_steps / steps_per_epoch, 4)),
-        ]
-        if switch >= state.max_steps:
-            self.phases.pop()
-        if (state.epoch or 0.0) < self.phase1_epochs:
+        self.phases = [dict(phase=1, trains=self._phase1_trains(), trainable_parameters=head, start_step=0,
+                            start_epoch=0.0, end_step=switch, end_epoch=round(switch_epoch, 4))]
+        if switch < state.max_steps:
+            self.phases.append(dict(phase=2, trains="whole model", trainable_parameters=total, start_step=switch,
+                                    start_epoch=round(switch_epoch, 4), end_step=state.max_steps,
+                                    end_epoch=float(args.num_train_epochs) if args.max_steps <= 0 else None))
+        in_phase1 = (state.epoch or 0.0) < self.phase1_epochs - 1e-9
+        if in_phase1:
             self._set(model, frozen=True)
-        if state.is_world_process_zero:
-            p1 = self.phases[0]
-            logger.info("phase 1: %s trainable (%s of %s parameters), steps %d-%d (epochs %.2f-%.2f)",
-                        p1["trains"], f"{head:,}", f"{total:,}", p1["start_step"], p1["end_step"], 0.0,
-                        p1["end_epoch"])
-            if len(self.phases) == 1:
-                logger.warning("phase 1 (--phase1-epochs %g) covers the whole run: the backbone never trains",
-                               self.phase1_epochs)
+        if not state.is_world_process_zero:
+            return
+        if state.global_step > 0:  # --resume: say where the run picks up
+            logger.info("resuming at step %d (epoch %.2f) in phase %d: %s trainable", state.global_step,
+                        state.epoch or 0.0, 1 if in_phase1 else 2, self._phase1_trains() if in_phase1 else
+                        f"whole model ({total:,} parameters)")
+            if not in_phase1:
+                return
+        logger.info("phase 1: %s trainable (%s of %s parameters), steps %d-%d (epochs 0.00-%.2f)",
+                    self._phase1_trains(), f"{head:,}", f"{total:,}", 0, switch, switch_epoch)
+        if len(self.phases) == 1:
+            logger.warning("phase 1 (--phase1-epochs %g) covers the whole run: the backbone never trains",
+                           self.phase1_epochs)
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         if self.frozen and (state.epoch or 0.0) >= self.phase1_epochs - 1e-9:
@@ -95,12 +108,14 @@ class TwoPhaseCallback(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self.frozen:
             self._set(model, frozen=False)
+        if self.phases:  # where the run really stopped
+            self.phases[-1].update(end_step=state.global_step, end_epoch=round(state.epoch or 0.0, 4))
 
 
 class ChanceCallback(TrainerCallback):
     """Warn once when validation macro-F1 stays at chance level for `patience` evaluations in a row.
 
-    Chance is 1 / (classes in the validation split); "at chance" is below 1.5 times that. `hints` are the likely
+    Chance is 1 / (classes in the validation split); "at chance" is below 1.5 times that (3 classes or more). `hints` are the likely
     causes for this run (run.py knows the recipe), listed in the warning and kept in `warning`.
     """
 
@@ -121,7 +136,7 @@ class ChanceCallback(TrainerCallback):
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         score = (metrics or {}).get("eval_macro_f1")
-        if score is None:
+        if score is None or self.n_classes < 3:  # with 1 or 2 classes, 1.5 x chance is no useful line
             return
         self.last = score
         if self.warning is not None:

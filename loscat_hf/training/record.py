@@ -15,6 +15,29 @@ from loscat_hf.training.arguments import LoscatArguments, recipe_of
 
 # a folder inside a Hub cache: .../models--ORG--NAME/snapshots/<commit>
 _CACHE_PATH = re.compile(r"models--([^/\\]+?)--([^/\\]+)[/\\]snapshots[/\\]")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _allowed(record: object, depth: int = 0) -> dict | None:
+    """A start record rebuilt from allowed keys and values only: a folder's config.json is not trusted to hold
+    nothing else (it is copied into the new model's config.json, which is published)."""
+    from loscat_hf.model.build import PRESETS
+
+    if not isinstance(record, dict) or depth > 8:
+        return None
+    kind = record.get("kind")
+    if kind == "scratch" and record.get("preset") in PRESETS:
+        return {"kind": "scratch", "preset": record["preset"]}
+    if kind == "hub" and _HUB_ID.match(str(record.get("id", ""))):
+        return {"kind": "hub", "id": record["id"]}
+    if kind == "folder":
+        out: dict = {"kind": "folder"}
+        if _HUB_ID.match(str(record.get("id", ""))):
+            out["id"] = record["id"]
+        if inner := _allowed(record.get("from"), depth + 1):
+            out["from"] = inner
+        return out
+    return None
 
 
 def base_model_record(model: str) -> dict:
@@ -26,8 +49,8 @@ def base_model_record(model: str) -> dict:
     if recipe_of(model) == "from scratch":
         return {"kind": "scratch", "preset": model}
     folder = Path(model)
-    if not folder.is_dir():
-        return {"kind": "hub", "id": model}
+    if not folder.is_dir():  # it loaded, and is no folder: a Hub id
+        return {"kind": "hub", "id": model} if _HUB_ID.match(model) else {"kind": "hub"}
     record: dict = {"kind": "folder"}
     if m := _CACHE_PATH.search(str(folder.resolve()) + "/"):
         record["id"] = f"{m.group(1)}/{m.group(2)}"
@@ -35,11 +58,10 @@ def base_model_record(model: str) -> dict:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return record
-    if isinstance(config.get(BASE_KEY), dict):
-        record["from"] = config[BASE_KEY]
-    elif config.get("loscat_preset"):
-        record["from"] = {"kind": "scratch", "preset": config["loscat_preset"]}
-    return record
+    inner = _allowed(config.get(BASE_KEY)) or _allowed({"kind": "scratch", "preset": config.get("loscat_preset")})
+    if inner:
+        record["from"] = inner
+    return _allowed(record) or {"kind": "folder"}
 
 
 def chance_hints(largs: LoscatArguments, learning_rate: float, epochs: float) -> list[str]:

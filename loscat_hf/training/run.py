@@ -22,6 +22,7 @@ from transformers import Trainer, TrainingArguments
 
 from loscat_hf.data.dataset import check_packed_files, load_packed_dataset, packed_max_side, subgroup_columns
 from loscat_hf.defaults import BASE_KEY, MAX_SIDE_KEY
+from loscat_hf.errors import LoscatError
 from loscat_hf.model.card import CARD_NAME, model_card
 from loscat_hf.training.arguments import LoscatArguments, augment_config
 from loscat_hf.training.callbacks import ChanceCallback, TwoPhaseCallback
@@ -148,7 +149,16 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
         logger.info("peak learning rates: %s", ", ".join(
             f"{k.replace('_', ' ')} {v:.3g}" for k, v in hparams["learning_rates"].items()))
     with logging_redirect_tqdm(loggers=[logging.getLogger("loscat_hf")]):  # phase lines beside the bar
-        result = trainer.train(resume_from_checkpoint=resume)
+        try:
+            result = trainer.train(resume_from_checkpoint=resume)
+        except ValueError as exc:
+            if not resume or "parameter group" not in str(exc):
+                raise
+            raise LoscatError(
+                f"--resume: the optimizer state in {resume} has other parameter groups than this run's ("
+                f"{str(exc).splitlines()[0]}): it was trained with another --layer-decay or recipe (presets default "
+                "to --layer-decay 1 since loscat-hf 2026-11-27), or by an older loscat-hf. Resume with the "
+                "--layer-decay it used, or train into a new --output-dir") from None
     phases = _phases(trainer)
 
     # Calibrate on validation: the temperature travels in config.json (plain transformers ignores it).

@@ -26,7 +26,7 @@ def balanced_sample_weights(labels: Sequence[int], power: float = 1.0) -> torch.
     return torch.tensor([counts[int(x)] ** -power for x in labels], dtype=torch.double)
 
 
-def parameter_depths(model: torch.nn.Module) -> dict[str, int]:
+def parameter_depths(model: torch.nn.Module, need_blocks: str | None = None) -> dict[str, int]:
     """Depth of every parameter: 0 = embeddings, k = encoder block k (1..L), L + 1 = final norm and heads.
 
     The blocks are found as the model's ModuleList of `num_hidden_layers` modules, not by parameter names:
@@ -35,6 +35,10 @@ def parameter_depths(model: torch.nn.Module) -> dict[str, int]:
     n_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
     blocks = next((name for name, module in model.named_modules()
                    if isinstance(module, torch.nn.ModuleList) and n_layers and len(module) == n_layers), None)
+    if blocks is None and need_blocks:
+        raise LoscatError(f"{need_blocks} needs a ViT-style encoder (a list of num_hidden_layers blocks), which "
+                          f"{type(model).__name__} does not have: train it with --layer-decay 1 and "
+                          "--phase1-trainable-blocks 0")
     depths = {}
     for name, _ in model.named_parameters():
         if blocks is not None and name.startswith(blocks + "."):
@@ -102,7 +106,7 @@ class RegionTrainer(Trainer):
         opt_model = self.model if model is None else model
         n_layers = getattr(opt_model.config, "num_hidden_layers", 0)
         decay_names = set(self.get_decay_parameter_names(opt_model))
-        depths = parameter_depths(opt_model)
+        depths = parameter_depths(opt_model, need_blocks="--layer-decay")
         groups: dict[tuple[int, bool], dict] = {}
         # deepest first: the head's group is group 0, whose rate the Trainer logs as `learning_rate`
         for name, param in sorted(opt_model.named_parameters(), key=lambda item: -depths[item[0]]):
