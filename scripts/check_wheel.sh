@@ -14,7 +14,7 @@ from loscat_hf.taxonomy import load_taxonomy
 t = load_taxonomy()
 assert "site-packages" in loscat_hf.__file__, loscat_hf.__file__
 assert len(t.sites) == 18 and len(t.classes) == 12, (len(t.sites), len(t.classes))
-from loscat_hf.hub.model import card_template
+from loscat_hf.model.card import card_template
 assert "{{ card_data }}" in card_template() and "image-classification" in card_template()
 print(f"wheel OK: {loscat_hf.__file__} carries the taxonomy ({len(t.sites)} sites -> {len(t.classes)} classes) and the model-card template")
 PY
