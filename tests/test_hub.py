@@ -228,6 +228,8 @@ def _card_folder(tmp_path, base=None, preset=True):
 
 def test_card_states_where_training_started(tmp_path):
     cases = [({"kind": "scratch", "preset": "tiny"}, True, None, "**Trained from scratch**"),
+             ({"kind": "folder", "from": {"kind": "scratch", "preset": "tiny"}}, True, None,
+              "no pretrained weights; trained further with `loscat-hf` from that run's local model folder"),
              ({"kind": "hub", "id": "google/vit-base-patch16-384"}, False, "google/vit-base-patch16-384",
               "Fine-tuned from [`google/vit-base-patch16-384`]"),
              ({"kind": "folder", "from": {"kind": "hub", "id": "org/base"}}, False, "org/base",
@@ -295,9 +297,10 @@ def test_card_of_older_or_score_models(tmp_path):
     (d / "config.json").write_text(json.dumps(config))
     (d / "eval").mkdir()
     (d / "eval" / "metrics.json").write_text(json.dumps({"macro_f1": 0.5, "accuracy": 0.6, "subgroups": {
-        "camera": {"macro_f1_gap": 0.1}}}))  # no n, no groups named: nothing printed as "None"
+        "camera": {"macro_f1_gap": 0.1},  # no n, no groups named: nothing printed as "None"
+        "site_code": {"macro_f1_gap": 0.0, "macro_f1_gap_between": {"worst": "A", "best": "A"}}}}))  # one group
     text = model_card(d, "org/x").text
     assert "written by an older loscat-hf and does not record the procedure" in text
     assert "**Score heads.**" in text and "mlossi_erythema, losdi_atrophy" in text
     assert "| validation | - | 0.500 |" in text and "- `camera`: macro-F1 gap 0.100." in text
-    assert "None" not in text
+    assert "None" not in text and "site_code" not in text

@@ -54,14 +54,16 @@ def _report(folder: Path) -> dict | None:
     split = _read_json(evaluated).get("split", "validation") if evaluated.is_file() else "validation"
     gaps = []
     for column, sub in (metrics.get("subgroups") or {}).items():
-        if sub.get("macro_f1_gap") is not None:
-            between = sub.get("macro_f1_gap_between") or {}
-            values = sub.get("values") or {}
-            gaps.append(dict(column=column, gap=sub["macro_f1_gap"], min_n=sub.get("min_n_for_gap"),
-                             worst=between.get("worst"), best=between.get("best"),
-                             worst_n=(values.get(between.get("worst")) or {}).get("n"),
-                             best_n=(values.get(between.get("best")) or {}).get("n"),
-                             accuracy_gap=sub.get("accuracy_gap")))
+        between = sub.get("macro_f1_gap_between") or {}
+        one_group = bool(between) and between.get("worst") == between.get("best")  # nothing to compare
+        if sub.get("macro_f1_gap") is None or one_group:
+            continue
+        values = sub.get("values") or {}
+        gaps.append(dict(column=column, gap=sub["macro_f1_gap"], min_n=sub.get("min_n_for_gap"),
+                         worst=between.get("worst"), best=between.get("best"),
+                         worst_n=(values.get(between.get("worst")) or {}).get("n"),
+                         best_n=(values.get(between.get("best")) or {}).get("n"),
+                         accuracy_gap=sub.get("accuracy_gap")))
     return dict(split=split, n=metrics.get("n", metrics.get("split_size")), macro_f1=float(metrics["macro_f1"]),
                 accuracy=float(metrics["accuracy"]), balanced_accuracy=metrics.get("balanced_accuracy"),
                 ece=metrics.get("ece"), subgroup_gaps=gaps)
