@@ -23,6 +23,7 @@ _LAZY = {  # the plain-Python API: one function per pipeline step, each returnin
     "evaluate": "loscat_hf.evaluation.split_eval",
     "EvaluationResult": "loscat_hf.evaluation.split_eval",
     "evaluate_predictions": "loscat_hf.evaluation.predictions",
+    "model_card": "loscat_hf.model.card",
     "convert_timm": "loscat_hf.model.convert",
     "ConvertResult": "loscat_hf.model.convert",
     "RegionPredictor": "loscat_hf.infer.predictor",

@@ -50,7 +50,7 @@ def quickstart(out: str = "quickstart", patients: int = 60, photos: int = 600, e
     from loscat_hf.data.prepare import prepare
     from loscat_hf.demo.phantom import generate_demo_data
     from loscat_hf.evaluation.split_eval import evaluate
-    from loscat_hf.training.arguments import train_arguments
+    from loscat_hf.training.arguments import recipe_of, train_arguments
     from loscat_hf.training.run import train
 
     root = Path(out)
@@ -76,7 +76,7 @@ def quickstart(out: str = "quickstart", patients: int = 60, photos: int = 600, e
     for warning in prepared.pack.warnings:
         logger.warning("      warning: %s", warning)
     lap("prepare")
-    logger.info("[3/4] train: %s preset, %s epochs, balanced sampler, two-phase schedule", model, epochs)
+    logger.info("[3/4] train: %s, %s epochs, balanced sampler, the %s recipe", model, epochs, recipe_of(model))
     # --out was checked above (empty, or --overwrite given): its model folder may be replaced
     trained = train(*train_arguments(**{
         "dataset": str(root / "dataset"), "output_dir": str(root / "model"), "overwrite_output_dir": True,
