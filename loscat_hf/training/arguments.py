@@ -36,8 +36,7 @@ class LoscatArguments:
     image_size: int | None = field(default=None, metadata={"help": "input size, presets only"})
     sampling_power: float = field(default=1.0, metadata={
         "help": "class balance of the sampler: weight = freq**-power; 0 = plain shuffling, 1 = full balance"})
-    phase1_epochs: float = field(default=1.0, metadata={
-        "help": "epochs that train only the head (0 = none)"})
+    phase1_epochs: float = field(default=1.0, metadata={"help": "epochs that train only the head (0 = none)"})
     phase1_trainable_blocks: int = field(default=0, metadata={
         "help": "last encoder blocks also trained in phase 1"})
     layer_decay: float = field(default=0.75, metadata={
