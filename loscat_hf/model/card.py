@@ -14,6 +14,7 @@ from pathlib import Path
 
 from loscat_hf.defaults import BASE_KEY, RUN_KEY, SCORE_KEY, SOURCE_KEY
 from loscat_hf.errors import LoscatError
+from loscat_hf.model.study import STUDY_CODE_REPO, STUDY_WEIGHTS_REPO
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +136,6 @@ def model_card(model_dir: str | Path, repo_id: str | None = None, dataset_id: st
         metrics=["f1", "accuracy"], model_name=name, eval_results=eval_results or None,
     )
     hparams = summary.get("hyperparameters") or {}
-    from loscat_hf.model.study import STUDY_CODE_REPO, STUDY_WEIGHTS_REPO
-
     return ModelCard.from_template(
         data, template_str=card_template(), model_name=name, repo_id=repo_id or PLACEHOLDER_REPO,
         start=start, classes=", ".join(classes), num_classes=len(classes),
@@ -216,8 +215,6 @@ def _count_table(data: dict | None, classes: list[str]) -> dict | None:
 def converted_card(config, processor, source: str, arch: str, codes: list[str], study: bool):
     """A `huggingface_hub.ModelCard` (YAML metadata + text) crediting the study for a converted checkpoint."""
     from huggingface_hub import ModelCard, ModelCardData
-
-    from loscat_hf.model.study import STUDY_CODE_REPO, STUDY_WEIGHTS_REPO
 
     classes = [config.id2label[i] for i in range(config.num_labels)]
     data = ModelCardData(
