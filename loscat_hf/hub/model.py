@@ -43,16 +43,15 @@ def upload_files(model_dir: str | Path) -> dict[str, Path]:
     return files
 
 
-def stage(model_dir: str | Path, repo_id: str, dest: str | Path, dataset_id: str | None = None,
-          reports: list[str | Path] = ()) -> Path:
-    """Copy exactly what would be uploaded into `dest` (the card, README.md, included) and return it."""
+def stage(model_dir: str | Path, card, dest: str | Path) -> Path:
+    """Copy exactly what would be uploaded into `dest`, `card` (a rendered ModelCard) as README.md; return it."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
         raise LoscatError(f"{dest} is not empty")
     for name, src in upload_files(model_dir).items():
         shutil.copy2(src, dest / name)
-    model_card(model_dir, repo_id, dataset_id, reports).save(dest / CARD_NAME)
+    card.save(dest / CARD_NAME)
     return dest
 
 
@@ -63,19 +62,19 @@ def push_model(model_dir: str | Path, repo_id: str, private: bool = True, datase
     `reports`: `loscat-hf evaluate --out` folders (e.g. the test split) whose metrics the card adds."""
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise LoscatError(f"--repo-id must look like ORG/NAME, got {repo_id!r}")
+    upload_files(model_dir)  # a bad folder or report fails here, before anything is written or sent
+    card = model_card(model_dir, repo_id, dataset_id, reports)
     if dry_run is not None:
-        stage(model_dir, repo_id, dry_run, dataset_id, reports)
+        stage(model_dir, card, dry_run)
         return f"dry run: upload folder written to {dry_run}"
     from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
-    upload_files(model_dir)  # fail on a bad folder (or report, below) before any network call
-    model_card(model_dir, repo_id, dataset_id, reports)
     if get_token() is None:
         raise LoscatError("not logged in to the Hugging Face Hub: run `hf auth login` or set HF_TOKEN")
     api = HfApi()
     with tempfile.TemporaryDirectory(prefix="loscat-push-") as tmp:
-        folder = stage(model_dir, repo_id, Path(tmp) / "upload", dataset_id, reports)
+        folder = stage(model_dir, card, Path(tmp) / "upload")
         try:
             url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
             api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(folder),

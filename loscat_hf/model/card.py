@@ -7,6 +7,7 @@ data counts and phases, and the evaluation reports' metrics. Never a path, a fil
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from importlib import resources
@@ -78,7 +79,7 @@ def evaluation_reports(model_dir: str | Path, extra: list[str | Path] = ()) -> l
     from loscat_hf.model.checkpoints import weights_fingerprint
 
     model_dir = Path(model_dir)
-    own = weights_fingerprint(model_dir)
+    own = functools.cache(lambda: weights_fingerprint(model_dir))  # hashed once, and only if a report needs it
     found = sorted(p.parent for p in model_dir.glob("*/evaluated.json") if p.parent.name != "eval")
     by_split: dict[str, dict] = {}
     for folder, named in [(model_dir / "eval", False), *((f, False) for f in found), *((Path(f), True) for f in extra)]:
@@ -88,7 +89,7 @@ def evaluation_reports(model_dir: str | Path, extra: list[str | Path] = ()) -> l
         evaluated = folder / "evaluated.json"
         if evaluated.is_file() or named:
             measured = _read_json(evaluated).get("weights_sha256") if evaluated.is_file() else None
-            if measured is None or measured != own:
+            if measured is None or measured != own():
                 why = (f"{folder} is not a report of {model_dir}'s weights (its evaluated.json "
                        f"{'records other weights' if measured else 'records no weights fingerprint'}); run "
                        f"`loscat-hf evaluate --model {model_dir} ... --out {folder}` again")

@@ -25,7 +25,8 @@ def phase1_trainable(model: torch.nn.Module, last_blocks: int) -> set[str]:
             if name.startswith(HEAD_PREFIXES) or (last_blocks > 0 and depth > top - 1 - last_blocks)}
 
 
-def _count(model: torch.nn.Module, names: set[str] | None = None) -> int:
+def count_parameters(model: torch.nn.Module, names: set[str] | None = None) -> int:
+    """Parameters in `model`, or in those of its parameters named in `names`."""
     return sum(p.numel() for n, p in model.named_parameters() if names is None or n in names)
 
 
@@ -70,8 +71,8 @@ class TwoPhaseCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         switch, switch_epoch = self._switch_step(args, state, train_dataloader)
-        total = _count(model)
-        head = _count(model, phase1_trainable(model, self.trainable_blocks))
+        total = count_parameters(model)
+        head = count_parameters(model, phase1_trainable(model, self.trainable_blocks))
         self.phases = [dict(phase=1, trains=self._phase1_trains(), trainable_parameters=head, start_step=0,
                             start_epoch=0.0, end_step=switch, end_epoch=round(switch_epoch, 4))]
         if switch < state.max_steps:
@@ -103,7 +104,7 @@ class TwoPhaseCallback(TrainerCallback):
                 self.phases[1].update(start_step=state.global_step, start_epoch=round(state.epoch, 4))
             if state.is_world_process_zero:
                 logger.info("phase 1 ended; phase 2: whole model trainable (%s parameters) from step %d (epoch "
-                            "%.2f)", f"{_count(model):,}", state.global_step, state.epoch)
+                            "%.2f)", f"{count_parameters(model):,}", state.global_step, state.epoch)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self.frozen:

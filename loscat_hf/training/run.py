@@ -25,7 +25,7 @@ from loscat_hf.defaults import BASE_KEY, MAX_SIDE_KEY
 from loscat_hf.errors import LoscatError
 from loscat_hf.model.card import CARD_NAME, model_card
 from loscat_hf.training.arguments import LoscatArguments, augment_config
-from loscat_hf.training.callbacks import ChanceCallback, TwoPhaseCallback
+from loscat_hf.training.callbacks import ChanceCallback, TwoPhaseCallback, count_parameters
 from loscat_hf.training.output_dir import RUN_KEY, prepare_output_dir, run_identity
 from loscat_hf.training.progress import use_readable_progress
 from loscat_hf.training.record import (
@@ -203,5 +203,5 @@ def _phases(trainer: Trainer) -> list[dict]:
         if isinstance(cb, TwoPhaseCallback) and cb.phases:
             return cb.phases
     state = trainer.state
-    return [dict(phase=1, trains="whole model", trainable_parameters=sum(p.numel() for p in trainer.model.parameters()),
+    return [dict(phase=1, trains="whole model", trainable_parameters=count_parameters(trainer.model),
                  start_step=0, start_epoch=0.0, end_step=state.global_step, end_epoch=round(state.epoch or 0.0, 4))]

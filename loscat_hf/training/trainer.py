@@ -50,15 +50,18 @@ def parameter_depths(model: torch.nn.Module, need_blocks: str | None = None) -> 
     return depths
 
 
+def depth_learning_rate(learning_rate: float, layer_decay: float, n_layers: int, depth: int) -> float:
+    """Layer-wise decay: the head (depth L + 1) gets `learning_rate`, each level below `layer_decay` times less."""
+    return learning_rate * layer_decay ** (n_layers + 1 - depth)
+
+
 def learning_rate_groups(model: torch.nn.Module, learning_rate: float, layer_decay: float) -> dict[str, float]:
     """The peak learning rate of the head, the top and bottom encoder blocks and the embeddings: what the log
     and train_summary.json report (the Trainer's own `learning_rate` is whichever group comes first)."""
     n_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
-
-    def at(depth: int) -> float:
-        return learning_rate * layer_decay ** (n_layers + 1 - depth)
-
-    return {"head": at(n_layers + 1), "top_block": at(n_layers), "bottom_block": at(1), "embeddings": at(0)}
+    return {name: depth_learning_rate(learning_rate, layer_decay, n_layers, depth)
+            for name, depth in (("head", n_layers + 1), ("top_block", n_layers), ("bottom_block", 1),
+                                ("embeddings", 0))}
 
 
 def load_weights_strict(model: torch.nn.Module, checkpoint_dir: str) -> None:
@@ -115,7 +118,8 @@ class RegionTrainer(Trainer):
             depth, decay = depths[name], name in decay_names
             group = groups.setdefault((depth, decay), {
                 "params": [], "weight_decay": self.args.weight_decay if decay else 0.0,
-                "lr": self.args.learning_rate * self.layer_decay ** (n_layers + 1 - depth), "depth": depth})
+                "lr": depth_learning_rate(self.args.learning_rate, self.layer_decay, n_layers, depth),
+                "depth": depth})
             group["params"].append(param)
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(list(groups.values()), **optimizer_kwargs)
