@@ -247,14 +247,14 @@ def bench_train(data: dict, args) -> dict:
     tax, _, plain = train_split(data)
     gpu = torch.cuda.is_available()
     gpu_bf16 = gpu and torch.cuda.is_bf16_supported()
-    presets = ["tiny"] + (["vit-base-384-random"] if gpu or args.base_steps else [])
+    presets = args.presets or ["tiny"] + (["vit-base-384-random"] if gpu or args.base_steps else [])
     peaks = {"fp32": matmul_peak_tflops(torch.float32, args.quick)}
     if gpu_bf16 or args.bf16 == "true":  # bf16 matmul on a CPU without bf16 units is a slow fallback: skip it
         peaks["bf16"] = matmul_peak_tflops(torch.bfloat16, args.quick)
     reference = max(peaks, key=peaks.get)
     rows = []
     for preset in presets:
-        steps = args.steps if preset == "tiny" or gpu else args.base_steps
+        steps = args.steps if preset == "tiny" or gpu else (args.base_steps or args.steps)
         plain_steps = min(steps, args.plain_steps or steps)
         # loscat-hf with 0 and --workers workers; plain Trainer defaults, and plain + --bf16 where a GPU has it
         runs = [("loscat-hf", w, None) for w in sorted({0, args.workers})] + [("plain-hf", 0, False)]
@@ -397,6 +397,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         "measure it as well and save minutes on a GPU")
     p.add_argument("--base-steps", type=int, default=0, help="CPU training steps of vit-base-384-random (0 = skip)")
     p.add_argument("--base-images", type=int, default=16, help="photos labelled with vit-base-384-random (0 = skip)")
+    p.add_argument("--presets", nargs="+", choices=["tiny", "vit-base-384-random"], default=None,
+                   help="train: the presets to time (default: tiny, and vit-base-384-random on a GPU or with "
+                        "--base-steps); e.g. one preset for a second, --compile run")
     p.add_argument("--pipeline-batches", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--label-workers", type=int, default=default_workers(8),
                    help="loscat-hf predict --num-workers (default: predict's own, usable cores - 1, at most 8)")
