@@ -20,6 +20,7 @@ MAX_SIDE_KEY = "loscat_max_side"  # the config.json attribute
 # Inference precisions (`predict`, `explain`, `demo`, the Space): "auto" = bf16 on a GPU, fp32 on CPU;
 # "int8" = dynamic quantisation of the Linear layers, CPU only.
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
+LABEL_ORDERS = ("uncertain", "random", "folder")  # `loscat-hf label --order`: least sure first, seeded, by path
 
 # The Space's default model is the study's published checkpoint (model/study.py), converted on first start;
 # env LOSCAT_MODEL, a bundled model/ folder or `demo --model` override it.

@@ -19,13 +19,13 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from loscat_hf.data.csvsafe import decode_export
+from loscat_hf.data.csvsafe import decode_export, read_cell
 from loscat_hf.data.score_tables import SCORE_PREFIX
 from loscat_hf.errors import LoscatError, Problem
 from loscat_hf.taxonomy import ParsedRegion, RegionError, Taxonomy
 
 REQUIRED_COLUMNS = ("image", "patient_id", "region")
-OPTIONAL_COLUMNS = ("rater", "visit", "quality")
+OPTIONAL_COLUMNS = ("rater", "visit", "quality", "labelled_at")  # labelled_at: `loscat-hf label` writes it
 # Names the packed dataset defines itself: a kept column may not shadow them.
 RESERVED_COLUMNS = frozenset(REQUIRED_COLUMNS + OPTIONAL_COLUMNS + ("file_name", "label", "site", "image_id"))
 EXCLUDED_QUALITY = frozenset({"exclude", "poor"})
@@ -56,6 +56,7 @@ class RatingsExport:
     dropped_columns: list[str] = field(default_factory=list)  # columns left out (allow-list)
     kept_columns: list[str] = field(default_factory=list)
     source: str = ""
+    superseded: int = 0  # answers replaced by the same rater's later answer (exports with labelled_at)
 
 
 def normalise_column(name: str) -> str:
@@ -72,19 +73,21 @@ def normalise_image_path(path: str) -> str:
     return text
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    """Read all cells as text; turn every way this can fail into a LoscatError the user can act on."""
+def read_export(path: Path, what: str = "annotation file",
+                required: Sequence[str] = REQUIRED_COLUMNS) -> pd.DataFrame:
+    """Read all cells of a clinic's CSV as text, indexed by spreadsheet row; every failure is a LoscatError
+    naming `what` (the annotation export, `loscat-hf label --patients`)."""
     if not path.exists():
-        raise LoscatError(f"annotation file {path} does not exist")
+        raise LoscatError(f"{what} {path} does not exist")
     if path.is_dir():
-        raise LoscatError(f"annotation file {path} is a folder; pass the CSV file")
+        raise LoscatError(f"{what} {path} is a folder; pass the CSV file")
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise LoscatError(f"cannot read annotation file {path}: {exc.strerror}") from None
-    text = decode_export(raw, path, "annotation file")
+        raise LoscatError(f"cannot read {what} {path}: {exc.strerror}") from None
+    text = decode_export(raw, path, what)
     if not text.strip():
-        raise LoscatError(f"annotation file {path} is empty; expected a header with {list(REQUIRED_COLUMNS)}")
+        raise LoscatError(f"{what} {path} is empty; expected a header with {list(required)}")
     header = text.lstrip().splitlines()[0]
     sep = max((",", ";", "\t"), key=header.count)  # European Excel uses ';'
     try:
@@ -97,10 +100,10 @@ def _read_csv(path: Path) -> pd.DataFrame:
                 index_col=False,
             )
     except pd.errors.EmptyDataError:
-        raise LoscatError(f"annotation file {path} is empty") from None
+        raise LoscatError(f"{what} {path} is empty") from None
     except (pd.errors.ParserWarning, pd.errors.ParserError, ValueError) as exc:
         detail = _long_row(text, sep) or str(exc).strip()
-        raise LoscatError(f"annotation file {path} is not a valid CSV file: {detail}") from None
+        raise LoscatError(f"{what} {path} is not a valid CSV file: {detail}") from None
     # Index = the row a spreadsheet shows (header = row 1, blank rows counted), then blank rows dropped:
     # every message's row number is where the user finds the row in Excel.
     frame.index = range(2, len(frame) + 2)
@@ -121,7 +124,8 @@ def _long_row(text: str, sep: str) -> str | None:
     return None
 
 
-def _map_columns(frame: pd.DataFrame, path: Path) -> dict[str, str]:
+def map_columns(frame: pd.DataFrame, path: Path, what: str = "annotation file",
+                required: Sequence[str] = REQUIRED_COLUMNS) -> dict[str, str]:
     """Normalised name -> the CSV's own column name; drop unnamed empty columns (trailing commas)."""
     mapping: dict[str, str] = {}
     for column in frame.columns:
@@ -132,16 +136,16 @@ def _map_columns(frame: pd.DataFrame, path: Path) -> dict[str, str]:
             name = f"column_{len(mapping) + 1}"
         if name in mapping:
             raise LoscatError(
-                f"annotation file {path} has two columns that both mean {name!r}: "
-                f"{mapping[name]!r} and {column!r}"
+                f"{what} {path} has two columns that both mean {name!r}: {mapping[name]!r} and {column!r}"
             )
         mapping[name] = column
-    missing = [c for c in REQUIRED_COLUMNS if c not in mapping]
+    missing = [c for c in required if c not in mapping]
     if missing:
+        optional = (f"; optional: {list(OPTIONAL_COLUMNS)} and any per-photo columns such as skin_tone"
+                    if required == REQUIRED_COLUMNS else "")
         raise LoscatError(
-            f"annotation file {path} lacks required column(s) {missing}. Found columns: "
-            f"{[str(c) for c in frame.columns]}. Required: {list(REQUIRED_COLUMNS)} (any case/spacing); "
-            f"optional: {list(OPTIONAL_COLUMNS)} and any per-photo columns such as skin_tone"
+            f"{what} {path} lacks required column(s) {missing}. Found columns: "
+            f"{[str(c) for c in frame.columns]}. Required: {list(required)} (any case/spacing){optional}"
         )
     return mapping
 
@@ -155,16 +159,17 @@ def read_ratings(csv_path: str | Path, taxonomy: Taxonomy,
     named in `dropped_columns`, so a PatientName or Geburtsdatum column never reaches the dataset.
 
     Rows: quality 'exclude'/'poor' -> dropped; empty image/patient_id/region -> dropped; unknown region
-    spelling -> dropped (reason lists valid names). Without a rater column (or with an empty rater cell)
+    spelling -> dropped (reason lists valid names). With a `labelled_at` column (`loscat-hf label`'s CSV) a
+    rater's later answer for a photo replaces their earlier ones (counted in `superseded`). Without a rater column (or with an empty rater cell)
     each row is its own anonymous rater 'row<N>'. Per photo and rater: a repeated identical region counts
     once; different regions from one rater are contradictory, so all of that rater's ratings of the photo
     are dropped (by consensus.py, which also excludes a photo labelled for two patients).
     """
     path = Path(csv_path)
-    frame = _read_csv(path)
+    frame = read_export(path)
     if frame.empty:
         raise LoscatError(f"annotation file {path} has a header but no data rows")
-    columns = _map_columns(frame, path)
+    columns = map_columns(frame, path)
     source = str(path)
     n_rows = len(frame)
     row_numbers = frame.index.tolist()  # spreadsheet rows
@@ -176,12 +181,14 @@ def read_ratings(csv_path: str | Path, taxonomy: Taxonomy,
     def column(name: str) -> list[str]:
         if name not in columns:
             return [""] * n_rows
-        return [str(v).strip() for v in frame[columns[name]].tolist()]
+        return [read_cell(str(v).strip()) for v in frame[columns[name]].tolist()]  # undo csvsafe's apostrophe
 
     images = [normalise_image_path(v) for v in column("image")]
     patients, regions = column("patient_id"), column("region")
     raters, qualities = column("rater"), column("quality")
     extras_cols = {name: column(name) for name in extra_names}  # includes visit
+    superseded = (_superseded(images, raters, column("labelled_at"), row_numbers)
+                  if has_rater and "labelled_at" in columns else set())
 
     problems: list[Problem] = []
     parsed_cache: dict[str, ParsedRegion | str] = {}
@@ -197,6 +204,8 @@ def read_ratings(csv_path: str | Path, taxonomy: Taxonomy,
             for name, values in extras_cols.items():
                 if values[i]:
                     extra_values[image][name].append(values[i])
+        if i in superseded:
+            continue
         if qualities[i].lower() in EXCLUDED_QUALITY:
             problems.append(Problem("quality_excluded", source, f"quality is {qualities[i]!r}", row))
             continue
@@ -221,7 +230,25 @@ def read_ratings(csv_path: str | Path, taxonomy: Taxonomy,
     return RatingsExport(
         ratings=valid, problems=problems, first_row=first_row,
         extra_values={k: dict(v) for k, v in extra_values.items()}, n_rows=n_rows, has_rater=has_rater,
-        dropped_columns=dropped_columns, kept_columns=kept_columns, source=source)
+        dropped_columns=dropped_columns, kept_columns=kept_columns, source=source, superseded=len(superseded))
+
+
+def _superseded(images: list[str], raters: list[str], times: list[str], rows: list[int]) -> set[int]:
+    """Row positions whose answer the same rater later changed: all but the latest per (image, rater).
+
+    `loscat-hf label` never rewrites its CSV: a changed answer is a new row, so the latest counts (by
+    labelled_at, then by row for equal or missing times). Rows without an image or rater are left alone.
+    """
+    latest: dict[tuple[str, str], int] = {}
+    for i, (image, rater) in enumerate(zip(images, raters, strict=True)):
+        if not image or not rater:
+            continue
+        j = latest.get((image, rater))
+        if j is None or (times[i], rows[i]) >= (times[j], rows[j]):
+            latest[(image, rater)] = i
+    keep = set(latest.values())
+    return {i for i, (image, rater) in enumerate(zip(images, raters, strict=True))
+            if image and rater and i not in keep}
 
 
 def parse_keep_columns(text: str | Sequence[str] | None) -> list[str]:

@@ -48,6 +48,7 @@ class ConsensusResult:
     # CSV columns neither loscat-hf defines nor the user kept: left out of everything written (allow-list).
     dropped_columns: list[str] = field(default_factory=list)
     kept_columns: list[str] = field(default_factory=list)  # normalised names of the kept extra columns
+    superseded: int = 0  # answers a rater later changed (`loscat-hf label`'s CSV): the latest counts
 
     def problem_counts(self) -> dict[str, int]:
         """Problems per kind, for a one-line console summary."""
@@ -110,6 +111,7 @@ def build_consensus(export: RatingsExport, taxonomy: Taxonomy) -> ConsensusResul
     return ConsensusResult(
         photos=photos, problems=problems, ratings=ratings, agreement=report, n_rows=export.n_rows,
         warnings=warnings, dropped_columns=export.dropped_columns, kept_columns=export.kept_columns,
+        superseded=export.superseded,
     )
 
 

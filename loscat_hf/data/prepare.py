@@ -212,6 +212,9 @@ def format_summary(prepared: PrepareResult) -> str:
               f"{', '.join(consensus.dropped_columns)}")
     if consensus.kept_columns:
         add(f"Columns kept (--keep-columns): {', '.join(consensus.kept_columns)}")
+    if consensus.superseded:
+        add(f"{consensus.superseded} earlier answer(s) replaced by the same rater's later answer to the same photo "
+            "(labelled_at): only the latest counts.")
     if result.problems:
         counts = Counter(p.kind for p in result.problems)
         listed = ", ".join(f"{k} {n}" for k, n in counts.most_common())

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from loscat_hf import __version__
+from loscat_hf.cli.apps import add_demo, add_label, add_push_space
 from loscat_hf.defaults import MAX_SIDE, PRECISIONS
 from loscat_hf.errors import LoscatError
 
@@ -274,40 +275,6 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_explain)
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from loscat_hf.apps.space import launch
-
-    launch(args.model, host=args.host, port=args.port, precision=args.precision)
-    return 0
-
-
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="start the Gradio Space app locally")
-    p.add_argument("--model", default=None, help="model folder or Hub id (default: env LOSCAT_MODEL, else the study's published "
-                   "checkpoint, converted once)")
-    p.add_argument("--host", default=None, help="default: env GRADIO_SERVER_NAME, else 127.0.0.1")
-    p.add_argument("--port", type=int, default=None, help="default: env GRADIO_SERVER_PORT, else 7860")
-    p.add_argument("--precision", default=None, choices=PRECISIONS,
-                   help="default: env LOSCAT_PRECISION, else int8")
-    p.set_defaults(func=_demo)
-
-
-def _push_space(args: argparse.Namespace) -> int:
-    from loscat_hf.hub.space import push_space
-
-    print(push_space(args.repo_id, model=args.model, private=not args.public, dry_run=args.dry_run))
-    return 0
-
-
-def _add_push_space(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("push-space", help="upload the Gradio Space (app + bundled loscat_hf [+ model folder])")
-    p.add_argument("--repo-id", required=True, help="Space id, e.g. user/loscat-region")
-    p.add_argument("--model", default=None, help="local model folder to bundle, or Hub id set as LOSCAT_MODEL")
-    p.add_argument("--public", action="store_true", help="make the Space public (default private)")
-    p.add_argument("--dry-run", default=None, metavar="DIR",
-                   help="write the exact Space folder (app, package, allow-listed model files) to DIR instead "
-                        "of uploading")
-    p.set_defaults(func=_push_space)
 def _evaluate_ensemble(args: argparse.Namespace) -> int:
     from loscat_hf.evaluation.ensemble import evaluate_ensemble, format_ensemble
 
@@ -356,10 +323,10 @@ def _add_convert_timm(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_convert_timm)
 
 
-# Subcommands register themselves here; later modules (train, evaluate, predict, ...) add theirs.
+# One registrar per subcommand; the Gradio apps' (demo, push-space, label) are in cli/apps.py.
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo_data, _add_prepare, _add_train, _add_evaluate, _add_quickstart, _add_predict, _add_link, _add_push,
-    _add_explain, _add_demo, _add_push_space, _add_evaluate_ensemble, _add_convert_timm,
+    _add_explain, add_demo, add_push_space, add_label, _add_evaluate_ensemble, _add_convert_timm,
 ]
 
 
@@ -409,6 +376,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("loscat-hf: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,291 @@
+"""`loscat-hf label`: the Gradio app where raters grade photos into the annotation CSV that `prepare` reads.
+
+Two screens, as the study's R Shiny tool had: Grade (one photo at a time, the 18 LoSCAT sites with their
+sides, the non-site codes, a quality flag, keyboard shortcuts, Back/Skip, progress) and Summary (photos done
+per rater, answers per site, agreement so far, the model's agreement with the raters, the rater's own
+answers as a CSV). Every action is also a named API endpoint (`/next_photo`, `/submit_label`, `/skip_photo`,
+`/previous_photo`, `/summary`), so gradio_client can drive it.
+
+Patient data: the app binds 127.0.0.1 unless told otherwise and then requires `--auth`; it shows photos
+only as pixels re-encoded from the decoded image (no EXIF, file name or patient id reaches the browser; a
+photo is named by an opaque id), and those copies live in gradio's cache, deleted about 10 minutes later
+(the Space's policy). Nothing is uploaded or flagged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import astuple
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from loscat_hf.apps.label_session import (  # noqa: E402
+    LabelSession,
+    Shown,
+    format_suggestion,
+    model_suggestions,
+)
+from loscat_hf.data.csvsafe import SafeWriter  # noqa: E402
+from loscat_hf.data.images import ImageProblemError, open_image  # noqa: E402
+from loscat_hf.data.label_log import LABEL_COLUMNS, QUALITIES, LabelLog  # noqa: E402
+from loscat_hf.data.label_photos import list_photos  # noqa: E402
+from loscat_hf.errors import LoscatError  # noqa: E402
+from loscat_hf.taxonomy import load_taxonomy  # noqa: E402
+
+DISPLAY_SIDE = 1600  # shorter side of the photo sent to the browser: large enough to judge, small to send
+CACHE_EXPIRY = (60, 600)  # gradio's delete_cache: sweep every minute, delete what is older than 10 minutes
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+QUALITY_KEYS = {"good": "j", "poor": "k", "exclude": "l"}
+NAV_KEYS = {"back": "b", "skip": "n"}
+KEY_ROWS = ("1234567890", "qwertyuiop", "asdfgh", "zxcvm")  # answer keys, one row per button row
+
+
+def button_rows(choices: list[str], codes: set[str]) -> list[list[tuple[str, str]]]:
+    """(answer, key) rows: unsided sites, left sites, right sites, non-site codes; one key each."""
+    groups = [[c for c in choices if c not in codes and not c.startswith(("left_", "right_"))],
+              [c for c in choices if c.startswith("left_")], [c for c in choices if c.startswith("right_")],
+              [c for c in choices if c in codes]]
+    rows = []
+    for group, keys in zip(groups, KEY_ROWS, strict=True):
+        if len(group) > len(keys):
+            raise LoscatError(f"the labelling app has keys for {len(keys)} answers per row, not {len(group)}")
+        rows.append(list(zip(group, keys, strict=False)))
+    return rows
+
+
+def _title(answer: str) -> str:
+    return answer.replace("_", " ").capitalize()
+
+
+def _keyboard_js(keys: dict[str, str]) -> str:
+    """Page script: a key press clicks the button (or quality choice) it names, unless the rater is typing."""
+    return """() => {
+  const keys = __KEYS__;
+  document.addEventListener('keydown', (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey || e.target.closest('input[type=text], textarea')) return;
+    const target = keys[e.key.toLowerCase()];
+    if (!target) return;
+    const el = document.querySelector(target);
+    if (el) { e.preventDefault(); el.click(); }
+  });
+}""".replace("__KEYS__", json.dumps(keys))
+
+
+class LabelApp:
+    """The session's methods as gradio callbacks: LoscatError -> a short gr.Error, photos -> clean pixels."""
+
+    def __init__(self, session: LabelSession) -> None:
+        self.session = session
+
+    def _call(self, method, *args):
+        try:
+            return method(*args)
+        except LoscatError as exc:
+            raise gr.Error(str(exc)) from None
+
+    def _pixels(self, shown: Shown):
+        if shown.photo is None:
+            return None, ""
+        try:
+            return open_image(shown.photo.path, max_side=DISPLAY_SIDE), ""
+        except ImageProblemError as exc:
+            return None, f"This file cannot be shown ({exc.reason}): answer *not gradable*, or skip it."
+
+    def _api(self, shown: Shown) -> tuple[Any, str, str]:
+        """(photo, photo_id, progress): what every API endpoint returns."""
+        image, problem = self._pixels(shown)
+        return image, shown.photo.photo_id if shown.photo else "", shown.progress + (f"\n\n{problem}" if problem
+                                                                                      else "")
+
+    def _ui(self, shown: Shown) -> tuple[Any, str, str, str, str]:
+        """(photo, photo_id, progress, hint, quality reset to good): what the Grade screen shows."""
+        image, photo_id, progress = self._api(shown)
+        hint = [shown.feedback] if shown.feedback else []
+        if shown.earlier:
+            hint.append(f"Your earlier answer for this photo: **{_title(shown.earlier)}** (a new answer replaces it).")
+        if shown.suggestion:
+            hint.append(f"Model suggests (shown before you answer: `--suggest`): {format_suggestion(shown.suggestion)}")
+        return image, photo_id, f"**{progress}**", "\n\n".join(hint), "good"
+
+    # API endpoints
+    def next_photo(self, rater: str):
+        return self._api(self._call(self.session.next_photo, rater))
+
+    def submit_label(self, rater: str, photo_id: str, site: str, quality: str):
+        return self._api(self._call(self.session.submit, rater, photo_id, site, quality))
+
+    def skip_photo(self, rater: str, photo_id: str):
+        return self._api(self._call(self.session.skip, rater, photo_id))
+
+    def previous_photo(self, rater: str):
+        return self._api(self._call(self.session.back, rater))
+
+    def summary(self):
+        return self.session.summary()
+
+    # the Grade and Summary screens
+    def ui_next(self, rater: str):
+        return self._ui(self._call(self.session.next_photo, rater))
+
+    def ui_submit(self, site: str):
+        def submit(rater: str, photo_id: str, quality: str):
+            return self._ui(self._call(self.session.submit, rater, photo_id, site, quality))
+        return submit
+
+    def ui_skip(self, rater: str, photo_id: str):
+        return self._ui(self._call(self.session.skip, rater, photo_id))
+
+    def ui_back(self, rater: str):
+        return self._ui(self._call(self.session.back, rater))
+
+    def ui_summary(self, rater: str):
+        s = self.session.summary()
+        report = s["agreement"]
+
+        def fmt(value, pattern: str) -> str:
+            return "n/a" if value is None else format(value, pattern)
+
+        text = [f"**{len(s['raters'])} rater(s)**, {s['photos']} photos in the folder."]
+        if report["n_photos_multi_rated"]:
+            text.append(f"Agreement over {report['n_photos_multi_rated']} photos with two or more raters (12 "
+                        f"classes; codes left out): all agree on {fmt(report['percent_agreement'], '.1f')}%, "
+                        f"Fleiss' kappa {fmt(report['fleiss_kappa'], '.3f')}.")
+            if report["most_confused"]:
+                text.append("Most confused: " + ", ".join(f"{c['labels'][0]} / {c['labels'][1]} ({c['count']})"
+                                                          for c in report["most_confused"]))
+        else:
+            text.append("No photo has two raters' answers yet: agreement shows once raters overlap.")
+        pairs = [{"raters": f"{p['rater_a']} vs {p['rater_b']}", "photos": p["n_photos"],
+                  "agree %": round(p["percent_agreement"], 1), "Cohen's kappa": fmt(p["cohen_kappa"], ".3f")}
+                 for p in report["pairs"]]
+        own = None
+        if (rater or "").strip():
+            own = self._own_csv(rater)
+        return ("\n\n".join(text), _table(s["raters"], ["rater", "photos done", "of"]),
+                _table(s["sites"], ["answer", "answers"]), _table(pairs, ["raters", "photos", "agree %", "Cohen's kappa"]),
+                _table(s["model"], ["class", "answers", "model agrees %"]), own)
+
+    def _own_csv(self, rater: str) -> str:
+        """The rater's own answers as a CSV in gradio's cache (swept like the photos)."""
+        rows = self._call(self.session.own_answers, rater)
+        cache = Path(gr.utils.get_upload_folder())
+        cache.mkdir(parents=True, exist_ok=True)
+        out = Path(tempfile.mkdtemp(prefix="loscat-label-", dir=cache)) / "my_answers.csv"
+        with out.open("w", newline="", encoding="utf-8") as fh:
+            writer = SafeWriter(fh)
+            writer.writerow(LABEL_COLUMNS)
+            writer.writerows(astuple(a) for a in rows)
+        return str(out)
+
+
+def _table(rows: list[dict], columns: list[str]) -> dict:
+    return {"headers": columns, "data": [[r[c] for c in columns] for r in rows] or [["" for _ in columns]]}
+
+
+def build_label_app(session: LabelSession, rater: str = "") -> tuple[gr.Blocks, str]:
+    """The Blocks app and its keyboard script (gradio 6 takes scripts in launch())."""
+    app = LabelApp(session)
+    codes = set(session.taxonomy.non_site_codes.values())
+    rows = button_rows(session.choices, codes)
+    keys: dict[str, str] = {}
+    private = {"api_visibility": "private"}
+    with gr.Blocks(title="LoSCAT labelling", delete_cache=CACHE_EXPIRY) as demo:
+        gr.Markdown(f"# LoSCAT labelling\n{len(session.photos)} photos; order: {session.order}. Answers are saved "
+                    "at once; close the page any time and come back where you stopped.")
+        with gr.Tab("Grade"):
+            with gr.Row():
+                rater_box = gr.Textbox(value=rater, label="Rater", elem_id="rater", scale=1)
+                progress = gr.Markdown(label="progress", elem_id="progress")
+            with gr.Row():
+                with gr.Column(scale=3):
+                    photo = gr.Image(type="pil", format="jpeg", interactive=False, label="Photo", height=620,
+                                     elem_id="photo", buttons=["fullscreen"])
+                with gr.Column(scale=2):
+                    hint = gr.Markdown(elem_id="hint")
+                    quality = gr.Radio(list(QUALITIES), value="good", label="Photo quality  [J] good  [K] poor  "
+                                       "[L] exclude (poor and exclude are left out by prepare)", elem_id="quality")
+                    buttons = []
+                    for row in rows:
+                        with gr.Row():
+                            for answer, key in row:
+                                btn = gr.Button(f"{_title(answer)} [{key.upper()}]", elem_id=f"site-{answer}",
+                                                size="sm", min_width=60)
+                                buttons.append((answer, btn))
+                                keys[key] = f"#site-{answer}"
+                    with gr.Row():
+                        back = gr.Button("Back [B]", elem_id="back", size="sm")
+                        skip = gr.Button("Skip [N]", elem_id="skip", size="sm")
+            photo_id = gr.Textbox(visible=False, label="photo_id", elem_id="photo-id")
+            site_in = gr.Textbox(visible=False)  # /submit_label's site (API only)
+            outs = [photo, photo_id, progress, hint, quality]
+            demo.load(app.ui_next, [rater_box], outs, **private)
+            rater_box.submit(app.ui_next, [rater_box], outs, **private)
+            for answer, btn in buttons:
+                btn.click(app.ui_submit(answer), [rater_box, photo_id, quality], outs, **private)
+            skip.click(app.ui_skip, [rater_box, photo_id], outs, **private)
+            back.click(app.ui_back, [rater_box], outs, **private)
+            keys.update({NAV_KEYS["back"]: "#back", NAV_KEYS["skip"]: "#skip"})
+            keys.update({k: f'#quality input[value="{q}"]' for q, k in QUALITY_KEYS.items()})
+            api = [photo, photo_id, progress]
+            gr.Button(visible=False).click(app.next_photo, [rater_box], api, api_name="next_photo")
+            gr.Button(visible=False).click(app.submit_label, [rater_box, photo_id, site_in, quality], api,
+                                           api_name="submit_label")
+            gr.Button(visible=False).click(app.skip_photo, [rater_box, photo_id], api, api_name="skip_photo")
+            gr.Button(visible=False).click(app.previous_photo, [rater_box], api, api_name="previous_photo")
+        with gr.Tab("Summary"):
+            refresh = gr.Button("Refresh", variant="primary", elem_id="refresh")
+            overview = gr.Markdown(elem_id="overview")
+            with gr.Row():
+                per_rater = gr.Dataframe(label="Photos done per rater", interactive=False)
+                per_site = gr.Dataframe(label="Answers per site", interactive=False)
+            pairs = gr.Dataframe(label="Agreement per rater pair (12 classes, photos both answered)", interactive=False)
+            vs_model = gr.Dataframe(label="Raters vs the model's top-1, per class", interactive=False)
+            own = gr.File(label="Your answers (CSV; other raters' answers stay hidden: blind rating)")
+            refresh.click(app.ui_summary, [rater_box], [overview, per_rater, per_site, pairs, vs_model, own], **private)
+            summary_json = gr.JSON(visible=False)
+            gr.Button(visible=False).click(app.summary, None, summary_json, api_name="summary")
+    demo.queue(default_concurrency_limit=4, max_size=64)
+    return demo, _keyboard_js(keys)
+
+
+def parse_auth(auth: str | None) -> tuple[str, str] | None:
+    if not auth:
+        return None
+    user, sep, password = auth.partition(":")
+    if not sep or not user or not password:
+        raise LoscatError("--auth USER:PASSWORD: give both, separated by ':'")
+    return user, password
+
+
+def label_session(images: str, out: str, *, patients: str | None = None, model: str | None = None,
+                  order: str | None = None, suggest: bool = False, precision: str = "auto") -> LabelSession:
+    """Photos, the label file and (with a model) its suggestions: everything the app needs, checked first."""
+    out_path = Path(out)
+    log = LabelLog(out_path)
+    photos = list_photos(images, patients, exclude=[out_path])
+    suggestions = model_suggestions(model, photos, out_path, precision=precision) if model else None
+    return LabelSession(photos, log, load_taxonomy(), suggestions=suggestions, order=order, suggest=suggest)
+
+
+def launch_label(images: str, out: str, rater: str, *, patients: str | None = None, model: str | None = None,
+                 order: str | None = None, suggest: bool = False, host: str = "127.0.0.1", port: int | None = None,
+                 auth: str | None = None, precision: str = "auto", **kwargs: Any) -> gr.Blocks:
+    """Check everything, then serve the app (blocks unless prevent_thread_lock=True is passed)."""
+    from loscat_hf.apps.label_session import check_rater
+
+    rater = check_rater(rater)
+    credentials = parse_auth(auth)
+    if host not in LOOPBACK and credentials is None:
+        raise LoscatError(f"--host {host} serves patient photos to the network: add --auth USER:PASSWORD")
+    session = label_session(images, out, patients=patients, model=model, order=order, suggest=suggest,
+                            precision=precision)
+    demo, js = build_label_app(session, rater)
+    demo.launch(server_name=host, server_port=port, auth=credentials, show_error=True, js=js,
+                theme=gr.themes.Soft(), **kwargs)
+    return demo

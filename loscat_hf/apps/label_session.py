@@ -1,0 +1,263 @@
+"""The state behind `loscat-hf label`: the photo queue, each rater's progress, answers, the summary.
+
+Plain Python (no gradio), so tests and the Gradio app (apps/label.py) call the same methods. Every answer is
+appended to the label file (data/label_log.py) before the next photo is shown. Blind rating: nothing a rater
+is shown about a photo comes from another rater; the summary shows counts and agreement, never a photo's
+labels. The model's top-3 is shown after the rater answers, or before with `suggest=True` (a bias risk).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import random
+import tempfile
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loscat_hf.data.agreement import agreement_report
+from loscat_hf.data.annotations import EXCLUDED_QUALITY
+from loscat_hf.data.csvsafe import read_cell
+from loscat_hf.data.label_log import QUALITIES, Answer, LabelLog, latest_answers, now_utc
+from loscat_hf.data.label_photos import LabelPhoto
+from loscat_hf.defaults import LABEL_ORDERS
+from loscat_hf.errors import LoscatError
+from loscat_hf.taxonomy import RegionError, Taxonomy
+
+logger = logging.getLogger(__name__)
+
+MAX_RATER_NAME = 64
+Suggestion = list[tuple[str, float]]  # the model's top-3: (class, probability)
+
+
+@dataclass
+class Shown:
+    """What the Grade screen shows next: a photo (None when all are done) and what to say about it."""
+
+    photo: LabelPhoto | None
+    progress: str
+    earlier: str = ""  # this rater's own earlier answer (after Back)
+    suggestion: Suggestion | None = None  # the model's top-3 for this photo, when shown before answering
+    feedback: str = ""  # e.g. the model's top-3 for the photo just answered
+
+
+@dataclass
+class _Rater:
+    skipped: list[str] = field(default_factory=list)  # photo ids skipped in this session, oldest first
+    history: list[str] = field(default_factory=list)  # photo ids answered or skipped, for Back
+    current: str | None = None
+
+
+def check_rater(rater: str | None) -> str:
+    """A rater name as written to the file: trimmed, non-empty, one line, at most 64 characters."""
+    name = (rater or "").strip()
+    if not name:
+        raise LoscatError("enter your rater name first")
+    if len(name) > MAX_RATER_NAME or any(ord(c) < 32 for c in name):
+        raise LoscatError(f"a rater name is one line of at most {MAX_RATER_NAME} characters")
+    return name
+
+
+def answer_choices(taxonomy: Taxonomy) -> list[str]:
+    """What a rater can answer: the 18 sites (sides kept) and the non-site codes (unclear, multiple, ...)."""
+    return [*taxonomy.sites, *dict.fromkeys(taxonomy.non_site_codes.values())]
+
+
+def model_suggestions(model: str, photos: list[LabelPhoto], out: Path, precision: str = "auto",
+                      batch_size: int = 16) -> dict[str, Suggestion]:
+    """image -> the model's top-3, predicted once with `loscat-hf predict`'s code and kept beside the label file
+    (`<out>.model-<weights>.csv`, private like it), so a restart reuses it and a new model gets its own."""
+    from loscat_hf.infer.folder import predict_folder
+    from loscat_hf.model.checkpoints import weights_fingerprint
+
+    tag = (weights_fingerprint(model) or "").strip()[:12] or "".join(c if c.isalnum() else "-" for c in model)[-40:]
+    cache = out.with_name(f"{out.stem}.model-{tag}.csv")
+    by_path = {str(p.path.resolve()): p.image for p in photos}
+    with tempfile.TemporaryDirectory() as tmp:
+        listing = Path(tmp) / "photos.csv"
+        with open(listing, "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows([["image"], *([p] for p in by_path)])
+        predict_folder(model, listing, cache, batch_size=batch_size, precision=precision, resume=True)
+    suggestions: dict[str, Suggestion] = {}
+    with open(cache, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            image = by_path.get(read_cell(row["image"]))
+            if image and row["status"] == "ok":
+                suggestions[image] = [(row[f"top{k}"], float(row[f"top{k}_prob"])) for k in (1, 2, 3)
+                                      if row.get(f"top{k}")]
+    return suggestions
+
+
+def format_suggestion(top: Suggestion) -> str:
+    return " · ".join(f"{label} {p:.0%}" for label, p in top)
+
+
+class LabelSession:
+    """The queue and the answers of one labelling app (any number of raters)."""
+
+    def __init__(self, photos: list[LabelPhoto], log: LabelLog, taxonomy: Taxonomy, *,
+                 suggestions: dict[str, Suggestion] | None = None, order: str | None = None,
+                 suggest: bool = False, seed: int = 0) -> None:
+        if not photos:
+            raise LoscatError("no photos to label")
+        order = order or ("uncertain" if suggestions is not None else "folder")
+        if order not in LABEL_ORDERS:
+            raise LoscatError(f"--order {order}: choose one of {', '.join(LABEL_ORDERS)}")
+        if order == "uncertain" and suggestions is None:
+            raise LoscatError("--order uncertain needs --model (the model decides which photos are uncertain)")
+        if suggest and suggestions is None:
+            raise LoscatError("--suggest needs --model")
+        self.photos = {p.photo_id: p for p in photos}
+        self.log, self.taxonomy, self.order, self.suggest = log, taxonomy, order, suggest
+        self.suggestions = suggestions
+        self.choices = answer_choices(taxonomy)
+        queue = sorted(photos, key=lambda p: p.image)
+        if order == "random":  # one seeded order for every rater: raters overlap early, so agreement shows soon
+            random.Random(seed).shuffle(queue)
+        elif order == "uncertain":  # least sure first (top-1 probability); photos the model could not read last
+            queue.sort(key=lambda p: suggestions[p.image][0][1] if suggestions.get(p.image) else 2.0)
+        self.queue = [p.photo_id for p in queue]
+        self._lock = threading.Lock()
+        self._raters: dict[str, _Rater] = defaultdict(_Rater)
+        images = {p.image for p in photos}
+        self._latest = {k: a for k, a in latest_answers(log.read()).items() if a.image in images}
+
+    # ------------------------------------------------------------------------------------------ grading
+    def _photo(self, photo_id: str) -> LabelPhoto:
+        photo = self.photos.get((photo_id or "").strip())
+        if photo is None:
+            raise LoscatError(f"unknown photo id {photo_id!r}: ask /next_photo for one")
+        return photo
+
+    def _done(self, rater: str) -> int:
+        return sum(1 for (_, r) in self._latest if r == rater)
+
+    def _show(self, rater: str, photo: LabelPhoto | None, feedback: str = "") -> Shown:
+        state = self._raters[rater]
+        state.current = photo.photo_id if photo else None
+        total, done = len(self.photos), self._done(rater)
+        if photo is None:
+            return Shown(None, f"All {total} photos done, {rater}. Thank you!", feedback=feedback)
+        progress = f"{done} of {total} done"
+        if state.skipped:
+            progress += f" ({len(state.skipped)} skipped)"
+        own = self._latest.get((photo.image, rater))
+        top = (self.suggestions or {}).get(photo.image) if self.suggest else None
+        return Shown(photo, progress, earlier=own.region if own else "", suggestion=top, feedback=feedback)
+
+    def _next(self, rater: str) -> LabelPhoto | None:
+        state = self._raters[rater]
+        skipped = set(state.skipped)
+        for pid in self.queue:
+            if (self.photos[pid].image, rater) not in self._latest and pid not in skipped:
+                return self.photos[pid]
+        while state.skipped:  # only skipped photos are left: offer them again, oldest first
+            pid = state.skipped.pop(0)
+            if (self.photos[pid].image, rater) not in self._latest:
+                return self.photos[pid]
+        return None
+
+    def next_photo(self, rater: str | None) -> Shown:
+        """The rater's current photo, else the next unanswered one in queue order."""
+        rater = check_rater(rater)
+        with self._lock:
+            state = self._raters[rater]
+            if state.current and (self.photos[state.current].image, rater) not in self._latest:
+                return self._show(rater, self.photos[state.current])
+            return self._show(rater, self._next(rater))
+
+    def submit(self, rater: str | None, photo_id: str, site: str, quality: str = "good") -> Shown:
+        """Append the answer (fsynced), then show the rater's next photo."""
+        rater, photo = check_rater(rater), self._photo(photo_id)
+        region = self._region(site)
+        quality = (quality or "good").strip().lower()
+        if quality not in QUALITIES:
+            raise LoscatError(f"quality {quality!r}: choose one of {', '.join(QUALITIES)}")
+        answer = Answer(photo.image, photo.patient_id, photo.visit, region, rater, quality, now_utc())
+        with self._lock:
+            self.log.append(answer)
+            self._latest[answer.key()] = answer
+            state = self._raters[rater]
+            state.history.append(photo.photo_id)
+            if photo.photo_id in state.skipped:
+                state.skipped.remove(photo.photo_id)
+            return self._show(rater, self._next(rater), feedback=self._feedback(photo, region))
+
+    def skip(self, rater: str | None, photo_id: str) -> Shown:
+        """Leave the photo for later (it comes back once every other photo is answered)."""
+        rater, photo = check_rater(rater), self._photo(photo_id)
+        with self._lock:
+            state = self._raters[rater]
+            if (photo.image, rater) not in self._latest and photo.photo_id not in state.skipped:
+                state.skipped.append(photo.photo_id)
+            state.history.append(photo.photo_id)
+            return self._show(rater, self._next(rater))
+
+    def back(self, rater: str | None) -> Shown:
+        """The photo this rater answered or skipped before the current one (to change an answer)."""
+        rater = check_rater(rater)
+        with self._lock:
+            state = self._raters[rater]
+            if not state.history:
+                return self._show(rater, self.photos[state.current] if state.current else self._next(rater))
+            return self._show(rater, self.photos[state.history.pop()])
+
+    def _region(self, site: str) -> str:
+        """A site (side kept) or a non-site code, in the taxonomy's canonical spelling."""
+        try:
+            parsed = self.taxonomy.parse(site or "")
+        except RegionError as exc:
+            raise LoscatError(str(exc)) from None
+        if parsed.code:
+            return parsed.code
+        if parsed.site not in self.taxonomy.sites:  # 'arm' without a side
+            raise LoscatError(f"{site!r} needs a side: choose one of {', '.join(self.choices)}")
+        return parsed.site
+
+    def _feedback(self, photo: LabelPhoto, region: str) -> str:
+        top = (self.suggestions or {}).get(photo.image)
+        if not top or self.suggest:
+            return ""
+        return f"Model, for the photo you just graded ({region}): {format_suggestion(top)}"
+
+    # ------------------------------------------------------------------------------------------ summary
+    def summary(self) -> dict[str, Any]:
+        """Counts and agreement over every rater's latest answers in the file (other apps' answers too).
+
+        Counts include every answer; agreement, like `prepare`, leaves out answers flagged poor or exclude."""
+        import pandas as pd
+
+        images = {p.image for p in self.photos.values()}
+        latest = [a for a in latest_answers(self.log.read()).values() if a.image in images]
+        per_rater = Counter(a.rater for a in latest)
+        per_site = Counter(a.region for a in latest)
+        latest = [a for a in latest if a.quality.lower() not in EXCLUDED_QUALITY]
+        frame = pd.DataFrame([(a.image, a.rater, self.taxonomy.to_class(a.region)) for a in latest],
+                             columns=["image", "rater", "label"], dtype=str)
+        report = agreement_report(frame, self.taxonomy.classes)
+        model_rows = []
+        if self.suggestions is not None:
+            agree: dict[str, list[bool]] = defaultdict(list)
+            for a in latest:
+                top = self.suggestions.get(a.image)
+                label = self.taxonomy.to_class(a.region)
+                if top and label in self.taxonomy.classes:
+                    agree[label].append(top[0][0] == label)
+            model_rows = [{"class": c, "answers": len(agree[c]), "model agrees %": round(100 * sum(agree[c]) /
+                           len(agree[c]), 1)} for c in self.taxonomy.classes if agree[c]]
+        return {
+            "photos": len(self.photos),
+            "raters": [{"rater": r, "photos done": n, "of": len(self.photos)} for r, n in sorted(per_rater.items())],
+            "sites": [{"answer": s, "answers": per_site[s]} for s in self.choices if per_site[s]],
+            "agreement": report,
+            "model": model_rows,
+        }
+
+    def own_answers(self, rater: str | None) -> list[Answer]:
+        """This rater's answers (latest per photo), for their download: no other rater's labels."""
+        rater = check_rater(rater)
+        return sorted((a for (_, r), a in latest_answers(self.log.read()).items() if r == rater),
+                      key=lambda a: a.image)

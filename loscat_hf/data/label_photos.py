@@ -1,0 +1,107 @@
+"""The photos a rater labels with `loscat-hf label`, each with its patient id and visit.
+
+Patient ids come from `--patients` (a CSV of image, patient_id[, visit], image relative to the photo folder)
+or else from the first folder level under the photo folder (`DIR/<patient_id>/.../photo.jpg`). A photo with
+no patient id is refused at start-up rather than labelled into rows `prepare` would drop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from loscat_hf.data.annotations import map_columns, normalise_image_path, read_export
+from loscat_hf.data.csvsafe import read_cell
+from loscat_hf.errors import LoscatError
+
+logger = logging.getLogger(__name__)
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".heic", ".heif")
+PATIENT_COLUMNS = ("image", "patient_id")
+MAX_LISTED = 5
+
+
+@dataclass(frozen=True)
+class LabelPhoto:
+    """A photo to label: its opaque id (what the app and its API show), where it is, whose it is."""
+
+    photo_id: str  # hash of `image`: names no patient or file
+    image: str  # relative to the photo folder, '/'-separated (the label file's `image`)
+    path: Path
+    patient_id: str
+    visit: str = ""
+
+
+def photo_id(image: str) -> str:
+    return hashlib.sha256(image.encode("utf-8")).hexdigest()[:16]
+
+
+def read_patients(path: str | os.PathLike) -> dict[str, tuple[str, str]]:
+    """image -> (patient_id, visit) from a `--patients` CSV; empty ids and contradictions name their row."""
+    path, what = Path(path), "patients file"
+    frame = read_export(path, what, PATIENT_COLUMNS)
+    columns = map_columns(frame, path, what, PATIENT_COLUMNS)
+
+    def cells(name: str) -> list[str]:
+        if name not in columns:
+            return [""] * len(frame)
+        return [read_cell(str(v).strip()) for v in frame[columns[name]].tolist()]
+
+    out: dict[str, tuple[str, str]] = {}
+    first: dict[str, int] = {}
+    for row, image, patient, visit in zip(frame.index, cells("image"), cells("patient_id"), cells("visit"),
+                                          strict=True):
+        image = normalise_image_path(image)
+        if not image or not patient:
+            raise LoscatError(f"{what} {path} row {row}: empty {'image' if not image else 'patient_id'}")
+        if image in out and out[image] != (patient, visit):
+            raise LoscatError(f"{what} {path} rows {first[image]} and {row} give {image!r} two different "
+                              "patients or visits")
+        out.setdefault(image, (patient, visit))
+        first.setdefault(image, row)
+    if not out:
+        raise LoscatError(f"{what} {path} has a header but no rows")
+    return out
+
+
+def list_photos(images: str | os.PathLike, patients: str | os.PathLike | None = None,
+                exclude: Sequence[str | os.PathLike] = ()) -> list[LabelPhoto]:
+    """Every photo under `images` (recursive; hidden files and other file types skipped), sorted by path."""
+    root = Path(images)
+    if not root.is_dir():
+        raise LoscatError(f"--images {root} is not a folder")
+    skip = {Path(p).resolve() for p in exclude}
+    found, others = [], 0
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if not path.is_file() or any(part.startswith(".") for part in rel.parts) or path.resolve() in skip:
+            continue
+        if path.suffix.lower() in PHOTO_SUFFIXES:
+            found.append((rel.as_posix(), path))
+        else:
+            others += 1
+    if others:
+        logger.info("%d file(s) under %s are not photos (by extension: %s) and are not offered for labelling",
+                    others, root, ", ".join(PHOTO_SUFFIXES))
+    if not found:
+        raise LoscatError(f"--images {root} holds no photos ({', '.join(PHOTO_SUFFIXES)})")
+    if patients is not None:
+        table = read_patients(patients)
+        missing = [image for image, _ in found if image not in table]
+        if missing:
+            raise LoscatError(f"{len(missing)} photo(s) under {root} are not in --patients {patients} (e.g. "
+                              f"{', '.join(missing[:MAX_LISTED])}); add them, or move them out of the folder")
+        unused = len(set(table) - {image for image, _ in found})
+        if unused:
+            logger.info("%d row(s) of --patients %s name no photo under %s", unused, patients, root)
+        return [LabelPhoto(photo_id(image), image, path, *table[image]) for image, path in found]
+    loose = [image for image, _ in found if "/" not in image]
+    if loose:
+        raise LoscatError(f"{len(loose)} photo(s) lie directly in {root} (e.g. {', '.join(loose[:MAX_LISTED])}), "
+                          "not in a patient folder: without --patients the first folder level is the patient id "
+                          "(DIR/<patient_id>/photo.jpg); move them or pass --patients CSV (image, patient_id[, visit])")
+    return [LabelPhoto(photo_id(image), image, path, image.split("/", 1)[0]) for image, path in found]
