@@ -440,6 +440,9 @@ def test_browser_grades_a_photo_with_the_keyboard(tmp_path):
                                    timeout=30_000)
             page.wait_for_timeout(500)
             page.screenshot(path=str(tmp_path / "label.png"))
+            page.get_by_role("tab", name="Summary").click()  # the summary loads when its tab opens
+            page.wait_for_function("document.querySelector('#overview')?.innerText.includes('1 rater')",
+                                   timeout=30_000)
             browser.close()
     finally:
         demo.close()
@@ -447,3 +450,37 @@ def test_browser_grades_a_photo_with_the_keyboard(tmp_path):
     assert [(r["region"], r["quality"], r["rater"]) for r in rows] == [("right_forearm", "poor", "rater-1")]
     if os.environ.get("LOSCAT_SAVE_SCREENSHOT"):
         shutil.copy(tmp_path / "label.png", ROOT / "docs" / "label.png")
+
+
+def test_nothing_identifying_reaches_the_browser(tmp_path):
+    """Folder and file names carry a planted patient name and the photo's EXIF a planted id: the page, the API's
+    answers and the photo sent to the browser hold none of them."""
+    import urllib.request
+
+    from gradio_client import Client
+
+    from loscat_hf.apps.label import launch_label
+
+    planted, mrn = "MUSTERMANN", "MRN4711"
+    folder = tmp_path / "photos" / f"{planted}_{mrn}"
+    folder.mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x010E] = f"Erika {planted} {mrn}"  # ImageDescription
+    Image.fromarray(np.full((80, 100, 3), 120, np.uint8)).save(folder / f"Erika_{planted}.jpg", exif=exif)
+    port = _free_port()
+    demo = launch_label(str(tmp_path / "photos"), str(tmp_path / "labels.csv"), "alice", port=port,
+                        prevent_thread_lock=True, quiet=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        client = Client(url, verbose=False)
+        photo, pid, progress = client.predict("alice", api_name="/next_photo")
+        shown = [Path(photo).read_bytes().decode("latin-1"), pid, progress, photo]
+        shown.append(urllib.request.urlopen(url, timeout=30).read().decode("utf-8", "replace"))
+        shown.append(urllib.request.urlopen(url + "config", timeout=30).read().decode("utf-8", "replace"))
+        client.predict("alice", pid, "head", "good", api_name="/submit_label")
+        shown.append(str(client.predict(api_name="/summary")))
+    finally:
+        demo.close()
+    for text in shown:
+        assert planted not in text and mrn not in text
+    assert _rows(tmp_path / "labels.csv")[0]["patient_id"] == f"{planted}_{mrn}"  # the private file has it

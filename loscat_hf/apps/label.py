@@ -238,16 +238,18 @@ def build_label_app(session: LabelSession, rater: str = "") -> tuple[gr.Blocks, 
                                            api_name="submit_label")
             gr.Button(visible=False).click(app.skip_photo, [rater_box, photo_id], api, api_name="skip_photo")
             gr.Button(visible=False).click(app.previous_photo, [rater_box], api, api_name="previous_photo")
-        with gr.Tab("Summary"):
+        with gr.Tab("Summary") as summary_tab:
             refresh = gr.Button("Refresh", variant="primary", elem_id="refresh")
             overview = gr.Markdown(elem_id="overview")
             with gr.Row():
                 per_rater = gr.Dataframe(label="Photos done per rater", interactive=False)
                 per_site = gr.Dataframe(label="Answers per site", interactive=False)
             pairs = gr.Dataframe(label="Agreement per rater pair (12 classes, photos both answered)", interactive=False)
-            vs_model = gr.Dataframe(label="Raters vs the model's top-1, per class", interactive=False)
+            vs_model = gr.Dataframe(label="Raters vs the model's top-1, per class", interactive=False,
+                                    visible=session.suggestions is not None)
             own = gr.File(label="Your answers (CSV; other raters' answers stay hidden: blind rating)")
-            refresh.click(app.ui_summary, [rater_box], [overview, per_rater, per_site, pairs, vs_model, own], **private)
+            for event in (refresh.click, summary_tab.select):
+                event(app.ui_summary, [rater_box], [overview, per_rater, per_site, pairs, vs_model, own], **private)
             summary_json = gr.JSON(visible=False)
             gr.Button(visible=False).click(app.summary, None, summary_json, api_name="summary")
     demo.queue(default_concurrency_limit=4, max_size=64)
