@@ -8,8 +8,10 @@ no patient id is refused at start-up rather than labelled into rows `prepare` wo
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,9 @@ from loscat_hf.errors import LoscatError
 
 logger = logging.getLogger(__name__)
 
+# photo ids are keyed by a secret of this process: a plain hash of a guessable path ('MRN123/1.jpg') could be
+# reversed by trying paths, so an id names no photo outside the running app (ids change when it restarts)
+_ID_KEY = secrets.token_bytes(16)
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".heic", ".heif")
 PATIENT_COLUMNS = ("image", "patient_id")
 MAX_LISTED = 5
@@ -29,7 +34,7 @@ MAX_LISTED = 5
 class LabelPhoto:
     """A photo to label: its opaque id (what the app and its API show), where it is, whose it is."""
 
-    photo_id: str  # hash of `image`: names no patient or file
+    photo_id: str  # keyed hash of `image`: names no patient or file
     image: str  # relative to the photo folder, '/'-separated (the label file's `image`)
     path: Path
     patient_id: str
@@ -37,7 +42,7 @@ class LabelPhoto:
 
 
 def photo_id(image: str) -> str:
-    return hashlib.sha256(image.encode("utf-8")).hexdigest()[:16]
+    return hmac.new(_ID_KEY, image.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
 
 
 def read_patients(path: str | os.PathLike) -> dict[str, tuple[str, str]]:
