@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,16 @@ def test_a_row_cut_off_by_a_crash_is_skipped_and_not_glued_to(tmp_path):
     assert [a.image for a in read_answers(out)] == ["a.jpg", "c.jpg"]
 
 
+def test_a_row_cut_inside_a_quoted_cell_does_not_swallow_the_next(tmp_path):
+    out = tmp_path / "labels.csv"
+    log = LabelLog(out)
+    log.append(Answer("a.jpg", "P1", "", "head", "Smith, J", "good", "t1"))
+    with open(out, "ab") as fh:
+        fh.write(b'b.jpg,P1,,neck,"Smith, ')  # cut inside the quoted rater name
+    log.append(Answer("c.jpg", "P1", "", "chest", "Smith, J", "good", "t2"))
+    assert [(a.image, a.rater) for a in read_answers(out)] == [("a.jpg", "Smith, J"), ("c.jpg", "Smith, J")]
+
+
 def test_a_foreign_csv_is_not_appended_to(tmp_path):
     out = tmp_path / "export.csv"
     out.write_text("image,patient_id,region\na.jpg,P1,head\n")
@@ -88,6 +99,10 @@ def test_a_foreign_csv_is_not_appended_to(tmp_path):
         LabelLog(out)
     with pytest.raises(LoscatError, match="is a folder"):
         LabelLog(tmp_path)
+    book = tmp_path / "labels.xlsx"
+    book.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)  # a workbook, not text
+    with pytest.raises(LoscatError, match="cannot be read as a loscat-hf label file"):
+        LabelLog(book)
 
 
 def _append_many(path: str, rater: str, n: int) -> None:
@@ -125,6 +140,12 @@ def test_latest_answer_per_photo_and_rater():
          Answer("x.jpg", "P", "", "abdomen", "r1", "good", "2026-11-27T10:05:00+00:00")]  # same second: row order
     latest = latest_answers(a)
     assert latest[("x.jpg", "r1")].region == "abdomen" and latest[("x.jpg", "r2")].region == "chest"
+    # the time decides, not the row: two files appended out of order
+    late_first = [a[1], a[0]]
+    assert latest_answers(late_first)[("x.jpg", "r1")].region == "neck"
+    # times a spreadsheet rewrote ('27/11/2026 10:05') or left empty are not read as times: file order decides
+    excel = [replace(a[1], labelled_at="27/11/2026 10:05"), replace(a[0], labelled_at="")]
+    assert latest_answers(excel)[("x.jpg", "r1")].region == "head"
 
 
 # ------------------------------------------------------------------------------------------ prepare reads it
@@ -135,8 +156,9 @@ def test_prepare_keeps_each_raters_latest_answer(tmp_path):
                                     ("P1/a.jpg", "left_arm", "bob", "10:02"),  # bob changed his mind
                                     ("P1/b.jpg", "head", "alice", "10:03"), ("P1/b.jpg", "neck", "alice", "10:04")]:
         log.append(Answer(image, "P1", "", region, rater, "good", f"2026-11-27T{t}:00+00:00"))
+    log.append(Answer("P1/b.jpg", "P1", "", "chest", "alice", "good", "2026-11-27T09:59:00+00:00"))  # older
     export = read_ratings(out, load_taxonomy())
-    assert export.superseded == 2 and not export.problems
+    assert export.superseded == 3 and not export.problems
     assert sorted((r.image, r.rater, r.site) for r in export.ratings) == [
         ("P1/a.jpg", "alice", "left_arm"), ("P1/a.jpg", "bob", "left_arm"), ("P1/b.jpg", "alice", "neck")]
     # without labelled_at (another tool's export) two different answers of one rater still contradict
@@ -193,6 +215,18 @@ def test_grading_skip_back_and_progress(folder, tmp_path):
         seen.append(shown.photo.image)
         shown = s.submit("alice", shown.photo.photo_id, "head", "good")
     assert seen[-1] == "P000/img1.jpg" and shown.progress.startswith("All 9 photos done")
+    assert s.back("alice").photo.image == "P000/img1.jpg"
+
+
+def test_back_after_a_skipped_photo_came_round_again(folder, tmp_path):
+    s = _session(folder, tmp_path / "labels.csv")
+    shown = s.next_photo("alice")
+    for _ in range(8):
+        shown = s.submit("alice", shown.photo.photo_id, "head", "good")
+    last = shown.photo
+    again = s.skip("alice", last.photo_id)  # the only photo left: it comes straight back
+    assert again.photo == last
+    assert s.back("alice").photo != last  # Back shows the photo before it, not the same one
 
 
 def test_bad_answers_are_refused_with_what_to_do(folder, tmp_path):
@@ -205,7 +239,15 @@ def test_bad_answers_are_refused_with_what_to_do(folder, tmp_path):
             s.submit(*args)
     with pytest.raises(LoscatError, match="quality 'ok'"):
         s.submit("alice", pid, "head", "ok")
+    with pytest.raises(LoscatError, match="ask for the next photo first"):
+        s.submit("bob", pid, "head", "good")  # bob has no photo on his screen yet
     assert not (tmp_path / "labels.csv").exists()  # nothing refused was written
+    s.submit("alice", pid, "head", "good")
+    with pytest.raises(LoscatError, match="no longer the one being graded.*press Back"):
+        s.submit("alice", pid, "neck", "good")  # a second key press after the first moved on
+    with pytest.raises(LoscatError, match="no longer the one being graded"):
+        s.skip("alice", pid)
+    assert [r["region"] for r in _rows(tmp_path / "labels.csv")] == ["head"]
 
 
 def test_blind_and_resumed_after_a_restart(folder, tmp_path):
@@ -252,7 +294,9 @@ def test_the_model_orders_the_queue_and_suggests_after_the_answer(folder, tmp_pa
 
 def test_summary_counts_agreement_and_model(folder, tmp_path):
     out = tmp_path / "labels.csv"
-    s = _session(folder, out, suggestions={})
+    photos = list_photos(folder, exclude=[out])
+    suggestions = {p.image: [("head", 0.6), ("neck", 0.3), ("chest", 0.1)] for p in photos}
+    s = _session(folder, out, suggestions=suggestions, order="folder")
     answers = {"alice": ["head", "left_arm", "left_hand", "neck"], "bob": ["head", "right_arm", "left_foot", "neck"]}
     for rater, sites in answers.items():
         for site in sites:
@@ -266,6 +310,8 @@ def test_summary_counts_agreement_and_model(folder, tmp_path):
     assert report["n_photos_multi_rated"] == 4 and report["percent_agreement"] == 75.0  # arm == arm: classes
     assert [(p["rater_a"], p["rater_b"], p["n_photos"]) for p in report["pairs"]] == [("alice", "bob", 4)]
     assert report["most_confused"] == [{"labels": ["hand", "foot"], "count": 1}]
+    model = {r["class"]: (r["answers"], r["model agrees %"]) for r in summary["model"]}
+    assert model["head"] == (2, 100.0) and model["arm"] == (2, 0.0) and "chest" not in model  # carol's was poor
     assert s.own_answers("bob") and all(a.rater == "bob" for a in s.own_answers("bob"))
 
 
@@ -277,21 +323,30 @@ def _free_port() -> int:
 
 
 @pytest.fixture()
-def server(folder, tmp_path):
+def apps(folder, tmp_path):
+    """start(rater) -> the URL of a label app for that rater; every app writes to the same labels.csv."""
     from loscat_hf.apps.label import launch_label
 
-    port, out = _free_port(), tmp_path / "labels.csv"
-    demo = launch_label(str(folder), str(out), "alice", port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", out
-    demo.close()
+    out, running = tmp_path / "labels.csv", []
+
+    def start(rater: str) -> str:
+        port = _free_port()
+        running.append(launch_label(str(folder), str(out), rater, port=port, prevent_thread_lock=True, quiet=True))
+        return f"http://127.0.0.1:{port}/"
+
+    start.out = out
+    yield start
+    for demo in running:
+        demo.close()
 
 
-def test_two_raters_label_through_the_api_and_prepare_packs_it(server, folder, tmp_path, capsys):
+def test_two_raters_label_through_the_api_and_prepare_packs_it(apps, folder, tmp_path, capsys):
     from gradio_client import Client
 
-    url, out = server
+    out = apps.out
     sites = ["head", "neck", "chest", "abdomen", "left_arm", "right_arm", "left_hand", "right_foot", "unclear"]
     for rater, changed in (("alice", {}), ("bob", {7: "left_foot"})):
+        url = apps(rater)
         client = Client(url, verbose=False)
         photo, pid, progress = client.predict(rater, api_name="/next_photo")
         assert progress == "0 of 9 done" and Path(photo).is_file()
@@ -311,13 +366,14 @@ def test_two_raters_label_through_the_api_and_prepare_packs_it(server, folder, t
     assert "alice vs bob" in printed and "foot" in printed
 
 
-def test_concurrent_raters_on_one_server_lose_nothing(server):
+def test_concurrent_raters_lose_nothing(apps):
+    """Three raters' apps (one process, three servers) answer at once into one file."""
     from gradio_client import Client
 
-    url, out = server
+    urls = {f"rater{k}": apps(f"rater{k}") for k in range(3)}
 
     def rate(rater: str) -> None:
-        client = Client(url, verbose=False)
+        client = Client(urls[rater], verbose=False)
         _, pid, _ = client.predict(rater, api_name="/next_photo")
         while pid:
             _, pid, _ = client.predict(rater, pid, "lower_back", "good", api_name="/submit_label")
@@ -327,8 +383,20 @@ def test_concurrent_raters_on_one_server_lose_nothing(server):
         t.start()
     for t in threads:
         t.join(120)
-    rows = _rows(out)
+    rows = _rows(apps.out)
     assert len(rows) == 27 and len({(r["image"], r["rater"]) for r in rows}) == 27
+
+
+def test_an_app_answers_only_for_its_own_rater(apps):
+    from gradio_client import Client
+
+    client = Client(apps("alice"), verbose=False)
+    with pytest.raises(Exception, match="this app labels for 'alice'"):
+        client.predict("bob", api_name="/next_photo")
+    _, pid, _ = client.predict("alice", api_name="/next_photo")
+    with pytest.raises(Exception, match="this app labels for 'alice'"):
+        client.predict("bob", pid, "head", "good", api_name="/submit_label")
+    assert not apps.out.exists()
 
 
 def test_label_command_refuses_bad_input(folder, tmp_path, capsys):

@@ -6,10 +6,11 @@ per rater, answers per site, agreement so far, the model's agreement with the ra
 answers as a CSV). Every action is also a named API endpoint (`/next_photo`, `/submit_label`, `/skip_photo`,
 `/previous_photo`, `/summary`), so gradio_client can drive it.
 
-Patient data: the app binds 127.0.0.1 unless told otherwise and then requires `--auth`; it shows photos
-only as pixels re-encoded from the decoded image (no EXIF, file name or patient id reaches the browser; a
-photo is named by an opaque id), and those copies live in gradio's cache, deleted about 10 minutes later
-(the Space's policy). Nothing is uploaded or flagged.
+Patient data: the app binds 127.0.0.1 unless told otherwise and then requires `--auth`, and labels for its
+`--rater` only. The Grade screen and the API show photos only as pixels re-encoded from the decoded image (no
+EXIF, file name or patient id; a photo is named by an opaque id); those copies live in gradio's cache, deleted
+about 10 minutes later (the Space's policy). The one exception is the rater's own answers CSV on the Summary
+screen, which holds what `--out` holds for them. Nothing is uploaded or flagged.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import gradio as gr  # noqa: E402
 from loscat_hf.apps.label_session import (  # noqa: E402
     LabelSession,
     Shown,
+    check_rater,
     format_suggestion,
     model_suggestions,
 )
@@ -78,16 +80,26 @@ def _keyboard_js(keys: dict[str, str]) -> str:
 
 
 class LabelApp:
-    """The session's methods as gradio callbacks: LoscatError -> a short gr.Error, photos -> clean pixels."""
+    """The session's methods as gradio callbacks for one rater: LoscatError -> a short gr.Error, photos -> clean
+    pixels. An app labels for its `--rater` only (the API's rater is checked against it): whoever reaches the page
+    cannot answer, or download answers, in another rater's name."""
 
-    def __init__(self, session: LabelSession) -> None:
-        self.session = session
+    def __init__(self, session: LabelSession, rater: str) -> None:
+        self.session, self.rater = session, check_rater(rater)
 
     def _call(self, method, *args):
         try:
             return method(*args)
         except LoscatError as exc:
             raise gr.Error(str(exc)) from None
+
+    def _as(self, rater: str | None) -> str:
+        """The rater a request names, which must be this app's."""
+        name = self._call(check_rater, rater)
+        if name != self.rater:
+            raise gr.Error(f"this app labels for {self.rater!r}; every rater starts their own: "
+                           "loscat-hf label ... --rater NAME --port N")
+        return name
 
     def _pixels(self, shown: Shown):
         if shown.photo is None:
@@ -115,37 +127,37 @@ class LabelApp:
 
     # API endpoints
     def next_photo(self, rater: str):
-        return self._api(self._call(self.session.next_photo, rater))
+        return self._api(self._call(self.session.next_photo, self._as(rater)))
 
     def submit_label(self, rater: str, photo_id: str, site: str, quality: str):
-        return self._api(self._call(self.session.submit, rater, photo_id, site, quality))
+        return self._api(self._call(self.session.submit, self._as(rater), photo_id, site, quality))
 
     def skip_photo(self, rater: str, photo_id: str):
-        return self._api(self._call(self.session.skip, rater, photo_id))
+        return self._api(self._call(self.session.skip, self._as(rater), photo_id))
 
     def previous_photo(self, rater: str):
-        return self._api(self._call(self.session.back, rater))
+        return self._api(self._call(self.session.back, self._as(rater)))
 
     def summary(self):
-        return self.session.summary()
+        return self._call(self.session.summary)
 
     # the Grade and Summary screens
-    def ui_next(self, rater: str):
-        return self._ui(self._call(self.session.next_photo, rater))
+    def ui_next(self):
+        return self._ui(self._call(self.session.next_photo, self.rater))
 
     def ui_submit(self, site: str):
-        def submit(rater: str, photo_id: str, quality: str):
-            return self._ui(self._call(self.session.submit, rater, photo_id, site, quality))
+        def submit(photo_id: str, quality: str):
+            return self._ui(self._call(self.session.submit, self.rater, photo_id, site, quality))
         return submit
 
-    def ui_skip(self, rater: str, photo_id: str):
-        return self._ui(self._call(self.session.skip, rater, photo_id))
+    def ui_skip(self, photo_id: str):
+        return self._ui(self._call(self.session.skip, self.rater, photo_id))
 
-    def ui_back(self, rater: str):
-        return self._ui(self._call(self.session.back, rater))
+    def ui_back(self):
+        return self._ui(self._call(self.session.back, self.rater))
 
-    def ui_summary(self, rater: str):
-        s = self.session.summary()
+    def ui_summary(self):
+        s = self._call(self.session.summary)
         report = s["agreement"]
 
         def fmt(value, pattern: str) -> str:
@@ -164,16 +176,15 @@ class LabelApp:
         pairs = [{"raters": f"{p['rater_a']} vs {p['rater_b']}", "photos": p["n_photos"],
                   "agree %": round(p["percent_agreement"], 1), "Cohen's kappa": fmt(p["cohen_kappa"], ".3f")}
                  for p in report["pairs"]]
-        own = None
-        if (rater or "").strip():
-            own = self._own_csv(rater)
+        own = self._own_csv()
         return ("\n\n".join(text), _table(s["raters"], ["rater", "photos done", "of"]),
                 _table(s["sites"], ["answer", "answers"]), _table(pairs, ["raters", "photos", "agree %", "Cohen's kappa"]),
                 _table(s["model"], ["class", "answers", "model agrees %"]), own)
 
-    def _own_csv(self, rater: str) -> str:
-        """The rater's own answers as a CSV in gradio's cache (swept like the photos)."""
-        rows = self._call(self.session.own_answers, rater)
+    def _own_csv(self) -> str:
+        """This app's rater's own answers as a CSV in gradio's cache (swept like the photos). It holds what
+        `--out` holds for them, patient ids included: the rater's own file, for their records."""
+        rows = self._call(self.session.own_answers, self.rater)
         cache = Path(gr.utils.get_upload_folder())
         cache.mkdir(parents=True, exist_ok=True)
         out = Path(tempfile.mkdtemp(prefix="loscat-label-", dir=cache)) / "my_answers.csv"
@@ -188,9 +199,9 @@ def _table(rows: list[dict], columns: list[str]) -> dict:
     return {"headers": columns, "data": [[r[c] for c in columns] for r in rows] or [["" for _ in columns]]}
 
 
-def build_label_app(session: LabelSession, rater: str = "") -> tuple[gr.Blocks, str]:
-    """The Blocks app and its keyboard script (gradio 6 takes scripts in launch())."""
-    app = LabelApp(session)
+def build_label_app(session: LabelSession, rater: str) -> tuple[gr.Blocks, str]:
+    """The Blocks app for `rater` and its keyboard script (gradio 6 takes scripts in launch())."""
+    app = LabelApp(session, rater)
     codes = set(session.taxonomy.non_site_codes.values())
     rows = button_rows(session.choices, codes)
     keys: dict[str, str] = {}
@@ -200,7 +211,7 @@ def build_label_app(session: LabelSession, rater: str = "") -> tuple[gr.Blocks, 
                     "at once; close the page any time and come back where you stopped.")
         with gr.Tab("Grade"):
             with gr.Row():
-                rater_box = gr.Textbox(value=rater, label="Rater", elem_id="rater", scale=1)
+                rater_box = gr.Textbox(value=app.rater, label="Rater", elem_id="rater", scale=1, interactive=False)
                 progress = gr.Markdown(label="progress", elem_id="progress")
             with gr.Row():
                 with gr.Column(scale=3):
@@ -224,12 +235,11 @@ def build_label_app(session: LabelSession, rater: str = "") -> tuple[gr.Blocks, 
             photo_id = gr.Textbox(visible=False, label="photo_id", elem_id="photo-id")
             site_in = gr.Textbox(visible=False)  # /submit_label's site (API only)
             outs = [photo, photo_id, progress, hint, quality]
-            demo.load(app.ui_next, [rater_box], outs, **private)
-            rater_box.submit(app.ui_next, [rater_box], outs, **private)
+            demo.load(app.ui_next, None, outs, **private)
             for answer, btn in buttons:
-                btn.click(app.ui_submit(answer), [rater_box, photo_id, quality], outs, **private)
-            skip.click(app.ui_skip, [rater_box, photo_id], outs, **private)
-            back.click(app.ui_back, [rater_box], outs, **private)
+                btn.click(app.ui_submit(answer), [photo_id, quality], outs, **private)
+            skip.click(app.ui_skip, [photo_id], outs, **private)
+            back.click(app.ui_back, None, outs, **private)
             keys.update({NAV_KEYS["back"]: "#back", NAV_KEYS["skip"]: "#skip"})
             keys.update({k: f'#quality input[value="{q}"]' for q, k in QUALITY_KEYS.items()})
             api = [photo, photo_id, progress]
@@ -249,7 +259,7 @@ def build_label_app(session: LabelSession, rater: str = "") -> tuple[gr.Blocks, 
                                     visible=session.suggestions is not None)
             own = gr.File(label="Your answers (CSV; other raters' answers stay hidden: blind rating)")
             for event in (refresh.click, summary_tab.select):
-                event(app.ui_summary, [rater_box], [overview, per_rater, per_site, pairs, vs_model, own], **private)
+                event(app.ui_summary, None, [overview, per_rater, per_site, pairs, vs_model, own], **private)
             summary_json = gr.JSON(visible=False)
             gr.Button(visible=False).click(app.summary, None, summary_json, api_name="summary")
     demo.queue(default_concurrency_limit=4, max_size=64)
@@ -279,8 +289,6 @@ def launch_label(images: str, out: str, rater: str, *, patients: str | None = No
                  order: str | None = None, suggest: bool = False, host: str = "127.0.0.1", port: int | None = None,
                  auth: str | None = None, precision: str = "auto", **kwargs: Any) -> gr.Blocks:
     """Check everything, then serve the app (blocks unless prevent_thread_lock=True is passed)."""
-    from loscat_hf.apps.label_session import check_rater
-
     rater = check_rater(rater)
     credentials = parse_auth(auth)
     if host not in LOOPBACK and credentials is None:

@@ -18,8 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from loscat_hf.data.agreement import agreement_report
-from loscat_hf.data.annotations import EXCLUDED_QUALITY
+from loscat_hf.data.annotations import read_ratings
+from loscat_hf.data.consensus import build_consensus
 from loscat_hf.data.csvsafe import read_cell
 from loscat_hf.data.label_log import QUALITIES, Answer, LabelLog, latest_answers, now_utc
 from loscat_hf.data.label_photos import LabelPhoto
@@ -178,6 +181,7 @@ class LabelSession:
             raise LoscatError(f"quality {quality!r}: choose one of {', '.join(QUALITIES)}")
         answer = Answer(photo.image, photo.patient_id, photo.visit, region, rater, quality, now_utc())
         with self._lock:
+            self._check_current(rater, photo)
             self.log.append(answer)
             self._latest[answer.key()] = answer
             state = self._raters[rater]
@@ -190,6 +194,7 @@ class LabelSession:
         """Leave the photo for later (it comes back once every other photo is answered)."""
         rater, photo = check_rater(rater), self._photo(photo_id)
         with self._lock:
+            self._check_current(rater, photo)
             state = self._raters[rater]
             if (photo.image, rater) not in self._latest and photo.photo_id not in state.skipped:
                 state.skipped.append(photo.photo_id)
@@ -201,9 +206,20 @@ class LabelSession:
         rater = check_rater(rater)
         with self._lock:
             state = self._raters[rater]
+            while state.history and state.history[-1] == state.current:  # a skipped photo that came round again
+                state.history.pop()
             if not state.history:
                 return self._show(rater, self.photos[state.current] if state.current else self._next(rater))
             return self._show(rater, self.photos[state.history.pop()])
+
+    def _check_current(self, rater: str, photo: LabelPhoto) -> None:
+        """Answers and skips are for the photo on the rater's screen: a second key press that arrives after the
+        first moved on (or a stale API call) must not silently replace an answer."""
+        current = self._raters[rater].current
+        if current != photo.photo_id:
+            raise LoscatError("that photo is no longer the one being graded (answered or skipped already; "
+                              + ("nothing was saved): press Back to change an answer" if current else
+                                 "nothing was saved): ask for the next photo first"))
 
     def _region(self, site: str) -> str:
         """A site (side kept) or a non-site code, in the taxonomy's canonical spelling."""
@@ -227,27 +243,27 @@ class LabelSession:
     def summary(self) -> dict[str, Any]:
         """Counts and agreement over every rater's latest answers in the file (other apps' answers too).
 
-        Counts include every answer; agreement, like `prepare`, leaves out answers flagged poor or exclude."""
-        import pandas as pd
-
+        Counts include every answer; agreement is what `prepare` would report for the file (its reader and
+        consensus: poor/exclude answers and contradictions left out, codes not counted)."""
         images = {p.image for p in self.photos.values()}
         latest = [a for a in latest_answers(self.log.read()).values() if a.image in images]
         per_rater = Counter(a.rater for a in latest)
         per_site = Counter(a.region for a in latest)
-        latest = [a for a in latest if a.quality.lower() not in EXCLUDED_QUALITY]
-        frame = pd.DataFrame([(a.image, a.rater, self.taxonomy.to_class(a.region)) for a in latest],
-                             columns=["image", "rater", "label"], dtype=str)
-        report = agreement_report(frame, self.taxonomy.classes)
+        report = agreement_report(pd.DataFrame(columns=["image", "rater", "label"]), self.taxonomy.classes)
+        ratings = pd.DataFrame(columns=["image", "rater", "site", "label"])
+        if latest:
+            consensus = build_consensus(read_ratings(self.log.path, self.taxonomy), self.taxonomy)
+            report, ratings = consensus.agreement, consensus.ratings
         model_rows = []
         if self.suggestions is not None:
             agree: dict[str, list[bool]] = defaultdict(list)
-            for a in latest:
-                top = self.suggestions.get(a.image)
-                label = self.taxonomy.to_class(a.region)
+            for image, label in zip(ratings["image"], ratings["label"], strict=True):
+                top = self.suggestions.get(image)
                 if top and label in self.taxonomy.classes:
                     agree[label].append(top[0][0] == label)
-            model_rows = [{"class": c, "answers": len(agree[c]), "model agrees %": round(100 * sum(agree[c]) /
-                           len(agree[c]), 1)} for c in self.taxonomy.classes if agree[c]]
+            model_rows = [{"class": c, "answers": len(agree[c]),
+                           "model agrees %": round(100 * sum(agree[c]) / len(agree[c]), 1)}
+                          for c in self.taxonomy.classes if agree[c]]
         return {
             "photos": len(self.photos),
             "raters": [{"rater": r, "photos done": n, "of": len(self.photos)} for r, n in sorted(per_rater.items())],

@@ -187,8 +187,8 @@ def read_ratings(csv_path: str | Path, taxonomy: Taxonomy,
     patients, regions = column("patient_id"), column("region")
     raters, qualities = column("rater"), column("quality")
     extras_cols = {name: column(name) for name in extra_names}  # includes visit
-    superseded = (_superseded(images, raters, column("labelled_at"), row_numbers)
-                  if has_rater and "labelled_at" in columns else set())
+    superseded = (superseded_rows([(im, r) if im and r else None for im, r in zip(images, raters, strict=True)],
+                                  column("labelled_at")) if has_rater and "labelled_at" in columns else set())
 
     problems: list[Problem] = []
     parsed_cache: dict[str, ParsedRegion | str] = {}
@@ -233,22 +233,25 @@ def read_ratings(csv_path: str | Path, taxonomy: Taxonomy,
         dropped_columns=dropped_columns, kept_columns=kept_columns, source=source, superseded=len(superseded))
 
 
-def _superseded(images: list[str], raters: list[str], times: list[str], rows: list[int]) -> set[int]:
-    """Row positions whose answer the same rater later changed: all but the latest per (image, rater).
+def superseded_rows(keys: Sequence[tuple[str, str] | None], times: Sequence[str]) -> set[int]:
+    """Positions of answers that a later answer replaces: all but the latest per key ((image, rater); None:
+    never replaced). `loscat-hf label` never rewrites its CSV, so a changed answer is a new row.
 
-    `loscat-hf label` never rewrites its CSV: a changed answer is a new row, so the latest counts (by
-    labelled_at, then by row for equal or missing times). Rows without an image or rater are left alone.
-    """
-    latest: dict[tuple[str, str], int] = {}
-    for i, (image, rater) in enumerate(zip(images, raters, strict=True)):
-        if not image or not rater:
-            continue
-        j = latest.get((image, rater))
-        if j is None or (times[i], rows[i]) >= (times[j], rows[j]):
-            latest[(image, rater)] = i
-    keep = set(latest.values())
-    return {i for i, (image, rater) in enumerate(zip(images, raters, strict=True))
-            if image and rater and i not in keep}
+    Latest by `labelled_at` when every answer of the key has a readable ISO 8601 time; else by position (in a
+    file the labelling app wrote, file order is the order of the answers; a spreadsheet that re-saved the file
+    may have rewritten the times as `27/11/2026 10:05`, which is not read as a time)."""
+    stamps = pd.to_datetime(pd.Series(list(times), dtype=str), utc=True, errors="coerce", format="ISO8601")
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, key in enumerate(keys):
+        if key is not None:
+            groups[key].append(i)
+    replaced: set[int] = set()
+    for members in groups.values():
+        if len(members) > 1:
+            timed = not any(pd.isna(stamps[i]) for i in members)
+            keep = max(members, key=lambda i: (stamps[i], i)) if timed else members[-1]
+            replaced.update(m for m in members if m != keep)
+    return replaced
 
 
 def parse_keep_columns(text: str | Sequence[str] | None) -> list[str]:

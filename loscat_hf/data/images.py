@@ -277,3 +277,18 @@ def save_clean_jpeg(img: Image.Image, path: str | os.PathLike, quality: int = 95
     if img.mode != "RGB" or img.info:
         img = _strip(img.convert("RGB"))
     img.save(path, format="JPEG", quality=quality, exif=b"", optimize=False)
+
+
+def folder_files(root: str | os.PathLike, exclude=()) -> list[tuple[str, Path]]:
+    """(path relative to `root` with '/', path) of every non-hidden file under `root`, recursively, sorted.
+
+    The one folder-listing rule: `predict` and `explain` label every such file (a stray PDF becomes an error
+    row); `label` offers those with a photo extension. Paths in `exclude` (e.g. the output file) are skipped."""
+    root = Path(root)
+    skip = {Path(p).resolve() for p in exclude}
+    items = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if path.is_file() and not any(part.startswith(".") for part in rel.parts) and path.resolve() not in skip:
+            items.append((rel.as_posix(), path))
+    return items

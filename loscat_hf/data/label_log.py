@@ -19,6 +19,7 @@ from dataclasses import astuple, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from loscat_hf.data.annotations import superseded_rows
 from loscat_hf.data.csvsafe import SafeWriter, read_cell
 from loscat_hf.errors import LoscatError
 
@@ -69,8 +70,12 @@ class LabelLog:
         if self.path.is_dir():
             raise LoscatError(f"--out {self.path} is a folder; name the CSV file to write")
         if self.path.is_file() and self.path.stat().st_size:
-            with open(self.path, newline="", encoding="utf-8-sig") as fh:
-                header = next(csv.reader(fh), [])
+            try:
+                with open(self.path, newline="", encoding="utf-8-sig") as fh:
+                    header = next(csv.reader(fh), [])
+            except (OSError, UnicodeDecodeError, csv.Error) as exc:
+                raise LoscatError(f"--out {self.path} exists but cannot be read as a loscat-hf label file "
+                                  f"({getattr(exc, 'strerror', None) or exc}); choose a new file name") from None
             if tuple(h.strip() for h in header) != LABEL_COLUMNS:
                 raise LoscatError(
                     f"--out {self.path} exists but is not a loscat-hf label file (its header is {header}, expected "
@@ -95,18 +100,44 @@ class LabelLog:
                 size = os.fstat(fd).st_size
                 if size == 0:
                     row = HEADER + row
-                elif os.pread(fd, 1, size - 1) != b"\n":  # a row cut off by a crash: do not glue onto it
-                    row = b"\n" + row
+                else:
+                    row = _after_a_cut_row(fd, size) + row
                 view = memoryview(row)
                 while view:
                     view = view[os.write(fd, view):]
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            if size == 0:  # a new file: make its directory entry durable too
+                _fsync_dir(self.path.parent)
 
     def read(self) -> list[Answer]:
         """Every complete row, in file order (a row cut off by a crash, with fewer fields, is skipped)."""
         return read_answers(self.path)
+
+
+def _after_a_cut_row(fd: int, size: int) -> bytes:
+    """What to write before a new row so that it starts a line of its own: nothing after a complete row; after
+    a row a crash cut off, a line end, with a closing quote first if the cut was inside a quoted cell (else the
+    reader would take the new row as the rest of that cell). The cut row stays, short of fields: readers drop it."""
+    tail = os.pread(fd, min(size, 1 << 16), max(0, size - (1 << 16)))
+    if tail.endswith(b"\n"):
+        return b""
+    last = tail.rsplit(b"\n", 1)[-1]
+    return (b'"' if last.count(b'"') % 2 else b"") + b"\n"
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows: no directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def read_answers(path: str | os.PathLike) -> list[Answer]:
@@ -114,16 +145,15 @@ def read_answers(path: str | os.PathLike) -> list[Answer]:
     path = Path(path)
     if not path.is_file():
         return []
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.reader(fh))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LoscatError(f"cannot read the label file {path}: {getattr(exc, 'strerror', None) or exc}") from None
     return [Answer(*(read_cell(v) for v in row)) for row in rows[1:] if len(row) == len(LABEL_COLUMNS)]
 
 
 def latest_answers(answers: list[Answer]) -> dict[tuple[str, str], Answer]:
-    """(image, rater) -> that rater's latest answer for the photo (by labelled_at, then file order)."""
-    latest: dict[tuple[str, str], Answer] = {}
-    for answer in answers:
-        old = latest.get(answer.key())
-        if old is None or answer.labelled_at >= old.labelled_at:
-            latest[answer.key()] = answer
-    return latest
+    """(image, rater) -> that rater's latest answer for the photo: `prepare`'s rule (`superseded_rows`)."""
+    replaced = superseded_rows([a.key() for a in answers], [a.labelled_at for a in answers])
+    return {a.key(): a for i, a in enumerate(answers) if i not in replaced}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from loscat_hf.data.annotations import map_columns, normalise_image_path, read_export
 from loscat_hf.data.csvsafe import read_cell
+from loscat_hf.data.images import folder_files
 from loscat_hf.errors import LoscatError
 
 logger = logging.getLogger(__name__)
@@ -79,16 +80,9 @@ def list_photos(images: str | os.PathLike, patients: str | os.PathLike | None = 
     root = Path(images)
     if not root.is_dir():
         raise LoscatError(f"--images {root} is not a folder")
-    skip = {Path(p).resolve() for p in exclude}
-    found, others = [], 0
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if not path.is_file() or any(part.startswith(".") for part in rel.parts) or path.resolve() in skip:
-            continue
-        if path.suffix.lower() in PHOTO_SUFFIXES:
-            found.append((rel.as_posix(), path))
-        else:
-            others += 1
+    files = folder_files(root, exclude)
+    found = [(image, path) for image, path in files if path.suffix.lower() in PHOTO_SUFFIXES]
+    others = len(files) - len(found)
     if others:
         logger.info("%d file(s) under %s are not photos (by extension: %s) and are not offered for labelling",
                     others, root, ", ".join(PHOTO_SUFFIXES))

@@ -44,24 +44,17 @@ class PredictSummary:
                 f"{self.resumed} rows kept from an earlier run. Predictions: {self.out}")
 
 
-def _hidden(rel: Path) -> bool:
-    return any(part.startswith(".") for part in rel.parts)
-
-
 def list_inputs(images: str | os.PathLike, exclude: Sequence[Path] = ()) -> list[tuple[str, Path]]:
     """(row key, file path) for a folder (recursive, every non-hidden file) or a CSV with an `image` column.
 
     Folder keys are paths relative to the folder; CSV keys are the values as written (relative to the CSV's
     folder, or absolute). Every file is listed, not only image extensions: a stray PDF becomes an error row.
     """
+    from loscat_hf.data.images import folder_files
+
     root = Path(images)
-    skip = {p.resolve() for p in exclude}
     if root.is_dir():
-        items = []
-        for path in sorted(root.rglob("*")):
-            rel = path.relative_to(root)
-            if path.is_file() and not _hidden(rel) and path.resolve() not in skip:
-                items.append((rel.as_posix(), path))
+        items = folder_files(root, exclude)
         if not items:
             raise LoscatError(f"no files in {root}")
         return items
@@ -194,8 +187,9 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
         _DecodeDataset(todo, predictor.image_size, predictor.decode_side, predictor.resample),
         batch_size=batch_size, num_workers=num_workers, collate_fn=_collate, pin_memory=predictor.device.type == "cuda",
         persistent_workers=False)
-    try:
-        fh = open(partial, "w", newline="", encoding="utf-8")
+    try:  # owner-only, like the final file (mkstemp): rows name photo files, which may name patients
+        fh = os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", newline="",
+                       encoding="utf-8")
     except OSError as exc:
         raise LoscatError(f"--out {out}: cannot write {partial} ({exc.strerror})") from None
     with fh as f:
