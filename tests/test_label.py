@@ -354,8 +354,10 @@ def test_two_raters_label_through_the_api_and_prepare_packs_it(apps, folder, tmp
         for k, site in enumerate(sites):
             photo, pid, progress = client.predict(rater, pid, changed.get(k, site), "good", api_name="/submit_label")
         assert pid == "" and progress.startswith("All 9 photos done")
+    _, pid, _ = client.predict("bob", api_name="/previous_photo")  # bob changes his last answer
+    client.predict("bob", pid, "not gradable", "good", api_name="/submit_label")
     rows = _rows(out)
-    assert len(rows) == 18 and {r["rater"] for r in rows} == {"alice", "bob"}
+    assert len(rows) == 19 and {r["rater"] for r in rows} == {"alice", "bob"}
     assert all(r["patient_id"] == r["image"].split("/")[0] and r["labelled_at"] for r in rows)
     summary = Client(url, verbose=False).predict(api_name="/summary")
     assert summary["agreement"]["n_photos_multi_rated"] == 8  # 'unclear' is no class
@@ -364,6 +366,7 @@ def test_two_raters_label_through_the_api_and_prepare_packs_it(apps, folder, tmp
     printed = capsys.readouterr().out
     assert "Inter-rater agreement (8 photos rated by >= 2 raters, 2 raters" in printed
     assert "alice vs bob" in printed and "foot" in printed
+    assert "1 earlier answer(s) replaced by the same rater's later answer" in printed
 
 
 def test_concurrent_raters_lose_nothing(apps):

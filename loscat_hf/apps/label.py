@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import astuple
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
+from loscat_hf.apps.cached import cached_csv  # noqa: E402
 from loscat_hf.apps.label_session import (  # noqa: E402
     LabelSession,
     Shown,
@@ -33,7 +33,6 @@ from loscat_hf.apps.label_session import (  # noqa: E402
     format_suggestion,
     model_suggestions,
 )
-from loscat_hf.data.csvsafe import SafeWriter  # noqa: E402
 from loscat_hf.data.images import ImageProblemError, open_image  # noqa: E402
 from loscat_hf.data.label_log import LABEL_COLUMNS, QUALITIES, LabelLog  # noqa: E402
 from loscat_hf.data.label_photos import list_photos  # noqa: E402
@@ -185,14 +184,7 @@ class LabelApp:
         """This app's rater's own answers as a CSV in gradio's cache (swept like the photos). It holds what
         `--out` holds for them, patient ids included: the rater's own file, for their records."""
         rows = self._call(self.session.own_answers, self.rater)
-        cache = Path(gr.utils.get_upload_folder())
-        cache.mkdir(parents=True, exist_ok=True)
-        out = Path(tempfile.mkdtemp(prefix="loscat-label-", dir=cache)) / "my_answers.csv"
-        with out.open("w", newline="", encoding="utf-8") as fh:
-            writer = SafeWriter(fh)
-            writer.writerow(LABEL_COLUMNS)
-            writer.writerows(astuple(a) for a in rows)
-        return str(out)
+        return cached_csv("my_answers.csv", LABEL_COLUMNS, (astuple(a) for a in rows), "loscat-label-")
 
 
 def _table(rows: list[dict], columns: list[str]) -> dict:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -28,7 +27,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
-from loscat_hf.data.csvsafe import SafeWriter  # noqa: E402
+from loscat_hf.apps.cached import cached_csv  # noqa: E402
 from loscat_hf.defaults import RUN_KEY, SOURCE_KEY  # noqa: E402
 from loscat_hf.infer.explain import explain_pixels  # noqa: E402
 from loscat_hf.infer.predictor import RegionPredictor  # noqa: E402
@@ -235,14 +234,7 @@ class SpaceModel:
                 second = pred.top[1] if len(pred.top) > 1 else ("", None)
                 rows.append([name, pred.label, round(pred.probability, 4), second[0],
                              None if second[1] is None else round(second[1], 4), pred.needs_review, ""])
-        cache = Path(gr.utils.get_upload_folder())
-        cache.mkdir(parents=True, exist_ok=True)
-        out = Path(tempfile.mkdtemp(prefix="loscat-batch-", dir=cache)) / "loscat_regions.csv"
-        with out.open("w", newline="", encoding="utf-8") as fh:
-            writer = SafeWriter(fh)
-            writer.writerow(header)
-            writer.writerows(rows)
-        return {"headers": header, "data": rows}, str(out)
+        return {"headers": header, "data": rows}, cached_csv("loscat_regions.csv", header, rows, "loscat-batch-")
 
 
 def _examples() -> list[list[Any]]:
