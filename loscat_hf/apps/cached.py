@@ -1,5 +1,6 @@
-"""Files the apps hand to the browser (a batch's regions, a rater's answers): written into gradio's cache, whose
-sweep (`Blocks(delete_cache=...)`) deletes them like the uploads, and formula-safe (`csvsafe`)."""
+"""Files the apps hand to the browser (a batch's regions, a rater's answers, a photo to grade): written into
+gradio's cache, whose sweep (`Blocks(delete_cache=...)`) deletes them like the uploads; CSVs formula-safe
+(`csvsafe`), photos re-encoded without metadata."""
 
 from __future__ import annotations
 
@@ -11,13 +12,31 @@ from typing import Any
 import gradio as gr
 
 from loscat_hf.data.csvsafe import SafeWriter
+from loscat_hf.data.images import save_clean_jpeg
+
+
+def _new_folder(prefix: str) -> Path:
+    cache = Path(gr.utils.get_upload_folder())
+    cache.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=cache))
+
+
+def cached_jpeg(image, prefix: str) -> str:
+    """A PIL image as a JPEG without metadata, in a folder of its own in gradio's cache; its path (for gr.Image).
+
+    Not returned as a PIL image: gradio 6.31 writes those with `write_bytes` to a path named by their content
+    hash (`processing_utils.save_pil_to_cache`), so two requests that show the same photo at once rewrite one
+    file while it is served and a browser gets it cut short ("Too little data for declared Content-Length",
+    seen with three raters labelling at once). gradio copies a file path into its cache atomically (temp file +
+    os.replace). `tests/test_upstream.py::test_gradio_saves_a_pil_output_atomically` tells when this can go."""
+    out = _new_folder(prefix) / "photo.jpg"
+    save_clean_jpeg(image, out)
+    return str(out)
 
 
 def cached_csv(name: str, header: Sequence[str], rows: Iterable[Sequence[Any]], prefix: str) -> str:
     """Write `rows` under `header` to a new folder in gradio's cache as `name`; its path (for a gr.File)."""
-    cache = Path(gr.utils.get_upload_folder())
-    cache.mkdir(parents=True, exist_ok=True)
-    out = Path(tempfile.mkdtemp(prefix=prefix, dir=cache)) / name
+    out = _new_folder(prefix) / name
     with out.open("w", newline="", encoding="utf-8") as fh:
         writer = SafeWriter(fh)
         writer.writerow(header)

@@ -25,7 +25,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from loscat_hf.apps.cached import cached_csv  # noqa: E402
+from loscat_hf.apps.cached import cached_csv, cached_jpeg  # noqa: E402
 from loscat_hf.apps.label_session import (  # noqa: E402
     LabelSession,
     Shown,
@@ -104,7 +104,7 @@ class LabelApp:
         if shown.photo is None:
             return None, ""
         try:
-            return open_image(shown.photo.path, max_side=DISPLAY_SIDE), ""
+            return cached_jpeg(open_image(shown.photo.path, max_side=DISPLAY_SIDE), "loscat-photo-"), ""
         except ImageProblemError as exc:
             return None, f"This file cannot be shown ({exc.reason}): answer *not gradable*, or skip it."
 
@@ -207,7 +207,7 @@ def build_label_app(session: LabelSession, rater: str) -> tuple[gr.Blocks, str]:
                 progress = gr.Markdown(label="progress", elem_id="progress")
             with gr.Row():
                 with gr.Column(scale=3):
-                    photo = gr.Image(type="pil", format="jpeg", interactive=False, label="Photo", height=620,
+                    photo = gr.Image(type="filepath", interactive=False, label="Photo", height=620,
                                      elem_id="photo", buttons=["fullscreen"])
                 with gr.Column(scale=2):
                     hint = gr.Markdown(elem_id="hint")
