@@ -159,11 +159,12 @@ def read_ratings(csv_path: str | Path, taxonomy: Taxonomy,
     named in `dropped_columns`, so a PatientName or Geburtsdatum column never reaches the dataset.
 
     Rows: quality 'exclude'/'poor' -> dropped; empty image/patient_id/region -> dropped; unknown region
-    spelling -> dropped (reason lists valid names). With a `labelled_at` column (`loscat-hf label`'s CSV) a
-    rater's later answer for a photo replaces their earlier ones (counted in `superseded`). Without a rater column (or with an empty rater cell)
-    each row is its own anonymous rater 'row<N>'. Per photo and rater: a repeated identical region counts
-    once; different regions from one rater are contradictory, so all of that rater's ratings of the photo
-    are dropped (by consensus.py, which also excludes a photo labelled for two patients).
+    spelling -> dropped (reason lists valid names). Without a rater column (or with an empty rater cell) each
+    row is its own anonymous rater 'row<N>'. With a `labelled_at` column (`loscat-hf label`'s CSV) a rater's
+    later answer for a photo replaces their earlier ones (`superseded_rows`; counted in `superseded`). Otherwise,
+    per photo and rater: a repeated identical region counts once; different regions from one rater are
+    contradictory, so all of that rater's ratings of the photo are dropped (by consensus.py, which also excludes
+    a photo labelled for two patients).
     """
     path = Path(csv_path)
     frame = read_export(path)
