@@ -120,7 +120,12 @@ def _after_a_cut_row(fd: int, size: int) -> bytes:
     """What to write before a new row so that it starts a line of its own: nothing after a complete row; after
     a row a crash cut off, a line end, with a closing quote first if the cut was inside a quoted cell (else the
     reader would take the new row as the rest of that cell). The cut row stays, short of fields: readers drop it."""
-    tail = os.pread(fd, min(size, 1 << 16), max(0, size - (1 << 16)))
+    start = max(0, size - (1 << 16))
+    if hasattr(os, "pread"):
+        tail = os.pread(fd, size - start, start)
+    else:  # Windows: no pread; appends go to the end whatever the position
+        os.lseek(fd, start, os.SEEK_SET)
+        tail = os.read(fd, size - start)
     if tail.endswith(b"\n"):
         return b""
     last = tail.rsplit(b"\n", 1)[-1]
