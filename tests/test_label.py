@@ -72,7 +72,10 @@ def test_every_answer_is_one_row_with_every_field(tmp_path):
     assert out.stat().st_mode & 0o077 == 0  # patient ids: readable by the owner only
 
 
-def test_a_row_cut_off_by_a_crash_is_skipped_and_not_glued_to(tmp_path):
+@pytest.mark.parametrize("pread", [True, False], ids=["pread", "no-pread (Windows)"])
+def test_a_row_cut_off_by_a_crash_is_skipped_and_not_glued_to(tmp_path, monkeypatch, pread):
+    if not pread:
+        monkeypatch.delattr(os, "pread")
     out = tmp_path / "labels.csv"
     log = LabelLog(out)
     log.append(Answer("a.jpg", "P1", "", "head", "alice", "good", "t1"))
