@@ -23,7 +23,6 @@ import pandas as pd
 from loscat_hf.data.agreement import agreement_report
 from loscat_hf.data.annotations import read_ratings
 from loscat_hf.data.consensus import build_consensus
-from loscat_hf.data.csvsafe import read_cell
 from loscat_hf.data.label_log import QUALITIES, Answer, LabelLog, latest_answers, now_utc
 from loscat_hf.data.label_photos import LabelPhoto
 from loscat_hf.defaults import LABEL_ORDERS
@@ -73,7 +72,7 @@ def model_suggestions(model: str, photos: list[LabelPhoto], out: Path, precision
                       batch_size: int = 16) -> dict[str, Suggestion]:
     """image -> the model's top-3, predicted once with `loscat-hf predict`'s code and kept beside the label file
     (`<out>.model-<weights>.csv`, private like it), so a restart reuses it and a new model gets its own."""
-    from loscat_hf.infer.folder import predict_folder
+    from loscat_hf.infer.folder import predict_folder, read_rows, row_top
     from loscat_hf.model.checkpoints import weights_fingerprint
 
     tag = (weights_fingerprint(model) or "").strip()[:12] or "".join(c if c.isalnum() else "-" for c in model)[-40:]
@@ -84,14 +83,8 @@ def model_suggestions(model: str, photos: list[LabelPhoto], out: Path, precision
         with open(listing, "w", newline="", encoding="utf-8") as fh:
             csv.writer(fh).writerows([["image"], *([p] for p in by_path)])
         predict_folder(model, listing, cache, batch_size=batch_size, precision=precision, resume=True)
-    suggestions: dict[str, Suggestion] = {}
-    with open(cache, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            image = by_path.get(read_cell(row["image"]))
-            if image and row["status"] == "ok":
-                suggestions[image] = [(row[f"top{k}"], float(row[f"top{k}_prob"])) for k in (1, 2, 3)
-                                      if row.get(f"top{k}")]
-    return suggestions
+    tops = {by_path.get(row["image"]): row_top(row) for row in read_rows(cache)}
+    return {image: top for image, top in tops.items() if image and top}
 
 
 def format_suggestion(top: Suggestion) -> str:

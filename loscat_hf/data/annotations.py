@@ -110,6 +110,14 @@ def read_export(path: Path, what: str = "annotation file",
     return frame[frame.apply(lambda col: col.str.strip() != "").any(axis=1)]  # column-wise: no per-row Python
 
 
+def column_cells(frame: pd.DataFrame, columns: dict[str, str], name: str) -> list[str]:
+    """A column's cells (normalised name, as `map_columns` maps it), trimmed, with csvsafe's apostrophe undone
+    (a file loscat-hf wrote reads back as written); empty cells for a column the CSV lacks."""
+    if name not in columns:
+        return [""] * len(frame)
+    return [read_cell(str(v).strip()) for v in frame[columns[name]].tolist()]
+
+
 def _long_row(text: str, sep: str) -> str | None:
     """Name the first row that has more fields than the header (as a spreadsheet numbers it), for the error."""
     try:
@@ -180,9 +188,7 @@ def read_ratings(csv_path: str | Path, taxonomy: Taxonomy,
     dropped_columns = [str(columns[n]) for n in columns if n not in RESERVED_COLUMNS and n not in kept_columns]
 
     def column(name: str) -> list[str]:
-        if name not in columns:
-            return [""] * n_rows
-        return [read_cell(str(v).strip()) for v in frame[columns[name]].tolist()]  # undo csvsafe's apostrophe
+        return column_cells(frame, columns, name)
 
     images = [normalise_image_path(v) for v in column("image")]
     patients, regions = column("patient_id"), column("region")

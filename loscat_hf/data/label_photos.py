@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from loscat_hf.data.annotations import map_columns, normalise_image_path, read_export
-from loscat_hf.data.csvsafe import read_cell
+from loscat_hf.data.annotations import column_cells, map_columns, normalise_image_path, read_export
 from loscat_hf.data.images import folder_files
 from loscat_hf.errors import LoscatError
 
@@ -53,9 +52,7 @@ def read_patients(path: str | os.PathLike) -> dict[str, tuple[str, str]]:
     columns = map_columns(frame, path, what, PATIENT_COLUMNS)
 
     def cells(name: str) -> list[str]:
-        if name not in columns:
-            return [""] * len(frame)
-        return [read_cell(str(v).strip()) for v in frame[columns[name]].tolist()]
+        return column_cells(frame, columns, name)
 
     out: dict[str, tuple[str, str]] = {}
     first: dict[str, int] = {}

@@ -104,7 +104,7 @@ def _collate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return records  # stacking happens in the main process, which knows which records are ok
 
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
+def read_rows(path: Path) -> list[dict[str, str]]:
     """Rows of an earlier output or partial file, cells as they were before `safe_cell` (the keys match)."""
     if not path.is_file():
         return []
@@ -143,6 +143,13 @@ def _prediction_row(key: str, pred) -> dict[str, Any]:
     return row
 
 
+def row_top(row: dict[str, str]) -> list[tuple[str, float]]:
+    """A prediction row's top-k as (class, probability), the inverse of `_prediction_row`; [] for an error row."""
+    if row.get("status") != "ok":
+        return []
+    return [(row[f"top{k}"], float(row[f"top{k}_prob"])) for k in range(1, TOP_K + 1) if row.get(f"top{k}")]
+
+
 def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, batch_size: int = 32,
                    num_workers: int = 0, device: str | None = None, precision: str = "auto",
                    min_confidence: float | None = None, min_margin: float | None = None, tta: bool = False,
@@ -177,7 +184,7 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
 
     done: dict[str, dict[str, str]] = {}
     if resume:
-        for row in _read_rows(out) + _read_rows(partial):
+        for row in read_rows(out) + read_rows(partial):
             done[row["image"]] = {c: row.get(c, "") for c in COLUMNS}
     todo = [item for item in items if item[0] not in done]
     resumed = len(done)
