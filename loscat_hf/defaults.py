@@ -17,9 +17,14 @@ MAX_SIDE = 512
 SIZE_SLACK = 0.15
 MAX_SIDE_KEY = "loscat_max_side"  # the config.json attribute
 
-# Inference precisions (`predict`, `explain`, `demo`, the Space): "auto" = bf16 on a GPU, fp32 on CPU;
-# "int8" = dynamic quantisation of the Linear layers, CPU only.
+# Inference precisions (`predict`, `explain`, `label`, `demo`, the Space): "auto" = bf16 on a GPU, fp32 on CPU;
+# "int8" = ONNX Runtime's dynamic quantisation of the MatMuls, CPU only (changes answers: opt-in).
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
+# Where the forward pass runs (model/backends.py): "auto" = ONNX Runtime on CPU when the `onnx` extra is
+# installed and its graph is exact, torch otherwise.
+BACKENDS = ("auto", "torch", "onnx")
+# A backend is "exact" when no calibrated class probability differs from torch fp32 by this much or more.
+EXACT_PROB_DIFF = 1e-3
 LABEL_ORDERS = ("uncertain", "random", "folder")  # `loscat-hf label --order`: least sure first, seeded, by path
 
 # The Space's default model is the study's published checkpoint (model/study.py), converted on first start;

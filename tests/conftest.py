@@ -6,6 +6,14 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# ONNX graphs exported during the run go to one throw-away cache (shared by the CLI subprocesses), not ~/.cache
+if "LOSCAT_HF_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["LOSCAT_HF_CACHE"] = tempfile.mkdtemp(prefix="loscat-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["LOSCAT_HF_CACHE"], True)
 
 
 import csv  # noqa: E402

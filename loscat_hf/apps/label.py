@@ -268,25 +268,27 @@ def parse_auth(auth: str | None) -> tuple[str, str] | None:
 
 
 def label_session(images: str, out: str, *, patients: str | None = None, model: str | None = None,
-                  order: str | None = None, suggest: bool = False, precision: str = "auto") -> LabelSession:
+                  order: str | None = None, suggest: bool = False, precision: str = "auto",
+                  backend: str = "auto") -> LabelSession:
     """Photos, the label file and (with a model) its suggestions: everything the app needs, checked first."""
     out_path = Path(out)
     log = LabelLog(out_path)
     photos = list_photos(images, patients, exclude=[out_path])
-    suggestions = model_suggestions(model, photos, out_path, precision=precision) if model else None
+    suggestions = model_suggestions(model, photos, out_path, precision=precision, backend=backend) if model else None
     return LabelSession(photos, log, load_taxonomy(), suggestions=suggestions, order=order, suggest=suggest)
 
 
 def launch_label(images: str, out: str, rater: str, *, patients: str | None = None, model: str | None = None,
                  order: str | None = None, suggest: bool = False, host: str = "127.0.0.1", port: int | None = None,
-                 auth: str | None = None, precision: str = "auto", **kwargs: Any) -> gr.Blocks:
+                 auth: str | None = None, precision: str = "auto", backend: str = "auto",
+                 **kwargs: Any) -> gr.Blocks:
     """Check everything, then serve the app (blocks unless prevent_thread_lock=True is passed)."""
     rater = check_rater(rater)
     credentials = parse_auth(auth)
     if host not in LOOPBACK and credentials is None:
         raise LoscatError(f"--host {host} serves patient photos to the network: add --auth USER:PASSWORD")
     session = label_session(images, out, patients=patients, model=model, order=order, suggest=suggest,
-                            precision=precision)
+                            precision=precision, backend=backend)
     demo, js = build_label_app(session, rater)
     demo.launch(server_name=host, server_port=port, auth=credentials, show_error=True, js=js,
                 theme=gr.themes.Soft(), **kwargs)

@@ -69,7 +69,7 @@ def answer_choices(taxonomy: Taxonomy) -> list[str]:
 
 
 def model_suggestions(model: str, photos: list[LabelPhoto], out: Path, precision: str = "auto",
-                      batch_size: int = 16) -> dict[str, Suggestion]:
+                      batch_size: int = 16, backend: str = "auto") -> dict[str, Suggestion]:
     """image -> the model's top-3, predicted once with `loscat-hf predict`'s code and kept beside the label file
     (`<out>.model-<weights>.csv`, private like it), so a restart reuses it and a new model gets its own."""
     from loscat_hf.infer.folder import predict_folder, read_rows, row_top
@@ -82,7 +82,8 @@ def model_suggestions(model: str, photos: list[LabelPhoto], out: Path, precision
         listing = Path(tmp) / "photos.csv"
         with open(listing, "w", newline="", encoding="utf-8") as fh:
             csv.writer(fh).writerows([["image"], *([p] for p in by_path)])
-        predict_folder(model, listing, cache, batch_size=batch_size, precision=precision, resume=True)
+        predict_folder(model, listing, cache, batch_size=batch_size, precision=precision, backend=backend,
+                      resume=True)
     tops = {by_path.get(row["image"]): row_top(row) for row in read_rows(cache)}
     return {image: top for image, top in tops.items() if image and top}
 

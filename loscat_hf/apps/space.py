@@ -32,7 +32,10 @@ from loscat_hf.defaults import RUN_KEY, SOURCE_KEY  # noqa: E402
 from loscat_hf.infer.explain import explain_pixels  # noqa: E402
 from loscat_hf.infer.predictor import RegionPredictor  # noqa: E402
 
-DEFAULT_PRECISION = "int8"  # ~0.24 s per ViT-B/16-384 forward on 2 CPU cores; see scripts/bench_space.py
+# Exact answers by default: fp32 on CPU, in ONNX Runtime when the onnx extra is installed (docs/benchmarks.md,
+# "Space latency"); int8 (LOSCAT_PRECISION=int8) is faster but changes answers.
+DEFAULT_PRECISION = "auto"
+DEFAULT_BACKEND = "auto"
 MAX_FILE_SIZE = "15mb"
 MAX_BATCH = 32
 # the example photos: space/examples/ beside the package in a repository checkout; examples/ beside app.py in a
@@ -168,9 +171,12 @@ class SpaceModel:
 
     The callbacks read their uploads but never delete them: the cache sweep does (see the module docstring)."""
 
-    def __init__(self, model: str, precision: str | None = None, review_threshold: float | None = None) -> None:
+    def __init__(self, model: str, precision: str | None = None, review_threshold: float | None = None,
+                 backend: str | None = None) -> None:
         precision = precision or os.environ.get("LOSCAT_PRECISION", DEFAULT_PRECISION)
-        kwargs: dict[str, Any] = {"precision": precision, "device": "cpu" if precision == "int8" else None}
+        backend = backend or os.environ.get("LOSCAT_BACKEND", DEFAULT_BACKEND)
+        kwargs: dict[str, Any] = {"precision": precision, "backend": backend,
+                                  "device": "cpu" if precision == "int8" or backend == "onnx" else None}
         if review_threshold is not None:
             kwargs["min_confidence"] = review_threshold
         self.predictor = RegionPredictor.from_pretrained(model, **kwargs)
@@ -271,12 +277,12 @@ def model_description(config, name: str) -> str:
     return f"**Model**: `{shown}`."
 
 
-def build_demo(model: str | None = None, precision: str | None = None,
+def build_demo(model: str | None = None, precision: str | None = None, backend: str | None = None,
                cache_expiry: tuple[int, int] = (CACHE_SWEEP_S, CACHE_EXPIRY_S)) -> gr.Blocks:
     """The Blocks app; model from the argument, else env LOSCAT_MODEL, else the study's converted model.
 
     `cache_expiry` is gradio's `delete_cache`: (sweep every N seconds, delete files older than M seconds)."""
-    app = SpaceModel(model or default_model(), precision=precision)
+    app = SpaceModel(model or default_model(), precision=precision, backend=backend)
     for label in app.predictor.labels:  # warm the body-map cache so no answer waits for matplotlib
         _body_map(label)
     with gr.Blocks(title="LoSCAT body region", delete_cache=cache_expiry) as demo:
@@ -315,9 +321,9 @@ def build_demo(model: str | None = None, precision: str | None = None,
 
 def launch(model: str | None = None, host: str | None = None, port: int | None = None,
            precision: str | None = None, cache_expiry: tuple[int, int] = (CACHE_SWEEP_S, CACHE_EXPIRY_S),
-           **kwargs: Any) -> gr.Blocks:
+           backend: str | None = None, **kwargs: Any) -> gr.Blocks:
     """Start the app; host/port default to GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, then gradio's own."""
-    demo = build_demo(model, precision=precision, cache_expiry=cache_expiry)
+    demo = build_demo(model, precision=precision, backend=backend, cache_expiry=cache_expiry)
     demo.launch(
         server_name=host or os.environ.get("GRADIO_SERVER_NAME"),
         server_port=port or (int(os.environ["GRADIO_SERVER_PORT"]) if os.environ.get("GRADIO_SERVER_PORT") else None),

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from loscat_hf import __version__
-from loscat_hf.cli.apps import add_demo, add_label, add_push_space
-from loscat_hf.defaults import MAX_SIDE, PRECISIONS
+from loscat_hf.cli.apps import BACKEND_HELP, add_demo, add_label, add_push_space
+from loscat_hf.defaults import BACKENDS, MAX_SIDE, PRECISIONS
 from loscat_hf.errors import LoscatError
 
 
@@ -59,6 +59,7 @@ def _demo_data(args: argparse.Namespace) -> int:
     summary = generate_demo_data(
         args.out, n_patients=args.patients, n_photos=args.photos, image_size=tuple(args.image_size),
         n_unlabeled=args.unlabeled, seed=args.seed, overwrite=args.overwrite, num_workers=args.num_workers,
+        photo_like=args.photo_like,
     )
     print(format_summary(summary))
     return 0
@@ -98,6 +99,8 @@ def _add_demo_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument("--photo-like", action="store_true", help="camera grain and JPEG quality 90-95: files that cost what "
+                   "camera photos cost to decode (~2-3 bits per pixel; the default renders are smooth, ~0.3)")
     p.set_defaults(func=_demo_data)
 
 
@@ -186,7 +189,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     summary = predict_folder(
         args.model, args.images, args.out, batch_size=args.batch_size, num_workers=args.num_workers,
-        device=args.device, precision=args.precision, min_confidence=args.min_confidence,
+        device=args.device, precision=args.precision, backend=args.backend, min_confidence=args.min_confidence,
         min_margin=args.min_margin, tta=args.tta, resume=args.resume)
     print(summary)
     return 0
@@ -205,7 +208,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="decoding processes (default: cores - 1, at most 8; 0 = in the main process)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when present)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="auto = bf16 on a GPU, fp32 on CPU; int8 = dynamic quantisation (CPU only)")
+                   help="auto = bf16 on a GPU, fp32 on CPU; int8 = ONNX Runtime dynamic quantisation (CPU only; "
+                   "changes answers: check with compare-backends)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     p.add_argument("--min-confidence", type=float, default=None,
                    help="flag needs_review below this top-1 probability (default 0.5)")
     p.add_argument("--min-margin", type=float, default=None,
@@ -257,7 +262,7 @@ def _explain(args: argparse.Namespace) -> int:
     from loscat_hf.infer.explain import explain_folder
 
     result = explain_folder(args.model, args.images, args.out, precision=args.precision,
-                            batch_size=args.batch_size)
+                            batch_size=args.batch_size, backend=args.backend)
     for photo, reason in result.skipped:
         print(f"skipped {photo}: {reason}", file=sys.stderr)
     for photo, region, probability, overlay in result.explained:
@@ -271,6 +276,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", required=True, nargs="+", help="photo files and/or folders")
     p.add_argument("--out", required=True, help="folder for <name>.explain.png overlays")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     p.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(func=_explain)
 
@@ -323,10 +329,39 @@ def _add_convert_timm(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_convert_timm)
 
 
+def _compare_backends(args: argparse.Namespace) -> int:
+    import json
+
+    from loscat_hf.infer.compare import compare_backends, format_comparison
+
+    result = compare_backends(args.model, args.images, candidates=args.candidates, limit=args.limit,
+                              batch_size=args.batch_size)
+    print(format_comparison(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result.to_dict(), indent=2))
+        print(f"Report: {args.out}")
+    return 0
+
+
+def _add_compare_backends(sub: argparse._SubParsersAction) -> None:
+    from loscat_hf.infer.compare import DEFAULT_CANDIDATES
+
+    p = sub.add_parser("compare-backends", help="int8 / ONNX Runtime against torch fp32 on your own photos and model")
+    p.add_argument("--model", required=True, help="model folder or Hub id")
+    p.add_argument("--images", required=True, help="photo folder or CSV with an 'image' column (as predict takes)")
+    p.add_argument("--candidates", nargs="+", default=list(DEFAULT_CANDIDATES), metavar="BACKEND:PRECISION",
+                   help=f"what to compare with torch fp32 (default: {' '.join(DEFAULT_CANDIDATES)})")
+    p.add_argument("--limit", type=int, default=200, help="photos, spread over the folder (default 200)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out", default=None, help="also write the report as JSON (counts only, no file names)")
+    p.set_defaults(func=_compare_backends)
+
+
 # One registrar per subcommand; the Gradio apps' (demo, push-space, label) are in cli/apps.py.
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo_data, _add_prepare, _add_train, _add_evaluate, _add_quickstart, _add_predict, _add_link, _add_push,
     _add_explain, add_demo, add_push_space, add_label, _add_evaluate_ensemble, _add_convert_timm,
+    _add_compare_backends,
 ]
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from loscat_hf.defaults import LABEL_ORDERS, PRECISIONS
+from loscat_hf.defaults import BACKENDS, LABEL_ORDERS, PRECISIONS
+
+BACKEND_HELP = ("where the model runs: auto (default) = ONNX Runtime on CPU when the onnx extra is installed and "
+                "its graph is exact, else torch; torch; onnx")
 
 
 def _demo(args: argparse.Namespace) -> int:
     from loscat_hf.apps.space import launch
 
-    launch(args.model, host=args.host, port=args.port, precision=args.precision)
+    launch(args.model, host=args.host, port=args.port, precision=args.precision, backend=args.backend)
     return 0
 
 
@@ -21,7 +24,9 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=None, help="default: env GRADIO_SERVER_NAME, else 127.0.0.1")
     p.add_argument("--port", type=int, default=None, help="default: env GRADIO_SERVER_PORT, else 7860")
     p.add_argument("--precision", default=None, choices=PRECISIONS,
-                   help="default: env LOSCAT_PRECISION, else int8")
+                   help="default: env LOSCAT_PRECISION, else auto (fp32 on CPU); int8 is opt-in")
+    p.add_argument("--backend", default=None, choices=BACKENDS,
+                   help="default: env LOSCAT_BACKEND, else auto (ONNX Runtime on CPU when installed and exact)")
     p.set_defaults(func=_demo)
 
 
@@ -47,7 +52,8 @@ def _label(args: argparse.Namespace) -> int:
     from loscat_hf.apps.label import launch_label
 
     launch_label(args.images, args.out, args.rater, patients=args.patients, model=args.model, order=args.order,
-                 suggest=args.suggest, host=args.host, port=args.port, auth=args.auth, precision=args.precision)
+                 suggest=args.suggest, host=args.host, port=args.port, auth=args.auth, precision=args.precision,
+                 backend=args.backend)
     return 0
 
 
@@ -67,4 +73,5 @@ def add_label(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=None, help="default: gradio's (7860, or the next free port)")
     p.add_argument("--auth", default=None, metavar="USER:PASSWORD", help="gradio's login (required off 127.0.0.1)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="the model's precision (default auto)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     p.set_defaults(func=_label)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 from PIL import Image
 
 from loscat_hf.errors import LoscatError
-from loscat_hf.model.inference import autocast_for
+from loscat_hf.model.inference import autocast_for, eager_attention
 from loscat_hf.model.transforms import normalise
 
 
@@ -34,21 +33,6 @@ class Explanation:
     heat: np.ndarray
     overlay: Image.Image
     logits: np.ndarray
-
-
-@contextmanager
-def eager_attention(model: torch.nn.Module):
-    """Switch a model to eager attention (the only kind that returns weights) for one call, then back."""
-    config = model.config
-    before = getattr(config, "_attn_implementation", None)
-    if before in (None, "eager"):
-        yield
-        return
-    model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(before)
 
 
 def rollout(attentions: Sequence[torch.Tensor], residual: float = 0.5) -> np.ndarray:
@@ -160,14 +144,14 @@ class ExplainResult:
 
 
 def explain_folder(model: str, images: Sequence[str | os.PathLike], out: str | os.PathLike,
-                   precision: str = "fp32", batch_size: int = 8) -> ExplainResult:
+                   precision: str = "fp32", batch_size: int = 8, backend: str = "auto") -> ExplainResult:
     """`loscat-hf explain`: write `<name>.explain.png` overlays and return the top region of each photo."""
     from tqdm.auto import tqdm
 
     from loscat_hf.data.images import ImageProblemError
     from loscat_hf.infer.predictor import RegionPredictor
 
-    predictor = RegionPredictor.from_pretrained(model, precision=precision)
+    predictor = RegionPredictor.from_pretrained(model, precision=precision, backend=backend)
     files = _list_images(images)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)

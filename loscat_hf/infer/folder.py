@@ -152,12 +152,12 @@ def row_top(row: dict[str, str]) -> list[tuple[str, float]]:
 
 def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, batch_size: int = 32,
                    num_workers: int = 0, device: str | None = None, precision: str = "auto",
-                   min_confidence: float | None = None, min_margin: float | None = None, tta: bool = False,
+                   backend: str = "auto", min_confidence: float | None = None, min_margin: float | None = None, tta: bool = False,
                    resume: bool = False, progress: bool = True) -> PredictSummary:
     """Predict every photo of a folder or CSV into `out` (one row per file); returns a PredictSummary.
 
-    `model`: a model folder, a Hub id, or a ready RegionPredictor (then device/precision/thresholds are
-    its own). Without `resume`, an earlier output or partial file is replaced.
+    `model`: a model folder, a Hub id, or a ready RegionPredictor (then device/precision/backend/thresholds
+    are its own). Without `resume`, an earlier output or partial file is replaced.
     """
     import torch
     from tqdm.auto import tqdm
@@ -174,7 +174,7 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
         predictor = model
     else:
         predictor = RegionPredictor.from_pretrained(
-            model, device=device, precision=precision,
+            model, device=device, precision=precision, backend=backend,
             min_confidence=DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence,
             min_margin=DEFAULT_MIN_MARGIN if min_margin is None else min_margin)
     try:

@@ -21,6 +21,7 @@ from PIL import Image
 from loscat_hf.data.images import open_image
 from loscat_hf.defaults import MAX_SIDE, MAX_SIDE_KEY, PRECISIONS, SIZE_SLACK
 from loscat_hf.errors import LoscatError
+from loscat_hf.model.backends import OnnxRunner, choose_backend
 from loscat_hf.model.calibration import apply_temperature, temperature_from_config
 from loscat_hf.model.inference import LogitRunner, pick_device
 from loscat_hf.model.transforms import resize_eval, to_uint8_chw
@@ -65,35 +66,36 @@ def _processor_stats(model_dir: str, config) -> dict[str, Any]:
 class RegionPredictor:
     """Predict the LoSCAT region of photos with a saved model folder or Hub id.
 
-    precision: "fp32"; "bf16" (autocast; on CPUs with AVX-512-BF16/AMX and on GPUs); "int8" (dynamic int8
-    quantisation of the Linear layers, CPU only); "auto" = bf16 on a GPU, fp32 on CPU.
+    precision: "fp32"; "bf16" (autocast; on CPUs with AVX-512-BF16/AMX and on GPUs); "int8" (ONNX Runtime's
+    dynamic int8 quantisation, CPU only); "auto" = bf16 on a GPU, fp32 on CPU.
+    backend: "torch", "onnx" (ONNX Runtime, the `onnx` extra) or "auto" = onnx on CPU when installed and exact
+    (model/backends.py).
     """
 
     def __init__(self, model: torch.nn.Module, *, image_size: int, image_mean: Sequence[float],
                  image_std: Sequence[float], resample: int = Image.BILINEAR, device: str | None = None,
-                 precision: str = "auto",
+                 precision: str = "auto", backend: str = "auto",
                  min_confidence: float = DEFAULT_MIN_CONFIDENCE, min_margin: float = DEFAULT_MIN_MARGIN,
                  temperature: float | None = None) -> None:
         if precision not in PRECISIONS:
             raise LoscatError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         dev = pick_device(device)
-        if precision == "int8":
-            if dev.type != "cpu":
-                raise LoscatError("precision 'int8' (dynamic quantisation) runs on CPU only; use bf16 on a GPU")
-            model = torch.ao.quantization.quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
-        bf16 = {"auto": None, "fp32": False, "bf16": True, "int8": False}[precision]
         check_labels(model.config)
+        chosen = choose_backend(backend, dev, precision)
         self.model = model
         self.config = model.config
         self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
         self.image_size = int(image_size)
         self.resample = int(resample)  # the model's preprocessor_config filter
         self.precision = precision
-        self.runner = LogitRunner(model, image_mean, image_std, device=str(dev), bf16=bf16,
-                                  one_at_a_time=precision == "int8")  # same answer for a photo in any batch
+        self.runner = _runner(model, image_mean, image_std, dev, precision, chosen, explicit=backend == "onnx")
+        self.backend = "onnx" if isinstance(self.runner, OnnxRunner) else "torch"
         self.temperature = temperature_from_config(self.config) if temperature is None else float(temperature)
-        # photos are decoded at the size the training data was packed at (recorded by `train`)
-        self.decode_side = int(getattr(self.config, MAX_SIDE_KEY, None) or MAX_SIDE)
+        # The size the training photos were packed at (recorded by `train`). Photos are decoded at the model's
+        # input size, never above the packing size: a JPEG then decodes at the coarsest DCT scale that still
+        # covers the input (e.g. 1/4 for a 2000x1500 photo and a 384 px model) and skips a resample.
+        self.packing_side = int(getattr(self.config, MAX_SIDE_KEY, None) or MAX_SIDE)
+        self.decode_side = min(self.packing_side, self.image_size)
         self.min_confidence = float(min_confidence)
         self.min_margin = float(min_margin)
 
@@ -189,6 +191,25 @@ class RegionPredictor:
         return results[0] if single else results
 
     __call__ = predict
+
+
+def _runner(model: torch.nn.Module, mean, std, device: torch.device, precision: str, backend: str,
+            explicit: bool) -> LogitRunner:
+    """The forward-pass runner: ONNX Runtime when chosen and exact (int8 is never exact: asked for), else torch.
+
+    int8 runs photo by photo: dynamic quantisation scales activations per run, so in a batch a photo's answer
+    would depend on its companions."""
+    if backend == "onnx":
+        runner = OnnxRunner(model, mean, std, int8=precision == "int8")
+        if runner.exact or precision == "int8":
+            return runner
+        diff = runner.check["max_prob_diff"]
+        if explicit:
+            raise LoscatError(f"the ONNX graph of this model is not exact (max probability difference {diff:.2g} "
+                              "against torch on the probe photos); use --backend torch")
+        logger.warning("the ONNX graph differs from torch by up to %.2g in probability: using torch", diff)
+    bf16 = {"auto": None, "fp32": False, "bf16": True}[precision]
+    return LogitRunner(model, mean, std, device=str(device), bf16=bf16)
 
 
 def check_labels(config, where: str = "the model config") -> None:

@@ -6,7 +6,7 @@ Used by evaluation (dataset splits) and prediction (folders of photos), so both 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -25,6 +25,21 @@ def autocast_for(device: torch.device, bf16: bool | None):
     if bf16 is None:
         bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+@contextmanager
+def eager_attention(model: torch.nn.Module):
+    """Switch a model to eager attention (the only kind that returns weights) for one call, then back."""
+    config = model.config
+    before = getattr(config, "_attn_implementation", None)
+    if before in (None, "eager"):
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
 
 
 class LogitRunner:
@@ -48,9 +63,13 @@ class LogitRunner:
         """The model on a normalised batch (kwargs such as output_attentions pass through); photo by photo
         when `one_at_a_time`, with the outputs joined along the batch."""
         if not self.one_at_a_time or x.shape[0] == 1:
-            return self.model(pixel_values=x, **kwargs)
-        outs = [self.model(pixel_values=x[i:i + 1], **kwargs) for i in range(x.shape[0])]
+            return self._model_call(x, **kwargs)
+        outs = [self._model_call(x[i:i + 1], **kwargs) for i in range(x.shape[0])]
         return type(outs[0])(**{k: _join([o[k] for o in outs]) for k in outs[0].keys()})
+
+    def _model_call(self, x: torch.Tensor, **kwargs):
+        """One forward pass of the model (the ONNX runner replaces it)."""
+        return self.model(pixel_values=x, **kwargs)
 
     @torch.inference_mode()
     def outputs(self, pixel_values: torch.Tensor):

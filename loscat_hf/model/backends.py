@@ -1,0 +1,262 @@
+"""Where a region classifier's forward pass runs: torch eager, or ONNX Runtime on an exported copy.
+
+`--backend` of predict, explain, label and the Space picks it: "torch"; "onnx" (the optional extra
+`pip install 'loscat-hf[onnx]'`: onnxruntime, onnx, onnxscript); "auto" = env LOSCAT_BACKEND when set, else
+onnx on CPU when the extra is installed, torch otherwise. The ONNX graph is exported once per set of weights with `torch.onnx.export`
+(the torch.export-based exporter; the TorchScript one is deprecated) and cached under `cache_dir()`; the
+first export checks it against torch on a probe batch and records the largest probability difference. A
+graph that is not exact (max difference >= EXACT_PROB_DIFF) is refused, and "auto" falls back to torch.
+
+int8 (`--precision int8`) is ONNX Runtime's dynamic quantisation of that graph's MatMuls (torch's
+`torch.ao.quantization.quantize_dynamic` is deprecated in torch 2.13 and is not used). It changes answers:
+opt-in, and `loscat-hf compare-backends` measures by how much on your own photos.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers.modeling_outputs import ImageClassifierOutput
+
+from loscat_hf.defaults import EXACT_PROB_DIFF
+from loscat_hf.errors import LoscatError
+from loscat_hf.model.calibration import apply_temperature, temperature_from_config
+from loscat_hf.model.inference import LogitRunner
+from loscat_hf.model.transforms import normalise
+
+logger = logging.getLogger(__name__)
+
+ONNX_PACKAGES = ("onnxruntime", "onnx", "onnxscript")
+EXTRA_HINT = "pip install 'loscat-hf[onnx]' (onnxruntime, onnx, onnxscript)"
+EXPORT_VERSION = 1  # bump when the exported graph changes: old cache entries are then not reused
+OPSET = 18
+
+
+def onnx_installed() -> bool:
+    """Whether the optional ONNX extra is importable (checked without importing it: that costs ~0.5 s)."""
+    return all(importlib.util.find_spec(name) is not None for name in ONNX_PACKAGES)
+
+
+def choose_backend(backend: str, device: torch.device, precision: str) -> str:
+    """"torch" or "onnx" for a --backend / --precision / device combination; a combination that cannot run
+    is a LoscatError naming the fix."""
+    from loscat_hf.defaults import BACKENDS
+
+    if backend == "auto" and os.environ.get("LOSCAT_BACKEND", "auto") != "auto":
+        backend = os.environ["LOSCAT_BACKEND"]  # what "auto" means on this machine (e.g. torch where no cache)
+        where = " (from env LOSCAT_BACKEND)"
+    else:
+        where = ""
+    if backend not in BACKENDS:
+        raise LoscatError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}{where}")
+    if backend == "auto":
+        backend = "onnx" if device.type == "cpu" and precision != "bf16" and onnx_installed() else "torch"
+        if precision == "int8" and backend == "torch":
+            raise LoscatError(f"precision 'int8' runs on ONNX Runtime on CPU: {EXTRA_HINT}" if device.type == "cpu"
+                              else "precision 'int8' runs on CPU only; use bf16 on a GPU")
+    if backend == "onnx":
+        if device.type != "cpu":
+            raise LoscatError(f"backend 'onnx' runs on CPU here (device {device}); use --backend torch on a GPU")
+        if precision == "bf16":
+            raise LoscatError("precision 'bf16' runs on the torch backend; use --backend torch")
+        if not onnx_installed():
+            raise LoscatError(f"backend 'onnx' needs the ONNX extra: {EXTRA_HINT}")
+    elif precision == "int8":
+        raise LoscatError("precision 'int8' runs on the ONNX Runtime backend only (torch's dynamic quantisation "
+                          f"is deprecated): use --backend onnx or auto; {EXTRA_HINT}")
+    return backend
+
+
+def cache_dir() -> Path:
+    """Where exported graphs live: $LOSCAT_HF_CACHE, else $XDG_CACHE_HOME/loscat_hf, else ~/.cache/loscat_hf."""
+    if os.environ.get("LOSCAT_HF_CACHE"):
+        return Path(os.environ["LOSCAT_HF_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "loscat_hf"
+
+
+def model_key(model: torch.nn.Module) -> str:
+    """sha256 over config, parameter names, shapes and bytes, and the exporter's versions: a cache entry is
+    reused only for the very same weights (0.2 s for ViT-B/16-384 here)."""
+    import onnxruntime
+
+    digest = hashlib.sha256(f"{EXPORT_VERSION}|{OPSET}|{torch.__version__}|{onnxruntime.__version__}|".encode())
+    digest.update(model.config.to_json_string(use_diff=False).encode())
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else b"")
+    return digest.hexdigest()[:32]
+
+
+class _Graph(torch.nn.Module):
+    """The model as the graph sees it: normalised pixels in, logits (and attention maps) out."""
+
+    def __init__(self, model: torch.nn.Module, attentions: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.attentions = attentions
+
+    def forward(self, pixel_values: torch.Tensor):
+        out = self.model(pixel_values=pixel_values, output_attentions=self.attentions)
+        return (out.logits, *out.attentions) if self.attentions else out.logits
+
+
+@contextmanager
+def _quiet_exporter():
+    """The exporter logs warnings about torchvision ops (not installed here) and prints progress lines."""
+    names = ("torch.onnx", "torch.onnx._internal.exporter._registration", "torch._export", "onnxscript", "onnx_ir")
+    levels = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
+
+
+def export_graph(model: torch.nn.Module, path: Path, attentions: bool = False) -> None:
+    """torch.onnx.export (torch.export-based) with a dynamic batch, written atomically to `path`.
+
+    Attention runs as plain MatMul/Softmax (eager attention): ONNX Runtime ran that graph faster than the
+    exported scaled_dot_product_attention here (0.97 s vs 1.10-1.19 s for ViT-B/16-384 at batch 1)."""
+    import contextlib
+    import io
+
+    from loscat_hf.model.inference import eager_attention
+
+    size = int(model.config.image_size)
+    probe = torch.zeros(2, 3, size, size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    t0 = time.perf_counter()
+    with eager_attention(model), _quiet_exporter(), contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(_Graph(model.eval(), attentions), (probe,), str(tmp), input_names=["pixel_values"],
+                          dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch", min=1)}},
+                          dynamo=True, optimize=True, opset_version=OPSET, external_data=False)
+    os.replace(tmp, path)
+    logger.info("exported %s in %.1f s", path.name, time.perf_counter() - t0)
+
+
+def quantize_graph(src: Path, dst: Path) -> None:
+    """ONNX Runtime dynamic int8 quantisation (weights int8, activations scaled per run) of a graph."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(src))
+    # the exporter's shape annotations trip the quantiser's own shape inference: let it infer them anew
+    del model.graph.value_info[:]
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+        bare = Path(tmp) / "bare.onnx"
+        onnx.save(model, str(bare))
+        out = Path(tmp) / "int8.onnx"
+        with _quiet_exporter():
+            quantize_dynamic(str(bare), str(out), weight_type=QuantType.QInt8)
+        os.replace(out, dst)
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, threads)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # constant-folding notices about CastLike nodes are not problems
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def probe_batch(size: int, n: int = 2) -> torch.Tensor:
+    """A fixed uint8 batch (seeded noise over smooth gradients) for the export check."""
+    g = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0, 255, size)
+    smooth = (ramp[None, :] + ramp[:, None]) / 2
+    noise = torch.randint(0, 64, (n, 3, size, size), generator=g).float()
+    return (smooth + noise - 32).clamp(0, 255).to(torch.uint8)
+
+
+def max_prob_diff(a: np.ndarray, b: np.ndarray, temperature: float = 1.0) -> float:
+    """Largest absolute difference of calibrated class probabilities between two logit arrays."""
+    return float(np.abs(apply_temperature(a, temperature) - apply_temperature(b, temperature)).max())
+
+
+class OnnxRunner(LogitRunner):
+    """LogitRunner whose forward pass runs in ONNX Runtime; the torch model stays for its config.
+
+    Outputs are torch tensors in the transformers output type, so evaluation, predict and explain use it as
+    they use the torch runner. Graphs are exported on first use and cached (see the module docstring)."""
+
+    def __init__(self, model: torch.nn.Module, image_mean, image_std, int8: bool = False) -> None:
+        super().__init__(model, image_mean, image_std, device="cpu", bf16=False, one_at_a_time=int8)
+        self.int8 = int8
+        self.threads = torch.get_num_threads()
+        self.folder = cache_dir() / "onnx" / model_key(model)
+        self.check = self._exact_check()
+        self._sessions: dict[str, object] = {}
+        self.session("logits")  # fail here, at load, not at the first photo
+
+    def _graph_path(self, kind: str) -> Path:
+        return self.folder / f"{kind}{'.int8' if self.int8 else ''}.onnx"
+
+    def _export(self, kind: str) -> Path:
+        path = self._graph_path(kind)
+        if path.is_file():
+            return path
+        fp32 = self.folder / f"{kind}.onnx"
+        if not fp32.is_file():
+            logger.warning("exporting the model to ONNX once (%s graph; ViT-B/16-384 takes ~20-30 s on 2 cores), "
+                           "cached in %s", kind, self.folder)
+            export_graph(self.model, fp32, attentions=kind == "explain")
+        if self.int8:
+            quantize_graph(fp32, path)
+        return path
+
+    def _exact_check(self) -> dict:
+        """Max probability difference of the fp32 graph against torch on a probe batch, measured once."""
+        record = self.folder / "check.json"
+        if record.is_file():
+            return json.loads(record.read_text())
+        path = self.folder / "logits.onnx"
+        if not path.is_file():
+            logger.warning("exporting the model to ONNX once (ViT-B/16-384 takes ~20-30 s on 2 cores), cached in "
+                           "%s", self.folder)
+            export_graph(self.model, path)
+        x = normalise(probe_batch(int(self.model.config.image_size)), self.mean, self.std)
+        with torch.inference_mode():
+            ref = self.model(pixel_values=x).logits.float().numpy()
+        got = _session(path, self.threads).run(None, {"pixel_values": x.numpy()})[0]
+        diff = max_prob_diff(ref, got, temperature_from_config(self.model.config))
+        check = {"max_prob_diff": diff, "exact": diff < EXACT_PROB_DIFF, "probe_photos": int(x.shape[0])}
+        tmp = record.with_name(f".check.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(check, indent=2))
+        os.replace(tmp, record)
+        return check
+
+    @property
+    def exact(self) -> bool:
+        return bool(self.check.get("exact"))
+
+    def session(self, kind: str):
+        if kind not in self._sessions:
+            self._sessions[kind] = _session(self._export(kind), self.threads)
+        return self._sessions[kind]
+
+    def _model_call(self, x: torch.Tensor, output_attentions: bool = False, **kwargs):
+        if kwargs:
+            raise TypeError(f"the ONNX backend does not take {sorted(kwargs)}")
+        kind = "explain" if output_attentions else "logits"
+        outs = self.session(kind).run(None, {"pixel_values": x.float().contiguous().numpy()})
+        tensors = [torch.from_numpy(o) for o in outs]
+        return ImageClassifierOutput(logits=tensors[0], attentions=tuple(tensors[1:]) if output_attentions else None)
