@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from PIL import Image
 from loscat_hf.defaults import EXACT_PROB_DIFF
 from loscat_hf.errors import LoscatError
 from loscat_hf.infer.predictor import RegionPredictor
-from loscat_hf.model import backends
+from loscat_hf.model import backends, onnx_cache
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -71,7 +72,7 @@ def test_auto_picks_onnx_on_cpu_and_torch_without_the_extra(peaky_model, monkeyp
     monkeypatch.setenv("LOSCAT_BACKEND", "torch")  # what "auto" means on this machine
     assert RegionPredictor.from_pretrained(peaky_model, device="cpu").backend == "torch"
     monkeypatch.delenv("LOSCAT_BACKEND")
-    monkeypatch.setattr(backends, "onnx_installed", lambda: False)
+    monkeypatch.setattr(onnx_cache, "onnx_installed", lambda: False)
     assert RegionPredictor.from_pretrained(peaky_model, device="cpu").backend == "torch"
     for kwargs in ({"backend": "onnx"}, {"precision": "int8"}):
         with pytest.raises(LoscatError, match=r"loscat-hf\[onnx\]"):
@@ -140,8 +141,6 @@ def test_explain_maps_match_across_backends(peaky_model):
 
 
 def _cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    import os
-
     env = dict(os.environ, PYTHONPATH=str(ROOT), **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", "loscat_hf", *args], capture_output=True, text=True, env=env,
                           timeout=300)
@@ -203,3 +202,42 @@ def test_compare_backends_reports_counts_only(peaky_model, tmp_path):
     assert "Mustermann" not in report.read_text() and "Erika" not in report.read_text()
     bad = _cli("compare-backends", "--model", str(peaky_model), "--images", str(photos), "--candidates", "gpu:fp8")
     assert bad.returncode == 2 and "BACKEND:PRECISION" in bad.stderr
+
+
+def test_predict_starts_without_torch_once_the_graph_is_cached(peaky_model, tmp_path):
+    """The first run exports (torch); the next one runs from the cached graph without importing torch or
+    transformers, with the same rows; new weights in the folder are a new cache entry, never stale answers."""
+    import shutil
+
+    from loscat_hf.infer import lean
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k, img in enumerate(_photos(5)):
+        img.save(photos / f"p{k}.jpg", quality=95)
+    model = tmp_path / "model"
+    shutil.copytree(peaky_model, model)
+    cache = {"LOSCAT_HF_CACHE": str(tmp_path / "cache")}
+    first = _cli("predict", "--model", str(model), "--images", str(photos), "--out", str(tmp_path / "a.csv"),
+                 env_extra=cache)
+    assert first.returncode == 0, first.stderr
+    code = ("import sys; from loscat_hf.cli import main; rc = main(['predict', '--model', sys.argv[1], '--images', "
+            "sys.argv[2], '--out', sys.argv[3]]); "
+            "print('LOADED', sorted(m for m in ('torch', 'transformers') if m in sys.modules)); sys.exit(rc)")
+    second = subprocess.run([sys.executable, "-c", code, str(model), str(photos), str(tmp_path / "b.csv")],
+                            capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT), **cache))
+    assert second.returncode == 0, second.stderr
+    assert "LOADED []" in second.stdout
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+    # a GPU machine, or other weights in the same folder: the torch predictor decides
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOSCAT_HF_CACHE", cache["LOSCAT_HF_CACHE"])
+        assert isinstance(lean.lean_predictor(model), lean.LeanPredictor)
+        mp.setattr(lean, "_gpu_present", lambda: True)
+        assert lean.lean_predictor(model) is None and lean.lean_predictor(model, device="cpu") is not None
+        mp.undo()
+        mp.setenv("LOSCAT_HF_CACHE", cache["LOSCAT_HF_CACHE"])
+        shutil.copy(save_tiny_model(tmp_path / "other", seed=11) / "model.safetensors", model / "model.safetensors")
+        assert lean.lean_predictor(model) is None
+        assert lean.lean_predictor(model, backend="torch") is None

@@ -272,6 +272,13 @@ def _strip(img: Image.Image) -> Image.Image:
     return clean
 
 
+def resize_eval(img: Image.Image, size: int, resample: int = Image.BILINEAR) -> Image.Image:
+    """Deterministic squash to size x size with the model's own resample filter (its preprocessor_config's
+    `resample`: bilinear for google/vit-*, bicubic for the study's converted model), as its processor does.
+    Training's eval transform and prediction both use it."""
+    return (img if img.mode == "RGB" else img.convert("RGB")).resize((size, size), resample)
+
+
 def save_clean_jpeg(img: Image.Image, path: str | os.PathLike, quality: int = 95) -> None:
     """Write `img` as a baseline JPEG carrying no EXIF, ICC profile or comment (only the JFIF header)."""
     if img.mode != "RGB" or img.info:

@@ -14,7 +14,6 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
 
 from loscat_hf.defaults import EXACT_PROB_DIFF
 from loscat_hf.errors import LoscatError
@@ -79,10 +78,10 @@ def _sample(items: list, limit: int | None) -> list:
     return [items[round(i * (len(items) - 1) / (limit - 1))] for i in range(limit)] if limit > 1 else items[:1]
 
 
-def _timed_logits(predictor, pixels: list[torch.Tensor], batch_size: int) -> tuple[np.ndarray, float]:
+def _timed_logits(predictor, pixels: list[np.ndarray], batch_size: int) -> tuple[np.ndarray, float]:
     predictor.logits(pixels[0][None])  # warm-up: first-call allocations are not a per-photo cost
     t0 = time.perf_counter()
-    out = [predictor.logits(torch.stack(pixels[i:i + batch_size])) for i in range(0, len(pixels), batch_size)]
+    out = [predictor.logits(np.stack(pixels[i:i + batch_size])) for i in range(0, len(pixels), batch_size)]
     return np.concatenate(out), (time.perf_counter() - t0) / len(pixels)
 
 
@@ -105,7 +104,7 @@ def compare_backends(model: str, images: str | os.PathLike, candidates=DEFAULT_C
     pixels, unreadable = [], 0
     for _, path in tqdm(_sample(list_inputs(images), limit), desc="decode", unit="photo", disable=not progress):
         try:
-            pixels.append(reference.pixels(reference.load(path)))
+            pixels.append(reference.pixels(reference.load(path)).numpy())
         except ImageProblemError:
             unreadable += 1
     if not pixels:

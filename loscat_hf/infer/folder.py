@@ -14,10 +14,12 @@ import csv
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from loscat_hf.data.csvsafe import SafeDictWriter, read_cell
 from loscat_hf.errors import LoscatError
@@ -74,34 +76,60 @@ def list_inputs(images: str | os.PathLike, exclude: Sequence[Path] = ()) -> list
     raise LoscatError(f"--images {root} does not exist")
 
 
-class _DecodeDataset:
-    """Workers decode with the predictor's own path (load_photo + photo_pixels) and never raise."""
+def _decode(item: tuple[str, Path], image_size: int, decode_side: int, resample: int) -> dict[str, Any]:
+    """One photo -> {"image", "pixels" (uint8 3xSxS numpy)} or {"image", "status", "error"}; never raises, so a
+    worker survives any file. Decoding is the predictor's own (answers.load_photo + photo_array)."""
+    from loscat_hf.data.images import ImageProblemError
+    from loscat_hf.infer.answers import load_photo, photo_array
 
-    def __init__(self, items: list[tuple[str, Path]], image_size: int, decode_side: int, resample: int) -> None:
-        self.items = items
-        self.image_size = image_size
-        self.decode_side = decode_side
-        self.resample = resample
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        from loscat_hf.data.images import ImageProblemError
-        from loscat_hf.infer.predictor import load_photo, photo_pixels
-
-        key, path = self.items[i]
-        try:
-            return {"image": key, "pixels": photo_pixels(load_photo(path, self.decode_side), self.image_size,
-                                                            self.resample)}
-        except ImageProblemError as exc:
-            return {"image": key, "status": exc.kind, "error": exc.reason}
-        except Exception as exc:  # noqa: BLE001 - one odd file must not end the run
-            return {"image": key, "status": "unreadable", "error": f"{type(exc).__name__}: {exc}"}
+    key, path = item
+    try:
+        return {"image": key, "pixels": photo_array(load_photo(path, decode_side), image_size, resample)}
+    except ImageProblemError as exc:
+        return {"image": key, "status": exc.kind, "error": exc.reason}
+    except Exception as exc:  # noqa: BLE001 - one odd file must not end the run
+        return {"image": key, "status": "unreadable", "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _collate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return records  # stacking happens in the main process, which knows which records are ok
+def decoded_batches(items: list[tuple[str, Path]], predictor, batch_size: int,
+                    num_workers: int) -> Iterator[list[dict[str, Any]]]:
+    """Decoded records in input order, `batch_size` at a time, from `num_workers` processes (0 = here).
+
+    A process pool (fork where the OS has it), not a torch DataLoader: predict's fast start never imports
+    torch. Workers stay at most `2 * batch_size + num_workers` photos ahead of the model."""
+    import multiprocessing as mp
+    from collections import deque
+    from functools import partial
+
+    decode = partial(_decode, image_size=predictor.image_size, decode_side=predictor.decode_side,
+                     resample=predictor.resample)
+    if num_workers < 1 or len(items) < 2:
+        for start in range(0, len(items), batch_size):
+            yield [decode(item) for item in items[start:start + batch_size]]
+        return
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    pool = ctx.Pool(min(num_workers, len(items)))
+    pending: deque = deque()
+    todo = iter(items)
+    try:
+        batch: list[dict[str, Any]] = []
+        while True:
+            while len(pending) < 2 * batch_size + num_workers:  # bounded read-ahead: memory stays flat
+                item = next(todo, None)
+                if item is None:
+                    break
+                pending.append(pool.apply_async(decode, (item,)))
+            if not pending:
+                break
+            batch.append(pending.popleft().get())
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -159,10 +187,9 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
     `model`: a model folder, a Hub id, or a ready RegionPredictor (then device/precision/backend/thresholds
     are its own). Without `resume`, an earlier output or partial file is replaced.
     """
-    import torch
     from tqdm.auto import tqdm
 
-    from loscat_hf.infer.predictor import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_MARGIN, RegionPredictor
+    from loscat_hf.infer.lean import lean_predictor
 
     if batch_size < 1:
         raise LoscatError("--batch-size must be at least 1")
@@ -170,13 +197,19 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
     partial = out.with_name(out.name + ".partial")
     check_output_path(out)
     items = list_inputs(images, exclude=(out, partial))
-    if isinstance(model, RegionPredictor):
-        predictor = model
+    if not isinstance(model, (str, os.PathLike)):
+        predictor = model  # a ready RegionPredictor (or LeanPredictor)
     else:
-        predictor = RegionPredictor.from_pretrained(
-            model, device=device, precision=precision, backend=backend,
-            min_confidence=DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence,
-            min_margin=DEFAULT_MIN_MARGIN if min_margin is None else min_margin)
+        settings = dict(device=device, precision=precision, backend=backend, min_confidence=min_confidence,
+                        min_margin=min_margin)
+        predictor = lean_predictor(model, **settings)  # cached ONNX graph: no torch import, ~1 s start
+        if predictor is None:
+            from loscat_hf.infer.answers import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_MARGIN
+            from loscat_hf.infer.predictor import RegionPredictor
+
+            settings["min_confidence"] = DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence
+            settings["min_margin"] = DEFAULT_MIN_MARGIN if min_margin is None else min_margin
+            predictor = RegionPredictor.from_pretrained(model, **settings)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -190,10 +223,6 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
     resumed = len(done)
 
     rows: dict[str, dict[str, Any]] = dict(done)
-    loader = torch.utils.data.DataLoader(
-        _DecodeDataset(todo, predictor.image_size, predictor.decode_side, predictor.resample),
-        batch_size=batch_size, num_workers=num_workers, collate_fn=_collate, pin_memory=predictor.device.type == "cuda",
-        persistent_workers=False)
     try:  # owner-only, like the final file (mkstemp): rows name photo files, which may name patients
         fh = os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", newline="",
                        encoding="utf-8")
@@ -205,11 +234,11 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
         writer.writerows(done.values())
         f.flush()
         bar = tqdm(total=len(todo), desc="predicting", unit="photo", disable=not progress or not todo)
-        for records in loader:
+        for records in decoded_batches(todo, predictor, batch_size, num_workers):
             ok = [r for r in records if "pixels" in r]
             preds = []
             if ok:
-                logits = predictor.logits(torch.stack([r["pixels"] for r in ok]), tta=tta)
+                logits = predictor.logits(np.stack([r["pixels"] for r in ok]), tta=tta)
                 preds = predictor.from_logits(logits, top_k=TOP_K)
             by_key = {r["image"]: p for r, p in zip(ok, preds, strict=True)}
             for r in records:

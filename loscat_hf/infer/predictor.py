@@ -11,40 +11,30 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from loscat_hf.data.images import open_image
-from loscat_hf.defaults import MAX_SIDE, MAX_SIDE_KEY, PRECISIONS, SIZE_SLACK
+from loscat_hf.defaults import MAX_SIDE, MAX_SIDE_KEY, PRECISIONS
 from loscat_hf.errors import LoscatError
+from loscat_hf.infer.answers import (  # noqa: F401  (RegionPrediction, load_photo: part of this module's API)
+    DEFAULT_MIN_CONFIDENCE,
+    DEFAULT_MIN_MARGIN,
+    ImageInput,
+    RegionPrediction,
+    check_labels,
+    load_photo,
+    photo_array,
+    to_predictions,
+)
+from loscat_hf.model import onnx_cache
 from loscat_hf.model.backends import OnnxRunner, choose_backend
-from loscat_hf.model.calibration import apply_temperature, temperature_from_config
+from loscat_hf.model.calibration import temperature_from_config
 from loscat_hf.model.inference import LogitRunner, pick_device
-from loscat_hf.model.transforms import resize_eval, to_uint8_chw
-
-ImageInput = str | os.PathLike | bytes | BinaryIO | Image.Image
-DEFAULT_MIN_CONFIDENCE = 0.5
-DEFAULT_MIN_MARGIN = 0.1
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RegionPrediction:
-    """One photo's answer: the region, its calibrated probability, the top-k and whether a person should look."""
-
-    label: str
-    probability: float
-    top: list[tuple[str, float]]
-    needs_review: bool
-    probabilities: dict[str, float] = field(repr=False, default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _processor_stats(model_dir: str, config) -> dict[str, Any]:
@@ -76,7 +66,7 @@ class RegionPredictor:
                  image_std: Sequence[float], resample: int = Image.BILINEAR, device: str | None = None,
                  precision: str = "auto", backend: str = "auto",
                  min_confidence: float = DEFAULT_MIN_CONFIDENCE, min_margin: float = DEFAULT_MIN_MARGIN,
-                 temperature: float | None = None) -> None:
+                 temperature: float | None = None, onnx_key: str | None = None) -> None:
         if precision not in PRECISIONS:
             raise LoscatError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         dev = pick_device(device)
@@ -88,14 +78,19 @@ class RegionPredictor:
         self.image_size = int(image_size)
         self.resample = int(resample)  # the model's preprocessor_config filter
         self.precision = precision
-        self.runner = _runner(model, image_mean, image_std, dev, precision, chosen, explicit=backend == "onnx")
-        self.backend = "onnx" if isinstance(self.runner, OnnxRunner) else "torch"
         self.temperature = temperature_from_config(self.config) if temperature is None else float(temperature)
         # The size the training photos were packed at (recorded by `train`). Photos are decoded at the model's
         # input size, never above the packing size: a JPEG then decodes at the coarsest DCT scale that still
         # covers the input (e.g. 1/4 for a 2000x1500 photo and a 384 px model) and skips a resample.
         self.packing_side = int(getattr(self.config, MAX_SIDE_KEY, None) or MAX_SIDE)
         self.decode_side = min(self.packing_side, self.image_size)
+        # what infer.lean needs to run this model from its cached ONNX graph without torch
+        record = dict(labels=self.labels, image_size=self.image_size, image_mean=[float(v) for v in image_mean],
+                      image_std=[float(v) for v in image_std], resample=self.resample,
+                      temperature=temperature_from_config(self.config), packing_side=self.packing_side)
+        self.runner = _runner(model, image_mean, image_std, dev, precision, chosen, explicit=backend == "onnx",
+                              key=onnx_key, record=record)
+        self.backend = "onnx" if isinstance(self.runner, OnnxRunner) else "torch"
         self.min_confidence = float(min_confidence)
         self.min_margin = float(min_margin)
 
@@ -138,7 +133,9 @@ class RegionPredictor:
         if not torch.isfinite(get_total_norm(list(model.parameters()), norm_type=2.0, foreach=True)):
             raise LoscatError(f"model {name!r} has NaN or infinite weights (a damaged file or a diverged "
                               "training run); copy the folder again or re-train")
-        return cls(model, **_processor_stats(name, model.config), **kwargs)
+        folder = onnx_cache.local_model_folder(name)
+        key = onnx_cache.folder_key(folder) if folder is not None else None
+        return cls(model, **_processor_stats(name, model.config), onnx_key=key, **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -150,11 +147,11 @@ class RegionPredictor:
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """A decoded photo -> uint8 (3, S, S), the same squash-resize as the training eval transform."""
-        return photo_pixels(image, self.image_size, self.resample)
+        return torch.from_numpy(photo_array(image, self.image_size, self.resample))
 
-    def logits(self, pixel_values: torch.Tensor, tta: bool = False) -> np.ndarray:
+    def logits(self, pixel_values: torch.Tensor | np.ndarray, tta: bool = False) -> np.ndarray:
         """uint8 (B, 3, S, S) -> float32 logits (B, num_labels); tta averages with the mirrored photo."""
-        return self.runner(pixel_values, tta=tta)
+        return self.runner(torch.as_tensor(pixel_values), tta=tta)
 
     def explain_inputs(self, image: ImageInput) -> tuple[Image.Image, torch.Tensor]:
         """The decoded photo and its model input, for explanation maps drawn over what the model saw."""
@@ -163,18 +160,7 @@ class RegionPredictor:
 
     def from_logits(self, logits: np.ndarray, top_k: int = 3) -> list[RegionPrediction]:
         """Calibrated predictions from raw logits: top-k, and review flags by confidence and margin."""
-        probs = apply_temperature(logits, self.temperature)
-        out = []
-        for row in probs:
-            order = np.argsort(-row)
-            top = [(self.labels[i], float(row[i])) for i in order[: max(1, top_k)]]
-            margin = float(row[order[0]] - row[order[1]]) if len(order) > 1 else 1.0
-            out.append(RegionPrediction(
-                label=top[0][0], probability=top[0][1], top=top,
-                needs_review=bool(top[0][1] < self.min_confidence or margin < self.min_margin),
-                probabilities={self.labels[i]: float(row[i]) for i in range(len(self.labels))},
-            ))
-        return out
+        return to_predictions(logits, self.labels, self.temperature, self.min_confidence, self.min_margin, top_k)
 
     def predict(self, images: Sequence[ImageInput] | ImageInput, top_k: int = 3, tta: bool = False,
                 batch_size: int = 16) -> list[RegionPrediction] | RegionPrediction:
@@ -194,13 +180,13 @@ class RegionPredictor:
 
 
 def _runner(model: torch.nn.Module, mean, std, device: torch.device, precision: str, backend: str,
-            explicit: bool) -> LogitRunner:
+            explicit: bool, key: str | None = None, record: dict | None = None) -> LogitRunner:
     """The forward-pass runner: ONNX Runtime when chosen and exact (int8 is never exact: asked for), else torch.
 
     int8 runs photo by photo: dynamic quantisation scales activations per run, so in a batch a photo's answer
     would depend on its companions."""
     if backend == "onnx":
-        runner = OnnxRunner(model, mean, std, int8=precision == "int8")
+        runner = OnnxRunner(model, mean, std, int8=precision == "int8", key=key, record=record)
         if runner.exact or precision == "int8":
             return runner
         diff = runner.check["max_prob_diff"]
@@ -212,36 +198,3 @@ def _runner(model: torch.nn.Module, mean, std, device: torch.device, precision: 
     return LogitRunner(model, mean, std, device=str(device), bf16=bf16)
 
 
-def check_labels(config, where: str = "the model config") -> None:
-    """id2label must name every output 0..num_labels-1 once: else predictions would carry wrong or no names."""
-    n = int(config.num_labels)
-    id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
-    if n < 1 or set(id2label) != set(range(n)):
-        raise LoscatError(f"{where} has num_labels {n} but id2label ids {sorted(id2label)}: each of the {n} "
-                          "outputs needs one class name; restore the config.json saved with the model")
-    if len(set(id2label.values())) != n:
-        raise LoscatError(f"{where} names a class twice in id2label; restore the config.json saved with the model")
-
-
-def load_photo(image: ImageInput, max_side: int = MAX_SIDE) -> Image.Image:
-    """`RegionPredictor.load` without the model: DataLoader workers decode with it (nothing big to pickle)."""
-    if isinstance(image, Image.Image):
-        return open_image(_encode_png(image), max_side=max_side)
-    return open_image(image, max_side=max_side, size_slack=SIZE_SLACK)
-
-
-def photo_pixels(image: Image.Image, image_size: int, resample: int = Image.BILINEAR) -> torch.Tensor:
-    """`RegionPredictor.pixels` without the model: decoded photo -> uint8 (3, S, S)."""
-    return to_uint8_chw(resize_eval(image, image_size, resample))
-
-
-def _encode_png(image: Image.Image) -> bytes:
-    """A PIL image from a caller goes through the same safe decode path as a file (modes, alpha, EXIF)."""
-    import io
-
-    buf = io.BytesIO()
-    if image.mode == "CMYK":  # PNG has no CMYK
-        image = image.convert("RGB")
-    exif = image.getexif() if hasattr(image, "getexif") else None
-    image.save(buf, format="PNG", exif=exif.tobytes() if exif else b"")
-    return buf.getvalue()

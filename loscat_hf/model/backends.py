@@ -14,9 +14,6 @@ opt-in, and `loscat-hf compare-backends` measures by how much on your own photos
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
 import logging
 import os
 import tempfile
@@ -30,67 +27,19 @@ import torch
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from loscat_hf.defaults import EXACT_PROB_DIFF
-from loscat_hf.errors import LoscatError
+from loscat_hf.model import onnx_cache
 from loscat_hf.model.calibration import apply_temperature, temperature_from_config
 from loscat_hf.model.inference import LogitRunner
+from loscat_hf.model.onnx_cache import OPSET, choose_backend, onnx_installed  # noqa: F401  (re-exported)
 from loscat_hf.model.transforms import normalise
 
 logger = logging.getLogger(__name__)
 
-ONNX_PACKAGES = ("onnxruntime", "onnx", "onnxscript")
-EXTRA_HINT = "pip install 'loscat-hf[onnx]' (onnxruntime, onnx, onnxscript)"
-EXPORT_VERSION = 1  # bump when the exported graph changes: old cache entries are then not reused
-OPSET = 18
-
-
-def onnx_installed() -> bool:
-    """Whether the optional ONNX extra is importable (checked without importing it: that costs ~0.5 s)."""
-    return all(importlib.util.find_spec(name) is not None for name in ONNX_PACKAGES)
-
-
-def choose_backend(backend: str, device: torch.device, precision: str) -> str:
-    """"torch" or "onnx" for a --backend / --precision / device combination; a combination that cannot run
-    is a LoscatError naming the fix."""
-    from loscat_hf.defaults import BACKENDS
-
-    if backend == "auto" and os.environ.get("LOSCAT_BACKEND", "auto") != "auto":
-        backend = os.environ["LOSCAT_BACKEND"]  # what "auto" means on this machine (e.g. torch where no cache)
-        where = " (from env LOSCAT_BACKEND)"
-    else:
-        where = ""
-    if backend not in BACKENDS:
-        raise LoscatError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}{where}")
-    if backend == "auto":
-        backend = "onnx" if device.type == "cpu" and precision != "bf16" and onnx_installed() else "torch"
-        if precision == "int8" and backend == "torch":
-            raise LoscatError(f"precision 'int8' runs on ONNX Runtime on CPU: {EXTRA_HINT}" if device.type == "cpu"
-                              else "precision 'int8' runs on CPU only; use bf16 on a GPU")
-    if backend == "onnx":
-        if device.type != "cpu":
-            raise LoscatError(f"backend 'onnx' runs on CPU here (device {device}); use --backend torch on a GPU")
-        if precision == "bf16":
-            raise LoscatError("precision 'bf16' runs on the torch backend; use --backend torch")
-        if not onnx_installed():
-            raise LoscatError(f"backend 'onnx' needs the ONNX extra: {EXTRA_HINT}")
-    elif precision == "int8":
-        raise LoscatError("precision 'int8' runs on the ONNX Runtime backend only (torch's dynamic quantisation "
-                          f"is deprecated): use --backend onnx or auto; {EXTRA_HINT}")
-    return backend
-
-
-def cache_dir() -> Path:
-    """Where exported graphs live: $LOSCAT_HF_CACHE, else $XDG_CACHE_HOME/loscat_hf, else ~/.cache/loscat_hf."""
-    if os.environ.get("LOSCAT_HF_CACHE"):
-        return Path(os.environ["LOSCAT_HF_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "loscat_hf"
-
 
 def model_key(model: torch.nn.Module) -> str:
-    """sha256 over config, parameter names, shapes and bytes, and the exporter's versions: a cache entry is
-    reused only for the very same weights (0.2 s for ViT-B/16-384 here)."""
-    import onnxruntime
-
-    digest = hashlib.sha256(f"{EXPORT_VERSION}|{OPSET}|{torch.__version__}|{onnxruntime.__version__}|".encode())
+    """For a model without a folder (built in memory): sha256 over config, parameter names, shapes and bytes,
+    and the exporter's versions, so a cache entry is reused only for the very same weights."""
+    digest = onnx_cache.key_prefix()
     digest.update(model.config.to_json_string(use_diff=False).encode())
     for name, tensor in model.state_dict().items():
         t = tensor.detach().to("cpu").contiguous()
@@ -168,16 +117,6 @@ def quantize_graph(src: Path, dst: Path) -> None:
         os.replace(out, dst)
 
 
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(1, threads)
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # constant-folding notices about CastLike nodes are not problems
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def probe_batch(size: int, n: int = 2) -> torch.Tensor:
     """A fixed uint8 batch (seeded noise over smooth gradients) for the export check."""
     g = torch.Generator().manual_seed(0)
@@ -198,17 +137,20 @@ class OnnxRunner(LogitRunner):
     Outputs are torch tensors in the transformers output type, so evaluation, predict and explain use it as
     they use the torch runner. Graphs are exported on first use and cached (see the module docstring)."""
 
-    def __init__(self, model: torch.nn.Module, image_mean, image_std, int8: bool = False) -> None:
+    def __init__(self, model: torch.nn.Module, image_mean, image_std, int8: bool = False, key: str | None = None,
+                 record: dict | None = None) -> None:
         super().__init__(model, image_mean, image_std, device="cpu", bf16=False, one_at_a_time=int8)
         self.int8 = int8
         self.threads = torch.get_num_threads()
-        self.folder = cache_dir() / "onnx" / model_key(model)
+        self.folder = onnx_cache.entry(key or model_key(model))
         self.check = self._exact_check()
         self._sessions: dict[str, object] = {}
         self.session("logits")  # fail here, at load, not at the first photo
+        if record is not None and onnx_cache.read_json(self.folder / onnx_cache.RECORD_FILE) != record:
+            onnx_cache.write_json(self.folder / onnx_cache.RECORD_FILE, record)  # what `infer.lean` replays
 
     def _graph_path(self, kind: str) -> Path:
-        return self.folder / f"{kind}{'.int8' if self.int8 else ''}.onnx"
+        return self.folder / onnx_cache.graph_name(kind, self.int8)
 
     def _export(self, kind: str) -> Path:
         path = self._graph_path(kind)
@@ -225,9 +167,9 @@ class OnnxRunner(LogitRunner):
 
     def _exact_check(self) -> dict:
         """Max probability difference of the fp32 graph against torch on a probe batch, measured once."""
-        record = self.folder / "check.json"
-        if record.is_file():
-            return json.loads(record.read_text())
+        record = self.folder / onnx_cache.CHECK_FILE
+        if (known := onnx_cache.read_json(record)) is not None:
+            return known
         path = self.folder / "logits.onnx"
         if not path.is_file():
             logger.warning("exporting the model to ONNX once (ViT-B/16-384 takes ~20-30 s on 2 cores), cached in "
@@ -236,12 +178,10 @@ class OnnxRunner(LogitRunner):
         x = normalise(probe_batch(int(self.model.config.image_size)), self.mean, self.std)
         with torch.inference_mode():
             ref = self.model(pixel_values=x).logits.float().numpy()
-        got = _session(path, self.threads).run(None, {"pixel_values": x.numpy()})[0]
+        got = onnx_cache.open_session(path, self.threads).run(None, {"pixel_values": x.numpy()})[0]
         diff = max_prob_diff(ref, got, temperature_from_config(self.model.config))
         check = {"max_prob_diff": diff, "exact": diff < EXACT_PROB_DIFF, "probe_photos": int(x.shape[0])}
-        tmp = record.with_name(f".check.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(check, indent=2))
-        os.replace(tmp, record)
+        onnx_cache.write_json(record, check)
         return check
 
     @property
@@ -250,7 +190,7 @@ class OnnxRunner(LogitRunner):
 
     def session(self, kind: str):
         if kind not in self._sessions:
-            self._sessions[kind] = _session(self._export(kind), self.threads)
+            self._sessions[kind] = onnx_cache.open_session(self._export(kind), self.threads)
         return self._sessions[kind]
 
     def _model_call(self, x: torch.Tensor, output_attentions: bool = False, **kwargs):

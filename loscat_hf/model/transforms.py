@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from loscat_hf.data.dataset import TARGET_COLUMN
+from loscat_hf.data.images import resize_eval
 
 
 @dataclass
@@ -33,12 +34,6 @@ class AugmentConfig:
 
 def _rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")  # convert() copies even when already RGB
-
-
-def resize_eval(img: Image.Image, size: int, resample: int = Image.BILINEAR) -> Image.Image:
-    """Deterministic squash to size x size with the model's own resample filter (its preprocessor_config's
-    `resample`: bilinear for google/vit-*, bicubic for the study's converted model), as its processor does."""
-    return _rgb(img).resize((size, size), resample)
 
 
 def random_resized_crop(img: Image.Image, size: int, cfg: AugmentConfig, rng: random.Random,

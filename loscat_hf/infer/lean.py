@@ -1,0 +1,111 @@
+"""`predict`'s fast start: a model whose ONNX graph is already cached runs without torch or transformers.
+
+Importing torch and building a transformers model took 5-9 s of every `loscat-hf predict` start on 2 cores
+here, for a forward pass that ONNX Runtime runs from the cached graph. When `--backend` resolves to onnx, the
+folder's files hash to a filled cache entry (model/onnx_cache.py) and the fp32 graph passed its exactness
+check, `lean_predictor` returns a LeanPredictor: the torch predictor's answers (same decode, same graph, same
+record of labels, normalisation and temperature), from numpy arrays. Otherwise it returns None and the torch
+predictor loads (and fills the cache for the next run).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from loscat_hf.infer.answers import (
+    DEFAULT_MIN_CONFIDENCE,
+    DEFAULT_MIN_MARGIN,
+    ImageInput,
+    RegionPrediction,
+    load_photo,
+    photo_array,
+    to_predictions,
+)
+from loscat_hf.model import onnx_cache
+
+logger = logging.getLogger(__name__)
+
+
+class LeanPredictor:
+    """RegionPredictor's predict-path methods (load, pixels, logits, from_logits) on a cached ONNX graph."""
+
+    backend = "onnx"
+
+    def __init__(self, folder: Path, record: dict, precision: str, min_confidence: float, min_margin: float,
+                 threads: int) -> None:
+        self.int8 = precision == "int8"
+        self.session = onnx_cache.open_session(folder / onnx_cache.graph_name("logits", self.int8), threads)
+        self.labels = list(record["labels"])
+        self.image_size = int(record["image_size"])
+        self.resample = int(record["resample"])
+        self.temperature = float(record["temperature"])
+        self.packing_side = int(record["packing_side"])
+        self.decode_side = min(self.packing_side, self.image_size)
+        self.mean = np.asarray(record["image_mean"], np.float32).reshape(1, 3, 1, 1)
+        self.std = np.asarray(record["image_std"], np.float32).reshape(1, 3, 1, 1)
+        self.precision = precision
+        self.min_confidence = float(min_confidence)
+        self.min_margin = float(min_margin)
+
+    def load(self, image: ImageInput) -> Image.Image:
+        return load_photo(image, self.decode_side)
+
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        return photo_array(image, self.image_size, self.resample)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if self.int8 and x.shape[0] > 1:  # per-run activation scales: photo by photo, as the torch runner does
+            return np.concatenate([self._run(x[i:i + 1]) for i in range(x.shape[0])])
+        return self.session.run(None, {"pixel_values": x})[0]
+
+    def logits(self, pixel_values, tta: bool = False) -> np.ndarray:
+        """uint8 (B, 3, S, S) -> float32 logits, normalised as `model.transforms.normalise` does."""
+        x = ((np.asarray(pixel_values, np.float32) / np.float32(255.0) - self.mean) / self.std).astype(np.float32)
+        logits = self._run(np.ascontiguousarray(x))
+        if tta:
+            logits = (logits + self._run(np.ascontiguousarray(x[..., ::-1]))) / 2
+        return logits
+
+    def from_logits(self, logits: np.ndarray, top_k: int = 3) -> list[RegionPrediction]:
+        return to_predictions(logits, self.labels, self.temperature, self.min_confidence, self.min_margin, top_k)
+
+
+def _gpu_present() -> bool:
+    """Whether an NVIDIA GPU is visible, without importing torch: then the torch predictor decides (it puts
+    the model on the GPU by default, where ONNX Runtime's CPU graph would be the slower choice)."""
+    return os.path.exists("/proc/driver/nvidia/version") and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != ""
+
+
+def lean_predictor(model: str | os.PathLike, *, device: str | None = None, precision: str = "auto",
+                   backend: str = "auto", min_confidence: float | None = None,
+                   min_margin: float | None = None) -> LeanPredictor | None:
+    """A LeanPredictor when this model's ONNX graph is cached and exact and the settings ask for ONNX Runtime;
+    else None (the caller loads the torch predictor, which raises on settings that cannot run)."""
+    from loscat_hf.errors import LoscatError
+    from loscat_hf.hardware import usable_cores
+
+    if precision not in ("auto", "fp32", "int8") or (device is None and _gpu_present()):
+        return None
+    try:
+        if onnx_cache.choose_backend(backend, device or "cpu", precision) != "onnx":
+            return None
+    except LoscatError:
+        return None  # the torch predictor raises the same error with its full context
+    folder = onnx_cache.local_model_folder(model)
+    key = onnx_cache.folder_key(folder) if folder is not None else None
+    if key is None:
+        return None
+    entry = onnx_cache.entry(key)
+    check = onnx_cache.read_json(entry / onnx_cache.CHECK_FILE)
+    record = onnx_cache.read_json(entry / onnx_cache.RECORD_FILE)
+    graph = entry / onnx_cache.graph_name("logits", precision == "int8")
+    if not (check and check.get("exact") and record and graph.is_file()):
+        return None
+    logger.info("running %s from its cached ONNX graph %s", model, entry)
+    return LeanPredictor(entry, record, precision, DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence,
+                         DEFAULT_MIN_MARGIN if min_margin is None else min_margin, threads=usable_cores())
