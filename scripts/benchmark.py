@@ -1,10 +1,11 @@
 """Benchmarks of loscat-hf against the plain Hugging Face path, in the same run, on the same photos.
 
     python scripts/benchmark.py all --photos 48 --out bench_results      # ~minutes on 2 cores
-    python scripts/benchmark.py input|train|label [--quick]
+    python scripts/benchmark.py input|train|label|stages|process [--quick]
 
-Inputs: phantom camera-sized JPEGs (`generate_demo_data`), packed by `prepare` at --max-side 512.
-Each benchmark prints a table and writes <out>/<name>.json.
+Inputs: photo-like camera-sized JPEGs (`generate_demo_data(photo_like=True)`: camera grain, JPEG quality
+90-95, ~2 bits per pixel like clinic photos; `--smooth` for the smooth phantom renders, ~0.3), packed by
+`prepare` at --max-side 512. Each benchmark prints a table and writes <out>/<name>.json.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import argparse
 import csv
 import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,8 +31,9 @@ from loscat_hf.hardware import default_workers, usable_cores  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------- data
-def make_data(root: Path, photos: int, image_size: tuple[int, int]) -> dict:
-    """Camera-sized phantom photos + their packed dataset; reused when already there."""
+def make_data(root: Path, photos: int, image_size: tuple[int, int], photo_like: bool = True) -> dict:
+    """Camera-sized phantom photos + their packed dataset (reused when already there), with their bits per
+    pixel: JPEG decoding cost follows it."""
     from loscat_hf.data.dataset import ID_MAP_NAME, PRIVATE_DIR
     from loscat_hf.data.prepare import prepare
     from loscat_hf.demo.phantom import generate_demo_data
@@ -38,13 +42,26 @@ def make_data(root: Path, photos: int, image_size: tuple[int, int]) -> dict:
     id_map = packed / PRIVATE_DIR / ID_MAP_NAME
     if not id_map.is_file():
         generate_demo_data(raw, n_patients=max(8, photos // 4), n_photos=photos, image_size=image_size,
-                           n_unlabeled=0, overwrite=True)
+                           n_unlabeled=0, overwrite=True, photo_like=photo_like)
         prepare(annotations=raw / "annotations.csv", images=raw / "images", out=packed, max_side=512,
                 val_fraction=0.5 if photos < 40 else 0.2, overwrite=True, progress=False)
     with open(id_map, newline="") as fh:
         originals = {r["image_id"]: str(raw / "images" / r["original_path"]) for r in csv.DictReader(fh)
                      if r["status"] == "kept"}
-    return {"raw": raw, "packed": packed, "originals": originals}
+    return {"raw": raw, "packed": packed, "originals": originals, "photo_like": photo_like,
+            "bits_per_pixel": {"camera": bits_per_pixel(originals.values()),
+                               "packed": bits_per_pixel((packed / "train").glob("*.jpg"))}}
+
+
+def bits_per_pixel(paths) -> float:
+    """Mean file bits per pixel of JPEGs (camera photos: ~2-3; smooth phantom renders: ~0.3)."""
+    from PIL import Image
+
+    values = []
+    for p in paths:
+        with Image.open(p) as im:
+            values.append(os.path.getsize(p) * 8 / (im.width * im.height))
+    return round(statistics.fmean(values), 2) if values else float("nan")
 
 
 def train_split(data: dict):
@@ -302,16 +319,17 @@ def _save_model(preset: str, tax, out: Path) -> Path:
     return d
 
 
-def loscat_label(model_dir: Path, paths: list[str], precision: str, batch: int, workers: int, work: Path):
-    """`loscat-hf predict` (batch.predict_folder) over a CSV of the photos; model loading is not timed."""
+def loscat_label(model_dir: Path, paths: list[str], backend: str, precision: str, batch: int, workers: int,
+                 work: Path):
+    """`loscat-hf predict` (infer.folder.predict_folder) over a CSV of the photos; model loading is not timed."""
     from loscat_hf.infer.folder import predict_folder
     from loscat_hf.infer.predictor import RegionPredictor
 
     listing = work / "photos.csv"
     with open(listing, "w", newline="") as fh:
         csv.writer(fh).writerows([["image"], *[[p] for p in paths]])
-    pred = RegionPredictor.from_pretrained(model_dir, precision=precision)
-    out = work / f"predictions_{precision}.csv"
+    pred = RegionPredictor.from_pretrained(model_dir, precision=precision, backend=backend)
+    out = work / f"predictions_{backend}_{precision}.csv"
     t0 = time.perf_counter()
     summary = predict_folder(pred, listing, out, batch_size=batch, num_workers=workers, progress=False)
     seconds = time.perf_counter() - t0
@@ -319,7 +337,23 @@ def loscat_label(model_dir: Path, paths: list[str], precision: str, batch: int, 
         raise RuntimeError(f"predict did not label every photo: {summary}")
     with open(out, newline="") as fh:
         labels = {r["image"]: r["region"] for r in csv.DictReader(fh)}
-    return rate(len(paths), seconds), [labels[p] for p in paths]
+    return rate(len(paths), seconds), [labels[p] for p in paths], pred.backend
+
+
+def label_configs(args) -> list[tuple[str, str]]:
+    """(backend, precision) pairs to time: --configs, else auto with --precisions, else per device."""
+    from loscat_hf.model.onnx_cache import onnx_installed
+
+    if args.configs:
+        pairs = [tuple(c.split(":", 1)) for c in args.configs]
+    elif args.precisions:
+        pairs = [("auto", p) for p in args.precisions]
+    elif torch.cuda.is_available():
+        pairs = [("torch", "fp32"), ("torch", "bf16")]
+    else:
+        pairs = [("torch", "fp32")] + ([("onnx", "fp32"), ("onnx", "int8")] if onnx_installed() else [])
+    # torch fp32 first: the reference of agree_fp32
+    return [("torch", "fp32"), *[p for p in pairs if p != ("torch", "fp32")]]
 
 
 def pipeline_label(model_dir: Path, paths: list[str], batch: int):
@@ -338,8 +372,7 @@ def bench_label(data: dict, args) -> dict:
 
     tax = load_taxonomy()
     all_paths = sorted(data["originals"].values())
-    precisions = args.precisions or (["fp32", "bf16"] if torch.cuda.is_available() else ["fp32", "int8"])
-    precisions = ["fp32", *[p for p in precisions if p != "fp32"]]  # fp32 first: the reference of agree_fp32
+    configs = label_configs(args)
     if args.label_model:  # your own model folder (e.g. a trained one): check its agreement, not random weights
         models = [(str(args.label_model), args.label_model, args.images or len(all_paths))]
     else:
@@ -357,16 +390,16 @@ def bench_label(data: dict, args) -> dict:
             rows.append({"model": name, "path": "pipeline", "setting": f"batch {b}", "images_per_s": ips,
                          "top1_agree": 1.0})
         fp32 = None
-        for precision in precisions:
+        for backend, precision in configs:
             with tempfile.TemporaryDirectory() as tmp:
-                ips, labels = loscat_label(model_dir, paths, precision, args.label_batch, args.label_workers,
-                                           Path(tmp))
+                ips, labels, ran = loscat_label(model_dir, paths, backend, precision, args.label_batch,
+                                                args.label_workers, Path(tmp))
             fp32 = fp32 or labels
-            rows.append({"model": name, "path": "loscat-hf", "setting": f"{precision} w{args.label_workers}",
+            rows.append({"model": name, "path": "loscat-hf", "setting": f"{ran} {precision} w{args.label_workers}",
                          "images_per_s": ips, "top1_agree": _agree(labels, ref),
                          "agree_fp32": _agree(labels, fp32), "speedup": ips / pipe_best})
     result = {"benchmark": "label", "device": "cuda" if torch.cuda.is_available() else "cpu", "cores": usable_cores(),
-              "rows": rows}
+              "photos": {"bits_per_pixel": data["bits_per_pixel"], "photo_like": data["photo_like"]}, "rows": rows}
     table("labelling camera JPEGs with `loscat-hf predict` (top1_agree: vs the pipeline's labels; agree_fp32: "
           "vs loscat-hf fp32, same decode)", rows,
           ["model", "path", "setting", "images_per_s", "speedup", "top1_agree", "agree_fp32"])
@@ -377,8 +410,142 @@ def _agree(labels: list[str], reference: list[str]) -> float:
     return sum(a == b for a, b in zip(labels, reference, strict=True)) / len(reference)
 
 
+# ---------------------------------------------------------------------------------------------- stages
+def _ms_per_photo(fn, items, repeat: int = 2) -> float:
+    """Best of `repeat` passes over the items, in ms per item (one item warm-up first)."""
+    fn(items[0])
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for it in items:
+            fn(it)
+        best = min(best, time.perf_counter() - t0)
+    return 1e3 * best / len(items)
+
+
+def _draft_decode(data: bytes, scale: int):
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        if scale > 1:
+            im.draft("RGB", (im.width // scale, im.height // scale))
+        im.load()
+        return im
+
+
+def bench_stages(data: dict, args) -> dict:
+    """Where a photo's time goes in `loscat-hf predict`, per stage, on one core: reading, JPEG entropy decoding
+    (a 1/8-scale decode: libjpeg still Huffman-decodes every coefficient, so this is the floor of any decode),
+    predict's own decode (draft at the model's scale + resample), the squash to the model input, and the
+    forward pass per backend (batch 8, all threads). The pipeline's full decode is there for comparison."""
+    import numpy as np
+
+    from loscat_hf.infer.answers import load_photo, photo_array
+    from loscat_hf.infer.predictor import RegionPredictor
+    from loscat_hf.taxonomy import load_taxonomy
+
+    tax = load_taxonomy()
+    paths = sorted(data["originals"].values())[: args.stage_photos]
+    blobs = [Path(p).read_bytes() for p in paths]
+    models = [("tiny", _save_model("tiny", tax, args.work / "models"))]
+    if args.base_images:
+        models.append(("vit-base-384-random", _save_model("vit-base-384-random", tax, args.work / "models")))
+    rows = [{"model": "-", "stage": "read file", "ms_per_photo": _ms_per_photo(lambda p: Path(p).read_bytes(), paths)},
+            {"model": "-", "stage": "entropy decoding (1/8-scale decode)",
+             "ms_per_photo": _ms_per_photo(lambda b: _draft_decode(b, 8), blobs)},
+            {"model": "-", "stage": "full decode (as the pipeline)",
+             "ms_per_photo": _ms_per_photo(lambda b: _draft_decode(b, 1), blobs)}]
+    for name, model_dir in models:
+        ref = RegionPredictor.from_pretrained(model_dir, backend="torch", precision="fp32")
+        decoded = [load_photo(b, ref.decode_side) for b in blobs]
+        rows.append({"model": name, "stage": f"predict decode (short side {ref.decode_side})",
+                     "ms_per_photo": _ms_per_photo(lambda b, r=ref: load_photo(b, r.decode_side), blobs)})
+        rows.append({"model": name, "stage": f"squash to {ref.image_size} px", "ms_per_photo": _ms_per_photo(
+            lambda im, r=ref: photo_array(im, r.image_size, r.resample), decoded)})
+        batch = np.stack([photo_array(im, ref.image_size, ref.resample) for im in decoded[:8]])
+        for backend, precision in label_configs(args):
+            pred = RegionPredictor.from_pretrained(model_dir, backend=backend, precision=precision, device="cpu")
+            ms = _ms_per_photo(lambda x, p=pred: p.logits(x), [batch], repeat=3) / len(batch)
+            rows.append({"model": name, "stage": f"model {pred.backend} {precision} (batch {len(batch)})",
+                         "ms_per_photo": ms})
+    for r in rows:
+        r["photos_per_s_one_core"] = 1e3 / r["ms_per_photo"]
+    result = {"benchmark": "stages", "photos": len(paths), "threads": torch.get_num_threads(),
+              "bits_per_pixel": data["bits_per_pixel"], "camera": args.camera, "rows": rows}
+    table(f"per-stage time per photo ({len(paths)} {args.camera} photos, {data['bits_per_pixel']['camera']} bits "
+          f"per pixel; model rows use {torch.get_num_threads()} threads)", rows,
+          ["model", "stage", "ms_per_photo", "photos_per_s_one_core"])
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- process
+PIPELINE_SCRIPT = """
+import sys, csv
+from transformers import ViTImageProcessorPil, pipeline
+model, listing, out, batch = sys.argv[1:5]
+paths = [r["image"] for r in csv.DictReader(open(listing))]
+pipe = pipeline("image-classification", model=model, image_processor=ViTImageProcessorPil.from_pretrained(model),
+                device="cpu")
+with open(out, "w", newline="") as fh:
+    w = csv.writer(fh)
+    w.writerow(["image", "region", "probability"])
+    for p, o in zip(paths, pipe(paths, batch_size=int(batch), top_k=1)):
+        w.writerow([p, o[0]["label"], o[0]["score"]])
+"""
+
+
+def _wall(cmd: list[str], env: dict) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd[:4])} failed: {proc.stderr[-2000:]}")
+    return time.perf_counter() - t0
+
+
+def bench_process(data: dict, args) -> dict:
+    """Whole processes, start-up included, as a clinic runs them: `loscat-hf predict` (its first run exports
+    the ONNX graph; later runs start from it; and `--backend torch`) against a script running
+    `transformers.pipeline` over the same photos; plus `loscat-hf predict` on one photo (its start-up)."""
+    from loscat_hf.taxonomy import load_taxonomy
+
+    tax = load_taxonomy()
+    paths = sorted(data["originals"].values())[: args.images or None]
+    model = _save_model(args.process_model, tax, args.work / "models")
+    work = Path(tempfile.mkdtemp(prefix="loscat_process_"))
+    listing, one = work / "photos.csv", work / "one.csv"
+    for f, rows in ((listing, paths), (one, paths[:1])):
+        with open(f, "w", newline="") as fh:
+            csv.writer(fh).writerows([["image"], *[[p] for p in rows]])
+    env = dict(os.environ, LOSCAT_HF_CACHE=str(work / "cache"), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    predict = [sys.executable, "-m", "loscat_hf", "predict", "--model", str(model), "--out", str(work / "p.csv")]
+    runs = [("loscat-hf predict, first run (exports ONNX)", [*predict, "--images", str(listing)], len(paths)),
+            ("loscat-hf predict", [*predict, "--images", str(listing)], len(paths)),
+            ("loscat-hf predict --backend torch", [*predict, "--images", str(listing), "--backend", "torch"],
+             len(paths)),
+            ("loscat-hf predict, 1 photo (start-up)", [*predict, "--images", str(one)], 1),
+            ("transformers.pipeline script", [sys.executable, "-c", PIPELINE_SCRIPT, str(model), str(listing),
+                                              str(work / "pipe.csv"), str(args.process_pipeline_batch)], len(paths))]
+    rows = []
+    for name, cmd, n in runs:
+        seconds = _wall(cmd, env)
+        rows.append({"command": name, "photos": n, "seconds": seconds, "photos_per_s": n / seconds})
+    pipe_s = rows[-1]["seconds"]
+    for r in rows:
+        if r["photos"] == len(paths):
+            r["speedup_vs_pipeline"] = pipe_s / r["seconds"]
+    result = {"benchmark": "process", "model": args.process_model, "photos": len(paths), "camera": args.camera,
+              "bits_per_pixel": data["bits_per_pixel"], "cores": usable_cores(), "rows": rows}
+    table(f"whole processes, start-up included ({args.process_model}, {len(paths)} {args.camera} photos, "
+          f"{data['bits_per_pixel']['camera']} bits per pixel)", rows,
+          ["command", "photos", "seconds", "photos_per_s", "speedup_vs_pipeline"])
+    return result
+
+
 # ---------------------------------------------------------------------------------------------- main
-BENCHES = {"input": bench_input, "train": bench_train, "label": bench_label}
+BENCHES = {"input": bench_input, "train": bench_train, "label": bench_label, "stages": bench_stages,
+           "process": bench_process}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -407,7 +574,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label-model", type=Path, default=None,
                    help="label with this model folder (e.g. your trained model) instead of the random presets")
     p.add_argument("--precisions", nargs="+", default=None,
-                   help="loscat-hf predict precisions (default: fp32 int8 on CPU, fp32 bf16 on a GPU)")
+                   help="loscat-hf predict precisions with --backend auto (default: --configs)")
+    p.add_argument("--configs", nargs="+", default=None, metavar="BACKEND:PRECISION",
+                   help="label/stages: what loscat-hf runs (default: torch:fp32 onnx:fp32 onnx:int8 on CPU with the "
+                        "onnx extra, torch:fp32 torch:bf16 on a GPU)")
+    p.add_argument("--smooth", action="store_true",
+                   help="smooth phantom renders (~0.3 bits per pixel) instead of the photo-like default (~2)")
+    p.add_argument("--stage-photos", type=int, default=16, help="stages: photos timed per stage")
+    p.add_argument("--process-model", default="tiny", choices=["tiny", "vit-base-384-random"],
+                   help="process: the model of the whole-process comparison")
+    p.add_argument("--process-pipeline-batch", type=int, default=8, help="process: the pipeline script's batch size")
     p.add_argument("--bf16", choices=["auto", "true", "false"], default="auto",
                    help="loscat-hf training in bf16: auto = as `loscat-hf train` decides (on where a GPU has it); "
                         "true on CPU runs the GPU recipe's code path")
@@ -420,7 +596,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.photos, args.camera, args.size, args.batch, args.steps = 12, "640x480", 64, 4, 3
         args.base_images, args.base_steps, args.workers = 0, 0, min(args.workers, 2)
-        args.pipeline_batches, args.precisions = [1, 4], args.precisions or ["fp32"]
+        args.pipeline_batches, args.stage_photos = [1, 4], 4
+        if not (args.configs or args.precisions):
+            args.configs = ["torch:fp32", "onnx:fp32"]
         args.work = args.work.with_name(args.work.name + "_quick")
     return args
 
@@ -428,7 +606,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     w, h = (int(v) for v in args.camera.lower().split("x"))
-    data = make_data(args.work / f"data_{args.photos}_{w}x{h}", args.photos, (w, h))
+    data = make_data(args.work / f"data_{args.photos}_{w}x{h}{'_smooth' if args.smooth else ''}", args.photos, (w, h),
+                     photo_like=not args.smooth)
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in (BENCHES if args.which == "all" else [args.which]):

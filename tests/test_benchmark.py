@@ -43,6 +43,14 @@ def test_quick_all_writes_json_with_positive_rates(bench, tmp_path, monkeypatch)
     # same weights, same decode size: loscat-hf fp32 labels must match the pipeline on most photos
     fp32 = [r for r in label["rows"] if r["path"] == "loscat-hf"][0]
     assert "speedup" in fp32 and fp32["top1_agree"] >= 0.5
+    # photo-like inputs by default: camera grain puts them near camera JPEGs' entropy (smooth renders: ~0.3)
+    assert label["photos"]["photo_like"] and label["photos"]["bits_per_pixel"]["camera"] > 1.0
+    stages = {r["stage"]: r for r in json.loads((out / "stages.json").read_text())["rows"]}
+    assert stages["entropy decoding (1/8-scale decode)"]["ms_per_photo"] > 0
+    assert any(k.startswith("model onnx fp32") for k in stages) and any(k.startswith("squash") for k in stages)
+    process = {r["command"]: r for r in json.loads((out / "process.json").read_text())["rows"]}
+    assert process["loscat-hf predict"]["photos"] == 12 and process["transformers.pipeline script"]["seconds"] > 0
+    assert process["loscat-hf predict"]["speedup_vs_pipeline"] > 0
 
 
 def test_quick_mode_shrinks_the_run(bench):
@@ -81,9 +89,10 @@ def test_label_benchmark_takes_your_own_model_folder(bench, tmp_path, monkeypatc
                 "--work", str(tmp_path / "work"), "--out", str(out)])
     rows = json.loads((out / "label.json").read_text())["rows"]
     assert {r["model"] for r in rows} == {str(model)}
-    ours = {r["setting"].split()[0]: r for r in rows if r["path"] == "loscat-hf"}
-    assert set(ours) == {"fp32", "int8"}  # fp32 always runs first: the reference of agree_fp32
-    assert ours["fp32"]["agree_fp32"] == 1.0 and 0.0 <= ours["int8"]["agree_fp32"] <= 1.0
+    ours = {tuple(r["setting"].split()[:2]): r for r in rows if r["path"] == "loscat-hf"}
+    # torch fp32 always runs first: the reference of agree_fp32; int8 runs in ONNX Runtime
+    assert set(ours) == {("torch", "fp32"), ("onnx", "int8")}
+    assert ours[("torch", "fp32")]["agree_fp32"] == 1.0 and 0.0 <= ours[("onnx", "int8")]["agree_fp32"] <= 1.0
 
 
 def test_label_model_that_is_not_a_model_folder_is_refused(bench, tmp_path, capsys):
