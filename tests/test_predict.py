@@ -498,22 +498,26 @@ def test_predictions_csv_neutralises_formulas_and_resume_still_finds_them(tmp_pa
     assert counter.photos == 0 and [r["image"] for r in _read(out)] == [r["image"] for r in rows]
 
 
-def test_photos_are_decoded_at_the_model_input_size_never_above_the_packing_size(tmp_path):
-    """A camera photo is decoded at the model's input size (a JPEG at the coarsest DCT scale that covers it),
-    and never larger than the packing size its training photos had; a folder without the record falls back
+def test_photos_are_decoded_for_the_model_input_size_never_above_the_packing_size(tmp_path):
+    """A camera JPEG decodes at the coarsest DCT scale that still covers the model's input, never larger than
+    the size its training photos were packed at; a photo that would not be resampled at the packing size (a
+    PNG, or a JPEG with no fitting scale) is not resampled now either; a folder without the record falls back
     to prepare's default packing size."""
     from transformers import AutoModelForImageClassification
 
     from loscat_hf.defaults import MAX_SIDE, SIZE_SLACK
     from loscat_hf.infer.predictor import RegionPredictor
 
-    photo = tmp_path / "camera.jpg"
-    Image.new("RGB", (1200, 900), (120, 80, 60)).save(photo)
+    camera = tmp_path / "camera.jpg"
+    Image.new("RGB", (2000, 1500), (120, 80, 60)).save(camera)
     plain = RegionPredictor.from_pretrained(save_tiny_model(tmp_path / "plain"))  # 64 px input, no record
-    assert plain.packing_side == MAX_SIDE and plain.decode_side == plain.image_size == 64
-    assert (1 - SIZE_SLACK) * 64 <= min(plain.load(photo).size) <= 64
-    # a model whose input (160 px) is larger than its packing size (128 px): decoded at 128, as trained
+    assert plain.packing_side == MAX_SIDE and plain.image_size == 64
+    assert plain.load(camera).size == (250, 188)  # 1/8 scale: covers 64 px, no resample
+    small_png = tmp_path / "small.png"
+    Image.new("RGB", (500, 400), (120, 80, 60)).save(small_png)
+    assert plain.load(small_png).size == (500, 400)  # under the packing size: as packing would keep it
+    # a model trained on 128 px packing: a large photo still comes out at most 128 px on the shorter side
     model = AutoModelForImageClassification.from_pretrained(save_tiny_model(tmp_path / "m128", loscat_max_side=128))
     big_input = RegionPredictor(model, image_size=160, image_mean=[0.5] * 3, image_std=[0.5] * 3, backend="torch")
-    assert big_input.packing_side == 128 and big_input.decode_side == 128
-    assert (1 - SIZE_SLACK) * 128 <= min(big_input.load(photo).size) <= 128
+    assert big_input.packing_side == 128
+    assert (1 - SIZE_SLACK) * 128 <= min(big_input.load(camera).size) <= 128

@@ -34,6 +34,15 @@ def cached_jpeg(image, prefix: str) -> str:
     return str(out)
 
 
+def cached_bytes(data: bytes, name: str, prefix: str) -> str:
+    """Ready-encoded file bytes (e.g. a body map PNG drawn once per class) as `name` in a new folder of gradio's
+    cache; its path. Writing a few KB costs far less than encoding a PIL image per request, and a path is
+    copied atomically (see `cached_jpeg`)."""
+    out = _new_folder(prefix) / name
+    out.write_bytes(data)
+    return str(out)
+
+
 def cached_csv(name: str, header: Sequence[str], rows: Iterable[Sequence[Any]], prefix: str) -> str:
     """Write `rows` under `header` to a new folder in gradio's cache as `name`; its path (for a gr.File)."""
     out = _new_folder(prefix) / name

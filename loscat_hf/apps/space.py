@@ -27,7 +27,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
-from loscat_hf.apps.cached import cached_csv  # noqa: E402
+from loscat_hf.apps.cached import cached_bytes, cached_csv, cached_jpeg  # noqa: E402
 from loscat_hf.defaults import RUN_KEY, SOURCE_KEY  # noqa: E402
 from loscat_hf.infer.explain import explain_pixels  # noqa: E402
 from loscat_hf.infer.predictor import RegionPredictor  # noqa: E402
@@ -66,13 +66,23 @@ The example photos are **SYNTHETIC** phantoms, not patients.
 
 
 @functools.lru_cache(maxsize=32)
-def _body_map(highlight: str | None):
-    """The predicted region on a body map (drawn once per class: matplotlib costs ~0.1 s a figure)."""
+def _body_map(highlight: str | None) -> bytes | None:
+    """The predicted region on a body map, as PNG bytes: drawn and encoded once per class (matplotlib costs
+    ~0.1 s a figure, the PNG encoding ~10 ms), then only written into the cache per request."""
+    import io
+
     try:
         from loscat_hf.viz.bodymap import body_map_image
     except ImportError:
         return None
-    return body_map_image(values=None, highlight=highlight, title=highlight or "", size=(480, 480))
+    buf = io.BytesIO()
+    body_map_image(values=None, highlight=highlight, title=highlight or "", size=(480, 480)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _body_map_file(highlight: str | None) -> str | None:
+    png = _body_map(highlight)
+    return None if png is None else cached_bytes(png, "body_map.png", "loscat-bodymap-")
 
 
 class InFlight:
@@ -202,14 +212,14 @@ class SpaceModel:
         batch = pixels[None]
         if show_explanation:
             ex = explain_pixels(self.predictor, batch)[0]
-            logits, shown = ex.logits[None], ex.overlay
+            logits, shown = ex.logits[None], cached_jpeg(ex.overlay, "loscat-overlay-")
         else:
             logits, shown = self.predictor.logits(batch), None
         pred = self.predictor.from_logits(logits, top_k=3)[0]
         notice = (f"⚠️ **Needs review**: top probability {pred.probability:.0%} is below "
                   f"{self.predictor.min_confidence:.0%} or the top two are close. Please check by eye."
                   if pred.needs_review else f"Predicted **{pred.label}** ({pred.probability:.0%}).")
-        return dict(pred.top), _body_map(pred.label), shown, notice
+        return dict(pred.top), _body_map_file(pred.label), shown, notice
 
     def predict_batch(self, files: list[str] | None):
         """Several photos -> table rows and a CSV file (unreadable photos become rows with the reason).
@@ -300,9 +310,9 @@ def build_demo(model: str | None = None, precision: str | None = None, backend: 
                 with gr.Column():
                     label = gr.Label(num_top_classes=3, label="Top-3 regions", elem_id="top-label")
                     notice = gr.Markdown(elem_id="notice")
-                    body = gr.Image(label="Body map", type="pil", interactive=False, format="png")
-                    expl = gr.Image(label="Explanation overlay (what the model saw)", type="pil",
-                                    interactive=False, format="png")
+                    body = gr.Image(label="Body map", type="filepath", interactive=False)
+                    expl = gr.Image(label="Explanation overlay (what the model saw)", type="filepath",
+                                    interactive=False)
             button.click(app.predict, [image, show], [label, body, expl, notice], api_name="predict")
             examples = _examples()
             if examples:

@@ -140,9 +140,16 @@ def _to_srgb(img: Image.Image, icc: bytes | None) -> Image.Image:
         return img  # a broken or mismatched profile: the pixels as stored are the best guess
 
 
-def _draft_request(size: tuple[int, int], target: tuple[int, int], max_side: int, slack: float) -> tuple[int, int]:
-    """The size to ask `Image.draft` for: the target, or a coarser DCT scale that is within the slack."""
+def _draft_request(size: tuple[int, int], target: tuple[int, int], max_side: int, slack: float,
+                   min_side: int | None = None) -> tuple[int, int]:
+    """The size to ask `Image.draft` for: the target, or a coarser DCT scale that is within the slack (of
+    `min_side` when the caller needs less than `max_side`: the coarsest scale that still covers it)."""
     w, h = size
+    if min_side:
+        for scale in (8, 4, 2):
+            if -(-min(w, h) // scale) >= (1.0 - slack) * min_side:  # libjpeg rounds scaled sizes up
+                return max(1, w // scale), max(1, h // scale)
+        return target
     if slack > 0 and max_side:
         for scale in (8, 4, 2):
             short = -(-min(w, h) // scale)  # libjpeg rounds scaled sizes up
@@ -166,12 +173,15 @@ def open_image(
     max_side: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     size_slack: float = 0.0,
+    min_side: int | None = None,
 ) -> Image.Image:
     """Decode a photo fully into a metadata-free, upright RGB image whose shorter side is <= max_side.
 
     With `size_slack` s > 0 a JPEG whose 1/2, 1/4 or 1/8-scale decode lands the shorter side between
     (1 - s) * max_side and max_side is taken as is, skipping the resample (about half the time per photo);
-    otherwise the shorter side is exactly max_side (LANCZOS).
+    otherwise the shorter side is exactly max_side (LANCZOS). With `min_side` (a model's input size, smaller
+    than max_side) a JPEG decodes at the coarsest DCT scale whose shorter side is at least (1 - s) * min_side,
+    and is resampled only if that is still above max_side: nothing is resampled that would not have been.
 
     Raises ImageProblemError (kind in PROBLEM_KINDS) for anything that is not a complete, decodable
     photo of at most `max_pixels` pixels; never touches Pillow's global settings.
@@ -216,7 +226,7 @@ def open_image(
         target = _target_size((w, h), max_side)
         if img.format in ("JPEG", "MPO") and target != (w, h):
             try:  # let libjpeg decode at 1/2, 1/4 or 1/8 scale (DCT scaling): several times faster
-                img.draft("RGB", _draft_request((w, h), target, max_side or 0, size_slack))
+                img.draft("RGB", _draft_request((w, h), target, max_side or 0, size_slack, min_side))
             except (OSError, ValueError):
                 pass
         if ImageFile.LOAD_TRUNCATED_IMAGES:

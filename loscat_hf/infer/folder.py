@@ -76,7 +76,7 @@ def list_inputs(images: str | os.PathLike, exclude: Sequence[Path] = ()) -> list
     raise LoscatError(f"--images {root} does not exist")
 
 
-def _decode(item: tuple[str, Path], image_size: int, decode_side: int, resample: int) -> dict[str, Any]:
+def _decode(item: tuple[str, Path], image_size: int, packing_side: int, resample: int) -> dict[str, Any]:
     """One photo -> {"image", "pixels" (uint8 3xSxS numpy)} or {"image", "status", "error"}; never raises, so a
     worker survives any file. Decoding is the predictor's own (answers.load_photo + photo_array)."""
     from loscat_hf.data.images import ImageProblemError
@@ -84,7 +84,7 @@ def _decode(item: tuple[str, Path], image_size: int, decode_side: int, resample:
 
     key, path = item
     try:
-        return {"image": key, "pixels": photo_array(load_photo(path, decode_side), image_size, resample)}
+        return {"image": key, "pixels": photo_array(load_photo(path, packing_side, image_size), image_size, resample)}
     except ImageProblemError as exc:
         return {"image": key, "status": exc.kind, "error": exc.reason}
     except Exception as exc:  # noqa: BLE001 - one odd file must not end the run
@@ -101,7 +101,7 @@ def decoded_batches(items: list[tuple[str, Path]], predictor, batch_size: int,
     from collections import deque
     from functools import partial
 
-    decode = partial(_decode, image_size=predictor.image_size, decode_side=predictor.decode_side,
+    decode = partial(_decode, image_size=predictor.image_size, packing_side=predictor.packing_side,
                      resample=predictor.resample)
     if num_workers < 1 or len(items) < 2:
         for start in range(0, len(items), batch_size):

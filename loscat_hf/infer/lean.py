@@ -45,7 +45,6 @@ class LeanPredictor:
         self.resample = int(record["resample"])
         self.temperature = float(record["temperature"])
         self.packing_side = int(record["packing_side"])
-        self.decode_side = min(self.packing_side, self.image_size)
         self.mean = np.asarray(record["image_mean"], np.float32).reshape(1, 3, 1, 1)
         self.std = np.asarray(record["image_std"], np.float32).reshape(1, 3, 1, 1)
         self.precision = precision
@@ -53,7 +52,7 @@ class LeanPredictor:
         self.min_margin = float(min_margin)
 
     def load(self, image: ImageInput) -> Image.Image:
-        return load_photo(image, self.decode_side)
+        return load_photo(image, self.packing_side, self.image_size)
 
     def pixels(self, image: Image.Image) -> np.ndarray:
         return photo_array(image, self.image_size, self.resample)

@@ -79,11 +79,8 @@ class RegionPredictor:
         self.resample = int(resample)  # the model's preprocessor_config filter
         self.precision = precision
         self.temperature = temperature_from_config(self.config) if temperature is None else float(temperature)
-        # The size the training photos were packed at (recorded by `train`). Photos are decoded at the model's
-        # input size, never above the packing size: a JPEG then decodes at the coarsest DCT scale that still
-        # covers the input (e.g. 1/4 for a 2000x1500 photo and a 384 px model) and skips a resample.
+        # the size the training photos were packed at (recorded by `train`) caps the decode size
         self.packing_side = int(getattr(self.config, MAX_SIDE_KEY, None) or MAX_SIDE)
-        self.decode_side = min(self.packing_side, self.image_size)
         # what infer.lean needs to run this model from its cached ONNX graph without torch
         record = dict(labels=self.labels, image_size=self.image_size, image_mean=[float(v) for v in image_mean],
                       image_std=[float(v) for v in image_std], resample=self.resample,
@@ -143,7 +140,7 @@ class RegionPredictor:
 
     def load(self, image: ImageInput) -> Image.Image:
         """Decode a photo (path, bytes, stream or PIL image) the way packing does; raises ImageProblemError."""
-        return load_photo(image, self.decode_side)
+        return load_photo(image, self.packing_side, self.image_size)
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """A decoded photo -> uint8 (3, S, S), the same squash-resize as the training eval transform."""

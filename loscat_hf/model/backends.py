@@ -64,7 +64,9 @@ class _Graph(torch.nn.Module):
 @contextmanager
 def _quiet_exporter():
     """The exporter logs warnings about torchvision ops (not installed here) and prints progress lines."""
-    names = ("torch.onnx", "torch.onnx._internal.exporter._registration", "torch._export", "onnxscript", "onnx_ir")
+    # "" = the root logger: onnxruntime.quantization logs its pre-processing advice with logging.warning()
+    names = ("torch.onnx", "torch.onnx._internal.exporter._registration", "torch._export", "onnxscript", "onnx_ir",
+             "")
     levels = {n: logging.getLogger(n).level for n in names}
     for n in names:
         logging.getLogger(n).setLevel(logging.ERROR)
@@ -152,17 +154,20 @@ class OnnxRunner(LogitRunner):
     def _graph_path(self, kind: str) -> Path:
         return self.folder / onnx_cache.graph_name(kind, self.int8)
 
-    def _export(self, kind: str) -> Path:
-        path = self._graph_path(kind)
-        if path.is_file():
-            return path
-        fp32 = self.folder / f"{kind}.onnx"
-        if not fp32.is_file():
+    def _fp32_graph(self, kind: str) -> Path:
+        path = self.folder / onnx_cache.graph_name(kind, False)
+        if not path.is_file():
             logger.warning("exporting the model to ONNX once (%s graph; ViT-B/16-384 takes ~20-30 s on 2 cores), "
                            "cached in %s", kind, self.folder)
-            export_graph(self.model, fp32, attentions=kind == "explain")
-        if self.int8:
-            quantize_graph(fp32, path)
+            export_graph(self.model, path, attentions=kind == "explain")
+        return path
+
+    def _export(self, kind: str) -> Path:
+        path = self._graph_path(kind)
+        if not path.is_file():
+            fp32 = self._fp32_graph(kind)
+            if self.int8:
+                quantize_graph(fp32, path)
         return path
 
     def _exact_check(self) -> dict:
@@ -170,11 +175,7 @@ class OnnxRunner(LogitRunner):
         record = self.folder / onnx_cache.CHECK_FILE
         if (known := onnx_cache.read_json(record)) is not None:
             return known
-        path = self.folder / "logits.onnx"
-        if not path.is_file():
-            logger.warning("exporting the model to ONNX once (ViT-B/16-384 takes ~20-30 s on 2 cores), cached in "
-                           "%s", self.folder)
-            export_graph(self.model, path)
+        path = self._fp32_graph("logits")
         x = normalise(probe_batch(int(self.model.config.image_size)), self.mean, self.std)
         with torch.inference_mode():
             ref = self.model(pixel_values=x).logits.float().numpy()
