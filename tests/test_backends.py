@@ -104,13 +104,45 @@ def test_the_graph_is_exported_once_per_set_of_weights(peaky_model, tmp_path, mo
     assert np.allclose(_probs(first, _photos(2)), _probs(again, _photos(2)))
     # other weights: another cache entry (the key hashes the weights, not the folder name)
     other = save_tiny_model(tmp_path / "other", seed=9)
-    with pytest.raises(AssertionError, match="exported again"):
+    with pytest.raises(LoscatError, match="exported again"):
         RegionPredictor.from_pretrained(other, backend="onnx")
+
+
+def test_auto_falls_back_to_torch_when_the_export_fails(peaky_model, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("LOSCAT_HF_CACHE", str(tmp_path / "cache"))
+
+    def broken(model, path, attentions=False):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        raise RuntimeError("exporter failed")
+
+    monkeypatch.setattr(backends, "export_graph", broken)
+    pred = RegionPredictor.from_pretrained(peaky_model, device="cpu")
+    assert pred.backend == "torch" and "exporter failed" in caplog.text
+    assert len(pred.predict(_photos(2))) == 2
+    with pytest.raises(LoscatError, match="could not start.*exporter failed"):
+        RegionPredictor.from_pretrained(peaky_model, backend="onnx")
+
+
+def test_decoding_workers_keep_the_order_and_every_row(peaky_model, tmp_path):
+    from loscat_hf.infer.folder import predict_folder
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k, img in enumerate(_photos(9)):
+        img.resize((120 + 40 * (k % 3), 90)).save(photos / f"p{k}.jpg", quality=95)
+    (photos / "p4.jpg").write_bytes(b"\xff\xd8\xff broken")
+    pred = RegionPredictor.from_pretrained(peaky_model, backend="torch")
+    one = predict_folder(pred, photos, tmp_path / "w0.csv", num_workers=0, batch_size=2, progress=False)
+    two = predict_folder(pred, photos, tmp_path / "w2.csv", num_workers=2, batch_size=2, progress=False)
+    assert one.by_status == two.by_status == {"ok": 8, "truncated": 1}
+    assert (tmp_path / "w0.csv").read_text() == (tmp_path / "w2.csv").read_text()
 
 
 def test_a_graph_that_is_not_exact_is_refused_or_replaced_by_torch(peaky_model, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("LOSCAT_HF_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(backends, "EXACT_PROB_DIFF", -1.0)  # nothing passes
+    import loscat_hf.defaults
+
+    monkeypatch.setattr(loscat_hf.defaults, "EXACT_PROB_DIFF", -1.0)  # nothing passes (read at each check)
     with pytest.raises(LoscatError, match="not exact"):
         RegionPredictor.from_pretrained(peaky_model, backend="onnx")
     assert RegionPredictor.from_pretrained(peaky_model, backend="auto", device="cpu").backend == "torch"
@@ -200,6 +232,7 @@ def test_compare_backends_reports_counts_only(peaky_model, tmp_path):
     assert by_name[("onnx", "fp32")]["exact"] and by_name[("onnx", "fp32")]["top1_changed"] == 0
     assert by_name[("onnx", "int8")]["max_prob_diff"] > 0
     assert "Mustermann" not in report.read_text() and "Erika" not in report.read_text()
+    assert data["model"] == peaky_model.name  # the folder's name, never its full path
     bad = _cli("compare-backends", "--model", str(peaky_model), "--images", str(photos), "--candidates", "gpu:fp8")
     assert bad.returncode == 2 and "BACKEND:PRECISION" in bad.stderr
 
@@ -233,6 +266,7 @@ def test_predict_starts_without_torch_once_the_graph_is_cached(peaky_model, tmp_
     # a GPU machine, or other weights in the same folder: the torch predictor decides
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LOSCAT_HF_CACHE", cache["LOSCAT_HF_CACHE"])
+        mp.setattr(lean, "_gpu_present", lambda: False)  # as on this CPU machine, also on a GPU test host
         assert isinstance(lean.lean_predictor(model), lean.LeanPredictor)
         mp.setattr(lean, "_gpu_present", lambda: True)
         assert lean.lean_predictor(model) is None and lean.lean_predictor(model, device="cpu") is not None

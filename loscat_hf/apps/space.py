@@ -31,6 +31,7 @@ from loscat_hf.apps.cached import cached_bytes, cached_csv, cached_jpeg  # noqa:
 from loscat_hf.defaults import RUN_KEY, SOURCE_KEY  # noqa: E402
 from loscat_hf.infer.explain import explain_pixels  # noqa: E402
 from loscat_hf.infer.predictor import RegionPredictor  # noqa: E402
+from loscat_hf.model.backends import OnnxRunner  # noqa: E402
 
 # Exact answers by default: fp32 on CPU, in ONNX Runtime when the onnx extra is installed (docs/benchmarks.md,
 # "Space latency"); int8 (LOSCAT_PRECISION=int8) is faster but changes answers.
@@ -293,6 +294,8 @@ def build_demo(model: str | None = None, precision: str | None = None, backend: 
 
     `cache_expiry` is gradio's `delete_cache`: (sweep every N seconds, delete files older than M seconds)."""
     app = SpaceModel(model or default_model(), precision=precision, backend=backend)
+    if isinstance(app.predictor.runner, OnnxRunner):  # export the explanation graph now, not inside a request
+        app.predictor.runner.session("explain")
     for label in app.predictor.labels:  # warm the body-map cache so no answer waits for matplotlib
         _body_map(label)
     with gr.Blocks(title="LoSCAT body region", delete_cache=cache_expiry) as demo:

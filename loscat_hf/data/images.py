@@ -142,12 +142,12 @@ def _to_srgb(img: Image.Image, icc: bytes | None) -> Image.Image:
 
 def _draft_request(size: tuple[int, int], target: tuple[int, int], max_side: int, slack: float,
                    min_side: int | None = None) -> tuple[int, int]:
-    """The size to ask `Image.draft` for: the target, or a coarser DCT scale that is within the slack (of
-    `min_side` when the caller needs less than `max_side`: the coarsest scale that still covers it)."""
+    """The size to ask `Image.draft` for: the target, or a coarser DCT scale that is within the slack (or, when
+    the caller needs only `min_side` < max_side, the coarsest scale that still covers min_side)."""
     w, h = size
     if min_side:
         for scale in (8, 4, 2):
-            if -(-min(w, h) // scale) >= (1.0 - slack) * min_side:  # libjpeg rounds scaled sizes up
+            if -(-min(w, h) // scale) >= min_side:  # libjpeg rounds scaled sizes up; never below: no upsampling
                 return max(1, w // scale), max(1, h // scale)
         return target
     if slack > 0 and max_side:
@@ -180,8 +180,8 @@ def open_image(
     With `size_slack` s > 0 a JPEG whose 1/2, 1/4 or 1/8-scale decode lands the shorter side between
     (1 - s) * max_side and max_side is taken as is, skipping the resample (about half the time per photo);
     otherwise the shorter side is exactly max_side (LANCZOS). With `min_side` (a model's input size, smaller
-    than max_side) a JPEG decodes at the coarsest DCT scale whose shorter side is at least (1 - s) * min_side,
-    and is resampled only if that is still above max_side: nothing is resampled that would not have been.
+    than max_side) a JPEG decodes at the coarsest DCT scale whose shorter side is still at least min_side (never
+    upsampled), and is resampled only if that is above max_side: nothing is resampled that would not have been.
 
     Raises ImageProblemError (kind in PROBLEM_KINDS) for anything that is not a complete, decodable
     photo of at most `max_pixels` pixels; never touches Pillow's global settings.

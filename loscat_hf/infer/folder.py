@@ -10,6 +10,7 @@ spreadsheet formula), and resume reads them back with `csvsafe.read_cell`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import tempfile
@@ -91,14 +92,23 @@ def _decode(item: tuple[str, Path], image_size: int, packing_side: int, resample
         return {"image": key, "status": "unreadable", "error": f"{type(exc).__name__}: {exc}"}
 
 
+def _ignore_sigint() -> None:
+    """Decoding workers leave Ctrl-C to the main process (which stops the pool): one message, not one per worker."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def decoded_batches(items: list[tuple[str, Path]], predictor, batch_size: int,
                     num_workers: int) -> Iterator[list[dict[str, Any]]]:
     """Decoded records in input order, `batch_size` at a time, from `num_workers` processes (0 = here).
 
-    A process pool (fork where the OS has it), not a torch DataLoader: predict's fast start never imports
-    torch. Workers stay at most `2 * batch_size + num_workers` photos ahead of the model."""
+    A spawned process pool (no fork of a parent that already runs torch or ONNX Runtime threads; a worker that
+    dies raises BrokenProcessPool instead of hanging), not a torch DataLoader: predict's fast start never
+    imports torch. At most `2 * batch_size + num_workers` decoded photos wait in memory."""
     import multiprocessing as mp
     from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
     from functools import partial
 
     decode = partial(_decode, image_size=predictor.image_size, packing_side=predictor.packing_side,
@@ -107,8 +117,8 @@ def decoded_batches(items: list[tuple[str, Path]], predictor, batch_size: int,
         for start in range(0, len(items), batch_size):
             yield [decode(item) for item in items[start:start + batch_size]]
         return
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    pool = ctx.Pool(min(num_workers, len(items)))
+    pool = ProcessPoolExecutor(max_workers=min(num_workers, len(items)), mp_context=mp.get_context("spawn"),
+                               initializer=_ignore_sigint)
     pending: deque = deque()
     todo = iter(items)
     try:
@@ -118,18 +128,17 @@ def decoded_batches(items: list[tuple[str, Path]], predictor, batch_size: int,
                 item = next(todo, None)
                 if item is None:
                     break
-                pending.append(pool.apply_async(decode, (item,)))
+                pending.append(pool.submit(decode, item))
             if not pending:
                 break
-            batch.append(pending.popleft().get())
+            batch.append(pending.popleft().result())
             if len(batch) == batch_size:
                 yield batch
                 batch = []
         if batch:
             yield batch
     finally:
-        pool.terminate()
-        pool.join()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -234,24 +243,26 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
         writer.writerows(done.values())
         f.flush()
         bar = tqdm(total=len(todo), desc="predicting", unit="photo", disable=not progress or not todo)
-        for records in decoded_batches(todo, predictor, batch_size, num_workers):
-            ok = [r for r in records if "pixels" in r]
-            preds = []
-            if ok:
-                logits = predictor.logits(np.stack([r["pixels"] for r in ok]), tta=tta)
-                preds = predictor.from_logits(logits, top_k=TOP_K)
-            by_key = {r["image"]: p for r, p in zip(ok, preds, strict=True)}
-            for r in records:
-                if r["image"] in by_key:
-                    row = _prediction_row(r["image"], by_key[r["image"]])
-                else:
-                    row = {c: "" for c in COLUMNS} | {"image": r["image"], "status": r["status"],
-                                                      "error": r["error"]}
-                rows[r["image"]] = row
-                writer.writerow(row)
-            f.flush()
-            os.fsync(f.fileno())  # a killed run loses at most the batch in flight
-            bar.update(len(records))
+        # closing(): an exception or Ctrl-C shuts the decoding pool down at once, not at garbage collection
+        with contextlib.closing(decoded_batches(todo, predictor, batch_size, num_workers)) as batches:
+            for records in batches:
+                ok = [r for r in records if "pixels" in r]
+                preds = []
+                if ok:
+                    logits = predictor.logits(np.stack([r["pixels"] for r in ok]), tta=tta)
+                    preds = predictor.from_logits(logits, top_k=TOP_K)
+                by_key = {r["image"]: p for r, p in zip(ok, preds, strict=True)}
+                for r in records:
+                    if r["image"] in by_key:
+                        row = _prediction_row(r["image"], by_key[r["image"]])
+                    else:
+                        row = {c: "" for c in COLUMNS} | {"image": r["image"], "status": r["status"],
+                                                          "error": r["error"]}
+                    rows[r["image"]] = row
+                    writer.writerow(row)
+                f.flush()
+                os.fsync(f.fileno())  # a killed run loses at most the batch in flight
+                bar.update(len(records))
         bar.close()
 
     listed = [key for key, _ in items]

@@ -75,9 +75,11 @@ class LeanPredictor:
 
 
 def _gpu_present() -> bool:
-    """Whether an NVIDIA GPU is visible, without importing torch: then the torch predictor decides (it puts
-    the model on the GPU by default, where ONNX Runtime's CPU graph would be the slower choice)."""
-    return os.path.exists("/proc/driver/nvidia/version") and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != ""
+    """Whether a GPU may be visible (NVIDIA driver or ROCm device), judged without importing torch: then the
+    torch predictor decides (it puts the model on the GPU by default, where ONNX Runtime's CPU graph would be
+    the slower choice). Errs towards "yes": the cost is only the slower start."""
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1")
+    return not hidden and (os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/kfd"))
 
 
 def lean_predictor(model: str | os.PathLike, *, device: str | None = None, precision: str = "auto",
@@ -95,6 +97,8 @@ def lean_predictor(model: str | os.PathLike, *, device: str | None = None, preci
             return None
     except LoscatError:
         return None  # the torch predictor raises the same error with its full context
+    if not Path(os.path.expanduser(str(model))).is_dir() and os.environ.get("HF_HUB_OFFLINE") != "1":
+        return None  # a Hub id: the torch predictor asks the Hub for a newer revision; offline, the cache is it
     folder = onnx_cache.local_model_folder(model)
     key = onnx_cache.folder_key(folder) if folder is not None else None
     if key is None:
@@ -103,7 +107,8 @@ def lean_predictor(model: str | os.PathLike, *, device: str | None = None, preci
     check = onnx_cache.read_json(entry / onnx_cache.CHECK_FILE)
     record = onnx_cache.read_json(entry / onnx_cache.RECORD_FILE)
     graph = entry / onnx_cache.graph_name("logits", precision == "int8")
-    if not (check and check.get("exact") and record and graph.is_file()):
+    if not (onnx_cache.is_exact(check) and record and record.get("version") == onnx_cache.RECORD_VERSION
+            and graph.is_file()):
         return None
     logger.info("running %s from its cached ONNX graph %s", model, entry)
     return LeanPredictor(entry, record, precision, DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence,

@@ -66,7 +66,7 @@ class RegionPredictor:
                  image_std: Sequence[float], resample: int = Image.BILINEAR, device: str | None = None,
                  precision: str = "auto", backend: str = "auto",
                  min_confidence: float = DEFAULT_MIN_CONFIDENCE, min_margin: float = DEFAULT_MIN_MARGIN,
-                 temperature: float | None = None, onnx_key: str | None = None) -> None:
+                 temperature: float | None = None, allow_inexact: bool = False, _onnx_key: str | None = None) -> None:
         if precision not in PRECISIONS:
             raise LoscatError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         dev = pick_device(device)
@@ -86,7 +86,7 @@ class RegionPredictor:
                       image_std=[float(v) for v in image_std], resample=self.resample,
                       temperature=temperature_from_config(self.config), packing_side=self.packing_side)
         self.runner = _runner(model, image_mean, image_std, dev, precision, chosen, explicit=backend == "onnx",
-                              key=onnx_key, record=record)
+                              key=_onnx_key, record=record, allow_inexact=allow_inexact)
         self.backend = "onnx" if isinstance(self.runner, OnnxRunner) else "torch"
         self.min_confidence = float(min_confidence)
         self.min_margin = float(min_margin)
@@ -118,6 +118,9 @@ class RegionPredictor:
             raise LoscatError(f"{where} lists {config.num_labels} classes (id2label/num_labels) but the classifier "
                               f"in {os.path.join(name, 'model.safetensors')} has {head[0]} outputs; restore the "
                               "config.json that was saved with these weights")
+        folder = onnx_cache.local_model_folder(name)  # the ONNX cache key: hashed before the weights load
+        state = onnx_cache.files_state(folder) if folder is not None else None
+        key = onnx_cache.folder_key(folder) if folder is not None else None
         try:
             model = AutoModelForImageClassification.from_pretrained(name, config=config)
         except (OSError, ValueError, SafetensorError) as exc:
@@ -130,9 +133,10 @@ class RegionPredictor:
         if not torch.isfinite(get_total_norm(list(model.parameters()), norm_type=2.0, foreach=True)):
             raise LoscatError(f"model {name!r} has NaN or infinite weights (a damaged file or a diverged "
                               "training run); copy the folder again or re-train")
-        folder = onnx_cache.local_model_folder(name)
-        key = onnx_cache.folder_key(folder) if folder is not None else None
-        return cls(model, **_processor_stats(name, model.config), onnx_key=key, **kwargs)
+        # the files hashed before loading must still be the files loaded: else key the graph by the weights
+        if key is not None and onnx_cache.files_state(folder) != state:
+            key = None
+        return cls(model, **_processor_stats(name, model.config), _onnx_key=key, **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -177,16 +181,27 @@ class RegionPredictor:
 
 
 def _runner(model: torch.nn.Module, mean, std, device: torch.device, precision: str, backend: str,
-            explicit: bool, key: str | None = None, record: dict | None = None) -> LogitRunner:
+            explicit: bool, key: str | None = None, record: dict | None = None,
+            allow_inexact: bool = False) -> LogitRunner:
     """The forward-pass runner: ONNX Runtime when chosen and exact (int8 is never exact: asked for), else torch.
+    With backend "auto" any failure of the ONNX step (a read-only cache, an exporter error) falls back to
+    torch with a warning; `allow_inexact` (compare-backends) keeps an inexact graph, to report it.
 
     int8 runs photo by photo: dynamic quantisation scales activations per run, so in a batch a photo's answer
     would depend on its companions."""
     if backend == "onnx":
-        runner = OnnxRunner(model, mean, std, int8=precision == "int8", key=key, record=record)
-        if runner.exact or precision == "int8":
+        try:
+            runner = OnnxRunner(model, mean, std, int8=precision == "int8", key=key, record=record)
+        except Exception as exc:  # noqa: BLE001 - export/cache trouble must not stop an auto run
+            if explicit or precision == "int8":
+                raise LoscatError(f"the ONNX backend could not start ({type(exc).__name__}: {exc}); use "
+                                  "--backend torch") from exc
+            logger.warning("the ONNX backend could not start (%s: %s): using torch", type(exc).__name__, exc)
+            runner = None
+        if runner is not None and (runner.exact or precision == "int8" or allow_inexact):
             return runner
-        diff = runner.check["max_prob_diff"]
+    if backend == "onnx" and runner is not None:
+        diff = runner.check.get("max_prob_diff", float("nan"))
         if explicit:
             raise LoscatError(f"the ONNX graph of this model is not exact (max probability difference {diff:.2g} "
                               "against torch on the probe photos); use --backend torch")

@@ -27,6 +27,7 @@ import torch
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from loscat_hf.defaults import EXACT_PROB_DIFF
+from loscat_hf.errors import LoscatError
 from loscat_hf.model import onnx_cache
 from loscat_hf.model.calibration import apply_temperature, temperature_from_config
 from loscat_hf.model.inference import LogitRunner
@@ -94,11 +95,14 @@ def export_graph(model: torch.nn.Module, path: Path, attentions: bool = False) -
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     t0 = time.perf_counter()
-    with eager_attention(model), _quiet_exporter(), contextlib.redirect_stdout(io.StringIO()):
-        torch.onnx.export(_Graph(model.eval(), attentions), (probe,), str(tmp), input_names=["pixel_values"],
-                          dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch", min=1)}},
-                          dynamo=True, optimize=True, opset_version=OPSET, external_data=False)
-    os.replace(tmp, path)
+    try:
+        with eager_attention(model), _quiet_exporter(), contextlib.redirect_stdout(io.StringIO()):
+            torch.onnx.export(_Graph(model.eval(), attentions), (probe,), str(tmp), input_names=["pixel_values"],
+                              dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch", min=1)}},
+                              dynamo=True, optimize=True, opset_version=OPSET, external_data=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed export leaves no half-written graph of ~350 MB behind
     logger.info("exported %s in %.1f s", path.name, time.perf_counter() - t0)
 
 
@@ -134,10 +138,11 @@ def max_prob_diff(a: np.ndarray, b: np.ndarray, temperature: float = 1.0) -> flo
 
 
 class OnnxRunner(LogitRunner):
-    """LogitRunner whose forward pass runs in ONNX Runtime; the torch model stays for its config.
+    """LogitRunner whose forward pass runs in ONNX Runtime; the torch model stays for its config and the export.
 
-    Outputs are torch tensors in the transformers output type, so evaluation, predict and explain use it as
-    they use the torch runner. Graphs are exported on first use and cached (see the module docstring)."""
+    Outputs are torch tensors in the transformers output type (logits, and attentions for explain: no score
+    heads), so predict, explain and the Space use it as they use the torch runner. Graphs are exported on first
+    use and cached (see the module docstring)."""
 
     def __init__(self, model: torch.nn.Module, image_mean, image_std, int8: bool = False, key: str | None = None,
                  record: dict | None = None) -> None:
@@ -148,8 +153,10 @@ class OnnxRunner(LogitRunner):
         self.check = self._exact_check()
         self._sessions: dict[str, object] = {}
         self.session("logits")  # fail here, at load, not at the first photo
-        if record is not None and onnx_cache.read_json(self.folder / onnx_cache.RECORD_FILE) != record:
-            onnx_cache.write_json(self.folder / onnx_cache.RECORD_FILE, record)  # what `infer.lean` replays
+        if record is not None:
+            record = {"version": onnx_cache.RECORD_VERSION, **record}
+            if onnx_cache.read_json(self.folder / onnx_cache.RECORD_FILE) != record:
+                onnx_cache.write_json(self.folder / onnx_cache.RECORD_FILE, record)  # what `infer.lean` replays
 
     def _graph_path(self, kind: str) -> Path:
         return self.folder / onnx_cache.graph_name(kind, self.int8)
@@ -170,12 +177,12 @@ class OnnxRunner(LogitRunner):
                 quantize_graph(fp32, path)
         return path
 
-    def _exact_check(self) -> dict:
-        """Max probability difference of the fp32 graph against torch on a probe batch, measured once."""
-        record = self.folder / onnx_cache.CHECK_FILE
+    def _exact_check(self, kind: str = "logits") -> dict:
+        """Max probability difference of an fp32 graph against torch on a probe batch, measured once per graph."""
+        record = self.folder / (onnx_cache.CHECK_FILE if kind == "logits" else f"check.{kind}.json")
         if (known := onnx_cache.read_json(record)) is not None:
             return known
-        path = self._fp32_graph("logits")
+        path = self._fp32_graph(kind)
         x = normalise(probe_batch(int(self.model.config.image_size)), self.mean, self.std)
         with torch.inference_mode():
             ref = self.model(pixel_values=x).logits.float().numpy()
@@ -187,11 +194,15 @@ class OnnxRunner(LogitRunner):
 
     @property
     def exact(self) -> bool:
-        return bool(self.check.get("exact"))
+        return onnx_cache.is_exact(self.check)
 
     def session(self, kind: str):
+        """The ONNX Runtime session of a graph ("logits" or "explain"), exported and checked on first use."""
         if kind not in self._sessions:
-            self._sessions[kind] = onnx_cache.open_session(self._export(kind), self.threads)
+            path = self._export(kind)
+            if kind != "logits" and not self.int8 and not onnx_cache.is_exact(self._exact_check(kind)):
+                raise LoscatError(f"the ONNX {kind} graph of this model is not exact; use --backend torch")
+            self._sessions[kind] = onnx_cache.open_session(path, self.threads)
         return self._sessions[kind]
 
     def _model_call(self, x: torch.Tensor, output_attentions: bool = False, **kwargs):

@@ -22,6 +22,7 @@ from loscat_hf.errors import LoscatError
 ONNX_PACKAGES = ("onnxruntime", "onnx", "onnxscript")
 EXTRA_HINT = "pip install 'loscat-hf[onnx]' (onnxruntime, onnx, onnxscript)"
 EXPORT_VERSION = 1  # bump when the exported graph changes: old cache entries are then not reused
+RECORD_VERSION = 1  # bump when predictor.json's meaning changes
 OPSET = 18
 CHECK_FILE = "check.json"
 RECORD_FILE = "predictor.json"
@@ -47,9 +48,10 @@ def _version(dist: str) -> str:
         return "none"
 
 
-def key_prefix() -> hashlib._Hash:
-    """The part of every key that is not the model: a new exporter or runtime exports afresh."""
-    return hashlib.sha256(f"{EXPORT_VERSION}|{OPSET}|{_version('torch')}|{_version('onnxruntime')}|".encode())
+def key_prefix():
+    """The part of every key that is not the model: a new exporter, runtime or loscat-hf exports afresh."""
+    versions = "|".join(_version(d) for d in ("loscat-hf", "torch", "transformers", "onnxruntime", "onnxscript"))
+    return hashlib.sha256(f"{EXPORT_VERSION}|{RECORD_VERSION}|{OPSET}|{versions}|".encode())
 
 
 def local_model_folder(name: str | os.PathLike) -> Path | None:
@@ -68,16 +70,35 @@ def local_model_folder(name: str | os.PathLike) -> Path | None:
 
 
 def folder_key(folder: Path) -> str | None:
-    """sha256 over a model folder's config files and *.safetensors (names and bytes); None without weights."""
-    weights = sorted(folder.glob("*.safetensors"))
-    if not weights or not (folder / "config.json").is_file():
+    """sha256 over a model folder's config files and weights (`checkpoints.weights_fingerprint`); None without
+    safetensors weights."""
+    from loscat_hf.model.checkpoints import weights_fingerprint
+
+    weights = weights_fingerprint(folder)
+    if weights is None or not (folder / "config.json").is_file():
         return None
     digest = key_prefix()
-    for path in [*(folder / n for n in MODEL_FILES), *weights]:
+    for path in (folder / n for n in MODEL_FILES):
         if path.is_file():
-            with open(path, "rb") as fh:
-                digest.update(path.name.encode() + b"\0" + hashlib.file_digest(fh, "sha256").digest())
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    digest.update(weights.encode())
     return digest.hexdigest()[:32]
+
+
+def files_state(folder: Path) -> list[tuple[str, int, int]]:
+    """(name, size, mtime) of the files a key hashes: unchanged between hashing and loading, or the key is void."""
+    paths = [*(folder / n for n in MODEL_FILES), *sorted(folder.glob("*.safetensors"))]
+    return [(p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in paths if p.is_file()]
+
+
+def is_exact(check: dict | None) -> bool:
+    """A recorded export check passes today's threshold (recomputed: the threshold may have changed)."""
+    from loscat_hf.defaults import EXACT_PROB_DIFF
+
+    try:
+        return check is not None and float(check["max_prob_diff"]) < EXACT_PROB_DIFF
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def entry(key: str) -> Path:
@@ -141,5 +162,5 @@ def choose_backend(backend: str, device: str, precision: str) -> str:
             raise LoscatError(f"backend 'onnx' needs the ONNX extra: {EXTRA_HINT}")
     elif precision == "int8":
         raise LoscatError("precision 'int8' runs on the ONNX Runtime backend only (torch's dynamic quantisation "
-                          f"is deprecated): use --backend onnx or auto; {EXTRA_HINT}")
+                          f"is deprecated): use --backend onnx or auto{where}; {EXTRA_HINT}")
     return backend
