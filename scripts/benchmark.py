@@ -25,7 +25,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+if __name__ == "__mp_main__":
+    # a spawned decoding worker of predict_folder re-imports this script as its main module: it runs none of
+    # it, so keep that import light (torch takes 2-4 s here and would be charged to loscat-hf's label rows)
+    torch = None
+else:
+    import torch  # noqa: E402
 
 from loscat_hf.hardware import default_workers, usable_cores  # noqa: E402
 
