@@ -127,38 +127,3 @@ def test_gradio_saves_a_pil_output_atomically(tmp_path, monkeypatch):
     # gradio 6.31: Path.write_bytes on the served path (truncate, then write)
     assert os.path.realpath(first) not in written, "the same image's cache file was rewritten in place"
 
-
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="onnxruntime 1.31 quantize_dynamic on a torch.onnx.export(dynamo=True) graph (no upstream "
-                          "issue known): remove the value_info clearing in loscat_hf/model/backends.py "
-                          "(quantize_graph) when this passes")
-def test_onnxruntime_quantizes_a_dynamo_exported_vit(tmp_path):
-    """The exporter's shape annotations make the quantiser's shape inference fail ("Inferred shape and
-    existing shape differ in dimension 0: (768) vs (12)" for ViT-B; 16 vs 2 here)."""
-    import warnings
-
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
-    from onnx.shape_inference import InferenceError
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    model = _vit(0).eval()
-    model.set_attn_implementation("eager")
-
-    class Logits(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, pixel_values):
-            return self.model(pixel_values=pixel_values).logits
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Logits(), (torch.zeros(2, 3, 16, 16),), str(tmp_path / "m.onnx"),
-                          input_names=["pixel_values"], dynamo=True, optimize=True,
-                          dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch", min=1)}})
-    try:
-        quantize_dynamic(str(tmp_path / "m.onnx"), str(tmp_path / "m8.onnx"), weight_type=QuantType.QInt8)
-    except InferenceError as exc:
-        raise AssertionError(f"quantize_dynamic: {exc}") from None

@@ -111,5 +111,10 @@ def lean_predictor(model: str | os.PathLike, *, device: str | None = None, preci
             and graph.is_file()):
         return None
     logger.info("running %s from its cached ONNX graph %s", model, entry)
-    return LeanPredictor(entry, record, precision, DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence,
-                         DEFAULT_MIN_MARGIN if min_margin is None else min_margin, threads=usable_cores())
+    try:
+        return LeanPredictor(entry, record, precision,
+                             DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence,
+                             DEFAULT_MIN_MARGIN if min_margin is None else min_margin, threads=usable_cores())
+    except Exception as exc:  # noqa: BLE001 - a damaged cache entry: the torch predictor takes over
+        logger.warning("cannot run the cached ONNX graph in %s (%s): loading the model", entry, exc)
+        return None

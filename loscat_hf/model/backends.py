@@ -108,18 +108,12 @@ def export_graph(model: torch.nn.Module, path: Path, attentions: bool = False) -
 
 def quantize_graph(src: Path, dst: Path) -> None:
     """ONNX Runtime dynamic int8 quantisation (weights int8, activations scaled per run) of a graph."""
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    model = onnx.load(str(src))
-    # the exporter's shape annotations trip the quantiser's own shape inference: let it infer them anew
-    del model.graph.value_info[:]
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
-        bare = Path(tmp) / "bare.onnx"
-        onnx.save(model, str(bare))
         out = Path(tmp) / "int8.onnx"
         with _quiet_exporter():
-            quantize_dynamic(str(bare), str(out), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8)
         os.replace(out, dst)
 
 
