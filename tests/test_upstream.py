@@ -126,4 +126,3 @@ def test_gradio_saves_a_pil_output_atomically(tmp_path, monkeypatch):
         pytest.fail("set-up changed: the same image no longer maps to one cache path")
     # gradio 6.31: Path.write_bytes on the served path (truncate, then write)
     assert os.path.realpath(first) not in written, "the same image's cache file was rewritten in place"
-
