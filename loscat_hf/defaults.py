@@ -23,6 +23,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8")
 # Where the forward pass runs (model/backends.py): "auto" = ONNX Runtime on CPU when the `onnx` extra is
 # installed and its graph is exact, torch otherwise.
 BACKENDS = ("auto", "torch", "onnx")
+# `compare-backends --candidates` default: what a CPU user may switch to, each against torch fp32
+COMPARE_CANDIDATES = ("onnx:fp32", "onnx:int8")
 # A backend is "exact" when no calibrated class probability differs from torch fp32 by this much or more.
 EXACT_PROB_DIFF = 1e-3
 LABEL_ORDERS = ("uncertain", "random", "folder")  # `loscat-hf label --order`: least sure first, seeded, by path

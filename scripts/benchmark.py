@@ -354,10 +354,11 @@ def loscat_label(model_dir: Path, paths: list[str], backend: str, precision: str
 
 def label_configs(args) -> list[tuple[str, str]]:
     """(backend, precision) pairs to time: --configs, else auto with --precisions, else per device."""
+    from loscat_hf.infer.compare import parse_candidate
     from loscat_hf.model.onnx_cache import onnx_installed
 
     if args.configs:
-        pairs = [tuple(c.split(":", 1)) for c in args.configs]
+        pairs = [parse_candidate(c) for c in args.configs]  # compare-backends' parser: one syntax, checked
     elif args.precisions:
         pairs = [("auto", p) for p in args.precisions]
     elif torch.cuda.is_available():

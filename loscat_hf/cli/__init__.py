@@ -14,7 +14,7 @@ from pathlib import Path
 
 from loscat_hf import __version__
 from loscat_hf.cli.apps import BACKEND_HELP, add_demo, add_label, add_push_space
-from loscat_hf.defaults import BACKENDS, MAX_SIDE, PRECISIONS
+from loscat_hf.defaults import BACKENDS, COMPARE_CANDIDATES, MAX_SIDE, PRECISIONS
 from loscat_hf.errors import LoscatError
 
 
@@ -344,13 +344,11 @@ def _compare_backends(args: argparse.Namespace) -> int:
 
 
 def _add_compare_backends(sub: argparse._SubParsersAction) -> None:
-    from loscat_hf.infer.compare import DEFAULT_CANDIDATES
-
     p = sub.add_parser("compare-backends", help="int8 / ONNX Runtime against torch fp32 on your own photos and model")
     p.add_argument("--model", required=True, help="model folder or Hub id")
     p.add_argument("--images", required=True, help="photo folder or CSV with an 'image' column (as predict takes)")
-    p.add_argument("--candidates", nargs="+", default=list(DEFAULT_CANDIDATES), metavar="BACKEND:PRECISION",
-                   help=f"what to compare with torch fp32 (default: {' '.join(DEFAULT_CANDIDATES)})")
+    p.add_argument("--candidates", nargs="+", default=list(COMPARE_CANDIDATES), metavar="BACKEND:PRECISION",
+                   help=f"what to compare with torch fp32 (default: {' '.join(COMPARE_CANDIDATES)})")
     p.add_argument("--limit", type=int, default=200, help="photos, spread over the folder (default 200)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", default=None, help="also write the report as JSON (counts only, no file names)")

@@ -15,11 +15,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from loscat_hf.defaults import EXACT_PROB_DIFF
+from loscat_hf.defaults import COMPARE_CANDIDATES, EXACT_PROB_DIFF
 from loscat_hf.errors import LoscatError
 
 logger = logging.getLogger(__name__)
-DEFAULT_CANDIDATES = ("onnx:fp32", "onnx:int8")
 
 
 @dataclass
@@ -85,7 +84,7 @@ def _timed_logits(predictor, pixels: list[np.ndarray], batch_size: int) -> tuple
     return np.concatenate(out), (time.perf_counter() - t0) / len(pixels)
 
 
-def compare_backends(model: str, images: str | os.PathLike, candidates=DEFAULT_CANDIDATES, limit: int | None = 200,
+def compare_backends(model: str, images: str | os.PathLike, candidates=COMPARE_CANDIDATES, limit: int | None = 200,
                      batch_size: int = 8, progress: bool = True) -> Comparison:
     """Decode up to `limit` photos of a folder or CSV once; torch fp32 and each candidate label them."""
     from tqdm.auto import tqdm

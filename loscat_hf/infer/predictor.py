@@ -118,7 +118,14 @@ class RegionPredictor:
             raise LoscatError(f"{where} lists {config.num_labels} classes (id2label/num_labels) but the classifier "
                               f"in {os.path.join(name, 'model.safetensors')} has {head[0]} outputs; restore the "
                               "config.json that was saved with these weights")
-        folder = onnx_cache.local_model_folder(name)  # the ONNX cache key: hashed before the weights load
+        # The ONNX cache key, hashed before the weights load (~0.3 s for ViT-B): only where ONNX Runtime may run;
+        # settings that cannot run raise in __init__, with the same check
+        try:
+            onnx_likely = choose_backend(kwargs.get("backend", "auto"), str(pick_device(kwargs.get("device"))),
+                                         kwargs.get("precision", "auto")) == "onnx"
+        except LoscatError:
+            onnx_likely = False
+        folder = onnx_cache.local_model_folder(name) if onnx_likely else None
         state = onnx_cache.files_state(folder) if folder is not None else None
         key = onnx_cache.folder_key(folder) if folder is not None else None
         try:
