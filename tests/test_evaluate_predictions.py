@@ -242,11 +242,13 @@ def test_report_without_probabilities_and_model_summary_unchanged(tmp_path):
     ["--predictions", "P", "--truth", "T", "--model", "m"],  # modes mixed
     ["--model", "m", "--truth", "T"],
     ["--model", "m"],
+    ["--predictions", "P", "--truth", "T", "--scores", "S"],  # a score table needs a model's score heads
 ])
 def test_cli_refuses_other_combinations(tmp_path, capsys, extra):
     assert main(["evaluate", "--out", str(tmp_path / "out"), *extra]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "loscat-hf: error: evaluate takes either --model and --dataset, or --predictions and --truth"
+    assert err == ("loscat-hf: error: evaluate takes either --model and --dataset [--scores], or --predictions and "
+                   "--truth")
 
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):

@@ -110,11 +110,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.model and args.dataset and not (args.predictions or args.truth):
         result = evaluate(args.model, args.dataset, args.out, split=args.split, taxonomy=args.taxonomy,
-                          batch_size=args.batch_size, num_workers=args.num_workers)
-    elif args.predictions and args.truth and not (args.model or args.dataset):
+                          batch_size=args.batch_size, num_workers=args.num_workers, scores_table=args.scores)
+    elif args.predictions and args.truth and not (args.model or args.dataset or args.scores):
         result = evaluate_predictions(args.predictions, args.truth, args.out, taxonomy=args.taxonomy)
     else:
-        raise LoscatError("evaluate takes either --model and --dataset, or --predictions and --truth")
+        raise LoscatError("evaluate takes either --model and --dataset [--scores], or --predictions and --truth")
     print(result.summary())
     return 0
 
@@ -169,6 +169,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--taxonomy", default=None)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--scores", default=None, help="LoSCAT score table CSV: a score model's per-visit mLoSSI/LoSDI "
+                   "agreement (with --model; per-component agreement needs only a dataset packed with scores)")
     p.set_defaults(func=_evaluate)
 
 
@@ -294,7 +296,7 @@ def _evaluate_ensemble(args: argparse.Namespace) -> int:
 def _add_evaluate_ensemble(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate-ensemble",
                        help="average several model folders (region probabilities, LoSCAT scores); report each")
-    p.add_argument("--models", nargs="+", required=True, help="two or more model folders")
+    p.add_argument("--models", nargs="+", required=True, help="two or more model folders (one: use evaluate)")
     p.add_argument("--dataset", required=True, help="packed dataset folder")
     p.add_argument("--out", required=True, help="report folder (ensemble_report.json)")
     p.add_argument("--split", default="validation")

@@ -238,6 +238,17 @@ def subgroup_columns(split) -> list[str]:
     return cols
 
 
+def split_score_targets(split, components: tuple[str, ...] = tuple(COMPONENTS)) -> np.ndarray | None:
+    """The rated scores of one split as an (n photos, n components) float array, NaN where missing; None when
+    the split has no score_* columns (packed without `prepare --scores`)."""
+    cols = [score_column(c) for c in components]
+    if any(c not in split.column_names for c in cols):
+        return None
+    table = split.select_columns(cols).to_dict()
+    rows = [dict(zip(cols, vals, strict=True)) for vals in zip(*(table[c] for c in cols), strict=True)]
+    return np.asarray([scores_from_row(r, components) for r in rows], dtype=np.float64).reshape(len(rows), len(cols))
+
+
 def add_score_targets(ds, components: tuple[str, ...] = tuple(COMPONENTS)):
     """Add a float list column `score_targets` (NaN = missing) from the dataset's score_* columns."""
     missing = [score_column(c) for c in components if score_column(c) not in ds["train"].column_names]

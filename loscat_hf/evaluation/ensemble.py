@@ -82,28 +82,40 @@ def evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "v
     from loscat_hf.taxonomy import load_taxonomy
 
     if len(models) < 2:
-        raise LoscatError("--models needs at least two model folders to ensemble")
+        scores = f" --scores {scores_table}" if scores_table else ""
+        raise LoscatError(f"--models got {len(models)} model folder: an ensemble averages two or more. One model is "
+                          f"measured, with its score report when it has score heads, by `loscat-hf evaluate --model "
+                          f"{models[0] if models else 'MODEL'} --dataset {dataset} --split {split} --out {out}{scores}`")
     tax = load_taxonomy(taxonomy)
     ds = load_packed_dataset(dataset, tax)
     if split not in ds:
         raise LoscatError(f"dataset {dataset} has no split {split!r} (it has {', '.join(ds)})")
     data = ds[split]
+    table = None
+    if scores_table:  # read (and refused, when bad) before any model runs
+        from loscat_hf.data.score_tables import read_score_table
+
+        table = read_score_table(scores_table, tax)
     members = [member_outputs(m, data, batch_size=batch_size) for m in models]
     ens = combine(members)
+    if table is not None and ens.scores is None:
+        raise LoscatError("--scores needs members with score heads (`loscat-hf train --task scores`); these models "
+                          "predict the region only")
     targets = None
     if ens.scores is not None:
-        from loscat_hf.data.dataset import TARGET_COLUMN, add_score_targets
+        from loscat_hf.data.dataset import split_score_targets
 
-        try:
-            targets = np.asarray(add_score_targets(ds, ens.components)[split][TARGET_COLUMN], dtype=np.float64)
-        except LoscatError:
-            targets = None  # the dataset has no score columns: region metrics only
+        targets = split_score_targets(data, ens.components)  # None: no score columns, region metrics only
     labels = np.asarray(data["labels"])
     report = {"split": split, "n": len(labels),
               "members": [evaluate_member(m, labels, targets) for m in members],
               "ensemble": evaluate_member(ens, labels, targets)}
-    if scores_table and ens.scores is not None:
-        report["visit_totals"] = visit_total_agreement(ens, data, scores_table, tax, dataset_dir=dataset)
+    if table is not None:
+        from loscat_hf.evaluation.score_metrics import totals_agreement
+        from loscat_hf.evaluation.score_report import clinical_visits
+
+        visits, n_visits = clinical_visits(ens.scores, ens.components, data, table, dataset_dir=dataset)
+        report["visit_totals"] = totals_agreement(visits, n_visits)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "ensemble_report.json").write_text(json.dumps(report, indent=2))
     return report
@@ -111,36 +123,11 @@ def evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "v
 
 def format_ensemble(report: dict) -> str:
     """The console lines of an ensemble report: visit totals, then each member and the ensemble."""
-    lines = []
-    for total, m in (report.get("visit_totals") or {}).items():
-        if isinstance(m, dict) and "n" in m:
-            lines.append(f"ensemble {total} per visit (n={m['n']}): MAE {m.get('mae', float('nan')):.2f}, "
-                         f"Pearson {m.get('pearson', float('nan')):.2f}, ICC(2,1) {m.get('icc_2_1', float('nan')):.2f}")
+    from loscat_hf.evaluation.score_report import summary_lines
+
+    lines = [f"ensemble {line.strip()}" for line in summary_lines({"visit_totals": report.get("visit_totals")})]
     for r in [*report["members"], report["ensemble"]]:
         extra = f", score MSE {r['score_mse']:.3f}" if "score_mse" in r else ""
         lines.append(f"{r['model']}: macro-F1 {r['macro_f1']:.3f}, accuracy {r['accuracy']:.3f}, NLL {r['nll']:.3f}"
                      f"{extra}")
     return "\n".join(lines)
-
-
-def visit_total_agreement(out: MemberOutput, split, scores_table: str, taxonomy,
-                          dataset_dir: str | None = None) -> dict:
-    """Predicted mLoSSI/LoSDI per visit (worst photo per site, summed) vs the score table's clinical totals.
-
-    The packed split holds patient/visit codes; with `dataset_dir` they are mapped back to the clinic's ids
-    (private/codes.csv) so that they meet the score table's rows.
-    """
-    import pandas as pd
-
-    from loscat_hf.data.private import clinic_ids
-    from loscat_hf.data.score_tables import read_score_table
-    from loscat_hf.evaluation.score_metrics import compare_totals, table_sites
-    from loscat_hf.model.score_heads import clip_scores
-
-    table = read_score_table(scores_table, taxonomy)
-    photos = pd.DataFrame(clip_scores(out.scores, out.components), columns=list(out.components))
-    patients, visits = list(split["patient_id"]), list(split["visit"])
-    if dataset_dir is not None:
-        patients, visits = clinic_ids(dataset_dir, patients, visits)
-    photos["patient_id"], photos["visit"], photos["site"] = patients, visits, list(split["site"])
-    return compare_totals(photos, table_sites(table.rows))

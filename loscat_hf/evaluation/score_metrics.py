@@ -9,14 +9,11 @@ count as disagreeing, which ICC(3,1) (consistency) would hide.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from loscat_hf.data.dataset import TARGET_COLUMN
 from loscat_hf.data.score_tables import COMPONENTS, LOSDI, MLOSSI
 
 SEVERITY_NAMES = ("none", "mild", "moderate", "severe")  # per-site component levels 0, 1, 2, 3
@@ -80,8 +77,9 @@ def component_report(pred: np.ndarray, true: np.ndarray, components: Sequence[st
     return {c: agreement(pred[:, j], true[:, j], COMPONENTS.get(c, (0, 1, 2, 3))) for j, c in enumerate(components)}
 
 
-def _nansum_or_nan(frame: pd.DataFrame) -> pd.Series:
-    return frame.sum(axis=1, min_count=1)
+TOTALS = {"mlossi": MLOSSI, "losdi": LOSDI}
+VISIT = ["patient_id", "visit"]
+SITE = [*VISIT, "site"]
 
 
 def site_scores(photos: pd.DataFrame, components: Sequence[str] = tuple(COMPONENTS)) -> pd.DataFrame:
@@ -90,32 +88,81 @@ def site_scores(photos: pd.DataFrame, components: Sequence[str] = tuple(COMPONEN
     Why the maximum: a clinician scores a site by its most affected area, and several photos of one site
     usually show different parts of it.
     """
-    return photos.groupby(["patient_id", "visit", "site"], sort=True)[list(components)].max().reset_index()
+    return photos.groupby(SITE, sort=True)[list(components)].max().reset_index()
 
 
-def visit_totals(sites: pd.DataFrame) -> pd.DataFrame:
-    """Site rows -> per visit mLoSSI and LoSDI (sums over the sites present; the LoSCAT has 18 at most)."""
+def visit_totals(sites: pd.DataFrame, complete: bool = False) -> pd.DataFrame:
+    """Site rows -> per visit mLoSSI and LoSDI (sums over the sites present; the LoSCAT has 18 at most).
+
+    `complete=False`: the sum of the cells present, a total with no cell present is NaN (a prediction has every
+    cell). `complete=True`: a total with any missing cell is NaN, because missing is never zero: the rater's
+    total of a visit with an unscored cell is not known.
+    """
     frame = sites.copy()
-    frame["mlossi"] = _nansum_or_nan(frame[list(MLOSSI)])
-    frame["losdi"] = _nansum_or_nan(frame[list(LOSDI)])
-    totals = frame.groupby(["patient_id", "visit"], sort=True)[["mlossi", "losdi"]].sum(min_count=1)
+    for total, parts in TOTALS.items():
+        frame[total] = frame[list(parts)].sum(axis=1, min_count=len(parts) if complete else 1)
+    keys = [frame[k] for k in VISIT]
+    totals = frame[list(TOTALS)].groupby(keys, sort=True).sum(min_count=1)
+    if complete:
+        totals = totals.where(~frame[list(TOTALS)].isna().groupby(keys, sort=True).any())
     return totals.reset_index()
 
 
-def compare_totals(predicted_photos: pd.DataFrame, clinical_sites: pd.DataFrame) -> dict:
-    """Per-visit totals from predicted photo scores vs the clinical totals of the score table.
+def visit_table(predicted_photos: pd.DataFrame, clinical_sites: pd.DataFrame) -> pd.DataFrame:
+    """One row per visit of the predictions that the score table also has, with two comparisons per total:
 
-    Predicted totals only cover photographed sites; clinical totals cover every site the rater scored, so
-    a visit whose affected sites were not photographed is under-estimated: that is reported, not hidden.
+    `<total>_pred`/`<total>_true` (whole visit): predicted over the photographed sites vs the rater's total over
+    every site scored, NaN where the rater left a cell empty. What an automated score of the visit would say:
+    a visit whose affected sites were not photographed is under-estimated, and that is reported, not hidden.
+    `<total>_pred_photographed`/`<total>_true_photographed`: only the sites both photographed and scored, each
+    cell only where the rater scored it: the model's own agreement, free of what was not photographed.
     """
-    pred = visit_totals(site_scores(predicted_photos))
-    true = visit_totals(clinical_sites)
-    merged = pred.merge(true, on=["patient_id", "visit"], suffixes=("_pred", "_true"))
-    out: dict = {"n_visits": len(merged)}
-    for total in ("mlossi", "losdi"):
-        levels = tuple(range(int(np.nanmax(np.r_[merged[f"{total}_true"], merged[f"{total}_pred"], 0])) + 2))
-        out[total] = agreement(merged[f"{total}_pred"].to_numpy(), merged[f"{total}_true"].to_numpy(), levels)
+    comps = list(COMPONENTS)
+    pred = site_scores(predicted_photos[[*SITE, *comps]])
+    clinical = clinical_sites[[*SITE, *comps]]
+    visits = pred[VISIT].drop_duplicates().merge(clinical[VISIT].drop_duplicates(), on=VISIT)
+    whole = visit_totals(pred).merge(visit_totals(clinical, complete=True), on=VISIT, suffixes=("_pred", "_true"))
+    both = pred.merge(clinical, on=SITE, suffixes=("", "_true"))
+    for c in comps:  # the prediction of a cell the rater left empty is left out with it
+        both[c] = both[c].where(both[f"{c}_true"].notna())
+    rated = both[[*SITE, *(f"{c}_true" for c in comps)]].rename(columns={f"{c}_true": c for c in comps})
+    shared = visit_totals(both[[*SITE, *comps]]).merge(visit_totals(rated), on=VISIT,
+                                                        suffixes=("_pred_photographed", "_true_photographed"))
+    counts = clinical.groupby(VISIT).size().rename("sites_scored").reset_index().merge(
+        both.groupby(VISIT).size().rename("sites_photographed").reset_index(), on=VISIT, how="left")
+    table = visits.merge(whole, on=VISIT, how="left").merge(shared, on=VISIT, how="left").merge(counts, on=VISIT)
+    table["sites_photographed"] = table["sites_photographed"].fillna(0).astype(int)
+    return table.sort_values(VISIT).reset_index(drop=True)
+
+
+def _total_levels(*values: np.ndarray) -> tuple[int, ...]:
+    """Integer levels 0..max+1 for the kappa of a total (severity classes of a sum are its integer values)."""
+    return tuple(range(int(np.nanmax(np.r_[(*values, [0])])) + 2))
+
+
+def totals_agreement(table: pd.DataFrame, n_visits: int) -> dict:
+    """Agreement of a `visit_table`'s per-visit mLoSSI/LoSDI with the rater's, `n_visits` the predictions' visits.
+
+    `<total>`: whole visits, leaving out (and counting) visits whose clinical total has an empty cell;
+    `photographed_sites.<total>`: over the sites both photographed and scored. Counts say how many visits of the
+    predictions the table lacks and how many scored sites were photographed.
+    """
+    out: dict = {"n_visits": len(table), "n_visits_not_in_table": n_visits - len(table),
+                 "sites_scored": int(table["sites_scored"].sum()),
+                 "sites_photographed": int(table["sites_photographed"].sum()), "photographed_sites": {}}
+    for total in TOTALS:
+        pred, true = table[f"{total}_pred"].to_numpy(float), table[f"{total}_true"].to_numpy(float)
+        out[total] = {**agreement(pred, true, _total_levels(pred, true)),
+                      "n_incomplete_left_out": int(np.isnan(true).sum())}
+        pred, true = (table[f"{total}_{k}_photographed"].to_numpy(float) for k in ("pred", "true"))
+        out["photographed_sites"][total] = agreement(pred, true, _total_levels(pred, true))
     return out
+
+
+def compare_totals(predicted_photos: pd.DataFrame, clinical_sites: pd.DataFrame) -> dict:
+    """Per-visit totals of predicted photo scores vs the score table's: `totals_agreement` of their `visit_table`."""
+    n_visits = len(predicted_photos[VISIT].drop_duplicates())
+    return totals_agreement(visit_table(predicted_photos, clinical_sites), n_visits)
 
 
 def table_sites(rows: Mapping[tuple[str, str, str], Mapping[str, float | None]]) -> pd.DataFrame:
@@ -123,15 +170,3 @@ def table_sites(rows: Mapping[tuple[str, str, str], Mapping[str, float | None]])
     records = [{"patient_id": p, "visit": v, "site": s, **{c: (np.nan if x is None else x) for c, x in vals.items()}}
                for (p, v, s), vals in rows.items()]
     return pd.DataFrame.from_records(records)
-
-
-def score_evaluation(score_preds: np.ndarray, split, components: tuple[str, ...], out_dir: Path) -> dict:
-    """Per-component agreement on a split; writes scores_report.json and returns it."""
-    from loscat_hf.model.score_heads import clip_scores  # torch: only when a score model is evaluated
-
-    preds = clip_scores(score_preds, components)
-    true = np.asarray(split[TARGET_COLUMN], dtype=np.float64)
-    report = {"components": component_report(preds, true, components)}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "scores_report.json").write_text(json.dumps(report, indent=2))
-    return report

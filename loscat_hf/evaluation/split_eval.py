@@ -81,6 +81,7 @@ class EvaluationResult:
     split: str
     report: dict
     out_dir: Path
+    scores: dict | None = None  # scores_report.json's content, for a model with score heads
 
     @property
     def macro_f1(self) -> float:
@@ -89,18 +90,28 @@ class EvaluationResult:
     def summary(self) -> str:
         r = self.report
         ece = "n/a" if r.get("ece") is None else f"{r['ece']:.3f}"  # None: predictions without probabilities
-        return (f"{self.split}: macro-F1 {r['macro_f1']:.3f}, accuracy {r['accuracy']:.3f}, balanced accuracy "
+        text = (f"{self.split}: macro-F1 {r['macro_f1']:.3f}, accuracy {r['accuracy']:.3f}, balanced accuracy "
                 f"{r['balanced_accuracy']:.3f}, ECE {ece} (n={r.get('split_size', r['n'])}); "
                 f"{r.get('neighbour_error_share', 0):.0%} of errors between anatomical neighbours. "
                 f"Report: {self.out_dir / 'metrics.json'}")
+        if self.scores is None:
+            return text
+        from loscat_hf.evaluation.score_report import REPORT_NAME, summary_lines
+
+        return "\n".join([text, "LoSCAT scores:", *summary_lines(self.scores),
+                          f"Score report: {self.out_dir / REPORT_NAME}"])
 
 
 def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxonomy: str | None = None,
-             batch_size: int = 64, num_workers: int = 0) -> EvaluationResult:
-    """Run a model folder (or Hub id) over a split of a packed dataset and write its report into `out`."""
+             batch_size: int = 64, num_workers: int = 0, scores_table: str | None = None) -> EvaluationResult:
+    """Run a model folder (or Hub id) over a split of a packed dataset and write its report into `out`.
+
+    A model with score heads (`train --task scores`) also gets the score report (score_report.py) on the
+    split's rated scores, and with `scores_table` (the clinic's LoSCAT table) the per-visit mLoSSI/LoSDI."""
     from transformers import AutoConfig
 
-    from loscat_hf.data.dataset import load_packed_dataset, subgroup_columns
+    from loscat_hf.data.dataset import load_packed_dataset, split_score_targets, subgroup_columns
+    from loscat_hf.defaults import SCORE_KEY
     from loscat_hf.taxonomy import load_taxonomy
 
     tax = load_taxonomy(taxonomy)
@@ -111,14 +122,34 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
     if [config.id2label[i] for i in range(config.num_labels)] != list(tax.classes):
         raise LoscatError(f"model {model} predicts {list(config.id2label.values())}, "
                           f"not the taxonomy's classes {list(tax.classes)}")
+    table = None
+    if scores_table:  # read (and refused, when bad) before the model runs
+        if not getattr(config, SCORE_KEY, None):
+            raise LoscatError(f"--scores needs a model with LoSCAT score heads (`loscat-hf train --task scores`); "
+                              f"{model} predicts the body region only")
+        from loscat_hf.data.score_tables import read_score_table
+
+        table = read_score_table(scores_table, tax)
     ds = load_packed_dataset(dataset, tax)
     if split not in ds:
         raise LoscatError(f"dataset {dataset} has no split {split!r} (it has {', '.join(ds)})")
     outputs = split_outputs(model, ds[split], batch_size=batch_size, num_workers=num_workers)
     report = evaluate_split(outputs.logits, ds[split], tax, out, temperature=outputs.temperature,
                             subgroups=subgroup_columns(ds[split]))
+    scores = None
+    if outputs.scores is not None:
+        from loscat_hf.evaluation.score_report import clinical_visits, score_report
+
+        visits = None if table is None else clinical_visits(outputs.scores, outputs.components, ds[split], table,
+                                                            dataset_dir=dataset)
+        scores = score_report(outputs.scores, split_score_targets(ds[split], outputs.components),
+                              outputs.components, out, split, visits=visits)
+    else:
+        from loscat_hf.evaluation.score_report import clear
+
+        clear(out)  # an earlier score model's report must not stay beside this one
     from loscat_hf.model.checkpoints import weights_fingerprint
 
     (Path(out) / "evaluated.json").write_text(json.dumps({"model": model, "dataset": dataset, "split": split,
                                                           "weights_sha256": weights_fingerprint(model)}))
-    return EvaluationResult(split=split, report=report, out_dir=Path(out))
+    return EvaluationResult(split=split, report=report, out_dir=Path(out), scores=scores)

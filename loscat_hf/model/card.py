@@ -68,7 +68,29 @@ def _report(folder: Path) -> dict | None:
                          accuracy_gap=sub.get("accuracy_gap")))
     return dict(split=split, n=metrics.get("n", metrics.get("split_size")), macro_f1=float(metrics["macro_f1"]),
                 accuracy=float(metrics["accuracy"]), balanced_accuracy=metrics.get("balanced_accuracy"),
-                ece=metrics.get("ece"), subgroup_gaps=gaps)
+                ece=metrics.get("ece"), subgroup_gaps=gaps, scores=_score_rows(folder / "scores_report.json"))
+
+
+def _score_rows(path: Path) -> dict | None:
+    """A score report's numbers for the card (score_report.py's scores_report.json): per component and per
+    visit total, n, MAE, RMSE, Pearson, quadratic kappa and ICC(2,1); None = no score report in the folder."""
+    if not path.is_file():
+        return None
+    report = _read_json(path)
+    keys = ("n", "mae", "rmse", "pearson", "qwk", "icc_2_1")
+    rows = [dict(name=c, **{k: _number(m.get(k)) for k in keys}) for c, m in (report.get("components") or {}).items()]
+    totals = report.get("visit_totals") or {}
+    visits = [dict(name=name, **{k: _number(totals[key].get(k)) for k in keys})
+              for key, name in (("mlossi", "mLoSSI per visit"), ("losdi", "LoSDI per visit")) if key in totals]
+    if not rows + visits:
+        return None
+    return {"n_photos": report.get("n_photos"), "n_rated": report.get("n_photos_rated"), "rows": rows + visits,
+            "visits": bool(visits)}
+
+
+def _number(value):
+    """A finite number, or None (JSON NaN, a missing key): the card prints "-" for None."""
+    return value if isinstance(value, int | float) and value == value and abs(value) != float("inf") else None
 
 
 def evaluation_reports(model_dir: str | Path, extra: list[str | Path] = ()) -> list[dict]:

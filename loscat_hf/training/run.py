@@ -186,12 +186,14 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
                              phase1_trains=phases[0]["trains"])
         summary.macro_f1, summary.accuracy = report["macro_f1"], report["accuracy"]
         if largs.task == "scores":
-            from loscat_hf.evaluation.score_metrics import score_evaluation
+            from loscat_hf.data.dataset import split_score_targets
+            from loscat_hf.evaluation.score_report import score_report
 
-            scores = score_evaluation(pred.predictions[1], ds["validation"], trainer.model.score_components,
-                                      eval_dir)
+            components = trainer.model.score_components
+            scores = score_report(pred.predictions[1], split_score_targets(ds["validation"], components),
+                                  components, eval_dir, "validation")
             summary.scores = {c: {k: m.get(k) for k in ("n", "mae", "pearson", "spearman", "qwk", "icc_2_1")}
-                              for c, m in scores["components"].items()}
+                              for c, m in (scores["components"] or {}).items()}
         (out / "train_summary.json").write_text(json.dumps(summary.to_dict(), indent=2, default=str))
         model_card(out).save(out / CARD_NAME)  # the card `push` would publish, with a placeholder repo id
     return summary

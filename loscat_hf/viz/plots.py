@@ -1,4 +1,4 @@
-"""PNG plots of an evaluation: confusion matrix, per-class F1, training curves, reliability diagram.
+"""PNG plots of an evaluation: confusion matrix, per-class F1, training curves, reliability diagram, score agreement.
 
 Figures are built with `matplotlib.figure.Figure` and the Agg canvas, never through pyplot: no global
 figure registry, no backend switch in the caller's process (a notebook keeps its inline backend), and
@@ -227,3 +227,69 @@ def plot_reliability(probs: np.ndarray, labels: np.ndarray, path: str | Path, n_
     from loscat_hf.model.calibration import reliability_bins
 
     return _plot_reliability_bins(reliability_bins(probs, labels, n_bins), path, title=title)
+
+
+def _identity(ax, low: float, high: float) -> None:
+    ax.plot([low, high], [low, high], color="#636363", linestyle="--", linewidth=1, label="identity (perfect)")
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+
+
+def _fmt_stat(value: Any) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{value:.2f}"
+
+
+def plot_score_agreement(pred: np.ndarray, true: np.ndarray, components: Sequence[str], path: str | Path,
+                         stats: Mapping[str, Mapping[str, Any]] | None = None,
+                         title: str = "Predicted vs rated LoSCAT score per photo") -> Path:
+    """One panel per component: predicted (y) vs rated (x, jittered: ratings are whole points) with the identity
+    line and the mean prediction per rated level, which shows a bias (a model always 1 point high) at a glance.
+    Photos without a rated score are left out; each panel's title gives its n, MAE and Pearson r."""
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    cols = min(3, len(components))
+    rows = -(-len(components) // cols)
+    fig = _figure((3.3 * cols, 3.3 * rows + 0.4))
+    jitter = np.random.default_rng(0).uniform(-0.12, 0.12, size=len(true))
+    for j, name in enumerate(components):
+        ax = fig.add_subplot(rows, cols, j + 1)
+        keep = ~(np.isnan(true[:, j]) | np.isnan(pred[:, j]))
+        t, p = true[keep, j], pred[keep, j]
+        ax.scatter(t + jitter[keep], p, s=12, alpha=0.45, color="#3182bd", edgecolors="none", label="photo")
+        levels = np.unique(t)
+        ax.plot(levels, [p[t == v].mean() for v in levels], "D-", color="#d95f02", markersize=5, linewidth=1,
+                label="mean prediction")
+        _identity(ax, -0.5, 3.5)
+        s = (stats or {}).get(name, {})
+        ax.set_title(f"{name}\nn={int(keep.sum())}, MAE {_fmt_stat(s.get('mae'))}, r {_fmt_stat(s.get('pearson'))}",
+                     fontsize=9)
+        ax.set_xlabel("rated", fontsize=8)
+        ax.set_ylabel("predicted", fontsize=8)
+        if j == 0:
+            ax.legend(loc="upper left", fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def plot_visit_totals(visits: Any, path: str | Path, title: str = "Predicted vs rated visit totals") -> Path:
+    """mLoSSI and LoSDI per visit, predicted (y) vs rated (x) with the identity line: whole visits (filled; a
+    visit whose rated total has an empty cell is left out) and the sites both photographed and scored (open).
+    `visits` is `score_metrics.visit_table`'s frame; only its numbers are drawn, never a patient or visit id."""
+    fig = _figure((8.0, 4.2))
+    for j, (total, label) in enumerate((("mlossi", "mLoSSI (activity)"), ("losdi", "LoSDI (damage)"))):
+        ax = fig.add_subplot(1, 2, j + 1)
+        whole = visits[[f"{total}_true", f"{total}_pred"]].dropna().to_numpy(float)
+        shared = visits[[f"{total}_true_photographed", f"{total}_pred_photographed"]].dropna().to_numpy(float)
+        ax.scatter(whole[:, 0], whole[:, 1], s=22, alpha=0.7, color="#3182bd", edgecolors="none",
+                   label=f"whole visit (n={len(whole)})")
+        ax.scatter(shared[:, 0], shared[:, 1], s=26, facecolors="none", edgecolors="#d95f02",
+                   label=f"photographed sites (n={len(shared)})")
+        high = max(float(np.max(np.r_[whole.ravel(), shared.ravel(), 1.0])), 1.0) * 1.08 + 0.5
+        _identity(ax, -0.5, high)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("rated total", fontsize=8)
+        ax.set_ylabel("predicted total", fontsize=8)
+        ax.legend(loc="upper left", fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
