@@ -13,6 +13,7 @@ from loscat_hf.evaluation.score_metrics import (
     icc,
     severity_class,
     site_scores,
+    visit_table,
     visit_totals,
 )
 
@@ -74,3 +75,30 @@ def test_worst_photo_per_site_and_visit_totals_by_hand():
     cmp = compare_totals(photos, clinical)
     assert cmp["n_visits"] == 3
     assert cmp["mlossi"]["mae"] == pytest.approx(2 / 3)  # errors 2, 0, 0
+    # over the photographed sites only, the abdomen (not photographed) drops out: mLoSSI agrees exactly
+    assert cmp["photographed_sites"]["mlossi"]["mae"] == 0.0
+    assert cmp["sites_scored"] == 5 and cmp["sites_photographed"] == 4 and cmp["n_visits_not_in_table"] == 0
+
+
+def test_an_empty_rated_cell_leaves_the_visit_total_out_and_the_cell_out_of_the_site_comparison():
+    photos = _photos([
+        ("P1", "v1", "head", 1, 1, 0, 1, 1, 1), ("P1", "v1", "chest", 2, 0, 0, 0, 0, 0),
+        ("P2", "v1", "head", 1, 1, 0, 1, 1, 1),
+        ("P3", "v1", "head", 0, 0, 0, 0, 0, 0),  # a visit the table does not have
+    ])
+    clinical = _photos([
+        ("P1", "v1", "head", 1, 1, 0, 1, 1, np.nan),  # dyspigmentation not scored
+        ("P1", "v1", "chest", 2, 0, 0, 0, 0, 0),
+        ("P2", "v1", "head", 1, 1, 0, 2, 2, 2),
+    ])
+    table = visit_table(photos, clinical).set_index(["patient_id", "visit"])
+    assert np.isnan(table.loc[("P1", "v1"), "losdi_true"])  # missing is never zero: the rated total is unknown
+    assert table.loc[("P1", "v1"), "mlossi_true"] == 4 == table.loc[("P1", "v1"), "mlossi_pred"]
+    # photographed sites: the unscored cell is dropped on both sides (2 vs 2), not counted as a 1-point error
+    assert table.loc[("P1", "v1"), "losdi_pred_photographed"] == 2 == table.loc[("P1", "v1"), "losdi_true_photographed"]
+    cmp = compare_totals(photos, clinical)
+    assert cmp["n_visits"] == 2 and cmp["n_visits_not_in_table"] == 1
+    assert cmp["losdi"]["n"] == 1 and cmp["losdi"]["n_incomplete_left_out"] == 1  # only P2 compared
+    assert cmp["losdi"]["mae"] == 3.0  # P2: 3 predicted vs 6 rated
+    assert cmp["photographed_sites"]["losdi"]["n"] == 2
+    assert cmp["photographed_sites"]["losdi"]["mae"] == pytest.approx(1.5)  # errors 0 and 3
