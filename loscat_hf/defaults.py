@@ -44,3 +44,5 @@ RUN_KEY = "loscat_run"
 BASE_KEY = "loscat_base_model"
 # config.json attribute of a `--task scores` model: the LoSCAT score components its score heads predict.
 SCORE_KEY = "loscat_score_components"
+# a score model's report beside metrics.json (evaluation/score_report.py writes it, the model card reads it)
+SCORE_REPORT_NAME = "scores_report.json"

@@ -242,7 +242,6 @@ def test_report_without_probabilities_and_model_summary_unchanged(tmp_path):
     ["--predictions", "P", "--truth", "T", "--model", "m"],  # modes mixed
     ["--model", "m", "--truth", "T"],
     ["--model", "m"],
-    ["--predictions", "P", "--truth", "T", "--scores", "S"],  # a score table needs a model's score heads
 ])
 def test_cli_refuses_other_combinations(tmp_path, capsys, extra):
     assert main(["evaluate", "--out", str(tmp_path / "out"), *extra]) == 2
@@ -263,3 +262,23 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
     truth = _write(tmp_path / "t.csv", ["image_path", "region"], [["b.jpg", "hand"]])  # nothing matches
     assert main(args) == 2
     assert "none of the 1 ground-truth photos has a usable prediction" in capsys.readouterr().err
+
+
+def test_a_predictions_report_replaces_a_model_report_left_in_its_folder(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("scores_report.json", "scores.md", "score_agreement.png", "visit_totals.png", "evaluated.json"):
+        (out / name).write_text("left by `evaluate --model` on a score model")
+    truth = _write(tmp_path / "truth.csv", ["image_path", "region"], [["a.jpg", "SCFA"], ["b.jpg", "HND"]])
+    preds = _write(tmp_path / "preds.csv", ["image_path", "pred_label", "confidence"],
+                   [["a.jpg", "SCFA", "0.9"], ["b.jpg", "HND", "0.8"]])
+    evaluate_predictions(preds, truth, out)
+    # the model card reads evaluated.json and scores_report.json: neither may vouch for this CSV's report
+    assert sorted(p.name for p in out.iterdir() if p.name in {"scores_report.json", "scores.md", "evaluated.json",
+                                                              "score_agreement.png", "visit_totals.png"}) == []
+
+
+def test_cli_refuses_scores_with_predictions(tmp_path, capsys):
+    assert main(["evaluate", "--predictions", "P", "--truth", "T", "--scores", "S", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--scores" in err and "--model" in err

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,14 @@ from loscat_hf.data.score_tables import COMPONENTS
 from loscat_hf.demo.phantom import generate_demo_data
 
 PLANTED = "SMITH-JANE-MRN"  # planted into every clinic patient id: must never leave private/ or memory
+PLANTED_VISIT = "clinic-visit-1987-"  # and into every visit id
 METRICS = {"n", "mae", "rmse", "pearson", "spearman", "qwk", "icc_2_1", "severity_accuracy"}
+TOTAL_METRICS = METRICS - {"severity_accuracy"}  # a sum of sites has no severity class
+
+
+def _strict_json(path):
+    """The file as strict JSON: a bare NaN token (not JSON) fails."""
+    return json.loads(path.read_text(), parse_constant=lambda token: pytest.fail(f"{path.name}: {token}"))
 
 
 def _rewrite_patients(path):
@@ -20,6 +28,7 @@ def _rewrite_patients(path):
         rows = list(csv.DictReader(f))
     for row in rows:
         row["patient_id"] = PLANTED + row["patient_id"]
+        row["visit"] = PLANTED_VISIT + row["visit"]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -86,7 +95,7 @@ def test_evaluate_reports_score_agreement_on_the_test_split(scored, evaluated):
     from loscat_hf.evaluation.split_eval import split_outputs
     from loscat_hf.model.score_heads import clip_scores
 
-    report = json.loads((evaluated / "scores_report.json").read_text())
+    report = _strict_json(evaluated / "scores_report.json")
     test = scored["test"]
     assert report["split"] == "test" and report["n_photos"] == len(test)
     assert list(report["components"]) == list(COMPONENTS)
@@ -95,6 +104,10 @@ def test_evaluate_reports_score_agreement_on_the_test_split(scored, evaluated):
     # the numbers are the model's predictions against the photos' own rated scores, in photo order
     out = split_outputs(str(scored["model"]), test)
     pred, true = clip_scores(out.scores, out.components), split_score_targets(test)
+    # the targets are the packed score_* columns, photo by photo, empty = NaN
+    for j, c in enumerate(COMPONENTS):
+        column = np.array([np.nan if v is None else v for v in test[f"score_{c}"]], dtype=float)
+        np.testing.assert_array_equal(true[:, j], column)
     assert report["n_photos_rated"] == int((~np.isnan(true)).any(axis=1).sum()) > 0
     for j, c in enumerate(COMPONENTS):
         keep = ~np.isnan(true[:, j])
@@ -113,14 +126,19 @@ def test_evaluate_reports_score_agreement_on_the_test_split(scored, evaluated):
 
 
 def test_visit_totals_leave_out_an_incomplete_rated_total(scored, evaluated):
-    totals = json.loads((evaluated / "scores_report.json").read_text())["visit_totals"]
+    from loscat_hf.taxonomy import load_taxonomy
+
+    totals = _strict_json(evaluated / "scores_report.json")["visit_totals"]
     n = len(scored["test_visits"])
+    # photos whose side is unknown (packed with their class name) are in no visit total, and counted
+    assert totals["photos_without_site"] == sum(s not in load_taxonomy().sites for s in scored["test"]["site"])
     assert totals["n_visits"] == n and totals["n_visits_not_in_table"] == 0
     assert totals["mlossi"]["n"] == n and totals["mlossi"]["n_incomplete_left_out"] == 0
     assert totals["losdi"]["n"] == n - 1 and totals["losdi"]["n_incomplete_left_out"] == 1  # the empty cell
     assert totals["photographed_sites"]["losdi"]["n"] == n  # compared cell by cell: the visit stays
     assert 0 < totals["sites_photographed"] <= totals["sites_scored"]
-    assert set(totals["mlossi"]) == METRICS | {"n_incomplete_left_out"}
+    assert set(totals["mlossi"]) == TOTAL_METRICS | {"n_incomplete_left_out"}
+    assert set(totals["photographed_sites"]["losdi"]) == TOTAL_METRICS
 
 
 def test_scatter_plots_and_markdown_table(evaluated):
@@ -149,7 +167,9 @@ def test_card_states_score_metrics_with_n_and_split(scored, evaluated):
 def test_nothing_publishable_names_a_patient_or_the_table(scored, evaluated):
     from loscat_hf.model.card import model_card
 
-    planted = [PLANTED.encode(), b"MRN", scored["table"].name.encode(),
+    with open(scored["root"] / "demo" / "annotations.csv", newline="") as f:  # the phantom's names carry an MRN
+        photo_names = {Path(r["image"]).stem.encode() for r in csv.DictReader(f)}
+    planted = [PLANTED.encode(), PLANTED_VISIT.encode(), scored["table"].name.encode(), *photo_names,
                *{r["patient_id"].encode() for r in scored["table_rows"]}]
     published = [p for p in evaluated.rglob("*") if p.is_file()]
     published += [p for p in (scored["model"] / "eval").rglob("*") if p.is_file()]
@@ -211,3 +231,28 @@ def test_score_report_without_rated_scores_says_so(tmp_path):
     assert report["components"] is None and "prepare --scores" in report["note"]
     assert not (tmp_path / "score_agreement.png").exists()
     assert "prepare --scores" in (tmp_path / "scores.md").read_text()
+
+
+@pytest.mark.parametrize("rows", ["none", "other clinic"])
+def test_a_table_without_the_splits_visits_is_refused_before_the_model_runs(scored, tmp_path, capsys, rows):
+    table = tmp_path / "scores.csv"
+    header = "patient_id,visit,site," + ",".join(COMPONENTS) + "\n"
+    table.write_text(header if rows == "none" else header + "OTHER-1,V1,head,1,1,0,0,0,0\n")
+    out = tmp_path / "out"
+    for command in (["evaluate", "--model"], ["evaluate-ensemble", "--models", str(scored["model"])]):
+        assert main([*command, str(scored["model"]), "--dataset", str(scored["ds"]), "--split", "test",
+                     "--scores", str(table), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "none of the split's" in err and "codes.csv" in err
+        assert not out.exists()
+
+
+def test_visit_table_meets_ids_written_as_numbers_in_one_table():
+    import pandas as pd
+
+    from loscat_hf.evaluation.score_metrics import compare_totals
+
+    photos = pd.DataFrame([("1001", "2", "head", 1, 1, 0, 1, 1, 1)], columns=["patient_id", "visit", "site",
+                                                                             *COMPONENTS])
+    rated = photos.astype({"patient_id": int, "visit": int})  # as pandas reads a CSV of numbers
+    assert compare_totals(photos, rated)["mlossi"]["mae"] == 0.0

@@ -113,6 +113,9 @@ def _evaluate(args: argparse.Namespace) -> int:
                           batch_size=args.batch_size, num_workers=args.num_workers, scores_table=args.scores)
     elif args.predictions and args.truth and not (args.model or args.dataset or args.scores):
         result = evaluate_predictions(args.predictions, args.truth, args.out, taxonomy=args.taxonomy)
+    elif args.scores and args.predictions:
+        raise LoscatError("--scores compares a score model's predictions with the score table: it needs --model "
+                          "and --dataset, not --predictions")
     else:
         raise LoscatError("evaluate takes either --model and --dataset [--scores], or --predictions and --truth")
     print(result.summary())

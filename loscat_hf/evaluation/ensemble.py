@@ -9,6 +9,7 @@ best member is NOT guaranteed; the report lists every member beside the ensemble
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,25 +83,24 @@ def evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "v
     from loscat_hf.taxonomy import load_taxonomy
 
     if len(models) < 2:
-        scores = f" --scores {scores_table}" if scores_table else ""
+        command = ["loscat-hf", "evaluate", "--model", models[0] if models else "MODEL", "--dataset", dataset,
+                   "--split", split, "--out", out, *(["--scores", scores_table] if scores_table else [])]
         raise LoscatError(f"--models got {len(models)} model folder: an ensemble averages two or more. One model is "
-                          f"measured, with its score report when it has score heads, by `loscat-hf evaluate --model "
-                          f"{models[0] if models else 'MODEL'} --dataset {dataset} --split {split} --out {out}{scores}`")
+                          f"measured, with its score report when it has score heads, by `{shlex.join(command)}`")
     tax = load_taxonomy(taxonomy)
     ds = load_packed_dataset(dataset, tax)
     if split not in ds:
         raise LoscatError(f"dataset {dataset} has no split {split!r} (it has {', '.join(ds)})")
     data = ds[split]
     table = None
-    if scores_table:  # read (and refused, when bad) before any model runs
-        from loscat_hf.data.score_tables import read_score_table
+    if scores_table:  # refused, when bad or when a member has no score heads, before any model runs
+        from loscat_hf.evaluation.score_report import check_table_meets_split
+        from loscat_hf.evaluation.split_eval import read_table_for
 
-        table = read_score_table(scores_table, tax)
+        table = read_table_for(scores_table, models, tax)
+        check_table_meets_split(data, table, dataset, Path(scores_table).name)
     members = [member_outputs(m, data, batch_size=batch_size) for m in models]
     ens = combine(members)
-    if table is not None and ens.scores is None:
-        raise LoscatError("--scores needs members with score heads (`loscat-hf train --task scores`); these models "
-                          "predict the region only")
     targets = None
     if ens.scores is not None:
         from loscat_hf.data.dataset import split_score_targets
@@ -111,13 +111,14 @@ def evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "v
               "members": [evaluate_member(m, labels, targets) for m in members],
               "ensemble": evaluate_member(ens, labels, targets)}
     if table is not None:
-        from loscat_hf.evaluation.score_metrics import totals_agreement
         from loscat_hf.evaluation.score_report import clinical_visits
 
-        visits, n_visits = clinical_visits(ens.scores, ens.components, data, table, dataset_dir=dataset)
-        report["visit_totals"] = totals_agreement(visits, n_visits)
+        report["visit_totals"] = clinical_visits(ens.scores, ens.components, data, table, tax.sites,
+                                                 dataset_dir=dataset).report()
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "ensemble_report.json").write_text(json.dumps(report, indent=2))
+    from loscat_hf.evaluation.score_report import json_safe
+
+    (Path(out) / "ensemble_report.json").write_text(json.dumps(json_safe(report), indent=2, allow_nan=False))
     return report
 
 

@@ -118,8 +118,8 @@ def visit_table(predicted_photos: pd.DataFrame, clinical_sites: pd.DataFrame) ->
     cell only where the rater scored it: the model's own agreement, free of what was not photographed.
     """
     comps = list(COMPONENTS)
-    pred = site_scores(predicted_photos[[*SITE, *comps]])
-    clinical = clinical_sites[[*SITE, *comps]]
+    pred = site_scores(_str_keys(predicted_photos[[*SITE, *comps]]))
+    clinical = _str_keys(clinical_sites.reindex(columns=[*SITE, *comps]))
     visits = pred[VISIT].drop_duplicates().merge(clinical[VISIT].drop_duplicates(), on=VISIT)
     whole = visit_totals(pred).merge(visit_totals(clinical, complete=True), on=VISIT, suffixes=("_pred", "_true"))
     both = pred.merge(clinical, on=SITE, suffixes=("", "_true"))
@@ -135,9 +135,17 @@ def visit_table(predicted_photos: pd.DataFrame, clinical_sites: pd.DataFrame) ->
     return table.sort_values(VISIT).reset_index(drop=True)
 
 
-def _total_levels(*values: np.ndarray) -> tuple[int, ...]:
-    """Integer levels 0..max+1 for the kappa of a total (severity classes of a sum are its integer values)."""
-    return tuple(range(int(np.nanmax(np.r_[(*values, [0])])) + 2))
+def _str_keys(frame: pd.DataFrame) -> pd.DataFrame:
+    """Patient, visit and site as text on both sides of a merge (a CSV read by pandas may give numbers)."""
+    return frame.astype({k: str for k in SITE})
+
+
+def _total_agreement(pred: np.ndarray, true: np.ndarray) -> dict:
+    """agreement() of a visit total: kappa over its integer values 0..max+1; no severity class (a sum has none)."""
+    levels = tuple(range(int(np.nanmax(np.r_[pred, true, [0]])) + 2))
+    out = agreement(pred, true, levels)
+    out.pop("severity_accuracy", None)
+    return out
 
 
 def totals_agreement(table: pd.DataFrame, n_visits: int) -> dict:
@@ -152,10 +160,9 @@ def totals_agreement(table: pd.DataFrame, n_visits: int) -> dict:
                  "sites_photographed": int(table["sites_photographed"].sum()), "photographed_sites": {}}
     for total in TOTALS:
         pred, true = table[f"{total}_pred"].to_numpy(float), table[f"{total}_true"].to_numpy(float)
-        out[total] = {**agreement(pred, true, _total_levels(pred, true)),
-                      "n_incomplete_left_out": int(np.isnan(true).sum())}
+        out[total] = {**_total_agreement(pred, true), "n_incomplete_left_out": int(np.isnan(true).sum())}
         pred, true = (table[f"{total}_{k}_photographed"].to_numpy(float) for k in ("pred", "true"))
-        out["photographed_sites"][total] = agreement(pred, true, _total_levels(pred, true))
+        out["photographed_sites"][total] = _total_agreement(pred, true)
     return out
 
 

@@ -9,19 +9,25 @@ stay in memory.
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from loscat_hf.defaults import SCORE_REPORT_NAME
+from loscat_hf.errors import LoscatError
 from loscat_hf.evaluation.score_metrics import component_report, table_sites, totals_agreement, visit_table
 
 if TYPE_CHECKING:
     import pandas as pd
 
-REPORT_NAME = "scores_report.json"
+logger = logging.getLogger(__name__)
+
+REPORT_NAME = SCORE_REPORT_NAME
 TABLE_NAME = "scores.md"
 PHOTO_PLOT = "score_agreement.png"
 VISIT_PLOT = "visit_totals.png"
@@ -30,28 +36,60 @@ _COLUMNS = (("n", "n"), ("mae", "MAE"), ("rmse", "RMSE"), ("pearson", "Pearson r
 _TOTAL_NAMES = {"mlossi": "mLoSSI", "losdi": "LoSDI"}
 
 
-def clinical_visits(preds: np.ndarray, components: Sequence[str], split, table, dataset_dir: str | None = None
-                    ) -> tuple[pd.DataFrame, int]:
-    """`visit_table` of a split's predicted photo scores against a read score table (`read_score_table`), and
-    the number of visits in the split.
+@dataclass
+class ClinicalVisits:
+    """A split's predicted visit totals beside the score table's (`score_metrics.visit_table`: holds the clinic's
+    ids, never written), with the counts the report states."""
 
-    The packed split holds opaque patient/visit codes; with `dataset_dir` they are mapped back to the clinic's
-    ids (private/codes.csv) so that they meet the table's rows. The frame holds those ids: never write it."""
+    table: pd.DataFrame
+    n_visits: int  # visits in the split
+    photos_without_site: int  # photos whose side is unknown (site = class name): in no visit total
+
+    def report(self) -> dict:
+        return {**totals_agreement(self.table, self.n_visits), "photos_without_site": self.photos_without_site}
+
+
+def split_clinic_keys(split, dataset_dir: str | None) -> tuple[list[str], list[str]]:
+    """The split's (patient, visit) per photo as the clinic writes them: the packed codes mapped back through
+    DATASET/private/codes.csv (unchanged without it, with a warning from `clinic_ids`)."""
+    from loscat_hf.data.private import clinic_ids
+
+    patients, visits = list(split["patient_id"]), list(split["visit"])
+    return clinic_ids(dataset_dir, patients, visits) if dataset_dir is not None else (patients, visits)
+
+
+def check_table_meets_split(split, table, dataset_dir: str | None, table_name: str) -> None:
+    """Refuse, before a model runs, a score table that has no visit of the split: a wrong table, or a dataset
+    without its private/codes.csv (one from the Hub), would otherwise give visit totals over nothing."""
+    patients, visits = split_clinic_keys(split, dataset_dir)
+    split_visits = set(zip(patients, visits, strict=True))
+    if split_visits and not split_visits & {(p, v) for p, v, _ in table.rows}:
+        raise LoscatError(f"--scores {table_name}: none of the split's {len(split_visits)} visits is in it; is it "
+                          "this clinic's table, and the dataset the folder `prepare` wrote (its private/codes.csv maps "
+                          "the packed codes back to the clinic's ids)?")
+
+
+def clinical_visits(preds: np.ndarray, components: Sequence[str], split, table, sites: Collection[str],
+                    dataset_dir: str | None = None) -> ClinicalVisits:
+    """The split's predicted photo scores per visit against a read score table (`read_score_table`).
+
+    Photos are keyed by the clinic's ids (`split_clinic_keys`). A photo whose site is not one of the taxonomy's
+    `sites` (side unknown: packed with its class name) meets no row of the table and could count twice beside
+    its sided site: it is left out of every total and counted."""
     import pandas as pd
 
-    from loscat_hf.data.private import clinic_ids
     from loscat_hf.model.score_heads import clip_scores
 
     photos = pd.DataFrame(clip_scores(preds, tuple(components)), columns=list(components))
-    patients, visits = list(split["patient_id"]), list(split["visit"])
-    if dataset_dir is not None:
-        patients, visits = clinic_ids(dataset_dir, patients, visits)
+    patients, visits = split_clinic_keys(split, dataset_dir)
     photos["patient_id"], photos["visit"], photos["site"] = patients, visits, list(split["site"])
-    return visit_table(photos, table_sites(table.rows)), len(set(zip(patients, visits, strict=True)))
+    known = photos["site"].isin(set(sites))
+    table_frame = visit_table(photos[known], table_sites(table.rows))
+    return ClinicalVisits(table_frame, len(set(zip(patients, visits, strict=True))), int((~known).sum()))
 
 
 def score_report(preds: np.ndarray, targets: np.ndarray | None, components: Sequence[str], out_dir: str | Path,
-                 split: str, visits: tuple[pd.DataFrame, int] | None = None) -> dict:
+                 split: str, visits: ClinicalVisits | None = None) -> dict:
     """Write scores_report.json, scores.md and the plots of one split; return the report.
 
     `preds` are the raw score-head outputs (clipped here to each component's range); `targets` the rated scores
@@ -75,11 +113,11 @@ def score_report(preds: np.ndarray, targets: np.ndarray | None, components: Sequ
         report["note"] = ("the dataset has no score_* columns (packed without `loscat-hf prepare --scores`): "
                           "no per-photo agreement")
     if visits is not None:
-        table, n_visits = visits
-        report["visit_totals"] = totals_agreement(table, n_visits)
-        if len(table):
-            plot_visit_totals(table, out / VISIT_PLOT, title=f"Predicted vs rated visit totals, {split} split")
-    (out / REPORT_NAME).write_text(json.dumps(report, indent=2, default=_json_default), encoding="utf-8")
+        report["visit_totals"] = visits.report()
+        if len(visits.table):
+            plot_visit_totals(visits.table, out / VISIT_PLOT, title=f"Predicted vs rated visit totals, {split} split")
+    report = json_safe(report)
+    (out / REPORT_NAME).write_text(json.dumps(report, indent=2, allow_nan=False), encoding="utf-8")
     (out / TABLE_NAME).write_text(markdown(report), encoding="utf-8")
     return report
 
@@ -145,7 +183,15 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _json_default(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
+    """A report with NaN/inf (a correlation of constant predictions, n = 1) as None, numpy scalars as Python ones:
+    strict JSON, which JavaScript and the Hub's viewers parse (a bare NaN token is not JSON)."""
+    if isinstance(obj, Mapping):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
     if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -28,6 +28,31 @@ def evaluate_split(logits: np.ndarray, split, taxonomy, out_dir: str | Path, tem
     return report
 
 
+EVALUATED = "evaluated.json"  # which model, dataset and split a report folder measured (the card checks it)
+
+
+def read_table_for(scores_table: str, models: list[str], taxonomy):
+    """Read a LoSCAT score table for visit totals, refusing it before any model runs: a bad table (every bad row
+    named), or models without score heads for all six components (config.json tells, no weights loaded)."""
+    from transformers import AutoConfig
+
+    from loscat_hf.data.score_tables import COMPONENTS, read_score_table
+    from loscat_hf.defaults import SCORE_KEY
+
+    for model in models:
+        try:
+            predicted = getattr(AutoConfig.from_pretrained(model), SCORE_KEY, None) or []
+        except OSError as exc:
+            raise LoscatError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
+        if not predicted:
+            raise LoscatError(f"--scores needs a model with LoSCAT score heads (`loscat-hf train --task scores`); "
+                              f"{model} predicts the body region only")
+        if set(COMPONENTS) - set(predicted):
+            raise LoscatError(f"--scores: {model} predicts {', '.join(predicted)}, not all six components that "
+                              "mLoSSI and LoSDI add up")
+    return read_score_table(scores_table, taxonomy)
+
+
 @dataclass
 class SplitOutputs:
     """A saved model's raw outputs over a split: region logits, and score predictions for a score model."""
@@ -111,7 +136,6 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
     from transformers import AutoConfig
 
     from loscat_hf.data.dataset import load_packed_dataset, split_score_targets, subgroup_columns
-    from loscat_hf.defaults import SCORE_KEY
     from loscat_hf.taxonomy import load_taxonomy
 
     tax = load_taxonomy(taxonomy)
@@ -122,17 +146,15 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
     if [config.id2label[i] for i in range(config.num_labels)] != list(tax.classes):
         raise LoscatError(f"model {model} predicts {list(config.id2label.values())}, "
                           f"not the taxonomy's classes {list(tax.classes)}")
-    table = None
-    if scores_table:  # read (and refused, when bad) before the model runs
-        if not getattr(config, SCORE_KEY, None):
-            raise LoscatError(f"--scores needs a model with LoSCAT score heads (`loscat-hf train --task scores`); "
-                              f"{model} predicts the body region only")
-        from loscat_hf.data.score_tables import read_score_table
-
-        table = read_score_table(scores_table, tax)
+    table = read_table_for(scores_table, [model], tax) if scores_table else None
     ds = load_packed_dataset(dataset, tax)
     if split not in ds:
         raise LoscatError(f"dataset {dataset} has no split {split!r} (it has {', '.join(ds)})")
+    if table is not None:
+        from loscat_hf.evaluation.score_report import check_table_meets_split
+
+        check_table_meets_split(ds[split], table, dataset, Path(scores_table).name)
+    (Path(out) / EVALUATED).unlink(missing_ok=True)  # the old record must not vouch for a half-written report
     outputs = split_outputs(model, ds[split], batch_size=batch_size, num_workers=num_workers)
     report = evaluate_split(outputs.logits, ds[split], tax, out, temperature=outputs.temperature,
                             subgroups=subgroup_columns(ds[split]))
@@ -141,7 +163,7 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
         from loscat_hf.evaluation.score_report import clinical_visits, score_report
 
         visits = None if table is None else clinical_visits(outputs.scores, outputs.components, ds[split], table,
-                                                            dataset_dir=dataset)
+                                                            tax.sites, dataset_dir=dataset)
         scores = score_report(outputs.scores, split_score_targets(ds[split], outputs.components),
                               outputs.components, out, split, visits=visits)
     else:
@@ -150,6 +172,6 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
         clear(out)  # an earlier score model's report must not stay beside this one
     from loscat_hf.model.checkpoints import weights_fingerprint
 
-    (Path(out) / "evaluated.json").write_text(json.dumps({"model": model, "dataset": dataset, "split": split,
+    (Path(out) / EVALUATED).write_text(json.dumps({"model": model, "dataset": dataset, "split": split,
                                                           "weights_sha256": weights_fingerprint(model)}))
     return EvaluationResult(split=split, report=report, out_dir=Path(out), scores=scores)

@@ -13,7 +13,7 @@ import logging
 from importlib import resources
 from pathlib import Path
 
-from loscat_hf.defaults import BASE_KEY, RUN_KEY, SCORE_KEY, SOURCE_KEY
+from loscat_hf.defaults import BASE_KEY, RUN_KEY, SCORE_KEY, SCORE_REPORT_NAME, SOURCE_KEY
 from loscat_hf.errors import LoscatError
 from loscat_hf.model.study import STUDY_CODE_REPO, STUDY_WEIGHTS_REPO
 
@@ -68,7 +68,7 @@ def _report(folder: Path) -> dict | None:
                          accuracy_gap=sub.get("accuracy_gap")))
     return dict(split=split, n=metrics.get("n", metrics.get("split_size")), macro_f1=float(metrics["macro_f1"]),
                 accuracy=float(metrics["accuracy"]), balanced_accuracy=metrics.get("balanced_accuracy"),
-                ece=metrics.get("ece"), subgroup_gaps=gaps, scores=_score_rows(folder / "scores_report.json"))
+                ece=metrics.get("ece"), subgroup_gaps=gaps, scores=_score_rows(folder / SCORE_REPORT_NAME))
 
 
 def _score_rows(path: Path) -> dict | None:
