@@ -44,5 +44,7 @@ RUN_KEY = "loscat_run"
 BASE_KEY = "loscat_base_model"
 # config.json attribute of a `--task scores` model: the LoSCAT score components its score heads predict.
 SCORE_KEY = "loscat_score_components"
-# a score model's report beside metrics.json (evaluation/score_report.py writes it, the model card reads it)
+# beside an `evaluate` report's metrics.json: which model, dataset and split it measured, and a score model's
+# score report (evaluation/ writes them, the model card reads them)
+EVALUATED_NAME = "evaluated.json"
 SCORE_REPORT_NAME = "scores_report.json"

@@ -94,8 +94,7 @@ def evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "v
     data = ds[split]
     table = None
     if scores_table:  # refused, when bad or when a member has no score heads, before any model runs
-        from loscat_hf.evaluation.score_report import check_table_meets_split
-        from loscat_hf.evaluation.split_eval import read_table_for
+        from loscat_hf.evaluation.score_report import check_table_meets_split, read_table_for
 
         table = read_table_for(scores_table, models, tax)
         check_table_meets_split(data, table, dataset, Path(scores_table).name)

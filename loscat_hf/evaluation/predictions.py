@@ -36,8 +36,9 @@ from loscat_hf.data.annotations import normalise_column, normalise_image_path
 from loscat_hf.data.csvsafe import SafeWriter, decode_export, read_cell
 from loscat_hf.data.dataset import DETAILS_NAME, PRIVATE_DIR
 from loscat_hf.data.private import private_dir, private_open
+from loscat_hf.defaults import EVALUATED_NAME
 from loscat_hf.errors import LoscatError
-from loscat_hf.evaluation.split_eval import EVALUATED, EvaluationResult
+from loscat_hf.evaluation.split_eval import EvaluationResult
 from loscat_hf.taxonomy import RegionError, Taxonomy, load_taxonomy
 
 logger = logging.getLogger(__name__)
@@ -403,7 +404,7 @@ def evaluate_predictions(predictions: str | os.PathLike, truth: str | os.PathLik
     from loscat_hf.evaluation.score_report import clear
 
     clear(out)  # a model's score report, and its record, must not sit beside a predictions CSV's report
-    (out / EVALUATED).unlink(missing_ok=True)
+    (out / EVALUATED_NAME).unlink(missing_ok=True)
     paths = write_report(report, out, list(tax.classes))
     def listing(d: dict) -> str:
         return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"

@@ -58,6 +58,28 @@ def split_clinic_keys(split, dataset_dir: str | None) -> tuple[list[str], list[s
     return clinic_ids(dataset_dir, patients, visits) if dataset_dir is not None else (patients, visits)
 
 
+def read_table_for(scores_table: str, models: list[str], taxonomy):
+    """Read a LoSCAT score table for visit totals, refusing it before any model runs: a bad table (every bad row
+    named), or models without score heads for all six components (config.json tells, no weights loaded)."""
+    from transformers import AutoConfig
+
+    from loscat_hf.data.score_tables import COMPONENTS, read_score_table
+    from loscat_hf.defaults import SCORE_KEY
+
+    for model in models:
+        try:
+            predicted = getattr(AutoConfig.from_pretrained(model), SCORE_KEY, None) or []
+        except OSError as exc:
+            raise LoscatError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
+        if not predicted:
+            raise LoscatError(f"--scores needs a model with LoSCAT score heads (`loscat-hf train --task scores`); "
+                              f"{model} predicts the body region only")
+        if set(COMPONENTS) - set(predicted):
+            raise LoscatError(f"--scores: {model} predicts {', '.join(predicted)}, not all six components that "
+                              "mLoSSI and LoSDI add up")
+    return read_score_table(scores_table, taxonomy)
+
+
 def check_table_meets_split(split, table, dataset_dir: str | None, table_name: str) -> None:
     """Refuse, before a model runs, a score table that has no visit of the split: a wrong table, or a dataset
     without its private/codes.csv (one from the Hub), would otherwise give visit totals over nothing."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from loscat_hf.defaults import EVALUATED_NAME
 from loscat_hf.errors import LoscatError
 from loscat_hf.model.calibration import apply_temperature, temperature_from_config
 
@@ -26,31 +27,6 @@ def evaluate_split(logits: np.ndarray, split, taxonomy, out_dir: str | Path, tem
     report["split_size"] = len(labels)
     write_report(report, Path(out_dir), list(taxonomy.classes))
     return report
-
-
-EVALUATED = "evaluated.json"  # which model, dataset and split a report folder measured (the card checks it)
-
-
-def read_table_for(scores_table: str, models: list[str], taxonomy):
-    """Read a LoSCAT score table for visit totals, refusing it before any model runs: a bad table (every bad row
-    named), or models without score heads for all six components (config.json tells, no weights loaded)."""
-    from transformers import AutoConfig
-
-    from loscat_hf.data.score_tables import COMPONENTS, read_score_table
-    from loscat_hf.defaults import SCORE_KEY
-
-    for model in models:
-        try:
-            predicted = getattr(AutoConfig.from_pretrained(model), SCORE_KEY, None) or []
-        except OSError as exc:
-            raise LoscatError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
-        if not predicted:
-            raise LoscatError(f"--scores needs a model with LoSCAT score heads (`loscat-hf train --task scores`); "
-                              f"{model} predicts the body region only")
-        if set(COMPONENTS) - set(predicted):
-            raise LoscatError(f"--scores: {model} predicts {', '.join(predicted)}, not all six components that "
-                              "mLoSSI and LoSDI add up")
-    return read_score_table(scores_table, taxonomy)
 
 
 @dataclass
@@ -146,7 +122,11 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
     if [config.id2label[i] for i in range(config.num_labels)] != list(tax.classes):
         raise LoscatError(f"model {model} predicts {list(config.id2label.values())}, "
                           f"not the taxonomy's classes {list(tax.classes)}")
-    table = read_table_for(scores_table, [model], tax) if scores_table else None
+    table = None
+    if scores_table:
+        from loscat_hf.evaluation.score_report import read_table_for
+
+        table = read_table_for(scores_table, [model], tax)
     ds = load_packed_dataset(dataset, tax)
     if split not in ds:
         raise LoscatError(f"dataset {dataset} has no split {split!r} (it has {', '.join(ds)})")
@@ -154,7 +134,7 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
         from loscat_hf.evaluation.score_report import check_table_meets_split
 
         check_table_meets_split(ds[split], table, dataset, Path(scores_table).name)
-    (Path(out) / EVALUATED).unlink(missing_ok=True)  # the old record must not vouch for a half-written report
+    (Path(out) / EVALUATED_NAME).unlink(missing_ok=True)  # the old record must not vouch for a half-written report
     outputs = split_outputs(model, ds[split], batch_size=batch_size, num_workers=num_workers)
     report = evaluate_split(outputs.logits, ds[split], tax, out, temperature=outputs.temperature,
                             subgroups=subgroup_columns(ds[split]))
@@ -172,6 +152,6 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
         clear(out)  # an earlier score model's report must not stay beside this one
     from loscat_hf.model.checkpoints import weights_fingerprint
 
-    (Path(out) / EVALUATED).write_text(json.dumps({"model": model, "dataset": dataset, "split": split,
-                                                          "weights_sha256": weights_fingerprint(model)}))
+    record = {"model": model, "dataset": dataset, "split": split, "weights_sha256": weights_fingerprint(model)}
+    (Path(out) / EVALUATED_NAME).write_text(json.dumps(record))
     return EvaluationResult(split=split, report=report, out_dir=Path(out), scores=scores)

@@ -13,7 +13,7 @@ import logging
 from importlib import resources
 from pathlib import Path
 
-from loscat_hf.defaults import BASE_KEY, RUN_KEY, SCORE_KEY, SCORE_REPORT_NAME, SOURCE_KEY
+from loscat_hf.defaults import BASE_KEY, EVALUATED_NAME, RUN_KEY, SCORE_KEY, SCORE_REPORT_NAME, SOURCE_KEY
 from loscat_hf.errors import LoscatError
 from loscat_hf.model.study import STUDY_CODE_REPO, STUDY_WEIGHTS_REPO
 
@@ -52,7 +52,7 @@ def _report(folder: Path) -> dict | None:
     missing = [k for k in ("macro_f1", "accuracy") if k not in metrics]
     if missing:
         raise LoscatError(f"{path} lacks {missing}: re-run `loscat-hf evaluate`")
-    evaluated = folder / "evaluated.json"
+    evaluated = folder / EVALUATED_NAME
     split = _read_json(evaluated).get("split", "validation") if evaluated.is_file() else "validation"
     gaps = []
     for column, sub in (metrics.get("subgroups") or {}).items():
@@ -102,13 +102,13 @@ def evaluation_reports(model_dir: str | Path, extra: list[str | Path] = ()) -> l
 
     model_dir = Path(model_dir)
     own = functools.cache(lambda: weights_fingerprint(model_dir))  # hashed once, and only if a report needs it
-    found = sorted(p.parent for p in model_dir.glob("*/evaluated.json") if p.parent.name != "eval")
+    found = sorted(p.parent for p in model_dir.glob(f"*/{EVALUATED_NAME}") if p.parent.name != "eval")
     by_split: dict[str, dict] = {}
     for folder, named in [(model_dir / "eval", False), *((f, False) for f in found), *((Path(f), True) for f in extra)]:
         if named and not (folder / "metrics.json").is_file():
             raise LoscatError(f"{folder} holds no evaluation report (metrics.json): run `loscat-hf evaluate --out "
                               f"{folder}` first")
-        evaluated = folder / "evaluated.json"
+        evaluated = folder / EVALUATED_NAME
         if evaluated.is_file() or named:
             measured = _read_json(evaluated).get("weights_sha256") if evaluated.is_file() else None
             if measured is None or measured != own():
