@@ -244,9 +244,15 @@ def split_score_targets(split, components: tuple[str, ...] = tuple(COMPONENTS)) 
     cols = [score_column(c) for c in components]
     if any(c not in split.column_names for c in cols):
         return None
-    table = split.select_columns(cols).to_dict()
-    rows = [dict(zip(cols, vals, strict=True)) for vals in zip(*(table[c] for c in cols), strict=True)]
-    return np.asarray([scores_from_row(r, components) for r in rows], dtype=np.float64).reshape(len(rows), len(cols))
+    targets = _targets(split.select_columns(cols).to_dict(), components)
+    return np.asarray(targets, dtype=np.float64).reshape(len(targets), len(cols))
+
+
+def _targets(columns: dict[str, list], components: tuple[str, ...]) -> list[list[float]]:
+    """Score_* columns (a batch or a whole split) -> one list of floats per photo, NaN where missing."""
+    cols = [score_column(c) for c in components]
+    rows = [dict(zip(cols, vals, strict=True)) for vals in zip(*(columns[c] for c in cols), strict=True)]
+    return [scores_from_row(r, components) for r in rows]
 
 
 def add_score_targets(ds, components: tuple[str, ...] = tuple(COMPONENTS)):
@@ -257,13 +263,7 @@ def add_score_targets(ds, components: tuple[str, ...] = tuple(COMPONENTS)):
             f"--task scores needs score columns ({', '.join(missing)} missing): run `loscat-hf prepare ... "
             "--scores loscat_scores.csv`"
         )
-    cols = [score_column(c) for c in components]
-
-    def _targets(batch):
-        rows = [dict(zip(cols, vals, strict=True)) for vals in zip(*(batch[c] for c in cols), strict=True)]
-        return {TARGET_COLUMN: [scores_from_row(r, components) for r in rows]}
-
-    ds = ds.map(_targets, batched=True)
+    ds = ds.map(lambda batch: {TARGET_COLUMN: _targets(batch, components)}, batched=True)
     n_scored = sum(not np.all(np.isnan(t)) for t in ds["train"][TARGET_COLUMN])
     if n_scored == 0:
         raise LoscatError("no training photo has a score: nothing for the score heads to learn")

@@ -92,12 +92,16 @@ def evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "v
     if split not in ds:
         raise LoscatError(f"dataset {dataset} has no split {split!r} (it has {', '.join(ds)})")
     data = ds[split]
-    table = None
+    table = keys = None
     if scores_table:  # refused, when bad or when a member has no score heads, before any model runs
-        from loscat_hf.evaluation.score_report import check_table_meets_split, read_table_for
+        from loscat_hf.evaluation.score_report import (
+            check_table_meets_split,
+            read_table_for,
+            split_clinic_keys,
+        )
 
-        table = read_table_for(scores_table, models, tax)
-        check_table_meets_split(data, table, dataset, Path(scores_table).name)
+        table, keys = read_table_for(scores_table, models, tax), split_clinic_keys(data, dataset)
+        check_table_meets_split(keys, table, Path(scores_table).name)
     members = [member_outputs(m, data, batch_size=batch_size) for m in models]
     ens = combine(members)
     targets = None
@@ -112,8 +116,7 @@ def evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "v
     if table is not None:
         from loscat_hf.evaluation.score_report import clinical_visits
 
-        report["visit_totals"] = clinical_visits(ens.scores, ens.components, data, table, tax.sites,
-                                                 dataset_dir=dataset).report()
+        report["visit_totals"] = clinical_visits(ens.scores, ens.components, data, keys, table, tax.sites).report()
     Path(out).mkdir(parents=True, exist_ok=True)
     from loscat_hf.evaluation.score_report import json_safe
 

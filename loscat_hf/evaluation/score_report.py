@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-REPORT_NAME = SCORE_REPORT_NAME
 TABLE_NAME = "scores.md"
 PHOTO_PLOT = "score_agreement.png"
 VISIT_PLOT = "visit_totals.png"
@@ -80,10 +79,11 @@ def read_table_for(scores_table: str, models: list[str], taxonomy):
     return read_score_table(scores_table, taxonomy)
 
 
-def check_table_meets_split(split, table, dataset_dir: str | None, table_name: str) -> None:
-    """Refuse, before a model runs, a score table that has no visit of the split: a wrong table, or a dataset
-    without its private/codes.csv (one from the Hub), would otherwise give visit totals over nothing."""
-    patients, visits = split_clinic_keys(split, dataset_dir)
+def check_table_meets_split(keys: tuple[list[str], list[str]], table, table_name: str) -> None:
+    """Refuse, before a model runs, a score table that has no visit of the split (`keys`: `split_clinic_keys`):
+    a wrong table, or a dataset without its private/codes.csv (one from the Hub), would otherwise give visit
+    totals over nothing."""
+    patients, visits = keys
     split_visits = set(zip(patients, visits, strict=True))
     if split_visits and not split_visits & {(p, v) for p, v, _ in table.rows}:
         raise LoscatError(f"--scores {table_name}: none of the split's {len(split_visits)} visits is in it; is it "
@@ -91,11 +91,11 @@ def check_table_meets_split(split, table, dataset_dir: str | None, table_name: s
                           "the packed codes back to the clinic's ids)?")
 
 
-def clinical_visits(preds: np.ndarray, components: Sequence[str], split, table, sites: Collection[str],
-                    dataset_dir: str | None = None) -> ClinicalVisits:
+def clinical_visits(preds: np.ndarray, components: Sequence[str], split, keys: tuple[list[str], list[str]], table,
+                    sites: Collection[str]) -> ClinicalVisits:
     """The split's predicted photo scores per visit against a read score table (`read_score_table`).
 
-    Photos are keyed by the clinic's ids (`split_clinic_keys`). A photo whose site is not one of the taxonomy's
+    Photos are keyed by the clinic's ids (`keys`: `split_clinic_keys`, read once per run). A photo whose site is not one of the taxonomy's
     `sites` (side unknown: packed with its class name) meets no row of the table and could count twice beside
     its sided site: it is left out of every total and counted."""
     import pandas as pd
@@ -103,7 +103,7 @@ def clinical_visits(preds: np.ndarray, components: Sequence[str], split, table, 
     from loscat_hf.model.score_heads import clip_scores
 
     photos = pd.DataFrame(clip_scores(preds, tuple(components)), columns=list(components))
-    patients, visits = split_clinic_keys(split, dataset_dir)
+    patients, visits = keys
     photos["patient_id"], photos["visit"], photos["site"] = patients, visits, list(split["site"])
     known = photos["site"].isin(set(sites))
     table_frame = visit_table(photos[known], table_sites(table.rows))
@@ -139,14 +139,14 @@ def score_report(preds: np.ndarray, targets: np.ndarray | None, components: Sequ
         if len(visits.table):
             plot_visit_totals(visits.table, out / VISIT_PLOT, title=f"Predicted vs rated visit totals, {split} split")
     report = json_safe(report)
-    (out / REPORT_NAME).write_text(json.dumps(report, indent=2, allow_nan=False), encoding="utf-8")
+    (out / SCORE_REPORT_NAME).write_text(json.dumps(report, indent=2, allow_nan=False), encoding="utf-8")
     (out / TABLE_NAME).write_text(markdown(report), encoding="utf-8")
     return report
 
 
 def clear(out_dir: str | Path) -> None:
     """Remove a score report from a report folder (re-used by a region-only model, or before a new report)."""
-    for name in (REPORT_NAME, TABLE_NAME, PHOTO_PLOT, VISIT_PLOT):
+    for name in (SCORE_REPORT_NAME, TABLE_NAME, PHOTO_PLOT, VISIT_PLOT):
         (Path(out_dir) / name).unlink(missing_ok=True)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loscat_hf.defaults import EVALUATED_NAME
+from loscat_hf.defaults import EVALUATED_NAME, SCORE_REPORT_NAME
 from loscat_hf.errors import LoscatError
 from loscat_hf.model.calibration import apply_temperature, temperature_from_config
 
@@ -97,10 +97,10 @@ class EvaluationResult:
                 f"Report: {self.out_dir / 'metrics.json'}")
         if self.scores is None:
             return text
-        from loscat_hf.evaluation.score_report import REPORT_NAME, summary_lines
+        from loscat_hf.evaluation.score_report import summary_lines
 
         return "\n".join([text, "LoSCAT scores:", *summary_lines(self.scores),
-                          f"Score report: {self.out_dir / REPORT_NAME}"])
+                          f"Score report: {self.out_dir / SCORE_REPORT_NAME}"])
 
 
 def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxonomy: str | None = None,
@@ -112,6 +112,14 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
     from transformers import AutoConfig
 
     from loscat_hf.data.dataset import load_packed_dataset, split_score_targets, subgroup_columns
+    from loscat_hf.evaluation.score_report import (
+        check_table_meets_split,
+        clear,
+        clinical_visits,
+        read_table_for,
+        score_report,
+        split_clinic_keys,
+    )
     from loscat_hf.taxonomy import load_taxonomy
 
     tax = load_taxonomy(taxonomy)
@@ -122,33 +130,25 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
     if [config.id2label[i] for i in range(config.num_labels)] != list(tax.classes):
         raise LoscatError(f"model {model} predicts {list(config.id2label.values())}, "
                           f"not the taxonomy's classes {list(tax.classes)}")
-    table = None
-    if scores_table:
-        from loscat_hf.evaluation.score_report import read_table_for
-
-        table = read_table_for(scores_table, [model], tax)
+    table = read_table_for(scores_table, [model], tax) if scores_table else None
     ds = load_packed_dataset(dataset, tax)
     if split not in ds:
         raise LoscatError(f"dataset {dataset} has no split {split!r} (it has {', '.join(ds)})")
+    keys = None
     if table is not None:
-        from loscat_hf.evaluation.score_report import check_table_meets_split
-
-        check_table_meets_split(ds[split], table, dataset, Path(scores_table).name)
+        keys = split_clinic_keys(ds[split], dataset)
+        check_table_meets_split(keys, table, Path(scores_table).name)
     (Path(out) / EVALUATED_NAME).unlink(missing_ok=True)  # the old record must not vouch for a half-written report
     outputs = split_outputs(model, ds[split], batch_size=batch_size, num_workers=num_workers)
     report = evaluate_split(outputs.logits, ds[split], tax, out, temperature=outputs.temperature,
                             subgroups=subgroup_columns(ds[split]))
     scores = None
     if outputs.scores is not None:
-        from loscat_hf.evaluation.score_report import clinical_visits, score_report
-
-        visits = None if table is None else clinical_visits(outputs.scores, outputs.components, ds[split], table,
-                                                            tax.sites, dataset_dir=dataset)
+        visits = None if table is None else clinical_visits(outputs.scores, outputs.components, ds[split], keys,
+                                                            table, tax.sites)
         scores = score_report(outputs.scores, split_score_targets(ds[split], outputs.components),
                               outputs.components, out, split, visits=visits)
     else:
-        from loscat_hf.evaluation.score_report import clear
-
         clear(out)  # an earlier score model's report must not stay beside this one
     from loscat_hf.model.checkpoints import weights_fingerprint
 
