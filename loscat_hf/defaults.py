@@ -48,3 +48,5 @@ SCORE_KEY = "loscat_score_components"
 # score report (evaluation/ writes them, the model card reads them)
 EVALUATED_NAME = "evaluated.json"
 SCORE_REPORT_NAME = "scores_report.json"
+# the confusion matrix `train` saves in a model folder, at the same path in the pushed repo (the card links it)
+CONFUSION_MATRIX = "eval/confusion_matrix.png"

@@ -238,7 +238,7 @@ class StepClock:
 def loscat_trainer(data: dict, tax, args, preset: str, out: str, steps: int, workers: int):
     """The trainer `loscat-hf train` builds (training.build_trainer), set to run `steps` full-model steps."""
     from loscat_hf.data.dataset import load_packed_dataset
-    from loscat_hf.training.arguments import parse_train_args
+    from loscat_hf.training.parse import parse_train_args
     from loscat_hf.training.run import build_trainer
 
     argv = ["--dataset", str(data["packed"]), "--model", preset, "--output-dir", out, "--max-steps", str(steps),

@@ -246,9 +246,9 @@ def test_columns_are_an_allow_list(tax, tmp_path):
                                       "MedicalRecordNumber", "OriginalFileName"]
     kept = read_annotations(path, tax, keep_columns="Skin Tone")
     assert kept.photos[0].extra == {"skin_tone": "III"} and "skin_tone" not in kept.dropped_columns
-    with pytest.raises(LoscatError, match="--keep-columns fitzpatrick: no such column.*skin_tone"):
+    with pytest.raises(LoscatError, match="^keep_columns fitzpatrick: no such column.*skin_tone"):
         read_annotations(path, tax, keep_columns="skin_tone,fitzpatrick")
-    with pytest.raises(LoscatError, match="--keep-columns patient_id: loscat-hf writes"):
+    with pytest.raises(LoscatError, match="^keep_columns patient_id: loscat-hf writes"):
         read_annotations(path, tax, keep_columns="patient_id")
 
 

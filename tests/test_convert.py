@@ -49,6 +49,7 @@ def test_converted_model_gives_timm_logits(study_like):
     assert (ours - ref).abs().max().item() < 1e-4
     assert ref.std() > 0.5  # the comparison is not between two near-zero outputs
     assert type(model).__name__ == "ViTForImageClassification" and model.config.layer_norm_eps == 1e-6
+    assert model.config.problem_type == "single_label_classification"  # stated, not guessed from a first batch
     tax = load_taxonomy()
     assert [model.config.id2label[i] for i in range(12)] == [tax.parse(c).label for c in STUDY_CLASS_CODES]
     processor = AutoImageProcessor.from_pretrained(folder)
@@ -56,6 +57,7 @@ def test_converted_model_gives_timm_logits(study_like):
     assert list(processor.image_mean) == list(IMAGENET_MEAN) and list(processor.image_std) == list(IMAGENET_STD)
     card = (folder / "README.md").read_text()
     assert "convert-timm" in card and "best_12cls_vit.pt" in card and "SCFA -> head" in card
+    assert "Trained by its authors on their data, which `loscat-hf` did not see" in card
     assert "384x384 (bicubic),\nmean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225)" in card
     assert str(folder.parent) not in (folder / "config.json").read_text()  # no local path recorded
 
@@ -156,6 +158,7 @@ def test_hub_reference_through_local_cache(tmp_path, monkeypatch):
         config = json.loads((tmp_path / out / "config.json").read_text())
         assert config["loscat_source"]["study"] is True
         assert "Credit" in (tmp_path / out / "README.md").read_text()
+        assert "Trained by the study's authors on their data" in (tmp_path / out / "README.md").read_text()
     for tuned, words in ((False, "Weights from the LoSCAT"), (True, "Fine-tuned with `loscat-hf` from the weights")):
         if tuned:
             config = json.loads((tmp_path / "a" / "config.json").read_text())  # what `train` adds on saving
@@ -166,6 +169,10 @@ def test_hub_reference_through_local_cache(tmp_path, monkeypatch):
         card = (tmp_path / f"push-{tuned}" / "README.md").read_text()
         assert words in card and f"base_model: {STUDY_WEIGHTS_REPO}" in card and "license" not in card
         assert "Credit: the study's authors" in card
+        # what the weights were trained on: the study's data as converted; fine-tuned since, with no training
+        # record beside them (train writes one), not recorded
+        said = "Not recorded: the model folder" if tuned else "The LoSCAT body-region study's authors' data"
+        assert said in card.split("## Training data")[1] and "SYNTHETIC demo model" not in card
     home2 = hub_cache_with(tmp_path / "two", "org/two", {"a.pt": state, "vit/b.safetensors": b"x"})
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home2 / "hub"))
     with pytest.raises(LoscatError, match=r"2 weights files: a\.pt, vit/b\.safetensors"):
@@ -193,9 +200,9 @@ class _Evil:
     (lambda s: {k: v for k, v in s.items() if k != "blocks.3.mlp.fc1.bias"}, "vit_tiny_patch32_224",
      r"missing blocks\.3\.mlp\.fc1\.bias"),
     (lambda s: {**s, "fc_norm.weight": torch.ones(192)}, "vit_tiny_patch32_224", r"extra fc_norm\.weight"),
-    (lambda s: s, "vit_small_patch32_224", r"tensors are 192 wide, the architecture.s are 384 \(try --arch vit_tiny_patch32_224\)"),
+    (lambda s: s, "vit_small_patch32_224", r"tensors are 192 wide, the architecture.s are 384 \(try arch .vit_tiny_patch32_224.\) \(--arch\)$"),
     (lambda s: s, "vit_large_patch32_224", r"\(24 blocks\): missing blocks\.12-23\.\*$"),
-    (lambda s: s, "vit_huge", r"unknown --arch 'vit_huge'"),
+    (lambda s: s, "vit_huge", r"error: --arch 'vit_huge' is not a known timm ViT"),
     (lambda s: {("vit." + k): v for k, v in s.items()}, "vit_tiny_patch32_224", "already a transformers"),
     (lambda s: {"weights": torch.ones(3)}, "vit_tiny_patch32_224", "not a timm ViT state dict"),
     (lambda s: [1, 2], "vit_tiny_patch32_224", "not a state dict of tensors"),

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -46,66 +47,6 @@ def model_dir(tmp_path_factory):
 
 def test_template_in_wheel_matches_repo_root():
     assert (ROOT / "model_card.md").read_text(encoding="utf-8") == card_template()
-
-
-@pytest.fixture
-def recorder(monkeypatch):
-    import huggingface_hub
-
-    calls = {}
-
-    def create_repo(self, repo_id, **kw):
-        calls["create"] = {"repo_id": repo_id, **kw}
-        return f"https://huggingface.co/{repo_id}"
-
-    def upload_folder(self, **kw):
-        folder = Path(kw["folder_path"])
-        calls["upload"] = kw
-        calls["files"] = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-        calls["readme"] = (folder / "README.md").read_text(encoding="utf-8")
-
-    monkeypatch.setattr(huggingface_hub, "get_token", lambda: SECRET)
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
-    return calls
-
-
-def test_push_sends_allow_listed_files_and_valid_card(model_dir, recorder, capsys):
-    from huggingface_hub import ModelCard
-
-    assert main(["push", "--model", str(model_dir), "--repo-id", "org/loscat-vit"]) == 0
-    assert recorder["create"]["private"] is True and recorder["create"]["repo_id"] == "org/loscat-vit"
-    assert recorder["upload"]["repo_id"] == "org/loscat-vit"
-    assert recorder["files"] == ["README.md", "config.json", "confusion_matrix.png", "model.safetensors",
-                                 "preprocessor_config.json"]
-    out = capsys.readouterr()
-    assert SECRET not in out.out + out.err
-
-    text = recorder["readme"]
-    meta = yaml.safe_load(text.split("---")[1])
-    assert meta["license"] == "apache-2.0" and meta["pipeline_tag"] == "image-classification"
-    assert "base_model" not in meta and "loscat" in meta["tags"]  # a tiny preset: nothing pretrained
-    assert "**Trained from scratch**" in text and "preset `tiny`" in text
-    results = meta["model-index"][0]["results"][0]
-    assert {m["name"]: m["value"] for m in results["metrics"]} == {"macro-F1": 0.6123, "accuracy": 0.7}
-    card = ModelCard(text)  # huggingface_hub parses it back, model-index included
-    assert {r.metric_name: r.metric_value for r in card.data.eval_results} == {"macro-F1": 0.6123, "accuracy": 0.7}
-    assert 'pipeline("image-classification", model="org/loscat-vit")' in text
-    assert "Not a diagnostic device" in text and "one centre" in text and "SYNTHETIC" in text
-    assert "| validation | 40 | 0.612 | 0.700 | 0.600 | - |" in text
-    assert "![Confusion matrix](confusion_matrix.png)" in text
-
-
-def test_public_flag_and_not_logged_in(model_dir, recorder, monkeypatch):
-    assert main(["push", "--model", str(model_dir), "--repo-id", "org/x", "--public"]) == 0
-    assert recorder["create"]["private"] is False
-    import huggingface_hub
-
-    recorder.clear()
-    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
-    with pytest.raises(LoscatError, match="not logged in"):
-        push_model(model_dir, "org/x")
-    assert recorder == {}  # nothing sent
 
 
 def test_card_without_metrics_and_bad_folders(tmp_path, model_dir):
@@ -171,30 +112,6 @@ def leaky_model(model_dir, tmp_path):
 
 def _files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-
-
-def test_push_space_dry_run_stages_only_allow_listed_model_files(leaky_model, recorder, tmp_path, capsys):
-    from loscat_hf.hub.model import upload_files
-
-    dry = tmp_path / "dry"
-    assert main(["push-space", "--repo-id", "org/space", "--model", str(leaky_model), "--dry-run", str(dry)]) == 0
-    assert recorder == {}  # nothing sent
-    assert str(dry) in capsys.readouterr().out
-    files = _files(dry)
-    assert sorted(f[len("model/"):] for f in files if f.startswith("model/")) == sorted(upload_files(leaky_model))
-    assert {"app.py", "requirements.txt", "README.md", "loscat_hf/apps/space.py"} <= set(files)
-    for f in files:  # byte-search everything push-space would upload
-        assert PLANTED not in (dry / f).read_bytes(), f
-
-
-def test_push_space_uploads_exactly_the_dry_run(leaky_model, recorder, tmp_path):
-    from loscat_hf.hub.space import build_space_folder
-
-    assert main(["push-space", "--repo-id", "org/space", "--model", str(leaky_model)]) == 0
-    assert recorder["create"]["repo_type"] == "space" and recorder["create"]["private"] is True
-    assert recorder["files"] == _files(build_space_folder(tmp_path / "staged", model=leaky_model))
-    assert "model/training_args.bin" not in recorder["files"]
-    assert "model/*" in recorder["upload"]["delete_patterns"]  # files an older push-space left are removed
 
 
 def test_push_space_leaves_out_stray_files_in_space_folder(tmp_path, monkeypatch):
@@ -304,3 +221,330 @@ def test_card_of_older_or_score_models(tmp_path):
     assert "**Score heads.**" in text and "mlossi_erythema, losdi_atrophy" in text
     assert "| validation | - | 0.500 |" in text and "- `camera`: macro-F1 gap 0.100." in text
     assert "None" not in text and "site_code" not in text
+
+
+# --- the three pushes against a fake Hub: visibility, exact commits, dry runs -----------------------------------
+
+from fake_hub import TOKEN, FakeHub  # noqa: E402
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    return FakeHub().install(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    from test_packing import _items, _pack
+
+    root = tmp_path_factory.mktemp("ds")
+    _pack(_items(root / "photos"), root / "dataset")
+    return root / "dataset"
+
+
+def _push_argv(kind: str, model_dir: Path, dataset_dir: Path, repo: str) -> list[str]:
+    return {"model": ["push", "--model", str(model_dir), "--repo-id", repo],
+            "dataset": ["push-dataset", "--dataset", str(dataset_dir), "--repo-id", repo],
+            "space": ["push-space", "--repo-id", repo, "--model", str(model_dir)]}[kind]
+
+
+KINDS = ("model", "dataset", "space")
+CASES = [  # (repo before the push, --public) -> repo visibility after, or None = refused, nothing uploaded
+    (None, False, True), (None, True, False), (True, False, True), (True, True, True), (False, False, None),
+    (False, True, False),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_visibility_is_checked_before_any_upload(kind, model_dir, dataset_dir, hub, capsys):
+    """New repos are private unless --public; an existing public repo is refused without --public; an existing
+    repo's visibility is never changed."""
+    for i, (before, public, after) in enumerate(CASES):
+        repo = f"org/r{i}"
+        if before is not None:
+            hub.add(repo, kind, private=before, files=["old.bin"])
+        code = main(_push_argv(kind, model_dir, dataset_dir, repo) + (["--public"] if public else []))
+        out = capsys.readouterr()
+        case = (kind, before, public)
+        if after is None:
+            assert code == 2, case
+            assert "is public" in out.err and "nothing was uploaded" in out.err and "--public" in out.err, case
+            assert hub.repo(repo, kind)["files"] == {"old.bin": b"old"}, case  # untouched
+            assert ("create_commit", repo) not in hub.calls and ("create_repo", repo) not in hub.calls, case
+        else:
+            assert code == 0, (case, out.err)
+            assert hub.repo(repo, kind)["private"] is after, case
+            assert (("create_repo", repo) in hub.calls) == (before is None), case
+            assert ("private" if after else "PUBLIC") in out.out, case
+            if before is True and public:
+                assert "stays private" in out.out, case
+        assert TOKEN not in out.out + out.err
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_push_commits_exactly_the_dry_run_folder(kind, model_dir, dataset_dir, hub, tmp_path, capsys):
+    """One commit makes the repo hold the dry run's files, byte for byte; anything else in it is deleted."""
+    dry = tmp_path / "dry"
+    assert main(_push_argv(kind, model_dir, dataset_dir, "org/r") + ["--dry-run", str(dry)]) == 0
+    assert hub.calls == []  # a dry run talks to no Hub
+    listed = capsys.readouterr().out
+    assert str(dry) in listed and "metadata (README.md header):" in listed and "files:" in listed
+    hub.add("org/r", kind, private=True, files=[".gitattributes", "old/stale.csv", "README.md"])
+    assert main(_push_argv(kind, model_dir, dataset_dir, "org/r")) == 0
+    staged = {p.relative_to(dry).as_posix(): p.read_bytes() for p in dry.rglob("*") if p.is_file()}
+    assert hub.uploads() == 1
+    commit = hub.commits[0]
+    assert set(commit["added"]) == set(staged) and commit["deleted"] == ["old/stale.csv"]
+    assert all(commit["added"][name] == data for name, data in staged.items() if name != "README.md")
+    assert set(hub.repo("org/r", kind)["files"]) == set(staged) | {".gitattributes"}
+    assert "deleted 1 file(s) outside the allow-list: old/stale.csv" in capsys.readouterr().out
+
+
+def test_model_push_files_and_card(model_dir, hub, capsys):
+    from huggingface_hub import ModelCard
+
+    assert main(["push", "--model", str(model_dir), "--repo-id", "org/loscat-vit", "--dataset", "org/photos"]) == 0
+    files = hub.repo("org/loscat-vit")["files"]
+    assert sorted(files) == [".gitattributes", "README.md", "config.json", "eval/confusion_matrix.png",
+                             "model.safetensors", "preprocessor_config.json"]
+    text = files["README.md"].decode()
+    meta = yaml.safe_load(text.split("---")[1])
+    assert meta["license"] == "apache-2.0" and meta["pipeline_tag"] == "image-classification"
+    assert meta["datasets"] == ["org/photos"] and "loscat" in meta["tags"] and "base_model" not in meta
+    card = ModelCard(text)  # huggingface_hub parses it back, model-index included
+    assert {r.metric_name: r.metric_value for r in card.data.eval_results} == {"macro-F1": 0.6123, "accuracy": 0.7}
+    assert 'pipeline("image-classification", model="org/loscat-vit")' in text
+    assert "| validation | 40 | 0.612 | 0.700 | 0.600 | - |" in text
+    out = capsys.readouterr().out
+    assert "datasets:\n  - org/photos" in out or "datasets:\n  - org/photos".replace("  -", "-") in out
+
+
+def test_card_image_links_resolve_locally_and_pushed(model_dir, tmp_path):
+    """Every image the card links exists at that path in the model folder and in the upload folder."""
+    import re
+
+    text = model_card(model_dir, "org/x").text
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert links, "the card shows the confusion matrix"
+    assert push_model(model_dir, "org/x", dry_run=tmp_path / "up").dry_run
+    for link in links:
+        assert (model_dir / link).is_file() and (tmp_path / "up" / link).is_file(), link
+
+
+def test_bad_ids_and_not_logged_in(model_dir, dataset_dir, hub, monkeypatch, capsys, tmp_path):
+    import huggingface_hub
+
+    for argv in (["push", "--model", str(model_dir), "--repo-id", "just-a-name"],
+                 ["push", "--model", str(model_dir), "--repo-id", "org/x", "--dataset", "not a valid id"],
+                 ["push-dataset", "--dataset", str(dataset_dir), "--repo-id", "org/x--y"],
+                 ["push-space", "--repo-id", "org/s", "--dataset", "a/b/c"],
+                 ["push-space", "--repo-id", "org/s", "--model", "./nowhere"]):
+        assert main(argv) == 2, argv
+        assert capsys.readouterr().err.startswith("loscat-hf: error:"), argv
+    with pytest.raises(LoscatError, match="dataset_id"):
+        push_model(model_dir, "org/x", dataset_id="not a valid id", dry_run=tmp_path / "d")
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(LoscatError, match="not logged in"):
+        push_model(model_dir, "org/x")
+    assert hub.calls == []  # nothing sent
+
+
+def test_hub_errors_are_one_line_without_the_token(model_dir, hub, monkeypatch):
+    import huggingface_hub
+
+    def fail(self, *a, **kw):
+        raise RuntimeError(f"401 Unauthorized: invalid token {TOKEN}\nmore")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "repo_info", fail)
+    with pytest.raises(LoscatError) as info:
+        push_model(model_dir, "org/x")
+    assert "401" in str(info.value) and TOKEN not in str(info.value) and "\n" not in str(info.value)
+
+
+# --- push-space: metadata, model access, the same allow-list as push ---------------------------------------------
+
+def _space_meta(folder: Path) -> dict:
+    return yaml.safe_load((folder / "README.md").read_text(encoding="utf-8").split("---")[1])
+
+
+def test_space_metadata_links_its_model_and_dataset(model_dir, tmp_path):
+    from importlib.metadata import version
+
+    from loscat_hf.hub.space import build_space_folder
+    from loscat_hf.model.study import STUDY_WEIGHTS_REPO
+
+    hub_id = _space_meta(build_space_folder(tmp_path / "a", model="org/model", dataset_id="org/photos"))
+    assert hub_id["models"] == ["org/model"] and hub_id["datasets"] == ["org/photos"]
+    assert hub_id["sdk"] == "gradio" and hub_id["sdk_version"] == version("gradio")
+    assert hub_id["app_file"] == "app.py"
+    assert _space_meta(build_space_folder(tmp_path / "b"))["models"] == [STUDY_WEIGHTS_REPO]  # the default
+    bundled = _space_meta(build_space_folder(tmp_path / "c", model=model_dir))
+    assert "models" not in bundled and "datasets" not in bundled  # a bundled folder is not on the Hub
+
+
+def test_space_refuses_a_gradio_other_than_the_pin(tmp_path, monkeypatch):
+    import importlib.metadata
+
+    from loscat_hf.hub.space import build_space_folder
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda d: "0.0.1" if d == "gradio" else real(d))
+    with pytest.raises(LoscatError, match="installed gradio 0.0.1 is not the one space/requirements.txt pins"):
+        build_space_folder(tmp_path / "s")
+
+
+def test_space_model_variable_follows_the_push(model_dir, hub, capsys):
+    """A Hub model is set as LOSCAT_MODEL; a later push of a bundled folder removes it (else it would win)."""
+    hub.add("org/model", "model", private=False)
+    assert main(["push-space", "--repo-id", "org/s", "--model", "org/model"]) == 0
+    assert hub.repo("org/s", "space")["variables"] == {"LOSCAT_MODEL": "org/model"}
+    assert main(["push-space", "--repo-id", "org/s", "--model", str(model_dir)]) == 0
+    assert hub.repo("org/s", "space")["variables"] == {}
+    assert "model/config.json" in hub.repo("org/s", "space")["files"]
+    assert main(["push-space", "--repo-id", "org/s", "--model", "org/missing"]) == 2
+    assert "does not exist on the Hub or is not readable" in capsys.readouterr().err
+
+
+def test_space_reads_a_private_model_through_a_secret(hub, monkeypatch, capsys):
+    """The token goes from an environment variable to the Space secret HF_TOKEN: never argv, a file or stdout;
+    it must read the model, and may not be the login token or a write token."""
+    hub.add("org/private-model", "model", private=True)
+    assert main(["push-space", "--repo-id", "org/s", "--model", "org/private-model"]) == 0
+    out = capsys.readouterr().out
+    assert "is private or gated: the Space loads it only with a secret HF_TOKEN" in out
+    assert hub.repo("org/s", "space")["secrets"] == {}
+
+    read_token = "hf_ReadOnlyForTheSpace99"
+    hub.add_token(read_token, reads=["org/private-model"])
+    monkeypatch.setenv("SPACE_READ_TOKEN", read_token)
+    argv = ["push-space", "--repo-id", "org/s", "--model", "org/private-model", "--model-token-env", "SPACE_READ_TOKEN"]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert hub.repo("org/s", "space")["secrets"] == {"HF_TOKEN": read_token}
+    assert "secret HF_TOKEN was set from $SPACE_READ_TOKEN" in out.out and "is private or gated" not in out.out
+    assert read_token not in out.out + out.err
+    assert all(read_token.encode() not in data for data in hub.repo("org/s", "space")["files"].values())
+
+    refusals = {"hf_CannotReadIt000": ("fineGrained", [], "that token cannot read org/private-model"),
+                "hf_WriteEverything0": ("write", ["org/private-model"], "that token can write to every repo"),
+                TOKEN: ("write", None, "holds the token you are logged in with")}
+    for token, (role, reads, words) in refusals.items():
+        if token != TOKEN:
+            hub.add_token(token, role=role, reads=reads)
+        monkeypatch.setenv("SPACE_READ_TOKEN", token)
+        commits = hub.uploads()
+        assert main(argv) == 2, token
+        err = capsys.readouterr().err
+        assert words in err and "--model-token-env" in err and token not in err, err
+        assert hub.uploads() == commits and hub.repo("org/s", "space")["secrets"] == {"HF_TOKEN": read_token}
+    hub.add("org/public-model", "model", private=False)
+    monkeypatch.setenv("SPACE_READ_TOKEN", read_token)
+    assert main(["push-space", "--repo-id", "org/s", "--model", "org/public-model",
+                 "--model-token-env", "SPACE_READ_TOKEN"]) == 2
+    assert "is public, so the Space needs no token" in capsys.readouterr().err
+    monkeypatch.delenv("SPACE_READ_TOKEN")
+    assert main(argv) == 2
+    assert "--model-token-env names the environment variable SPACE_READ_TOKEN, which is not set" in \
+        capsys.readouterr().err
+
+
+def test_public_space_with_a_private_model_is_noted(hub, capsys):
+    hub.add("org/private-model", "model", private=True)
+    hub.add("org/s", "space", private=True)
+    assert main(["push-space", "--repo-id", "org/s", "--model", "org/private-model", "--public"]) == 0
+    out = capsys.readouterr().out
+    assert "stays private" in out and "serves the answers of the private model" not in out  # it is private
+    assert main(["push-space", "--repo-id", "org/t", "--model", "org/private-model", "--public"]) == 0
+    assert "this public Space serves the answers of the private model org/private-model" in capsys.readouterr().out
+
+
+def test_visibility_edge_cases(model_dir, hub, capsys):
+    """Unknown visibility and a protected Space count as public; an organisation that forces public repos, a
+    repo this token cannot read, and a `private` that is not a bool are refused; nothing is uploaded."""
+    hub.add("org/unknown", "model", private=None)
+    hub.add("org/protected", "space", private=True, visibility="protected")
+    hub.add("other/hidden", "model", private=True)
+    hub.tokens[TOKEN]["reads"] = {"org/unknown", "org/protected"}  # this login reads no private repo of others
+    cases = [(["push", "--model", str(model_dir), "--repo-id", "org/unknown"], "already exists and is public"),
+             (["push-space", "--repo-id", "org/protected"], "already exists and is public"),
+             (["push", "--model", str(model_dir), "--repo-id", "other/hidden"], "--repo-id other/hidden: the model repo exists but your token cannot read it")]
+    for argv, words in cases:
+        assert main(argv) == 2, argv
+        assert words in capsys.readouterr().err, argv
+    hub.force_public = True
+    assert main(["push", "--model", str(model_dir), "--repo-id", "org/new"]) == 2
+    assert "was created but is public: nothing was uploaded" in capsys.readouterr().err
+    assert hub.uploads() == 0
+    with pytest.raises(LoscatError, match="private must be True or False"):
+        push_model(model_dir, "org/x", private=None)
+
+
+def test_settings_fail_before_any_file_is_uploaded(model_dir, hub, monkeypatch):
+    import huggingface_hub
+
+    def broken(self, *a, **kw):
+        raise RuntimeError("500 Server Error")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "add_space_variable", broken)
+    hub.add("org/model", "model", private=False)
+    with pytest.raises(LoscatError, match="could not configure the Hub Space 'org/s': 500 Server Error"):
+        from loscat_hf.hub.space import push_space
+
+        push_space("org/s", model="org/model")
+    assert hub.uploads() == 0
+
+
+def test_hub_error_keeps_the_servers_reason(model_dir, hub, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError
+
+    def rejected(self, *a, **kw):
+        raise HfHubHTTPError("Bad request for commit endpoint:", server_message="Invalid metadata in README.md",
+                             response=SimpleNamespace(status_code=400, headers={}, request=None))
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", rejected)
+    with pytest.raises(LoscatError) as info:
+        push_model(model_dir, "org/x")
+    assert "Invalid metadata in README.md" in str(info.value) and "hf auth login" not in str(info.value)
+
+
+def test_old_datasets_and_prepare_preflight(dataset_dir, hub, tmp_path, capsys):
+    """A dataset from a prepare that did not write the licence and the phantom count is refused; prepare checks
+    login and visibility before it packs anything."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(dataset_dir, old)
+    (old / "LICENSE.md").unlink()
+    assert main(["push-dataset", "--dataset", str(old), "--repo-id", "me/d"]) == 2
+    assert "older loscat-hf" in capsys.readouterr().err
+    hub.add("me/public", "dataset", private=False)
+    out = tmp_path / "never"
+    assert main(["prepare", "--annotations", str(tmp_path / "missing.csv"), "--images", str(tmp_path),
+                 "--out", str(out), "--push-to-hub", "me/public"]) == 2
+    assert "already exists and is public" in capsys.readouterr().err and not out.exists()
+    assert main(["prepare", "--annotations", str(tmp_path / "missing.csv"), "--images", str(tmp_path),
+                 "--out", str(out), "--public"]) == 2
+    assert "--public publishes the pushed dataset: it needs --push-to-hub" in capsys.readouterr().err
+
+
+def test_push_space_bundles_only_allow_listed_model_files(leaky_model, tmp_path):
+    from loscat_hf.hub.model import upload_files
+    from loscat_hf.hub.space import build_space_folder
+
+    dry = build_space_folder(tmp_path / "dry", model=leaky_model)
+    files = _files(dry)
+    assert sorted(f[len("model/"):] for f in files if f.startswith("model/")) == sorted(upload_files(leaky_model))
+    assert {"app.py", "requirements.txt", "README.md", "loscat_hf/apps/space.py"} <= set(files)
+    for f in files:  # byte-search everything push-space would upload
+        assert PLANTED not in (dry / f).read_bytes(), f
+
+
+def test_train_refuses_the_trainers_own_push(tmp_path, capsys):
+    """Trainer(push_to_hub=True) would create a public repo and upload the whole output folder at every save."""
+    out = tmp_path / "model"
+    code = main(["train", "--dataset", str(tmp_path / "ds"), "--output-dir", str(out), "--model", "tiny",
+                 "--push-to-hub", "true", "--hub-model-id", "org/m"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--push-to-hub would let the Trainer upload" in err and "loscat-hf push" in err
+    assert not out.exists()

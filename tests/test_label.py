@@ -178,7 +178,7 @@ def test_patient_ids_from_the_first_folder_level(folder, tmp_path):
     assert len(photos) == 9 and {p.patient_id for p in photos} == {"P000", "P001", "P002"}
     assert all(p.photo_id not in p.image and len(p.photo_id) == 16 for p in photos)
     shutil.copy(folder / "P000" / "img0.jpg", folder / "loose.jpg")
-    with pytest.raises(LoscatError, match="not in a patient folder.*--patients"):
+    with pytest.raises(LoscatError, match="not in a patient folder.*patients=CSV"):
         list_photos(folder)
 
 
@@ -186,7 +186,7 @@ def test_patient_ids_and_visits_from_a_csv(folder, tmp_path):
     table = tmp_path / "patients.csv"
     lines = [f"P{p:03d}/img{i}.jpg,MRN{p},V{i}" for p in range(3) for i in range(3)]
     table.write_text("Image,Patient ID,Visit\n" + "\n".join(lines[:-1]) + "\n")
-    with pytest.raises(LoscatError, match="1 photo.*not in --patients.*P002/img2.jpg"):
+    with pytest.raises(LoscatError, match="1 photo.*not in the patients table.*P002/img2.jpg"):
         list_photos(folder, table)
     table.write_text("Image,Patient ID,Visit\n" + "\n".join(lines) + "\n")
     photo = {p.image: p for p in list_photos(folder, table)}["P001/img2.jpg"]
@@ -271,7 +271,7 @@ def test_random_order_is_one_seeded_order_for_every_rater(folder, tmp_path):
     assert s.queue != sorted(s.queue, key=lambda pid: s.photos[pid].image)
     assert s.queue == _session(folder, tmp_path / "other.csv", order="random").queue
     assert s.next_photo("alice").photo == s.next_photo("bob").photo
-    with pytest.raises(LoscatError, match="needs --model"):
+    with pytest.raises(LoscatError, match="^order 'uncertain' needs a model"):
         _session(folder, tmp_path / "labels.csv", order="uncertain")
 
 
@@ -407,9 +407,10 @@ def test_an_app_answers_only_for_its_own_rater(apps):
 
 def test_label_command_refuses_bad_input(folder, tmp_path, capsys):
     out = str(tmp_path / "labels.csv")
-    for argv, message in [(["--host", "0.0.0.0"], "add --auth"), (["--auth", "nopassword", "--host", "0.0.0.0"],
-                                                                    "USER:PASSWORD"),
-                          (["--order", "uncertain"], "needs --model"), (["--suggest"], "needs --model"),
+    for argv, message in [(["--host", "0.0.0.0"], "network: add auth 'USER:PASSWORD' (--auth)"),
+                          (["--auth", "nopassword", "--host", "0.0.0.0"], "--auth must be 'USER:PASSWORD'"),
+                          (["--order", "uncertain"], "error: --order 'uncertain' needs a model"),
+                          (["--suggest"], "error: --suggest needs a model (--model)"),
                           (["--rater", " "], "rater name")]:
         code = main(["label", "--images", str(folder), "--out", out, "--rater", "alice", *argv])
         assert code == 2 and message in capsys.readouterr().err

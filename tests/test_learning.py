@@ -4,7 +4,7 @@ import pytest
 
 from loscat_hf.data.prepare import prepare
 from loscat_hf.demo.phantom import generate_demo_data
-from loscat_hf.training.arguments import parse_train_args
+from loscat_hf.training.parse import parse_train_args
 from loscat_hf.training.run import train
 
 

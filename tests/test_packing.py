@@ -79,7 +79,7 @@ def test_layout_metadata_and_opaque_ids(tmp_path):
     out = tmp_path / "out"
     assert result.out_dir == out.absolute() and result.n_photos == len(items)
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "prepare_report.json", "private", "train", "validation"
+        "LICENSE.md", "README.md", "prepare_report.json", "private", "train", "validation"
     ]
     assert sorted(p.name for p in (out / "private").iterdir()) == sorted(dataset.PRIVATE_FILES)
     seen_patients: dict[str, str] = {}
@@ -287,6 +287,10 @@ def test_card_yaml_and_report(tmp_path):
     card = (tmp_path / "out" / "README.md").read_text()
     header = yaml.safe_load(card.split("---")[1])
     assert header["task_categories"] == ["image-classification"] and header["license"] == "other"
+    # the Hub wants a link with `other`: to the terms file, which the dataset holds and publishes
+    assert header["license_link"] == "LICENSE.md" and "SYNTHETIC" not in card
+    assert ("LICENSE.md", tmp_path / "out" / "LICENSE.md") in dataset.publishable_files(tmp_path / "out")
+    assert "No licence is granted" in (tmp_path / "out" / "LICENSE.md").read_text()
     assert [f["split"] for f in header["configs"][0]["data_files"]] == ["train", "validation"]
     declared = Features._from_yaml_list(header["dataset_info"]["features"])
     assert declared == dataset_features(CLASSES, ["skin_tone"]) == dataset.card_features(tmp_path / "out")
@@ -299,6 +303,7 @@ def test_card_yaml_and_report(tmp_path):
     assert report["n_photos"] == len(items) and report["agreement"]["fleiss_kappa"] == 0.5
     assert sum(s["photos"] for s in report["splits"].values()) == len(items)
     assert report["private"]["notes"] == 1 and "notes" not in report and "pillow" in report["versions"]
+    assert report["phantom_photos"] == 0 and report["synthetic"] is False  # a clinic's photos: no phantom
 
 
 def test_duplicates(tmp_path):
@@ -348,7 +353,7 @@ def test_refuses_overwrite_then_replaces(tmp_path):
     items = _items(tmp_path / "photos")
     out = tmp_path / "out"
     _pack(items, out)
-    with pytest.raises(LoscatError, match="--overwrite"):
+    with pytest.raises(LoscatError, match="overwrite=True"):
         _pack(items, out)
     (out / "stale.txt").write_text("old run")
     _pack(items[:-3], out, overwrite=True)
@@ -403,53 +408,30 @@ def test_dataset_features_keep_text_ids(tmp_path):
 
 
 def test_push_uploads_only_the_allow_list(tmp_path, monkeypatch):
+    from fake_hub import FakeHub
+
     out = tmp_path / "out"
     _pack(_items(tmp_path / "photos"), out)
     (out / f"notes_{SECRET}.txt").write_text(SECRET)  # a file someone dropped into the folder
     (out / "train" / f"{SECRET}.jpg").write_bytes(b"x")
-    calls = {}
-
-    class FakeApi:
-        def create_repo(self, repo_id, **kw):
-            calls["create"] = (repo_id, kw)
-            return f"https://huggingface.co/datasets/{repo_id}"
-
-        def list_repo_files(self, repo_id, repo_type=None):
-            # what an earlier push of the old layout left: raw ids in a split this dataset no longer has
-            return [".gitattributes", "README.md", "id_map.csv", "test/metadata.csv", "train/metadata.parquet"]
-
-        def create_commit(self, **kw):
-            calls["commit"] = kw
-
-    import huggingface_hub
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    url = push_dataset_to_hub(out, "me/loscat")
-    assert url.endswith("me/loscat")
-    assert calls["create"][1] == {"repo_type": "dataset", "private": True, "exist_ok": True}
-    assert calls["commit"]["repo_type"] == "dataset"
-    ops = calls["commit"]["operations"]
-    deleted = {op.path_in_repo for op in ops if isinstance(op, huggingface_hub.CommitOperationDelete)}
-    assert deleted == {"id_map.csv", "test/metadata.csv"}  # the repo ends up holding the allow-list only
-    uploaded = {op.path_in_repo: Path(op.path_or_fileobj) for op in ops
-                if isinstance(op, huggingface_hub.CommitOperationAdd)}
-    expected = {"README.md", "prepare_report.json"} | {
-        f"{s}/{p.name}" for s in ("train", "validation") for p in (out / s).iterdir() if SECRET not in p.name}
-    assert set(uploaded) == expected
-    assert all(SECRET.encode() not in path.read_bytes() for path in uploaded.values())
-
-    class FailingApi(FakeApi):
-        def create_repo(self, repo_id, **kw):
-            raise RuntimeError("401 Unauthorized: invalid token hf_SECRETTOKEN\nmore")
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FailingApi)
-    with pytest.raises(LoscatError) as info:
-        push_dataset_to_hub(out, "me/loscat")
-    assert "401" in str(info.value) and "SECRETTOKEN" not in str(info.value)
+    hub = FakeHub().install(monkeypatch)
+    # what an earlier push of the old layout left: raw ids in a split this dataset no longer has
+    hub.add("me/loscat", "dataset", private=True,
+            files=[".gitattributes", "README.md", "id_map.csv", "test/metadata.csv", "train/metadata.parquet"])
+    result = push_dataset_to_hub(out, "me/loscat")
+    assert result.url.endswith("datasets/me/loscat") and result.private
+    commit = hub.commits[-1]
+    assert commit["repo_type"] == "dataset"
+    assert set(commit["deleted"]) == {"id_map.csv", "test/metadata.csv"}  # the repo ends up holding the allow-list
+    expected = {name for name, _ in dataset.publishable_files(out)}
+    assert {"README.md", "prepare_report.json"} <= expected
+    assert expected == {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()
+                        and dataset.PRIVATE_DIR not in p.relative_to(out).parts and SECRET not in p.name}
+    assert set(commit["added"]) == expected
+    assert all(SECRET.encode() not in data for data in commit["added"].values())
     legacy = tmp_path / "legacy"  # written by an older prepare: raw ids in metadata.csv, no private/
     (legacy / "train").mkdir(parents=True)
     (legacy / "README.md").write_text("card")
     (legacy / "train" / "metadata.csv").write_text("file_name,label,patient_id\na.jpg,head,MRN1\n")
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     with pytest.raises(LoscatError, match="older loscat-hf.*prepare --overwrite"):
         push_dataset_to_hub(legacy, "me/loscat")

@@ -109,36 +109,12 @@ def _assert_clean(files: dict[str, bytes], extra_needles: list[bytes]) -> None:
             assert needle not in raw, f"{needle!r} in {name}"
 
 
-class _RecordingApi:
-    """Stands in for huggingface_hub.HfApi: records the bytes of every file a push hands over."""
-
-    uploaded: dict[str, bytes] = {}
-
-    def create_repo(self, repo_id, **kw):
-        return f"https://huggingface.co/{repo_id}"
-
-    def list_repo_files(self, repo_id, **kw):
-        return []
-
-    def create_commit(self, operations, **kw):
-        for op in operations:
-            src = getattr(op, "path_or_fileobj", None)
-            if src is not None:
-                _RecordingApi.uploaded[op.path_in_repo] = Path(src).read_bytes() if not isinstance(src, bytes) else src
-
-    def upload_folder(self, folder_path, **kw):
-        for path in Path(folder_path).rglob("*"):
-            if path.is_file():
-                _RecordingApi.uploaded[str(path.relative_to(folder_path))] = path.read_bytes()
-
-
 @pytest.mark.skipif(os.name != "posix", reason="symlinks")
 def test_prepare_push_publishes_nothing_identifying(tmp_path, monkeypatch, capsys):
-    import huggingface_hub
+    from fake_hub import FakeHub
 
     annotations, images, scores = _clinic_export(tmp_path)
-    monkeypatch.setattr(huggingface_hub, "HfApi", _RecordingApi)
-    _RecordingApi.uploaded = {}
+    hub = FakeHub().install(monkeypatch)
     out = tmp_path / "dataset"
     rc = main(["prepare", "--annotations", str(annotations), "--images", str(images), "--out", str(out),
                "--val-fraction", "0.25", "--scores", str(scores), "--keep-columns", "skin_tone",
@@ -146,7 +122,7 @@ def test_prepare_push_publishes_nothing_identifying(tmp_path, monkeypatch, capsy
     assert rc == 0, capsys.readouterr()
     console = capsys.readouterr().out
     assert "PatientName" in console  # the dropped columns are named to the user, on the console only
-    uploaded = _RecordingApi.uploaded
+    uploaded = hub.repo("me/loscat-photos", "dataset")["files"]
     assert "README.md" in uploaded and "train/metadata.parquet" in uploaded
     assert sum(name.endswith(".jpg") for name in uploaded) == 24
     assert not any(name.startswith("private") for name in uploaded)
@@ -192,6 +168,6 @@ def test_model_push_and_space_push_publish_nothing_identifying(tmp_path, monkeyp
     shipped = {n for n, raw in files.items() if n.startswith("loscat_hf/")
                and (package / n.removeprefix("loscat_hf/")).is_file()
                and (package / n.removeprefix("loscat_hf/")).read_bytes() == raw}
-    assert len(shipped) > 10 and all(n.endswith((".py", ".json", ".md")) for n in shipped)
+    assert len(shipped) > 10 and all(n.endswith((".py", ".json", ".md", "py.typed")) for n in shipped)
     files = {n: raw for n, raw in files.items() if n not in shipped}
     _assert_clean(files, [str(tmp_path).encode()])

@@ -44,7 +44,7 @@ def scored(tmp_path_factory):
     from loscat_hf.data.prepare import prepare
     from loscat_hf.data.private import clinic_ids
     from loscat_hf.taxonomy import load_taxonomy
-    from loscat_hf.training.arguments import parse_train_args
+    from loscat_hf.training.parse import parse_train_args
     from loscat_hf.training.run import train
 
     root = tmp_path_factory.mktemp("scored")

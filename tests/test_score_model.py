@@ -10,7 +10,7 @@ from PIL import Image
 from loscat_hf.data.score_tables import COMPONENTS
 from loscat_hf.model.score_heads import ViTWithScores, build_score_model, masked_score_loss
 from loscat_hf.taxonomy import load_taxonomy
-from loscat_hf.training.arguments import parse_train_args
+from loscat_hf.training.parse import parse_train_args
 from loscat_hf.training.run import train
 
 FAST = ["--model", "tiny", "--image-size", "32", "--dataloader-num-workers", "0", "--per-device-train-batch-size",
@@ -108,5 +108,5 @@ def test_scores_task_needs_score_columns(tiny_dataset, tmp_path):
     with pytest.raises(LoscatError, match="prepare"):
         train(*parse_train_args(["--dataset", str(tiny_dataset), "--output-dir", str(tmp_path / "o"),
                                          *FAST, "--task", "scores"]))
-    with pytest.raises(LoscatError, match="--task"):
+    with pytest.raises(LoscatError, match="^task must be"):
         parse_train_args(["--dataset", "d", "--output-dir", str(tmp_path), "--task", "severity"])

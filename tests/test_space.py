@@ -143,9 +143,39 @@ def test_examples_are_small_and_synthetic():
 
 def test_space_readme_header():
     head = (ROOT / "space" / "README.md").read_text().split("---")[1]
-    for key in ("sdk: gradio", "sdk_version: 6.31.0", "app_file: app.py", "python_version:", "title:",
+    for key in ("sdk: gradio", "sdk_version:", "app_file: app.py", "python_version:", "title:",
                 "short_description:", "license:"):
         assert key in head
+
+
+def _pins() -> dict[str, str]:
+    """space/requirements.txt as {distribution: pinned version}, every line an exact pin (else LoscatError)."""
+    from loscat_hf.hub.space import space_pins
+
+    return space_pins()
+
+
+def test_space_pins_are_the_tested_versions():
+    """The Space installs exactly what these tests ran on: every pin is the installed version (scripts/setup.sh
+    installs through them as constraints), and the Space's gradio (sdk_version) is the pinned one."""
+    from packaging.specifiers import SpecifierSet
+
+    pins = _pins()
+    assert {"torch", "transformers", "gradio", "onnxruntime"} <= set(pins)
+    # matched as pip matches `==`: torch==2.13.0 is the installed CPU build 2.13.0+cpu
+    differ = {name: f"pinned {pin}, installed {importlib.metadata.version(name)}" for name, pin in pins.items()
+              if not SpecifierSet(f"=={pin}").contains(importlib.metadata.version(name), prereleases=True)}
+    assert not differ, (f"installed versions differ from space/requirements.txt: {differ}. Install the pins "
+                        "(a fresh venv, `bash scripts/setup.sh test`) or update them (docs/development.md, "
+                        "'Pinned versions')")
+    head = (ROOT / "space" / "README.md").read_text().split("---")[1]
+    sdk = re.search(r"^sdk_version:\s*[\"']?([^\"'\s]+)", head, re.M)
+    assert sdk and sdk.group(1) == pins["gradio"], \
+        f"space/README.md's sdk_version {sdk and sdk.group(1)} is not the pinned gradio {pins['gradio']}"
+    python = re.search(r"^python_version:\s*[\"']?([^\"'\s]+)", head, re.M)
+    tested = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert python and python.group(1) == tested, \
+        f"space/README.md's python_version {python and python.group(1)} is not the tested Python {tested}"
 
 
 def test_space_folder_is_self_contained(tmp_path):
@@ -463,3 +493,28 @@ def test_page_names_the_model_it_serves(tmp_path):
     text = model_description(tuned, str(tmp_path / "clinic-model"))
     assert "`clinic-model`, fine-tuned by loscat-hf from the LoSCAT study's" in text and str(tmp_path) not in text
     assert model_description(SimpleNamespace(), "org/model") == "**Model**: `org/model`."
+
+
+def test_private_hub_model_names_the_space_secret(tmp_path, monkeypatch):
+    """A Hub model the Space cannot read stops it with the way to grant access: the secret HF_TOKEN, which
+    huggingface_hub reads from the Space's environment."""
+    import huggingface_hub
+
+    from loscat_hf.apps.space import SpaceModel
+    from loscat_hf.errors import LoscatError
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(LoscatError, match="add a secret HF_TOKEN"):
+        SpaceModel("org/private-model", precision="fp32")
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_x")  # a token is set: the hint would mislead
+    with pytest.raises(LoscatError) as info:
+        SpaceModel("org/private-model", precision="fp32")
+    assert "HF_TOKEN" not in str(info.value)
+    monkeypatch.undo()
+    monkeypatch.setenv("HF_TOKEN", "hf_FromTheSpaceSecret")  # what the Space secret becomes
+    from huggingface_hub import get_token
+
+    assert get_token() == "hf_FromTheSpaceSecret"

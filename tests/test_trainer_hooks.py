@@ -11,7 +11,8 @@ import torch
 
 from loscat_hf.taxonomy import load_taxonomy
 from loscat_hf.training import arguments
-from loscat_hf.training.arguments import COMMON_TRAINING_OPTIONS, TASK_DEFAULTS, parse_train_args, train_help
+from loscat_hf.training.arguments import COMMON_TRAINING_OPTIONS, TASK_DEFAULTS, train_help
+from loscat_hf.training.parse import parse_train_args
 
 FAST = ["--model", "tiny", "--image-size", "32", "--dataloader-num-workers", "0", "--per-device-train-batch-size",
         "16", "--logging-steps", "1", "--learning-rate", "3e-3", "--warmup-steps", "0", "--phase1-epochs", "0"]

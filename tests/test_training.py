@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from loscat_hf.taxonomy import load_taxonomy
-from loscat_hf.training.arguments import parse_train_args
 from loscat_hf.training.callbacks import TwoPhaseCallback
+from loscat_hf.training.parse import parse_train_args
 from loscat_hf.training.run import build_trainer, train
 from loscat_hf.training.trainer import balanced_sample_weights
 
@@ -207,9 +207,9 @@ def test_config_file_and_cli_override(tmp_path):
 def test_bad_arguments_are_clear(tmp_path):
     from loscat_hf.errors import LoscatError
 
-    with pytest.raises(LoscatError, match="--dataset"):
+    with pytest.raises(LoscatError, match="^dataset is required"):
         parse_train_args(["--output-dir", str(tmp_path)])
-    with pytest.raises(LoscatError, match="sampling-power"):
+    with pytest.raises(LoscatError, match="^sampling_power must be"):
         parse_train_args(["--dataset", "d", "--output-dir", str(tmp_path), "--sampling-power", "2"])
     bad = tmp_path / "c.json"
     bad.write_text('{"no_such_option": 1}')
@@ -220,8 +220,11 @@ def test_bad_arguments_are_clear(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_on_cpu(tiny_dataset, tmp_path):
-    """The same `train` command under `accelerate launch` with 2 processes (gloo on CPU)."""
+@pytest.mark.parametrize("phase1_epochs", ["0", "1"])
+def test_ddp_two_processes_on_cpu(tiny_dataset, tmp_path, phase1_epochs):
+    """The same `train` command under `accelerate launch` with 2 processes (gloo on CPU). Without a phase 1
+    nothing is frozen and DDP runs without the unused-parameter search; with one, phase 1 freezes the backbone
+    and DDP must search (without it the second step fails waiting for the frozen parameters' gradients)."""
     import json
     import os
     import subprocess
@@ -231,7 +234,7 @@ def test_ddp_two_processes_on_cpu(tiny_dataset, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "loscat_hf.cli",
            "train", "--dataset", str(tiny_dataset), "--output-dir", str(out), *FAST, "--num-train-epochs", "2",
-           "--per-device-train-batch-size", "8"]
+           "--per-device-train-batch-size", "8", "--phase1-epochs", phase1_epochs]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -295,14 +298,14 @@ def test_train_refuses_a_folder_holding_another_run(tiny_dataset, finished_run, 
     out = tmp_path / "out"
     shutil.copytree(finished_run, out)
     before = _tree(out)
-    with pytest.raises(LoscatError, match="--overwrite-output-dir") as exc:
+    with pytest.raises(LoscatError, match="overwrite_output_dir=True") as exc:
         train(*_run_args(tiny_dataset, out, "--max-steps", "1"))
     assert str(out) in str(exc.value) and "\n" not in str(exc.value)
     assert _tree(out) == before  # nothing overwritten, no checkpoint deleted
     stray = tmp_path / "notes"
     stray.mkdir()
     (stray / "thesis.docx").write_bytes(b"mine")
-    with pytest.raises(LoscatError, match="--overwrite-output-dir"):
+    with pytest.raises(LoscatError, match="overwrite_output_dir=True"):
         train(*_run_args(tiny_dataset, stray, "--max-steps", "1"))
     assert [p.name for p in stray.iterdir()] == ["thesis.docx"]
 

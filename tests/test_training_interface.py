@@ -3,7 +3,7 @@
 from transformers import ProgressCallback
 
 from loscat_hf.taxonomy import load_taxonomy
-from loscat_hf.training.arguments import parse_train_args
+from loscat_hf.training.parse import parse_train_args
 from loscat_hf.training.progress import ReadableProgressCallback, format_log
 from loscat_hf.training.run import build_trainer
 
@@ -37,7 +37,7 @@ def test_train_arguments_from_python_match_the_command_line(tmp_path):
     import pytest
 
     from loscat_hf.errors import LoscatError
-    from loscat_hf.training.arguments import train_arguments
+    from loscat_hf.training.parse import train_arguments
 
     largs, targs = train_arguments(dataset="ds", output_dir=str(tmp_path / "m"), model="tiny", num_train_epochs=3)
     cli_l, cli_t = parse_train_args(["--dataset", "ds", "--output-dir", str(tmp_path / "m"), "--model", "tiny",
@@ -46,7 +46,7 @@ def test_train_arguments_from_python_match_the_command_line(tmp_path):
     assert targs.label_smoothing_factor == 0.1 and not targs.remove_unused_columns  # the task's defaults
     with pytest.raises(LoscatError, match="unknown training arguments: learning_rat"):
         train_arguments(dataset="ds", output_dir=str(tmp_path / "m"), learning_rat=1e-3)
-    with pytest.raises(LoscatError, match="sampling-power"):
+    with pytest.raises(LoscatError, match="^sampling_power must be between"):  # the parameter, not the flag
         train_arguments(dataset="ds", output_dir=str(tmp_path / "m"), sampling_power=2.0)
 
 
@@ -56,7 +56,7 @@ def test_bad_arguments_are_one_line_errors_from_python_and_argv(tmp_path):
     import pytest
 
     from loscat_hf.errors import LoscatError
-    from loscat_hf.training.arguments import train_arguments
+    from loscat_hf.training.parse import train_arguments
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("num_train_epochs: 7\nsampling_power: 0.5\n")
@@ -68,7 +68,7 @@ def test_bad_arguments_are_one_line_errors_from_python_and_argv(tmp_path):
         train_arguments(dataset="ds", output_dir=str(tmp_path / "m"), num_train_epochs="abc")
     with pytest.raises(LoscatError, match="invalid float value: 'abc'"):
         parse_train_args(["--dataset", "ds", "--output-dir", str(tmp_path / "m"), "--num-train-epochs", "abc"])
-    with pytest.raises(LoscatError, match="--output-dir is required"):
+    with pytest.raises(LoscatError, match="^output_dir is required"):
         parse_train_args(["--dataset", "ds"])
     with pytest.raises(LoscatError, match="expected one argument"):
         parse_train_args(["--dataset", "ds", "--output-dir", str(tmp_path / "m"), "--config"])

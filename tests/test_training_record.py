@@ -11,8 +11,9 @@ import torch
 
 from loscat_hf.errors import LoscatError
 from loscat_hf.taxonomy import load_taxonomy
-from loscat_hf.training.arguments import augment_config, parse_train_args
+from loscat_hf.training.arguments import augment_config
 from loscat_hf.training.callbacks import ChanceCallback, TwoPhaseCallback, phase1_trainable
+from loscat_hf.training.parse import parse_train_args
 from loscat_hf.training.record import base_model_record
 from loscat_hf.training.run import build_trainer, train
 from loscat_hf.training.trainer import parameter_depths
@@ -50,9 +51,10 @@ def test_layer_options_on_a_model_without_vit_blocks_are_refused():
             self.classifier = torch.nn.Linear(3, 2)
 
     assert set(parameter_depths(Flat()).values()) == {5}
-    with pytest.raises(LoscatError, match="--layer-decay needs a ViT-style encoder"):
-        parameter_depths(Flat(), need_blocks="--layer-decay")
-    with pytest.raises(LoscatError, match="--phase1-trainable-blocks needs"):
+    with pytest.raises(LoscatError, match="^layer_decay needs a ViT-style encoder") as caught:
+        parameter_depths(Flat(), need_blocks="layer_decay")
+    assert caught.value.params == ("layer_decay", "phase1_trainable_blocks")
+    with pytest.raises(LoscatError, match="^phase1_trainable_blocks needs"):
         phase1_trainable(Flat(), 1)
 
 
@@ -147,7 +149,7 @@ def test_presets_default_to_the_from_scratch_recipe(tmp_path):
     assert (targs.learning_rate, largs.phase1_epochs, largs.layer_decay) == (1e-3, 0.0, 1.0)
     largs, targs = args("--model=vit-base-384-random")
     assert (targs.learning_rate, largs.phase1_epochs, largs.layer_decay) == (1e-3, 0.0, 1.0)
-    from loscat_hf.training.arguments import train_arguments
+    from loscat_hf.training.parse import train_arguments
 
     largs, targs = train_arguments(dataset="d", output_dir=str(tmp_path / "o"), model="tiny")  # from Python
     assert (targs.learning_rate, largs.phase1_epochs, largs.layer_decay) == (1e-3, 0.0, 1.0)
@@ -182,7 +184,7 @@ def test_each_augmentation_can_be_switched_off(tiny_dataset, tmp_path):
     trainer.model.eval()
     assert torch.allclose(augmented, trainer._prepare_inputs({"pixel_values": pixels})["pixel_values"], atol=1e-6)
     for flag, value in (("--hflip", "1.5"), ("--crop-scale", "0"), ("--max-rotation", "-1")):
-        with pytest.raises(LoscatError, match=flag):
+        with pytest.raises(LoscatError, match="^" + flag[2:].replace("-", "_") + " must be between"):
             parse_train_args(["--dataset", "d", "--output-dir", str(tmp_path / "o"), flag, value])
 
 
@@ -223,6 +225,9 @@ def test_a_run_that_learns_nothing_says_why(tmp_path, caplog):
     recorded = json.loads((out / "train_summary.json").read_text())
     assert recorded["warnings"] == summary.warnings
     assert "Warning from training" in (out / "README.md").read_text()
+    # a hand-made dataset (no prepare_report.json): what its photos are is not recorded, and the card says so
+    assert recorded["data_origin"] == {"prepared": False}
+    assert "A dataset not packed by `loscat-hf prepare`" in (out / "README.md").read_text()
 
 
 def test_base_model_record_names_no_local_path(tmp_path):

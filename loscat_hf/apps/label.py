@@ -263,7 +263,7 @@ def parse_auth(auth: str | None) -> tuple[str, str] | None:
         return None
     user, sep, password = auth.partition(":")
     if not sep or not user or not password:
-        raise LoscatError("--auth USER:PASSWORD: give both, separated by ':'")
+        raise LoscatError("auth must be 'USER:PASSWORD': give both, separated by ':'", param="auth")
     return user, password
 
 
@@ -286,7 +286,8 @@ def launch_label(images: str, out: str, rater: str, *, patients: str | None = No
     rater = check_rater(rater)
     credentials = parse_auth(auth)
     if host not in LOOPBACK and credentials is None:
-        raise LoscatError(f"--host {host} serves patient photos to the network: add --auth USER:PASSWORD")
+        raise LoscatError(f"host {host} serves patient photos to the network: add auth 'USER:PASSWORD'",
+                          param=("host", "auth"))
     session = label_session(images, out, patients=patients, model=model, order=order, suggest=suggest,
                             precision=precision, backend=backend)
     demo, js = build_label_app(session, rater)

@@ -102,11 +102,12 @@ class LabelSession:
             raise LoscatError("no photos to label")
         order = order or ("uncertain" if suggestions is not None else "folder")
         if order not in LABEL_ORDERS:
-            raise LoscatError(f"--order {order}: choose one of {', '.join(LABEL_ORDERS)}")
+            raise LoscatError(f"order {order!r}: choose one of {', '.join(LABEL_ORDERS)}", param="order")
         if order == "uncertain" and suggestions is None:
-            raise LoscatError("--order uncertain needs --model (the model decides which photos are uncertain)")
+            raise LoscatError("order 'uncertain' needs a model (the model decides which photos are uncertain)",
+                              param=("order", "model"))
         if suggest and suggestions is None:
-            raise LoscatError("--suggest needs --model")
+            raise LoscatError("suggest needs a model", param=("suggest", "model"))
         self.photos = {p.photo_id: p for p in photos}
         self.log, self.taxonomy, self.order, self.suggest = log, taxonomy, order, suggest
         self.suggestions = suggestions

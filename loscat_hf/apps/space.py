@@ -29,6 +29,7 @@ import torch  # noqa: E402
 
 from loscat_hf.apps.cached import cached_bytes, cached_csv, cached_jpeg  # noqa: E402
 from loscat_hf.defaults import RUN_KEY, SOURCE_KEY  # noqa: E402
+from loscat_hf.errors import LoscatError  # noqa: E402
 from loscat_hf.infer.explain import explain_pixels  # noqa: E402
 from loscat_hf.infer.predictor import RegionPredictor  # noqa: E402
 from loscat_hf.model.backends import OnnxRunner  # noqa: E402
@@ -190,7 +191,10 @@ class SpaceModel:
                                   "device": "cpu" if precision == "int8" or backend == "onnx" else None}
         if review_threshold is not None:
             kwargs["min_confidence"] = review_threshold
-        self.predictor = RegionPredictor.from_pretrained(model, **kwargs)
+        try:
+            self.predictor = RegionPredictor.from_pretrained(model, **kwargs)
+        except LoscatError as exc:
+            raise LoscatError(f"{exc}{_access_hint(model)}") from None
         self.model_name = model
 
     def _pixels(self, path: str | None):
@@ -252,6 +256,18 @@ class SpaceModel:
                 rows.append([name, pred.label, round(pred.probability, 4), second[0],
                              None if second[1] is None else round(second[1], 4), pred.needs_review, ""])
         return {"headers": header, "data": rows}, cached_csv("loscat_regions.csv", header, rows, "loscat-batch-")
+
+
+def _access_hint(model: str) -> str:
+    """Why a Hub model may not load on a Space: a private model needs the Space secret HF_TOKEN, which
+    huggingface_hub reads from the environment (set it in the Space settings, or `push-space --model-token-env`)."""
+    from huggingface_hub import get_token
+
+    if os.path.exists(model) or model.count("/") != 1 or get_token() is not None:
+        return ""
+    return (f". If {model} is a private or gated Hub model, give the Space read access: add a secret HF_TOKEN "
+            "holding a read token (Space settings > Variables and secrets, or `loscat-hf push-space "
+            "--model-token-env VAR`)")
 
 
 def _examples() -> list[list[Any]]:

@@ -13,17 +13,25 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from loscat_hf import __version__
-from loscat_hf.cli.apps import BACKEND_HELP, add_demo, add_label, add_push_space
+from loscat_hf.cli.apps import BACKEND_HELP, add_demo, add_label
+from loscat_hf.cli.flags import command_flags
+from loscat_hf.cli.hub import add_public_flag, add_push, add_push_dataset, add_push_space
 from loscat_hf.defaults import BACKENDS, COMPARE_CANDIDATES, MAX_SIDE, PRECISIONS
 from loscat_hf.errors import LoscatError
 
 
-def prepare_command(*, strict: bool = False, push_to_hub: str | None = None, public: bool = False, **kwargs) -> int:
+def prepare_command(*, strict: bool = False, push_to_hub: str | None = None, private: bool = True, **kwargs) -> int:
     """`loscat-hf prepare`: build, print the summary, push; exit 1 when nothing usable remains (or, with
     --strict, when anything was left out)."""
     from loscat_hf.data.dataset import PRIVATE_DIR
     from loscat_hf.data.prepare import format_summary, prepare
 
+    if push_to_hub:  # a bad repo id, no login or a public repo is refused before the photos are packed
+        from loscat_hf.hub.repo import check_repo_id, preflight
+
+        preflight(check_repo_id(push_to_hub, "push_to_hub"), "dataset", private)
+    elif not private:
+        raise LoscatError("--public publishes the pushed dataset: it needs --push-to-hub ORG/NAME")
     result = prepare(strict=strict, **kwargs)
     print(format_summary(result))
     if result.out_dir is None:
@@ -38,8 +46,8 @@ def prepare_command(*, strict: bool = False, push_to_hub: str | None = None, pub
     if push_to_hub:
         from loscat_hf.hub.dataset import push_dataset_to_hub
 
-        url = push_dataset_to_hub(result.out_dir, push_to_hub, private=not public)
-        print(f"\nPushed to {url} ({'public' if public else 'private'}; {PRIVATE_DIR}/ stays local).")
+        pushed = push_dataset_to_hub(result.out_dir, push_to_hub, private=private)
+        print(f"\n{pushed.summary()}\n({PRIVATE_DIR}/ stays local.)")
     return 0
 
 
@@ -48,7 +56,7 @@ def _prepare(args: argparse.Namespace) -> int:
         annotations=args.annotations, images=args.images, out=args.out, taxonomy=args.taxonomy,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
         max_side=args.max_side, overwrite=args.overwrite, strict=args.strict,
-        push_to_hub=args.push_to_hub, public=args.public, num_workers=args.num_workers,
+        push_to_hub=args.push_to_hub, private=args.private, num_workers=args.num_workers,
         scores=args.scores, keep_columns=args.keep_columns,
     )
 
@@ -57,8 +65,8 @@ def _demo_data(args: argparse.Namespace) -> int:
     from loscat_hf.demo.phantom import format_summary, generate_demo_data
 
     summary = generate_demo_data(
-        args.out, n_patients=args.patients, n_photos=args.photos, image_size=tuple(args.image_size),
-        n_unlabeled=args.unlabeled, seed=args.seed, overwrite=args.overwrite, num_workers=args.num_workers,
+        args.out, n_patients=args.n_patients, n_photos=args.n_photos, image_size=tuple(args.image_size),
+        n_unlabeled=args.n_unlabeled, seed=args.seed, overwrite=args.overwrite, num_workers=args.num_workers,
         photo_like=args.photo_like,
     )
     print(format_summary(summary))
@@ -81,7 +89,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--strict", action="store_true", help="exit non-zero on any problem, not only when nothing is usable")
     p.add_argument("--push-to-hub", default=None, metavar="REPO", help="push the dataset (never its private/ folder)")
-    p.add_argument("--public", action="store_true", help="with --push-to-hub: make the repo public (default private)")
+    add_public_flag(p, "with --push-to-hub: ")
     p.add_argument("--num-workers", type=int, default=None, help="image processes (default: all cores)")
     p.add_argument("--keep-columns", default=None, metavar="A,B",
                    help="extra per-photo columns to keep (e.g. skin_tone,fitzpatrick); every other column the "
@@ -92,10 +100,12 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 def _add_demo_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo-data", help="generate SYNTHETIC phantom photos, rater labels and LoSCAT scores")
     p.add_argument("out", help="output folder")
-    p.add_argument("--patients", type=int, default=60)
-    p.add_argument("--photos", type=int, default=600, help="labelled photos in total")
+    p.add_argument("--patients", dest="n_patients", metavar="PATIENTS", type=int, default=60)
+    p.add_argument("--photos", dest="n_photos", metavar="PHOTOS", type=int, default=600,
+                   help="labelled photos in total")
     p.add_argument("--image-size", type=int, nargs=2, default=(1024, 768), metavar=("W", "H"))
-    p.add_argument("--unlabeled", type=int, default=40, help="photos in unlabeled/")
+    p.add_argument("--unlabeled", dest="n_unlabeled", metavar="UNLABELED", type=int, default=40,
+                   help="photos in unlabeled/")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--num-workers", type=int, default=None)
@@ -110,10 +120,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.model and args.dataset and not (args.predictions or args.truth):
         result = evaluate(args.model, args.dataset, args.out, split=args.split, taxonomy=args.taxonomy,
-                          batch_size=args.batch_size, num_workers=args.num_workers, scores_table=args.scores)
-    elif args.predictions and args.truth and not (args.model or args.dataset or args.scores):
+                          batch_size=args.batch_size, num_workers=args.num_workers, scores_table=args.scores_table)
+    elif args.predictions and args.truth and not (args.model or args.dataset or args.scores_table):
         result = evaluate_predictions(args.predictions, args.truth, args.out, taxonomy=args.taxonomy)
-    elif args.scores and args.predictions:
+    elif args.scores_table and args.predictions:
         raise LoscatError("--scores compares a score model's predictions with the score table: it needs --model "
                           "and --dataset, not --predictions")
     else:
@@ -134,7 +144,7 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 def train_command(argv: Sequence[str]) -> int:
     """`loscat-hf train`: HfArgumentParser over loscat's options and every TrainingArguments field."""
-    from loscat_hf.training.arguments import parse_train_args, train_help
+    from loscat_hf.training.arguments import train_help
 
     if "--help-all" in argv:
         print(train_help(full=True))
@@ -142,6 +152,7 @@ def train_command(argv: Sequence[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(train_help(full=False))
         return 0
+    from loscat_hf.training.parse import parse_train_args
     from loscat_hf.training.run import train
 
     largs, targs = parse_train_args(argv)
@@ -156,7 +167,7 @@ def train_command(argv: Sequence[str]) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    # Parsed by HfArgumentParser (training/arguments.py: every TrainingArguments field); listed here for --help.
+    # Parsed by HfArgumentParser (training/parse.py: every TrainingArguments field); listed here for --help.
     sub.add_parser("train", add_help=False,
                    help="fine-tune a ViT (--dataset DIR --output-dir DIR [--model ID|DIR|tiny]); train --help")
 
@@ -172,7 +183,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--taxonomy", default=None)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--scores", default=None, help="LoSCAT score table CSV: a score model's per-visit mLoSSI/LoSDI "
+    p.add_argument("--scores", dest="scores_table", metavar="SCORES", default=None,
+                   help="LoSCAT score table CSV: a score model's per-visit mLoSSI/LoSDI "
                    "agreement (with --model; per-component agreement needs only a dataset packed with scores)")
     p.set_defaults(func=_evaluate)
 
@@ -241,28 +253,6 @@ def _add_link(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_link)
 
 
-def _push(args: argparse.Namespace) -> int:
-    from loscat_hf.hub.model import push_model
-
-    url = push_model(args.model, args.repo_id, private=not args.public, dataset_id=args.dataset,
-                     dry_run=args.dry_run, reports=args.eval or [])
-    print(url)
-    return 0
-
-
-def _add_push(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("push", help="upload a model folder + model card to the Hugging Face Hub (private default)")
-    p.add_argument("--model", required=True, help="model folder (save_pretrained output, optional eval/)")
-    p.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub")
-    vis = p.add_mutually_exclusive_group()
-    vis.add_argument("--private", dest="public", action="store_false", help="private repo (default)")
-    vis.add_argument("--public", dest="public", action="store_true", help="public repo")
-    p.add_argument("--dataset", default=None, metavar="ID", help="Hub dataset id trained on (card metadata)")
-    p.add_argument("--eval", action="append", metavar="DIR", help="an `evaluate --out` report folder (e.g. the "
-                   "test split) whose metrics the card adds; repeatable (reports inside --model are found anyway)")
-    p.add_argument("--dry-run", default=None, metavar="DIR",
-                   help="write the exact upload folder (files + README.md) to DIR instead of uploading")
-    p.set_defaults(func=_push, public=False)
 def _explain(args: argparse.Namespace) -> int:
     from loscat_hf.infer.explain import explain_folder
 
@@ -290,7 +280,7 @@ def _evaluate_ensemble(args: argparse.Namespace) -> int:
     from loscat_hf.evaluation.ensemble import evaluate_ensemble, format_ensemble
 
     report = evaluate_ensemble(args.models, args.dataset, args.out, split=args.split, taxonomy=args.taxonomy,
-                               batch_size=args.batch_size, scores_table=args.scores)
+                               batch_size=args.batch_size, scores_table=args.scores_table)
     print(format_ensemble(report))
     print(f"Report: {Path(args.out) / 'ensemble_report.json'}")
     return 0
@@ -305,7 +295,7 @@ def _add_evaluate_ensemble(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="validation")
     p.add_argument("--taxonomy", default=None)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--scores", default=None,
+    p.add_argument("--scores", dest="scores_table", metavar="SCORES", default=None,
                    help="LoSCAT score table (CSV): also compare per-visit mLoSSI/LoSDI totals with the clinical ones")
     p.set_defaults(func=_evaluate_ensemble)
 
@@ -360,10 +350,10 @@ def _add_compare_backends(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_compare_backends)
 
 
-# One registrar per subcommand; the Gradio apps' (demo, push-space, label) are in cli/apps.py.
+# One registrar per subcommand; the Gradio apps' (demo, label) are in cli/apps.py, the Hub pushes' in cli/hub.py.
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_demo_data, _add_prepare, _add_train, _add_evaluate, _add_quickstart, _add_predict, _add_link, _add_push,
-    _add_explain, add_demo, add_push_space, add_label, _add_evaluate_ensemble, _add_convert_timm,
+    _add_demo_data, _add_prepare, _add_train, _add_evaluate, _add_quickstart, _add_predict, _add_link, add_push,
+    add_push_dataset, _add_explain, add_demo, add_push_space, add_label, _add_evaluate_ensemble, _add_convert_timm,
     _add_compare_backends,
 ]
 
@@ -401,14 +391,17 @@ def _log_to_console() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = None
     try:
         _log_to_console()
-        if argv[:1] == ["train"]:  # all of TrainingArguments, HfArgumentParser style (training/arguments.py)
+        if argv[:1] == ["train"]:  # all of TrainingArguments, HfArgumentParser style (training/parse.py)
             return train_command(argv[1:])
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return int(args.func(args) or 0)
-    except LoscatError as exc:
-        print(f"loscat-hf: error: {exc}", file=sys.stderr)
+    except LoscatError as exc:  # the API's message names parameters; a command-line user reads their flags
+        flags = command_flags(argv[0] if argv else None, parser or build_parser())
+        print(f"loscat-hf: error: {exc.cli_message(flags)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("loscat-hf: interrupted", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""`loscat-hf` subcommands that serve a Gradio app (demo, label) or upload one (push-space)."""
+"""`loscat-hf` subcommands that serve a Gradio app (demo, label)."""
 
 from __future__ import annotations
 
@@ -28,24 +28,6 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default=None, choices=BACKENDS,
                    help="default: env LOSCAT_BACKEND, else auto (ONNX Runtime on CPU when installed and exact)")
     p.set_defaults(func=_demo)
-
-
-def _push_space(args: argparse.Namespace) -> int:
-    from loscat_hf.hub.space import push_space
-
-    print(push_space(args.repo_id, model=args.model, private=not args.public, dry_run=args.dry_run))
-    return 0
-
-
-def add_push_space(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("push-space", help="upload the Gradio Space (app + bundled loscat_hf [+ model folder])")
-    p.add_argument("--repo-id", required=True, help="Space id, e.g. user/loscat-region")
-    p.add_argument("--model", default=None, help="local model folder to bundle, or Hub id set as LOSCAT_MODEL")
-    p.add_argument("--public", action="store_true", help="make the Space public (default private)")
-    p.add_argument("--dry-run", default=None, metavar="DIR",
-                   help="write the exact Space folder (app, package, allow-listed model files) to DIR instead "
-                        "of uploading")
-    p.set_defaults(func=_push_space)
 
 
 def _label(args: argparse.Namespace) -> int:

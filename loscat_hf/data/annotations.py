@@ -270,20 +270,20 @@ def parse_keep_columns(text: str | Sequence[str] | None) -> list[str]:
 
 
 def _kept_columns(keep_columns: str | Sequence[str] | None, columns: dict[str, str], path: Path) -> list[str]:
-    """The user's --keep-columns, checked against the CSV: a typo must not silently keep nothing."""
+    """The user's keep_columns, checked against the CSV: a typo must not silently keep nothing."""
     wanted = parse_keep_columns(keep_columns)
     reserved = [c for c in wanted if c in RESERVED_COLUMNS or c.startswith(SCORE_PREFIX)]
     if reserved:
         raise LoscatError(
-            f"--keep-columns {', '.join(reserved)}: loscat-hf writes these columns itself (score_* come from "
-            "--scores); keep only extra per-photo columns such as skin_tone"
+            f"keep_columns {', '.join(reserved)}: loscat-hf writes these columns itself (score_* come from the "
+            "scores table); keep only extra per-photo columns such as skin_tone", param="keep_columns"
         )
     missing = [c for c in wanted if c not in columns]
     if missing:
         extra = [str(columns[n]) for n in columns if n not in RESERVED_COLUMNS]
         raise LoscatError(
-            f"--keep-columns {', '.join(missing)}: no such column in {path} (its extra columns: "
-            f"{', '.join(extra) or 'none'})"
+            f"keep_columns {', '.join(missing)}: no such column in {path} (its extra columns: "
+            f"{', '.join(extra) or 'none'})", param="keep_columns"
         )
     return wanted
 

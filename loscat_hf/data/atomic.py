@@ -23,9 +23,9 @@ def check_output_dir(out_dir: str | Path, overwrite: bool) -> Path:
     """Fail early (before minutes of packing) if OUT exists and may not be replaced."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise LoscatError(f"output {out} exists and is not a folder")
+        raise LoscatError(f"out {out} exists and is not a folder", param="out")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise LoscatError(f"output folder {out} already exists; pass --overwrite to replace it")
+        raise LoscatError(f"output folder {out} already exists; pass overwrite=True to replace it", param="overwrite")
     return out
 
 
@@ -61,14 +61,14 @@ def remove_stale_partials(out: Path) -> list[Path]:
 def write_error(out: Path, exc: OSError) -> LoscatError:
     """A disk problem while writing OUT, as one line the user can act on."""
     hints = {
-        errno.ENOSPC: "the disk is full: free space or choose another --out",
-        errno.EROFS: "the file system is read-only: choose another --out",
-        errno.EACCES: "permission denied: choose a folder you can write to as --out",
-        errno.EPERM: "permission denied: choose a folder you can write to as --out",
-        getattr(errno, "EDQUOT", -1): "the disk quota is exceeded: free space or choose another --out",
+        errno.ENOSPC: "the disk is full: free space or choose another output folder",
+        errno.EROFS: "the file system is read-only: choose another output folder",
+        errno.EACCES: "permission denied: choose an output folder you can write to",
+        errno.EPERM: "permission denied: choose an output folder you can write to",
+        getattr(errno, "EDQUOT", -1): "the disk quota is exceeded: free space or choose another output folder",
     }
-    what = hints.get(exc.errno, f"{exc.strerror or exc}: check the disk, or choose another --out")
-    return LoscatError(f"cannot write the dataset {out}: {what}; nothing was written")
+    what = hints.get(exc.errno, f"{exc.strerror or exc}: check the disk, or choose another output folder")
+    return LoscatError(f"cannot write the dataset {out}: {what}; nothing was written", param="out")
 
 
 def commit_folder(tmp: Path, out: Path, overwrite: bool) -> None:
@@ -79,7 +79,8 @@ def commit_folder(tmp: Path, out: Path, overwrite: bool) -> None:
         os.rename(tmp, out)
         return
     if not overwrite:
-        raise LoscatError(f"output folder {out} appeared while packing; pass --overwrite to replace it")
+        raise LoscatError(f"output folder {out} appeared while packing; pass overwrite=True to replace it",
+                          param="overwrite")
     old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     os.rename(out, old)
     try:

@@ -3,7 +3,7 @@
 `prepare` writes it (packing.py); everything else reads it through here, so the layout is stated once:
 
     DIR/<split>/metadata.parquet + DIR/<split>/<image_id>.jpg   (train, validation, test)
-    DIR/README.md, DIR/prepare_report.json                       (public card and report)
+    DIR/README.md, DIR/prepare_report.json, DIR/LICENSE.md       (public card, report and terms)
     DIR/private/{id_map,codes,problems}.csv, details.json        (NEVER published)
 """
 
@@ -24,6 +24,7 @@ from loscat_hf.data.csvsafe import read_cell
 from loscat_hf.data.score_tables import COMPONENTS, SCORE_PREFIX, score_column, scores_from_row
 from loscat_hf.data.splits import SPLIT_ORDER
 from loscat_hf.errors import LoscatError
+from loscat_hf.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ LEGACY_METADATA_NAME = "metadata.csv"  # per split; read too (hand-made datasets
 REPORT_NAME = "prepare_report.json"
 
 CARD_NAME = "README.md"
+
+LICENSE_NAME = "LICENSE.md"  # the terms of use the card's `license_link` points to: published with it
 
 PRIVATE_DIR = "private"  # never uploaded, never quoted: maps back to people and original files
 
@@ -103,6 +106,36 @@ def packed_max_side(path: str | os.PathLike) -> int | None:
         return None
 
 
+def report_count(value) -> int | None:
+    """A count read back from a report: a non-negative int, else None (missing, a bool, text, negative)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def dataset_origin(path: str | os.PathLike) -> dict:
+    """What a packed dataset's public report says its photos are, for a model's training record (and card).
+
+    {"prepared": True, "photos", "patients", "phantom_photos" (how many are `loscat-hf demo-data` phantoms;
+    None for a report of an older prepare, which did not count them), "synthetic" (every photo a phantom;
+    None when not counted), "splits": {split: {"photos", "patients", "phantom_photos"}}}, rebuilt from counts
+    and flags only; {"prepared": False} for a dataset without prepare_report.json (hand-made: not recorded)."""
+    try:
+        report = json.loads((Path(path) / REPORT_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"prepared": False}
+    if not isinstance(report, dict):
+        return {"prepared": False}
+    splits = report.get("splits") if isinstance(report.get("splits"), dict) else {}
+    phantoms = report_count(report.get("phantom_photos"))
+    synthetic = report.get("synthetic")
+    return {
+        "prepared": True, "photos": report_count(report.get("n_photos")), "patients": report_count(report.get("n_patients")),
+        "phantom_photos": phantoms, "synthetic": synthetic if isinstance(synthetic, bool) and phantoms is not None
+        else None,
+        "splits": {s: {k: report_count(v.get(k)) for k in ("photos", "patients", "phantom_photos")}
+                   for s, v in splits.items() if s in SPLIT_ORDER and isinstance(v, dict)},
+    }
+
+
 def split_metadata_file(split_dir: str | Path) -> Path | None:
     """A split folder's metadata file: metadata.parquet (prepare), or metadata.csv (hand-made, older prepare)."""
     for name in (METADATA_NAME, LEGACY_METADATA_NAME):
@@ -138,11 +171,12 @@ def read_split_metadata(split_dir: str | Path) -> list[dict]:
 def publishable_files(dataset_dir: str | Path) -> list[tuple[str, Path]]:
     """(path in repo, local file) of everything a push may upload: an allow-list, not a filter.
 
-    The card, the report, and per split its metadata.parquet and the <image_id>.jpg photos. private/, stray
-    files a user put into the folder, and anything else are never uploaded.
+    The card, the report, the terms of use (LICENSE.md, the card's license_link), and per split its
+    metadata.parquet and the <image_id>.jpg photos. private/, stray files a user put into the folder, and
+    anything else are never uploaded.
     """
     out = Path(dataset_dir)
-    files = [(name, out / name) for name in (CARD_NAME, REPORT_NAME) if (out / name).is_file()]
+    files = [(name, out / name) for name in (CARD_NAME, REPORT_NAME, LICENSE_NAME) if (out / name).is_file()]
     for split in SPLIT_ORDER:
         folder = out / split
         if not folder.is_dir():
@@ -155,7 +189,7 @@ def publishable_files(dataset_dir: str | Path) -> list[tuple[str, Path]]:
     return files
 
 
-def load_packed_dataset(path: str, taxonomy, max_train: int | None = None, max_eval: int | None = None):
+def load_packed_dataset(path: str, taxonomy: Taxonomy, max_train: int | None = None, max_eval: int | None = None):
     """Load the imagefolder with plain `datasets`, typed by the features its card declares, and add integer
     `labels` in the taxonomy's order (the card's ClassLabel order may differ from a --taxonomy given now).
     """
@@ -173,8 +207,8 @@ def load_packed_dataset(path: str, taxonomy, max_train: int | None = None, max_e
         features = dataset_features(taxonomy.classes, [c for c in header if c not in METADATA_COLUMNS])
     ds = load_dataset("imagefolder", data_dir=str(root), features=features)  # parquet: its schema's features
     if "validation" not in ds or len(ds["validation"]) == 0:
-        raise LoscatError(f"{path} has no validation photos; run `loscat-hf prepare` again with a --val-fraction "
-                          "that leaves some patients for validation")
+        raise LoscatError(f"{path} has no validation photos; run `loscat-hf prepare --val-fraction F` again "
+                          "with an F that leaves some patients for validation")
     names = ds["train"].features["label"].names
     label2id = taxonomy.label2id
     unknown = sorted(set(names) - set(label2id))
@@ -198,12 +232,12 @@ def check_packed_files(path: str | os.PathLike) -> None:
         meta = split_metadata_file(root / split)
         if meta is None:
             raise LoscatError(f"{root} has no validation split ({root / split} has no metadata): training needs "
-                              "one to pick the best checkpoint; re-run `loscat-hf prepare` with a --val-fraction "
-                              "above 0")
+                              "one to pick the best checkpoint; re-run `loscat-hf prepare --val-fraction F` "
+                              "with F above 0")
         rows = read_split_metadata(root / split)
         if not rows:
             raise LoscatError(f"{meta} lists no photos: training needs a non-empty {split} split; re-run "
-                              "`loscat-hf prepare` with more patients or a larger --val-fraction")
+                              "`loscat-hf prepare` with more patients or a larger `--val-fraction`")
         missing = [(i, row.get("file_name") or "") for i, row in enumerate(rows, start=1)
                    if not row.get("file_name") or not (meta.parent / row["file_name"]).is_file()]
         if missing:
@@ -260,8 +294,8 @@ def add_score_targets(ds, components: tuple[str, ...] = tuple(COMPONENTS)):
     missing = [score_column(c) for c in components if score_column(c) not in ds["train"].column_names]
     if missing:
         raise LoscatError(
-            f"--task scores needs score columns ({', '.join(missing)} missing): run `loscat-hf prepare ... "
-            "--scores loscat_scores.csv`"
+            f"task 'scores' needs score columns ({', '.join(missing)} missing): run `loscat-hf prepare ... "
+            "--scores loscat_scores.csv`", param="task"
         )
     ds = ds.map(lambda batch: {TARGET_COLUMN: _targets(batch, components)}, batched=True)
     n_scored = sum(not np.all(np.isnan(t)) for t in ds["train"][TARGET_COLUMN])

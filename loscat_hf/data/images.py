@@ -20,6 +20,10 @@ from loscat_hf.errors import LoscatError
 
 PROBLEM_KINDS = ("missing_image", "zero_byte", "not_an_image", "truncated", "decompression_bomb", "unreadable")
 DEFAULT_MAX_PIXELS = 80_000_000  # a 100 MP medium-format photo is rare; a 1e10-pixel header is an attack
+# The EXIF Software tag of every `loscat-hf demo-data` phantom photo, stated once: the phantom writer
+# (demo/phantom/jpeg.py) sets it, packing reads it (`is_phantom`) to count a dataset's SYNTHETIC photos. The tag
+# travels with a photo copied anywhere; packing re-encodes photos without EXIF, so the count is the record.
+PHANTOM_SOFTWARE = "loscat-hf phantom (SYNTHETIC)"
 
 # Magic numbers of formats Pillow reads: a file that starts like one but cannot be parsed is damaged,
 # which is a different fix for the user than "this is not a photo at all".
@@ -89,6 +93,22 @@ def read_image_bytes(source: str | os.PathLike | bytes | BinaryIO) -> tuple[byte
     if not isinstance(data, (bytes, bytearray)):
         raise ImageProblemError("unreadable", name, "the stream is not opened in binary mode")
     return bytes(data), name
+
+
+def is_phantom(data: bytes) -> bool:
+    """Whether a photo file is a `loscat-hf demo-data` phantom: its EXIF Software tag is PHANTOM_SOFTWARE.
+
+    A byte search first (a clinic's photo never holds the string, so it costs no decode), then the EXIF tag
+    itself: the string in a comment or a file name inside XMP does not make a photo a phantom."""
+    if PHANTOM_SOFTWARE.encode() not in data:
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as img:  # the header only: no pixel is decoded
+                return img.getexif().get(ExifTags.Base.Software) == PHANTOM_SOFTWARE
+    except Exception:  # noqa: BLE001 - a damaged header is open_image's to report, not a phantom
+        return False
 
 
 def _to_8bit_gray(img: Image.Image) -> Image.Image:

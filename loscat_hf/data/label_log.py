@@ -68,23 +68,25 @@ class LabelLog:
         self.path = Path(path)
         self._lock = threading.Lock()
         if self.path.is_dir():
-            raise LoscatError(f"--out {self.path} is a folder; name the CSV file to write")
+            raise LoscatError(f"out {self.path} is a folder; name the CSV file to write", param="out")
         if self.path.is_file() and self.path.stat().st_size:
             try:
                 with open(self.path, newline="", encoding="utf-8-sig") as fh:
                     header = next(csv.reader(fh), [])
             except (OSError, UnicodeDecodeError, csv.Error) as exc:
-                raise LoscatError(f"--out {self.path} exists but cannot be read as a loscat-hf label file "
-                                  f"({getattr(exc, 'strerror', None) or exc}); choose a new file name") from None
+                raise LoscatError(f"out {self.path} exists but cannot be read as a loscat-hf label file "
+                                  f"({getattr(exc, 'strerror', None) or exc}); choose a new file name",
+                                  param="out") from None
             if tuple(h.strip() for h in header) != LABEL_COLUMNS:
                 raise LoscatError(
-                    f"--out {self.path} exists but is not a loscat-hf label file (its header is {header}, expected "
+                    f"out {self.path} exists but is not a loscat-hf label file (its header is {header}, expected "
                     f"{list(LABEL_COLUMNS)}); choose a new file name (an export of another tool is read by "
-                    "`prepare --annotations`, not appended to)")
+                    "`prepare --annotations`, not appended to)", param="out")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise LoscatError(f"--out {self.path}: cannot create {self.path.parent} ({exc.strerror})") from None
+            raise LoscatError(f"out {self.path}: cannot create {self.path.parent} ({exc.strerror})",
+                              param="out") from None
 
     def append(self, answer: Answer) -> None:
         """Write one row and fsync it; the header first into an empty file."""

@@ -76,7 +76,7 @@ def list_photos(images: str | os.PathLike, patients: str | os.PathLike | None = 
     """Every photo under `images` (recursive; hidden files and other file types skipped), sorted by path."""
     root = Path(images)
     if not root.is_dir():
-        raise LoscatError(f"--images {root} is not a folder")
+        raise LoscatError(f"images {root} is not a folder", param="images")
     files = folder_files(root, exclude)
     found = [(image, path) for image, path in files if path.suffix.lower() in PHOTO_SUFFIXES]
     others = len(files) - len(found)
@@ -84,13 +84,14 @@ def list_photos(images: str | os.PathLike, patients: str | os.PathLike | None = 
         logger.info("%d file(s) under %s are not photos (by extension: %s) and are not offered for labelling",
                     others, root, ", ".join(PHOTO_SUFFIXES))
     if not found:
-        raise LoscatError(f"--images {root} holds no photos ({', '.join(PHOTO_SUFFIXES)})")
+        raise LoscatError(f"images {root} holds no photos ({', '.join(PHOTO_SUFFIXES)})", param="images")
     if patients is not None:
         table = read_patients(patients)
         missing = [image for image, _ in found if image not in table]
         if missing:
-            raise LoscatError(f"{len(missing)} photo(s) under {root} are not in --patients {patients} (e.g. "
-                              f"{', '.join(missing[:MAX_LISTED])}); add them, or move them out of the folder")
+            raise LoscatError(f"{len(missing)} photo(s) under {root} are not in the patients table {patients} (e.g. "
+                              f"{', '.join(missing[:MAX_LISTED])}); add them, or move them out of the folder",
+                              param="patients")
         unused = len(set(table) - {image for image, _ in found})
         if unused:
             logger.info("%d row(s) of --patients %s name no photo under %s", unused, patients, root)
@@ -98,6 +99,7 @@ def list_photos(images: str | os.PathLike, patients: str | os.PathLike | None = 
     loose = [image for image, _ in found if "/" not in image]
     if loose:
         raise LoscatError(f"{len(loose)} photo(s) lie directly in {root} (e.g. {', '.join(loose[:MAX_LISTED])}), "
-                          "not in a patient folder: without --patients the first folder level is the patient id "
-                          "(DIR/<patient_id>/photo.jpg); move them or pass --patients CSV (image, patient_id[, visit])")
+                          "not in a patient folder: without a patients table the first folder level is the patient "
+                          "id (DIR/<patient_id>/photo.jpg); move them or pass patients=CSV (image, patient_id[, visit])",
+                          param="patients")
     return [LabelPhoto(photo_id(image), image, path, image.split("/", 1)[0]) for image, path in found]

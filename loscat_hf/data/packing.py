@@ -4,16 +4,18 @@ Layout (what `datasets.load_dataset("imagefolder", data_dir=OUT)` and the Hub ex
 
     OUT/train/metadata.parquet, OUT/train/<image_id>.jpg, ... validation/ (and test/)
     OUT/README.md             dataset card (YAML header with the features + counts, exclusions, agreement)
-    OUT/prepare_report.json   counts, exclusions by reason, agreement, parameters, versions
+    OUT/prepare_report.json   counts (and how many photos are SYNTHETIC phantoms), exclusions by reason,
+                              agreement, parameters, versions
+    OUT/LICENSE.md            the terms the card's license_link points to
     OUT/private/              NEVER PUBLISHED: everything that maps back to people or original files
         id_map.csv            original path -> image_id, patient and visit codes, fate of every photo
         codes.csv             patient and visit codes -> the clinic's patient ids and visits
         problems.csv          every problem with its file, CSV row and full reason
         details.json          annotation file, images folder, dropped columns, warnings, notes, raters
 
-What is published is an allow-list (`dataset.publishable_files`): the card, the report and, per split,
-metadata.parquet and the <image_id>.jpg photos; nothing else in OUT is ever uploaded. Public texts are built
-only from values loscat-hf defines (class names, counts, reason keys, codes), never from CSV cells or
+What is published is an allow-list (`dataset.publishable_files`): the card, the report, the terms and, per
+split, metadata.parquet and the <image_id>.jpg photos; nothing else in OUT is ever uploaded. Public texts are
+built only from values loscat-hf defines (class names, counts, reason keys, codes), never from CSV cells or
 file names, so no deny-list or redaction is needed. Photos are decoded and re-encoded (no EXIF/GPS/ICC/
 comment survives) and named by an opaque id; patient ids and visits become opaque per-dataset codes. The
 whole folder is built next to OUT and renamed into place at the end, so an interrupted run never leaves a
@@ -39,9 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loscat_hf.data.atomic import check_output_dir, commit_folder, remove_stale_partials, write_error
-from loscat_hf.data.card import build_report, dataset_card
+from loscat_hf.data.card import build_report, dataset_card, dataset_licence
 from loscat_hf.data.dataset import (
     CARD_NAME,
+    LICENSE_NAME,
     METADATA_COLUMNS,
     METADATA_NAME,
     PATIENT_PREFIX,
@@ -54,6 +57,7 @@ from loscat_hf.data.dataset import (
 from loscat_hf.data.images import (
     DEFAULT_MAX_PIXELS,
     ImageProblemError,
+    is_phantom,
     open_image,
     read_image_bytes,
     save_clean_jpeg,
@@ -105,8 +109,10 @@ class PackResult:
 # ----------------------------------------------------------------------------- workers
 
 
-def _process_one(task: tuple[int, str, str, int, int, bytes]) -> tuple[int, str | None, str | None, str | None]:
-    """Worker: read, hash, decode and re-encode one photo -> (index, image_id, problem kind, reason).
+def _process_one(task: tuple[int, str, str, int, int, bytes]) -> tuple[int, str | None, str | None, str | None, bool]:
+    """Worker: read, hash, decode and re-encode one photo -> (index, image_id, problem kind, reason, phantom).
+
+    `phantom`: the file is a `loscat-hf demo-data` photo (its EXIF says so; the re-encoded copy has no EXIF).
 
     Disk-full and other write errors are not the photo's fault: they propagate and stop the run.
     """
@@ -118,20 +124,20 @@ def _process_one(task: tuple[int, str, str, int, int, bytes]) -> tuple[int, str 
         image_id = hmac.new(id_key, data, hashlib.sha256).hexdigest()[:ID_LENGTH]
         img = open_image(data, max_side=max_side, max_pixels=max_pixels, size_slack=SIZE_SLACK)
     except ImageProblemError as exc:
-        return index, None, exc.kind, exc.reason
+        return index, None, exc.kind, exc.reason, False
     except Exception as exc:  # noqa: BLE001 - a decoder bug on one odd file must not stop 2,000 others
-        return index, None, "unreadable", f"cannot decode the image: {type(exc).__name__}: {exc}"
+        return index, None, "unreadable", f"cannot decode the image: {type(exc).__name__}: {exc}", False
     target = os.path.join(staging, f"{image_id}.jpg")
     if not os.path.exists(target):  # a byte-identical copy already wrote it
         part = f"{target}.{os.getpid()}.{index}.part"
         save_clean_jpeg(img, part, quality=JPEG_QUALITY)
         os.replace(part, target)
-    return index, image_id, None, None
+    return index, image_id, None, None, is_phantom(data)
 
 
 def _run_tasks(
     tasks: list[tuple[int, str, str, int, int]], num_workers: int, progress: bool
-) -> Iterator[tuple[int, str | None, str | None, str | None]]:
+) -> Iterator[tuple[int, str | None, str | None, str | None, bool]]:
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(tasks), unit="photo", desc="packing photos", disable=not progress, file=sys.stderr)
@@ -157,17 +163,18 @@ def _run_tasks(
 
 
 def _clean_photos(items: Sequence[PackItem], staging: Path, max_side: int, max_pixels: int, id_key: bytes,
-                  workers: int, progress: bool, problems: list[Problem]) -> list[str | None]:
+                  workers: int, progress: bool, problems: list[Problem]) -> tuple[list[str | None], list[bool]]:
     """Decode and re-encode every photo into `staging` as <image_id>.jpg; per item its id, or None (and a
-    Problem) for a photo that could not be used."""
+    Problem) for a photo that could not be used, and whether it is a demo-data phantom."""
     tasks = [(i, str(item.source), str(staging), max_side, max_pixels, id_key) for i, item in enumerate(items)]
     image_ids: list[str | None] = [None] * len(items)
-    for index, image_id, kind, reason in _run_tasks(tasks, workers, progress):
+    phantoms = [False] * len(items)
+    for index, image_id, kind, reason, phantom in _run_tasks(tasks, workers, progress):
         if image_id is None:
             item = items[index]
             problems.append(Problem(kind or "unreadable", item.key, reason or "", item.row))
-        image_ids[index] = image_id
-    return image_ids
+        image_ids[index], phantoms[index] = image_id, phantom
+    return image_ids, phantoms
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -232,7 +239,8 @@ def pack_dataset(
     try:
         staging = tmp / "_staging"
         staging.mkdir()
-        image_ids = _clean_photos(items, staging, max_side, max_pixels, id_key, workers, progress, all_problems)
+        image_ids, phantoms = _clean_photos(items, staging, max_side, max_pixels, id_key, workers, progress,
+                                            all_problems)
 
         kept, duplicates = _deduplicate(items, image_ids, all_problems)
         if not kept:
@@ -281,6 +289,7 @@ def pack_dataset(
         )
 
         counts, patients = _split_counts(items, kept, split_of, split.split_names(), classes)
+        phantom_counts = {s: sum(phantoms[i] for i in kept if split_of[i] == s) for s in counts}
         groups = [items[i].patient_id for i in kept]
         table = split_counts_table(labels, split.assignments, class_order, groups=groups)
         report = build_report(
@@ -292,7 +301,7 @@ def pack_dataset(
                 "jpeg_quality": JPEG_QUALITY,
                 **(parameters or {}),
             },
-            extra_columns=[o for _, o in extra_columns],
+            extra_columns=[o for _, o in extra_columns], phantoms=phantom_counts,
             private_counts={"warnings": len(private_warnings), "notes": len(notes),
                             "dropped_columns": len((private_details or {}).get("dropped_columns", []))},
         )
@@ -302,6 +311,7 @@ def pack_dataset(
             agreement_public, features,
         )
         (tmp / CARD_NAME).write_text(card, encoding="utf-8")
+        (tmp / LICENSE_NAME).write_text(dataset_licence(report), encoding="utf-8")  # the card's license_link
         commit_folder(tmp, out, overwrite)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -41,7 +41,7 @@ def resolve_image_path(image: str, images_dir: Path) -> tuple[Path | None, Probl
         where = "an absolute path" if is_absolute else "a relative path that climbs out with '..'"
         return None, Problem(
             "outside_images_dir", image,
-            f"{where} outside the images folder {images_dir}; write paths relative to --images",
+            f"{where} outside the images folder {images_dir}; write paths relative to the images folder",
         )
     path = Path(candidate)
     if not path.exists():
@@ -119,16 +119,16 @@ def prepare(
     images_dir = Path(images)
     out_dir = Path(out)
     if not images_dir.is_dir():
-        raise LoscatError(f"images folder {images_dir} does not exist or is not a folder")
+        raise LoscatError(f"images folder {images_dir} does not exist or is not a folder", param="images")
     if max_side < 1:
-        raise LoscatError(f"--max-side must be a positive number of pixels, got {max_side}")
+        raise LoscatError(f"max_side must be a positive number of pixels, got {max_side}", param="max_side")
     if num_workers is not None and num_workers < 1:
-        raise LoscatError(f"--num-workers must be at least 1, got {num_workers}")
+        raise LoscatError(f"num_workers must be at least 1, got {num_workers}", param="num_workers")
     images_abs, out_abs = os.path.abspath(images_dir), os.path.abspath(out_dir)
     if _is_within(images_abs, out_abs):
         raise LoscatError(
-            f"output folder {out_dir} contains the images folder {images_dir}: --overwrite would delete the "
-            "original photos; choose another --out"
+            f"output folder {out_dir} contains the images folder {images_dir}: overwriting it would delete the "
+            "original photos; choose another output folder", param="out"
         )
     check_output_dir(out_dir, overwrite)  # before reading anything: fail in a second, not after packing
     tax = load_taxonomy(taxonomy)
@@ -203,7 +203,10 @@ def format_summary(prepared: PrepareResult) -> str:
         splits = ", ".join(
             f"{s} {sum(c.values())} photos / {result.patients[s]} patients" for s, c in result.counts.items()
         )
-        add(f"Wrote {result.n_photos} photos to {out_dir}: {splits}.\n")
+        phantoms = result.report.get("phantom_photos") or 0
+        synthetic = (f" {'All' if phantoms == result.n_photos else phantoms} of them are SYNTHETIC phantoms "
+                     "(loscat-hf demo-data, by their EXIF): the card and report say so.") if phantoms else ""
+        add(f"Wrote {result.n_photos} photos to {out_dir}: {splits}.{synthetic}\n")
         add(result.table)
     add("")
     add(format_agreement(consensus.agreement))

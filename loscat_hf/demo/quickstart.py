@@ -50,12 +50,14 @@ def quickstart(out: str = "quickstart", patients: int = 60, photos: int = 600, e
     from loscat_hf.data.prepare import prepare
     from loscat_hf.demo.phantom import generate_demo_data
     from loscat_hf.evaluation.split_eval import evaluate
-    from loscat_hf.training.arguments import recipe_of, train_arguments
+    from loscat_hf.training.arguments import recipe_of
+    from loscat_hf.training.parse import train_arguments
     from loscat_hf.training.run import train
 
     root = Path(out)
     if root.exists() and any(root.iterdir()) and not overwrite:
-        raise LoscatError(f"{root} exists and is not empty; pass --overwrite or another --out")
+        raise LoscatError(f"{root} exists and is not empty; pass overwrite=True or another out folder",
+                          param="overwrite")
     t0 = time.perf_counter()
     steps: dict[str, float] = {}
 

@@ -85,8 +85,9 @@ def evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "v
     if len(models) < 2:
         command = ["loscat-hf", "evaluate", "--model", models[0] if models else "MODEL", "--dataset", dataset,
                    "--split", split, "--out", out, *(["--scores", scores_table] if scores_table else [])]
-        raise LoscatError(f"--models got {len(models)} model folder: an ensemble averages two or more. One model is "
-                          f"measured, with its score report when it has score heads, by `{shlex.join(command)}`")
+        raise LoscatError(f"models got {len(models)} model folder: an ensemble averages two or more. One model is "
+                          f"measured, with its score report when it has score heads, by `{shlex.join(command)}`",
+                          param="models")
     tax = load_taxonomy(taxonomy)
     ds = load_packed_dataset(dataset, tax)
     if split not in ds:

@@ -359,7 +359,7 @@ def evaluate_predictions(predictions: str | os.PathLike, truth: str | os.PathLik
     logger.info("predictions: %s format, %d rows; ground truth: %d photos (columns %s)", fmt, len(preds),
                 len(rows), ", ".join(truth_columns.values()))
     if out.exists() and not out.is_dir():
-        raise LoscatError(f"--out {out} is a file; give a folder for the report")
+        raise LoscatError(f"out {out} is a file; give a folder for the report", param="out")
     out.mkdir(parents=True, exist_ok=True)
     matched = _match_photos(rows, preds, truth_path.parent, pred_path.parent)
     details = {"predictions": str(pred_path.resolve()), "truth": str(truth_path.resolve()),

@@ -71,11 +71,11 @@ def read_table_for(scores_table: str, models: list[str], taxonomy):
         except OSError as exc:
             raise LoscatError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
         if not predicted:
-            raise LoscatError(f"--scores needs a model with LoSCAT score heads (`loscat-hf train --task scores`); "
-                              f"{model} predicts the body region only")
+            raise LoscatError(f"scores_table needs a model with LoSCAT score heads (`loscat-hf train --task scores`); "
+                              f"{model} predicts the body region only", param="scores_table")
         if set(COMPONENTS) - set(predicted):
-            raise LoscatError(f"--scores: {model} predicts {', '.join(predicted)}, not all six components that "
-                              "mLoSSI and LoSDI add up")
+            raise LoscatError(f"scores_table: {model} predicts {', '.join(predicted)}, not all six components that "
+                              "mLoSSI and LoSDI add up", param="scores_table")
     return read_score_table(scores_table, taxonomy)
 
 
@@ -86,9 +86,9 @@ def check_table_meets_split(keys: tuple[list[str], list[str]], table, table_name
     patients, visits = keys
     split_visits = set(zip(patients, visits, strict=True))
     if split_visits and not split_visits & {(p, v) for p, v, _ in table.rows}:
-        raise LoscatError(f"--scores {table_name}: none of the split's {len(split_visits)} visits is in it; is it "
+        raise LoscatError(f"scores_table {table_name}: none of the split's {len(split_visits)} visits is in it; is it "
                           "this clinic's table, and the dataset the folder `prepare` wrote (its private/codes.csv maps "
-                          "the packed codes back to the clinic's ids)?")
+                          "the packed codes back to the clinic's ids)?", param="scores_table")
 
 
 def clinical_visits(preds: np.ndarray, components: Sequence[str], split, keys: tuple[list[str], list[str]], table,

@@ -2,50 +2,54 @@
 
 from __future__ import annotations
 
-import logging
-import re
+import json
 from pathlib import Path
 
-from loscat_hf.data.dataset import CARD_NAME, METADATA_NAME, PRIVATE_DIR, publishable_files
+from loscat_hf.data.dataset import (
+    CARD_NAME,
+    LICENSE_NAME,
+    METADATA_NAME,
+    PRIVATE_DIR,
+    REPORT_NAME,
+    publishable_files,
+)
 from loscat_hf.errors import LoscatError
+from loscat_hf.hub.repo import PushResult, check_private, check_repo_id, push_files
 
-logger = logging.getLogger(__name__)
 
+def push_dataset_to_hub(dataset_dir: str | Path, repo_id: str, private: bool = True,
+                        dry_run: str | Path | None = None) -> PushResult:
+    """Make a Hub dataset repo hold exactly a packed dataset's `publishable_files`, in one commit.
 
-def push_dataset_to_hub(out_dir: str | Path, repo_id: str, private: bool = True) -> str:
-    """Make a Hub dataset repo hold exactly a packed dataset's `publishable_files`; returns its URL.
-
-    One commit adds those files and deletes every other file of the repo (a file an earlier push left, e.g.
-    a split this dataset no longer has), so the repo's current files are the allow-list; earlier revisions
-    stay in the repo's git history. A dataset from an older prepare (raw patient ids, no private/) is refused.
-    Uses the token from `hf auth login` / HF_TOKEN; the token is never printed.
+    The same commit deletes every other file of the repo (a file an earlier push left, e.g. a split this
+    dataset no longer has); earlier revisions stay in the repo's git history. `private` (default): a new repo
+    is created private and an existing public repo is refused; `private=False` publishes. `dry_run`: write the
+    exact upload folder there and upload nothing. A dataset from an older prepare (raw patient ids, no
+    private/) is refused. Uses the token from `hf auth login` / HF_TOKEN; the token is never printed.
     """
-    out = Path(out_dir)
+    from huggingface_hub import DatasetCard
+
+    repo_id = check_repo_id(repo_id, "repo_id")
+    check_private(private)
+    out = Path(dataset_dir)
     if not (out / CARD_NAME).is_file() or not (out / "train").is_dir():
         raise LoscatError(f"{out} is not a dataset written by `loscat-hf prepare` (no README.md or train/)")
     if not (out / PRIVATE_DIR).is_dir() or not (out / "train" / METADATA_NAME).is_file():
         raise LoscatError(f"{out} was written by an older loscat-hf (patient ids not coded, no {PRIVATE_DIR}/): "
                           "rebuild it with `loscat-hf prepare --overwrite` before pushing")
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    report = _read_report(out)
+    if "phantom_photos" not in report or not (out / LICENSE_NAME).is_file():
+        raise LoscatError(f"{out} was written by an older loscat-hf: its card has no licence link and does not say "
+                          "whether its photos are SYNTHETIC phantoms; rebuild it with `loscat-hf prepare --overwrite` "
+                          "before pushing")
+    metadata = DatasetCard.load(out / CARD_NAME).data.to_dict()
+    return push_files(repo_id, "dataset", dict(publishable_files(out)), metadata, private=private,
+                      message="Upload dataset prepared by loscat-hf", dry_run=dry_run)
 
-    files = publishable_files(out)
-    keep = {name for name, _ in files} | {".gitattributes"}
-    api = HfApi()
+
+def _read_report(out: Path) -> dict:
     try:
-        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        stale = [f for f in api.list_repo_files(repo_id, repo_type="dataset") if f not in keep]
-        api.create_commit(
-            repo_id=repo_id, repo_type="dataset", commit_message="Upload dataset prepared by loscat-hf",
-            operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files]
-            + [CommitOperationDelete(path_in_repo=name) for name in stale],
-        )
-    except Exception as exc:  # noqa: BLE001 - network/auth errors become one readable line
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        message = re.sub(r"hf_[A-Za-z0-9]{6,}", "hf_***", message)  # some errors echo the token
-        raise LoscatError(
-            f"could not push {out} to the Hub dataset repo {repo_id!r}: {message} "
-            "(log in with `hf auth login` or set HF_TOKEN)"
-        ) from None
-    if stale:
-        logger.info("deleted %d file(s) outside the allow-list from %s", len(stale), repo_id)
-    return str(url)
+        report = json.loads((out / REPORT_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LoscatError(f"cannot read {out / REPORT_NAME}: {exc}") from None
+    return report if isinstance(report, dict) else {}

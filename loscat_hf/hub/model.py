@@ -1,18 +1,20 @@
 """`loscat-hf push`: publish a trained model folder on the Hugging Face Hub with a filled-in model card.
 
 Only an allow-list of files leaves the machine (config, safetensors weights, preprocessor config, the
-confusion-matrix image and the generated README.md): checkpoints, optimizer states, `training_args.bin`
-(a pickle with local paths), logs and per-photo reports never do. Repos are private unless asked otherwise.
+confusion-matrix image and the generated README.md), and the repo ends up holding exactly those files:
+checkpoints, optimizer states, `training_args.bin` (a pickle with local paths), logs and per-photo reports
+never go, and files an earlier push left are deleted in the same commit. Visibility: `hub.repo.ensure_repo`.
 The token comes from `hf auth login` or HF_TOKEN through huggingface_hub and is never printed.
 """
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
+from loscat_hf.defaults import CONFUSION_MATRIX
 from loscat_hf.errors import LoscatError
+from loscat_hf.hub.repo import PushResult, check_private, check_repo_id, push_files
 from loscat_hf.model.card import CARD_NAME, model_card
 
 WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json")
@@ -22,7 +24,9 @@ CONFIG_FILES = ("config.json", "preprocessor_config.json")
 def upload_files(model_dir: str | Path) -> dict[str, Path]:
     """Repo path -> local file for everything that would be uploaded (except the generated README.md).
 
-    The package's one allow-list for model files: `push-space` bundles these same files under `model/`."""
+    The package's one allow-list for model files: `push-space` bundles these same files under `model/`. Paths
+    are those of the model folder (the confusion matrix stays `eval/confusion_matrix.png`), so the card's image
+    link resolves in the local folder and in the pushed repo alike."""
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise LoscatError(f"{model_dir} is not a saved model folder (no config.json)")
@@ -37,48 +41,27 @@ def upload_files(model_dir: str | Path) -> dict[str, Path]:
         raise LoscatError(f"{model_dir} has no model.safetensors: save with save_pretrained (safe_serialization)")
     if "preprocessor_config.json" not in files:
         raise LoscatError(f"{model_dir} has no preprocessor_config.json: save the image processor with the model")
-    cm = model_dir / "eval" / "confusion_matrix.png"
-    if cm.is_file():
-        files["confusion_matrix.png"] = cm
+    if (model_dir / CONFUSION_MATRIX).is_file():
+        files[CONFUSION_MATRIX] = model_dir / CONFUSION_MATRIX
     return files
 
 
-def stage(model_dir: str | Path, card, dest: str | Path) -> Path:
-    """Copy exactly what would be uploaded into `dest`, `card` (a rendered ModelCard) as README.md; return it."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    if any(dest.iterdir()):
-        raise LoscatError(f"{dest} is not empty")
-    for name, src in upload_files(model_dir).items():
-        shutil.copy2(src, dest / name)
-    card.save(dest / CARD_NAME)
-    return dest
-
-
 def push_model(model_dir: str | Path, repo_id: str, private: bool = True, dataset_id: str | None = None,
-               dry_run: str | Path | None = None, reports: list[str | Path] = ()) -> str:
-    """Create (or reuse) the model repo and upload the allow-listed files + model card; return the repo URL.
+               dry_run: str | Path | None = None, reports: list[str | Path] = ()) -> PushResult:
+    """Make the model repo `repo_id` hold exactly the allow-listed files + the model card, in one commit.
 
-    `reports`: `loscat-hf evaluate --out` folders (e.g. the test split) whose metrics the card adds."""
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise LoscatError(f"--repo-id must look like ORG/NAME, got {repo_id!r}")
-    upload_files(model_dir)  # a bad folder or report fails here, before anything is written or sent
+    `private` (default): a new repo is created private and an existing public repo is refused; `private=False`
+    publishes. `dataset_id`: the Hub dataset trained on (card metadata). `reports`: `loscat-hf evaluate --out`
+    folders (e.g. the test split) whose metrics the card adds. `dry_run`: write the exact upload folder there
+    and upload nothing. Returns what was (or would be) pushed."""
+    repo_id = check_repo_id(repo_id, "repo_id")
+    check_private(private)
+    if dataset_id is not None:
+        dataset_id = check_repo_id(dataset_id, "dataset_id")
+    files = upload_files(model_dir)  # a bad folder or report fails here, before anything is written or sent
     card = model_card(model_dir, repo_id, dataset_id, reports)
-    if dry_run is not None:
-        stage(model_dir, card, dry_run)
-        return f"dry run: upload folder written to {dry_run}"
-    from huggingface_hub import HfApi, get_token
-    from huggingface_hub.errors import HfHubHTTPError
-
-    if get_token() is None:
-        raise LoscatError("not logged in to the Hugging Face Hub: run `hf auth login` or set HF_TOKEN")
-    api = HfApi()
     with tempfile.TemporaryDirectory(prefix="loscat-push-") as tmp:
-        folder = stage(model_dir, card, Path(tmp) / "upload")
-        try:
-            url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-            api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(folder),
-                              commit_message="Upload LoSCAT region model (loscat-hf push)")
-        except HfHubHTTPError as exc:
-            raise LoscatError(f"Hub upload to {repo_id} failed: {str(exc).splitlines()[0]}") from None
-    return str(url)
+        card.save(Path(tmp) / CARD_NAME)
+        return push_files(repo_id, "model", {CARD_NAME: Path(tmp) / CARD_NAME, **files}, card.data.to_dict(),
+                          private=private, message="Upload LoSCAT region model (loscat-hf push)",
+                          dry_run=dry_run)

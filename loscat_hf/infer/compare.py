@@ -93,8 +93,10 @@ def compare_backends(model: str, images: str | os.PathLike, candidates=COMPARE_C
     from loscat_hf.infer.folder import list_inputs
     from loscat_hf.infer.predictor import RegionPredictor
 
-    if batch_size < 1 or (limit is not None and limit < 1):
-        raise LoscatError("--batch-size and --limit must be at least 1")
+    if batch_size < 1:
+        raise LoscatError(f"batch_size must be at least 1, got {batch_size}", param="batch_size")
+    if limit is not None and limit < 1:
+        raise LoscatError(f"limit must be at least 1, got {limit}", param="limit")
     parsed = [parse_candidate(c) for c in candidates]
     if not parsed:
         raise LoscatError("give at least one candidate, e.g. onnx:int8")

@@ -59,22 +59,23 @@ def list_inputs(images: str | os.PathLike, exclude: Sequence[Path] = ()) -> list
     if root.is_dir():
         items = folder_files(root, exclude)
         if not items:
-            raise LoscatError(f"no files in {root}")
+            raise LoscatError(f"no files in {root}", param="images")
         return items
     if root.is_file():
         try:
             with open(root, newline="", encoding="utf-8-sig") as f:
                 reader = csv.DictReader(f)
                 if "image" not in (reader.fieldnames or []):
-                    raise LoscatError(f"{root} has no 'image' column (columns: {reader.fieldnames})")
+                    raise LoscatError(f"{root} has no 'image' column (columns: {reader.fieldnames})", param="images")
                 keys = [(row.get("image") or "").strip() for row in reader]
         except UnicodeDecodeError:
-            raise LoscatError(f"{root} is neither a folder nor a UTF-8 CSV with an 'image' column") from None
+            raise LoscatError(f"{root} is neither a folder nor a UTF-8 CSV with an 'image' column",
+                              param="images") from None
         keys = list(dict.fromkeys(k for k in keys if k))  # drop blanks and duplicates, keep order
         if not keys:
-            raise LoscatError(f"{root} lists no images")
+            raise LoscatError(f"{root} lists no images", param="images")
         return [(k, Path(k) if Path(k).is_absolute() else root.parent / k) for k in keys]
-    raise LoscatError(f"--images {root} does not exist")
+    raise LoscatError(f"images '{root}' does not exist", param="images")
 
 
 def _decode(item: tuple[str, Path], image_size: int, packing_side: int, resample: int) -> dict[str, Any]:
@@ -149,7 +150,8 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         with open(path, newline="", encoding="utf-8") as f:
             rows = [{k: read_cell(v or "") for k, v in row.items() if k is not None} for row in csv.DictReader(f)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise LoscatError(f"--resume: cannot read {path} ({exc}); move it away or run without --resume") from None
+        raise LoscatError(f"resume: cannot read {path} ({exc}); move it away or run without resume=True",
+                          param="resume") from None
     return [row for row in rows if row.get("image") and row.get("status")]
 
 
@@ -159,15 +161,16 @@ def check_output_path(out: Path) -> None:
     partial = out.with_name(out.name + ".partial")
     for path in (out, partial):
         if path.is_dir():
-            raise LoscatError(f"--out {path} is a folder; give a file name for the predictions CSV, "
-                              f"e.g. {path / 'predictions.csv'}")
+            raise LoscatError(f"out {path} is a folder; give a file name for the predictions CSV, "
+                              f"e.g. {path / 'predictions.csv'}", param="out")
     parent = out.parent
     while not parent.exists() and parent != parent.parent:  # the folder that will hold the new folders
         parent = parent.parent
     if not parent.is_dir():
-        raise LoscatError(f"--out {out}: {parent} is a file, not a folder; choose another --out")
+        raise LoscatError(f"out {out}: {parent} is a file, not a folder; choose another out", param="out")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise LoscatError(f"--out {out}: cannot write in {parent} (permission denied); choose another --out")
+        raise LoscatError(f"out {out}: cannot write in {parent} (permission denied); choose another out",
+                          param="out")
 
 
 def _prediction_row(key: str, pred) -> dict[str, Any]:
@@ -201,7 +204,7 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
     from loscat_hf.infer.lean import lean_predictor
 
     if batch_size < 1:
-        raise LoscatError("--batch-size must be at least 1")
+        raise LoscatError("batch_size must be at least 1", param="batch_size")
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     check_output_path(out)
@@ -222,7 +225,7 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise LoscatError(f"--out {out}: cannot create {out.parent} ({exc.strerror})") from None
+        raise LoscatError(f"out {out}: cannot create {out.parent} ({exc.strerror})", param="out") from None
 
     done: dict[str, dict[str, str]] = {}
     if resume:
@@ -236,7 +239,7 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
         fh = os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", newline="",
                        encoding="utf-8")
     except OSError as exc:
-        raise LoscatError(f"--out {out}: cannot write {partial} ({exc.strerror})") from None
+        raise LoscatError(f"out {out}: cannot write {partial} ({exc.strerror})", param="out") from None
     with fh as f:
         writer = SafeDictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()

@@ -202,7 +202,7 @@ def _runner(model: torch.nn.Module, mean, std, device: torch.device, precision: 
         except Exception as exc:  # noqa: BLE001 - export/cache trouble must not stop an auto run
             if explicit or precision == "int8":
                 raise LoscatError(f"the ONNX backend could not start ({type(exc).__name__}: {exc}); use "
-                                  "--backend torch") from exc
+                                  "backend='torch'", param="backend") from exc
             logger.warning("the ONNX backend could not start (%s: %s): using torch", type(exc).__name__, exc)
             runner = None
         if runner is not None and (runner.exact or precision == "int8" or allow_inexact):
@@ -211,7 +211,7 @@ def _runner(model: torch.nn.Module, mean, std, device: torch.device, precision: 
         diff = runner.check.get("max_prob_diff", float("nan"))
         if explicit:
             raise LoscatError(f"the ONNX graph of this model is not exact (max probability difference {diff:.2g} "
-                              "against torch on the probe photos); use --backend torch")
+                              "against torch on the probe photos); use backend='torch'", param="backend")
         logger.warning("the ONNX graph differs from torch by up to %.2g in probability: using torch", diff)
     bf16 = {"auto": None, "fp32": False, "bf16": True}[precision]
     return LogitRunner(model, mean, std, device=str(device), bf16=bf16)

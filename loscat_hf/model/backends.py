@@ -195,7 +195,8 @@ class OnnxRunner(LogitRunner):
         if kind not in self._sessions:
             path = self._export(kind)
             if kind != "logits" and not self.int8 and not onnx_cache.is_exact(self._exact_check(kind)):
-                raise LoscatError(f"the ONNX {kind} graph of this model is not exact; use --backend torch")
+                raise LoscatError(f"the ONNX {kind} graph of this model is not exact; use backend='torch'",
+                                  param="backend")
             self._sessions[kind] = onnx_cache.open_session(path, self.threads)
         return self._sessions[kind]
 

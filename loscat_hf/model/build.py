@@ -23,6 +23,10 @@ PRESETS: dict[str, dict] = {
                                 num_attention_heads=12, intermediate_size=3072),
 }
 _NORM = {"tiny": 0.5, "vit-base-384-random": 0.5}  # google/vit-* use mean = std = 0.5
+# One label per photo (the 12 region classes). Stated in every config loscat-hf builds, trains or converts: left
+# unset, transformers guesses it from the first batch's labels (and `pipeline` from num_labels), so plain
+# transformers' loss and pipeline would depend on what came first.
+PROBLEM_TYPE = "single_label_classification"
 
 
 def image_processor(size: int, mean: float | Sequence[float] = 0.5, std: float | Sequence[float] = 0.5,
@@ -115,7 +119,7 @@ def build_model_and_processor(model: str, taxonomy: Taxonomy, image_size: int | 
         if image_size:
             shape["image_size"] = image_size
         torch.manual_seed(seed)
-        config = ViTConfig(**shape, **labels)
+        config = ViTConfig(**shape, **labels, problem_type=PROBLEM_TYPE)
         config.loscat_preset = model
         return ViTForImageClassification(config), image_processor(shape["image_size"], _NORM[model], _NORM[model])
     torch.manual_seed(seed)  # a new head is drawn inside from_pretrained: `--seed` must fix it
@@ -135,8 +139,9 @@ def build_model_and_processor(model: str, taxonomy: Taxonomy, image_size: int | 
                 "a Hub cache with HF_HUB_OFFLINE=1, or an offline preset: " + ", ".join(PRESETS) + ".")
         raise LoscatError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}{hint}") from None
     if image_size and getattr(net.config, "image_size", image_size) != image_size:
-        raise LoscatError(f"--image-size {image_size} differs from the model's {net.config.image_size}; "
-                          "only presets can change it")
+        raise LoscatError(f"image_size {image_size} differs from the model's {net.config.image_size}; "
+                          "only presets can change it", param="image_size")
+    net.config.problem_type = PROBLEM_TYPE  # whatever the folder or Hub model said: loscat-hf trains one label
     return net, processor
 
 

@@ -2,7 +2,8 @@
 `convert-timm` writes beside a converted checkpoint (`converted_card`).
 
 A card is built from an allow-list of what the model folder holds: config.json, train_summary.json's recipe,
-data counts and phases, and the evaluation reports' metrics. Never a path, a file name or a patient code.
+data counts, data origin (SYNTHETIC or not, from the dataset's report) and phases, and the evaluation reports'
+metrics. Never a path, a file name or a patient code; what the record does not hold, the card calls not recorded.
 """
 
 from __future__ import annotations
@@ -13,7 +14,16 @@ import logging
 from importlib import resources
 from pathlib import Path
 
-from loscat_hf.defaults import BASE_KEY, EVALUATED_NAME, RUN_KEY, SCORE_KEY, SCORE_REPORT_NAME, SOURCE_KEY
+from loscat_hf.data.dataset import report_count
+from loscat_hf.defaults import (
+    BASE_KEY,
+    CONFUSION_MATRIX,
+    EVALUATED_NAME,
+    RUN_KEY,
+    SCORE_KEY,
+    SCORE_REPORT_NAME,
+    SOURCE_KEY,
+)
 from loscat_hf.errors import LoscatError
 from loscat_hf.model.study import STUDY_CODE_REPO, STUDY_WEIGHTS_REPO
 
@@ -142,11 +152,13 @@ def model_card(model_dir: str | Path, repo_id: str | None = None, dataset_id: st
     summary_path = model_dir / "train_summary.json"
     summary = _read_json(summary_path) if summary_path.is_file() else {}
     evaluations = evaluation_reports(model_dir, list(reports))
-    ds_type = dataset_id or "loscat-clinical-photos"
+    origin = training_origin(summary, start, fine_tuned=bool(config.get(RUN_KEY)))
+    ds_type, ds_name = (dataset_id, dataset_id) if dataset_id else _DATASET_NAMES.get(origin["kind"],
+                                                                                      _DATASET_NAMES["unknown"])
     eval_results = []
     for r in evaluations:
         common = dict(task_type="image-classification", task_name="LoSCAT body region", dataset_type=ds_type,
-                      dataset_name=dataset_id or "LoSCAT clinical photos (private)", dataset_split=r["split"])
+                      dataset_name=ds_name, dataset_split=r["split"])
         eval_results += [EvalResult(metric_type="f1", metric_name="macro-F1", metric_config="macro",
                                     metric_value=round(r["macro_f1"], 4), **common),
                          EvalResult(metric_type="accuracy", metric_name="accuracy",
@@ -163,7 +175,7 @@ def model_card(model_dir: str | Path, repo_id: str | None = None, dataset_id: st
         data, template_str=card_template(), model_name=name, repo_id=repo_id or PLACEHOLDER_REPO,
         start=start, classes=", ".join(classes), num_classes=len(classes),
         image_size=config.get("image_size", "?"), evaluations=evaluations,
-        has_confusion_matrix=(model_dir / "eval" / "confusion_matrix.png").is_file(),
+        has_confusion_matrix=(model_dir / CONFUSION_MATRIX).is_file(),
         temperature=config.get("loscat_temperature"), dataset_id=dataset_id, source=source,
         fine_tuned=bool(config.get(RUN_KEY)),  # written by `train` into every model it saves
         hyperparameters=[(label, _shown(key, hparams[key])) for key, label in _SHOWN.items()
@@ -175,7 +187,48 @@ def model_card(model_dir: str | Path, repo_id: str | None = None, dataset_id: st
         score_components=", ".join(config.get(SCORE_KEY) or []) or None,
         runtime_min=round(summary["train_runtime_s"] / 60, 1) if summary.get("train_runtime_s") else None,
         warnings=summary.get("warnings"), code_repo=STUDY_CODE_REPO, weights_repo=STUDY_WEIGHTS_REPO,
+        origin=origin,
     )
+
+
+# the model-index's dataset (type, name) when `push --dataset` names none: what the training record says
+_DATASET_NAMES = {
+    "synthetic": ("loscat-hf-demo-data", "SYNTHETIC phantoms (loscat-hf demo-data)"),
+    "mixed": ("loscat-photos-with-phantoms", "LoSCAT clinical photos with SYNTHETIC phantoms (private)"),
+    "clinical": ("loscat-clinical-photos", "LoSCAT clinical photos (private)"),
+    "unknown": ("loscat-photos", "LoSCAT photos"),  # also converted weights, and records without a count
+}
+
+
+def training_origin(summary: dict, start: dict, fine_tuned: bool) -> dict:
+    """What the card may say the weights were trained on, from the training record only (train_summary.json's
+    `data_origin`, written by `train` from the dataset's prepare_report.json; counts and flags, never a name).
+
+    kind: "synthetic" (every photo a `loscat-hf demo-data` phantom), "mixed", "clinical" (no phantom among them),
+    "uncounted" (an older prepare did not count phantoms), "unprepared" (a dataset without prepare's report),
+    "authors" (converted weights not trained since: their authors' data) or "unknown" (no record)."""
+    if start.get("kind") in ("study", "converted") and not fine_tuned:
+        return {"kind": "authors"}
+    record = summary.get("data_origin") if isinstance(summary, dict) else None
+    if not isinstance(record, dict):
+        return {"kind": "unknown"}
+    if record.get("prepared") is not True:
+        return {"kind": "unprepared"}
+    photos, patients, phantoms = (report_count(record.get(k)) for k in ("photos", "patients", "phantom_photos"))
+    if phantoms is None or photos is None:
+        kind = "uncounted"
+    elif record.get("synthetic") is True and phantoms == photos:
+        kind = "synthetic"
+    else:
+        kind = "mixed" if phantoms else "clinical"
+    splits = record.get("splits") if isinstance(record.get("splits"), dict) else {}
+    per_split = []
+    for split in ("train", "validation", "test"):
+        counts = splits.get(split) if isinstance(splits.get(split), dict) else {}
+        n, p = report_count(counts.get("photos")), report_count(counts.get("patients"))
+        if n is not None and p is not None:
+            per_split.append(f"{split} {n} photos of {p} patients")
+    return {"kind": kind, "photos": photos, "patients": patients, "phantoms": phantoms, "splits": ", ".join(per_split)}
 
 
 def start_of(config: dict) -> dict:

@@ -24,7 +24,7 @@ from pathlib import Path
 from loscat_hf.data.atomic import check_output_dir, commit_folder, remove_stale_partials
 from loscat_hf.defaults import SOURCE_KEY
 from loscat_hf.errors import LoscatError
-from loscat_hf.model.build import image_processor
+from loscat_hf.model.build import PROBLEM_TYPE, image_processor
 from loscat_hf.model.checkpoints import load_state_dict, resolve_checkpoint
 from loscat_hf.model.study import (
     BICUBIC,
@@ -107,11 +107,12 @@ def _few(keys, n: int = 4) -> str:
 def check_layout(state: dict, arch_name: str, where: str) -> TimmArch:
     """Refuse anything but exactly the tensors of `arch_name`, with one line naming what is missing or extra."""
     if arch_name not in ARCHS:
-        raise LoscatError(f"unknown --arch {arch_name!r}; known timm ViTs: {', '.join(sorted(ARCHS))}")
+        raise LoscatError(f"arch {arch_name!r} is not a known timm ViT; known: {', '.join(sorted(ARCHS))}",
+                          param="arch")
     arch = ARCHS[arch_name]
     if any(k.startswith(("vit.", "classifier.")) for k in state):
         raise LoscatError(f"{where} is already a transformers checkpoint (vit.*, classifier.*), not a timm one: "
-                          "use its folder with --model directly")
+                          "use its folder as a model directly", param="checkpoint")
     if not any(k.startswith("blocks.") for k in state) or "cls_token" not in state:
         raise LoscatError(f"{where} is not a timm ViT state dict (no cls_token/blocks.N.*; first keys: "
                           f"{_few(state, 3)})")
@@ -132,11 +133,12 @@ def vit_config(state: dict, arch: TimmArch, id2label: dict[int, str], where: str
     tokens = int(state["pos_embed"].shape[1])
     grid = round((tokens - 1) ** 0.5)
     n_classes = int(state["head.weight"].shape[0])
-    problems = []
+    problems, params = [], []
     if hidden != arch.width:  # the heads would be wrong: refuse rather than compute something else
         fits = sorted({n.split("_patch")[0] for n, a in ARCHS.items() if a.width == hidden})
         problems.append(f"its tensors are {hidden} wide, the architecture's are {arch.width}"
-                        + (f" (try --arch {fits[0]}_patch{proj[-1]}_{grid * proj[-1]})" if fits else ""))
+                        + (f" (try arch '{fits[0]}_patch{proj[-1]}_{grid * proj[-1]}')" if fits else ""))
+        params.append("arch")
     if len(proj) != 4 or proj[0] != hidden or proj[1] != 3 or proj[2] != proj[3]:
         problems.append(f"patch_embed.proj.weight has shape {list(proj)}")
     if grid * grid != tokens - 1:
@@ -145,9 +147,10 @@ def vit_config(state: dict, arch: TimmArch, id2label: dict[int, str], where: str
         problems.append(f"blocks.0.attn.qkv.weight is {list(state['blocks.0.attn.qkv.weight'].shape)}, "
                         f"not [{3 * hidden}, {hidden}]")
     if n_classes != len(id2label):
-        problems.append(f"the head has {n_classes} outputs but {len(id2label)} labels were given (--labels)")
+        problems.append(f"the head has {n_classes} outputs but {len(id2label)} labels were given")
+        params.append("labels")
     if problems:
-        raise LoscatError(f"{where}: {'; '.join(problems)}")
+        raise LoscatError(f"{where}: {'; '.join(problems)}", param=params)
     image_size = grid * proj[2]
     if image_size != arch.image_size or proj[2] != arch.patch:
         logger.warning("%s: the tensors say patch %d, %d px; the name %s says patch %d, %d px (the tensors win)",
@@ -158,6 +161,7 @@ def vit_config(state: dict, arch: TimmArch, id2label: dict[int, str], where: str
         intermediate_size=int(state["blocks.0.mlp.fc1.weight"].shape[0]), hidden_act="gelu",
         layer_norm_eps=1e-6, image_size=image_size, patch_size=proj[2], num_channels=3, qkv_bias=True,
         num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()},
+        problem_type=PROBLEM_TYPE,  # the study's model gives one region per photo
     )
 
 
@@ -197,11 +201,12 @@ def parse_labels(codes: list[str] | tuple[str, ...], taxonomy: Taxonomy) -> list
     for code in codes:
         parsed = taxonomy.parse(code)
         if parsed.label is None:
-            raise LoscatError(f"--labels: {code!r} is a non-site code ({parsed.code}), not a class")
+            raise LoscatError(f"labels: {code!r} is a non-site code ({parsed.code}), not a class", param="labels")
         labels.append(parsed.label)
     twice = sorted({x for x in labels if labels.count(x) > 1})
     if twice:
-        raise LoscatError(f"--labels names the class(es) {', '.join(twice)} more than once: {', '.join(codes)}")
+        raise LoscatError(f"labels names the class(es) {', '.join(twice)} more than once: {', '.join(codes)}",
+                          param="labels")
     return labels
 
 
@@ -223,7 +228,7 @@ def convert_timm(checkpoint: str, out: str | Path, arch: str = STUDY_ARCH,
     timm_arch = check_layout(state, arch, source)
     study = source.startswith(STUDY_WEIGHTS_REPO + "/")
     if not labels and not study:
-        logger.warning("no --labels: assuming the study's class order %s", ",".join(STUDY_CLASS_CODES))
+        logger.warning("no labels given: assuming the study's class order %s", ",".join(STUDY_CLASS_CODES))
     codes = list(labels) if labels else list(STUDY_CLASS_CODES)
     classes = parse_labels(codes, tax)
     config = vit_config(state, timm_arch, dict(enumerate(classes)), source)

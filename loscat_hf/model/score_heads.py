@@ -24,6 +24,7 @@ from transformers.modeling_outputs import ModelOutput
 
 from loscat_hf.data.score_tables import COMPONENTS
 from loscat_hf.defaults import SCORE_KEY
+from loscat_hf.errors import LoscatError
 
 CONFIG_KEY = SCORE_KEY  # config.json: the components the heads predict (defaults.py, torch-free for the card)
 
@@ -85,7 +86,8 @@ def build_score_model(model: str, taxonomy, image_size: int | None = None, seed:
     base, processor = build_model_and_processor(model, taxonomy, image_size, seed=seed)
     config = base.config
     if getattr(config, "model_type", None) != "vit":
-        raise ValueError(f"--task scores needs a ViT model, got model_type {config.model_type!r}")
+        raise LoscatError(f"task 'scores' needs a ViT model, got model_type {config.model_type!r}",
+                          param=("task", "model"))
     torch.manual_seed(seed)
     net = ViTWithScores(config)
     missing, unexpected = net.load_state_dict(base.state_dict(), strict=False)

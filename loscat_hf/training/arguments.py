@@ -1,26 +1,22 @@
-"""`loscat-hf train` arguments: loscat's own options, the task's TrainingArguments defaults, --config, --help.
+"""`loscat-hf train` arguments: loscat's own options, the task's TrainingArguments defaults, --help.
 
 torch and transformers are imported only where needed: `train_help()` (`loscat-hf train --help`) runs without
-them (0.1 s instead of ~4 s).
+them (0.1 s instead of ~4 s). Parsing them (`parse_train_args`, `train_arguments`, --config) is in
+training/parse.py, which imports transformers so that its annotations resolve.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loscat_hf.defaults import BASE_MODEL
-from loscat_hf.errors import LoscatError
 from loscat_hf.hardware import default_workers
 
 if TYPE_CHECKING:
-    from transformers import HfArgumentParser, TrainingArguments
+    from transformers import HfArgumentParser
 
 logger = logging.getLogger(__name__)
 
@@ -93,25 +89,6 @@ def recipe_of(model: str) -> str:
     return "from scratch" if model in PRESETS else "fine-tuning"
 
 
-def _read_config(path: str) -> dict:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise LoscatError(f"cannot read config {path}: {exc.strerror}") from None
-    try:
-        if path.endswith((".yaml", ".yml")):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
-        raise LoscatError(f"config {path} does not parse: {exc}") from None
-    if not isinstance(data, dict):
-        raise LoscatError(f"config {path} must hold a mapping of argument names to values")
-    return {k.replace("-", "_"): v for k, v in data.items()}
-
-
 def gpu_supports_bf16() -> bool:
     """The default of --bf16: on where a CUDA GPU has bf16 units (Ampere and newer)."""
     import torch
@@ -155,21 +132,19 @@ COMMON_TRAINING_OPTIONS: dict[str, str] = {
     "logging_steps": "log the training loss every this many steps",
     "dataloader_num_workers": "processes that decode and crop the photos",
     "report_to": "where to log: none, tensorboard, wandb, mlflow, all, ...",
-    "push_to_hub": "upload the model to the Hugging Face Hub at every save",
-    "hub_model_id": "Hub repository (user/name) for --push-to-hub",
     "resume_from_checkpoint": "a checkpoint folder to resume from (--resume picks the last one in --output-dir)",
 }
 # TrainingArguments' own defaults of the common options that TASK_DEFAULTS leaves alone, written out so that the
 # short help needs no transformers import (tests/test_trainer_hooks.py checks them against what parsing gives).
 _UPSTREAM_DEFAULTS: dict = dict(max_steps=-1, lr_scheduler_type="linear", gradient_accumulation_steps=1,
-                                use_cpu=False, push_to_hub=False, hub_model_id=None, resume_from_checkpoint=None)
+                                use_cpu=False, resume_from_checkpoint=None)
 _SHOWN_DEFAULTS: dict = dict(
     output_dir="required", bf16="on where the GPU supports bf16",
     dataloader_num_workers=f"{TASK_DEFAULTS['dataloader_num_workers']} here: the usable CPU cores but one, at most 16")
 _METAVARS = {"dataset": "DIR", "output_dir": "DIR", "resume_from_checkpoint": "DIR", "model": "ID|DIR",
              "taxonomy": "FILE", "config": "FILE", "task": "{regions,scores}", "eval_strategy": "{no,steps,epoch}",
-             "save_strategy": "{no,steps,epoch,best}", "hub_model_id": "USER/NAME", "bf16": "{true,false}",
-             "use_cpu": "{true,false}", "load_best_model_at_end": "{true,false}", "push_to_hub": "{true,false}"}
+             "save_strategy": "{no,steps,epoch,best}", "bf16": "{true,false}",
+             "use_cpu": "{true,false}", "load_best_model_at_end": "{true,false}"}
 
 
 def _short_help() -> str:
@@ -213,71 +188,3 @@ def train_help(full: bool = False) -> str:
     """`loscat-hf train --help`: loscat's options and the common TrainingArguments with this command's defaults,
     built without importing torch or transformers; `full` (`--help-all`): HfArgumentParser's help of every option."""
     return (_full_parser().format_help() if full else _short_help()).rstrip("\n")
-
-
-def train_arguments(**options: object) -> tuple[LoscatArguments, TrainingArguments]:
-    """The arguments `loscat-hf train` would build, from Python: the task defaults, then `options` (any loscat or
-    TrainingArguments field, e.g. `train_arguments(dataset="ds", output_dir="m", model="tiny",
-    num_train_epochs=3)`), checked exactly like the command line."""
-    return parse_train_args([], options=options)
-
-
-def parse_train_args(argv: Sequence[str], options: dict | None = None) -> tuple[LoscatArguments, TrainingArguments]:
-    """HfArgumentParser over (LoscatArguments, TrainingArguments): task defaults, then --config, then `options`
-    (from Python), then argv."""
-    import torch
-
-    parser = _full_parser()
-    # pinning is for host-to-GPU copies (on CPU it only warns); a default, so --dataloader-pin-memory still wins
-    parser.set_defaults(dataloader_pin_memory=torch.cuda.is_available())
-    parser.exit_on_error = False  # a bad value is the user's: LoscatError (one line, exit 2), not a usage dump
-    argv, options = list(argv), dict(options or {})
-    # --config and --output-dir are looked at before the real parse: the config's values become defaults that
-    # options and the command line override (argparse finds either spelling: --config FILE, --config=FILE)
-    pre = argparse.ArgumentParser(prog="loscat-hf train", add_help=False, exit_on_error=False)
-    pre.add_argument("--config")
-    pre.add_argument("--output-dir", "--output_dir", dest="output_dir")
-    pre.add_argument("--model")
-    try:
-        early = pre.parse_known_args(argv)[0]
-    except argparse.ArgumentError as exc:
-        raise LoscatError(f"train: {exc}") from None
-    cfg_path = early.config or options.get("config")
-    cfg = _read_config(cfg_path) if cfg_path else {}
-    model = early.model or options.get("model") or cfg.get("model") or BASE_MODEL
-    if recipe_of(str(model)) == "from scratch":  # defaults only: --config, options and argv still override
-        parser.set_defaults(**SCRATCH_DEFAULTS)
-    if cfg_path:
-        known = {a.dest for a in parser._actions}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise LoscatError(f"config {cfg_path} has unknown arguments: {', '.join(unknown)}")
-        parser.set_defaults(**cfg)
-    if not (early.output_dir or options.get("output_dir") or cfg.get("output_dir")):
-        raise LoscatError("--output-dir is required: the folder the model, its checkpoints and report go to")
-    if options:
-        unknown = sorted(set(options) - {a.dest for a in parser._actions})
-        if unknown:
-            raise LoscatError(f"unknown training arguments: {', '.join(unknown)} (see `loscat-hf train --help-all`)")
-        parser.set_defaults(**options)
-    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # `accelerate launch --multi_gpu` / torchrun on a machine without GPUs: DDP over gloo on CPU. Without
-        # this, TrainingArguments sets up no process group and every process trains alone on all the data.
-        os.environ["ACCELERATE_USE_CPU"] = "true"
-    try:
-        largs, targs = parser.parse_args_into_dataclasses(args=argv)
-    except (ValueError, argparse.ArgumentError) as exc:  # unknown flags, bad values: the user's, not a crash
-        raise LoscatError(f"train: {exc}") from None
-    if not largs.dataset:
-        raise LoscatError("--dataset is required (a folder written by `loscat-hf prepare`)")
-    if largs.task not in ("regions", "scores"):
-        raise LoscatError(f"--task must be 'regions' or 'scores', got {largs.task!r}")
-    if not (0.0 <= largs.sampling_power <= 1.0):
-        raise LoscatError("--sampling-power must be between 0 (none) and 1 (full balance)")
-    for name, lo, hi in (("hflip", 0, 1), ("max_rotation", 0, 180), ("color_jitter", 0, 1), ("crop_scale", 0.05, 1)):
-        if not (lo <= getattr(largs, name) <= hi):
-            raise LoscatError(f"--{name.replace('_', '-')} must be between {lo} and {hi}, "
-                              f"got {getattr(largs, name)}")
-    if targs.dataloader_num_workers == 0:
-        targs.dataloader_persistent_workers = False  # persistent workers need workers
-    return largs, targs

@@ -19,10 +19,29 @@ HEAD_PREFIXES = ("classifier", "score_heads")
 def phase1_trainable(model: torch.nn.Module, last_blocks: int) -> set[str]:
     """Names of the parameters phase 1 trains: the heads, and with `last_blocks` > 0 the last encoder blocks and
     the final norm above them."""
-    depths = parameter_depths(model, need_blocks="--phase1-trainable-blocks" if last_blocks > 0 else None)
+    depths = parameter_depths(model, need_blocks="phase1_trainable_blocks" if last_blocks > 0 else None)
     top = max(depths.values(), default=0)  # final norm and heads
     return {name for name, depth in depths.items()
             if name.startswith(HEAD_PREFIXES) or (last_blocks > 0 and depth > top - 1 - last_blocks)}
+
+
+def phase1_frozen(model: torch.nn.Module, phase1_epochs: float, last_blocks: int) -> set[str]:
+    """Names of the parameters TwoPhaseCallback freezes: none without a phase 1 (`phase1_epochs` 0, the
+    from-scratch recipe's default), else those outside `phase1_trainable`. Covering every encoder block
+    (`last_blocks` = num_hidden_layers) still freezes the embeddings; one block more leaves nothing frozen."""
+    if phase1_epochs <= 1e-9:  # the callback's own tolerance: such a phase 1 ends before the first step
+        return set()
+    keep = phase1_trainable(model, last_blocks)
+    return {name for name, _ in model.named_parameters() if name not in keep}
+
+
+def ddp_find_unused_parameters(requested: bool | None, frozen: set[str]) -> bool:
+    """DDP's `find_unused_parameters` for a run: the user's `--ddp-find-unused-parameters` when set, else on
+    exactly when a phase freezes parameters. Frozen parameters get no gradient, and DDP without the search
+    fails waiting for them; the search costs a walk of the autograd graph every step, and with nothing frozen
+    every parameter of the region and score models gets a gradient. (transformers' own default, for
+    `requested` None, is on for every PreTrainedModel: hence an explicit False here.)"""
+    return requested if requested is not None else bool(frozen)
 
 
 def count_parameters(model: torch.nn.Module, names: set[str] | None = None) -> int:

@@ -45,37 +45,43 @@ def _best_inside(best: Path, out: Path) -> bool:
     return best.parent.name == out.resolve().name and (out / best.name).is_dir()
 
 
-def check_checkpoint(checkpoint: str | os.PathLike, out: Path, identity: dict) -> None:
-    """Refuse to resume from a checkpoint that is not this run's, or whose best checkpoint is elsewhere."""
+def check_checkpoint(checkpoint: str | os.PathLike, out: Path, identity: dict, param: str = "resume") -> None:
+    """Refuse to resume from a checkpoint that is not this run's, or whose best checkpoint is elsewhere.
+    `param`: the argument that asked to resume (resume, or resume_from_checkpoint), named in the errors."""
     ckpt = Path(checkpoint)
     cfg_path = ckpt / "config.json"
     try:
         recorded = json.loads(cfg_path.read_text(encoding="utf-8")).get(RUN_KEY)
     except (OSError, ValueError):
-        raise LoscatError(f"--resume: {cfg_path} is missing or unreadable; train into a new --output-dir") from None
+        raise LoscatError(f"{param}: {cfg_path} is missing or unreadable; train into a new output folder",
+                          param=(param, "output_dir")) from None
     if not isinstance(recorded, dict):
-        raise LoscatError(f"--resume: {ckpt} does not record which dataset and taxonomy it was trained on (another "
-                          "program or an older loscat-hf wrote it); train into a new --output-dir")
+        raise LoscatError(f"{param}: {ckpt} does not record which dataset and taxonomy it was trained on (another "
+                          "program or an older loscat-hf wrote it); train into a new output folder",
+                          param=(param, "output_dir"))
     if recorded.get("dataset_sha256") != identity["dataset_sha256"]:
-        raise LoscatError(f"--resume: {ckpt} was trained on another dataset (train/validation metadata "
-                          "differ); resume with the --dataset it was trained on, or train into a new --output-dir")
+        raise LoscatError(f"{param}: {ckpt} was trained on another dataset (train/validation metadata "
+                          "differ); resume with the dataset it was trained on, or train into a new output folder",
+                          param=(param, "dataset", "output_dir"))
     if recorded.get("classes") != identity["classes"]:
-        raise LoscatError(f"--resume: {ckpt} was trained with another taxonomy ({recorded.get('taxonomy')}: "
-                          f"{', '.join(map(str, recorded.get('classes') or []))}); resume with that --taxonomy, "
-                          "or train into a new --output-dir")
+        raise LoscatError(f"{param}: {ckpt} was trained with another taxonomy ({recorded.get('taxonomy')}: "
+                          f"{', '.join(map(str, recorded.get('classes') or []))}); resume with that taxonomy, "
+                          "or train into a new output folder", param=(param, "taxonomy", "output_dir"))
     if recorded.get("task") != identity["task"]:
-        raise LoscatError(f"--resume: {ckpt} was trained for --task {recorded.get('task')}, not "
-                          f"{identity['task']}; resume with that --task, or train into a new --output-dir")
+        raise LoscatError(f"{param}: {ckpt} was trained for task {recorded.get('task')!r}, not "
+                          f"{identity['task']!r}; resume with that task, or train into a new output folder",
+                          param=(param, "task", "output_dir"))
     state_path = ckpt / "trainer_state.json"
     if state_path.is_file():
         try:
             best = json.loads(state_path.read_text(encoding="utf-8")).get("best_model_checkpoint")
         except ValueError:
-            raise LoscatError(f"--resume: {state_path} does not parse; train into a new --output-dir") from None
+            raise LoscatError(f"{param}: {state_path} does not parse; train into a new output folder",
+                              param=(param, "output_dir")) from None
         if best and not _best_inside(Path(best), out):
-            raise LoscatError(f"--resume: {state_path} records the best checkpoint {best}, outside {out} (a copied "
+            raise LoscatError(f"{param}: {state_path} records the best checkpoint {best}, outside {out} (a copied "
                               "or another run's folder); refusing to load weights from there: train into a new "
-                              "--output-dir")
+                              "output folder", param=(param, "output_dir"))
 
 
 def prepare_output_dir(largs: LoscatArguments, targs: TrainingArguments,
@@ -92,20 +98,22 @@ def prepare_output_dir(largs: LoscatArguments, targs: TrainingArguments,
     out = Path(targs.output_dir)
     resume = targs.resume_from_checkpoint
     if out.exists() and not out.is_dir():
-        raise LoscatError(f"--output-dir {out} is a file; choose a folder")
+        raise LoscatError(f"output_dir {out} is a file; choose a folder", param="output_dir")
     if largs.resume and largs.overwrite_output_dir:
-        raise LoscatError("--resume continues the run in --output-dir, --overwrite-output-dir replaces it: pick one")
+        raise LoscatError("resume continues the run in the output folder, overwrite_output_dir replaces it: pick one",
+                          param=("resume", "overwrite_output_dir"))
     if largs.resume:
         resume = get_last_checkpoint(str(out)) if out.is_dir() else None
         if resume is None:
-            raise LoscatError(f"--resume: no checkpoint-* folder in {out}")
+            raise LoscatError(f"resume: no checkpoint-* folder in {out}", param="resume")
     if resume:
-        check_checkpoint(resume, out, identity)
+        check_checkpoint(resume, out, identity, param="resume" if largs.resume else "resume_from_checkpoint")
         return resume, []
     if not out.is_dir() or not any(out.iterdir()):
         return None, []
     if not largs.overwrite_output_dir:
-        raise LoscatError(f"--output-dir {out} is not empty (another run's model or checkpoints?); pass --resume to "
-                          "continue that run, --overwrite-output-dir to replace it, or choose a new folder")
+        raise LoscatError(f"output_dir {out} is not empty (another run's model or checkpoints?); pass resume=True to "
+                          "continue that run, overwrite_output_dir=True to replace it, or choose a new folder",
+                          param=("output_dir", "resume", "overwrite_output_dir"))
     stale = [p for p in out.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
     return None, stale + [out / name for name in RUN_OUTPUTS if (out / name).exists()]

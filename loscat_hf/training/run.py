@@ -20,12 +20,24 @@ import numpy as np
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import Trainer, TrainingArguments
 
-from loscat_hf.data.dataset import check_packed_files, load_packed_dataset, packed_max_side, subgroup_columns
+from loscat_hf.data.dataset import (
+    check_packed_files,
+    dataset_origin,
+    load_packed_dataset,
+    packed_max_side,
+    subgroup_columns,
+)
 from loscat_hf.defaults import BASE_KEY, MAX_SIDE_KEY
 from loscat_hf.errors import LoscatError
 from loscat_hf.model.card import CARD_NAME, model_card
 from loscat_hf.training.arguments import LoscatArguments, augment_config
-from loscat_hf.training.callbacks import ChanceCallback, TwoPhaseCallback, count_parameters
+from loscat_hf.training.callbacks import (
+    ChanceCallback,
+    TwoPhaseCallback,
+    count_parameters,
+    ddp_find_unused_parameters,
+    phase1_frozen,
+)
 from loscat_hf.training.output_dir import RUN_KEY, prepare_output_dir, run_identity
 from loscat_hf.training.progress import use_readable_progress
 from loscat_hf.training.record import (
@@ -46,6 +58,7 @@ def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy, ds
     Model, balanced sampler, transforms, two-phase callback and device-side normalisation all come from
     here, so scripts/benchmark.py times exactly the object the command trains with.
     """
+    refuse_trainer_push(targs)
     from loscat_hf.evaluation.metrics import compute_metrics_fn
     from loscat_hf.model.build import build_model_and_processor, processor_resample, processor_size
     from loscat_hf.model.transforms import ImageTransform, collate
@@ -75,8 +88,10 @@ def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy, ds
                                       chance_hints(largs, targs.learning_rate, targs.num_train_epochs))]
     if largs.phase1_epochs:
         callbacks.append(TwoPhaseCallback(largs.phase1_epochs, largs.phase1_trainable_blocks))
-        if targs.parallel_mode.name == "DISTRIBUTED":
-            targs.ddp_find_unused_parameters = True  # frozen parameters produce no gradient in phase 1
+    if targs.parallel_mode.name == "DISTRIBUTED":  # the unused-parameter search only where phase 1 freezes some
+        targs.ddp_find_unused_parameters = ddp_find_unused_parameters(
+            targs.ddp_find_unused_parameters,
+            phase1_frozen(model, largs.phase1_epochs, largs.phase1_trainable_blocks))
     trainer = trainer_cls(
         model=model, args=targs, train_dataset=train_set, eval_dataset=eval_set, data_collator=collate,
         processing_class=processor, compute_metrics=compute_metrics_fn(list(taxonomy.classes)),
@@ -105,6 +120,7 @@ class TrainResult:
     phases: list | None = None  # per phase: what it trains, trainable parameters, start/end step and epoch
     hyperparameters: dict | None = None  # the recipe as it ran, with each group's peak learning rate
     data: dict | None = None  # photos per split and class
+    data_origin: dict | None = None  # what the dataset's photos are, from its prepare_report.json (counts, SYNTHETIC)
     hardware: str | None = None
     warnings: list | None = None  # e.g. validation stuck at chance, with the likely causes
 
@@ -114,6 +130,17 @@ class TrainResult:
         return {k: v for k, v in out.items() if v is not None or k in ("best_checkpoint", "best_metric")}
 
 
+def refuse_trainer_push(targs: TrainingArguments) -> None:
+    """The Trainer's own push (`push_to_hub=True`) creates its repo public unless the organisation says otherwise
+    and uploads the output folder at every save (training_args.bin with local paths, logs, reports): none of
+    `loscat-hf push`'s allow-list and visibility check. Refused; the model is published with `loscat-hf push`."""
+    if targs.push_to_hub:
+        raise LoscatError("push_to_hub would let the Trainer upload the whole output folder (training_args.bin, logs, "
+                          "reports) into a repo whose visibility it does not check: train without it, then publish "
+                          "with `loscat-hf push --model OUTPUT_DIR --repo-id ORG/NAME` (allow-listed files, private "
+                          "by default)", param="push_to_hub")
+
+
 def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
     """Train, restore the best model, fit a temperature, save a standard model folder and its report."""
     from loscat_hf.evaluation.split_eval import evaluate_split
@@ -121,6 +148,7 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
     from loscat_hf.taxonomy import load_taxonomy
     from loscat_hf.viz.plots import plot_training_curves
 
+    refuse_trainer_push(targs)
     taxonomy = load_taxonomy(largs.taxonomy)
     out = Path(targs.output_dir)
     check_packed_files(largs.dataset)  # before the output folder is touched: nothing half-written
@@ -174,7 +202,7 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
         temperature=float(temperature), train_runtime_s=result.metrics.get("train_runtime"),
         train_samples_per_second=result.metrics.get("train_samples_per_second"),
         base_model=getattr(trainer.model.config, BASE_KEY), phases=phases, hyperparameters=hparams,
-        data=data_record(ds), hardware=hardware_record(targs),
+        data=data_record(ds), data_origin=dataset_origin(largs.dataset), hardware=hardware_record(targs),
         warnings=[cb.outcome() for cb in trainer.callback_handler.callbacks
                   if isinstance(cb, ChanceCallback) and cb.warning] or None)
     if trainer.is_world_process_zero():

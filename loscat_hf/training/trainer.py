@@ -31,14 +31,16 @@ def parameter_depths(model: torch.nn.Module, need_blocks: str | None = None) -> 
 
     The blocks are found as the model's ModuleList of `num_hidden_layers` modules, not by parameter names:
     transformers 5 renamed ViT's `vit.encoder.layer.N` to `vit.layers.N`, and a name pattern silently matched
-    nothing after that (layer decay and --phase1-trainable-blocks did nothing until this was fixed)."""
+    nothing after that (layer decay and --phase1-trainable-blocks did nothing until this was fixed).
+    `need_blocks`: the training argument that needs the blocks ("layer_decay"), named in the error without them."""
     n_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
     blocks = next((name for name, module in model.named_modules()
                    if isinstance(module, torch.nn.ModuleList) and n_layers and len(module) == n_layers), None)
     if blocks is None and need_blocks:
+        others = [p for p in ("layer_decay", "phase1_trainable_blocks") if p != need_blocks]
         raise LoscatError(f"{need_blocks} needs a ViT-style encoder (a list of num_hidden_layers blocks), which "
-                          f"{type(model).__name__} does not have: train it with --layer-decay 1 and "
-                          "--phase1-trainable-blocks 0")
+                          f"{type(model).__name__} does not have: train it with layer_decay 1 and "
+                          "phase1_trainable_blocks 0", param=(need_blocks, *others))
     depths = {}
     for name, _ in model.named_parameters():
         if blocks is not None and name.startswith(blocks + "."):
@@ -73,7 +75,8 @@ def load_weights_strict(model: torch.nn.Module, checkpoint_dir: str) -> None:
         model.load_state_dict(loaded.state_dict(), strict=True)
     except RuntimeError as exc:  # another architecture or size (--model differs from the checkpoint's)
         raise LoscatError(f"the weights in {checkpoint_dir} do not fit this model "
-                          f"({str(exc).splitlines()[0][:200]}); use the --model it was trained with") from None
+                          f"({str(exc).splitlines()[0][:200]}); use the model it was trained with",
+                          param="model") from None
     del loaded
 
 
@@ -109,7 +112,7 @@ class RegionTrainer(Trainer):
         opt_model = self.model if model is None else model
         n_layers = getattr(opt_model.config, "num_hidden_layers", 0)
         decay_names = set(self.get_decay_parameter_names(opt_model))
-        depths = parameter_depths(opt_model, need_blocks="--layer-decay")
+        depths = parameter_depths(opt_model, need_blocks="layer_decay")
         groups: dict[tuple[int, bool], dict] = {}
         # deepest first: the head's group is group 0, whose rate the Trainer logs as `learning_rate`
         for name, param in sorted(opt_model.named_parameters(), key=lambda item: -depths[item[0]]):

@@ -152,33 +152,37 @@ def _write_tables(root: Path, ratings: list[dict], truth: list[dict], unl: list[
 
 def _check_args(out: Any, n_patients: Any, n_photos: Any, image_size: Any, n_unlabeled: Any, seed: Any,
                 num_workers: Any) -> tuple[Path, tuple[int, int]]:
-    """Validate before anything is written (CLI flag names in the messages); -> (out folder, (W, H))."""
+    """Validate before anything is written (each error names its parameter); -> (out folder, (W, H))."""
 
     def is_int(v: Any) -> bool:
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
     if not is_int(n_patients) or n_patients < 1:
-        raise LoscatError(f"--patients must be a whole number >= 1, got {n_patients!r}")
+        raise LoscatError(f"n_patients must be a whole number >= 1, got {n_patients!r}", param="n_patients")
     if not is_int(n_photos) or n_photos < n_patients:
-        raise LoscatError(f"--photos must be >= --patients ({n_patients}): every patient needs a photo; got {n_photos!r}")
+        raise LoscatError(f"n_photos must be >= n_patients ({n_patients}): every patient needs a photo; got "
+                          f"{n_photos!r}", param=("n_photos", "n_patients"))
     n_classes = len(load_taxonomy().classes)
     if n_photos < n_classes:
-        raise LoscatError(f"--photos must be at least {n_classes} so that every class appears; got {n_photos}")
+        raise LoscatError(f"n_photos must be at least {n_classes} so that every class appears; got {n_photos}",
+                          param="n_photos")
     if not is_int(n_unlabeled) or n_unlabeled < 0:
-        raise LoscatError(f"--unlabeled must be a whole number >= 0, got {n_unlabeled!r}")
+        raise LoscatError(f"n_unlabeled must be a whole number >= 0, got {n_unlabeled!r}", param="n_unlabeled")
     if not is_int(seed) or seed < 0:
-        raise LoscatError(f"--seed must be a whole number >= 0, got {seed!r}")
+        raise LoscatError(f"seed must be a whole number >= 0, got {seed!r}", param="seed")
     if num_workers is not None and (not is_int(num_workers) or num_workers < 1):
-        raise LoscatError(f"--num-workers must be >= 1, got {num_workers!r}")
+        raise LoscatError(f"num_workers must be >= 1, got {num_workers!r}", param="num_workers")
     try:
         size = tuple(int(v) for v in image_size)
     except (TypeError, ValueError):
-        raise LoscatError(f"--image-size must be two whole numbers W H, got {image_size!r}") from None
+        raise LoscatError(f"image_size must be two whole numbers W H, got {image_size!r}",
+                          param="image_size") from None
     if len(size) != 2 or not all(32 <= v <= 8192 for v in size):
-        raise LoscatError(f"--image-size must be two numbers W H between 32 and 8192, got {image_size!r}")
+        raise LoscatError(f"image_size must be two numbers W H between 32 and 8192, got {image_size!r}",
+                          param="image_size")
     root = Path(out)
     if root.exists() and not root.is_dir():
-        raise LoscatError(f"output {root} exists and is not a folder")
+        raise LoscatError(f"out {root} exists and is not a folder", param="out")
     return root, (size[0], size[1])
 
 
@@ -186,7 +190,8 @@ def _prepare_out(root: Path, overwrite: bool) -> None:
     """Refuse a non-empty folder unless `overwrite`; then remove only OUTPUTS."""
     if root.exists() and any(root.iterdir()):
         if not overwrite:
-            raise LoscatError(f"output folder {root} exists and is not empty; pass --overwrite or another folder")
+            raise LoscatError(f"output folder {root} exists and is not empty; pass overwrite=True or another folder",
+                              param="overwrite")
         for name in OUTPUTS:  # only what demo-data writes: never a user's other files
             p = root / name
             if p.is_dir() and not p.is_symlink():

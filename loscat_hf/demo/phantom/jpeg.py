@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
+from loscat_hf.data.images import PHANTOM_SOFTWARE
 from loscat_hf.demo.phantom.render import render_photo
 
 # EXIF orientation -> how the upright render is turned for storage (exif_transpose turns it back)
@@ -19,12 +20,13 @@ _STORE_OP = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Ima
 
 
 def _exif(spec: dict) -> Image.Exif:
-    """Camera, capture time, orientation, GPS (phones only) and the patient's name in ImageDescription."""
+    """Camera, capture time, orientation, GPS (phones only), the patient's name in ImageDescription and the
+    phantom mark in Software."""
     ex = Image.Exif()
     meta = spec["exif"]
     ex[0x010E] = meta["description"]
     ex[0x010F], ex[0x0110] = meta["make"], meta["model"]
-    ex[0x0131] = "loscat-hf phantom (SYNTHETIC)"
+    ex[0x0131] = PHANTOM_SOFTWARE  # Software: how `prepare` tells a phantom from a patient's photo
     ex[0x0132] = meta["datetime"]
     if spec["orientation"]:
         ex[0x0112] = spec["orientation"]
