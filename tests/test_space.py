@@ -155,13 +155,32 @@ def _pins() -> dict[str, str]:
     return space_pins()
 
 
+def _update_pins():
+    """scripts/update_pins.py as a module: its `plan` is the one implementation of the pinned closure."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("update_pins", ROOT / "scripts" / "update_pins.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_space_pins_are_the_tested_versions():
     """The Space installs exactly what these tests ran on: every pin is the installed version (scripts/setup.sh
-    installs through them as constraints), and the Space's gradio (sdk_version) is the pinned one."""
+    installs through them as constraints), every installed runtime dependency of a pin is pinned too (nothing
+    floats), and the Space's gradio (sdk_version) is the pinned one."""
     from packaging.specifiers import SpecifierSet
 
     pins = _pins()
-    assert {"torch", "transformers", "gradio", "onnxruntime"} <= set(pins)
+    assert {"torch", "transformers", "gradio", "onnxruntime", "tokenizers", "fastapi"} <= set(pins)
+    _, changes = _update_pins().plan((ROOT / "space" / "requirements.txt").read_text())
+    unpinned = {name: new for name, (old, new) in changes.items() if old is None}
+    unneeded = sorted(name for name, (old, new) in changes.items() if new is None)
+    assert not unpinned and not unneeded, (
+        f"space/requirements.txt does not pin the installed dependencies {unpinned} of its pins, or pins "
+        f"{unneeded} that nothing needs any more: run `python scripts/update_pins.py` (docs/development.md, "
+        "'Pinned versions'). A CUDA torch (not the pinned CPU wheel) brings nvidia-* packages the Space never "
+        "installs")
     # matched as pip matches `==`: torch==2.13.0 is the installed CPU build 2.13.0+cpu
     differ = {name: f"pinned {pin}, installed {importlib.metadata.version(name)}" for name, pin in pins.items()
               if not SpecifierSet(f"=={pin}").contains(importlib.metadata.version(name), prereleases=True)}

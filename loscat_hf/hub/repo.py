@@ -141,7 +141,8 @@ def listing(files: dict[str, int], per_folder: int = 3) -> list[str]:
     for folder in sorted(folders):
         names = sorted(folders[folder])
         shown = ", ".join(n.split("/", 1)[1] for n in names[:per_folder]) + (", ..." if len(names) > per_folder else "")
-        lines.append(f"  {folder}/: {len(names)} files ({_size(files[n] for n in names)}): {shown}")
+        count = f"{len(names)} file{'s' if len(names) != 1 else ''}"
+        lines.append(f"  {folder}/: {count} ({_size(files[n] for n in names)}): {shown}")
     return lines
 
 
