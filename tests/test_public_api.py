@@ -185,7 +185,7 @@ def test_train_errors_name_the_field_and_its_flag(tmp_path, capsys):
 
 # A message may name a command to run, in backticks (`loscat-hf prepare --overwrite`): an instruction, not a
 # parameter. Modules whose owners have not moved to param= yet are listed here; remove an entry once done.
-SPEAKS_FLAGS = {"loscat_hf/cli/": "the command line itself", "loscat_hf/training/run.py": "not converted yet"}
+SPEAKS_FLAGS = {"loscat_hf/cli/": "the command line itself"}
 
 
 def _message_template(node: ast.expr) -> str:

@@ -183,10 +183,11 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
             if not resume or "parameter group" not in str(exc):
                 raise
             raise LoscatError(
-                f"--resume: the optimizer state in {resume} has other parameter groups than this run's ("
-                f"{str(exc).splitlines()[0]}): it was trained with another --layer-decay or recipe (presets default "
-                "to --layer-decay 1 since loscat-hf 2026-11-27), or by an older loscat-hf. Resume with the "
-                "--layer-decay it used, or train into a new --output-dir") from None
+                f"resume: the optimizer state in {resume} has other parameter groups than this run's ("
+                f"{str(exc).splitlines()[0]}): it was trained with another layer_decay or recipe (presets default "
+                "to layer_decay 1 since loscat-hf 2026-11-27), or by an older loscat-hf. Resume with the "
+                "layer_decay it used, or train into a new output_dir", param=("resume", "layer_decay", "output_dir")) \
+                from None
     phases = _phases(trainer)
 
     # Calibrate on validation: the temperature travels in config.json (plain transformers ignores it).
