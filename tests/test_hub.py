@@ -518,6 +518,14 @@ def test_old_datasets_and_prepare_preflight(dataset_dir, hub, tmp_path, capsys):
     (old / "LICENSE.md").unlink()
     assert main(["push-dataset", "--dataset", str(old), "--repo-id", "me/d"]) == 2
     assert "older loscat-hf" in capsys.readouterr().err
+    uncounted = tmp_path / "uncounted"  # the licence is there, the report does not count phantoms
+    shutil.copytree(dataset_dir, uncounted)
+    report = json.loads((uncounted / "prepare_report.json").read_text())
+    del report["phantom_photos"]
+    (uncounted / "prepare_report.json").write_text(json.dumps(report))
+    assert main(["push-dataset", "--dataset", str(uncounted), "--repo-id", "me/d"]) == 2
+    assert "does not say whether its photos are SYNTHETIC" in capsys.readouterr().err
+    assert hub.uploads() == 0
     hub.add("me/public", "dataset", private=False)
     out = tmp_path / "never"
     assert main(["prepare", "--annotations", str(tmp_path / "missing.csv"), "--images", str(tmp_path),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from loscat_hf.data.dataset import (
@@ -10,7 +9,7 @@ from loscat_hf.data.dataset import (
     LICENSE_NAME,
     METADATA_NAME,
     PRIVATE_DIR,
-    REPORT_NAME,
+    dataset_origin,
     publishable_files,
 )
 from loscat_hf.errors import LoscatError
@@ -37,19 +36,10 @@ def push_dataset_to_hub(dataset_dir: str | Path, repo_id: str, private: bool = T
     if not (out / PRIVATE_DIR).is_dir() or not (out / "train" / METADATA_NAME).is_file():
         raise LoscatError(f"{out} was written by an older loscat-hf (patient ids not coded, no {PRIVATE_DIR}/): "
                           "rebuild it with `loscat-hf prepare --overwrite` before pushing")
-    report = _read_report(out)
-    if "phantom_photos" not in report or not (out / LICENSE_NAME).is_file():
+    if dataset_origin(out).get("phantom_photos") is None or not (out / LICENSE_NAME).is_file():
         raise LoscatError(f"{out} was written by an older loscat-hf: its card has no licence link and does not say "
                           "whether its photos are SYNTHETIC phantoms; rebuild it with `loscat-hf prepare --overwrite` "
                           "before pushing")
     metadata = DatasetCard.load(out / CARD_NAME).data.to_dict()
     return push_files(repo_id, "dataset", dict(publishable_files(out)), metadata, private=private,
                       message="Upload dataset prepared by loscat-hf", dry_run=dry_run)
-
-
-def _read_report(out: Path) -> dict:
-    try:
-        report = json.loads((out / REPORT_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise LoscatError(f"cannot read {out / REPORT_NAME}: {exc}") from None
-    return report if isinstance(report, dict) else {}

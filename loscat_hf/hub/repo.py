@@ -158,12 +158,6 @@ def write_folder(files: dict[str, Path], out: str | Path) -> Path:
     return out
 
 
-def folder_files(folder: str | Path) -> dict[str, Path]:
-    """Repo path -> local file for every file under a staged folder."""
-    folder = Path(folder)
-    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def _is_private(info) -> bool:
     """Only an explicit `private: true` is private; unknown (None) is not, nor a "protected" Space (public app)."""
     return info.private is True and getattr(info, "visibility", None) != "protected"

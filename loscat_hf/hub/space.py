@@ -31,7 +31,7 @@ from loscat_hf.hub.repo import (
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 SPACE_DIR = PACKAGE_DIR.parent / "space"
-SPACE_FILES = ("app.py", "README.md", "requirements.txt", "examples/README.md")
+SPACE_FILES = ("app.py", "requirements.txt", "examples/README.md")  # README.md: generated (`space_card`)
 EXAMPLE_PATTERN = "examples/SYNTHETIC_*.jpg"
 PACKAGE_PATTERNS = ("**/*.py", "resources/*.json", "resources/*.md", "py.typed")
 MODEL_PREFIX = "model"
@@ -80,8 +80,7 @@ def sdk_version() -> str:
 
 
 def space_files(model: str | Path | None = None) -> dict[str, Path]:
-    """Space path -> local file for everything push-space uploads (README.md as committed: `space_card` gives
-    the header push-space writes)."""
+    """Space path -> local file for everything push-space uploads but the README.md it generates (`space_card`)."""
     _check_space_dir()
     files = {name: SPACE_DIR / name for name in SPACE_FILES if (SPACE_DIR / name).is_file()}
     files |= {p.relative_to(SPACE_DIR).as_posix(): p for p in sorted(SPACE_DIR.glob(EXAMPLE_PATTERN))}
