@@ -20,7 +20,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from loscat_hf.data.csvsafe import SafeDictWriter, read_cell
 from loscat_hf.data.dataset import read_split_metadata, split_metadata_file
 from loscat_hf.data.private import clinic_ids
 from loscat_hf.data.score_tables import (
@@ -34,6 +33,7 @@ from loscat_hf.data.score_tables import (
     total,
 )
 from loscat_hf.errors import LoscatError
+from loscat_hf.io.csvsafe import SafeDictWriter, read_cell
 from loscat_hf.taxonomy import Taxonomy, load_taxonomy
 
 log = logging.getLogger(__name__)

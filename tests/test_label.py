@@ -22,11 +22,11 @@ import pytest
 from conftest import save_tiny_model
 from PIL import Image
 
-from loscat_hf.apps.label_session import LabelSession, model_suggestions
+from loscat_hf.apps.labelling.log import LABEL_COLUMNS, Answer, LabelLog, latest_answers, read_answers
+from loscat_hf.apps.labelling.photos import list_photos
+from loscat_hf.apps.labelling.session import LabelSession, model_suggestions
 from loscat_hf.cli import main
 from loscat_hf.data.annotations import read_ratings
-from loscat_hf.data.label_log import LABEL_COLUMNS, Answer, LabelLog, latest_answers, read_answers
-from loscat_hf.data.label_photos import list_photos
 from loscat_hf.errors import LoscatError
 from loscat_hf.taxonomy import load_taxonomy
 
@@ -328,7 +328,7 @@ def _free_port() -> int:
 @pytest.fixture()
 def apps(folder, tmp_path):
     """start(rater) -> the URL of a label app for that rater; every app writes to the same labels.csv."""
-    from loscat_hf.apps.label import launch_label
+    from loscat_hf.apps.labelling.app import launch_label
 
     out, running = tmp_path / "labels.csv", []
 
@@ -496,7 +496,7 @@ def test_two_apps_appending_to_one_file_lose_nothing(folder, tmp_path):
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="chromium not installed (apt-get install chromium)")
 def test_browser_grades_a_photo_with_the_keyboard(tmp_path):
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
-    from loscat_hf.apps.label import launch_label
+    from loscat_hf.apps.labelling.app import launch_label
     from loscat_hf.demo.phantom import generate_demo_data
 
     generate_demo_data(tmp_path / "demo", n_patients=4, n_photos=12, image_size=(900, 600), n_unlabeled=0)
@@ -536,7 +536,7 @@ def test_nothing_identifying_reaches_the_browser(tmp_path):
 
     from gradio_client import Client
 
-    from loscat_hf.apps.label import launch_label
+    from loscat_hf.apps.labelling.app import launch_label
 
     planted, mrn = "MUSTERMANN", "MRN4711"
     folder = tmp_path / "photos" / f"{planted}_{mrn}"

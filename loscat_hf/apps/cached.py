@@ -11,8 +11,8 @@ from typing import Any
 
 import gradio as gr
 
-from loscat_hf.data.csvsafe import SafeWriter
-from loscat_hf.data.images import save_clean_jpeg
+from loscat_hf.io.csvsafe import SafeWriter
+from loscat_hf.io.images import save_clean_jpeg
 
 
 def _new_folder(prefix: str) -> Path:

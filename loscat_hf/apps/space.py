@@ -198,7 +198,7 @@ class SpaceModel:
         self.model_name = model
 
     def _pixels(self, path: str | None):
-        from loscat_hf.data.images import ImageProblemError
+        from loscat_hf.io.images import ImageProblemError
 
         if not path:
             raise gr.Error("Please upload a photo first.")
@@ -231,7 +231,7 @@ class SpaceModel:
 
         The CSV lists uploaded file names, so it is written inside gradio's cache (the sweep expires it with
         the uploads) and through SafeWriter (a name such as `=HYPERLINK(...).jpg` is not run by Excel)."""
-        from loscat_hf.data.images import ImageProblemError
+        from loscat_hf.io.images import ImageProblemError
 
         files = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]
         if not files:

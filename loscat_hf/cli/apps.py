@@ -31,7 +31,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _label(args: argparse.Namespace) -> int:
-    from loscat_hf.apps.label import launch_label
+    from loscat_hf.apps.labelling.app import launch_label
 
     launch_label(args.images, args.out, args.rater, patients=args.patients, model=args.model, order=args.order,
                  suggest=args.suggest, host=args.host, port=args.port, auth=args.auth, precision=args.precision,

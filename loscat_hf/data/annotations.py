@@ -19,9 +19,9 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from loscat_hf.data.csvsafe import decode_export, read_cell
 from loscat_hf.data.score_tables import SCORE_PREFIX
 from loscat_hf.errors import LoscatError, Problem
+from loscat_hf.io.csvsafe import decode_export, read_cell
 from loscat_hf.taxonomy import ParsedRegion, RegionError, Taxonomy
 
 REQUIRED_COLUMNS = ("image", "patient_id", "region")

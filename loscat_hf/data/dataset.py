@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from loscat_hf.data.csvsafe import read_cell
 from loscat_hf.data.score_tables import COMPONENTS, SCORE_PREFIX, score_column, scores_from_row
 from loscat_hf.data.splits import SPLIT_ORDER
 from loscat_hf.errors import LoscatError
+from loscat_hf.io.csvsafe import read_cell
 from loscat_hf.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)

@@ -40,7 +40,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loscat_hf.data.atomic import check_output_dir, commit_folder, remove_stale_partials, write_error
 from loscat_hf.data.card import build_report, dataset_card, dataset_licence
 from loscat_hf.data.dataset import (
     CARD_NAME,
@@ -54,7 +53,12 @@ from loscat_hf.data.dataset import (
     dataset_features,
     metadata_features,
 )
-from loscat_hf.data.images import (
+from loscat_hf.data.private import draw_codes, pseudonymous_agreement, write_private
+from loscat_hf.data.splits import assign_splits, split_counts_table
+from loscat_hf.defaults import MAX_SIDE, SIZE_SLACK
+from loscat_hf.errors import LoscatError, Problem
+from loscat_hf.io.atomic import check_output_dir, commit_folder, remove_stale_partials, write_error
+from loscat_hf.io.images import (
     DEFAULT_MAX_PIXELS,
     ImageProblemError,
     is_phantom,
@@ -62,10 +66,6 @@ from loscat_hf.data.images import (
     read_image_bytes,
     save_clean_jpeg,
 )
-from loscat_hf.data.private import draw_codes, pseudonymous_agreement, write_private
-from loscat_hf.data.splits import assign_splits, split_counts_table
-from loscat_hf.defaults import MAX_SIDE, SIZE_SLACK
-from loscat_hf.errors import LoscatError, Problem
 
 logger = logging.getLogger(__name__)
 

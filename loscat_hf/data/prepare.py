@@ -13,11 +13,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from loscat_hf.data.atomic import check_output_dir
 from loscat_hf.data.dataset import CARD_NAME, PRIVATE_DIR, PROBLEMS_NAME, REPORT_NAME
 from loscat_hf.data.packing import PackItem, PackResult, pack_dataset
 from loscat_hf.defaults import MAX_SIDE
 from loscat_hf.errors import LoscatError, Problem
+from loscat_hf.io.atomic import check_output_dir
 
 MAX_LISTED_PROBLEMS = 20
 MAX_LISTED_UNMATCHED = 10

@@ -17,9 +17,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loscat_hf.data.csvsafe import SafeWriter, read_cell
 from loscat_hf.data.dataset import CODES_NAME, DETAILS_NAME, ID_MAP_NAME, PRIVATE_DIR, PROBLEMS_NAME
 from loscat_hf.errors import Problem
+from loscat_hf.io.csvsafe import SafeWriter, read_cell
 
 if TYPE_CHECKING:
     from loscat_hf.data.packing import PackItem

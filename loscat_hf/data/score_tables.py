@@ -24,8 +24,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from loscat_hf.data.csvsafe import decode_export
 from loscat_hf.errors import LoscatError
+from loscat_hf.io.csvsafe import decode_export
 from loscat_hf.taxonomy import RegionError, Taxonomy
 
 # component -> allowed values (mLoSSI: erythema, skin_thickness, new_extension; LoSDI: the last three)

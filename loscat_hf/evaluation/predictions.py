@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from loscat_hf.data.annotations import normalise_column, normalise_image_path
-from loscat_hf.data.csvsafe import SafeWriter, decode_export, read_cell
 from loscat_hf.data.dataset import DETAILS_NAME, PRIVATE_DIR
 from loscat_hf.data.private import private_dir, private_open
 from loscat_hf.defaults import EVALUATED_NAME
 from loscat_hf.errors import LoscatError
 from loscat_hf.evaluation.split_eval import EvaluationResult
+from loscat_hf.io.csvsafe import SafeWriter, decode_export, read_cell
 from loscat_hf.taxonomy import RegionError, Taxonomy, load_taxonomy
 
 logger = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image
 
-from loscat_hf.data.images import open_image, resize_eval
 from loscat_hf.defaults import MAX_SIDE, SIZE_SLACK
 from loscat_hf.errors import LoscatError
+from loscat_hf.io.images import open_image, resize_eval
 from loscat_hf.model.calibration import apply_temperature
 
 ImageInput = str | os.PathLike | bytes | BinaryIO | Image.Image

@@ -89,9 +89,9 @@ def compare_backends(model: str, images: str | os.PathLike, candidates=COMPARE_C
     """Decode up to `limit` photos of a folder or CSV once; torch fp32 and each candidate label them."""
     from tqdm.auto import tqdm
 
-    from loscat_hf.data.images import ImageProblemError
     from loscat_hf.infer.folder import list_inputs
     from loscat_hf.infer.predictor import RegionPredictor
+    from loscat_hf.io.images import ImageProblemError
 
     if batch_size < 1:
         raise LoscatError(f"batch_size must be at least 1, got {batch_size}", param="batch_size")

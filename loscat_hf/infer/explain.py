@@ -148,8 +148,8 @@ def explain_folder(model: str, images: Sequence[str | os.PathLike], out: str | o
     """`loscat-hf explain`: write `<name>.explain.png` overlays and return the top region of each photo."""
     from tqdm.auto import tqdm
 
-    from loscat_hf.data.images import ImageProblemError
     from loscat_hf.infer.predictor import RegionPredictor
+    from loscat_hf.io.images import ImageProblemError
 
     predictor = RegionPredictor.from_pretrained(model, precision=precision, backend=backend)
     files = _list_images(images)

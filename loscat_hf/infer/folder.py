@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from loscat_hf.data.csvsafe import SafeDictWriter, read_cell
 from loscat_hf.errors import LoscatError
+from loscat_hf.io.csvsafe import SafeDictWriter, read_cell
 
 TOP_K = 3
 COLUMNS = ["image", "region", "probability",
@@ -53,7 +53,7 @@ def list_inputs(images: str | os.PathLike, exclude: Sequence[Path] = ()) -> list
     Folder keys are paths relative to the folder; CSV keys are the values as written (relative to the CSV's
     folder, or absolute). Every file is listed, not only image extensions: a stray PDF becomes an error row.
     """
-    from loscat_hf.data.images import folder_files
+    from loscat_hf.io.images import folder_files
 
     root = Path(images)
     if root.is_dir():
@@ -81,8 +81,8 @@ def list_inputs(images: str | os.PathLike, exclude: Sequence[Path] = ()) -> list
 def _decode(item: tuple[str, Path], image_size: int, packing_side: int, resample: int) -> dict[str, Any]:
     """One photo -> {"image", "pixels" (uint8 3xSxS numpy)} or {"image", "status", "error"}; never raises, so a
     worker survives any file. Decoding is the predictor's own (answers.load_photo + photo_array)."""
-    from loscat_hf.data.images import ImageProblemError
     from loscat_hf.infer.answers import load_photo, photo_array
+    from loscat_hf.io.images import ImageProblemError
 
     key, path = item
     try:

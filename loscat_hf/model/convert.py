@@ -21,9 +21,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from loscat_hf.data.atomic import check_output_dir, commit_folder, remove_stale_partials
 from loscat_hf.defaults import SOURCE_KEY
 from loscat_hf.errors import LoscatError
+from loscat_hf.io.atomic import check_output_dir, commit_folder, remove_stale_partials
 from loscat_hf.model.build import PROBLEM_TYPE, image_processor
 from loscat_hf.model.checkpoints import load_state_dict, resolve_checkpoint
 from loscat_hf.model.study import (

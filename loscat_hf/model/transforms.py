@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from loscat_hf.data.dataset import TARGET_COLUMN
-from loscat_hf.data.images import resize_eval
+from loscat_hf.io.images import resize_eval
 
 
 @dataclass

@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
-from loscat_hf.data.images import PHANTOM_SOFTWARE
 from loscat_hf.demo.phantom.render import render_photo
+from loscat_hf.io.images import PHANTOM_SOFTWARE
 
 # EXIF orientation -> how the upright render is turned for storage (exif_transpose turns it back)
 _STORE_OP = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}

@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from loscat_hf.data.annotations import superseded_rows
-from loscat_hf.data.csvsafe import SafeWriter, read_cell
 from loscat_hf.errors import LoscatError
+from loscat_hf.io.csvsafe import SafeWriter, read_cell
 
 try:
     import fcntl

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loscat_hf.data.annotations import column_cells, map_columns, normalise_image_path, read_export
-from loscat_hf.data.images import folder_files
 from loscat_hf.errors import LoscatError
+from loscat_hf.io.images import folder_files
 
 logger = logging.getLogger(__name__)
 

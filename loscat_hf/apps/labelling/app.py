@@ -26,17 +26,17 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from loscat_hf.apps.cached import cached_csv, cached_jpeg  # noqa: E402
-from loscat_hf.apps.label_session import (  # noqa: E402
+from loscat_hf.apps.labelling.log import LABEL_COLUMNS, QUALITIES, LabelLog  # noqa: E402
+from loscat_hf.apps.labelling.photos import list_photos  # noqa: E402
+from loscat_hf.apps.labelling.session import (  # noqa: E402
     LabelSession,
     Shown,
     check_rater,
     format_suggestion,
     model_suggestions,
 )
-from loscat_hf.data.images import ImageProblemError, open_image  # noqa: E402
-from loscat_hf.data.label_log import LABEL_COLUMNS, QUALITIES, LabelLog  # noqa: E402
-from loscat_hf.data.label_photos import list_photos  # noqa: E402
 from loscat_hf.errors import LoscatError  # noqa: E402
+from loscat_hf.io.images import ImageProblemError, open_image  # noqa: E402
 from loscat_hf.taxonomy import load_taxonomy  # noqa: E402
 
 DISPLAY_SIDE = 1600  # shorter side of the photo sent to the browser: large enough to judge, small to send

@@ -1,7 +1,7 @@
 """The state behind `loscat-hf label`: the photo queue, each rater's progress, answers, the summary.
 
-Plain Python (no gradio), so tests and the Gradio app (apps/label.py) call the same methods. Every answer is
-appended to the label file (data/label_log.py) before the next photo is shown. Blind rating: nothing a rater
+Plain Python (no gradio), so tests and the Gradio app (apps/labelling/app.py) call the same methods. Every answer is
+appended to the label file (apps/labelling/log.py) before the next photo is shown. Blind rating: nothing a rater
 is shown about a photo comes from another rater; the summary shows counts and agreement, never a photo's
 labels. The model's top-3 is shown after the rater answers, or before with `suggest=True` (a bias risk).
 """
@@ -20,11 +20,11 @@ from typing import Any
 
 import pandas as pd
 
+from loscat_hf.apps.labelling.log import QUALITIES, Answer, LabelLog, latest_answers, now_utc
+from loscat_hf.apps.labelling.photos import LabelPhoto
 from loscat_hf.data.agreement import agreement_report
 from loscat_hf.data.annotations import read_ratings
 from loscat_hf.data.consensus import build_consensus
-from loscat_hf.data.label_log import QUALITIES, Answer, LabelLog, latest_answers, now_utc
-from loscat_hf.data.label_photos import LabelPhoto
 from loscat_hf.defaults import LABEL_ORDERS
 from loscat_hf.errors import LoscatError
 from loscat_hf.taxonomy import RegionError, Taxonomy
