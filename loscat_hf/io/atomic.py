@@ -1,7 +1,9 @@
-"""Write a dataset folder atomically: build it beside OUT, rename it into place, clean up after crashes.
+"""Atomic writes: a reader sees the old file (or folder) or the whole new one, never half of it.
 
-An interrupted prepare must never leave a half-written dataset that a training run could pick up, nor
-orphaned copies of decoded patient photos: the `.OUT.partial-<pid>-*` folders are removed on the next run.
+`atomic_file`/`write_atomic` are the one way a single file is replaced (a temp file beside it, then
+os.replace). A dataset folder is built beside OUT and renamed into place: an interrupted prepare must never
+leave a half-written dataset that a training run could pick up, nor orphaned copies of decoded patient
+photos (the `.OUT.partial-<pid>-*` folders are removed on the next run).
 """
 
 from __future__ import annotations
@@ -12,11 +14,36 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from loscat_hf.errors import LoscatError
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `path` to write; on success it replaces `path` in one rename, on any error it is
+    removed and `path` is untouched. Unique per process and call, so two writers never share a temp file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write text (UTF-8) or bytes to `path` atomically (`atomic_file`)."""
+    with atomic_file(path) as tmp:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data, encoding="utf-8")
 
 
 def check_output_dir(out_dir: str | Path, overwrite: bool) -> Path:
