@@ -28,6 +28,10 @@ _LAZY = {  # the plain-Python API: one function per pipeline step, each returnin
     "model_card": "loscat_hf.model.card",
     "convert_timm": "loscat_hf.model.convert",
     "ConvertResult": "loscat_hf.model.convert",
+    "read_model_folder": "loscat_hf.model.folder",
+    "ModelFolder": "loscat_hf.model.folder",
+    "load_predictor": "loscat_hf.infer.load",
+    "Predictor": "loscat_hf.infer.load",
     "RegionPredictor": "loscat_hf.infer.predictor",
     "RegionPrediction": "loscat_hf.infer.predictor",
     "predict_folder": "loscat_hf.infer.folder",
@@ -59,6 +63,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the names of _LAZY, re-exp
     from loscat_hf.infer.explain import explain_folder as explain_folder
     from loscat_hf.infer.folder import PredictSummary as PredictSummary
     from loscat_hf.infer.folder import predict_folder as predict_folder
+    from loscat_hf.infer.load import Predictor as Predictor
+    from loscat_hf.infer.load import load_predictor as load_predictor
     from loscat_hf.infer.predictor import RegionPrediction as RegionPrediction
     from loscat_hf.infer.predictor import RegionPredictor as RegionPredictor
     from loscat_hf.link import LinkResult as LinkResult
@@ -66,6 +72,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the names of _LAZY, re-exp
     from loscat_hf.model.card import model_card as model_card
     from loscat_hf.model.convert import ConvertResult as ConvertResult
     from loscat_hf.model.convert import convert_timm as convert_timm
+    from loscat_hf.model.folder import ModelFolder as ModelFolder
+    from loscat_hf.model.folder import read_model_folder as read_model_folder
     from loscat_hf.taxonomy import Taxonomy as Taxonomy
     from loscat_hf.taxonomy import load_taxonomy as load_taxonomy
     from loscat_hf.training.arguments import LoscatArguments as LoscatArguments

@@ -8,19 +8,18 @@ in data/score_tables.py; the training recipe's TrainingArguments defaults in tra
 BASE_MODEL = "google/vit-base-patch16-384"
 
 # `prepare --max-side`: photos are packed with the shorter side at most this. A model folder records the
-# size its training data was packed at (config.json `loscat_max_side`) and prediction decodes photos at
+# size its training data was packed at (model/folder.py) and prediction decodes photos at
 # that size, so a camera photo reaches the model as the training photos did; this is the fallback for a
 # model folder without the record (another trainer, an older loscat-hf).
 MAX_SIDE = 512
 # Packed (and decoded) photos may come out up to 15 % under max_side when a JPEG's DCT-scaled decode lands
 # there: it halves the decode time, and the model resizes to its input size anyway.
 SIZE_SLACK = 0.15
-MAX_SIDE_KEY = "loscat_max_side"  # the config.json attribute
 
 # Inference precisions (`predict`, `explain`, `label`, `demo`, the Space): "auto" = bf16 on a GPU, fp32 on CPU;
 # "int8" = ONNX Runtime's dynamic quantisation of the MatMuls, CPU only (changes answers: opt-in).
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
-# Where the forward pass runs (model/backends.py): "auto" = ONNX Runtime on CPU when the `onnx` extra is
+# Where the forward pass runs (infer/backends/choice.py): "auto" = ONNX Runtime on CPU when the `onnx` extra is
 # installed and its graph is exact, torch otherwise.
 BACKENDS = ("auto", "torch", "onnx")
 # `compare-backends --candidates` default: what a CPU user may switch to, each against torch fp32
@@ -32,18 +31,6 @@ LABEL_ORDERS = ("uncertain", "random", "folder")  # `loscat-hf label --order`: l
 # The Space's default model is the study's published checkpoint (model/study.py), converted on first start;
 # env LOSCAT_MODEL, a bundled model/ folder or `demo --model` override it.
 
-# config.json attribute of a model converted by `convert-timm`: where its weights came from (checkpoint, timm
-# architecture, the checkpoint's own class codes, the study's code repo). Kept through fine-tuning, so every
-# card of a model grown from the study's weights credits it.
-SOURCE_KEY = "loscat_source"
-# config.json attribute `train` writes into every model it saves (dataset fingerprint, taxonomy, task; no path):
-# a folder that has it was trained by loscat-hf, so a converted model that has it was fine-tuned since.
-RUN_KEY = "loscat_run"
-# config.json attribute `train` writes: where the run started (a Hub id, a preset trained from scratch, or a local
-# folder, never its path; training/record.py). The model card's base model and "trained from scratch" come from it.
-BASE_KEY = "loscat_base_model"
-# config.json attribute of a `--task scores` model: the LoSCAT score components its score heads predict.
-SCORE_KEY = "loscat_score_components"
 # beside an `evaluate` report's metrics.json: which model, dataset and split it measured, and a score model's
 # score report (evaluation/ writes them, the model card reads them)
 EVALUATED_NAME = "evaluated.json"

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark import matmul_peak_tflops, vit_forward_gflops  # noqa: E402
 
 from loscat_hf.defaults import EXACT_PROB_DIFF  # noqa: E402
-from loscat_hf.model.backends import max_prob_diff  # noqa: E402
+from loscat_hf.infer.backends.onnx_export import max_prob_diff  # noqa: E402
 
 
 def best_time(fn, repeat: int) -> float:
@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="bench_backends.json")
     args = ap.parse_args(argv)
 
-    from loscat_hf.model.backends import OnnxRunner
+    from loscat_hf.infer.backends.onnx_cache import graph_name, open_session
+    from loscat_hf.infer.backends.onnx_export import OnnxRunner
     from loscat_hf.model.build import build_model_and_processor
-    from loscat_hf.model.onnx_cache import graph_name, open_session
     from loscat_hf.taxonomy import load_taxonomy
 
     model, proc = build_model_and_processor(args.preset, load_taxonomy())

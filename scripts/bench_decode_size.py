@@ -1,5 +1,5 @@
 """How much the decode size moves a model's answers: photos decoded at the model's input size (what predict
-does since issue #16) against the same photos decoded at the packing size first (what it did before).
+does) against the same photos decoded at the packing size first (what predict once did).
 
     python scripts/bench_decode_size.py MODEL_DIR PHOTO_FOLDER
 """
@@ -18,7 +18,9 @@ from loscat_hf.infer.predictor import RegionPredictor  # noqa: E402
 
 
 def probabilities(pred: RegionPredictor, paths: list[Path], min_side: int | None) -> tuple[np.ndarray, list]:
-    pixels = [photo_array(load_photo(p, pred.packing_side, min_side), pred.image_size, pred.resample) for p in paths]
+    decoding = pred.decoding
+    pixels = [photo_array(load_photo(p, decoding.max_side, min_side), pred.image_size, decoding.resample)
+              for p in paths]
     logits = np.concatenate([pred.logits(np.stack(pixels[i:i + 64])) for i in range(0, len(pixels), 64)])
     answers = pred.from_logits(logits)
     return np.array([[a.probabilities[c] for c in pred.labels] for a in answers]), answers
@@ -30,8 +32,9 @@ def main() -> None:
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     new, a = probabilities(pred, paths, pred.image_size)
     old, b = probabilities(pred, paths, None)
-    print(f"{len(paths)} photos; decoded for {pred.image_size} px vs at {pred.packing_side} px first: same region for "
-          f"{sum(x.label == y.label for x, y in zip(a, b, strict=True))}, largest probability difference "
+    same = sum(x.label == y.label for x, y in zip(a, b, strict=True))
+    print(f"{len(paths)} photos; decoded for {pred.image_size} px vs at {pred.decoding.max_side} px first: "
+          f"same region for {same}, largest probability difference "
           f"{np.abs(new - old).max():.4f} (mean {np.abs(new - old).mean():.5f}), needs_review changed for "
           f"{sum(x.needs_review != y.needs_review for x, y in zip(a, b, strict=True))}")
 

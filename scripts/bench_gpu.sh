@@ -2,7 +2,7 @@
 # The GPU benchmark in one command (docs/benchmarks.md "GPU"): training (tiny and ViT-B/16-384, loscat-hf with
 # 0 and 16 workers against the plain Trainer in fp32 and bf16, same run), labelling against
 # transformers.pipeline, then ViT-B/16-384 training with --compile (time-boxed: compiling takes minutes).
-#   bash scripts/bench_gpu.sh OUTDIR      # about 8 minutes on an H200 host (2026-11-27)
+#   bash scripts/bench_gpu.sh OUTDIR      # about 8 minutes on an H200 host (docs/benchmarks.md)
 # Wheels in .whl/ (e.g. a newer transformers than the GPU image's) are installed to /tmp/site first.
 set -uo pipefail
 out=${1:?usage: bash scripts/bench_gpu.sh OUTDIR}

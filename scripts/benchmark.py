@@ -354,8 +354,8 @@ def loscat_label(model_dir: Path, paths: list[str], backend: str, precision: str
 
 def label_configs(args) -> list[tuple[str, str]]:
     """(backend, precision) pairs to time: --configs, else auto with --precisions, else per device."""
+    from loscat_hf.infer.backends.choice import onnx_installed
     from loscat_hf.infer.compare import parse_candidate
-    from loscat_hf.model.onnx_cache import onnx_installed
 
     if args.configs:
         pairs = [parse_candidate(c) for c in args.configs]  # compare-backends' parser: one syntax, checked
@@ -475,12 +475,12 @@ def bench_stages(data: dict, args) -> dict:
         decoded = [ref.load(b) for b in blobs]
         rows.append({"model": name, "stage": f"predict decode (for {ref.image_size} px)",
                      "ms_per_photo": _ms_per_photo(ref.load, blobs)})
-        if ref.image_size < ref.packing_side:  # what predict did before decoding followed the input size
-            rows.append({"model": name, "stage": f"decode at the packing size ({ref.packing_side}), before #16",
-                         "ms_per_photo": _ms_per_photo(lambda b, r=ref: load_photo(b, r.packing_side), blobs)})
+        if ref.image_size < ref.decoding.max_side:  # what predict did before decoding followed the input size
+            rows.append({"model": name, "stage": f"decode at the packing size ({ref.decoding.max_side}), as predict once did",
+                         "ms_per_photo": _ms_per_photo(lambda b, r=ref: load_photo(b, r.decoding.max_side), blobs)})
         rows.append({"model": name, "stage": f"squash to {ref.image_size} px", "ms_per_photo": _ms_per_photo(
-            lambda im, r=ref: photo_array(im, r.image_size, r.resample), decoded)})
-        batch = np.stack([photo_array(im, ref.image_size, ref.resample) for im in decoded[:8]])
+            lambda im, r=ref: photo_array(im, r.image_size, r.decoding.resample), decoded)})
+        batch = np.stack([photo_array(im, ref.image_size, ref.decoding.resample) for im in decoded[:8]])
         for backend, precision in label_configs(args):
             pred = RegionPredictor.from_pretrained(model_dir, backend=backend, precision=precision, device="cpu")
             ms = _ms_per_photo(lambda x, p=pred: p.logits(x), [batch], repeat=3) / len(batch)

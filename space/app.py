@@ -9,15 +9,17 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 HERE = Path(__file__).resolve().parent
 if not (HERE / "loscat_hf").is_dir():  # repository checkout: use the package beside space/
     sys.path.insert(0, str(HERE.parent))
 else:
     sys.path.insert(0, str(HERE))
 
+# imported once sys.path holds the package
+from loscat_hf.apps.gradio_env import set_gradio_env  # noqa: E402
 from loscat_hf.apps.space import build_demo, launch  # noqa: E402
 
+set_gradio_env()  # before anything imports gradio: the Space starts with analytics off
 if not os.environ.get("LOSCAT_MODEL") and (HERE / "model" / "config.json").is_file():
     os.environ["LOSCAT_MODEL"] = str(HERE / "model")  # a model folder bundled by push-space --model DIR
 

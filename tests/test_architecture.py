@@ -52,7 +52,8 @@ def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
         if isinstance(node, ast.If) and _is_type_checking(node):
             return  # annotations only: never executed
         if isinstance(node, ast.ImportFrom) and node.level:
-            raise AssertionError(f"{path}: relative import (line {node.lineno}); write `from loscat_hf.x import y` "
+            raise AssertionError(f"{path}: relative import (line {node.lineno}); "
+                                 "write `from loscat_hf.x import y` "
                                  "so this check sees it")
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("loscat_hf"):
             for alias in node.names:  # `from loscat_hf.data import packing` imports a module
@@ -79,7 +80,8 @@ def _graph() -> dict[str, set[str]]:
 
 def test_every_module_belongs_to_a_known_stage():
     unknown = sorted({_stage(m) for m in _graph()} - CORE - set(ALLOWED))
-    assert not unknown, f"new top-level modules or packages: add them to ALLOWED and docs/architecture.md: {unknown}"
+    assert not unknown, ("new top-level modules or packages: add them to ALLOWED and docs/architecture.md: "
+                         f"{unknown}")
 
 
 def test_imports_point_one_way():
@@ -103,7 +105,8 @@ def test_no_import_cycles():
         state[node] = 1
         for dep in sorted(graph[node]):
             if state.get(dep) == 1:
-                cycles.append(" -> ".join(stack[stack.index(dep):] + [node, dep]) if dep in stack else f"{node} -> {dep}")
+                cycles.append(" -> ".join(stack[stack.index(dep):] + [node, dep]) if dep in stack
+                              else f"{node} -> {dep}")
             elif dep not in state:
                 dfs(dep, stack + [node])
         state[node] = 2
@@ -117,15 +120,42 @@ def test_no_import_cycles():
 def test_the_check_sees_lazy_imports():
     """The graph must include imports inside functions (most heavy imports here are lazy)."""
     graph = _graph()
-    assert "loscat_hf.training.run" in graph["loscat_hf.cli"]  # imported inside train_command only
+    assert "loscat_hf.training.run" in graph["loscat_hf.cli.train"]  # imported inside train_command only
 
 
-@pytest.mark.parametrize("entry", ["loscat_hf.apps.space", "loscat_hf.infer.folder", "loscat_hf.infer.explain"])
+def _only_reexports(node: ast.stmt, first: bool) -> bool:
+    """A docstring (the first statement), an import, or `__all__ = [...]`."""
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        return True
+    if isinstance(node, ast.Expr):
+        return first and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+    if isinstance(node, ast.Assign | ast.AnnAssign):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return all(isinstance(t, ast.Name) and t.id == "__all__" for t in targets)
+    return False
+
+
+def test_package_inits_only_reexport():
+    """A subpackage's __init__.py holds a docstring, imports and `__all__`: its code lives in a named module
+    that says what it does (loscat_hf/__init__.py's lazy re-export table is the one exception)."""
+    found = []
+    for path in sorted(PACKAGE.rglob("__init__.py")):
+        if path.parent == PACKAGE:
+            continue
+        body = ast.parse(path.read_text(encoding="utf-8")).body
+        found += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {type(node).__name__}"
+                  for i, node in enumerate(body) if not _only_reexports(node, i == 0)]
+    assert not found, "move this code into a module of its package:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("entry",
+                         ["loscat_hf.apps.space", "loscat_hf.infer.folder", "loscat_hf.infer.explain"])
 def test_serving_never_loads_training_code(entry):
     """Importing and building the serving path leaves loscat_hf.training and loscat_hf.evaluation unloaded."""
     code = (f"import sys, importlib; importlib.import_module({entry!r}); "
             "import loscat_hf.infer.predictor; "
-            "bad = sorted(m for m in sys.modules if m.startswith(('loscat_hf.training', 'loscat_hf.evaluation'))); "
+            "bad = sorted(m for m in sys.modules "
+            "if m.startswith(('loscat_hf.training', 'loscat_hf.evaluation'))); "
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
@@ -156,3 +186,37 @@ def test_lazy_public_api_names_resolve():
         value = getattr(loscat_hf, name)
         assert not isinstance(value, type(loscat_hf)), f"loscat_hf.{name} is a module, not the API object"
     assert loscat_hf.train is importlib.import_module("loscat_hf.training.run").train
+
+
+def test_only_the_model_folder_module_names_loscat_config_keys():
+    """Every `loscat_*` config.json attribute is written and read through model/folder.py: one name per fact.
+    A literal like "loscat_max_side", or `config.loscat_x`, anywhere else fails here."""
+    import re
+
+    owner = PACKAGE / "model" / "folder.py"
+    not_keys = {"loscat_hf", "loscat_classification"}  # the package and the local `evaluate` metric
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == owner:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            text = node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+            if text and re.fullmatch(r"loscat_[a-z_]+", text) and text not in not_keys:
+                bad.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {text!r}")
+            if isinstance(node, ast.Attribute) and node.attr.startswith("loscat_"):
+                bad.append(f"{path.relative_to(PACKAGE)}:{node.lineno} .{node.attr}")
+    assert not bad, "model-folder keys outside model/folder.py:\n" + "\n".join(bad)
+
+
+def test_only_the_predictor_seam_imports_onnx_runtime():
+    """ONNX Runtime, onnx and onnxscript are imported only under infer/backends/ (behind infer.load)."""
+    seam = PACKAGE / "infer" / "backends"
+    onnx = ("onnxruntime", "onnx", "onnxscript")
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n.split(".")[0] in onnx for n in names) and seam not in path.parents:
+                bad.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not bad, "ONNX imports outside infer/backends/: " + ", ".join(bad)

@@ -18,8 +18,8 @@ from PIL import Image
 
 from loscat_hf.defaults import EXACT_PROB_DIFF
 from loscat_hf.errors import LoscatError
+from loscat_hf.infer.backends import choice, onnx_export
 from loscat_hf.infer.predictor import RegionPredictor
-from loscat_hf.model import backends, onnx_cache
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -72,7 +72,7 @@ def test_auto_picks_onnx_on_cpu_and_torch_without_the_extra(peaky_model, monkeyp
     monkeypatch.setenv("LOSCAT_BACKEND", "torch")  # what "auto" means on this machine
     assert RegionPredictor.from_pretrained(peaky_model, device="cpu").backend == "torch"
     monkeypatch.delenv("LOSCAT_BACKEND")
-    monkeypatch.setattr(onnx_cache, "onnx_installed", lambda: False)
+    monkeypatch.setattr(choice, "onnx_installed", lambda: False)
     assert RegionPredictor.from_pretrained(peaky_model, device="cpu").backend == "torch"
     for kwargs in ({"backend": "onnx"}, {"precision": "int8"}):
         with pytest.raises(LoscatError, match=r"loscat-hf\[onnx\]"):
@@ -85,7 +85,7 @@ def test_combinations_that_cannot_run_are_refused(peaky_model):
     with pytest.raises(LoscatError, match="torch backend|ONNX Runtime backend only"):
         RegionPredictor.from_pretrained(peaky_model, backend="torch", precision="int8")
     with pytest.raises(LoscatError, match="GPU"):
-        backends.choose_backend("onnx", torch.device("cuda"), "fp32")
+        choice.choose_backend("onnx", torch.device("cuda"), "fp32")
     with pytest.raises(LoscatError, match="backend must be one of"):
         RegionPredictor.from_pretrained(peaky_model, backend="tensorrt")
 
@@ -99,7 +99,7 @@ def test_the_graph_is_exported_once_per_set_of_weights(peaky_model, tmp_path, mo
     def no_export(*args, **kwargs):
         raise AssertionError("exported again")
 
-    monkeypatch.setattr(backends, "export_graph", no_export)
+    monkeypatch.setattr(onnx_export, "export_graph", no_export)
     again = RegionPredictor.from_pretrained(peaky_model, backend="onnx")
     assert np.allclose(_probs(first, _photos(2)), _probs(again, _photos(2)))
     # other weights: another cache entry (the key hashes the weights, not the folder name)
@@ -115,7 +115,7 @@ def test_auto_falls_back_to_torch_when_the_export_fails(peaky_model, tmp_path, m
         path.parent.mkdir(parents=True, exist_ok=True)
         raise RuntimeError("exporter failed")
 
-    monkeypatch.setattr(backends, "export_graph", broken)
+    monkeypatch.setattr(onnx_export, "export_graph", broken)
     pred = RegionPredictor.from_pretrained(peaky_model, device="cpu")
     assert pred.backend == "torch" and "exporter failed" in caplog.text
     assert len(pred.predict(_photos(2))) == 2
@@ -242,7 +242,7 @@ def test_predict_starts_without_torch_once_the_graph_is_cached(peaky_model, tmp_
     transformers, with the same rows; new weights in the folder are a new cache entry, never stale answers."""
     import shutil
 
-    from loscat_hf.infer import lean
+    from loscat_hf.infer.backends import lean
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -266,12 +266,35 @@ def test_predict_starts_without_torch_once_the_graph_is_cached(peaky_model, tmp_
     # a GPU machine, or other weights in the same folder: the torch predictor decides
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LOSCAT_HF_CACHE", cache["LOSCAT_HF_CACHE"])
-        mp.setattr(lean, "_gpu_present", lambda: False)  # as on this CPU machine, also on a GPU test host
+        mp.setattr(lean, "gpu_present", lambda: False)  # as on this CPU machine, also on a GPU test host
         assert isinstance(lean.lean_predictor(model), lean.LeanPredictor)
-        mp.setattr(lean, "_gpu_present", lambda: True)
+        mp.setattr(lean, "gpu_present", lambda: True)
         assert lean.lean_predictor(model) is None and lean.lean_predictor(model, device="cpu") is not None
         mp.undo()
         mp.setenv("LOSCAT_HF_CACHE", cache["LOSCAT_HF_CACHE"])
         shutil.copy(save_tiny_model(tmp_path / "other", seed=11) / "model.safetensors", model / "model.safetensors")
         assert lean.lean_predictor(model) is None
         assert lean.lean_predictor(model, backend="torch") is None
+
+
+def test_load_predictor_gives_one_interface_whichever_backend_runs(peaky_model, tmp_path, monkeypatch):
+    """torch, ONNX Runtime over the loaded model, and the torch-free cached graph: the same Predictor, the same
+    record of the model folder and the same answers; explain and compare-backends always get the loaded model."""
+    from loscat_hf.infer.backends import lean
+    from loscat_hf.infer.load import Predictor, load_predictor
+
+    monkeypatch.setenv("LOSCAT_HF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("LOSCAT_BACKEND", raising=False)
+    monkeypatch.setattr(lean, "gpu_present", lambda: False)  # as on this CPU machine, also on a GPU test host
+    on_torch = load_predictor(peaky_model, backend="torch")
+    exported = load_predictor(peaky_model, device="cpu")  # exports the graph, runs it under the loaded model
+    cached = load_predictor(peaky_model)  # the cached graph, without torch
+    assert (on_torch.backend, exported.backend, cached.backend) == ("torch", "onnx", "onnx")
+    assert isinstance(exported, RegionPredictor) and isinstance(cached, lean.LeanPredictor)
+    photos = _photos(4)
+    for pred in (on_torch, exported, cached):
+        assert isinstance(pred, Predictor)
+        assert pred.folder == on_torch.folder and pred.decoding == on_torch.decoding
+        assert np.abs(_probs(pred, photos) - _probs(on_torch, photos)).max() < EXACT_PROB_DIFF
+    assert load_predictor(cached) is cached  # a ready predictor is used as it is
+    assert isinstance(load_predictor(peaky_model, explain=True), RegionPredictor)

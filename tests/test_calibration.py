@@ -80,13 +80,13 @@ def test_ece_hand_computed():
 def test_temperature_travels_in_config_json(tmp_path):
     from transformers import AutoConfig, ViTConfig
 
-    from loscat_hf.model.calibration import CONFIG_KEY, temperature_from_config
+    from loscat_hf.model.folder import record_temperature, temperature
 
     config = ViTConfig(num_labels=3)
-    assert temperature_from_config(config) == 1.0
-    setattr(config, CONFIG_KEY, 2.5)
+    assert temperature(config) == 1.0
+    record_temperature(config, 2.5)
     config.save_pretrained(tmp_path)
-    assert temperature_from_config(AutoConfig.from_pretrained(tmp_path)) == 2.5
+    assert temperature(AutoConfig.from_pretrained(tmp_path)) == 2.5
     config.temperature = 2.5  # the obvious name is a generation parameter to transformers 5.x: refused on save
     with pytest.raises(ValueError, match="temperature"):
         config.save_pretrained(tmp_path / "bad")

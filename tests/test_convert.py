@@ -108,7 +108,8 @@ def test_evaluate_resizes_with_the_models_filter(study_like, tmp_path):
 def test_every_decode_path_follows_the_models_resample(study_like, tmp_path):
     """Bicubic for the converted model, in prediction and in training's and evaluation's transform."""
     from loscat_hf.infer.predictor import RegionPredictor
-    from loscat_hf.model.build import build_model_and_processor, processor_resample
+    from loscat_hf.model.build import build_model_and_processor
+    from loscat_hf.model.folder import processor_resample
     from loscat_hf.model.transforms import ImageTransform
 
     _, folder = study_like
@@ -117,7 +118,7 @@ def test_every_decode_path_follows_the_models_resample(study_like, tmp_path):
     bilinear = np.asarray(img.resize((384, 384), Image.BILINEAR)).transpose(2, 0, 1)
     assert not np.array_equal(bicubic, bilinear)
     predictor = RegionPredictor.from_pretrained(folder)
-    assert np.array_equal(predictor.pixels(img).numpy(), bicubic)
+    assert np.array_equal(predictor.pixels(img), bicubic)
     _, processor = build_model_and_processor(str(folder), load_taxonomy())
     t = ImageTransform(384, train=False, resample=processor_resample(processor))
     assert np.array_equal(t({"image": [img]})["pixel_values"][0].numpy(), bicubic)

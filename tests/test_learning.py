@@ -26,4 +26,4 @@ def test_tiny_model_learns_regions_on_held_out_patients(tmp_path):
     # the model folder records the packing size, and prediction decodes camera photos at it
     from loscat_hf.infer.predictor import RegionPredictor
 
-    assert RegionPredictor.from_pretrained(tmp_path / "model").packing_side == 64
+    assert RegionPredictor.from_pretrained(tmp_path / "model").decoding.max_side == 64

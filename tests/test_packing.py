@@ -1,6 +1,7 @@
 """packing.pack_dataset: imagefolder layout, de-identification, duplicates, atomic writes, Hub upload."""
 
 import csv
+import dataclasses
 import errno
 import hashlib
 import hmac
@@ -17,9 +18,9 @@ import yaml
 from datasets import Features
 from PIL import Image
 
-from loscat_hf.data import dataset, packing, private
+from loscat_hf.data import cleaning, dataset, packing, private
 from loscat_hf.data.dataset import dataset_features
-from loscat_hf.data.packing import PackItem, pack_dataset
+from loscat_hf.data.packing import PackItem, PackOptions, pack_dataset
 from loscat_hf.errors import LoscatError, Problem
 from loscat_hf.hub.dataset import push_dataset_to_hub
 
@@ -27,10 +28,12 @@ CLASSES = ("head", "arm", "leg")
 SECRET = "Jane-Roe"  # part of every original file name: must not appear in OUT outside private/
 
 
-def _photo(path: Path, size=(90, 60), colour=(120, 80, 60), orientation: int | None = None, tag: int = 0) -> Path:
+def _photo(path: Path, size=(90, 60), colour=(120, 80, 60), orientation: int | None = None,
+           tag: int = 0) -> Path:
     img = Image.new("RGB", size, colour)
     img.paste((255, 0, 0), (0, 0, size[0] // 3, size[1] // 3))  # red top-left
-    img.paste(((tag % 16) * 16, (tag // 16) * 32 % 256, 200), (size[0] - 16, size[1] - 16, size[0], size[1]))  # unique
+    corner = (size[0] - 16, size[1] - 16, size[0], size[1])
+    img.paste(((tag % 16) * 16, (tag // 16) * 32 % 256, 200), corner)  # unique
     exif = Image.Exif()
     exif[0x010E] = f"{SECRET} description"
     exif.get_ifd(0x8825)[2] = (52.0, 31.0, 12.0)
@@ -56,10 +59,11 @@ def _items(root: Path, n_patients: int = 8, per_patient: int = 3) -> list[PackIt
 
 
 def _pack(items, out, **kw):
-    kw.setdefault("num_workers", 1)
-    kw.setdefault("val_fraction", 0.25)
-    kw.setdefault("progress", False)
-    return pack_dataset(items, out, classes=CLASSES, **kw)
+    """pack_dataset with the tests' PackOptions; a PackOptions field in `kw` overrides its default here."""
+    names = {f.name for f in dataclasses.fields(PackOptions)}
+    options = PackOptions(**{"num_workers": 1, "val_fraction": 0.25, "progress": False,
+                             **{k: kw.pop(k) for k in list(kw) if k in names}})
+    return pack_dataset(items, out, options, classes=CLASSES, **kw)
 
 
 def _publishable_bytes(out: Path) -> dict[str, bytes]:
@@ -121,12 +125,14 @@ def test_nothing_identifying_outside_private(tmp_path):
         items, tmp_path / "out", problems=[Problem("unknown_region", "ann.csv", f"region 'arm {SECRET}'", 3)],
         warnings=[f"{SECRET}_9/IMG_{SECRET}_9_0.jpg looks odd"], notes=[f"no scores for {SECRET}.jpg"],
         agreement={"pairs": [{"rater_a": f"Dr {SECRET}", "rater_b": "Dr Who", "n_photos": 3}]},
-        private_details={"images_folder": str(tmp_path / f"{SECRET}_photos"), "dropped_columns": ["PatientName"]},
+        private_details={"images_folder": str(tmp_path / f"{SECRET}_photos"),
+                         "dropped_columns": ["PatientName"]},
     )
     assert result.problem_counts() == {"missing_image": 1, "unknown_region": 1}
     published = _publishable_bytes(tmp_path / "out")
     for name, raw in published.items():
-        for needle in (SECRET.encode(), b"IMG_", b"MRN", b"2024-0", b"Dr Who", b"PatientName", str(tmp_path).encode()):
+        for needle in (SECRET.encode(), b"IMG_", b"MRN", b"2024-0", b"Dr Who", b"PatientName",
+                       str(tmp_path).encode()):
             assert needle not in raw, (name, needle)
         if name.endswith(".jpg"):
             assert b"Exif" not in raw and b"GPS" not in raw
@@ -137,7 +143,8 @@ def test_nothing_identifying_outside_private(tmp_path):
     details = json.loads((private / "details.json").read_text())
     assert set(details["raters"]) == {"Dr Jane-Roe", "Dr Who"}
     assert sorted(details["raters"].values()) == ["rater 1", "rater 2"]
-    assert details["dropped_columns"] == ["PatientName"] and details["notes"] == [f"no scores for {SECRET}.jpg"]
+    assert details["dropped_columns"] == ["PatientName"]
+    assert details["notes"] == [f"no scores for {SECRET}.jpg"]
     report = json.loads((tmp_path / "out" / "prepare_report.json").read_text())
     assert report["exclusions"] == {"total": 2, "by_reason": {"missing_image": 1, "unknown_region": 1}}
     assert report["private"]["dropped_columns"] == 1 and report["private"]["warnings"] == 1
@@ -168,7 +175,8 @@ def test_formula_cells_are_neutralised_in_csv_and_exact_in_parquet(tmp_path):
     assert {r["skin_tone"] for r in rows} == {"=HYPERLINK(\"http://x\")", None}  # parquet: no spreadsheet
     assert {r["score_erythema"] for r in rows} == {2.0, None}  # missing is None, never 0
     id_map = _rows(tmp_path / "out" / "private" / "id_map.csv")
-    assert "'=cmd.jpg" in {r["original_path"] for r in id_map} and "'+MRN1" in {r["patient_id"] for r in id_map}
+    assert "'=cmd.jpg" in {r["original_path"] for r in id_map}
+    assert "'+MRN1" in {r["patient_id"] for r in id_map}
     assert "+MRN1" in private.read_codes(tmp_path / "out")["patient"].values()  # read back as written
 
 
@@ -189,16 +197,16 @@ def test_stale_partial_folders_are_removed(tmp_path):
 
 def test_disk_errors_are_one_line_and_leave_nothing(tmp_path, monkeypatch):
     items = _items(tmp_path / "photos", n_patients=4)
-    real = packing.save_clean_jpeg
+    real = cleaning.save_clean_jpeg
 
     def full(img, path, quality=95):
         raise OSError(errno.ENOSPC, "No space left on device", path)
 
-    monkeypatch.setattr(packing, "save_clean_jpeg", full)
+    monkeypatch.setattr(cleaning, "save_clean_jpeg", full)
     with pytest.raises(LoscatError, match="disk is full.*nothing was written"):
         _pack(items, tmp_path / "out", val_fraction=0.5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
-    monkeypatch.setattr(packing, "save_clean_jpeg", real)
+    monkeypatch.setattr(cleaning, "save_clean_jpeg", real)
     locked = tmp_path / "locked"
     locked.mkdir()
 
@@ -239,17 +247,20 @@ def test_loads_with_datasets_without_loscat(tmp_path):
         f"""
         import json, sys
         from datasets import load_dataset
-        ds = load_dataset("imagefolder", data_dir={str(tmp_path / "out")!r}, cache_dir={str(tmp_path / "cache")!r})
+        ds = load_dataset("imagefolder", data_dir={str(tmp_path / "out")!r},
+                          cache_dir={str(tmp_path / "cache")!r})
         assert "loscat_hf" not in sys.modules
         print(json.dumps({{s: [d.num_rows, list(d.column_names), d[0]["label"], d[0]["image"].size]
                           for s, d in ds.items()}}))
         """
     )
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
-    expected = {s: len(dataset.read_split_metadata(tmp_path / "out" / s)) for s in ("train", "validation", "test")}
+    expected = {s: len(dataset.read_split_metadata(tmp_path / "out" / s))
+                for s in ("train", "validation", "test")}
     assert {s: v[0] for s, v in loaded.items()} == expected
     for _, columns, label, _size in loaded.values():
         assert columns == ["image", "label", "site", "patient_id", "visit", "image_id", "skin_tone"]
@@ -263,10 +274,11 @@ def test_a_column_empty_in_one_split_loads_with_one_schema(tmp_path):
     _pack(items, out, val_fraction=0.25)
     val_patients = {r["patient_id"] for r in dataset.read_split_metadata(out / "validation")}
     codes = private.read_codes(out)["patient"]
+    in_val = {codes[c] for c in val_patients}
     emptied = [PackItem(source=i.source, key=i.key, label=i.label, site=i.site, patient_id=i.patient_id,
-                        visit="" if i.patient_id in {codes[c] for c in val_patients} else i.visit,
-                        extra={"skin_tone": "" if i.patient_id in {codes[c] for c in val_patients} else "III",
-                               "score_erythema": "" if i.patient_id in {codes[c] for c in val_patients} else "1"})
+                        visit="" if i.patient_id in in_val else i.visit,
+                        extra={"skin_tone": "" if i.patient_id in in_val else "III",
+                               "score_erythema": "" if i.patient_id in in_val else "1"})
                for i in items]
     _pack(emptied, out, val_fraction=0.25, overwrite=True)  # same patients: the same split
     from datasets import load_dataset
@@ -276,7 +288,8 @@ def test_a_column_empty_in_one_split_loads_with_one_schema(tmp_path):
         assert ds["train"].features == ds["validation"].features
         assert ds["train"].features["label"].names == list(CLASSES)
         assert ds["train"].features["score_erythema"].dtype == "float32"
-        assert set(ds["validation"]["skin_tone"]) == {None} and set(ds["validation"]["score_erythema"]) == {None}
+        assert set(ds["validation"]["skin_tone"]) == {None}
+        assert set(ds["validation"]["score_erythema"]) == {None}
 
 
 def test_card_yaml_and_report(tmp_path):
@@ -334,7 +347,8 @@ def test_bad_images_become_problems_and_rest_goes_on(tmp_path):
     (bad / "folder.jpg").mkdir()
     kinds = {"zero.jpg": "zero_byte", "text.jpg": "not_an_image", "cut.jpg": "truncated",
              "folder.jpg": "unreadable", "gone.jpg": "missing_image"}
-    extra = [PackItem(source=bad / name, key=name, label="head", site="head", patient_id="P1") for name in kinds]
+    extra = [PackItem(source=bad / name, key=name, label="head", site="head", patient_id="P1")
+             for name in kinds]
     result = _pack([*items, *extra], tmp_path / "out")
     assert result.n_photos == len(items)
     assert {p.source: p.kind for p in result.problems} == kinds
@@ -364,7 +378,7 @@ def test_refuses_overwrite_then_replaces(tmp_path):
 def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
     items = _items(tmp_path / "photos")
     calls = []
-    real = packing.save_clean_jpeg
+    real = cleaning.save_clean_jpeg
 
     def failing(img, path, quality=95):
         calls.append(path)
@@ -372,12 +386,12 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # Ctrl-C halfway through
         real(img, path, quality)
 
-    monkeypatch.setattr(packing, "save_clean_jpeg", failing)
+    monkeypatch.setattr(cleaning, "save_clean_jpeg", failing)
     with pytest.raises(KeyboardInterrupt):
         _pack(items, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
 
-    monkeypatch.setattr(packing, "save_clean_jpeg", real)
+    monkeypatch.setattr(cleaning, "save_clean_jpeg", real)
     _pack(items, tmp_path / "out")
     before = sorted(p.name for p in (tmp_path / "out" / "train").iterdir())
 
@@ -389,6 +403,27 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
         _pack(items[:-3], tmp_path / "out", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "photos"]
     assert sorted(p.name for p in (tmp_path / "out" / "train").iterdir()) == before  # old dataset intact
+
+
+def test_options_as_keywords_and_their_checks(tmp_path):
+    """pack_dataset still takes the PackOptions fields as keywords (alone or over `options`); a bad value
+    fails when the options are built, naming the parameter, before anything is written."""
+    items = _items(tmp_path / "photos", n_patients=4, per_patient=2)
+    by_options = _pack(items, tmp_path / "a", val_fraction=0.5, id_key=b"k" * 32)
+    by_keywords = pack_dataset(items, tmp_path / "b", classes=CLASSES, val_fraction=0.5, num_workers=1,
+                               progress=False, id_key=b"k" * 32)
+    over = pack_dataset(items, tmp_path / "c", PackOptions(val_fraction=0.25, num_workers=1, progress=False),
+                        classes=CLASSES, val_fraction=0.5, id_key=b"k" * 32)
+    assert by_options.counts == by_keywords.counts == over.counts
+    assert by_options.report["parameters"] == by_keywords.report["parameters"] == over.report["parameters"]
+    assert by_options.report["parameters"]["val_fraction"] == 0.5
+    for bad, param in (({"max_side": 0}, "max_side"), ({"num_workers": 0}, "num_workers")):
+        with pytest.raises(LoscatError) as err:
+            pack_dataset(items, tmp_path / "d", classes=CLASSES, **bad)
+        assert err.value.params == (param,)
+    assert not (tmp_path / "d").exists()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PackOptions().seed = 1
 
 
 def test_parallel_workers_match_serial(tmp_path):
@@ -417,12 +452,14 @@ def test_push_uploads_only_the_allow_list(tmp_path, monkeypatch):
     hub = FakeHub().install(monkeypatch)
     # what an earlier push of the old layout left: raw ids in a split this dataset no longer has
     hub.add("me/loscat", "dataset", private=True,
-            files=[".gitattributes", "README.md", "id_map.csv", "test/metadata.csv", "train/metadata.parquet"])
+            files=[".gitattributes", "README.md", "id_map.csv", "test/metadata.csv",
+                   "train/metadata.parquet"])
     result = push_dataset_to_hub(out, "me/loscat")
     assert result.url.endswith("datasets/me/loscat") and result.private
     commit = hub.commits[-1]
     assert commit["repo_type"] == "dataset"
-    assert set(commit["deleted"]) == {"id_map.csv", "test/metadata.csv"}  # the repo ends up holding the allow-list
+    # the repo ends up holding the allow-list
+    assert set(commit["deleted"]) == {"id_map.csv", "test/metadata.csv"}
     expected = {name for name, _ in dataset.publishable_files(out)}
     assert {"README.md", "prepare_report.json"} <= expected
     assert expected == {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()

@@ -304,15 +304,16 @@ def test_folder_saved_without_processor_config(tmp_path, model_dir):
     assert summary.by_status == {"ok": 1}
 
 
-def _readme_python_block() -> str:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("<!-- section: predict -->", 1)[1].split("<!-- section:", 1)[0]
+def _docs_python_block() -> str:
+    """The Python example of docs/predict.md's "The same from Python" (it moved there from the README)."""
+    text = (ROOT / "docs" / "predict.md").read_text()
+    section = text.split("<!-- section: predict-python -->", 1)[1].split("<!-- section:", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     assert len(blocks) == 1
     return blocks[0]
 
 
-def test_readme_python_example_runs_as_written(tmp_path, model_dir, monkeypatch, capsys):
+def test_docs_python_example_runs_as_written(tmp_path, model_dir, monkeypatch, capsys):
     (tmp_path / "quickstart").mkdir()
     (tmp_path / "quickstart" / "model").symlink_to(model_dir, target_is_directory=True)
     (tmp_path / "archive" / "visit1").mkdir(parents=True)
@@ -320,7 +321,7 @@ def test_readme_python_example_runs_as_written(tmp_path, model_dir, monkeypatch,
     _photo(41).save(tmp_path / "archive" / "visit1" / "photo_002.jpg")
     (tmp_path / "archive" / "visit1" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 nope")
     monkeypatch.chdir(tmp_path)
-    exec(compile(_readme_python_block(), "README.md", "exec"), {})
+    exec(compile(_docs_python_block(), "docs/predict.md", "exec"), {})
     printed = capsys.readouterr().out
     assert "'ok': 2" in printed and "'truncated': 1" in printed
     assert len(_read(tmp_path / "predictions.csv")) == 3
@@ -342,7 +343,7 @@ def test_int8_answer_for_a_photo_does_not_depend_on_its_batch(model_dir):
     assert max(abs(fp32.probabilities[k] - alone[k]) for k in alone) < 0.05
 
 
-# --- a broken model folder or output path is a one-line error before any photo runs (issue 11, item 9) -------
+# --- a broken model folder or output path is a one-line error before any photo runs --------
 
 def _copy_model(model_dir: Path, dst: Path) -> Path:
     import shutil
@@ -470,7 +471,7 @@ def test_predict_out_in_an_unwritable_folder_is_a_clear_error(tmp_path, predicto
     assert counter.batches == 0 and list(locked.iterdir()) == []
 
 
-# --- spreadsheet formula injection (issue 11, item 10) ------------------------------------------------------
+# --- spreadsheet formula injection -------------------------------------------------------
 
 def test_predictions_csv_neutralises_formulas_and_resume_still_finds_them(tmp_path, predictor, monkeypatch):
     folder = tmp_path / "imgs"
@@ -511,7 +512,7 @@ def test_photos_are_decoded_for_the_model_input_size_never_above_the_packing_siz
     camera = tmp_path / "camera.jpg"
     Image.new("RGB", (2000, 1500), (120, 80, 60)).save(camera)
     plain = RegionPredictor.from_pretrained(save_tiny_model(tmp_path / "plain"))  # 64 px input, no record
-    assert plain.packing_side == MAX_SIDE and plain.image_size == 64
+    assert plain.decoding.max_side == MAX_SIDE and plain.image_size == 64
     assert plain.load(camera).size == (250, 188)  # 1/8 scale: covers 64 px, no resample
     small_png = tmp_path / "small.png"
     Image.new("RGB", (500, 400), (120, 80, 60)).save(small_png)
@@ -519,5 +520,5 @@ def test_photos_are_decoded_for_the_model_input_size_never_above_the_packing_siz
     # a model trained on 128 px packing: a large photo still comes out at most 128 px on the shorter side
     model = AutoModelForImageClassification.from_pretrained(save_tiny_model(tmp_path / "m128", loscat_max_side=128))
     big_input = RegionPredictor(model, image_size=160, image_mean=[0.5] * 3, image_std=[0.5] * 3, backend="torch")
-    assert big_input.packing_side == 128
+    assert big_input.decoding.max_side == 128
     assert (1 - SIZE_SLACK) * 128 <= min(big_input.load(camera).size) <= 128

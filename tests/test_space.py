@@ -58,10 +58,11 @@ def test_single_photo(server, photo):
     from loscat_hf.infer.predictor import RegionPredictor
 
     assert label["label"] in classes
-    # the page shows what the model predicts: the same top 3 as the predictor called directly (gradio sorts the
-    # confidences itself, so checking their order would test gradio, not us)
+    # the page shows what the model predicts: the same top 3 as the predictor called directly (gradio sorts
+    # the confidences itself, so checking their order would test gradio, not us)
     direct = RegionPredictor.from_pretrained(server[2], precision="fp32").predict(str(photo))
-    assert {c["label"]: c["confidence"] for c in label["confidences"]} == pytest.approx(dict(direct.top), abs=1e-4)
+    shown = {c["label"]: c["confidence"] for c in label["confidences"]}
+    assert shown == pytest.approx(dict(direct.top), abs=1e-4)
     assert label["label"] == direct.label
     assert overlay and Image.open(overlay).size[0] > 0
     assert body and Image.open(body).size == (480, 480)
@@ -149,7 +150,8 @@ def test_space_readme_header():
 
 
 def _pins() -> dict[str, str]:
-    """space/requirements.txt as {distribution: pinned version}, every line an exact pin (else LoscatError)."""
+    """space/requirements.txt as {distribution: pinned version}, every line an exact pin (else
+    LoscatError)."""
     from loscat_hf.hub.space import space_pins
 
     return space_pins()
@@ -166,9 +168,9 @@ def _update_pins():
 
 
 def test_space_pins_are_the_tested_versions():
-    """The Space installs exactly what these tests ran on: every pin is the installed version (scripts/setup.sh
-    installs through them as constraints), every installed runtime dependency of a pin is pinned too (nothing
-    floats), and the Space's gradio (sdk_version) is the pinned one."""
+    """The Space installs exactly what these tests ran on: every pin is the installed version
+    (scripts/setup.sh installs through them as constraints), every installed runtime dependency of a pin is
+    pinned too (nothing floats), and the Space's gradio (sdk_version) is the pinned one."""
     from packaging.specifiers import SpecifierSet
 
     pins = _pins()
@@ -179,10 +181,11 @@ def test_space_pins_are_the_tested_versions():
     assert not unpinned and not unneeded, (
         f"space/requirements.txt does not pin the installed dependencies {unpinned} of its pins, or pins "
         f"{unneeded} that nothing needs any more: run `python scripts/update_pins.py` (docs/development.md, "
-        "'Pinned versions'). A CUDA torch (not the pinned CPU wheel) brings nvidia-* packages the Space never "
-        "installs")
+        "'Pinned versions'). A CUDA torch (not the pinned CPU wheel) brings nvidia-* packages the Space "
+        "never installs")
     # matched as pip matches `==`: torch==2.13.0 is the installed CPU build 2.13.0+cpu
-    differ = {name: f"pinned {pin}, installed {importlib.metadata.version(name)}" for name, pin in pins.items()
+    differ = {name: f"pinned {pin}, installed {importlib.metadata.version(name)}"
+              for name, pin in pins.items()
               if not SpecifierSet(f"=={pin}").contains(importlib.metadata.version(name), prereleases=True)}
     assert not differ, (f"installed versions differ from space/requirements.txt: {differ}. Install the pins "
                         "(a fresh venv, `bash scripts/setup.sh test`) or update them (docs/development.md, "
@@ -207,9 +210,11 @@ def test_space_folder_is_self_contained(tmp_path):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="chromium not installed (apt-get install chromium)")
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
+                    reason="chromium not installed (apt-get install chromium)")
 def test_browser_upload_and_predict(server, tmp_path):
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
+    playwright = pytest.importorskip("playwright.sync_api",
+                                     reason="playwright not installed (pip install playwright)")
     example = sorted((ROOT / "space" / "examples").glob("*.jpg"))[0]
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
@@ -221,8 +226,8 @@ def test_browser_upload_and_predict(server, tmp_path):
         page.locator("#predict-btn").click()
         top = page.locator("#top-label .output-class")
         top.wait_for(timeout=30_000)
-        page.wait_for_function("document.querySelector('#top-label .output-class').innerText.trim().length > 0",
-                               timeout=30_000)
+        page.wait_for_function(
+            "document.querySelector('#top-label .output-class').innerText.trim().length > 0", timeout=30_000)
         text = top.inner_text().strip()
         page.screenshot(path=str(tmp_path / "space.png"), full_page=True)
         browser.close()
@@ -233,16 +238,18 @@ def test_browser_upload_and_predict(server, tmp_path):
 
 @pytest.mark.slow
 def test_space_app_file_builds_from_its_folder(server, tmp_path):
-    """The uploaded folder works on its own: app.py imports the bundled package and reads LOSCAT_MODEL."""
+    """The uploaded folder works on its own: app.py imports the bundled package, reads LOSCAT_MODEL and
+    turns gradio's analytics off."""
     import subprocess
 
     from loscat_hf.hub.space import build_space_folder
 
     folder = build_space_folder(tmp_path / "s", model=server[2])
-    code = ("import app, sys; from loscat_hf.apps.space import _examples; "
-            "print(type(app.demo).__name__, app.os.environ['LOSCAT_MODEL'], sys.modules['loscat_hf'].__file__, "
-            "len(_examples()))")
-    env = {k: v for k, v in os.environ.items() if k not in ("LOSCAT_MODEL", "PYTHONPATH")}
+    code = ("import app, sys; from loscat_hf.apps.space import _examples; env = app.os.environ; "
+            "print(type(app.demo).__name__, env['LOSCAT_MODEL'], sys.modules['loscat_hf'].__file__, "
+            "len(_examples()), env['GRADIO_ANALYTICS_ENABLED'])")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LOSCAT_MODEL", "PYTHONPATH", "GRADIO_ANALYTICS_ENABLED")}
     out = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -250,10 +257,28 @@ def test_space_app_file_builds_from_its_folder(server, tmp_path):
     assert n_examples > 0
     # the pushed Space shows its example photos (they sit in examples/ there, not space/examples/)
     assert out.stdout.split() == ["Blocks", str(folder / "model"), str(folder / "loscat_hf" / "__init__.py"),
-                                  str(n_examples)]
+                                  str(n_examples), "False"]
 
 
-# --- the upload lifecycle: gradio's cache sweep expires files; requests never delete shared ones ----------------
+def test_importing_the_apps_sets_no_environment():
+    """Importing the app modules changes no environment variable and imports no gradio: the functions that
+    build the apps import gradio, after `set_gradio_env()` has turned its analytics off."""
+    import subprocess
+
+    code = ("import os, sys; before = dict(os.environ); "
+            "import loscat_hf.apps.space, loscat_hf.apps.labelling.app; "
+            "changed = sorted(set(os.environ.items()) ^ set(before.items())); "
+            "assert not changed, changed; assert 'gradio' not in sys.modules, 'gradio imported'; "
+            "from loscat_hf.apps.gradio_env import import_gradio; import_gradio(); "
+            "print(os.environ['GRADIO_ANALYTICS_ENABLED'])")
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_ANALYTICS_ENABLED"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False"]
+
+
+# --- the upload lifecycle: gradio's cache sweep expires files; requests never delete shared ones ------------
 
 def _upload(url: str, name: str, content: bytes) -> str:
     """POST one file to gradio's /upload (what the browser does before a call); returns the server path."""
@@ -477,7 +502,8 @@ def test_out_of_the_box_the_space_serves_the_studys_model(tmp_path, monkeypatch,
     from loscat_hf.model import convert
     from loscat_hf.model.study import STUDY_CODE_REPO, STUDY_WEIGHTS_REPO
 
-    state = random_timm_state(dim=768, depth=12, patch=16, image=384, seed=7)  # vit_base_patch16_384, 12 classes
+    # vit_base_patch16_384, 12 classes
+    state = random_timm_state(dim=768, depth=12, patch=16, image=384, seed=7)
     home = hub_cache_with(tmp_path, STUDY_WEIGHTS_REPO, {"best_12cls_vit.pt": state})
     del state
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
@@ -496,22 +522,31 @@ def test_out_of_the_box_the_space_serves_the_studys_model(tmp_path, monkeypatch,
     monkeypatch.setattr(convert, "convert_timm", no_second_conversion)
     app = space.SpaceModel(space.default_model(), precision="int8")  # cached: no second conversion
     top, _, _, notice = app.predict(str(photo))
-    assert set(top) <= set(app.predictor.labels) and app.predictor.resample == 3
+    assert set(top) <= set(app.predictor.labels) and app.predictor.decoding.resample == 3
     assert abs(sum(app.predictor.from_logits(app.predictor.logits(app.predictor.pixels(
         app.predictor.load(str(photo)))[None]))[0].probabilities.values()) - 1) < 1e-5
 
 
 def test_page_names_the_model_it_serves(tmp_path):
-    from types import SimpleNamespace
+    from transformers import ViTConfig
 
     from loscat_hf.apps.space import model_description
+    from loscat_hf.model.folder import folder_from_config, record_source, record_training
+
+    def folder(**records):
+        config = ViTConfig(id2label={0: "head", 1: "neck"})
+        if "source" in records:
+            record_source(config, records["source"])
+        if "run" in records:  # what `train` writes
+            record_training(config, run=records["run"], base_model={"kind": "folder"}, max_side=None)
+        return folder_from_config(config, name="x", image_size=224, image_mean=[0.5] * 3, image_std=[0.5] * 3)
 
     study = {"checkpoint": "cyycn20000509/loscat-body-region-classifier/best_12cls_vit.pt", "study": True}
-    assert "converted by loscat-hf" in model_description(SimpleNamespace(loscat_source=study), "x")
-    tuned = SimpleNamespace(loscat_source=study, loscat_run={"task": "region"})  # what `train` writes
-    text = model_description(tuned, str(tmp_path / "clinic-model"))
-    assert "`clinic-model`, fine-tuned by loscat-hf from the LoSCAT study's" in text and str(tmp_path) not in text
-    assert model_description(SimpleNamespace(), "org/model") == "**Model**: `org/model`."
+    assert "converted by loscat-hf" in model_description(folder(source=study), "x")
+    text = model_description(folder(source=study, run={"task": "region"}), str(tmp_path / "clinic-model"))
+    assert "`clinic-model`, fine-tuned by loscat-hf from the LoSCAT study's" in text
+    assert str(tmp_path) not in text
+    assert model_description(folder(), "org/model") == "**Model**: `org/model`."
 
 
 def test_private_hub_model_names_the_space_secret(tmp_path, monkeypatch):
@@ -528,7 +563,8 @@ def test_private_hub_model_names_the_space_secret(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
     with pytest.raises(LoscatError, match="add a secret HF_TOKEN"):
         SpaceModel("org/private-model", precision="fp32")
-    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_x")  # a token is set: the hint would mislead
+    # a token is set: the hint would mislead
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_x")
     with pytest.raises(LoscatError) as info:
         SpaceModel("org/private-model", precision="fp32")
     assert "HF_TOKEN" not in str(info.value)

@@ -64,7 +64,7 @@ def test_model_sees_normalised_pixels_augmented_only_in_training(tiny_dataset, t
 
 
 def test_train_restores_the_whole_best_model_and_resume_the_whole_checkpoint(tiny_dataset, tmp_path):
-    """_load_best_model and _load_from_checkpoint (transformers issue 43701, tests/test_upstream.py), called by
+    """_load_best_model and _load_from_checkpoint (huggingface/transformers#43701, tests/test_upstream.py), called by
     train() itself: the best checkpoint is the first of two, so restoring it is visible."""
     from transformers import TrainerCallback
 

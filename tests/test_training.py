@@ -264,7 +264,7 @@ def test_default_bf16_reaches_the_accelerator(tmp_path, monkeypatch):
     assert not targs.bf16 and targs.mixed_precision == "no"
 
 
-# --- the output folder and resume belong to one run (issue 11, item 6) ---------------------------------------
+# --- the output folder and resume belong to one run ----------------------------------------
 
 def _run_args(dataset, out, *extra):
     return parse_train_args(["--dataset", str(dataset), "--output-dir", str(out), *FAST, "--phase1-epochs", "0",
@@ -396,7 +396,7 @@ def test_resume_refuses_a_checkpoint_without_run_identity(tiny_dataset, finished
         train(*_run_args(tiny_dataset, out, "--num-train-epochs", "3", "--resume", "true"))
 
 
-# --- a broken dataset is a one-line error before anything is written (issue 11, item 9) ---------------------
+# --- a broken dataset is a one-line error before anything is written ----------------------
 
 def test_train_with_a_photo_missing_from_train_is_a_clear_error(tiny_dataset, tmp_path):
     from loscat_hf.errors import LoscatError

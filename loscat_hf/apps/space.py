@@ -20,19 +20,18 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+from loscat_hf.apps.cached import cached_bytes, cached_csv, cached_jpeg
+from loscat_hf.apps.gradio_env import import_gradio
+from loscat_hf.errors import LoscatError
+from loscat_hf.infer.explain import explain_pixels
+from loscat_hf.infer.load import load_predictor
 
-import gradio as gr  # noqa: E402
-import torch  # noqa: E402
+if TYPE_CHECKING:  # gradio itself is imported by the functions that need it, through import_gradio
+    import gradio as gr
 
-from loscat_hf.apps.cached import cached_bytes, cached_csv, cached_jpeg  # noqa: E402
-from loscat_hf.defaults import RUN_KEY, SOURCE_KEY  # noqa: E402
-from loscat_hf.errors import LoscatError  # noqa: E402
-from loscat_hf.infer.explain import explain_pixels  # noqa: E402
-from loscat_hf.infer.predictor import RegionPredictor  # noqa: E402
-from loscat_hf.model.backends import OnnxRunner  # noqa: E402
+    from loscat_hf.model.folder import ModelFolder
 
 # Exact answers by default: fp32 on CPU, in ONNX Runtime when the onnx extra is installed (docs/benchmarks.md,
 # "Space latency"); int8 (LOSCAT_PRECISION=int8) is faster but changes answers.
@@ -40,8 +39,8 @@ DEFAULT_PRECISION = "auto"
 DEFAULT_BACKEND = "auto"
 MAX_FILE_SIZE = "15mb"
 MAX_BATCH = 32
-# the example photos: space/examples/ beside the package in a repository checkout; examples/ beside app.py in a
-# folder that push-space uploaded (the package is bundled there as loscat_hf/)
+# the example photos: space/examples/ beside the package in a repository checkout; examples/ beside app.py in
+# a folder that push-space uploaded (the package is bundled there as loscat_hf/)
 _ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = next((d for d in (_ROOT / "space" / "examples", _ROOT / "examples") if d.is_dir()),
                     _ROOT / "space" / "examples")
@@ -143,45 +142,27 @@ def spare_in_flight(component: gr.components.Component) -> gr.components.Compone
     return component
 
 
-class UploadImage(gr.Image):
-    """gr.Image that hands the raw upload path to the app: our safe decoder (not gradio's PIL.open) judges it,
-    so a corrupt or non-image file gets a clear message instead of a component error."""
+def __getattr__(name: str) -> Any:
+    """`space.UploadImage` and `space.UploadFiles` (apps/uploads.py), imported on first use, after gradio's
+    environment is set."""
+    if name in ("UploadImage", "UploadFiles"):
+        import_gradio()
+        from loscat_hf.apps import uploads
 
-    def get_block_name(self) -> str:
-        return "image"  # the stock frontend component
-
-    def preprocess(self, payload):
-        if payload is not None and getattr(payload, "path", None) and not (payload.url or "").startswith("data:"):
-            return str(payload.path)
-        return super().preprocess(payload)
+        return getattr(uploads, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class UploadFiles(gr.File):
-    """gr.File (several files) that hands the app the upload paths (see `preprocess`)."""
-
-    def get_block_name(self) -> str:
-        return "file"  # the stock frontend component
-
-    def preprocess(self, payload):
-        """The upload paths, refused as gradio does for a wrong type. gradio 6.31's own version also leaves
-        an empty, never-deleted temp file in the cache for every file, so it is not called."""
-        from gradio.data_classes import ListFiles
-        from gradio_client.utils import is_valid_file
-
-        if payload is None:
-            return None
-        items = list(payload.root) if isinstance(payload, ListFiles) else [payload]
-        for f in items:
-            if self.file_types and not is_valid_file(f.path, self.file_types):
-                raise gr.Error(f"Invalid file type. Please upload a file that is one of these formats: "
-                               f"{self.file_types}")
-        return [str(f.path) for f in items]
+def _error(message: str) -> Exception:
+    """gr.Error: gradio shows the message to the user as it is."""
+    return import_gradio().Error(message)
 
 
 class SpaceModel:
     """The predictor plus the app's callbacks (plain functions, so tests can call them without a browser).
 
-    The callbacks read their uploads but never delete them: the cache sweep does (see the module docstring)."""
+    The callbacks read their uploads but never delete them: the cache sweep does (see the module
+    docstring)."""
 
     def __init__(self, model: str, precision: str | None = None, review_threshold: float | None = None,
                  backend: str | None = None) -> None:
@@ -192,7 +173,7 @@ class SpaceModel:
         if review_threshold is not None:
             kwargs["min_confidence"] = review_threshold
         try:
-            self.predictor = RegionPredictor.from_pretrained(model, **kwargs)
+            self.predictor = load_predictor(model, explain=True, **kwargs)
         except LoscatError as exc:
             raise LoscatError(f"{exc}{_access_hint(model)}") from None
         self.model_name = model
@@ -201,13 +182,13 @@ class SpaceModel:
         from loscat_hf.io.images import ImageProblemError
 
         if not path:
-            raise gr.Error("Please upload a photo first.")
+            raise _error("Please upload a photo first.")
         if not os.path.exists(path):  # it waited in the queue longer than the cache expiry
-            raise gr.Error(f"Sorry, {EXPIRED}.")
+            raise _error(f"Sorry, {EXPIRED}.")
         try:
             img, pixels = self.predictor.explain_inputs(path)
         except ImageProblemError as exc:
-            raise gr.Error(f"This file cannot be used as a photo: {exc.reason}") from None
+            raise _error(f"This file cannot be used as a photo: {exc.reason}") from None
         return img, pixels
 
     def predict(self, image: str | None, show_explanation: bool = False):
@@ -235,9 +216,9 @@ class SpaceModel:
 
         files = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]
         if not files:
-            raise gr.Error("Please upload one or more photos.")
+            raise _error("Please upload one or more photos.")
         if len(files) > MAX_BATCH:
-            raise gr.Error(f"At most {MAX_BATCH} photos per batch, got {len(files)}.")
+            raise _error(f"At most {MAX_BATCH} photos per batch, got {len(files)}.")
         header = ["file", "region", "probability", "second", "second_probability", "needs_review", "problem"]
         rows: list[list[Any]] = []
         with IN_FLIGHT.hold(files):
@@ -251,22 +232,24 @@ class SpaceModel:
                 except ImageProblemError as exc:
                     rows.append([name, "", None, "", None, True, exc.reason])
                     continue
-                pred = self.predictor.from_logits(self.predictor.logits(torch.stack([pixels])), top_k=2)[0]
+                pred = self.predictor.from_logits(self.predictor.logits(pixels[None]), top_k=2)[0]
                 second = pred.top[1] if len(pred.top) > 1 else ("", None)
                 rows.append([name, pred.label, round(pred.probability, 4), second[0],
                              None if second[1] is None else round(second[1], 4), pred.needs_review, ""])
-        return {"headers": header, "data": rows}, cached_csv("loscat_regions.csv", header, rows, "loscat-batch-")
+        csv_path = cached_csv("loscat_regions.csv", header, rows, "loscat-batch-")
+        return {"headers": header, "data": rows}, csv_path
 
 
 def _access_hint(model: str) -> str:
     """Why a Hub model may not load on a Space: a private model needs the Space secret HF_TOKEN, which
-    huggingface_hub reads from the environment (set it in the Space settings, or `push-space --model-token-env`)."""
+    huggingface_hub reads from the environment (set it in the Space settings, or `push-space
+    --model-token-env`)."""
     from huggingface_hub import get_token
 
     if os.path.exists(model) or model.count("/") != 1 or get_token() is not None:
         return ""
-    return (f". If {model} is a private or gated Hub model, give the Space read access: add a secret HF_TOKEN "
-            "holding a read token (Space settings > Variables and secrets, or `loscat-hf push-space "
+    return (f". If {model} is a private or gated Hub model, give the Space read access: add a secret "
+            "HF_TOKEN holding a read token (Space settings > Variables and secrets, or `loscat-hf push-space "
             "--model-token-env VAR`)")
 
 
@@ -285,20 +268,21 @@ def default_model() -> str:
     return str(cached_conversion())
 
 
-def model_description(config, name: str) -> str:
+def model_description(folder: ModelFolder, name: str) -> str:
     """Which model the page serves, crediting the study where its weights come from the study's model."""
     from loscat_hf.model.study import STUDY_CODE_REPO, STUDY_WEIGHTS_REPO
 
-    source = getattr(config, SOURCE_KEY, None) or {}
+    source = folder.source
     local = os.path.isabs(name) or name.startswith(".") or name.count("/") > 1 or os.path.exists(name)
     shown = Path(name).name if local else name  # a Hub id, or only a folder's name (not the local path)
     if source.get("study"):
         links = (f"([weights](https://huggingface.co/{STUDY_WEIGHTS_REPO}), "
                  f"[code](https://github.com/{STUDY_CODE_REPO})). Credit: the study's authors.")
-        if getattr(config, RUN_KEY, None):  # written by `train`: fine-tuned further
-            return f"**Model**: `{shown}`, fine-tuned by loscat-hf from the LoSCAT study's published ViT {links}"
-        return (f"**Model**: the LoSCAT body-region study's published ViT, `{source.get('checkpoint')}`, converted "
-                f"by loscat-hf {links}")
+        if folder.fine_tuned:  # `train` records its run: fine-tuned further
+            return (f"**Model**: `{shown}`, fine-tuned by loscat-hf from the LoSCAT study's published ViT "
+                    f"{links}")
+        return (f"**Model**: the LoSCAT body-region study's published ViT, `{source.get('checkpoint')}`, "
+                f"converted by loscat-hf {links}")
     if source:
         return f"**Model**: `{shown}`, converted by loscat-hf from `{source.get('checkpoint')}`."
     return f"**Model**: `{shown}`."
@@ -309,21 +293,23 @@ def build_demo(model: str | None = None, precision: str | None = None, backend: 
     """The Blocks app; model from the argument, else env LOSCAT_MODEL, else the study's converted model.
 
     `cache_expiry` is gradio's `delete_cache`: (sweep every N seconds, delete files older than M seconds)."""
+    gr = import_gradio()
+    from loscat_hf.apps.uploads import UploadFiles, UploadImage
     app = SpaceModel(model or default_model(), precision=precision, backend=backend)
-    if isinstance(app.predictor.runner, OnnxRunner):  # export the explanation graph now, not inside a request
-        app.predictor.runner.session("explain")
+    app.predictor.prepare_explain()  # an ONNX explanation graph is exported now, not inside a request
     for label in app.predictor.labels:  # warm the body-map cache so no answer waits for matplotlib
         _body_map(label)
     with gr.Blocks(title="LoSCAT body region", delete_cache=cache_expiry) as demo:
         gr.Markdown("# LoSCAT body region of a localized scleroderma photo\n"
-                    "Upload a photo: the model suggests the body region (12 side-agnostic LoSCAT classes).\n\n"
-                    + model_description(app.predictor.config, app.model_name), elem_id="model-info")
+                    "Upload a photo: the model suggests the body region (12 side-agnostic LoSCAT "
+                    "classes).\n\n" + model_description(app.predictor.folder, app.model_name),
+                    elem_id="model-info")
         with gr.Tab("One photo"):
             with gr.Row():
                 with gr.Column():
                     image = spare_in_flight(UploadImage(
-                        type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"], label="Photo",
-                        elem_id="photo"))
+                        type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"],
+                        label="Photo", elem_id="photo"))
                     show = gr.Checkbox(label="Show explanation map (attention rollout)", value=False)
                     button = gr.Button("Predict region", variant="primary", elem_id="predict-btn")
                 with gr.Column():
@@ -335,7 +321,8 @@ def build_demo(model: str | None = None, precision: str | None = None, backend: 
             button.click(app.predict, [image, show], [label, body, expl, notice], api_name="predict")
             examples = _examples()
             if examples:
-                gr.Examples(examples, [image, show], label="SYNTHETIC example photos (phantoms, not patients)")
+                gr.Examples(examples, [image, show],
+                            label="SYNTHETIC example photos (phantoms, not patients)")
         with gr.Tab("Batch"):
             files = spare_in_flight(UploadFiles(file_count="multiple", file_types=["image"],
                                                 label=f"Photos (up to {MAX_BATCH})"))
@@ -355,7 +342,8 @@ def launch(model: str | None = None, host: str | None = None, port: int | None =
     demo = build_demo(model, precision=precision, backend=backend, cache_expiry=cache_expiry)
     demo.launch(
         server_name=host or os.environ.get("GRADIO_SERVER_NAME"),
-        server_port=port or (int(os.environ["GRADIO_SERVER_PORT"]) if os.environ.get("GRADIO_SERVER_PORT") else None),
-        max_file_size=MAX_FILE_SIZE, show_error=True, theme=gr.themes.Soft(), **kwargs,
+        server_port=port or (int(os.environ["GRADIO_SERVER_PORT"]) if os.environ.get("GRADIO_SERVER_PORT")
+                             else None),
+        max_file_size=MAX_FILE_SIZE, show_error=True, theme=import_gradio().themes.Soft(), **kwargs,
     )
     return demo

@@ -18,7 +18,8 @@ def option_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
     flags: dict[str, str] = {}
 
     def keeps_default(action: argparse.Action) -> bool:  # e.g. --private when private=True is the default
-        is_switch = isinstance(action, argparse._StoreConstAction | argparse._StoreTrueAction | argparse._StoreFalseAction)
+        switches = argparse._StoreConstAction | argparse._StoreTrueAction | argparse._StoreFalseAction
+        is_switch = isinstance(action, switches)
         return is_switch and action.const == parser.get_default(action.dest)
 
     for action in sorted(parser._actions, key=keeps_default):

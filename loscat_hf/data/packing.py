@@ -24,23 +24,21 @@ half-written dataset that a later training run could pick up.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import os
 import random
 import secrets
 import shutil
-import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from loscat_hf.data.card import build_report, dataset_card, dataset_licence
+from loscat_hf.data.cleaning import ID_LENGTH, JPEG_QUALITY, clean_photos
 from loscat_hf.data.dataset import (
     CARD_NAME,
     LICENSE_NAME,
@@ -58,21 +56,9 @@ from loscat_hf.data.splits import assign_splits, split_counts_table
 from loscat_hf.defaults import MAX_SIDE, SIZE_SLACK
 from loscat_hf.errors import LoscatError, Problem
 from loscat_hf.io.atomic import check_output_dir, commit_folder, remove_stale_partials, write_error
-from loscat_hf.io.images import (
-    DEFAULT_MAX_PIXELS,
-    ImageProblemError,
-    is_phantom,
-    open_image,
-    read_image_bytes,
-    save_clean_jpeg,
-)
+from loscat_hf.io.images import DEFAULT_MAX_PIXELS
 
 logger = logging.getLogger(__name__)
-
-JPEG_QUALITY = 95
-
-
-ID_LENGTH = 16  # hex chars of HMAC-SHA256: 64 bits, no collision in any realistic photo collection
 
 
 @dataclass(frozen=True)
@@ -87,6 +73,38 @@ class PackItem:
     visit: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)  # e.g. {"skin_tone": "V"}
     row: int | None = None  # first CSV data row of the photo, for messages
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    """How to pack: the split, the photo size, workers, overwrite and progress (`prepare`'s options, built
+    once and passed down). Checked when built, so a bad value fails before anything is read or written."""
+
+    val_fraction: float = 0.165
+    test_fraction: float = 0.0
+    seed: int = 0
+    max_side: int = MAX_SIDE  # longest side of a packed photo, pixels
+    max_pixels: int = DEFAULT_MAX_PIXELS  # photos with more pixels are refused (decompression bombs)
+    overwrite: bool = False
+    num_workers: int | None = None  # None: one per CPU
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_side < 1:
+            raise LoscatError(f"max_side must be a positive number of pixels, got {self.max_side}",
+                              param="max_side")
+        if self.num_workers is not None and self.num_workers < 1:
+            raise LoscatError(f"num_workers must be at least 1, got {self.num_workers}", param="num_workers")
+
+    @property
+    def workers(self) -> int:
+        return self.num_workers if self.num_workers is not None else (os.cpu_count() or 1)
+
+    def report_parameters(self) -> dict[str, Any]:
+        """The options as prepare_report.json records them (publishable values only)."""
+        return {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction, "seed": self.seed,
+                "max_side": self.max_side, "size_slack": SIZE_SLACK, "max_pixels": self.max_pixels,
+                "jpeg_quality": JPEG_QUALITY}
 
 
 @dataclass
@@ -106,77 +124,6 @@ class PackResult:
         return dict(Counter(p.kind for p in self.problems))
 
 
-# ----------------------------------------------------------------------------- workers
-
-
-def _process_one(task: tuple[int, str, str, int, int, bytes]) -> tuple[int, str | None, str | None, str | None, bool]:
-    """Worker: read, hash, decode and re-encode one photo -> (index, image_id, problem kind, reason, phantom).
-
-    `phantom`: the file is a `loscat-hf demo-data` photo (its EXIF says so; the re-encoded copy has no EXIF).
-
-    Disk-full and other write errors are not the photo's fault: they propagate and stop the run.
-    """
-    index, source, staging, max_side, max_pixels, id_key = task
-    try:
-        data, _ = read_image_bytes(source)
-        # keyed: a plain hash would let anyone holding a copy of a photo confirm that its child is in the
-        # dataset; identical files still get one id (duplicates are found by it)
-        image_id = hmac.new(id_key, data, hashlib.sha256).hexdigest()[:ID_LENGTH]
-        img = open_image(data, max_side=max_side, max_pixels=max_pixels, size_slack=SIZE_SLACK)
-    except ImageProblemError as exc:
-        return index, None, exc.kind, exc.reason, False
-    except Exception as exc:  # noqa: BLE001 - a decoder bug on one odd file must not stop 2,000 others
-        return index, None, "unreadable", f"cannot decode the image: {type(exc).__name__}: {exc}", False
-    target = os.path.join(staging, f"{image_id}.jpg")
-    if not os.path.exists(target):  # a byte-identical copy already wrote it
-        part = f"{target}.{os.getpid()}.{index}.part"
-        save_clean_jpeg(img, part, quality=JPEG_QUALITY)
-        os.replace(part, target)
-    return index, image_id, None, None, is_phantom(data)
-
-
-def _run_tasks(
-    tasks: list[tuple[int, str, str, int, int]], num_workers: int, progress: bool
-) -> Iterator[tuple[int, str | None, str | None, str | None, bool]]:
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(tasks), unit="photo", desc="packing photos", disable=not progress, file=sys.stderr)
-    try:
-        if num_workers <= 1 or len(tasks) < 4:
-            for task in tasks:
-                yield _process_one(task)
-                bar.update()
-            return
-        import multiprocessing
-
-        # spawn: no fork of a parent that may hold threads (tqdm monitor, BLAS); costs ~0.3 s per worker
-        executor = ProcessPoolExecutor(max_workers=num_workers, mp_context=multiprocessing.get_context("spawn"))
-        try:
-            chunksize = max(1, min(16, len(tasks) // (num_workers * 8)))
-            for result in executor.map(_process_one, tasks, chunksize=chunksize):
-                yield result
-                bar.update()
-        finally:
-            executor.shutdown(wait=True, cancel_futures=True)
-    finally:
-        bar.close()
-
-
-def _clean_photos(items: Sequence[PackItem], staging: Path, max_side: int, max_pixels: int, id_key: bytes,
-                  workers: int, progress: bool, problems: list[Problem]) -> tuple[list[str | None], list[bool]]:
-    """Decode and re-encode every photo into `staging` as <image_id>.jpg; per item its id, or None (and a
-    Problem) for a photo that could not be used, and whether it is a demo-data phantom."""
-    tasks = [(i, str(item.source), str(staging), max_side, max_pixels, id_key) for i, item in enumerate(items)]
-    image_ids: list[str | None] = [None] * len(items)
-    phantoms = [False] * len(items)
-    for index, image_id, kind, reason, phantom in _run_tasks(tasks, workers, progress):
-        if image_id is None:
-            item = items[index]
-            problems.append(Problem(kind or "unreadable", item.key, reason or "", item.row))
-        image_ids[index], phantoms[index] = image_id, phantom
-    return image_ids, phantoms
-
-
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -192,15 +139,9 @@ def _extra_columns(items: Iterable[PackItem]) -> list[tuple[str, str]]:
 def pack_dataset(
     items: Sequence[PackItem],
     out_dir: str | Path,
+    options: PackOptions | None = None,
     *,
     classes: Sequence[str],
-    val_fraction: float = 0.165,
-    test_fraction: float = 0.0,
-    seed: int = 0,
-    max_side: int = MAX_SIDE,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    overwrite: bool = False,
-    num_workers: int | None = None,
     problems: Sequence[Problem] = (),
     warnings: Sequence[str] = (),
     agreement: Mapping | None = None,
@@ -208,11 +149,13 @@ def pack_dataset(
     notes: Sequence[str] = (),
     private_details: Mapping | None = None,
     id_key: bytes | None = None,
-    progress: bool = True,
+    **option_fields: Any,
 ) -> PackResult:
     """Decode/clean every photo in parallel, drop bad and duplicate ones, split the rest by patient, and
     write the imagefolder dataset with its card, report and private folder into `out_dir` atomically.
 
+    `options` says how (split fractions, seed, photo size, workers, overwrite, progress); its fields may also
+    be given as keywords (`val_fraction=0.25`), alone or over `options`.
     Every `item.extra` column is written: the caller decides what is kept (prepare's --keep-columns).
     `problems`, `warnings` and `notes` may quote CSV cells and file names: they go to private/ in full and
     are only counted (problems by reason) in the public report and card. `parameters` must hold only
@@ -222,11 +165,9 @@ def pack_dataset(
     files can be read from them without private/, and the same key gives the same dataset again.
     Returns a PackResult with out_dir None (and nothing written) when no usable photo remains.
     """
-    out = check_output_dir(out_dir, overwrite).absolute()
+    options = PackOptions(**option_fields) if options is None else replace(options, **option_fields)
+    out = check_output_dir(out_dir, options.overwrite).absolute()
     id_key = id_key or secrets.token_bytes(32)
-    if max_side < 1:
-        raise LoscatError(f"max_side must be a positive number of pixels, got {max_side}")
-    workers = max(1, num_workers if num_workers is not None else (os.cpu_count() or 1))
     all_problems = list(problems)
     private_warnings = list(warnings)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -239,8 +180,7 @@ def pack_dataset(
     try:
         staging = tmp / "_staging"
         staging.mkdir()
-        image_ids, phantoms = _clean_photos(items, staging, max_side, max_pixels, id_key, workers, progress,
-                                            all_problems)
+        image_ids, phantoms = clean_photos(items, staging, options, id_key, all_problems)
 
         kept, duplicates = _deduplicate(items, image_ids, all_problems)
         if not kept:
@@ -252,7 +192,7 @@ def pack_dataset(
 
         split = assign_splits(  # the clinic's ids group the photos; only codes are written
             [items[i].label for i in kept], [items[i].patient_id for i in kept],
-            val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+            val_fraction=options.val_fraction, test_fraction=options.test_fraction, seed=options.seed,
         )
         public_warnings = list(split.warnings)  # built from class names and counts only
         present = {items[i].label for i in kept}
@@ -269,8 +209,8 @@ def pack_dataset(
         features = dataset_features(class_order, [o for _, o in extra_columns])
         rng = random.Random(id_key)  # secret, so the orders are unpredictable; fixed by it, so reruns agree
         patient_codes = draw_codes((items[i].patient_id for i in kept), PATIENT_PREFIX, rng)
-        visit_codes = draw_codes(((items[i].patient_id, items[i].visit) for i in kept if items[i].visit), VISIT_PREFIX,
-                             rng)
+        visit_codes = draw_codes(((items[i].patient_id, items[i].visit) for i in kept if items[i].visit),
+                                 VISIT_PREFIX, rng)
 
         _write_splits(tmp, staging, items, kept, image_ids, split_of, extra_columns, features, patient_codes,
                       visit_codes)
@@ -295,24 +235,20 @@ def pack_dataset(
         report = build_report(
             counts=counts, patients=patients, n_photos=len(kept), classes=class_order, problems=all_problems,
             warnings=public_warnings, agreement=agreement_public,
-            parameters={
-                "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed,
-                "max_side": max_side, "size_slack": SIZE_SLACK, "max_pixels": max_pixels,
-                "jpeg_quality": JPEG_QUALITY,
-                **(parameters or {}),
-            },
+            parameters={**options.report_parameters(), **(parameters or {})},
             extra_columns=[o for _, o in extra_columns], phantoms=phantom_counts,
             private_counts={"warnings": len(private_warnings), "notes": len(notes),
                             "dropped_columns": len((private_details or {}).get("dropped_columns", []))},
         )
-        (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
+                                       encoding="utf-8")
         card = dataset_card(
             report, split_counts_table(labels, split.assignments, class_order, groups=groups, markdown=True),
             agreement_public, features,
         )
         (tmp / CARD_NAME).write_text(card, encoding="utf-8")
         (tmp / LICENSE_NAME).write_text(dataset_licence(report), encoding="utf-8")  # the card's license_link
-        commit_folder(tmp, out, overwrite)
+        commit_folder(tmp, out, options.overwrite)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise write_error(out, exc) from None
@@ -352,7 +288,8 @@ def _deduplicate(
             continue
         labels = {(items[i].label, items[i].patient_id) for i in group}
         if len(labels) > 1:
-            described = "; ".join(f"{items[i].key}: {items[i].label} of patient {items[i].patient_id}" for i in group)
+            described = "; ".join(f"{items[i].key}: {items[i].label} of patient {items[i].patient_id}"
+                                  for i in group)
             for i in group:
                 problems.append(Problem(
                     "duplicate_image", items[i].key,
@@ -398,7 +335,8 @@ def _write_splits(
                "visit": visit_codes.get((item.patient_id, item.visit)), "image_id": str(image_id)}
         for name, out_name in extra_columns:
             text = str(item.extra.get(name, "") or "").strip()
-            row[out_name] = (float(text) if features[out_name].dtype.startswith("float") else text) if text else None
+            numeric = features[out_name].dtype.startswith("float")
+            row[out_name] = (float(text) if numeric else text) if text else None
         rows.setdefault(split, []).append(row)
     for split, split_rows in rows.items():
         split_rows.sort(key=lambda r: r["file_name"])  # by image id: the order says nothing about the source

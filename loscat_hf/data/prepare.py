@@ -1,8 +1,9 @@
 """`prepare()`: rater CSV + photo folder -> de-identified imagefolder dataset split by patient.
 
 This module only orchestrates (annotations -> image paths -> score table -> packing) and returns a
-PrepareResult; the work is in annotations.py (reading), consensus.py (one label per photo), images.py (safe
-decoding), splits.py and packing.py. `loscat-hf prepare` prints `format_summary(result)`, sets the exit code and pushes to the Hub.
+PrepareResult; the work is in annotations.py (reading), consensus.py (one label per photo), io/images.py
+(safe decoding), splits.py and packing.py. `loscat-hf prepare` prints `format_summary(result)`, sets the exit
+code and pushes to the Hub.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from loscat_hf.data.dataset import CARD_NAME, PRIVATE_DIR, PROBLEMS_NAME, REPORT_NAME
-from loscat_hf.data.packing import PackItem, PackResult, pack_dataset
+from loscat_hf.data.packing import PackItem, PackOptions, PackResult, pack_dataset
 from loscat_hf.defaults import MAX_SIDE
 from loscat_hf.errors import LoscatError, Problem
 from loscat_hf.io.atomic import check_output_dir
@@ -120,15 +121,16 @@ def prepare(
     out_dir = Path(out)
     if not images_dir.is_dir():
         raise LoscatError(f"images folder {images_dir} does not exist or is not a folder", param="images")
-    if max_side < 1:
-        raise LoscatError(f"max_side must be a positive number of pixels, got {max_side}", param="max_side")
-    if num_workers is not None and num_workers < 1:
-        raise LoscatError(f"num_workers must be at least 1, got {num_workers}", param="num_workers")
+    options = PackOptions(  # checks max_side and num_workers (LoscatError naming the parameter)
+        val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, max_side=max_side,
+        overwrite=overwrite, num_workers=num_workers,
+        progress=sys.stderr.isatty() if progress is None else progress,
+    )
     images_abs, out_abs = os.path.abspath(images_dir), os.path.abspath(out_dir)
     if _is_within(images_abs, out_abs):
         raise LoscatError(
-            f"output folder {out_dir} contains the images folder {images_dir}: overwriting it would delete the "
-            "original photos; choose another output folder", param="out"
+            f"output folder {out_dir} contains the images folder {images_dir}: overwriting it would delete "
+            "the original photos; choose another output folder", param="out"
         )
     check_output_dir(out_dir, overwrite)  # before reading anything: fail in a second, not after packing
     tax = load_taxonomy(taxonomy)
@@ -159,20 +161,21 @@ def prepare(
         attached = attach_scores(items, score_table)
         items = attached.items
         scores_used = attached.n_matched
-        notes.append(f"LoSCAT scores attached to {attached.n_matched} of {len(items)} photos (score_* columns; "
-                     f"empty = missing); {len(attached.unmatched)} photo(s) have no row in {Path(scores).name}")
+        notes.append(f"LoSCAT scores attached to {attached.n_matched} of {len(items)} photos (score_* "
+                     f"columns; empty = missing); {len(attached.unmatched)} photo(s) have no row in "
+                     f"{Path(scores).name}")
         for u in attached.unmatched[:MAX_LISTED_UNMATCHED]:
             notes.append(f"no scores for {u}")
         if len(attached.unmatched) > MAX_LISTED_UNMATCHED:
-            notes.append(f"... and {len(attached.unmatched) - MAX_LISTED_UNMATCHED} more photos without scores")
+            more = len(attached.unmatched) - MAX_LISTED_UNMATCHED
+            notes.append(f"... and {more} more photos without scores")
 
     result = pack_dataset(
-        items, out_dir, classes=tax.classes, val_fraction=val_fraction, test_fraction=test_fraction,
-        seed=seed, max_side=max_side, overwrite=overwrite, num_workers=num_workers, problems=problems,
-        warnings=warnings, agreement=consensus.agreement, notes=notes,
+        items, out_dir, options, classes=tax.classes, problems=problems, warnings=warnings,
+        agreement=consensus.agreement, notes=notes,
         parameters={  # publishable values only: no file or folder names
-            "taxonomy": tax.name, "annotation_rows": consensus.n_rows, "strict": strict, "scores_used": scores_used,
-            "kept_columns": list(consensus.kept_columns),
+            "taxonomy": tax.name, "annotation_rows": consensus.n_rows, "strict": strict,
+            "scores_used": scores_used, "kept_columns": list(consensus.kept_columns),
         },
         id_key=dataset_key(annotations, seed),
         private_details={
@@ -180,11 +183,10 @@ def prepare(
             "scores_file": os.path.abspath(scores) if scores else None,
             "dropped_columns": list(consensus.dropped_columns),
         },
-        progress=sys.stderr.isatty() if progress is None else progress,
     )
 
-    return PrepareResult(out_dir=result.out_dir, out=str(out), pack=result, consensus=consensus, annotations=str(annotations),
-                         notes=notes)
+    return PrepareResult(out_dir=result.out_dir, out=str(out), pack=result, consensus=consensus,
+                         annotations=str(annotations), notes=notes)
 
 
 def format_summary(prepared: PrepareResult) -> str:
@@ -197,7 +199,8 @@ def format_summary(prepared: PrepareResult) -> str:
     add = lines.append
 
     add(
-        f"Read {consensus.n_rows} rows from {annotations}: {len(consensus.photos)} photos with a consensus label."
+        f"Read {consensus.n_rows} rows from {annotations}: {len(consensus.photos)} photos with a consensus "
+        "label."
     )
     if result.out_dir is not None:
         splits = ", ".join(
@@ -216,8 +219,8 @@ def format_summary(prepared: PrepareResult) -> str:
     if consensus.kept_columns:
         add(f"Columns kept (--keep-columns): {', '.join(consensus.kept_columns)}")
     if consensus.superseded:
-        add(f"{consensus.superseded} earlier answer(s) replaced by the same rater's later answer to the same photo "
-            "(labelled_at): only the latest counts.")
+        add(f"{consensus.superseded} earlier answer(s) replaced by the same rater's later answer to the same "
+            "photo (labelled_at): only the latest counts.")
     if result.problems:
         counts = Counter(p.kind for p in result.problems)
         listed = ", ".join(f"{k} {n}" for k, n in counts.most_common())

@@ -60,16 +60,11 @@ def split_clinic_keys(split, dataset_dir: str | None) -> tuple[list[str], list[s
 def read_table_for(scores_table: str, models: list[str], taxonomy):
     """Read a LoSCAT score table for visit totals, refusing it before any model runs: a bad table (every bad row
     named), or models without score heads for all six components (config.json tells, no weights loaded)."""
-    from transformers import AutoConfig
-
     from loscat_hf.data.score_tables import COMPONENTS, read_score_table
-    from loscat_hf.defaults import SCORE_KEY
+    from loscat_hf.model.folder import load_config, score_components
 
     for model in models:
-        try:
-            predicted = getattr(AutoConfig.from_pretrained(model), SCORE_KEY, None) or []
-        except OSError as exc:
-            raise LoscatError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
+        predicted = score_components(load_config(model))
         if not predicted:
             raise LoscatError(f"scores_table needs a model with LoSCAT score heads (`loscat-hf train --task scores`); "
                               f"{model} predicts the body region only", param="scores_table")

@@ -10,7 +10,7 @@ import numpy as np
 
 from loscat_hf.defaults import EVALUATED_NAME, SCORE_REPORT_NAME
 from loscat_hf.errors import LoscatError
-from loscat_hf.model.calibration import apply_temperature, temperature_from_config
+from loscat_hf.model.calibration import apply_temperature
 
 
 def evaluate_split(logits: np.ndarray, split, taxonomy, out_dir: str | Path, temperature: float = 1.0,
@@ -45,23 +45,19 @@ def split_outputs(model_dir: str, split, batch_size: int = 64, num_workers: int 
     the one model-over-a-split loop (evaluate, evaluate-ensemble)."""
     import torch
     from tqdm.auto import tqdm
-    from transformers import AutoConfig, AutoModelForImageClassification
+    from transformers import AutoModelForImageClassification
 
-    from loscat_hf.model.build import load_processor, processor_resample, processor_size
+    from loscat_hf.model.folder import read_model_folder
     from loscat_hf.model.inference import LogitRunner
-    from loscat_hf.model.score_heads import CONFIG_KEY, ViTWithScores
+    from loscat_hf.model.score_heads import ViTWithScores
     from loscat_hf.model.transforms import ImageTransform, collate
 
-    try:
-        config = AutoConfig.from_pretrained(model_dir)
-    except OSError as exc:
-        raise LoscatError(f"cannot load model {model_dir!r}: {str(exc).splitlines()[0]}") from None
-    components = tuple(getattr(config, CONFIG_KEY, None) or ())
+    record = read_model_folder(model_dir)
+    components = record.components
     model = (ViTWithScores if components else AutoModelForImageClassification).from_pretrained(model_dir)
-    processor = load_processor(model_dir)
-    runner = LogitRunner(model, processor.image_mean, processor.image_std, device=device, bf16=bf16)
+    runner = LogitRunner(model, record.image_mean, record.image_std, device=device, bf16=bf16)
     data = split.select_columns(["image"]).with_transform(
-        ImageTransform(processor_size(processor), train=False, resample=processor_resample(processor)))
+        ImageTransform(record.image_size, train=False, resample=record.decoding.resample))
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
     logits, scores = [], []
     for batch in tqdm(loader, desc=desc, unit="batch"):
@@ -70,9 +66,9 @@ def split_outputs(model_dir: str, split, batch_size: int = 64, num_workers: int 
         if components:
             scores.append(out.score_preds.float().cpu().numpy())
     return SplitOutputs(
-        logits=np.concatenate(logits) if logits else np.zeros((0, config.num_labels), dtype=np.float32),
+        logits=np.concatenate(logits) if logits else np.zeros((0, len(record.labels)), dtype=np.float32),
         scores=np.concatenate(scores) if scores else None, components=components,
-        temperature=temperature_from_config(config))
+        temperature=record.temperature)
 
 
 @dataclass
@@ -109,8 +105,6 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
 
     A model with score heads (`train --task scores`) also gets the score report (score_report.py) on the
     split's rated scores, and with `scores_table` (the clinic's LoSCAT table) the per-visit mLoSSI/LoSDI."""
-    from transformers import AutoConfig
-
     from loscat_hf.data.dataset import load_packed_dataset, split_score_targets, subgroup_columns
     from loscat_hf.evaluation.score_report import (
         check_table_meets_split,
@@ -120,13 +114,11 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
         score_report,
         split_clinic_keys,
     )
+    from loscat_hf.model.folder import load_config
     from loscat_hf.taxonomy import load_taxonomy
 
     tax = load_taxonomy(taxonomy)
-    try:
-        config = AutoConfig.from_pretrained(model)
-    except OSError as exc:
-        raise LoscatError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
+    config = load_config(model)
     if [config.id2label[i] for i in range(config.num_labels)] != list(tax.classes):
         raise LoscatError(f"model {model} predicts {list(config.id2label.values())}, "
                           f"not the taxonomy's classes {list(tax.classes)}")

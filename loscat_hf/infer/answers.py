@@ -1,10 +1,12 @@
 """What a prediction is, and the photo -> model input steps, without torch: shared by the torch predictor
 (`predictor.RegionPredictor`), the torch-free ONNX one that `predict` starts in about a second
-(`lean.LeanPredictor`) and the decoding workers."""
+(`backends.lean.LeanPredictor`) and the decoding workers. `PhotoPredictor` is what they share: only the
+forward pass (`logits`) differs between backends."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO
 
@@ -12,9 +14,9 @@ import numpy as np
 from PIL import Image
 
 from loscat_hf.defaults import MAX_SIDE, SIZE_SLACK
-from loscat_hf.errors import LoscatError
 from loscat_hf.io.images import open_image, resize_eval
 from loscat_hf.model.calibration import apply_temperature
+from loscat_hf.model.folder import Decoding, ModelFolder
 
 ImageInput = str | os.PathLike | bytes | BinaryIO | Image.Image
 DEFAULT_MIN_CONFIDENCE = 0.5
@@ -52,19 +54,6 @@ def to_predictions(logits: np.ndarray, labels: list[str], temperature: float, mi
     return out
 
 
-def check_labels(config, where: str = "the model config") -> None:
-    """id2label must name every output 0..num_labels-1 once: else predictions would carry wrong or no names."""
-    n = int(config.num_labels)
-    id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
-    if n < 1 or set(id2label) != set(range(n)):
-        raise LoscatError(f"{where} has num_labels {n} but id2label ids {sorted(id2label)}: each of the {n} "
-                          "outputs needs one class name; restore the config.json saved with the model")
-    if len(set(id2label.values())) != n:
-        raise LoscatError(f"{where} names a class twice in id2label; restore the config.json saved with the model")
-
-
-
-
 def load_photo(image: ImageInput, max_side: int = MAX_SIDE, min_side: int | None = None) -> Image.Image:
     """Decode a photo the way packing does (EXIF-upright, sRGB, metadata-free, shorter side <= max_side, the
     packing size); raises ImageProblemError. Workers decode with it.
@@ -93,3 +82,67 @@ def _encode_png(image: Image.Image) -> bytes:
     exif = image.getexif() if hasattr(image, "getexif") else None
     image.save(buf, format="PNG", exif=exif.tobytes() if exif else b"")
     return buf.getvalue()
+
+
+def decode(image: ImageInput, decoding: Decoding) -> np.ndarray:
+    """A photo -> uint8 (3, S, S) model input, decoded as the model's training photos were packed."""
+    return photo_array(load_photo(image, decoding.max_side, decoding.image_size), decoding.image_size,
+                       decoding.resample)
+
+
+class PhotoPredictor:
+    """What every predictor shares, whatever runs its forward pass: a photo decoded as in training, calibrated
+    top-k with review flags. A subclass sets `folder`, `backend`, `precision`, `temperature` and the
+    thresholds, and implements `logits`."""
+
+    folder: ModelFolder
+    backend: str
+    precision: str
+    temperature: float
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    min_margin: float = DEFAULT_MIN_MARGIN
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.folder.labels)
+
+    @property
+    def decoding(self) -> Decoding:
+        return self.folder.decoding
+
+    @property
+    def image_size(self) -> int:
+        return self.folder.image_size
+
+    def load(self, image: ImageInput) -> Image.Image:
+        """Decode a photo (path, bytes, stream or PIL image) the way packing does; raises ImageProblemError."""
+        return load_photo(image, self.decoding.max_side, self.decoding.image_size)
+
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        """A decoded photo -> uint8 (3, S, S), the same squash-resize as the training eval transform."""
+        return photo_array(image, self.decoding.image_size, self.decoding.resample)
+
+    def logits(self, pixel_values, tta: bool = False) -> np.ndarray:
+        """uint8 (B, 3, S, S) -> float32 logits (B, num_labels); tta averages with the mirrored photo."""
+        raise NotImplementedError
+
+    def from_logits(self, logits: np.ndarray, top_k: int = 3) -> list[RegionPrediction]:
+        """Calibrated predictions from raw logits: top-k, and review flags by confidence and margin."""
+        return to_predictions(logits, self.labels, self.temperature, self.min_confidence, self.min_margin, top_k)
+
+    def predict(self, images: Sequence[ImageInput] | ImageInput, top_k: int = 3, tta: bool = False,
+                batch_size: int = 16) -> list[RegionPrediction] | RegionPrediction:
+        """Predict one photo (returns one RegionPrediction) or a list (returns a list, same order).
+
+        Unreadable photos raise ImageProblemError; `loscat-hf predict` turns them into rows instead.
+        """
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        results: list[RegionPrediction] = []
+        for start in range(0, len(items), batch_size):
+            batch = np.stack([self.pixels(self.load(x)) for x in items[start:start + batch_size]])
+            results += self.from_logits(self.logits(batch, tta=tta), top_k=top_k)
+        return results[0] if single else results
+
+    def __call__(self, images, top_k: int = 3, tta: bool = False, batch_size: int = 16):
+        return self.predict(images, top_k=top_k, tta=tta, batch_size=batch_size)

@@ -90,7 +90,7 @@ def compare_backends(model: str, images: str | os.PathLike, candidates=COMPARE_C
     from tqdm.auto import tqdm
 
     from loscat_hf.infer.folder import list_inputs
-    from loscat_hf.infer.predictor import RegionPredictor
+    from loscat_hf.infer.load import load_predictor
     from loscat_hf.io.images import ImageProblemError
 
     if batch_size < 1:
@@ -100,14 +100,14 @@ def compare_backends(model: str, images: str | os.PathLike, candidates=COMPARE_C
     parsed = [parse_candidate(c) for c in candidates]
     if not parsed:
         raise LoscatError("give at least one candidate, e.g. onnx:int8")
-    reference = RegionPredictor.from_pretrained(model, backend="torch", precision="fp32", device="cpu")
+    reference = load_predictor(model, backend="torch", precision="fp32", device="cpu")
     # allow_inexact: an inexact ONNX graph is what this command exists to report, not a reason to stop
-    others = [(b, p, RegionPredictor.from_pretrained(model, backend=b, precision=p, device="cpu", allow_inexact=True))
+    others = [(b, p, load_predictor(model, backend=b, precision=p, device="cpu", allow_inexact=True))
               for b, p in parsed]
     pixels, unreadable = [], 0
     for _, path in tqdm(_sample(list_inputs(images), limit), desc="decode", unit="photo", disable=not progress):
         try:
-            pixels.append(reference.pixels(reference.load(path)).numpy())
+            pixels.append(reference.pixels(reference.load(path)))
         except ImageProblemError:
             unreadable += 1
     if not pixels:

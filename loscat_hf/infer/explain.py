@@ -148,10 +148,10 @@ def explain_folder(model: str, images: Sequence[str | os.PathLike], out: str | o
     """`loscat-hf explain`: write `<name>.explain.png` overlays and return the top region of each photo."""
     from tqdm.auto import tqdm
 
-    from loscat_hf.infer.predictor import RegionPredictor
+    from loscat_hf.infer.load import load_predictor
     from loscat_hf.io.images import ImageProblemError
 
-    predictor = RegionPredictor.from_pretrained(model, precision=precision, backend=backend)
+    predictor = load_predictor(model, precision=precision, backend=backend, explain=True)
     files = _list_images(images)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)

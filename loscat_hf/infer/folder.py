@@ -13,17 +13,20 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from loscat_hf.errors import LoscatError
+from loscat_hf.io.atomic import atomic_file
 from loscat_hf.io.csvsafe import SafeDictWriter, read_cell
+
+if TYPE_CHECKING:
+    from loscat_hf.model.folder import Decoding
 
 TOP_K = 3
 COLUMNS = ["image", "region", "probability",
@@ -78,15 +81,15 @@ def list_inputs(images: str | os.PathLike, exclude: Sequence[Path] = ()) -> list
     raise LoscatError(f"images '{root}' does not exist", param="images")
 
 
-def _decode(item: tuple[str, Path], image_size: int, packing_side: int, resample: int) -> dict[str, Any]:
+def _decode(item: tuple[str, Path], decoding: Decoding) -> dict[str, Any]:
     """One photo -> {"image", "pixels" (uint8 3xSxS numpy)} or {"image", "status", "error"}; never raises, so a
-    worker survives any file. Decoding is the predictor's own (answers.load_photo + photo_array)."""
-    from loscat_hf.infer.answers import load_photo, photo_array
+    worker survives any file. Decoding is the predictor's own (`answers.decode` with its model's record)."""
+    from loscat_hf.infer.answers import decode
     from loscat_hf.io.images import ImageProblemError
 
     key, path = item
     try:
-        return {"image": key, "pixels": photo_array(load_photo(path, packing_side, image_size), image_size, resample)}
+        return {"image": key, "pixels": decode(path, decoding)}
     except ImageProblemError as exc:
         return {"image": key, "status": exc.kind, "error": exc.reason}
     except Exception as exc:  # noqa: BLE001 - one odd file must not end the run
@@ -112,8 +115,7 @@ def decoded_batches(items: list[tuple[str, Path]], predictor, batch_size: int,
     from concurrent.futures import ProcessPoolExecutor
     from functools import partial
 
-    decode = partial(_decode, image_size=predictor.image_size, packing_side=predictor.packing_side,
-                     resample=predictor.resample)
+    decode = partial(_decode, decoding=predictor.decoding)
     if num_workers < 1 or len(items) < 2:
         for start in range(0, len(items), batch_size):
             yield [decode(item) for item in items[start:start + batch_size]]
@@ -196,12 +198,12 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
                    resume: bool = False, progress: bool = True) -> PredictSummary:
     """Predict every photo of a folder or CSV into `out` (one row per file); returns a PredictSummary.
 
-    `model`: a model folder, a Hub id, or a ready RegionPredictor (then device/precision/backend/thresholds
-    are its own). Without `resume`, an earlier output or partial file is replaced.
+    `model`: a model folder, a Hub id, or a ready predictor (then device/precision/backend/thresholds are its
+    own). Without `resume`, an earlier output or partial file is replaced.
     """
     from tqdm.auto import tqdm
 
-    from loscat_hf.infer.lean import lean_predictor
+    from loscat_hf.infer.load import load_predictor
 
     if batch_size < 1:
         raise LoscatError("batch_size must be at least 1", param="batch_size")
@@ -209,19 +211,8 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
     partial = out.with_name(out.name + ".partial")
     check_output_path(out)
     items = list_inputs(images, exclude=(out, partial))
-    if not isinstance(model, (str, os.PathLike)):
-        predictor = model  # a ready RegionPredictor (or LeanPredictor)
-    else:
-        settings = dict(device=device, precision=precision, backend=backend, min_confidence=min_confidence,
-                        min_margin=min_margin)
-        predictor = lean_predictor(model, **settings)  # cached ONNX graph: no torch import, ~1 s start
-        if predictor is None:
-            from loscat_hf.infer.answers import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_MARGIN
-            from loscat_hf.infer.predictor import RegionPredictor
-
-            settings["min_confidence"] = DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence
-            settings["min_margin"] = DEFAULT_MIN_MARGIN if min_margin is None else min_margin
-            predictor = RegionPredictor.from_pretrained(model, **settings)
+    predictor = load_predictor(model, device=device, precision=precision, backend=backend,
+                               min_confidence=min_confidence, min_margin=min_margin)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -271,16 +262,10 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
     listed = [key for key, _ in items]
     seen = set(listed)
     ordered = [rows[k] for k in listed] + [r for k, r in rows.items() if k not in seen]
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = SafeDictWriter(f, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(ordered)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(out, private=True) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = SafeDictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(ordered)
     partial.unlink(missing_ok=True)
 
     status = Counter(r["status"] for r in ordered)

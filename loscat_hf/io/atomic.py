@@ -24,12 +24,15 @@ logger = logging.getLogger(__name__)
 
 
 @contextmanager
-def atomic_file(path: str | Path) -> Iterator[Path]:
+def atomic_file(path: str | Path, private: bool = False) -> Iterator[Path]:
     """Yield a temp path beside `path` to write; on success it replaces `path` in one rename, on any error it is
-    removed and `path` is untouched. Unique per process and call, so two writers never share a temp file."""
+    removed and `path` is untouched. Unique per process and call, so two writers never share a temp file.
+    `private`: the file is created owner-only (0600) before anything is written into it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")  # keeps the type
+    if private:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         yield tmp
         os.replace(tmp, path)

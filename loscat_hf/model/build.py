@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from loscat_hf.errors import LoscatError
+from loscat_hf.model.folder import load_processor, record_preset
 from loscat_hf.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)
@@ -89,18 +90,6 @@ def _new_head(net) -> None:
     logger.info("the model's head predicts other classes: re-initialised for the taxonomy")
 
 
-def load_processor(name_or_path: str):
-    """The image processor of a Hub id or folder, without needing torchvision."""
-    from transformers import AutoImageProcessor
-
-    quiet = logging.getLogger("transformers.models.auto.image_processing_auto")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # the "falling back to the PIL backend" notice is expected here
-    try:
-        return AutoImageProcessor.from_pretrained(name_or_path)
-    finally:
-        quiet.setLevel(level)
-
 
 def build_model_and_processor(model: str, taxonomy: Taxonomy, image_size: int | None = None, seed: int = 0):
     """Return (model, processor) whose head predicts the taxonomy's classes, with id2label/label2id set.
@@ -120,7 +109,7 @@ def build_model_and_processor(model: str, taxonomy: Taxonomy, image_size: int | 
             shape["image_size"] = image_size
         torch.manual_seed(seed)
         config = ViTConfig(**shape, **labels, problem_type=PROBLEM_TYPE)
-        config.loscat_preset = model
+        record_preset(config, model)
         return ViTForImageClassification(config), image_processor(shape["image_size"], _NORM[model], _NORM[model])
     torch.manual_seed(seed)  # a new head is drawn inside from_pretrained: `--seed` must fix it
     try:
@@ -160,15 +149,3 @@ def weight_shapes(folder: str | Path) -> dict[str, list[int]] | None:
     except (SafetensorError, OSError) as exc:
         raise LoscatError(f"{path} is damaged or incomplete ({str(exc).splitlines()[0]}); copy the model "
                           "folder again (or re-train)") from None
-
-
-def processor_size(processor) -> int:
-    size = processor.size
-    return int(size.get("height") or size.get("shortest_edge"))
-
-
-def processor_resample(processor) -> int:
-    """The PIL filter the model's preprocessor_config.json names (2 = bilinear, google/vit-*'s; 3 = bicubic,
-    the study's): training, evaluation and prediction all resize with it."""
-    resample = getattr(processor, "resample", None)
-    return 2 if resample is None else int(resample)  # 0 (nearest) is a filter too

@@ -2,10 +2,10 @@
 
 A fine-tuned ViT is usually over-confident. One scalar temperature T, fitted on the validation logits
 (probs = softmax(logits / T)), fixes most of that without changing any prediction (argmax is unchanged).
-The training code stores the fitted value in the model folder's config.json under CONFIG_KEY
-("loscat_temperature"); plain transformers ignores that attribute, and loscat-hf's inference and evaluation
-divide the logits by it (`temperature_from_config`). Not `config.temperature`: transformers 5.x treats that
-name as a generation parameter and `save_pretrained` raises ValueError on it.
+The training code stores the fitted value in the model folder's config.json (model/folder.py); plain
+transformers ignores that attribute, and loscat-hf's inference and evaluation divide the logits by it. Not
+`config.temperature`: transformers 5.x treats that name as a generation parameter and `save_pretrained`
+raises ValueError on it.
 
 numpy only (no torch, no scipy): the NLL is convex in 1/T, so a bounded grid + golden-section search in
 log T finds the optimum reliably, in milliseconds, without any optimiser settings to get wrong.
@@ -13,22 +13,10 @@ log T finds the optimum reliably, in milliseconds, without any optimiser setting
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 T_MIN = 0.05
 T_MAX = 20.0
-CONFIG_KEY = "loscat_temperature"
-
-
-def temperature_from_config(config: Any) -> float:
-    """The calibration temperature saved with a model (`config.loscat_temperature`), 1.0 when absent or invalid."""
-    try:
-        t = float(getattr(config, CONFIG_KEY, None) or 1.0)
-    except (TypeError, ValueError):
-        return 1.0
-    return t if np.isfinite(t) and t > 0 else 1.0
 
 
 def apply_temperature(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

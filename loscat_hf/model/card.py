@@ -15,16 +15,9 @@ from importlib import resources
 from pathlib import Path
 
 from loscat_hf.data.dataset import report_count
-from loscat_hf.defaults import (
-    BASE_KEY,
-    CONFUSION_MATRIX,
-    EVALUATED_NAME,
-    RUN_KEY,
-    SCORE_KEY,
-    SCORE_REPORT_NAME,
-    SOURCE_KEY,
-)
+from loscat_hf.defaults import CONFUSION_MATRIX, EVALUATED_NAME, SCORE_REPORT_NAME
 from loscat_hf.errors import LoscatError
+from loscat_hf.model import folder as model_folder
 from loscat_hf.model.study import STUDY_CODE_REPO, STUDY_WEIGHTS_REPO
 
 logger = logging.getLogger(__name__)
@@ -147,12 +140,12 @@ def model_card(model_dir: str | Path, repo_id: str | None = None, dataset_id: st
     model_dir = Path(model_dir)
     config = _read_json(model_dir / "config.json")
     classes = [config["id2label"][k] for k in sorted(config.get("id2label", {}), key=int)]
-    source = config.get(SOURCE_KEY) or {}
+    source = model_folder.source(config)
     start = start_of(config)
     summary_path = model_dir / "train_summary.json"
     summary = _read_json(summary_path) if summary_path.is_file() else {}
     evaluations = evaluation_reports(model_dir, list(reports))
-    origin = training_origin(summary, start, fine_tuned=bool(config.get(RUN_KEY)))
+    origin = training_origin(summary, start, fine_tuned=bool(model_folder.run_record(config)))
     ds_type, ds_name = (dataset_id, dataset_id) if dataset_id else _DATASET_NAMES.get(origin["kind"],
                                                                                       _DATASET_NAMES["unknown"])
     eval_results = []
@@ -176,15 +169,15 @@ def model_card(model_dir: str | Path, repo_id: str | None = None, dataset_id: st
         start=start, classes=", ".join(classes), num_classes=len(classes),
         image_size=config.get("image_size", "?"), evaluations=evaluations,
         has_confusion_matrix=(model_dir / CONFUSION_MATRIX).is_file(),
-        temperature=config.get("loscat_temperature"), dataset_id=dataset_id, source=source,
-        fine_tuned=bool(config.get(RUN_KEY)),  # written by `train` into every model it saves
+        temperature=model_folder.recorded_temperature(config), dataset_id=dataset_id, source=source,
+        fine_tuned=bool(model_folder.run_record(config)),  # written by `train` into every model it saves
         hyperparameters=[(label, _shown(key, hparams[key])) for key, label in _SHOWN.items()
                          if hparams.get(key) is not None],
         learning_rates=hparams.get("learning_rates"),
         augmentation=_augmentation(hparams["augmentation"]) if "augmentation" in hparams else None,
         phases=summary.get("phases"), data_counts=_count_table(summary.get("data"), classes),
         hardware=summary.get("hardware"), has_summary=bool(summary),
-        score_components=", ".join(config.get(SCORE_KEY) or []) or None,
+        score_components=", ".join(model_folder.score_components(config)) or None,
         runtime_min=round(summary["train_runtime_s"] / 60, 1) if summary.get("train_runtime_s") else None,
         warnings=summary.get("warnings"), code_repo=STUDY_CODE_REPO, weights_repo=STUDY_WEIGHTS_REPO,
         origin=origin,
@@ -236,8 +229,8 @@ def start_of(config: dict) -> dict:
     model), "study" (the study's converted weights), "folder" (a local folder of unrecorded origin) or "unknown"
     (no record: another trainer, an older loscat-hf); `hub_id` is the card's `base_model` (None when there is
     no Hub model to name), `via_folder` when a local folder came in between."""
-    source = config.get(SOURCE_KEY) or {}
-    record = config.get(BASE_KEY)
+    source = model_folder.source(config)
+    record = model_folder.base_record(config)
     via_folder = False
     while isinstance(record, dict) and record.get("kind") == "folder" and not record.get("id") and record.get("from"):
         record, via_folder = record["from"], True
@@ -253,8 +246,8 @@ def start_of(config: dict) -> dict:
         out.update(kind="hub", hub_id=record.get("id"))
     elif isinstance(record, dict) and record.get("kind") == "folder":
         out.update(kind="folder")
-    elif config.get("loscat_preset"):  # a preset saved without training, or by an older loscat-hf
-        out.update(kind="scratch", preset=config["loscat_preset"])
+    elif model_folder.preset(config):  # a preset saved without training, or by an older loscat-hf
+        out.update(kind="scratch", preset=model_folder.preset(config))
     return out
 
 

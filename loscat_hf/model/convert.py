@@ -21,11 +21,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from loscat_hf.defaults import SOURCE_KEY
 from loscat_hf.errors import LoscatError
 from loscat_hf.io.atomic import check_output_dir, commit_folder, remove_stale_partials
 from loscat_hf.model.build import PROBLEM_TYPE, image_processor
 from loscat_hf.model.checkpoints import load_state_dict, resolve_checkpoint
+from loscat_hf.model.folder import record_source
 from loscat_hf.model.study import (
     BICUBIC,
     IMAGENET_MEAN,
@@ -234,9 +234,9 @@ def convert_timm(checkpoint: str, out: str | Path, arch: str = STUDY_ARCH,
     config = vit_config(state, timm_arch, dict(enumerate(classes)), source)
     if Path(os.path.expanduser(str(checkpoint))).exists():
         source = path.name  # a local path says nothing useful to others, and may name a person's folder
-    setattr(config, SOURCE_KEY, {"checkpoint": source, "arch": arch, "labels": codes,
-                                 "study": study, "code": f"https://github.com/{STUDY_CODE_REPO}" if study else None,
-                                 "weights_repo": STUDY_WEIGHTS_REPO if study else None})
+    record_source(config, {"checkpoint": source, "arch": arch, "labels": codes, "study": study,
+                           "code": f"https://github.com/{STUDY_CODE_REPO}" if study else None,
+                           "weights_repo": STUDY_WEIGHTS_REPO if study else None})
     model = ViTForImageClassification(config)
     renamed = rename_tensors(state, timm_arch.depth, set(model.state_dict()))
     try:

@@ -23,10 +23,8 @@ from transformers import ViTConfig, ViTForImageClassification
 from transformers.modeling_outputs import ModelOutput
 
 from loscat_hf.data.score_tables import COMPONENTS
-from loscat_hf.defaults import SCORE_KEY
 from loscat_hf.errors import LoscatError
-
-CONFIG_KEY = SCORE_KEY  # config.json: the components the heads predict (defaults.py, torch-free for the card)
+from loscat_hf.model.folder import record_components, score_components
 
 
 @dataclass
@@ -54,14 +52,14 @@ class ViTWithScores(ViTForImageClassification):
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__(config)
-        components = getattr(config, CONFIG_KEY, None) or list(COMPONENTS)
-        setattr(config, CONFIG_KEY, list(components))
+        components = score_components(config) or COMPONENTS
+        record_components(config, components)
         self.score_heads = nn.Linear(config.hidden_size, len(components))
         self.post_init()
 
     @property
     def score_components(self) -> tuple[str, ...]:
-        return tuple(getattr(self.config, CONFIG_KEY))
+        return score_components(self.config)
 
     def forward(self, pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 score_targets: torch.Tensor | None = None, smoothing: float = 0.0,
@@ -94,7 +92,7 @@ def build_score_model(model: str, taxonomy, image_size: int | None = None, seed:
     if unexpected or not all(k.startswith("score_heads") for k in missing):
         raise ValueError(f"backbone weights do not fit ViTWithScores: missing {missing}, unexpected {unexpected}")
     weights = Path(model) / "model.safetensors"
-    if getattr(base.config, CONFIG_KEY, None) and weights.is_file():  # a previous scores run: keep its heads
+    if score_components(base.config) and weights.is_file():  # a previous scores run: keep its heads
         from safetensors.torch import load_file
 
         state = {k: v for k, v in load_file(str(weights)).items() if k.startswith("score_heads")}

@@ -85,7 +85,7 @@ class ImageTransform:
     """`datasets.with_transform` callable: rows with PIL `image` -> `pixel_values` uint8 (3, S, S).
 
     Picklable, so DataLoader workers run it in parallel; augmentation draws from Python's `random`,
-    which torch seeds per worker. `resample` is the model's own filter (`model.build.processor_resample`).
+    which torch seeds per worker. `resample` is the model's own filter (`model.folder.processor_resample`).
     """
 
     def __init__(self, size: int, train: bool, augment: AugmentConfig | None = None,

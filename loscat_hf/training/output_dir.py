@@ -14,11 +14,11 @@ from pathlib import Path
 from transformers import TrainingArguments
 
 from loscat_hf.data.dataset import dataset_fingerprint
-from loscat_hf.defaults import RUN_KEY
 from loscat_hf.errors import LoscatError
+from loscat_hf.model.folder import run_record
 from loscat_hf.training.arguments import LoscatArguments
 
-__all__ = ["RUN_KEY", "RUN_OUTPUTS", "prepare_output_dir", "run_identity"]
+__all__ = ["RUN_OUTPUTS", "prepare_output_dir", "run_identity"]
 
 # What a run writes into --output-dir besides checkpoint-*: --overwrite-output-dir removes exactly these (never
 # other files a user keeps there), so the old run's model can never sit beside the new run's checkpoints.
@@ -51,7 +51,7 @@ def check_checkpoint(checkpoint: str | os.PathLike, out: Path, identity: dict, p
     ckpt = Path(checkpoint)
     cfg_path = ckpt / "config.json"
     try:
-        recorded = json.loads(cfg_path.read_text(encoding="utf-8")).get(RUN_KEY)
+        recorded = run_record(json.loads(cfg_path.read_text(encoding="utf-8")))
     except (OSError, ValueError):
         raise LoscatError(f"{param}: {cfg_path} is missing or unreadable; train into a new output folder",
                           param=(param, "output_dir")) from None

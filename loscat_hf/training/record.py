@@ -9,8 +9,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from loscat_hf.defaults import BASE_KEY
 from loscat_hf.hardware import usable_cores
+from loscat_hf.model.folder import base_record, preset
 from loscat_hf.training.arguments import LoscatArguments, recipe_of
 
 # a folder inside a Hub cache: .../models--ORG--NAME/snapshots/<commit>
@@ -58,7 +58,7 @@ def base_model_record(model: str) -> dict:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return record
-    inner = _allowed(config.get(BASE_KEY)) or _allowed({"kind": "scratch", "preset": config.get("loscat_preset")})
+    inner = _allowed(base_record(config)) or _allowed({"kind": "scratch", "preset": preset(config)})
     if inner:
         record["from"] = inner
     return _allowed(record) or {"kind": "folder"}

@@ -27,8 +27,8 @@ from loscat_hf.data.dataset import (
     packed_max_side,
     subgroup_columns,
 )
-from loscat_hf.defaults import BASE_KEY, MAX_SIDE_KEY
 from loscat_hf.errors import LoscatError
+from loscat_hf.model import folder
 from loscat_hf.model.card import CARD_NAME, model_card
 from loscat_hf.training.arguments import LoscatArguments, augment_config
 from loscat_hf.training.callbacks import (
@@ -38,7 +38,7 @@ from loscat_hf.training.callbacks import (
     ddp_find_unused_parameters,
     phase1_frozen,
 )
-from loscat_hf.training.output_dir import RUN_KEY, prepare_output_dir, run_identity
+from loscat_hf.training.output_dir import prepare_output_dir, run_identity
 from loscat_hf.training.progress import use_readable_progress
 from loscat_hf.training.record import (
     base_model_record,
@@ -60,7 +60,8 @@ def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy, ds
     """
     refuse_trainer_push(targs)
     from loscat_hf.evaluation.metrics import compute_metrics_fn
-    from loscat_hf.model.build import build_model_and_processor, processor_resample, processor_size
+    from loscat_hf.model.build import build_model_and_processor
+    from loscat_hf.model.folder import processor_resample, processor_size
     from loscat_hf.model.transforms import ImageTransform, collate
 
     if ds is None:
@@ -144,7 +145,7 @@ def refuse_trainer_push(targs: TrainingArguments) -> None:
 def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
     """Train, restore the best model, fit a temperature, save a standard model folder and its report."""
     from loscat_hf.evaluation.split_eval import evaluate_split
-    from loscat_hf.model.calibration import CONFIG_KEY, fit_temperature
+    from loscat_hf.model.calibration import fit_temperature
     from loscat_hf.taxonomy import load_taxonomy
     from loscat_hf.viz.plots import plot_training_curves
 
@@ -155,11 +156,9 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
     identity = run_identity(largs, taxonomy)
     resume, stale = prepare_output_dir(largs, targs, identity)
     trainer, ds = build_trainer(largs, targs, taxonomy)
-    setattr(trainer.model.config, RUN_KEY, identity)  # saved into every checkpoint's config.json
-    setattr(trainer.model.config, BASE_KEY, base_model_record(largs.model))
-    max_side = packed_max_side(largs.dataset)  # prediction decodes photos at the size training saw
-    if max_side:
-        setattr(trainer.model.config, MAX_SIDE_KEY, max_side)
+    # saved into every checkpoint's config.json; prediction decodes photos at the size training saw
+    folder.record_training(trainer.model.config, run=identity, base_model=base_model_record(largs.model),
+                           max_side=packed_max_side(largs.dataset))
     if stale and trainer.is_world_process_zero():
         logger.warning("--overwrite-output-dir: deleting the earlier run's model and %d file(s)/folder(s) in %s",
                        len(stale), out)
@@ -184,8 +183,8 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
                 raise
             raise LoscatError(
                 f"resume: the optimizer state in {resume} has other parameter groups than this run's ("
-                f"{str(exc).splitlines()[0]}): it was trained with another layer_decay or recipe (presets default "
-                "to layer_decay 1 since loscat-hf 2026-11-27), or by an older loscat-hf. Resume with the "
+                f"{str(exc).splitlines()[0]}): it was trained with another layer_decay or recipe (presets once "
+                "defaulted to another layer_decay), or by an older loscat-hf. Resume with the "
                 "layer_decay it used, or train into a new output_dir", param=("resume", "layer_decay", "output_dir")) \
                 from None
     phases = _phases(trainer)
@@ -194,15 +193,15 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
     pred = trainer.predict(eval_set)
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
     temperature = fit_temperature(np.asarray(logits, dtype=np.float64), np.asarray(ds["validation"]["labels"]))
-    setattr(trainer.model.config, CONFIG_KEY, float(temperature))
-    trainer.model.config.loscat_best_checkpoint = (
-        Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None)
+    folder.record_temperature(trainer.model.config, temperature)
+    best = trainer.state.best_model_checkpoint
+    folder.record_best_checkpoint(trainer.model.config, Path(best).name if best else None)
     trainer.save_model(str(out))
     summary = TrainResult(
         output_dir=out, best_checkpoint=trainer.state.best_model_checkpoint, best_metric=trainer.state.best_metric,
         temperature=float(temperature), train_runtime_s=result.metrics.get("train_runtime"),
         train_samples_per_second=result.metrics.get("train_samples_per_second"),
-        base_model=getattr(trainer.model.config, BASE_KEY), phases=phases, hyperparameters=hparams,
+        base_model=folder.base_record(trainer.model.config), phases=phases, hyperparameters=hparams,
         data=data_record(ds), data_origin=dataset_origin(largs.dataset), hardware=hardware_record(targs),
         warnings=[cb.outcome() for cb in trainer.callback_handler.callbacks
                   if isinstance(cb, ChanceCallback) and cb.warning] or None)

@@ -69,7 +69,7 @@ def learning_rate_groups(model: torch.nn.Module, learning_rate: float, layer_dec
 def load_weights_strict(model: torch.nn.Module, checkpoint_dir: str) -> None:
     """Load a checkpoint's weights through from_pretrained (which renames legacy keys), strictly.
 
-    The stock Trainer's raw, non-strict load misses the renamed ViT encoder keys (transformers issue 43701)."""
+    The stock Trainer's raw, non-strict load misses the renamed ViT encoder keys (https://github.com/huggingface/transformers/issues/43701)."""
     try:
         loaded = type(model).from_pretrained(checkpoint_dir)
         model.load_state_dict(loaded.state_dict(), strict=True)

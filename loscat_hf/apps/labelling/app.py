@@ -16,28 +16,27 @@ screen, which holds what `--out` holds for them. Nothing is uploaded or flagged.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import astuple
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-import gradio as gr  # noqa: E402
-
-from loscat_hf.apps.cached import cached_csv, cached_jpeg  # noqa: E402
-from loscat_hf.apps.labelling.log import LABEL_COLUMNS, QUALITIES, LabelLog  # noqa: E402
-from loscat_hf.apps.labelling.photos import list_photos  # noqa: E402
-from loscat_hf.apps.labelling.session import (  # noqa: E402
+from loscat_hf.apps.cached import cached_csv, cached_jpeg
+from loscat_hf.apps.gradio_env import import_gradio
+from loscat_hf.apps.labelling.log import LABEL_COLUMNS, QUALITIES, LabelLog
+from loscat_hf.apps.labelling.photos import list_photos
+from loscat_hf.apps.labelling.session import (
     LabelSession,
     Shown,
     check_rater,
     format_suggestion,
     model_suggestions,
 )
-from loscat_hf.errors import LoscatError  # noqa: E402
-from loscat_hf.io.images import ImageProblemError, open_image  # noqa: E402
-from loscat_hf.taxonomy import load_taxonomy  # noqa: E402
+from loscat_hf.errors import LoscatError
+from loscat_hf.io.images import ImageProblemError, open_image
+from loscat_hf.taxonomy import load_taxonomy
+
+if TYPE_CHECKING:  # gradio itself is imported by the functions that need it, through import_gradio
+    import gradio as gr
 
 DISPLAY_SIDE = 1600  # shorter side of the photo sent to the browser: large enough to judge, small to send
 CACHE_EXPIRY = (60, 600)  # gradio's delete_cache: sweep every minute, delete what is older than 10 minutes
@@ -79,9 +78,9 @@ def _keyboard_js(keys: dict[str, str]) -> str:
 
 
 class LabelApp:
-    """The session's methods as gradio callbacks for one rater: LoscatError -> a short gr.Error, photos -> clean
-    pixels. An app labels for its `--rater` only (the API's rater is checked against it): whoever reaches the page
-    cannot answer, or download answers, in another rater's name."""
+    """The session's methods as gradio callbacks for one rater: LoscatError -> a short gr.Error, photos ->
+    clean pixels. An app labels for its `--rater` only (the API's rater is checked against it): whoever
+    reaches the page cannot answer, or download answers, in another rater's name."""
 
     def __init__(self, session: LabelSession, rater: str) -> None:
         self.session, self.rater = session, check_rater(rater)
@@ -90,14 +89,14 @@ class LabelApp:
         try:
             return method(*args)
         except LoscatError as exc:
-            raise gr.Error(str(exc)) from None
+            raise import_gradio().Error(str(exc)) from None  # shown to the rater as it is
 
     def _as(self, rater: str | None) -> str:
         """The rater a request names, which must be this app's."""
         name = self._call(check_rater, rater)
         if name != self.rater:
-            raise gr.Error(f"this app labels for {self.rater!r}; every rater starts their own: "
-                           "loscat-hf label ... --rater NAME --port N")
+            raise import_gradio().Error(f"this app labels for {self.rater!r}; every rater starts their own: "
+                                        "loscat-hf label ... --rater NAME --port N")
         return name
 
     def _pixels(self, shown: Shown):
@@ -111,17 +110,19 @@ class LabelApp:
     def _api(self, shown: Shown) -> tuple[Any, str, str]:
         """(photo, photo_id, progress): what every API endpoint returns."""
         image, problem = self._pixels(shown)
-        return image, shown.photo.photo_id if shown.photo else "", shown.progress + (f"\n\n{problem}" if problem
-                                                                                      else "")
+        progress = shown.progress + (f"\n\n{problem}" if problem else "")
+        return image, shown.photo.photo_id if shown.photo else "", progress
 
     def _ui(self, shown: Shown) -> tuple[Any, str, str, str, str]:
         """(photo, photo_id, progress, hint, quality reset to good): what the Grade screen shows."""
         image, photo_id, progress = self._api(shown)
         hint = [shown.feedback] if shown.feedback else []
         if shown.earlier:
-            hint.append(f"Your earlier answer for this photo: **{_title(shown.earlier)}** (a new answer replaces it).")
+            hint.append(f"Your earlier answer for this photo: **{_title(shown.earlier)}** (a new answer "
+                        "replaces it).")
         if shown.suggestion:
-            hint.append(f"Model suggests (shown before you answer: `--suggest`): {format_suggestion(shown.suggestion)}")
+            hint.append("Model suggests (shown before you answer: `--suggest`): "
+                        f"{format_suggestion(shown.suggestion)}")
         return image, photo_id, f"**{progress}**", "\n\n".join(hint), "good"
 
     # API endpoints
@@ -168,8 +169,8 @@ class LabelApp:
                         f"classes; codes left out): all agree on {fmt(report['percent_agreement'], '.1f')}%, "
                         f"Fleiss' kappa {fmt(report['fleiss_kappa'], '.3f')}.")
             if report["most_confused"]:
-                text.append("Most confused: " + ", ".join(f"{c['labels'][0]} / {c['labels'][1]} ({c['count']})"
-                                                          for c in report["most_confused"]))
+                text.append("Most confused: " + ", ".join(
+                    f"{c['labels'][0]} / {c['labels'][1]} ({c['count']})" for c in report["most_confused"]))
         else:
             text.append("No photo has two raters' answers yet: agreement shows once raters overlap.")
         pairs = [{"raters": f"{p['rater_a']} vs {p['rater_b']}", "photos": p["n_photos"],
@@ -177,7 +178,8 @@ class LabelApp:
                  for p in report["pairs"]]
         own = self._own_csv()
         return ("\n\n".join(text), _table(s["raters"], ["rater", "photos done", "of"]),
-                _table(s["sites"], ["answer", "answers"]), _table(pairs, ["raters", "photos", "agree %", "Cohen's kappa"]),
+                _table(s["sites"], ["answer", "answers"]),
+                _table(pairs, ["raters", "photos", "agree %", "Cohen's kappa"]),
                 _table(s["model"], ["class", "answers", "model agrees %"]), own)
 
     def _own_csv(self) -> str:
@@ -193,17 +195,19 @@ def _table(rows: list[dict], columns: list[str]) -> dict:
 
 def build_label_app(session: LabelSession, rater: str) -> tuple[gr.Blocks, str]:
     """The Blocks app for `rater` and its keyboard script (gradio 6 takes scripts in launch())."""
+    gr = import_gradio()
     app = LabelApp(session, rater)
     codes = set(session.taxonomy.non_site_codes.values())
     rows = button_rows(session.choices, codes)
     keys: dict[str, str] = {}
     private = {"api_visibility": "private"}
     with gr.Blocks(title="LoSCAT labelling", delete_cache=CACHE_EXPIRY) as demo:
-        gr.Markdown(f"# LoSCAT labelling\n{len(session.photos)} photos; order: {session.order}. Answers are saved "
-                    "at once; close the page any time and come back where you stopped.")
+        gr.Markdown(f"# LoSCAT labelling\n{len(session.photos)} photos; order: {session.order}. Answers are "
+                    "saved at once; close the page any time and come back where you stopped.")
         with gr.Tab("Grade"):
             with gr.Row():
-                rater_box = gr.Textbox(value=app.rater, label="Rater", elem_id="rater", scale=1, interactive=False)
+                rater_box = gr.Textbox(value=app.rater, label="Rater", elem_id="rater", scale=1,
+                                       interactive=False)
                 progress = gr.Markdown(label="progress", elem_id="progress")
             with gr.Row():
                 with gr.Column(scale=3):
@@ -211,8 +215,9 @@ def build_label_app(session: LabelSession, rater: str) -> tuple[gr.Blocks, str]:
                                      elem_id="photo", buttons=["fullscreen"])
                 with gr.Column(scale=2):
                     hint = gr.Markdown(elem_id="hint")
-                    quality = gr.Radio(list(QUALITIES), value="good", label="Photo quality  [J] good  [K] poor  "
-                                       "[L] exclude (poor and exclude are left out by prepare)", elem_id="quality")
+                    quality = gr.Radio(list(QUALITIES), value="good",
+                                       label="Photo quality  [J] good  [K] poor  [L] exclude (poor and "
+                                             "exclude are left out by prepare)", elem_id="quality")
                     buttons = []
                     for row in rows:
                         with gr.Row():
@@ -246,7 +251,8 @@ def build_label_app(session: LabelSession, rater: str) -> tuple[gr.Blocks, str]:
             with gr.Row():
                 per_rater = gr.Dataframe(label="Photos done per rater", interactive=False)
                 per_site = gr.Dataframe(label="Answers per site", interactive=False)
-            pairs = gr.Dataframe(label="Agreement per rater pair (12 classes, photos both answered)", interactive=False)
+            pairs = gr.Dataframe(label="Agreement per rater pair (12 classes, photos both answered)",
+                                 interactive=False)
             vs_model = gr.Dataframe(label="Raters vs the model's top-1, per class", interactive=False,
                                     visible=session.suggestions is not None)
             own = gr.File(label="Your answers (CSV; other raters' answers stay hidden: blind rating)")
@@ -274,14 +280,15 @@ def label_session(images: str, out: str, *, patients: str | None = None, model: 
     out_path = Path(out)
     log = LabelLog(out_path)
     photos = list_photos(images, patients, exclude=[out_path])
-    suggestions = model_suggestions(model, photos, out_path, precision=precision, backend=backend) if model else None
+    suggestions = (model_suggestions(model, photos, out_path, precision=precision, backend=backend) if model
+                   else None)
     return LabelSession(photos, log, load_taxonomy(), suggestions=suggestions, order=order, suggest=suggest)
 
 
 def launch_label(images: str, out: str, rater: str, *, patients: str | None = None, model: str | None = None,
-                 order: str | None = None, suggest: bool = False, host: str = "127.0.0.1", port: int | None = None,
-                 auth: str | None = None, precision: str = "auto", backend: str = "auto",
-                 **kwargs: Any) -> gr.Blocks:
+                 order: str | None = None, suggest: bool = False, host: str = "127.0.0.1",
+                 port: int | None = None, auth: str | None = None, precision: str = "auto",
+                 backend: str = "auto", **kwargs: Any) -> gr.Blocks:
     """Check everything, then serve the app (blocks unless prevent_thread_lock=True is passed)."""
     rater = check_rater(rater)
     credentials = parse_auth(auth)
@@ -292,5 +299,5 @@ def launch_label(images: str, out: str, rater: str, *, patients: str | None = No
                             precision=precision, backend=backend)
     demo, js = build_label_app(session, rater)
     demo.launch(server_name=host, server_port=port, auth=credentials, show_error=True, js=js,
-                theme=gr.themes.Soft(), **kwargs)
+                theme=import_gradio().themes.Soft(), **kwargs)
     return demo

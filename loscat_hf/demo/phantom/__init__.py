@@ -1,4 +1,4 @@
-"""`loscat-hf demo-data`: SYNTHETIC phantom "clinical photos" of localized scleroderma, with messy rater labels.
+"""`loscat-hf demo-data`: SYNTHETIC phantom "clinical photos" of localized scleroderma, messy rater labels.
 
 Real patient photos cannot ship, yet every step of the pipeline (prepare, train, evaluate, batch labelling)
 needs something realistic to run on. The phantom draws a simple child's body (front or back view) in a
@@ -30,5 +30,4 @@ from loscat_hf.demo.phantom.raters import RATERS, spelling_variants
 from loscat_hf.demo.phantom.render import WORK_SIDE, render_photo
 
 __all__ = ["FRAMING", "OUTPUTS", "RATERS", "SEVERITY_COLUMNS", "SKIN_TONES", "WORK_SIDE", "format_summary",
-           "generate_demo_data",
-           "render_photo", "spelling_variants"]
+           "generate_demo_data", "render_photo", "spelling_variants"]

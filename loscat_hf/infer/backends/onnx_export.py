@@ -1,11 +1,9 @@
-"""Where a region classifier's forward pass runs: torch eager, or ONNX Runtime on an exported copy.
+"""The ONNX Runtime backend of a loaded torch model: export, exactness check, int8, `OnnxRunner`.
 
-`--backend` of predict, explain, label and the Space picks it: "torch"; "onnx" (the optional extra
-`pip install 'loscat-hf[onnx]'`: onnxruntime, onnx, onnxscript); "auto" = env LOSCAT_BACKEND when set, else
-onnx on CPU when the extra is installed, torch otherwise. The ONNX graph is exported once per set of weights with `torch.onnx.export`
-(the torch.export-based exporter; the TorchScript one is deprecated) and cached under `cache_dir()`; the
-first export checks it against torch on a probe batch and records the largest probability difference. A
-graph that is not exact (max difference >= EXACT_PROB_DIFF) is refused, and "auto" falls back to torch.
+The ONNX graph is exported once per set of weights with `torch.onnx.export` (the torch.export-based
+exporter; the TorchScript one is deprecated) and cached under `onnx_cache.cache_dir()`; the first export
+checks it against torch on a probe batch and records the largest probability difference. A graph that is
+not exact (max difference >= EXACT_PROB_DIFF) is refused, and "auto" falls back to torch (`runner.py`).
 
 int8 (`--precision int8`) is ONNX Runtime's dynamic quantisation of that graph's MatMuls (torch's
 `torch.ao.quantization.quantize_dynamic` is deprecated in torch 2.13 and is not used). It changes answers:
@@ -15,8 +13,6 @@ opt-in, and `loscat-hf compare-backends` measures by how much on your own photos
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -28,10 +24,12 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from loscat_hf.defaults import EXACT_PROB_DIFF
 from loscat_hf.errors import LoscatError
-from loscat_hf.model import onnx_cache
-from loscat_hf.model.calibration import apply_temperature, temperature_from_config
+from loscat_hf.infer.backends import onnx_cache
+from loscat_hf.infer.backends.onnx_cache import OPSET
+from loscat_hf.io.atomic import atomic_file
+from loscat_hf.model.calibration import apply_temperature
+from loscat_hf.model.folder import temperature
 from loscat_hf.model.inference import LogitRunner
-from loscat_hf.model.onnx_cache import OPSET, choose_backend, onnx_installed  # noqa: F401  (re-exported)
 from loscat_hf.model.transforms import normalise
 
 logger = logging.getLogger(__name__)
@@ -92,17 +90,13 @@ def export_graph(model: torch.nn.Module, path: Path, attentions: bool = False) -
 
     size = int(model.config.image_size)
     probe = torch.zeros(2, 3, size, size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     t0 = time.perf_counter()
-    try:
-        with eager_attention(model), _quiet_exporter(), contextlib.redirect_stdout(io.StringIO()):
-            torch.onnx.export(_Graph(model.eval(), attentions), (probe,), str(tmp), input_names=["pixel_values"],
-                              dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch", min=1)}},
-                              dynamo=True, optimize=True, opset_version=OPSET, external_data=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # a failed export leaves no half-written graph of ~350 MB behind
+    # a failed export leaves no half-written graph of ~350 MB behind
+    with atomic_file(path) as tmp, eager_attention(model), _quiet_exporter(), \
+            contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(_Graph(model.eval(), attentions), (probe,), str(tmp), input_names=["pixel_values"],
+                          dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch", min=1)}},
+                          dynamo=True, optimize=True, opset_version=OPSET, external_data=False)
     logger.info("exported %s in %.1f s", path.name, time.perf_counter() - t0)
 
 
@@ -110,11 +104,8 @@ def quantize_graph(src: Path, dst: Path) -> None:
     """ONNX Runtime dynamic int8 quantisation (weights int8, activations scaled per run) of a graph."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
-        out = Path(tmp) / "int8.onnx"
-        with _quiet_exporter():
-            quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8)
-        os.replace(out, dst)
+    with atomic_file(dst) as out, _quiet_exporter():
+        quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8)
 
 
 def probe_batch(size: int, n: int = 2) -> torch.Tensor:
@@ -150,7 +141,7 @@ class OnnxRunner(LogitRunner):
         if record is not None:
             record = {"version": onnx_cache.RECORD_VERSION, **record}
             if onnx_cache.read_json(self.folder / onnx_cache.RECORD_FILE) != record:
-                onnx_cache.write_json(self.folder / onnx_cache.RECORD_FILE, record)  # what `infer.lean` replays
+                onnx_cache.write_json(self.folder / onnx_cache.RECORD_FILE, record)  # what `lean` replays
 
     def _graph_path(self, kind: str) -> Path:
         return self.folder / onnx_cache.graph_name(kind, self.int8)
@@ -181,7 +172,7 @@ class OnnxRunner(LogitRunner):
         with torch.inference_mode():
             ref = self.model(pixel_values=x).logits.float().numpy()
         got = onnx_cache.open_session(path, self.threads).run(None, {"pixel_values": x.numpy()})[0]
-        diff = max_prob_diff(ref, got, temperature_from_config(self.model.config))
+        diff = max_prob_diff(ref, got, temperature(self.model.config))
         check = {"max_prob_diff": diff, "exact": diff < EXACT_PROB_DIFF, "probe_photos": int(x.shape[0])}
         onnx_cache.write_json(record, check)
         return check

@@ -1,10 +1,10 @@
 """The cache of exported ONNX graphs, without torch: where entries live, what identifies one, how a session
-opens. `backends.OnnxRunner` (torch) fills an entry; `infer.lean` reads a filled one and predicts without
+opens. `onnx_export.OnnxRunner` (torch) fills an entry; `lean` reads a filled one and predicts without
 importing torch or transformers (their imports are most of a `predict` start: 5-9 s on 2 cores here).
 
 An entry is `cache_dir()/onnx/<key>/`: logits.onnx (+ logits.int8.onnx, explain.onnx), check.json (the fp32
-graph's largest probability difference against torch on a probe batch) and predictor.json (labels, input
-size, normalisation, resample filter, temperature and packing size the torch predictor used). The key hashes
+graph's largest probability difference against torch on a probe batch) and predictor.json (the model folder's
+record, `model.folder.ModelFolder`, that the torch predictor used). The key hashes
 the model folder's config.json, preprocessor_config.json and weights with the exporter's versions.
 """
 
@@ -12,26 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import importlib.util
 import json
 import os
 from pathlib import Path
 
-from loscat_hf.errors import LoscatError
+from loscat_hf.io.atomic import write_atomic
 
-ONNX_PACKAGES = ("onnxruntime", "onnx", "onnxscript")
-EXTRA_HINT = "pip install 'loscat-hf[onnx]' (onnxruntime, onnx, onnxscript)"
 EXPORT_VERSION = 1  # bump when the exported graph changes: old cache entries are then not reused
-RECORD_VERSION = 1  # bump when predictor.json's meaning changes
+RECORD_VERSION = 2  # bump when predictor.json's meaning changes (it is a ModelFolder record)
 OPSET = 18
 CHECK_FILE = "check.json"
 RECORD_FILE = "predictor.json"
 MODEL_FILES = ("config.json", "preprocessor_config.json")
-
-
-def onnx_installed() -> bool:
-    """Whether the optional ONNX extra is importable (checked without importing it)."""
-    return all(importlib.util.find_spec(name) is not None for name in ONNX_PACKAGES)
 
 
 def cache_dir() -> Path:
@@ -117,11 +109,8 @@ def read_json(path: Path) -> dict | None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Atomic (temp file + rename): a reader never sees half a record, two writers do not mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    """Atomic: a reader never sees half a record, two writers do not mix."""
+    write_atomic(path, json.dumps(data, indent=2))
 
 
 def open_session(path: Path, threads: int):
@@ -133,37 +122,3 @@ def open_session(path: Path, threads: int):
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # constant-folding notices about CastLike nodes are not problems
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def choose_backend(backend: str, device: str, precision: str) -> str:
-    """"torch" or "onnx" for a --backend / --precision / device ("cpu", "cuda:1", ...) combination; a combination that cannot run
-    is a LoscatError naming the fix."""
-    from loscat_hf.defaults import BACKENDS
-
-    device_type = str(device).split(":")[0]
-    if backend == "auto" and os.environ.get("LOSCAT_BACKEND", "auto") != "auto":
-        backend = os.environ["LOSCAT_BACKEND"]  # what "auto" means on this machine (e.g. torch where no cache)
-        where = " (from env LOSCAT_BACKEND)"
-    else:
-        where = ""
-    if backend not in BACKENDS:
-        raise LoscatError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}{where}", param="backend")
-    if backend == "auto":
-        backend = "onnx" if device_type == "cpu" and precision != "bf16" and onnx_installed() else "torch"
-        if precision == "int8" and backend == "torch":
-            raise LoscatError(f"precision 'int8' runs on ONNX Runtime on CPU: {EXTRA_HINT}" if device_type == "cpu"
-                              else "precision 'int8' runs on CPU only; use bf16 on a GPU", param="precision")
-    if backend == "onnx":
-        if device_type != "cpu":
-            raise LoscatError(f"backend 'onnx' runs on CPU here (device {device}); use backend='torch' on a GPU",
-                              param="backend")
-        if precision == "bf16":
-            raise LoscatError("precision 'bf16' runs on the torch backend; use backend='torch'",
-                              param=("precision", "backend"))
-        if not onnx_installed():
-            raise LoscatError(f"backend 'onnx' needs the ONNX extra: {EXTRA_HINT}", param="backend")
-    elif precision == "int8":
-        raise LoscatError("precision 'int8' runs on the ONNX Runtime backend only (torch's dynamic quantisation "
-                          f"is deprecated): use backend='onnx' or 'auto'{where}; {EXTRA_HINT}",
-                          param=("precision", "backend"))
-    return backend

@@ -1,11 +1,11 @@
 """`predict`'s fast start: a model whose ONNX graph is already cached runs without torch or transformers.
 
 Importing torch and building a transformers model took 5-9 s of every `loscat-hf predict` start on 2 cores
-here, for a forward pass that ONNX Runtime runs from the cached graph. When `--backend` resolves to onnx, the
-folder's files hash to a filled cache entry (model/onnx_cache.py) and the fp32 graph passed its exactness
-check, `lean_predictor` returns a LeanPredictor: the torch predictor's answers (same decode, same graph, same
-record of labels, normalisation and temperature), from numpy arrays. Otherwise it returns None and the torch
-predictor loads (and fills the cache for the next run).
+here, for a forward pass that ONNX Runtime runs from the cached graph. When the backend resolves to onnx, the
+folder's files hash to a filled cache entry (onnx_cache.py) and the fp32 graph passed its exactness check,
+`lean_predictor` returns a LeanPredictor: the torch predictor's answers (same decode, same graph, same model
+folder record), from numpy arrays. Otherwise it returns None and the torch predictor loads (and fills the
+cache for the next run).
 """
 
 from __future__ import annotations
@@ -15,47 +15,31 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from loscat_hf.infer.answers import (
-    DEFAULT_MIN_CONFIDENCE,
-    DEFAULT_MIN_MARGIN,
-    ImageInput,
-    RegionPrediction,
-    load_photo,
-    photo_array,
-    to_predictions,
-)
-from loscat_hf.model import onnx_cache
+from loscat_hf.infer.answers import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_MARGIN, PhotoPredictor
+from loscat_hf.infer.backends import onnx_cache
+from loscat_hf.infer.backends.choice import choose_backend, gpu_present
+from loscat_hf.model.folder import ModelFolder
 
 logger = logging.getLogger(__name__)
 
 
-class LeanPredictor:
-    """RegionPredictor's predict-path methods (load, pixels, logits, from_logits) on a cached ONNX graph."""
+class LeanPredictor(PhotoPredictor):
+    """A PhotoPredictor whose forward pass is a cached ONNX graph, run from numpy arrays."""
 
     backend = "onnx"
 
-    def __init__(self, folder: Path, record: dict, precision: str, min_confidence: float, min_margin: float,
-                 threads: int) -> None:
+    def __init__(self, entry: Path, folder: ModelFolder, precision: str, min_confidence: float,
+                 min_margin: float, threads: int) -> None:
         self.int8 = precision == "int8"
-        self.session = onnx_cache.open_session(folder / onnx_cache.graph_name("logits", self.int8), threads)
-        self.labels = list(record["labels"])
-        self.image_size = int(record["image_size"])
-        self.resample = int(record["resample"])
-        self.temperature = float(record["temperature"])
-        self.packing_side = int(record["packing_side"])
-        self.mean = np.asarray(record["image_mean"], np.float32).reshape(1, 3, 1, 1)
-        self.std = np.asarray(record["image_std"], np.float32).reshape(1, 3, 1, 1)
+        self.session = onnx_cache.open_session(entry / onnx_cache.graph_name("logits", self.int8), threads)
+        self.folder = folder
+        self.temperature = folder.temperature
+        self.mean = np.asarray(folder.image_mean, np.float32).reshape(1, 3, 1, 1)
+        self.std = np.asarray(folder.image_std, np.float32).reshape(1, 3, 1, 1)
         self.precision = precision
         self.min_confidence = float(min_confidence)
         self.min_margin = float(min_margin)
-
-    def load(self, image: ImageInput) -> Image.Image:
-        return load_photo(image, self.packing_side, self.image_size)
-
-    def pixels(self, image: Image.Image) -> np.ndarray:
-        return photo_array(image, self.image_size, self.resample)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         if self.int8 and x.shape[0] > 1:  # per-run activation scales: photo by photo, as the torch runner does
@@ -70,17 +54,6 @@ class LeanPredictor:
             logits = (logits + self._run(np.ascontiguousarray(x[..., ::-1]))) / 2
         return logits
 
-    def from_logits(self, logits: np.ndarray, top_k: int = 3) -> list[RegionPrediction]:
-        return to_predictions(logits, self.labels, self.temperature, self.min_confidence, self.min_margin, top_k)
-
-
-def _gpu_present() -> bool:
-    """Whether a GPU may be visible (NVIDIA driver or ROCm device), judged without importing torch: then the
-    torch predictor decides (it puts the model on the GPU by default, where ONNX Runtime's CPU graph would be
-    the slower choice). Errs towards "yes": the cost is only the slower start."""
-    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1")
-    return not hidden and (os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/kfd"))
-
 
 def lean_predictor(model: str | os.PathLike, *, device: str | None = None, precision: str = "auto",
                    backend: str = "auto", min_confidence: float | None = None,
@@ -90,10 +63,10 @@ def lean_predictor(model: str | os.PathLike, *, device: str | None = None, preci
     from loscat_hf.errors import LoscatError
     from loscat_hf.hardware import usable_cores
 
-    if precision not in ("auto", "fp32", "int8") or (device is None and _gpu_present()):
+    if precision not in ("auto", "fp32", "int8") or (device is None and gpu_present()):
         return None
     try:
-        if onnx_cache.choose_backend(backend, device or "cpu", precision) != "onnx":
+        if choose_backend(backend, device or "cpu", precision) != "onnx":
             return None
     except LoscatError:
         return None  # the torch predictor raises the same error with its full context
@@ -112,6 +85,7 @@ def lean_predictor(model: str | os.PathLike, *, device: str | None = None, preci
         return None
     logger.info("running %s from its cached ONNX graph %s", model, entry)
     try:
+        record = ModelFolder.from_dict({k: v for k, v in record.items() if k != "version"})
         return LeanPredictor(entry, record, precision,
                              DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence,
                              DEFAULT_MIN_MARGIN if min_margin is None else min_margin, threads=usable_cores())

@@ -1,0 +1,267 @@
+"""The model folder: what loscat-hf records in a saved model's config.json, and the one way it is read back.
+
+A model folder is what `save_pretrained` writes; plain transformers loads it and ignores the `loscat_*`
+attributes below. This module owns them: writers set them through the `record_*` functions, readers get a
+`ModelFolder` (`read_model_folder`, `folder_from_config`) or use the accessors, which take a config object or
+the parsed config.json alike. One fact, one name:
+
+| attribute | field | what |
+|---|---|---|
+| loscat_temperature | temperature | calibration temperature fitted on validation (1.0 when absent) |
+| loscat_max_side | decoding.max_side | the `--max-side` the training data was packed at: photos decode at it |
+| loscat_run | run | dataset fingerprint, taxonomy and task (`train --resume` checks it) |
+| loscat_base_model | base_model | where training started: Hub id, preset or folder record, never a path |
+| loscat_preset | preset | the preset a model was built from scratch with |
+| loscat_source | source | where converted weights came from (`convert-timm`) |
+| loscat_score_components | components | the LoSCAT score components the score heads predict |
+| loscat_best_checkpoint | best_checkpoint | the checkpoint folder the saved weights were restored from |
+
+`preprocessor_config.json` gives the input size, mean, std and resample filter.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from loscat_hf.defaults import MAX_SIDE
+from loscat_hf.errors import LoscatError
+
+logger = logging.getLogger(__name__)
+
+TEMPERATURE_KEY = "loscat_temperature"
+MAX_SIDE_KEY = "loscat_max_side"
+RUN_KEY = "loscat_run"
+BASE_KEY = "loscat_base_model"
+PRESET_KEY = "loscat_preset"
+SOURCE_KEY = "loscat_source"
+SCORE_KEY = "loscat_score_components"
+BEST_CHECKPOINT_KEY = "loscat_best_checkpoint"
+KEYS = (TEMPERATURE_KEY, MAX_SIDE_KEY, RUN_KEY, BASE_KEY, PRESET_KEY, SOURCE_KEY, SCORE_KEY, BEST_CHECKPOINT_KEY)
+BILINEAR = 2  # PIL's filter number: google/vit-*'s default resample
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How a photo becomes model input, as in training: decoded with its shorter side at most `max_side` (the
+    size the training data was packed at), then squashed to `image_size` with the `resample` filter."""
+
+    max_side: int
+    image_size: int
+    resample: int = BILINEAR
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """Everything prediction, evaluation and the cards read from a model folder, each under one name."""
+
+    name: str
+    labels: tuple[str, ...]
+    decoding: Decoding
+    image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    temperature: float = 1.0
+    components: tuple[str, ...] = ()
+    source: dict = field(default_factory=dict)
+    base_model: dict | None = None
+    run: dict | None = None
+    preset: str | None = None
+
+    @property
+    def image_size(self) -> int:
+        return self.decoding.image_size
+
+    @property
+    def fine_tuned(self) -> bool:
+        """Trained by loscat-hf (`train` records its run in every model it saves)."""
+        return bool(self.run)
+
+    def to_dict(self) -> dict:
+        """JSON-ready (the ONNX cache keeps it beside a graph, to predict without loading the model)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> ModelFolder:
+        values = dict(data)
+        values["decoding"] = Decoding(**values["decoding"])
+        for name in ("labels", "image_mean", "image_std", "components"):
+            values[name] = tuple(values.get(name) or ())
+        return cls(**values)
+
+
+def _get(config: Any, key: str) -> Any:
+    return config.get(key) if isinstance(config, Mapping) else getattr(config, key, None)
+
+
+def temperature(config: Any) -> float:
+    """The calibration temperature saved with a model, 1.0 when absent or invalid."""
+    try:
+        t = float(_get(config, TEMPERATURE_KEY) or 1.0)
+    except (TypeError, ValueError):
+        return 1.0
+    return t if math.isfinite(t) and t > 0 else 1.0
+
+
+def recorded_temperature(config: Any) -> float | None:
+    """The temperature as recorded (None when training did not record one), for the card."""
+    return _get(config, TEMPERATURE_KEY)
+
+
+def max_side(config: Any) -> int:
+    """The packing size training saw (`defaults.MAX_SIDE` for a folder without the record: another trainer)."""
+    try:
+        return int(_get(config, MAX_SIDE_KEY) or MAX_SIDE)
+    except (TypeError, ValueError):
+        return MAX_SIDE
+
+
+def score_components(config: Any) -> tuple[str, ...]:
+    """The score components a `--task scores` model predicts; () for a region-only model."""
+    return tuple(_get(config, SCORE_KEY) or ())
+
+
+def source(config: Any) -> dict:
+    """Where converted weights came from ({} for weights loscat-hf did not convert)."""
+    value = _get(config, SOURCE_KEY)
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def run_record(config: Any) -> dict | None:
+    value = _get(config, RUN_KEY)
+    return dict(value) if isinstance(value, Mapping) else None
+
+
+def base_record(config: Any) -> dict | None:
+    value = _get(config, BASE_KEY)
+    return dict(value) if isinstance(value, Mapping) else None
+
+
+def preset(config: Any) -> str | None:
+    return _get(config, PRESET_KEY)
+
+
+def record_temperature(config: Any, value: float) -> None:
+    setattr(config, TEMPERATURE_KEY, float(value))
+
+
+def record_training(config: Any, *, run: dict, base_model: dict, max_side: int | None) -> None:
+    """What `train` writes into every checkpoint it saves: its run, where it started, the packing size."""
+    setattr(config, RUN_KEY, run)
+    setattr(config, BASE_KEY, base_model)
+    if max_side:
+        setattr(config, MAX_SIDE_KEY, int(max_side))
+
+
+def record_best_checkpoint(config: Any, name: str | None) -> None:
+    setattr(config, BEST_CHECKPOINT_KEY, name)
+
+
+def record_preset(config: Any, name: str) -> None:
+    setattr(config, PRESET_KEY, name)
+
+
+def record_source(config: Any, value: dict) -> None:
+    setattr(config, SOURCE_KEY, dict(value))
+
+
+def record_components(config: Any, components) -> None:
+    setattr(config, SCORE_KEY, list(components))
+
+
+def check_labels(config: Any, where: str = "the model config") -> None:
+    """id2label must name every output 0..num_labels-1 once: else predictions would carry wrong or no names."""
+    n = int(config.num_labels)
+    id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    if n < 1 or set(id2label) != set(range(n)):
+        raise LoscatError(f"{where} has num_labels {n} but id2label ids {sorted(id2label)}: each of the {n} "
+                          "outputs needs one class name; restore the config.json saved with the model")
+    if len(set(id2label.values())) != n:
+        raise LoscatError(f"{where} names a class twice in id2label; restore the config.json saved with the model")
+
+
+def load_processor(name_or_path: str):
+    """The image processor of a Hub id or folder, without needing torchvision."""
+    from transformers import AutoImageProcessor
+
+    quiet = logging.getLogger("transformers.models.auto.image_processing_auto")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the "falling back to the PIL backend" notice is expected here
+    try:
+        return AutoImageProcessor.from_pretrained(name_or_path)
+    finally:
+        quiet.setLevel(level)
+
+
+def processor_size(processor) -> int:
+    size = processor.size
+    return int(size.get("height") or size.get("shortest_edge"))
+
+
+def processor_resample(processor) -> int:
+    """The PIL filter the model's preprocessor_config.json names (2 = bilinear, google/vit-*'s; 3 = bicubic,
+    the study's): training, evaluation and prediction all resize with it."""
+    resample = getattr(processor, "resample", None)
+    return 2 if resample is None else int(resample)  # 0 (nearest) is a filter too
+
+
+def _processor_stats(name: str, config: Any) -> dict[str, Any]:
+    """Input size, mean, std and resample filter from preprocessor_config.json, or google/vit-*'s defaults for a
+    bare folder (with a warning)."""
+    try:
+        processor = load_processor(name)
+        return dict(image_size=processor_size(processor), image_mean=list(processor.image_mean),
+                    image_std=list(processor.image_std), resample=processor_resample(processor))
+    except (OSError, ValueError, TypeError):
+        size = int(getattr(config, "image_size", 224))
+        logger.warning("no image processor in %s: using %d px, bilinear, mean = std = 0.5 (google/vit-* "
+                       "defaults)", name, size)
+        return dict(image_size=size, image_mean=[0.5] * 3, image_std=[0.5] * 3, resample=BILINEAR)
+
+
+def folder_from_config(config: Any, *, name: str, image_size: int, image_mean, image_std,
+                       resample: int = BILINEAR) -> ModelFolder:
+    """A ModelFolder from a loaded config (and the processor's statistics): labels checked, one name each."""
+    check_labels(config)
+    return ModelFolder(
+        name=str(name), labels=tuple(config.id2label[i] for i in range(config.num_labels)),
+        decoding=Decoding(max_side=max_side(config), image_size=int(image_size), resample=int(resample)),
+        image_mean=tuple(float(v) for v in image_mean), image_std=tuple(float(v) for v in image_std),
+        temperature=temperature(config), components=score_components(config), source=source(config),
+        base_model=base_record(config), run=run_record(config), preset=preset(config))
+
+
+def looks_local(name: str) -> bool:
+    """A path rather than a Hub id 'owner/name'."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name or os.path.exists(name)
+
+
+def load_config(name_or_path: str | os.PathLike):
+    """The transformers config of a folder or Hub id (the HF cache works offline), labels checked; errors are
+    one line naming the model."""
+    from transformers import AutoConfig
+
+    name = os.path.expanduser(str(name_or_path))
+    if looks_local(name) and not os.path.exists(name):
+        raise LoscatError(f"cannot load model {name!r}: no such folder (and not a Hub id 'owner/name')")
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise LoscatError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from None
+    check_labels(config, config_path(name))
+    return config
+
+
+def config_path(name: str) -> str:
+    """Where a model's config.json is, for messages."""
+    return os.path.join(name, "config.json") if os.path.isdir(name) else f"{name}'s config.json"
+
+
+def read_model_folder(name_or_path: str | os.PathLike, config: Any = None) -> ModelFolder:
+    """Read a model folder or Hub id without loading its weights. `config`: one already loaded."""
+    name = os.path.expanduser(str(name_or_path))
+    config = load_config(name) if config is None else config
+    return folder_from_config(config, name=name, **_processor_stats(name, config))

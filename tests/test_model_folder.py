@@ -1,0 +1,70 @@
+"""model/folder.py: what a model folder records is read back under one name, from the object or the JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import save_tiny_model
+
+from loscat_hf.defaults import MAX_SIDE
+from loscat_hf.errors import LoscatError
+from loscat_hf.model import folder as mf
+
+
+def _recorded(tmp_path):
+    """A tiny model folder with every record `train` and `convert-timm` write."""
+    from loscat_hf.model.build import build_model_and_processor
+    from loscat_hf.taxonomy import load_taxonomy
+
+    model, processor = build_model_and_processor("tiny", load_taxonomy())
+    mf.record_training(model.config, run={"task": "region"}, base_model={"kind": "scratch", "preset": "tiny"},
+                       max_side=128)
+    mf.record_temperature(model.config, 1.7)
+    mf.record_source(model.config, {"checkpoint": "x.pt", "study": False})
+    mf.record_best_checkpoint(model.config, "checkpoint-3")
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    return tmp_path
+
+
+def test_read_model_folder_returns_every_record_under_one_name(tmp_path):
+    record = mf.read_model_folder(_recorded(tmp_path))
+    assert record.decoding == mf.Decoding(max_side=128, image_size=64, resample=record.decoding.resample)
+    assert record.temperature == pytest.approx(1.7) and record.run == {"task": "region"} and record.fine_tuned
+    assert record.base_model == {"kind": "scratch", "preset": "tiny"} and record.preset == "tiny"
+    assert record.source["checkpoint"] == "x.pt" and record.components == ()
+    assert len(record.labels) == 12 and len(record.image_mean) == 3
+    # the parsed config.json answers the same through the accessors (the card and --resume read JSON)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert mf.max_side(config) == 128 and mf.temperature(config) == pytest.approx(1.7)
+    assert mf.run_record(config) == record.run and mf.source(config) == record.source
+    assert config[mf.BEST_CHECKPOINT_KEY] == "checkpoint-3"
+
+
+def test_the_record_survives_json(tmp_path):
+    """The ONNX cache keeps the record as JSON beside a graph: it must come back equal."""
+    record = mf.read_model_folder(_recorded(tmp_path))
+    assert mf.ModelFolder.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+
+
+def test_a_folder_without_records_gets_the_documented_defaults(tmp_path, caplog):
+    model = save_tiny_model(tmp_path / "m")
+    (model / "preprocessor_config.json").unlink()
+    record = mf.read_model_folder(model)
+    assert record.decoding.max_side == MAX_SIDE and record.temperature == 1.0 and not record.fine_tuned
+    assert record.image_mean == (0.5, 0.5, 0.5) and "no image processor" in caplog.text
+    assert mf.temperature({mf.TEMPERATURE_KEY: "nan"}) == 1.0 and mf.temperature({mf.TEMPERATURE_KEY: -2}) == 1.0
+
+
+def test_bad_folders_are_one_line_errors(tmp_path):
+    with pytest.raises(LoscatError, match="no such folder"):
+        mf.read_model_folder(tmp_path / "missing")
+    model = save_tiny_model(tmp_path / "m")
+    config = json.loads((model / "config.json").read_text())
+    config["id2label"] = {"0": "head", "1": "head"}
+    config["label2id"] = {"head": 0}
+    config["num_labels"] = 2
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(LoscatError, match="id2label"):
+        mf.read_model_folder(model)
