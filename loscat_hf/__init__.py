@@ -1,7 +1,8 @@
 """loscat-hf: LoSCAT body-region recognition for clinical photos of localized scleroderma.
 
-Imports stay lazy so that `import loscat_hf` (and the CLI's --help) is fast and torch-free: each public name is
-imported from its module on first use (`__getattr__`), and `dir(loscat_hf)` lists them without importing any.
+Imports stay lazy so that `import loscat_hf` (and the CLI's --help) is fast and torch-free: each public name
+is imported from its module on first use (`__getattr__`), and `dir(loscat_hf)` lists them without importing
+any.
 """
 
 from importlib import import_module

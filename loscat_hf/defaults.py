@@ -16,17 +16,18 @@ MAX_SIDE = 512
 # there: it halves the decode time, and the model resizes to its input size anyway.
 SIZE_SLACK = 0.15
 
-# Inference precisions (`predict`, `explain`, `label`, `demo`, the Space): "auto" = bf16 on a GPU, fp32 on CPU;
-# "int8" = ONNX Runtime's dynamic quantisation of the MatMuls, CPU only (changes answers: opt-in).
+# Inference precisions (`predict`, `explain`, `label`, `demo`, the Space): "auto" = bf16 on a GPU, fp32 on
+# CPU; "int8" = ONNX Runtime's dynamic quantisation of the MatMuls, CPU only (changes answers: opt-in).
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
-# Where the forward pass runs (infer/backends/choice.py): "auto" = ONNX Runtime on CPU when the `onnx` extra is
-# installed and its graph is exact, torch otherwise.
+# Where the forward pass runs (infer/backends/choice.py): "auto" = ONNX Runtime on CPU when the `onnx` extra
+# is installed and its graph is exact, torch otherwise.
 BACKENDS = ("auto", "torch", "onnx")
 # `compare-backends --candidates` default: what a CPU user may switch to, each against torch fp32
 COMPARE_CANDIDATES = ("onnx:fp32", "onnx:int8")
 # A backend is "exact" when no calibrated class probability differs from torch fp32 by this much or more.
 EXACT_PROB_DIFF = 1e-3
-LABEL_ORDERS = ("uncertain", "random", "folder")  # `loscat-hf label --order`: least sure first, seeded, by path
+# `loscat-hf label --order`: least sure first, seeded, by path
+LABEL_ORDERS = ("uncertain", "random", "folder")
 
 # The Space's default model is the study's published checkpoint (model/study.py), converted on first start;
 # env LOSCAT_MODEL, a bundled model/ folder or `demo --model` override it.
@@ -35,5 +36,6 @@ LABEL_ORDERS = ("uncertain", "random", "folder")  # `loscat-hf label --order`: l
 # score report (evaluation/ writes them, the model card reads them)
 EVALUATED_NAME = "evaluated.json"
 SCORE_REPORT_NAME = "scores_report.json"
-# the confusion matrix `train` saves in a model folder, at the same path in the pushed repo (the card links it)
+# the confusion matrix `train` saves in a model folder, at the same path in the pushed repo (the card links
+# it)
 CONFUSION_MATRIX = "eval/confusion_matrix.png"

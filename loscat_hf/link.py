@@ -53,13 +53,14 @@ class LinkResult:
                 f"({', '.join(f'{k} {v}' for k, v in s['unmatched_photo_reasons'].items()) or 'none'}), "
                 f"{s['photos_error']} prediction errors; {s['score_rows_total']} score rows, "
                 f"{s['score_rows_unmatched']} without a photo or site, "
-                f"{sum(s['score_cells_missing'].values())} empty score cells (missing: left out of the totals, "
-                f"not 0). Report: {s['out']}")
+                f"{sum(s['score_cells_missing'].values())} empty score cells "
+                f"(missing: left out of the totals, not 0). Report: {s['out']}")
 
 
 def _read_csv(path: str | Path, required: Iterable[str], what: str, alias: dict[str, str] | None = None
               ) -> list[dict[str, str]]:
-    """Rows of a predictions or metadata CSV; cells that loscat-hf neutralised on write are read back as is."""
+    """Rows of a predictions or metadata CSV; cells that loscat-hf neutralised on write are read back as
+    is."""
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -69,7 +70,8 @@ def _read_csv(path: str | Path, required: Iterable[str], what: str, alias: dict[
             if missing:
                 raise LoscatError(f"{what} {path} lacks column(s) {missing}; it has {reader.fieldnames}")
             reader.fieldnames = header
-            return [{k: read_cell((v or "").strip()) for k, v in row.items() if k is not None} for row in reader]
+            return [{k: read_cell((v or "").strip()) for k, v in row.items() if k is not None}
+                    for row in reader]
     except OSError as exc:
         raise LoscatError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
@@ -82,21 +84,23 @@ def _norm_path(text: str) -> tuple[str, ...]:
 def read_metadata(path: str | Path) -> list[dict[str, str]]:
     """Rows of image, patient_id, visit from a metadata CSV or a packed dataset folder.
 
-    A packed dataset (`loscat-hf prepare`) has `<split>/metadata.parquet` with `file_name` relative to the split
-    folder; the split is prefixed so that predictions made on the dataset folder match, and its patient and
-    visit codes are mapped back to the clinic's ids through its private/codes.csv.
+    A packed dataset (`loscat-hf prepare`) has `<split>/metadata.parquet` with `file_name` relative to the
+    split folder; the split is prefixed so that predictions made on the dataset folder match, and its patient
+    and visit codes are mapped back to the clinic's ids through its private/codes.csv.
     """
     path = Path(path)
     if path.is_dir():
         splits = [d for d in sorted(path.iterdir()) if d.is_dir() and split_metadata_file(d)]
         if not splits and not (path / "metadata.csv").exists():
-            raise LoscatError(f"metadata folder {path} has no metadata.parquet/metadata.csv (nor <split>/metadata.*)")
+            raise LoscatError(f"metadata folder {path} has no metadata.parquet/metadata.csv "
+                              "(nor <split>/metadata.*)")
         if not splits:
             return read_metadata(path / "metadata.csv")
         rows = []
         for d in splits:
             for r in read_split_metadata(d):
-                rows.append({"image": f"{d.name}/{r['file_name']}", "patient_id": str(r.get("patient_id") or ""),
+                rows.append({"image": f"{d.name}/{r['file_name']}",
+                             "patient_id": str(r.get("patient_id") or ""),
                              "visit": str(r.get("visit") or "")})
         if split_metadata_file(path / "train"):  # a packed dataset: codes -> the clinic's own ids
             patients, visits = clinic_ids(path, [r["patient_id"] for r in rows], [r["visit"] for r in rows])
@@ -203,8 +207,8 @@ def run_link(predictions: str | Path, scores: str | Path, metadata: str | Path, 
     n_patients = len({r["patient_id"] for r in site_rows})
     photos_per_region = Counter(r["region"] for r in linked)
     by_rv = _scores_by_region_visit(pvr, classes, visits)
-    _write_tables(out, linked, classes, photos_per_region, _lesion_distribution(pvr, classes, n_patients), by_rv,
-                  unmatched_photos, unmatched_scores, errors)
+    _write_tables(out, linked, classes, photos_per_region, _lesion_distribution(pvr, classes, n_patients),
+                  by_rv, unmatched_photos, unmatched_scores, errors)
     all_rows = [*table.records, *table.unknown_sites]
     mean_m: dict[str, list[float]] = defaultdict(list)
     for (_, _, reg), totals in pvr.items():
@@ -243,7 +247,8 @@ def run_link(predictions: str | Path, scores: str | Path, metadata: str | Path, 
 
 def _link_photos(preds: list[dict], meta: list[dict], site_rows: list[dict],
                  classes: list[str]) -> tuple[list[dict], list[dict], list[dict]]:
-    """prediction -> metadata -> the visit's score rows: (linked photos, unmatched photos with why, errors)."""
+    """prediction -> metadata -> the visit's score rows: (linked photos, unmatched photos with why,
+    errors)."""
     index = _PathIndex(meta)
     scored_visits = {(r["patient_id"], r["visit"]) for r in site_rows}
     sites_at: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
@@ -321,7 +326,8 @@ def _write_tables(out: Path, linked: list[dict], classes: list[str], photos_per_
                   distribution: list[dict], by_rv: list[dict], unmatched_photos: list[dict],
                   unmatched_scores: list[dict], errors: list[dict]) -> None:
     photos_with_score = Counter(r["region"] for r in linked if r["scored_sites"])
-    per_region = [{"region": c, "photos": photos_per_region[c], "photos_with_region_scored": photos_with_score[c],
+    per_region = [{"region": c, "photos": photos_per_region[c],
+                   "photos_with_region_scored": photos_with_score[c],
                    "share_of_photos": round(photos_per_region[c] / len(linked), 4) if linked else 0.0}
                   for c in classes]
     _write(out / "photos_per_region.csv", per_region,
@@ -352,11 +358,13 @@ def _plots(out: Path, summary: dict, by_rv: list[dict], classes: list[str], visi
     fig = _figure((9.0, 4.5))
     axes = fig.subplots(1, 2, sharex=True)
     width = 0.8 / max(len(visits), 1)
-    for a, (score, name) in zip(axes, (("mLoSSI_mean", "mean mLoSSI (activity)"), ("LoSDI_mean", "mean LoSDI (damage)")),
+    for a, (score, name) in zip(axes, (("mLoSSI_mean", "mean mLoSSI (activity)"),
+                                       ("LoSDI_mean", "mean LoSDI (damage)")),
                                 strict=True):
         for j, v in enumerate(visits):
             vals = {r["region"]: r[score] for r in by_rv if r["visit"] == v and r[score] is not None}
-            a.bar([i + j * width for i in range(len(classes))], [vals.get(c, 0.0) for c in classes], width, label=v)
+            a.bar([i + j * width for i in range(len(classes))], [vals.get(c, 0.0) for c in classes], width,
+                  label=v)
         a.set_xticks([i + 0.4 - width / 2 for i in range(len(classes))], classes, rotation=60, ha="right")
         a.set_title(name)
     axes[0].legend(title="visit", fontsize=8)

@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--preset", default="vit-base-384-random", choices=["tiny", "vit-base-384-random"])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (it takes ~1 min to compile)")
+    ap.add_argument("--no-compile", action="store_true",
+                    help="skip torch.compile (it takes ~1 min to compile)")
     ap.add_argument("--out", default="bench_backends.json")
     args = ap.parse_args(argv)
 
@@ -76,16 +77,18 @@ def main(argv: list[str] | None = None) -> dict:
                 ref = model(pixel_values=x).logits.numpy()
             xn = x.numpy()
             runs = {"torch eager": lambda x=x: model(pixel_values=x).logits.numpy(),
-                    "onnxruntime fp32": lambda xn=xn: onnx_fp32.session("logits").run(None, {"pixel_values": xn})[0]}
+                    "onnxruntime fp32": lambda xn=xn: onnx_fp32.session("logits").run(
+                        None, {"pixel_values": xn})[0]}
             int8_session = open_session(onnx_int8.folder / graph_name("logits", True), threads)
             runs["onnxruntime int8"] = lambda xn=xn, s=int8_session: np.concatenate(
                 [s.run(None, {"pixel_values": xn[i:i + 1]})[0] for i in range(len(xn))])
             if importlib.util.find_spec("openvino") is not None:
                 import openvino as ov
 
-                compiled = ov.Core().compile_model(str(onnx_fp32.folder / graph_name("logits", False)), "CPU", {
-                    "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads,
-                    "PERFORMANCE_HINT": "LATENCY"})
+                compiled = ov.Core().compile_model(str(onnx_fp32.folder / graph_name("logits", False)),
+                                                   "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                           "INFERENCE_NUM_THREADS": threads,
+                                                           "PERFORMANCE_HINT": "LATENCY"})
                 runs["openvino fp32"] = lambda xn=xn, c=compiled: c({0: xn})[0]
             if not args.no_compile:
                 compiled_model = torch.compile(model)
@@ -100,19 +103,20 @@ def main(argv: list[str] | None = None) -> dict:
                     seconds = best_time(fn, args.repeat)
                     base = base or seconds
                     diff = max_prob_diff(ref, fn())
-                    row = {"batch": batch, "backend": name, "s_per_photo": seconds / batch, "vs_eager": base / seconds,
-                           "max_prob_diff": diff, "exact": diff < EXACT_PROB_DIFF}
+                    row = {"batch": batch, "backend": name, "s_per_photo": seconds / batch,
+                           "vs_eager": base / seconds, "max_prob_diff": diff, "exact": diff < EXACT_PROB_DIFF}
                     if name == "torch.compile":
                         row["compile_s"] = compile_s
                     rows.append(row)
     peak = matmul_peak_tflops(torch.float32)
     bound = vit_forward_gflops(model.config) / 1e3 / peak  # s per photo at the measured fp32 matmul peak
-    result = {"preset": args.preset, "threads": threads, "onnx_export_s": export_s, "onnx_int8_quantize_s": quantize_s,
-              "torch": torch.__version__, "fp32_matmul_peak_tflops": peak, "fp32_bound_s_per_photo": bound,
-              "rows": rows}
-    print(f"{args.preset}, {threads} threads; ONNX export {export_s:.1f} s, int8 quantisation {quantize_s:.1f} s; "
-          f"fp32 matmul peak {peak:.3f} TFLOP/s: {vit_forward_gflops(model.config):.0f} GFLOP per photo take at least "
-          f"{bound:.3f} s in fp32")
+    result = {"preset": args.preset, "threads": threads, "onnx_export_s": export_s,
+              "onnx_int8_quantize_s": quantize_s, "torch": torch.__version__, "fp32_matmul_peak_tflops": peak,
+              "fp32_bound_s_per_photo": bound, "rows": rows}
+    print(f"{args.preset}, {threads} threads; ONNX export {export_s:.1f} s, "
+          f"int8 quantisation {quantize_s:.1f} s; "
+          f"fp32 matmul peak {peak:.3f} TFLOP/s: {vit_forward_gflops(model.config):.0f} GFLOP per photo "
+          f"take at least {bound:.3f} s in fp32")
     print("| batch | backend | s/photo | vs eager | max prob diff | exact |")
     for r in rows:
         print(f"| {r['batch']} | {r['backend']} | {r['s_per_photo']:.3f} | {r['vs_eager']:.2f}x | "

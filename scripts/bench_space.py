@@ -6,7 +6,8 @@ ONNX Runtime when installed), calls /predict N times with the explanation overla
 p50/p95, and beside them the bare decode and forward pass of the same photo in this process (the rest of p50
 is the app's and gradio's own overhead); then `compare-backends` on --agree photos; writes JSON.
 
-    python scripts/bench_space.py --out bench_space.json [--model DIR] [--images DIR] [--calls 20] [--agree 50]
+    python scripts/bench_space.py --out bench_space.json [--model DIR] [--images DIR] [--calls 20]
+        [--agree 50]
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def _photos(images: str | None, tmp: Path, n: int) -> tuple[Path, list[Path]]:
     if images is None:
         from loscat_hf.demo.phantom import generate_demo_data
 
-        generate_demo_data(tmp / "phantom", n_patients=max(4, n // 6), n_photos=max(n, 12), n_unlabeled=0, seed=7,
-                           image_size=(2000, 1500), photo_like=True)
+        generate_demo_data(tmp / "phantom", n_patients=max(4, n // 6), n_photos=max(n, 12), n_unlabeled=0,
+                           seed=7, image_size=(2000, 1500), photo_like=True)
         images = str(tmp / "phantom" / "images")
     files = sorted(p for p in Path(images).rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     return Path(images), files[:n]
@@ -75,8 +76,9 @@ def latency(model: str, photo: Path, calls: int, precision: str, backend: str) -
 
     port = _free_port()
     env = dict(os.environ, LOSCAT_PRECISION=precision, LOSCAT_BACKEND=backend, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "loscat_hf", "demo", "--model", model, "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "loscat_hf", "demo", "--model", model,
+                             "--host", "127.0.0.1", "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait(url, proc)
@@ -124,13 +126,16 @@ def agreement(model: str, photos: Path, limit: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="model folder (default: vit-base-384-random in a temp folder)")
-    ap.add_argument("--images", default=None, help="photo folder for agreement (default: SYNTHETIC phantoms)")
+    ap.add_argument("--model", default=None,
+                    help="model folder (default: vit-base-384-random in a temp folder)")
+    ap.add_argument("--images", default=None,
+                    help="photo folder for agreement (default: SYNTHETIC phantoms)")
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--agree", type=int, default=50, help="photos for the int8/bf16 vs fp32 agreement")
-    ap.add_argument("--precision", default="auto", help="the Space precision to time (LOSCAT_PRECISION; default auto: "
-                    "exact fp32 on CPU)")
-    ap.add_argument("--backend", default="auto", help="the Space backend to time (LOSCAT_BACKEND; default auto)")
+    ap.add_argument("--precision", default="auto",
+                    help="the Space precision to time (LOSCAT_PRECISION; default auto: exact fp32 on CPU)")
+    ap.add_argument("--backend", default="auto",
+                    help="the Space backend to time (LOSCAT_BACKEND; default auto)")
     ap.add_argument("--out", default="bench_space.json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp_s:

@@ -128,8 +128,8 @@ def table(title: str, rows: list[dict], cols: list[str]) -> None:
 # ---------------------------------------------------------------------------------------------- input
 def time_loader(ds, collate_fn, batch_size: int, workers: int, n_images: int) -> float:
     """Steady-state images/s: the clock starts at the first batch (worker start-up is a one-off cost)."""
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_fn,
-                                         shuffle=True, persistent_workers=workers > 0,
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers,
+                                         collate_fn=collate_fn, shuffle=True, persistent_workers=workers > 0,
                                          prefetch_factor=4 if workers else None)
     seen, t0 = -1, 0.0
     while seen < n_images:
@@ -163,13 +163,16 @@ def bench_input(data: dict, args) -> dict:
     blobs = [p.read_bytes() for p in sorted((data["packed"] / "train").glob("*.jpg"))][:32]
     bounds = {"packed_full_decode_per_core": 1e3 / _ms_per_photo(lambda b: _draft_decode(b, 1), blobs),
               "packed_entropy_decode_per_core": 1e3 / _ms_per_photo(lambda b: _draft_decode(b, 8), blobs)}
-    result = {"benchmark": "input", "image_size": args.size, "cores": usable_cores(), "images": n, "rows": rows,
-              "speedup_vs_best_plain": lo / best_plain, "bits_per_pixel": data["bits_per_pixel"],
-              "decode_bound_images_per_s": bounds}
-    table(f"input pipeline at {args.size} px ({usable_cores()} cores, {n} images, speed-up {lo / best_plain:.1f}x; "
+    result = {"benchmark": "input", "image_size": args.size, "cores": usable_cores(), "images": n,
+              "rows": rows, "speedup_vs_best_plain": lo / best_plain,
+              "bits_per_pixel": data["bits_per_pixel"], "decode_bound_images_per_s": bounds}
+    table(f"input pipeline at {args.size} px ({usable_cores()} cores, {n} images, "
+          f"speed-up {lo / best_plain:.1f}x; "
           f"packed JPEGs {data['bits_per_pixel']['packed']} bits per pixel: one core decodes "
-          f"{bounds['packed_full_decode_per_core']:.0f}/s in full, {bounds['packed_entropy_decode_per_core']:.0f}/s "
-          "at 1/8 scale, the entropy-decoding bound)", rows, ["path", "workers", "images_per_s", "images_per_s_per_core"])
+          f"{bounds['packed_full_decode_per_core']:.0f}/s in full, "
+          f"{bounds['packed_entropy_decode_per_core']:.0f}/s "
+          "at 1/8 scale, the entropy-decoding bound)", rows,
+          ["path", "workers", "images_per_s", "images_per_s_per_core"])
     return result
 
 
@@ -241,7 +244,8 @@ def loscat_trainer(data: dict, tax, args, preset: str, out: str, steps: int, wor
     from loscat_hf.training.parse import parse_train_args
     from loscat_hf.training.run import build_trainer
 
-    argv = ["--dataset", str(data["packed"]), "--model", preset, "--output-dir", out, "--max-steps", str(steps),
+    argv = ["--dataset", str(data["packed"]), "--model", preset, "--output-dir", out,
+            "--max-steps", str(steps),
             "--per-device-train-batch-size", str(args.batch), "--dataloader-num-workers", str(workers),
             "--phase1-epochs", "0",  # time the whole model, not the head-only phase
             "--eval-strategy", "no", "--save-strategy", "no", "--load-best-model-at-end", "false",
@@ -266,8 +270,10 @@ def plain_trainer(model, plain, args, size: int, out: str, steps: int, bf16: boo
     targs = TrainingArguments(output_dir=out, max_steps=steps, per_device_train_batch_size=args.batch,
                               save_strategy="no", report_to="none", logging_strategy="no", bf16=bf16,
                               remove_unused_columns=False, disable_tqdm=True)
-    return Trainer(model=model, args=targs, train_dataset=repeated(plain, (steps + 1) * args.batch).with_transform(
-        PlainTransform(size)), data_collator=plain_collate)
+    return Trainer(model=model, args=targs,
+                   train_dataset=repeated(plain, (steps + 1) * args.batch).with_transform(
+                       PlainTransform(size)),
+                   data_collator=plain_collate)
 
 
 def bench_train(data: dict, args) -> dict:
@@ -285,7 +291,8 @@ def bench_train(data: dict, args) -> dict:
     for preset in presets:
         steps = args.steps if preset == "tiny" or gpu else (args.base_steps or args.steps)
         plain_steps = min(steps, args.plain_steps or steps)
-        # loscat-hf with 0 and --workers workers; plain Trainer defaults, and plain + --bf16 where a GPU has it
+        # loscat-hf with 0 and --workers workers; plain Trainer defaults, and plain + --bf16 where a GPU
+        # has it
         runs = [("loscat-hf", w, None) for w in sorted({0, args.workers})] + [("plain-hf", 0, False)]
         if gpu_bf16:
             runs.append(("plain-hf", 0, True))
@@ -295,7 +302,8 @@ def bench_train(data: dict, args) -> dict:
                     trainer = loscat_trainer(data, tax, args, preset, tmp, steps, workers)
                 else:
                     model, proc = build_model_and_processor(preset, tax)
-                    trainer = plain_trainer(model, plain, args, int(proc.size["height"]), tmp, plain_steps, bf16)
+                    trainer = plain_trainer(model, plain, args, int(proc.size["height"]), tmp, plain_steps,
+                                            bf16)
                 clock = StepClock()
                 trainer.add_callback(clock.callback)
                 trainer.train()
@@ -307,15 +315,18 @@ def bench_train(data: dict, args) -> dict:
                               / 1e3 / peaks[reference])
                 rows.append(row)
     for preset in presets:
-        plain_default = [r["images_per_s"] for r in rows if r["preset"] == preset and r["path"] == "plain-hf"][0]
+        plain_default = [r["images_per_s"] for r in rows
+                         if r["preset"] == preset and r["path"] == "plain-hf"][0]
         for r in rows:
             if r["preset"] == preset:
                 r["speedup_vs_plain"] = r["images_per_s"] / max(plain_default, 1e-9)
-    result = {"benchmark": "train", "device": torch.cuda.get_device_name() if gpu else "cpu", "cores": usable_cores(),
-              "batch": args.batch, "matmul_peak_tflops": peaks, "mfu_reference": reference, "rows": rows}
+    result = {"benchmark": "train", "device": torch.cuda.get_device_name() if gpu else "cpu",
+              "cores": usable_cores(), "batch": args.batch, "matmul_peak_tflops": peaks,
+              "mfu_reference": reference, "rows": rows}
     table(f"training ({result['device']}, batch {args.batch}; mfu vs the measured {reference} matmul peak "
           f"{peaks[reference]:.2f} TFLOP/s)", rows,
-          ["preset", "path", "workers", "bf16", "images_per_s", "input_wait_share", "mfu", "speedup_vs_plain"])
+          ["preset", "path", "workers", "bf16", "images_per_s", "input_wait_share", "mfu",
+           "speedup_vs_plain"])
     return result
 
 
@@ -333,7 +344,8 @@ def _save_model(preset: str, tax, out: Path) -> Path:
 
 def loscat_label(model_dir: Path, paths: list[str], backend: str, precision: str, batch: int, workers: int,
                  work: Path):
-    """`loscat-hf predict` (infer.folder.predict_folder) over a CSV of the photos; model loading is not timed."""
+    """`loscat-hf predict` (infer.folder.predict_folder) over a CSV of the photos; model loading is not
+    timed."""
     from loscat_hf.infer.folder import predict_folder
     from loscat_hf.infer.predictor import RegionPredictor
 
@@ -386,11 +398,13 @@ def bench_label(data: dict, args) -> dict:
     tax = load_taxonomy()
     all_paths = sorted(data["originals"].values())
     configs = label_configs(args)
-    if args.label_model:  # your own model folder (e.g. a trained one): check its agreement, not random weights
+    # your own model folder (e.g. a trained one): check its agreement, not random weights
+    if args.label_model:
         models = [(str(args.label_model), args.label_model, args.images or len(all_paths))]
     else:
         models = [(preset, _save_model(preset, tax, args.work / "models"), limit) for preset, limit in
-                  (("tiny", args.images or len(all_paths)), ("vit-base-384-random", args.base_images)) if limit]
+                  (("tiny", args.images or len(all_paths)), ("vit-base-384-random", args.base_images))
+                  if limit]
     rows = []
     for name, model_dir, limit in models:
         paths = all_paths[:limit]
@@ -408,13 +422,16 @@ def bench_label(data: dict, args) -> dict:
                 ips, labels, ran = loscat_label(model_dir, paths, backend, precision, args.label_batch,
                                                 args.label_workers, Path(tmp))
             fp32 = fp32 or labels
-            rows.append({"model": name, "path": "loscat-hf", "setting": f"{ran} {precision} w{args.label_workers}",
-                         "images_per_s": ips, "top1_agree": _agree(labels, ref),
+            rows.append({"model": name, "path": "loscat-hf",
+                         "setting": f"{ran} {precision} w{args.label_workers}", "images_per_s": ips,
+                         "top1_agree": _agree(labels, ref),
                          "agree_fp32": _agree(labels, fp32), "speedup": ips / pipe_best})
-    result = {"benchmark": "label", "device": "cuda" if torch.cuda.is_available() else "cpu", "cores": usable_cores(),
-              "photos": {"bits_per_pixel": data["bits_per_pixel"], "photo_like": data["photo_like"]}, "rows": rows}
-    table("labelling camera JPEGs with `loscat-hf predict` (top1_agree: vs the pipeline's labels; agree_fp32: "
-          "vs loscat-hf fp32, same decode)", rows,
+    result = {"benchmark": "label", "device": "cuda" if torch.cuda.is_available() else "cpu",
+              "cores": usable_cores(),
+              "photos": {"bits_per_pixel": data["bits_per_pixel"], "photo_like": data["photo_like"]},
+              "rows": rows}
+    table("labelling camera JPEGs with `loscat-hf predict` (top1_agree: vs the pipeline's labels; "
+          "agree_fp32: vs loscat-hf fp32, same decode)", rows,
           ["model", "path", "setting", "images_per_s", "speedup", "top1_agree", "agree_fp32"])
     return result
 
@@ -449,10 +466,11 @@ def _draft_decode(data: bytes, scale: int):
 
 
 def bench_stages(data: dict, args) -> dict:
-    """Where a photo's time goes in `loscat-hf predict`, per stage, on one core: reading, JPEG entropy decoding
-    (a 1/8-scale decode: libjpeg still Huffman-decodes every coefficient, so this is the floor of any decode),
-    predict's own decode (draft at the model's scale + resample), the squash to the model input, and the
-    forward pass per backend (batch 8, all threads). The pipeline's full decode is there for comparison."""
+    """Where a photo's time goes in `loscat-hf predict`, per stage, on one core: reading, JPEG entropy
+    decoding (a 1/8-scale decode: libjpeg still Huffman-decodes every coefficient, so this is the floor of
+    any decode), predict's own decode (draft at the model's scale + resample), the squash to the model
+    input, and the forward pass per backend (batch 8, all threads). The pipeline's full decode is there for
+    comparison."""
     import numpy as np
 
     from loscat_hf.infer.answers import load_photo, photo_array
@@ -465,7 +483,8 @@ def bench_stages(data: dict, args) -> dict:
     models = [("tiny", _save_model("tiny", tax, args.work / "models"))]
     if args.base_images:
         models.append(("vit-base-384-random", _save_model("vit-base-384-random", tax, args.work / "models")))
-    rows = [{"model": "-", "stage": "read file", "ms_per_photo": _ms_per_photo(lambda p: Path(p).read_bytes(), paths)},
+    rows = [{"model": "-", "stage": "read file",
+             "ms_per_photo": _ms_per_photo(lambda p: Path(p).read_bytes(), paths)},
             {"model": "-", "stage": "entropy decoding (1/8-scale decode)",
              "ms_per_photo": _ms_per_photo(lambda b: _draft_decode(b, 8), blobs)},
             {"model": "-", "stage": "full decode (as the pipeline)",
@@ -476,13 +495,18 @@ def bench_stages(data: dict, args) -> dict:
         rows.append({"model": name, "stage": f"predict decode (for {ref.image_size} px)",
                      "ms_per_photo": _ms_per_photo(ref.load, blobs)})
         if ref.image_size < ref.decoding.max_side:  # what predict did before decoding followed the input size
-            rows.append({"model": name, "stage": f"decode at the packing size ({ref.decoding.max_side}), as predict once did",
-                         "ms_per_photo": _ms_per_photo(lambda b, r=ref: load_photo(b, r.decoding.max_side), blobs)})
-        rows.append({"model": name, "stage": f"squash to {ref.image_size} px", "ms_per_photo": _ms_per_photo(
-            lambda im, r=ref: photo_array(im, r.image_size, r.decoding.resample), decoded)})
+            rows.append({"model": name,
+                         "stage": f"decode at the packing size ({ref.decoding.max_side}), "
+                                  "as predict once did",
+                         "ms_per_photo": _ms_per_photo(lambda b, r=ref: load_photo(b, r.decoding.max_side),
+                                                       blobs)})
+        rows.append({"model": name, "stage": f"squash to {ref.image_size} px",
+                     "ms_per_photo": _ms_per_photo(
+                         lambda im, r=ref: photo_array(im, r.image_size, r.decoding.resample), decoded)})
         batch = np.stack([photo_array(im, ref.image_size, ref.decoding.resample) for im in decoded[:8]])
         for backend, precision in label_configs(args):
-            pred = RegionPredictor.from_pretrained(model_dir, backend=backend, precision=precision, device="cpu")
+            pred = RegionPredictor.from_pretrained(model_dir, backend=backend, precision=precision,
+                                                   device="cpu")
             ms = _ms_per_photo(lambda x, p=pred: p.logits(x), [batch], repeat=3) / len(batch)
             rows.append({"model": name, "stage": f"model {pred.backend} {precision} (batch {len(batch)})",
                          "ms_per_photo": ms})
@@ -490,8 +514,9 @@ def bench_stages(data: dict, args) -> dict:
         r["photos_per_s_one_core"] = 1e3 / r["ms_per_photo"]
     result = {"benchmark": "stages", "photos": len(paths), "threads": torch.get_num_threads(),
               "bits_per_pixel": data["bits_per_pixel"], "camera": args.camera, "rows": rows}
-    table(f"per-stage time per photo ({len(paths)} {args.camera} photos, {data['bits_per_pixel']['camera']} bits "
-          f"per pixel; model rows use {torch.get_num_threads()} threads)", rows,
+    table(f"per-stage time per photo ({len(paths)} {args.camera} photos, "
+          f"{data['bits_per_pixel']['camera']} bits per pixel; model rows use {torch.get_num_threads()} "
+          "threads)", rows,
           ["model", "stage", "ms_per_photo", "photos_per_s_one_core"])
     return result
 
@@ -502,7 +527,8 @@ import sys, csv
 from transformers import ViTImageProcessorPil, pipeline
 model, listing, out, batch = sys.argv[1:5]
 paths = [r["image"] for r in csv.DictReader(open(listing))]
-pipe = pipeline("image-classification", model=model, image_processor=ViTImageProcessorPil.from_pretrained(model),
+pipe = pipeline("image-classification", model=model, \
+image_processor=ViTImageProcessorPil.from_pretrained(model),
                 device="cpu")
 with open(out, "w", newline="") as fh:
     w = csv.writer(fh)
@@ -523,26 +549,31 @@ def _wall(cmd: list[str], env: dict) -> float:
 def bench_process(data: dict, args) -> dict:
     """Whole processes, start-up included, as a clinic runs them: `loscat-hf predict` (its first run exports
     the ONNX graph; later runs start from it; and `--backend torch`) against a script running
-    `transformers.pipeline` over the same photos; plus `loscat-hf predict` on one photo (its start-up)."""
+    `transformers.pipeline` over the same photos; plus `loscat-hf predict` on one photo (its
+    start-up)."""
     from loscat_hf.taxonomy import load_taxonomy
 
     tax = load_taxonomy()
-    paths = sorted(str(p) for p in (data["raw"] / "images").rglob("*.jpg"))[: args.images or None]  # every photo
+    # every photo
+    paths = sorted(str(p) for p in (data["raw"] / "images").rglob("*.jpg"))[: args.images or None]
     model = _save_model(args.process_model, tax, args.work / "models")
     work = Path(tempfile.mkdtemp(prefix="loscat_process_"))
     listing, one = work / "photos.csv", work / "one.csv"
     for f, rows in ((listing, paths), (one, paths[:1])):
         with open(f, "w", newline="") as fh:
             csv.writer(fh).writerows([["image"], *[[p] for p in rows]])
-    env = dict(os.environ, LOSCAT_HF_CACHE=str(work / "cache"), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    predict = [sys.executable, "-m", "loscat_hf", "predict", "--model", str(model), "--out", str(work / "p.csv")]
+    env = dict(os.environ, LOSCAT_HF_CACHE=str(work / "cache"),
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    predict = [sys.executable, "-m", "loscat_hf", "predict", "--model", str(model),
+               "--out", str(work / "p.csv")]
     runs = [("loscat-hf predict, first run (exports ONNX)", [*predict, "--images", str(listing)], len(paths)),
             ("loscat-hf predict", [*predict, "--images", str(listing)], len(paths)),
             ("loscat-hf predict --backend torch", [*predict, "--images", str(listing), "--backend", "torch"],
              len(paths)),
             ("loscat-hf predict, 1 photo (start-up)", [*predict, "--images", str(one)], 1),
             ("transformers.pipeline script", [sys.executable, "-c", PIPELINE_SCRIPT, str(model), str(listing),
-                                              str(work / "pipe.csv"), str(args.process_pipeline_batch)], len(paths))]
+                                              str(work / "pipe.csv"), str(args.process_pipeline_batch)],
+             len(paths))]
     rows = []
     for name, cmd, n in runs:
         seconds = _wall(cmd, env)
@@ -551,8 +582,9 @@ def bench_process(data: dict, args) -> dict:
     for r in rows:
         if r["photos"] == len(paths):
             r["speedup_vs_pipeline"] = pipe_s / r["seconds"]
-    result = {"benchmark": "process", "model": args.process_model, "photos": len(paths), "camera": args.camera,
-              "bits_per_pixel": data["bits_per_pixel"], "cores": usable_cores(), "rows": rows}
+    result = {"benchmark": "process", "model": args.process_model, "photos": len(paths),
+              "camera": args.camera, "bits_per_pixel": data["bits_per_pixel"], "cores": usable_cores(),
+              "rows": rows}
     table(f"whole processes, start-up included ({args.process_model}, {len(paths)} {args.camera} photos, "
           f"{data['bits_per_pixel']['camera']} bits per pixel)", rows,
           ["command", "photos", "seconds", "photos_per_s", "speedup_vs_pipeline"])
@@ -567,7 +599,8 @@ BENCHES = {"input": bench_input, "train": bench_train, "label": bench_label, "st
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("which", choices=[*BENCHES, "all"])
-    p.add_argument("--quick", action="store_true", help="12 small photos, tiny sizes: a smoke test in seconds")
+    p.add_argument("--quick", action="store_true",
+                   help="12 small photos, tiny sizes: a smoke test in seconds")
     p.add_argument("--photos", type=int, default=48, help="phantom photos to generate")
     p.add_argument("--camera", default="3000x2000", help="phantom photo size WxH")
     p.add_argument("--size", type=int, default=384, help="input-pipeline model size in px")
@@ -578,31 +611,38 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plain-steps", type=int, default=0,
                    help="training steps of the plain path (0 = --steps): it is input-bound, so fewer steps "
                         "measure it as well and save minutes on a GPU")
-    p.add_argument("--base-steps", type=int, default=0, help="CPU training steps of vit-base-384-random (0 = skip)")
-    p.add_argument("--base-images", type=int, default=16, help="photos labelled with vit-base-384-random (0 = skip)")
+    p.add_argument("--base-steps", type=int, default=0,
+                   help="CPU training steps of vit-base-384-random (0 = skip)")
+    p.add_argument("--base-images", type=int, default=16,
+                   help="photos labelled with vit-base-384-random (0 = skip)")
     p.add_argument("--presets", nargs="+", choices=["tiny", "vit-base-384-random"], default=None,
                    help="train: the presets to time (default: tiny, and vit-base-384-random on a GPU or with "
                         "--base-steps); e.g. one preset for a second, --compile run")
     p.add_argument("--pipeline-batches", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--label-workers", type=int, default=default_workers(8),
-                   help="loscat-hf predict --num-workers (default: predict's own, usable cores - 1, at most 8)")
-    p.add_argument("--label-batch", type=int, default=32, help="loscat-hf predict --batch-size (its default: 32)")
+                   help="loscat-hf predict --num-workers (default: predict's own, usable cores - 1, "
+                        "at most 8)")
+    p.add_argument("--label-batch", type=int, default=32,
+                   help="loscat-hf predict --batch-size (its default: 32)")
     p.add_argument("--label-model", type=Path, default=None,
-                   help="label with this model folder (e.g. your trained model) instead of the random presets")
+                   help="label with this model folder (e.g. your trained model) instead of the random "
+                        "presets")
     p.add_argument("--precisions", nargs="+", default=None,
                    help="loscat-hf predict precisions with --backend auto (default: --configs)")
     p.add_argument("--configs", nargs="+", default=None, metavar="BACKEND:PRECISION",
-                   help="label/stages: what loscat-hf runs (default: torch:fp32 onnx:fp32 onnx:int8 on CPU with the "
-                        "onnx extra, torch:fp32 torch:bf16 on a GPU)")
+                   help="label/stages: what loscat-hf runs (default: torch:fp32 onnx:fp32 onnx:int8 on CPU "
+                        "with the onnx extra, torch:fp32 torch:bf16 on a GPU)")
     p.add_argument("--smooth", action="store_true",
-                   help="smooth phantom renders (~0.3 bits per pixel) instead of the photo-like default (~2)")
+                   help="smooth phantom renders (~0.3 bits per pixel) instead of the photo-like default "
+                        "(~2)")
     p.add_argument("--stage-photos", type=int, default=16, help="stages: photos timed per stage")
     p.add_argument("--process-model", default="tiny", choices=["tiny", "vit-base-384-random"],
                    help="process: the model of the whole-process comparison")
-    p.add_argument("--process-pipeline-batch", type=int, default=8, help="process: the pipeline script's batch size")
+    p.add_argument("--process-pipeline-batch", type=int, default=8,
+                   help="process: the pipeline script's batch size")
     p.add_argument("--bf16", choices=["auto", "true", "false"], default="auto",
-                   help="loscat-hf training in bf16: auto = as `loscat-hf train` decides (on where a GPU has it); "
-                        "true on CPU runs the GPU recipe's code path")
+                   help="loscat-hf training in bf16: auto = as `loscat-hf train` decides (on where a GPU "
+                        "has it); true on CPU runs the GPU recipe's code path")
     p.add_argument("--compile", action="store_true", help="loscat-hf training with torch.compile")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "loscat_bench")
     p.add_argument("--out", type=Path, default=Path("bench_results"))
@@ -622,8 +662,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     w, h = (int(v) for v in args.camera.lower().split("x"))
-    data = make_data(args.work / f"data_{args.photos}_{w}x{h}{'_smooth' if args.smooth else ''}", args.photos, (w, h),
-                     photo_like=not args.smooth)
+    data = make_data(args.work / f"data_{args.photos}_{w}x{h}{'_smooth' if args.smooth else ''}", args.photos,
+                     (w, h), photo_like=not args.smooth)
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in (BENCHES if args.which == "all" else [args.which]):

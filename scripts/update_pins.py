@@ -1,13 +1,13 @@
 """Rewrite space/requirements.txt's pins (and space/README.md's sdk_version) from the active environment.
 
 Run it in a venv where the versions you want were installed and tested (docs/development.md, "Pinned
-versions"). The requirements listed by hand at the top of the file (the Space's direct dependencies) keep their
-place, names, comments and the index line, each with the installed version (torch's local label, `+cpu`,
-dropped). Everything they pull in, recursively, read from the installed distributions' metadata (their
-`Requires-Dist`, with the environment markers evaluated for this Python and platform, and the extras a
-requirement asks for), is written as exact pins in a generated block at the end, sorted by canonical name:
-the Space then installs exactly the tested set, not whatever its dependencies resolve to on the day it builds.
-sdk_version gets the pinned gradio.
+versions"). The requirements listed by hand at the top of the file (the Space's direct dependencies) keep
+their place, names, comments and the index line, each with the installed version (torch's local label,
+`+cpu`, dropped). Everything they pull in, recursively, read from the installed distributions' metadata
+(their `Requires-Dist`, with the environment markers evaluated for this Python and platform, and the extras
+a requirement asks for), is written as exact pins in a generated block at the end, sorted by canonical
+name: the Space then installs exactly the tested set, not whatever its dependencies resolve to on the day
+it builds. sdk_version gets the pinned gradio.
 
     python scripts/update_pins.py [--check]   # --check: change nothing, exit 1 if the file would change
 
@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "space" / "requirements.txt"
 SPACE_README = ROOT / "space" / "README.md"
 GENERATED = "# everything they pull in, written by scripts/update_pins.py; do not edit by hand"
-# the distribution this repo builds: installed (editable) in the tested venv, but bundled into the Space as source
+# the distribution this repo builds: installed (editable) in the tested venv, but bundled into the Space as
+# source
 EXCLUDED = {"loscat-hf"}
 VERSION = re.compile(r"==\s*([^\s#;,]+)")
 SDK = re.compile(r"^(sdk_version:\s*[\"']?)([^\"'\s]+)", re.M)
@@ -42,23 +43,27 @@ def installed(name: str) -> str:
 
 
 def _requirement(line: str) -> Requirement | None:
-    """A requirements.txt line as a Requirement; None for blank lines, comments and options (`--extra-index-url`)."""
+    """A requirements.txt line as a Requirement; None for blank lines, comments and options
+    (`--extra-index-url`)."""
     line = line.split(" #", 1)[0].strip()
     return None if not line or line.startswith(("#", "-")) else Requirement(line)
 
 
 def closure(requirements: Iterable[Requirement]) -> dict[str, str]:
-    """{canonical name: installed version} of the requirements and everything they require, recursively, in this
-    environment: each installed distribution's requirements whose markers hold here, for the base and for each extra
-    asked of it (`pkg[extra]`). A required distribution that is not installed raises LookupError."""
+    """{canonical name: installed version} of the requirements and everything they require, recursively, in
+    this environment: each installed distribution's requirements whose markers hold here, for the base and
+    for each extra asked of it (`pkg[extra]`). A required distribution that is not installed raises
+    LookupError."""
     environment = default_environment()
-    expanded: dict[str, set[str]] = {}  # canonical name -> extras whose requirements were followed ("" = base)
+    # canonical name -> extras whose requirements were followed ("" = base)
+    expanded: dict[str, set[str]] = {}
     found: dict[str, str] = {}
     todo = [(req, "space/requirements.txt") for req in requirements]
     while todo:
         req, wanted_by = todo.pop()
         name = canonicalize_name(req.name)
-        if name in EXCLUDED or (req.marker is not None and not req.marker.evaluate({**environment, "extra": ""})):
+        if name in EXCLUDED or (req.marker is not None
+                                and not req.marker.evaluate({**environment, "extra": ""})):
             continue
         extras = ({""} | {canonicalize_name(e) for e in req.extras}) - expanded.get(name, set())
         if not extras:
@@ -78,8 +83,9 @@ def closure(requirements: Iterable[Requirement]) -> dict[str, str]:
 
 
 def plan(text: str) -> tuple[str, dict[str, tuple[str | None, str | None]]]:
-    """The requirements file `text` re-pinned from this environment, and what changes: {name: (old, new)}, old None
-    for a distribution the closure needs but the file does not pin, new None for a generated pin no longer needed."""
+    """The requirements file `text` re-pinned from this environment, and what changes: {name: (old, new)},
+    old None for a distribution the closure needs but the file does not pin, new None for a generated pin no
+    longer needed."""
     lines = text.splitlines()
     if GENERATED in lines:
         lines, generated = lines[:lines.index(GENERATED)], lines[lines.index(GENERATED) + 1:]
@@ -121,7 +127,8 @@ def plan(text: str) -> tuple[str, dict[str, tuple[str | None, str | None]]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if the file would change")
+    parser.add_argument("--check", action="store_true",
+                        help="change nothing; exit 1 if the file would change")
     check = parser.parse_args(argv).check
     text, changes = plan(REQUIREMENTS.read_text())
     gradio = installed("gradio")

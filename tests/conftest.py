@@ -6,7 +6,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# ONNX graphs exported during the run go to one throw-away cache (shared by the CLI subprocesses), not ~/.cache
+# ONNX graphs exported during the run go to one throw-away cache (shared by the CLI subprocesses), not
+# ~/.cache
 if "LOSCAT_HF_CACHE" not in os.environ:
     import atexit
     import shutil
@@ -46,8 +47,8 @@ def write_split(d: Path, split: str, samples, suffix: str = ".jpg") -> Path:
         name = f"{split}_{k:02d}_{i:03d}{suffix}"
         img.save(d / name, **({"quality": 95} if suffix == ".jpg" else {}))
         rows.append({"file_name": name, "label": classes[k], "site": classes[k],
-                     "patient_id": f"{split}-P{(k * 7 + i) % 9}", "visit": "V1", "image_id": name[:-len(suffix)],
-                     "skin_tone": ["I", "III", "V"][i % 3]})
+                     "patient_id": f"{split}-P{(k * 7 + i) % 9}", "visit": "V1",
+                     "image_id": name[:-len(suffix)], "skin_tone": ["I", "III", "V"][i % 3]})
     with open(d / "metadata.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()

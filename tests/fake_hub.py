@@ -2,11 +2,12 @@
 secrets, tokens with a role and the repos they read, and a log of every call, so that tests see what a push
 would do to new, private and public repos.
 
-It mimics the real Hub where the pushes rely on it: `repo_info`/`model_info` raise RepositoryNotFoundError for
-a repo that is missing or that the token cannot read; `create_repo` of an existing repo raises a 409
-HfHubHTTPError (with `exist_ok=False`) or leaves its visibility as it is (with `exist_ok=True`: huggingface_hub
-ignores `private` then); a Space needs `space_sdk`; a new repo holds a `.gitattributes`; HTTP errors carry the
-server's reason in `server_message`. `force_public` stands for an organisation whose repos are all public."""
+It mimics the real Hub where the pushes rely on it: `repo_info`/`model_info` raise RepositoryNotFoundError
+for a repo that is missing or that the token cannot read; `create_repo` of an existing repo raises a 409
+HfHubHTTPError (with `exist_ok=False`) or leaves its visibility as it is (with `exist_ok=True`:
+huggingface_hub ignores `private` then); a Space needs `space_sdk`; a new repo holds a `.gitattributes`; HTTP
+errors carry the server's reason in `server_message`. `force_public` stands for an organisation whose repos
+are all public."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ class FakeHub:
     def add(self, repo_id: str, repo_type: str = "model", private: bool | None = True, files=(), gated=False,
             visibility: str | None = None):
         self.repos[(repo_type, repo_id)] = {"private": private, "gated": gated, "visibility": visibility,
-                                            "files": {f: b"old" for f in files}, "variables": {}, "secrets": {}}
+                                            "files": {f: b"old" for f in files}, "variables": {},
+                                            "secrets": {}}
         return self.repos[(repo_type, repo_id)]
 
     def add_token(self, token: str, role: str = "fineGrained", reads=()):
@@ -80,7 +82,8 @@ class FakeHub:
                 raise ValueError("No space_sdk provided. `create_repo` expects space_sdk to be one of ...")
             if key in hub.repos:
                 if not exist_ok:
-                    raise http_error(HfHubHTTPError, 409, "409 Client Error: Conflict for url: .../api/repos/create",
+                    raise http_error(HfHubHTTPError, 409,
+                                     "409 Client Error: Conflict for url: .../api/repos/create",
                                      "You already created this model repo")
             else:
                 hub.add(repo_id, repo_type or "model", private=bool(private) and not hub.force_public,
@@ -102,8 +105,8 @@ class FakeHub:
             for name in deleted:
                 files.pop(name)
             files.update(added)
-            hub.commits.append({"repo_id": repo_id, "repo_type": repo_type, "added": added, "deleted": deleted,
-                                "message": commit_message})
+            hub.commits.append({"repo_id": repo_id, "repo_type": repo_type, "added": added,
+                                "deleted": deleted, "message": commit_message})
 
         def add_space_variable(self, repo_id, key, value, **kw):
             hub.calls.append(("add_space_variable", repo_id))
@@ -121,10 +124,12 @@ class FakeHub:
             hub.repos[("space", repo_id)]["secrets"][key] = value
 
         def refuse(self, *a, **kw):  # the old path: a push must not upload around the allow-list commit
-            raise AssertionError("upload_folder/upload_file must not be used: commits go through create_commit")
+            raise AssertionError("upload_folder/upload_file must not be used: "
+                                 "commits go through create_commit")
 
-        for name, fn in dict(repo_info=repo_info, model_info=model_info, whoami=whoami, create_repo=create_repo,
-                             list_repo_files=list_repo_files, create_commit=create_commit,
+        for name, fn in dict(repo_info=repo_info, model_info=model_info, whoami=whoami,
+                             create_repo=create_repo, list_repo_files=list_repo_files,
+                             create_commit=create_commit,
                              add_space_variable=add_space_variable, get_space_variables=get_space_variables,
                              delete_space_variable=delete_space_variable, add_space_secret=add_space_secret,
                              upload_folder=refuse, upload_file=refuse).items():

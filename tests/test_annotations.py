@@ -215,7 +215,8 @@ def test_result_is_serialisable(tax, tmp_path):
     (b"", "empty"),
     (b"   \n\n", "empty"),
     (b"image,patient_id,region\n", "no data rows"),
-    (b"image,region\na.jpg,chest\n", r"lacks required column.*patient_id.*Found columns.*'image', 'region'.*Required"),
+    (b"image,region\na.jpg,chest\n",
+     r"lacks required column.*patient_id.*Found columns.*'image', 'region'.*Required"),
     (b"PK\x03\x04\x14\x00\x06\x00", "Excel"),
     (b"\x00\x01\x02binary", "not a text CSV"),
     (b"image,patient_id,region\na.jpg,P1,chest,x\n", "row 2 has 4 fields but the header .row 1."),
@@ -237,7 +238,8 @@ def test_folder_instead_of_file(tax, tmp_path):
 
 def test_columns_are_an_allow_list(tax, tmp_path):
     path = _csv(tmp_path, """
-        image,patient_id,region,visit,skin_tone,PatientName,DateOfBirth,Geburtsdatum,MedicalRecordNumber,OriginalFileName
+        image,patient_id,region,visit,skin_tone,PatientName,DateOfBirth,Geburtsdatum,\
+MedicalRecordNumber,OriginalFileName
         a.jpg,P1,chest,v1,III,Jane Roe,2015-01-02,02.01.2015,MRN123,IMG_Jane.jpg
         """)
     result = read_annotations(path, tax)

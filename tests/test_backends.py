@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def peaky_model(tmp_path_factory) -> Path:
-    """A tiny model whose head is scaled up: confident, unequal probabilities, so a numerical difference between
-    backends shows in them (a random head gives ~1/12 everywhere, which hides it)."""
+    """A tiny model whose head is scaled up: confident, unequal probabilities, so a numerical difference
+    between backends shows in them (a random head gives ~1/12 everywhere, which hides it)."""
     from safetensors.torch import load_file, save_file
 
     d = save_tiny_model(tmp_path_factory.mktemp("peaky"), seed=5)
@@ -138,7 +138,8 @@ def test_decoding_workers_keep_the_order_and_every_row(peaky_model, tmp_path):
     assert (tmp_path / "w0.csv").read_text() == (tmp_path / "w2.csv").read_text()
 
 
-def test_a_graph_that_is_not_exact_is_refused_or_replaced_by_torch(peaky_model, tmp_path, monkeypatch, caplog):
+def test_a_graph_that_is_not_exact_is_refused_or_replaced_by_torch(peaky_model, tmp_path, monkeypatch,
+                                                                   caplog):
     monkeypatch.setenv("LOSCAT_HF_CACHE", str(tmp_path / "cache"))
     import loscat_hf.defaults
 
@@ -158,7 +159,8 @@ def test_int8_runs_in_onnx_runtime_without_torch_quantisation(peaky_model, monke
     assert int8.backend == "onnx" and int8.runner.int8
     photos = _photos(6)
     alone = np.array([_probs(int8, [p])[0] for p in photos])
-    assert np.allclose(alone, _probs(int8, photos), atol=1e-6)  # a photo's answer does not depend on its batch
+    # a photo's answer does not depend on its batch
+    assert np.allclose(alone, _probs(int8, photos), atol=1e-6)
     fp32 = _probs(RegionPredictor.from_pretrained(peaky_model, backend="torch"), photos)
     assert np.abs(alone - fp32).max() < 0.2 and (alone.argmax(1) == fp32.argmax(1)).mean() >= 0.8
 
@@ -199,8 +201,8 @@ def test_predict_backend_switch_gives_the_same_rows(peaky_model, tmp_path):
                                                                        other["needs_review"])
         if row["probability"]:
             assert abs(float(row["probability"]) - float(other["probability"])) <= 1e-3
-    bad = _cli("predict", "--model", str(peaky_model), "--images", str(photos), "--out", str(tmp_path / "x.csv"),
-               "--backend", "onnx", "--precision", "bf16")
+    bad = _cli("predict", "--model", str(peaky_model), "--images", str(photos),
+               "--out", str(tmp_path / "x.csv"), "--backend", "onnx", "--precision", "bf16")
     assert bad.returncode == 2 and "bf16" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -233,7 +235,8 @@ def test_compare_backends_reports_counts_only(peaky_model, tmp_path):
     assert by_name[("onnx", "int8")]["max_prob_diff"] > 0
     assert "Mustermann" not in report.read_text() and "Erika" not in report.read_text()
     assert data["model"] == peaky_model.name  # the folder's name, never its full path
-    bad = _cli("compare-backends", "--model", str(peaky_model), "--images", str(photos), "--candidates", "gpu:fp8")
+    bad = _cli("compare-backends", "--model", str(peaky_model), "--images", str(photos),
+               "--candidates", "gpu:fp8")
     assert bad.returncode == 2 and "BACKEND:PRECISION" in bad.stderr
 
 
@@ -242,6 +245,7 @@ def test_predict_starts_without_torch_once_the_graph_is_cached(peaky_model, tmp_
     transformers, with the same rows; new weights in the folder are a new cache entry, never stale answers."""
     import shutil
 
+    from loscat_hf.infer.answers import PredictorSettings
     from loscat_hf.infer.backends import lean
 
     photos = tmp_path / "photos"
@@ -254,8 +258,8 @@ def test_predict_starts_without_torch_once_the_graph_is_cached(peaky_model, tmp_
     first = _cli("predict", "--model", str(model), "--images", str(photos), "--out", str(tmp_path / "a.csv"),
                  env_extra=cache)
     assert first.returncode == 0, first.stderr
-    code = ("import sys; from loscat_hf.cli import main; rc = main(['predict', '--model', sys.argv[1], '--images', "
-            "sys.argv[2], '--out', sys.argv[3]]); "
+    code = ("import sys; from loscat_hf.cli import main; "
+            "rc = main(['predict', '--model', sys.argv[1], '--images', sys.argv[2], '--out', sys.argv[3]]); "
             "print('LOADED', sorted(m for m in ('torch', 'transformers') if m in sys.modules)); sys.exit(rc)")
     second = subprocess.run([sys.executable, "-c", code, str(model), str(photos), str(tmp_path / "b.csv")],
                             capture_output=True, text=True, timeout=300,
@@ -269,17 +273,20 @@ def test_predict_starts_without_torch_once_the_graph_is_cached(peaky_model, tmp_
         mp.setattr(lean, "gpu_present", lambda: False)  # as on this CPU machine, also on a GPU test host
         assert isinstance(lean.lean_predictor(model), lean.LeanPredictor)
         mp.setattr(lean, "gpu_present", lambda: True)
-        assert lean.lean_predictor(model) is None and lean.lean_predictor(model, device="cpu") is not None
+        assert (lean.lean_predictor(model) is None
+                and lean.lean_predictor(model, PredictorSettings(device="cpu")) is not None)
         mp.undo()
         mp.setenv("LOSCAT_HF_CACHE", cache["LOSCAT_HF_CACHE"])
-        shutil.copy(save_tiny_model(tmp_path / "other", seed=11) / "model.safetensors", model / "model.safetensors")
+        shutil.copy(save_tiny_model(tmp_path / "other", seed=11) / "model.safetensors",
+                    model / "model.safetensors")
         assert lean.lean_predictor(model) is None
-        assert lean.lean_predictor(model, backend="torch") is None
+        assert lean.lean_predictor(model, PredictorSettings(backend="torch")) is None
 
 
 def test_load_predictor_gives_one_interface_whichever_backend_runs(peaky_model, tmp_path, monkeypatch):
-    """torch, ONNX Runtime over the loaded model, and the torch-free cached graph: the same Predictor, the same
-    record of the model folder and the same answers; explain and compare-backends always get the loaded model."""
+    """torch, ONNX Runtime over the loaded model, and the torch-free cached graph: the same Predictor, the
+    same record of the model folder and the same answers; explain and compare-backends always get the loaded
+    model."""
     from loscat_hf.infer.backends import lean
     from loscat_hf.infer.load import Predictor, load_predictor
 

@@ -47,9 +47,11 @@ def test_quick_all_writes_json_with_positive_rates(bench, tmp_path, monkeypatch)
     assert label["photos"]["photo_like"] and label["photos"]["bits_per_pixel"]["camera"] > 1.0
     stages = {r["stage"]: r for r in json.loads((out / "stages.json").read_text())["rows"]}
     assert stages["entropy decoding (1/8-scale decode)"]["ms_per_photo"] > 0
-    assert any(k.startswith("model onnx fp32") for k in stages) and any(k.startswith("squash") for k in stages)
+    assert (any(k.startswith("model onnx fp32") for k in stages)
+            and any(k.startswith("squash") for k in stages))
     process = {r["command"]: r for r in json.loads((out / "process.json").read_text())["rows"]}
-    assert process["loscat-hf predict"]["photos"] == 12 and process["transformers.pipeline script"]["seconds"] > 0
+    assert (process["loscat-hf predict"]["photos"] == 12
+            and process["transformers.pipeline script"]["seconds"] > 0)
     assert process["loscat-hf predict"]["speedup_vs_pipeline"] > 0
 
 
@@ -59,7 +61,8 @@ def test_quick_mode_shrinks_the_run(bench):
 
 
 def test_gpu_recipe_runs_on_cpu(bench, tmp_path, monkeypatch):
-    """The GPU recipe (bf16 autocast, fused AdamW) goes through the same code on CPU, so it is not untested."""
+    """The GPU recipe (bf16 autocast, fused AdamW) goes through the same code on CPU, so it is not
+    untested."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     out = tmp_path / "out"
@@ -67,7 +70,8 @@ def test_gpu_recipe_runs_on_cpu(bench, tmp_path, monkeypatch):
                 "--out", str(out)])
     rows = json.loads((out / "train.json").read_text())["rows"]
     ours = [r for r in rows if r["path"] == "loscat-hf"]
-    assert ours and all(r["bf16"] and r["optim"] == "adamw_torch_fused" and r["images_per_s"] > 0 for r in ours)
+    assert ours and all(r["bf16"] and r["optim"] == "adamw_torch_fused" and r["images_per_s"] > 0
+                        for r in ours)
 
 
 def test_vit_flop_count_matches_the_known_vit_b_figure(bench):
@@ -85,8 +89,8 @@ def test_label_benchmark_takes_your_own_model_folder(bench, tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = save_tiny_model(tmp_path / "my_model", seed=5)
     out = tmp_path / "out"
-    bench.main(["label", "--quick", "--label-model", str(model), "--precisions", "int8", "--label-workers", "0",
-                "--work", str(tmp_path / "work"), "--out", str(out)])
+    bench.main(["label", "--quick", "--label-model", str(model), "--precisions", "int8",
+                "--label-workers", "0", "--work", str(tmp_path / "work"), "--out", str(out)])
     rows = json.loads((out / "label.json").read_text())["rows"]
     assert {r["model"] for r in rows} == {str(model)}
     ours = {tuple(r["setting"].split()[:2]): r for r in rows if r["path"] == "loscat-hf"}

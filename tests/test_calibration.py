@@ -63,8 +63,8 @@ def test_apply_temperature_keeps_argmax_and_sums_to_one():
 
 
 def test_ece_hand_computed():
-    # 3 photos at confidence 0.95 (bin 14 of 15), 2 right: gap 0.95 - 2/3; 2 photos at 0.55 (bin 8), both right:
-    # gap 0.45. ECE = 3/5 * 0.28333 + 2/5 * 0.45 = 0.35.
+    # 3 photos at confidence 0.95 (bin 14 of 15), 2 right: gap 0.95 - 2/3; 2 photos at 0.55 (bin 8), both
+    # right: gap 0.45. ECE = 3/5 * 0.28333 + 2/5 * 0.45 = 0.35.
     probs = np.array([[0.95, 0.05], [0.95, 0.05], [0.05, 0.95], [0.55, 0.45], [0.45, 0.55]])
     labels = np.array([0, 0, 0, 0, 1])
     assert expected_calibration_error(probs, labels) == pytest.approx(0.35)
@@ -87,6 +87,7 @@ def test_temperature_travels_in_config_json(tmp_path):
     record_temperature(config, 2.5)
     config.save_pretrained(tmp_path)
     assert temperature(AutoConfig.from_pretrained(tmp_path)) == 2.5
-    config.temperature = 2.5  # the obvious name is a generation parameter to transformers 5.x: refused on save
+    # the obvious name is a generation parameter to transformers 5.x: refused on save
+    config.temperature = 2.5
     with pytest.raises(ValueError, match="temperature"):
         config.save_pretrained(tmp_path / "bad")

@@ -49,12 +49,14 @@ def test_converted_model_gives_timm_logits(study_like):
     assert (ours - ref).abs().max().item() < 1e-4
     assert ref.std() > 0.5  # the comparison is not between two near-zero outputs
     assert type(model).__name__ == "ViTForImageClassification" and model.config.layer_norm_eps == 1e-6
-    assert model.config.problem_type == "single_label_classification"  # stated, not guessed from a first batch
+    # stated, not guessed from a first batch
+    assert model.config.problem_type == "single_label_classification"
     tax = load_taxonomy()
     assert [model.config.id2label[i] for i in range(12)] == [tax.parse(c).label for c in STUDY_CLASS_CODES]
     processor = AutoImageProcessor.from_pretrained(folder)
     assert (processor.size["height"], int(processor.resample)) == (384, 3)
-    assert list(processor.image_mean) == list(IMAGENET_MEAN) and list(processor.image_std) == list(IMAGENET_STD)
+    assert (list(processor.image_mean) == list(IMAGENET_MEAN)
+            and list(processor.image_std) == list(IMAGENET_STD))
     card = (folder / "README.md").read_text()
     assert "convert-timm" in card and "best_12cls_vit.pt" in card and "SCFA -> head" in card
     assert "Trained by its authors on their data, which `loscat-hf` did not see" in card
@@ -63,7 +65,8 @@ def test_converted_model_gives_timm_logits(study_like):
 
 
 def test_predict_gives_reference_probabilities(study_like, tmp_path):
-    """A photo already at 384x384: loscat-hf predict = softmax of timm's forward on the study's preprocessing."""
+    """A photo already at 384x384: loscat-hf predict = softmax of timm's forward on the study's
+    preprocessing."""
     state, folder = study_like
     rng = np.random.default_rng(0)
     photos = tmp_path / "photos"
@@ -72,7 +75,8 @@ def test_predict_gives_reference_probabilities(study_like, tmp_path):
     for i, (h, w) in enumerate([(384, 384), (384, 384), (400, 500)]):  # the last one is resized: bicubic
         img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
         img.save(photos / f"p{i}.png")
-        refs[f"p{i}.png"] = timm_forward(state, _normalise(img.resize((384, 384), Image.BICUBIC)), heads=3).softmax(-1)[0]
+        refs[f"p{i}.png"] = timm_forward(state, _normalise(img.resize((384, 384), Image.BICUBIC)),
+                                         heads=3).softmax(-1)[0]
     out = tmp_path / "pred.csv"
     assert main(["predict", "--model", str(folder), "--images", str(photos), "--out", str(out),
                  "--num-workers", "0"]) == 0
@@ -95,11 +99,13 @@ def test_evaluate_resizes_with_the_models_filter(study_like, tmp_path):
     from loscat_hf.evaluation.split_eval import split_outputs
 
     _, folder = study_like
-    split = load_packed_dataset(write_imagefolder(tmp_path / "ds", {"train": [1] * 12, "validation": [1] * 3}),
+    split = load_packed_dataset(write_imagefolder(tmp_path / "ds",
+                                                  {"train": [1] * 12, "validation": [1] * 3}),
                                 load_taxonomy())["validation"]
     got = split_outputs(str(folder), split, batch_size=4).logits
     model = AutoModelForImageClassification.from_pretrained(folder).eval()
-    x = torch.cat([_normalise(img.convert("RGB").resize((384, 384), Image.BICUBIC)) for img in split["image"]])
+    x = torch.cat([_normalise(img.convert("RGB").resize((384, 384), Image.BICUBIC))
+                   for img in split["image"]])
     with torch.no_grad():
         want = model(pixel_values=x).logits.numpy()
     assert np.abs(got - want).max() < 1e-4
@@ -125,12 +131,14 @@ def test_every_decode_path_follows_the_models_resample(study_like, tmp_path):
 
 
 def test_labels_in_another_order_and_head_reused_for_training(tmp_path):
-    """--labels sets the output order; `train --model` keeps the trained head, rows reordered to the taxonomy."""
+    """--labels sets the output order; `train --model` keeps the trained head, rows reordered to the
+    taxonomy."""
     from transformers import AutoModelForImageClassification
 
     from loscat_hf.model.build import build_model_and_processor
 
-    torch.save(random_timm_state(dim=192, depth=12, patch=32, image=224, classes=12, seed=2), tmp_path / "c.pt")
+    torch.save(random_timm_state(dim=192, depth=12, patch=32, image=224, classes=12, seed=2),
+               tmp_path / "c.pt")
     codes = ["FT", "LEG", "THI", "HND", "FRM", "ARM", "LBCK", "UBCK", "ABDM", "CHEST", "NECK", "SCFA"]
     assert main(["convert-timm", str(tmp_path / "c.pt"), "--out", str(tmp_path / "m"), "--arch",
                  "vit_tiny_patch32_224", "--labels", ",".join(codes)]) == 0
@@ -160,7 +168,8 @@ def test_hub_reference_through_local_cache(tmp_path, monkeypatch):
         assert config["loscat_source"]["study"] is True
         assert "Credit" in (tmp_path / out / "README.md").read_text()
         assert "Trained by the study's authors on their data" in (tmp_path / out / "README.md").read_text()
-    for tuned, words in ((False, "Weights from the LoSCAT"), (True, "Fine-tuned with `loscat-hf` from the weights")):
+    for tuned, words in ((False, "Weights from the LoSCAT"),
+                         (True, "Fine-tuned with `loscat-hf` from the weights")):
         if tuned:
             config = json.loads((tmp_path / "a" / "config.json").read_text())  # what `train` adds on saving
             config["loscat_run"] = {"dataset_sha256": "0" * 64, "taxonomy": "loscat-12", "task": "region"}
@@ -189,7 +198,8 @@ def test_safetensors_and_wrapped_checkpoints(tmp_path):
     save_file(state, tmp_path / "w.safetensors")
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, tmp_path / "w.pth")
     for name in ("w.safetensors", "w.pth"):
-        assert convert_timm(str(tmp_path / name), tmp_path / f"out-{name}", arch="vit_tiny_patch32_224").n_tensors
+        assert convert_timm(str(tmp_path / name), tmp_path / f"out-{name}",
+                            arch="vit_tiny_patch32_224").n_tensors
 
 
 class _Evil:
@@ -201,7 +211,8 @@ class _Evil:
     (lambda s: {k: v for k, v in s.items() if k != "blocks.3.mlp.fc1.bias"}, "vit_tiny_patch32_224",
      r"missing blocks\.3\.mlp\.fc1\.bias"),
     (lambda s: {**s, "fc_norm.weight": torch.ones(192)}, "vit_tiny_patch32_224", r"extra fc_norm\.weight"),
-    (lambda s: s, "vit_small_patch32_224", r"tensors are 192 wide, the architecture.s are 384 \(try arch .vit_tiny_patch32_224.\) \(--arch\)$"),
+    (lambda s: s, "vit_small_patch32_224",
+     r"tensors are 192 wide, the architecture.s are 384 \(try arch .vit_tiny_patch32_224.\) \(--arch\)$"),
     (lambda s: s, "vit_large_patch32_224", r"\(24 blocks\): missing blocks\.12-23\.\*$"),
     (lambda s: s, "vit_huge", r"error: --arch 'vit_huge' is not a known timm ViT"),
     (lambda s: {("vit." + k): v for k, v in s.items()}, "vit_tiny_patch32_224", "already a transformers"),
@@ -225,9 +236,11 @@ def test_bad_labels_and_existing_output(tmp_path, capsys):
     base = ["convert-timm", str(tmp_path / "c.pt"), "--arch", "vit_tiny_patch32_224", "--out"]
     assert main([*base, str(tmp_path / "a"), "--labels", "SCFA,NECK"]) == 2
     assert "12 outputs but 2 labels" in capsys.readouterr().err
-    assert main([*base, str(tmp_path / "a"), "--labels", ",".join(["SCFA"] * 2 + list(STUDY_CLASS_CODES[2:]))]) == 2
+    assert main([*base, str(tmp_path / "a"), "--labels",
+                 ",".join(["SCFA"] * 2 + list(STUDY_CLASS_CODES[2:]))]) == 2
     assert "more than once" in capsys.readouterr().err
-    assert main([*base, str(tmp_path / "a"), "--labels", ",".join(["elbow"] + list(STUDY_CLASS_CODES[1:]))]) == 2
+    assert main([*base, str(tmp_path / "a"), "--labels",
+                 ",".join(["elbow"] + list(STUDY_CLASS_CODES[1:]))]) == 2
     assert "unknown region 'elbow'" in capsys.readouterr().err
     assert main([*base, str(tmp_path / "a")]) == 0
     assert main([*base, str(tmp_path / "a")]) == 2
@@ -274,8 +287,8 @@ def test_seed_fixes_the_new_head_of_a_folder_model(tmp_path):
     from loscat_hf.model.build import PRESETS, build_model_and_processor
 
     folder = tmp_path / "m"  # a 5-class model: its head cannot be reused
-    ViTForImageClassification(ViTConfig(**PRESETS["tiny"], id2label={i: f"c{i}" for i in range(5)})).save_pretrained(
-        folder)
+    ViTForImageClassification(ViTConfig(**PRESETS["tiny"],
+                                        id2label={i: f"c{i}" for i in range(5)})).save_pretrained(folder)
     build_model_and_processor("tiny", load_taxonomy())[1].save_pretrained(folder)
     heads = []
     for noise in (1, 2):

@@ -16,8 +16,9 @@ from loscat_hf.training.callbacks import TwoPhaseCallback, ddp_find_unused_param
 from loscat_hf.training.parse import parse_train_args
 from loscat_hf.training.run import build_trainer
 
-FAST = ["--model", "tiny", "--image-size", "32", "--dataloader-num-workers", "0", "--per-device-train-batch-size",
-        "16", "--eval-strategy", "no", "--save-strategy", "no", "--load-best-model-at-end", "false"]
+FAST = ["--model", "tiny", "--image-size", "32", "--dataloader-num-workers", "0",
+        "--per-device-train-batch-size", "16", "--eval-strategy", "no", "--save-strategy", "no",
+        "--load-best-model-at-end", "false"]
 TINY_BLOCKS = 4  # the tiny preset's num_hidden_layers
 
 
@@ -86,15 +87,15 @@ def test_build_trainer_hands_the_decision_to_ddp(distributed, tiny_dataset, tmp_
         from test_score_model import _scored_dataset
 
         tiny_dataset = _scored_dataset(tmp_path / "scored", n_train=8, n_val=4)
-    largs, targs = parse_train_args(["--dataset", str(tiny_dataset), "--output-dir", str(tmp_path / "o"), *FAST,
-                                     *extra])
+    largs, targs = parse_train_args(["--dataset", str(tiny_dataset), "--output-dir", str(tmp_path / "o"),
+                                     *FAST, *extra])
     trainer, _ = build_trainer(largs, targs, load_taxonomy())
     assert trainer.args.ddp_find_unused_parameters is expected
     assert trainer.accelerator.ddp_handler.find_unused_parameters is expected  # what DDP will be built with
 
 
 def test_outside_ddp_the_argument_is_left_alone(tiny_dataset, tmp_path):
-    largs, targs = parse_train_args(["--dataset", str(tiny_dataset), "--output-dir", str(tmp_path / "o"), *FAST,
-                                     "--phase1-epochs", "1"])
+    largs, targs = parse_train_args(["--dataset", str(tiny_dataset), "--output-dir", str(tmp_path / "o"),
+                                     *FAST, "--phase1-epochs", "1"])
     trainer, _ = build_trainer(largs, targs, load_taxonomy())
     assert trainer.args.ddp_find_unused_parameters is None

@@ -63,7 +63,8 @@ def test_cli_evaluate_ensemble_reports_members_and_ensemble(tmp_path, capsys):
         processor.save_pretrained(d)
         dirs.append(str(d))
     out = tmp_path / "ens"
-    assert main(["evaluate-ensemble", "--models", *dirs, dirs[0], "--dataset", str(ds), "--out", str(out)]) == 0
+    assert main(["evaluate-ensemble", "--models", *dirs, dirs[0], "--dataset", str(ds),
+                 "--out", str(out)]) == 0
     report = json.loads((out / "ensemble_report.json").read_text())
     assert len(report["members"]) == 3 and report["n"] == 12
     assert "erythema" in report["ensemble"]["scores"] and "score_mse" in report["members"][0]

@@ -1,5 +1,6 @@
 """`loscat-hf evaluate --predictions CSV --truth CSV`: both predictions formats, truth spellings, matching,
-counted non-predictions, row-numbered errors, sklearn-equal metrics, and no photo name outside OUT/private/."""
+counted non-predictions, row-numbered errors, sklearn-equal metrics, and no photo name outside
+OUT/private/."""
 
 import csv
 import json
@@ -42,8 +43,8 @@ def _loscat_csv(path, rows):
                 w.writerow({c: "" for c in COLUMNS} | {"image": row[0], "status": row[1], "error": row[2]})
                 continue
             image, top = row
-            out = {"image": image, "region": top[0][0], "probability": f"{top[0][1]:.4f}", "needs_review": "false",
-                   "status": "ok", "error": ""}
+            out = {"image": image, "region": top[0][0], "probability": f"{top[0][1]:.4f}",
+                   "needs_review": "false", "status": "ok", "error": ""}
             for k in range(3):
                 out[f"top{k + 1}"] = top[k][0] if k < len(top) else ""
                 out[f"top{k + 1}_prob"] = f"{top[k][1]:.4f}" if k < len(top) else ""
@@ -61,7 +62,8 @@ def test_study_format_truth_in_codes_counts_every_photo(tmp_path):
         ["imgs/a.jpg", "SCFA"], ["imgs/b.jpg", "HND"], ["imgs/c.jpg", "UBCK"], ["imgs/d.jpg", "FT"],
         ["imgs/e.jpg", "THI"], ["imgs/f.jpg", "unclear"], ["imgs/g.jpg", "LEG"]])
     preds = _write(tmp_path / "preds.csv", ["image_path", "pred_label", "confidence"], [
-        ["imgs/a.jpg", "SCFA", "0.950000"], ["imgs/b.jpg", "FRM", "0.600000"], ["imgs/c.jpg", "UBCK", "0.300000"],
+        ["imgs/a.jpg", "SCFA", "0.950000"], ["imgs/b.jpg", "FRM", "0.600000"],
+        ["imgs/c.jpg", "UBCK", "0.300000"],
         ["imgs/d.jpg", "ERROR", "cannot identify image file 'imgs/d.jpg'"],  # an error row: no prediction
         ["imgs/f.jpg", "HND", "0.700000"], ["imgs/g.jpg", "LEG", "0.820000"],
         ["imgs/zz.jpg", "ARM", "0.500000"]])  # imgs/e.jpg has no row at all; zz has no truth
@@ -73,7 +75,8 @@ def test_study_format_truth_in_codes_counts_every_photo(tmp_path):
     assert r["unpredicted_by_reason"] == {"error": 1, "no_prediction": 1}
     assert r["excluded_by_code"] == {"unclear": 1}
     assert r["predictions_format"] == "study"
-    assert r["coverage"] == pytest.approx(4 / 6) and r["accuracy_unpredicted_as_wrong"] == pytest.approx(3 / 6)
+    assert (r["coverage"] == pytest.approx(4 / 6)
+            and r["accuracy_unpredicted_as_wrong"] == pytest.approx(3 / 6))
     y_true = ["head", "hand", "upper_back", "leg"]
     y_pred = ["head", "forearm", "upper_back", "leg"]
     assert r["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
@@ -82,13 +85,15 @@ def test_study_format_truth_in_codes_counts_every_photo(tmp_path):
     assert r["ece"] == pytest.approx(_ece_one_bin_each([0.95, 0.6, 0.3, 0.82], [1, 0, 1, 1]))
     assert (tmp_path / "out" / "reliability.png").is_file()
     summary = result.summary()
-    assert "7 truth photos" in summary and "2 without a usable prediction" in summary and "1 excluded" in summary
+    assert ("7 truth photos" in summary and "2 without a usable prediction" in summary
+            and "1 excluded" in summary)
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["n_unpredicted"] == 2 and saved["n_truth"] == 7
     rows = list(csv.DictReader(open(tmp_path / "out" / "private" / MATCHING_NAME, encoding="utf-8")))
     outcome = {row["image"] or row["predicted_image"]: row["outcome"] for row in rows}
     assert outcome["imgs/d.jpg"] == "unpredicted" and outcome["imgs/e.jpg"] == "unpredicted"
-    assert outcome["imgs/zz.jpg"] == "prediction_without_truth" and outcome["imgs/f.jpg"] == "excluded_non_site"
+    assert (outcome["imgs/zz.jpg"] == "prediction_without_truth"
+            and outcome["imgs/f.jpg"] == "excluded_non_site")
 
 
 def test_loscat_format_truth_in_sided_site_names(tmp_path):
@@ -120,8 +125,10 @@ def test_loscat_format_truth_in_sided_site_names(tmp_path):
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 def test_macro_f1_equals_sklearn_on_a_hand_made_example(tmp_path):
     truth_labels = ["head", "head", "neck", "chest", "chest", "abdomen", "arm", "hand", "hand", "foot"]
-    pred_labels = ["head", "neck", "neck", "chest", "abdomen", "abdomen", "forearm", "hand", "forearm", "foot"]
-    truth = _write(tmp_path / "t.csv", ["file_name", "label"], [[f"{i}.jpg", t] for i, t in enumerate(truth_labels)])
+    pred_labels = ["head", "neck", "neck", "chest", "abdomen", "abdomen", "forearm", "hand", "forearm",
+                   "foot"]
+    truth = _write(tmp_path / "t.csv", ["file_name", "label"],
+                   [[f"{i}.jpg", t] for i, t in enumerate(truth_labels)])
     preds = _write(tmp_path / "p.csv", ["image_path", "pred_label", "confidence"],
                    [[f"{i}.jpg", p, "0.9"] for i, p in enumerate(pred_labels)])
     r = evaluate_predictions(preds, truth, tmp_path / "out").report
@@ -163,7 +170,8 @@ def test_paths_match_normalised_resolved_by_path_tail_and_unique_basename_only(t
         ["photos/b.jpg", "neck"],  # resolved: ../gt/photos/b.jpg from the predictions CSV's folder
         ["c.jpg", "chest"],  # basename: unique on both sides, and a bare name ends any path
         ["patientA/IMG_0009.jpg", "hand"],  # same name in another patient's folder: never paired
-        ["/archive/P1/IMG_0001.jpg", "hand"], ["/archive/P2/IMG_0001.jpg", "foot"],  # path_tail: folder + name
+        # path_tail: folder + name
+        ["/archive/P1/IMG_0001.jpg", "hand"], ["/archive/P2/IMG_0001.jpg", "foot"],
         ["x/same.jpg", "arm"], ["y/same.jpg", "leg"],  # basename not unique in the truth: never guessed
         ["z/dup.jpg", "foot"]])  # basename not unique in the predictions: never guessed
     preds = _write(tmp_path / "run" / "preds.csv", ["image_path", "pred_label", "confidence"], [
@@ -193,8 +201,8 @@ def test_no_photo_name_outside_private(tmp_path, capsys):
     captured = capsys.readouterr()
     assert PLANTED not in captured.out and PLANTED not in captured.err
     public = [p for p in out.rglob("*") if p.is_file() and "private" not in p.relative_to(out).parts]
-    assert {p.name for p in public} >= {"metrics.json", "per_class.csv", "per_class.md", "confusion_matrix.png",
-                                        "per_class_f1.png", "reliability.png"}
+    assert {p.name for p in public} >= {"metrics.json", "per_class.csv", "per_class.md",
+                                        "confusion_matrix.png", "per_class_f1.png", "reliability.png"}
     for path in public:
         data = path.read_bytes()
         assert PLANTED.encode() not in data and b"clinic" not in data, path
@@ -246,8 +254,8 @@ def test_report_without_probabilities_and_model_summary_unchanged(tmp_path):
 def test_cli_refuses_other_combinations(tmp_path, capsys, extra):
     assert main(["evaluate", "--out", str(tmp_path / "out"), *extra]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("loscat-hf: error: evaluate takes either --model and --dataset [--scores], or --predictions and "
-                   "--truth")
+    assert err == ("loscat-hf: error: evaluate takes either --model and --dataset [--scores], "
+                   "or --predictions and --truth")
 
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
@@ -267,18 +275,21 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
 def test_a_predictions_report_replaces_a_model_report_left_in_its_folder(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    for name in ("scores_report.json", "scores.md", "score_agreement.png", "visit_totals.png", "evaluated.json"):
+    for name in ("scores_report.json", "scores.md", "score_agreement.png", "visit_totals.png",
+                 "evaluated.json"):
         (out / name).write_text("left by `evaluate --model` on a score model")
     truth = _write(tmp_path / "truth.csv", ["image_path", "region"], [["a.jpg", "SCFA"], ["b.jpg", "HND"]])
     preds = _write(tmp_path / "preds.csv", ["image_path", "pred_label", "confidence"],
                    [["a.jpg", "SCFA", "0.9"], ["b.jpg", "HND", "0.8"]])
     evaluate_predictions(preds, truth, out)
     # the model card reads evaluated.json and scores_report.json: neither may vouch for this CSV's report
-    assert sorted(p.name for p in out.iterdir() if p.name in {"scores_report.json", "scores.md", "evaluated.json",
-                                                              "score_agreement.png", "visit_totals.png"}) == []
+    assert sorted(p.name for p in out.iterdir()
+                  if p.name in {"scores_report.json", "scores.md", "evaluated.json", "score_agreement.png",
+                                "visit_totals.png"}) == []
 
 
 def test_cli_refuses_scores_with_predictions(tmp_path, capsys):
-    assert main(["evaluate", "--predictions", "P", "--truth", "T", "--scores", "S", "--out", str(tmp_path)]) == 2
+    assert main(["evaluate", "--predictions", "P", "--truth", "T", "--scores", "S",
+                 "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--scores" in err and "--model" in err

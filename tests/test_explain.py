@@ -82,9 +82,11 @@ def test_cli_explain(tiny_model, tmp_path):
     from loscat_hf.cli import main
 
     _photos()[0].save(tmp_path / "a.png")
-    assert main(["explain", "--model", tiny_model, "--images", str(tmp_path / "a.png"), "--out", str(tmp_path / "o")]) == 0
+    assert main(["explain", "--model", tiny_model, "--images", str(tmp_path / "a.png"),
+                 "--out", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "a.explain.png").is_file()
-    assert main(["explain", "--model", tiny_model, "--images", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert main(["explain", "--model", tiny_model, "--images", str(tmp_path / "missing"),
+                 "--out", str(tmp_path)]) == 2
 
 
 def test_a_folder_without_photos_is_refused(tiny_model, tmp_path):

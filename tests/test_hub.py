@@ -64,7 +64,8 @@ def test_card_without_metrics_and_bad_folders(tmp_path, model_dir):
 
 
 def test_hub_id_loads_offline_from_cache(model_dir, tmp_path):
-    """A Hub id resolves from an HF cache laid out like huggingface_hub's (refs/main -> snapshots/<commit>)."""
+    """A Hub id resolves from an HF cache laid out like huggingface_hub's (refs/main ->
+    snapshots/<commit>)."""
     cache = tmp_path / "hub"
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = cache / "models--org--tiny-loscat"
@@ -90,7 +91,7 @@ def test_hub_id_loads_offline_from_cache(model_dir, tmp_path):
     assert res.stdout.split()[-2:] == ["12", "64"]
 
 
-# --- push-space: the same allow-list as push, and --dry-run ----------------------------------------------------
+# --- push-space: the same allow-list as push, and --dry-run -------------------------------------------------
 
 PLANTED = b"Roe_Richard_MRN999"
 
@@ -173,24 +174,28 @@ def test_card_shows_the_training_record_and_every_report(tmp_path):
     stale.mkdir()
     (stale / "evaluated.json").write_text(json.dumps({"split": "train", "weights_sha256": "0" * 64}))
     (stale / "metrics.json").write_text(json.dumps({"macro_f1": 0.99, "accuracy": 0.99, "n": 5}))
-    sub = {"skin_tone": {"values": {"I": {"n": 12}, "V": {"n": 11}}, "min_n_for_gap": 10, "macro_f1_gap": 0.21,
-                         "macro_f1_gap_between": {"worst": "V", "best": "I"}, "accuracy_gap": 0.15}}
+    sub = {"skin_tone": {"values": {"I": {"n": 12}, "V": {"n": 11}}, "min_n_for_gap": 10,
+                         "macro_f1_gap": 0.21, "macro_f1_gap_between": {"worst": "V", "best": "I"},
+                         "accuracy_gap": 0.15}}
     (test_report / "metrics.json").write_text(json.dumps({"macro_f1": 0.45, "accuracy": 0.55, "n": 23,
                                                           "subgroups": sub}))
     (d / "train_summary.json").write_text(json.dumps({
-        "best_checkpoint": "/home/Jane_Doe/run/checkpoint-9", "train_runtime_s": 600, "hardware": "1 x NVIDIA H200",
+        "best_checkpoint": "/home/Jane_Doe/run/checkpoint-9", "train_runtime_s": 600,
+        "hardware": "1 x NVIDIA H200",
         "hyperparameters": {"recipe": "fine-tuning", "epochs": 10, "learning_rates": {
-            "head": 2e-4, "top_block": 1.5e-4, "bottom_block": 1.1e-5, "embeddings": 8.4e-6}, "label_smoothing": 0.1,
+            "head": 2e-4, "top_block": 1.5e-4, "bottom_block": 1.1e-5, "embeddings": 8.4e-6},
+            "label_smoothing": 0.1,
             "augmentation": {"crop_scale": 0.55, "max_rotation": 15, "hflip": 0.5, "color_jitter": 0.2}},
-        "phases": [{"phase": 1, "trains": "head", "trainable_parameters": 9228, "start_step": 0, "start_epoch": 0,
-                    "end_step": 40, "end_epoch": 1.0}],
+        "phases": [{"phase": 1, "trains": "head", "trainable_parameters": 9228, "start_step": 0,
+                    "start_epoch": 0, "end_step": 40, "end_epoch": 1.0}],
         "data": {"train": {"n": 5, "per_class": {"hand": 3, "foot": 2}}, "validation": {"n": 2, "per_class": {
             "hand": 2}}}}))
     card = model_card(d, "org/x")
     text = card.text
     splits = {r.dataset_split: r.metric_value for r in card.data.eval_results if r.metric_name == "macro-F1"}
     assert splits == {"validation": 0.5, "test": 0.45}
-    assert "| validation | 30 | 0.500 | 0.600 | - | - |" in text and "| test | 23 | 0.450 | 0.550 | - | - |" in text
+    assert ("| validation | 30 | 0.500 | 0.600 | - | - |" in text
+            and "| test | 23 | 0.450 | 0.550 | - | - |" in text)
     assert "- `skin_tone`: macro-F1 gap 0.210 between `V` (n = 11, worst) and `I` (n = 12, best)" in text
     assert "| hand | 3 | 2 |\n| foot | 2 | 0 |" in text and "| **total** | **5** | **2** |" in text
     assert "on 1 x NVIDIA H200 in 10.0 min" in text and "| label smoothing | 0.1 |" in text
@@ -208,14 +213,16 @@ def test_card_shows_the_training_record_and_every_report(tmp_path):
 
 def test_card_of_older_or_score_models(tmp_path):
     d = _card_folder(tmp_path, {"kind": "hub", "id": "org/base"}, preset=False)
-    (d / "train_summary.json").write_text(json.dumps({"best_checkpoint": None, "temperature": 1.0}))  # older run
+    # older run
+    (d / "train_summary.json").write_text(json.dumps({"best_checkpoint": None, "temperature": 1.0}))
     config = json.loads((d / "config.json").read_text())
     config["loscat_score_components"] = ["mlossi_erythema", "losdi_atrophy"]
     (d / "config.json").write_text(json.dumps(config))
     (d / "eval").mkdir()
     (d / "eval" / "metrics.json").write_text(json.dumps({"macro_f1": 0.5, "accuracy": 0.6, "subgroups": {
         "camera": {"macro_f1_gap": 0.1},  # no n, no groups named: nothing printed as "None"
-        "site_code": {"macro_f1_gap": 0.0, "macro_f1_gap_between": {"worst": "A", "best": "A"}}}}))  # one group
+        "site_code": {"macro_f1_gap": 0.0,
+                      "macro_f1_gap_between": {"worst": "A", "best": "A"}}}}))  # one group
     text = model_card(d, "org/x").text
     assert "written by an older loscat-hf and does not record the procedure" in text
     assert "**Score heads.**" in text and "mlossi_erythema, losdi_atrophy" in text
@@ -223,7 +230,7 @@ def test_card_of_older_or_score_models(tmp_path):
     assert "None" not in text and "site_code" not in text
 
 
-# --- the three pushes against a fake Hub: visibility, exact commits, dry runs -----------------------------------
+# --- the three pushes against a fake Hub: visibility, exact commits, dry runs -------------------------------
 
 from fake_hub import TOKEN, FakeHub  # noqa: E402
 
@@ -268,7 +275,8 @@ def test_visibility_is_checked_before_any_upload(kind, model_dir, dataset_dir, h
         case = (kind, before, public)
         if after is None:
             assert code == 2, case
-            assert "is public" in out.err and "nothing was uploaded" in out.err and "--public" in out.err, case
+            assert ("is public" in out.err and "nothing was uploaded" in out.err
+                    and "--public" in out.err), case
             assert hub.repo(repo, kind)["files"] == {"old.bin": b"old"}, case  # untouched
             assert ("create_commit", repo) not in hub.calls and ("create_repo", repo) not in hub.calls, case
         else:
@@ -303,7 +311,8 @@ def test_push_commits_exactly_the_dry_run_folder(kind, model_dir, dataset_dir, h
 def test_model_push_files_and_card(model_dir, hub, capsys):
     from huggingface_hub import ModelCard
 
-    assert main(["push", "--model", str(model_dir), "--repo-id", "org/loscat-vit", "--dataset", "org/photos"]) == 0
+    assert main(["push", "--model", str(model_dir), "--repo-id", "org/loscat-vit",
+                 "--dataset", "org/photos"]) == 0
     files = hub.repo("org/loscat-vit")["files"]
     assert sorted(files) == [".gitattributes", "README.md", "config.json", "eval/confusion_matrix.png",
                              "model.safetensors", "preprocessor_config.json"]
@@ -312,7 +321,8 @@ def test_model_push_files_and_card(model_dir, hub, capsys):
     assert meta["license"] == "apache-2.0" and meta["pipeline_tag"] == "image-classification"
     assert meta["datasets"] == ["org/photos"] and "loscat" in meta["tags"] and "base_model" not in meta
     card = ModelCard(text)  # huggingface_hub parses it back, model-index included
-    assert {r.metric_name: r.metric_value for r in card.data.eval_results} == {"macro-F1": 0.6123, "accuracy": 0.7}
+    assert ({r.metric_name: r.metric_value for r in card.data.eval_results}
+            == {"macro-F1": 0.6123, "accuracy": 0.7})
     assert 'pipeline("image-classification", model="org/loscat-vit")' in text
     assert "| validation | 40 | 0.612 | 0.700 | 0.600 | - |" in text
     out = capsys.readouterr().out
@@ -361,7 +371,7 @@ def test_hub_errors_are_one_line_without_the_token(model_dir, hub, monkeypatch):
     assert "401" in str(info.value) and TOKEN not in str(info.value) and "\n" not in str(info.value)
 
 
-# --- push-space: metadata, model access, the same allow-list as push ---------------------------------------------
+# --- push-space: metadata, model access, the same allow-list as push ----------------------------------------
 
 def _space_meta(folder: Path) -> dict:
     return yaml.safe_load((folder / "README.md").read_text(encoding="utf-8").split("---")[1])
@@ -389,7 +399,8 @@ def test_space_refuses_a_gradio_other_than_the_pin(tmp_path, monkeypatch):
 
     real = importlib.metadata.version
     monkeypatch.setattr(importlib.metadata, "version", lambda d: "0.0.1" if d == "gradio" else real(d))
-    with pytest.raises(LoscatError, match="installed gradio 0.0.1 is not the one space/requirements.txt pins"):
+    with pytest.raises(LoscatError,
+                       match="installed gradio 0.0.1 is not the one space/requirements.txt pins"):
         build_space_folder(tmp_path / "s")
 
 
@@ -417,11 +428,13 @@ def test_space_reads_a_private_model_through_a_secret(hub, monkeypatch, capsys):
     read_token = "hf_ReadOnlyForTheSpace99"
     hub.add_token(read_token, reads=["org/private-model"])
     monkeypatch.setenv("SPACE_READ_TOKEN", read_token)
-    argv = ["push-space", "--repo-id", "org/s", "--model", "org/private-model", "--model-token-env", "SPACE_READ_TOKEN"]
+    argv = ["push-space", "--repo-id", "org/s", "--model", "org/private-model",
+            "--model-token-env", "SPACE_READ_TOKEN"]
     assert main(argv) == 0
     out = capsys.readouterr()
     assert hub.repo("org/s", "space")["secrets"] == {"HF_TOKEN": read_token}
-    assert "secret HF_TOKEN was set from $SPACE_READ_TOKEN" in out.out and "is private or gated" not in out.out
+    assert ("secret HF_TOKEN was set from $SPACE_READ_TOKEN" in out.out
+            and "is private or gated" not in out.out)
     assert read_token not in out.out + out.err
     assert all(read_token.encode() not in data for data in hub.repo("org/s", "space")["files"].values())
 
@@ -455,7 +468,8 @@ def test_public_space_with_a_private_model_is_noted(hub, capsys):
     out = capsys.readouterr().out
     assert "stays private" in out and "serves the answers of the private model" not in out  # it is private
     assert main(["push-space", "--repo-id", "org/t", "--model", "org/private-model", "--public"]) == 0
-    assert "this public Space serves the answers of the private model org/private-model" in capsys.readouterr().out
+    assert ("this public Space serves the answers of the private model org/private-model"
+            in capsys.readouterr().out)
 
 
 def test_visibility_edge_cases(model_dir, hub, capsys):
@@ -464,10 +478,13 @@ def test_visibility_edge_cases(model_dir, hub, capsys):
     hub.add("org/unknown", "model", private=None)
     hub.add("org/protected", "space", private=True, visibility="protected")
     hub.add("other/hidden", "model", private=True)
-    hub.tokens[TOKEN]["reads"] = {"org/unknown", "org/protected"}  # this login reads no private repo of others
-    cases = [(["push", "--model", str(model_dir), "--repo-id", "org/unknown"], "already exists and is public"),
+    # this login reads no private repo of others
+    hub.tokens[TOKEN]["reads"] = {"org/unknown", "org/protected"}
+    cases = [(["push", "--model", str(model_dir), "--repo-id", "org/unknown"],
+              "already exists and is public"),
              (["push-space", "--repo-id", "org/protected"], "already exists and is public"),
-             (["push", "--model", str(model_dir), "--repo-id", "other/hidden"], "--repo-id other/hidden: the model repo exists but your token cannot read it")]
+             (["push", "--model", str(model_dir), "--repo-id", "other/hidden"],
+              "--repo-id other/hidden: the model repo exists but your token cannot read it")]
     for argv, words in cases:
         assert main(argv) == 2, argv
         assert words in capsys.readouterr().err, argv
@@ -499,7 +516,8 @@ def test_hub_error_keeps_the_servers_reason(model_dir, hub, monkeypatch):
     from huggingface_hub.errors import HfHubHTTPError
 
     def rejected(self, *a, **kw):
-        raise HfHubHTTPError("Bad request for commit endpoint:", server_message="Invalid metadata in README.md",
+        raise HfHubHTTPError("Bad request for commit endpoint:",
+                             server_message="Invalid metadata in README.md",
                              response=SimpleNamespace(status_code=400, headers={}, request=None))
 
     monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", rejected)
@@ -509,8 +527,8 @@ def test_hub_error_keeps_the_servers_reason(model_dir, hub, monkeypatch):
 
 
 def test_old_datasets_and_prepare_preflight(dataset_dir, hub, tmp_path, capsys):
-    """A dataset from a prepare that did not write the licence and the phantom count is refused; prepare checks
-    login and visibility before it packs anything."""
+    """A dataset from a prepare that did not write the licence and the phantom count is refused; prepare
+    checks login and visibility before it packs anything."""
     import shutil
 
     old = tmp_path / "old"
@@ -542,14 +560,16 @@ def test_push_space_bundles_only_allow_listed_model_files(leaky_model, tmp_path)
 
     dry = build_space_folder(tmp_path / "dry", model=leaky_model)
     files = _files(dry)
-    assert sorted(f[len("model/"):] for f in files if f.startswith("model/")) == sorted(upload_files(leaky_model))
+    assert (sorted(f[len("model/"):] for f in files if f.startswith("model/"))
+            == sorted(upload_files(leaky_model)))
     assert {"app.py", "requirements.txt", "README.md", "loscat_hf/apps/space.py"} <= set(files)
     for f in files:  # byte-search everything push-space would upload
         assert PLANTED not in (dry / f).read_bytes(), f
 
 
 def test_train_refuses_the_trainers_own_push(tmp_path, capsys):
-    """Trainer(push_to_hub=True) would create a public repo and upload the whole output folder at every save."""
+    """Trainer(push_to_hub=True) would create a public repo and upload the whole output folder at every
+    save."""
     out = tmp_path / "model"
     code = main(["train", "--dataset", str(tmp_path / "ds"), "--output-dir", str(out), "--model", "tiny",
                  "--push-to-hub", "true", "--hub-model-id", "org/m"])

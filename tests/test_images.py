@@ -1,4 +1,5 @@
-"""images.open_image / save_clean_jpeg: every photo becomes a clean upright RGB image, every bad file a kind."""
+"""images.open_image / save_clean_jpeg: every photo becomes a clean upright RGB image, every bad file
+a kind."""
 
 import io
 import os

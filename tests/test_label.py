@@ -140,7 +140,8 @@ def test_latest_answer_per_photo_and_rater():
     a = [Answer("x.jpg", "P", "", "head", "r1", "good", "2026-11-27T10:00:00+00:00"),
          Answer("x.jpg", "P", "", "neck", "r1", "good", "2026-11-27T10:05:00+00:00"),
          Answer("x.jpg", "P", "", "chest", "r2", "good", "2026-11-27T10:01:00+00:00"),
-         Answer("x.jpg", "P", "", "abdomen", "r1", "good", "2026-11-27T10:05:00+00:00")]  # same second: row order
+         # same second: row order
+         Answer("x.jpg", "P", "", "abdomen", "r1", "good", "2026-11-27T10:05:00+00:00")]
     latest = latest_answers(a)
     assert latest[("x.jpg", "r1")].region == "abdomen" and latest[("x.jpg", "r2")].region == "chest"
     # the time decides, not the row: two files appended out of order
@@ -155,9 +156,11 @@ def test_latest_answer_per_photo_and_rater():
 def test_prepare_keeps_each_raters_latest_answer(tmp_path):
     out = tmp_path / "labels.csv"
     log = LabelLog(out)
-    for image, region, rater, t in [("P1/a.jpg", "left_arm", "alice", "10:00"), ("P1/a.jpg", "right_arm", "bob", "10:01"),
+    for image, region, rater, t in [("P1/a.jpg", "left_arm", "alice", "10:00"),
+                                    ("P1/a.jpg", "right_arm", "bob", "10:01"),
                                     ("P1/a.jpg", "left_arm", "bob", "10:02"),  # bob changed his mind
-                                    ("P1/b.jpg", "head", "alice", "10:03"), ("P1/b.jpg", "neck", "alice", "10:04")]:
+                                    ("P1/b.jpg", "head", "alice", "10:03"),
+                                    ("P1/b.jpg", "neck", "alice", "10:04")]:
         log.append(Answer(image, "P1", "", region, rater, "good", f"2026-11-27T{t}:00+00:00"))
     log.append(Answer("P1/b.jpg", "P1", "", "chest", "alice", "good", "2026-11-27T09:59:00+00:00"))  # older
     export = read_ratings(out, load_taxonomy())
@@ -210,7 +213,8 @@ def test_grading_skip_back_and_progress(folder, tmp_path):
     assert again.photo.image == "P000/img0.jpg" and again.earlier == "left_arm"  # their own answer only
     s.submit("alice", again.photo.photo_id, "right_arm", "good")
     rows = _rows(tmp_path / "labels.csv")
-    assert [(r["image"], r["region"]) for r in rows] == [("P000/img0.jpg", "left_arm"), ("P000/img0.jpg", "right_arm")]
+    assert [(r["image"], r["region"]) for r in rows] == [("P000/img0.jpg", "left_arm"),
+                                                          ("P000/img0.jpg", "right_arm")]
     # the skipped photo comes back once every other photo is answered
     shown = s.next_photo("alice")
     seen = []
@@ -300,21 +304,23 @@ def test_summary_counts_agreement_and_model(folder, tmp_path):
     photos = list_photos(folder, exclude=[out])
     suggestions = {p.image: [("head", 0.6), ("neck", 0.3), ("chest", 0.1)] for p in photos}
     s = _session(folder, out, suggestions=suggestions, order="folder")
-    answers = {"alice": ["head", "left_arm", "left_hand", "neck"], "bob": ["head", "right_arm", "left_foot", "neck"]}
+    answers = {"alice": ["head", "left_arm", "left_hand", "neck"],
+               "bob": ["head", "right_arm", "left_foot", "neck"]}
     for rater, sites in answers.items():
         for site in sites:
             s.submit(rater, s.next_photo(rater).photo.photo_id, site, "good")
     s.submit("carol", s.next_photo("carol").photo.photo_id, "chest", "poor")  # left out of agreement
     summary = s.summary()
-    assert summary["raters"] == [{"rater": r, "photos done": n, "of": 9} for r, n in (("alice", 4), ("bob", 4),
-                                                                                       ("carol", 1))]
+    assert summary["raters"] == [{"rater": r, "photos done": n, "of": 9}
+                                 for r, n in (("alice", 4), ("bob", 4), ("carol", 1))]
     assert {"answer": "head", "answers": 2} in summary["sites"]
     report = summary["agreement"]
     assert report["n_photos_multi_rated"] == 4 and report["percent_agreement"] == 75.0  # arm == arm: classes
     assert [(p["rater_a"], p["rater_b"], p["n_photos"]) for p in report["pairs"]] == [("alice", "bob", 4)]
     assert report["most_confused"] == [{"labels": ["hand", "foot"], "count": 1}]
     model = {r["class"]: (r["answers"], r["model agrees %"]) for r in summary["model"]}
-    assert model["head"] == (2, 100.0) and model["arm"] == (2, 0.0) and "chest" not in model  # carol's was poor
+    # carol's was poor
+    assert model["head"] == (2, 100.0) and model["arm"] == (2, 0.0) and "chest" not in model
     assert s.own_answers("bob") and all(a.rater == "bob" for a in s.own_answers("bob"))
 
 
@@ -334,7 +340,8 @@ def apps(folder, tmp_path):
 
     def start(rater: str) -> str:
         port = _free_port()
-        running.append(launch_label(str(folder), str(out), rater, port=port, prevent_thread_lock=True, quiet=True))
+        running.append(launch_label(str(folder), str(out), rater, port=port, prevent_thread_lock=True,
+                                    quiet=True))
         return f"http://127.0.0.1:{port}/"
 
     start.out = out
@@ -347,7 +354,8 @@ def test_two_raters_label_through_the_api_and_prepare_packs_it(apps, folder, tmp
     from gradio_client import Client
 
     out = apps.out
-    sites = ["head", "neck", "chest", "abdomen", "left_arm", "right_arm", "left_hand", "right_foot", "unclear"]
+    sites = ["head", "neck", "chest", "abdomen", "left_arm", "right_arm", "left_hand", "right_foot",
+             "unclear"]
     for rater, changed in (("alice", {}), ("bob", {7: "left_foot"})):
         url = apps(rater)
         client = Client(url, verbose=False)
@@ -355,7 +363,8 @@ def test_two_raters_label_through_the_api_and_prepare_packs_it(apps, folder, tmp
         assert progress == "0 of 9 done" and Path(photo).is_file()
         assert Image.open(photo).getexif() == {}  # re-encoded pixels: no metadata reaches the browser
         for k, site in enumerate(sites):
-            photo, pid, progress = client.predict(rater, pid, changed.get(k, site), "good", api_name="/submit_label")
+            photo, pid, progress = client.predict(rater, pid, changed.get(k, site), "good",
+                                                  api_name="/submit_label")
         assert pid == "" and progress.startswith("All 9 photos done")
     _, pid, _ = client.predict("bob", api_name="/previous_photo")  # bob changes his last answer
     client.predict("bob", pid, "not gradable", "good", api_name="/submit_label")
@@ -463,7 +472,8 @@ def test_kill_and_restart_resumes_with_nothing_lost(folder, tmp_path):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()
     rows = _rows(out)
-    assert len(rows) == 6 and len({r["image"] for r in rows}) == 6  # the restarted app went on with a new photo
+    # the restarted app went on with a new photo
+    assert len(rows) == 6 and len({r["image"] for r in rows}) == 6
 
 
 @pytest.mark.slow
@@ -478,7 +488,8 @@ def test_two_apps_appending_to_one_file_lose_nothing(folder, tmp_path):
             while pid:
                 _, pid, _ = client.predict(rater, pid, "upper_back", "good", api_name="/submit_label")
 
-        threads = [threading.Thread(target=rate, args=(c, r)) for c, r in zip(clients, ("alice", "bob"), strict=True)]
+        threads = [threading.Thread(target=rate, args=(c, r))
+                   for c, r in zip(clients, ("alice", "bob"), strict=True)]
         for t in threads:
             t.start()
         for t in threads:
@@ -493,9 +504,11 @@ def test_two_apps_appending_to_one_file_lose_nothing(folder, tmp_path):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="chromium not installed (apt-get install chromium)")
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
+                    reason="chromium not installed (apt-get install chromium)")
 def test_browser_grades_a_photo_with_the_keyboard(tmp_path):
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
+    playwright = pytest.importorskip("playwright.sync_api",
+                                     reason="playwright not installed (pip install playwright)")
     from loscat_hf.apps.labelling.app import launch_label
     from loscat_hf.demo.phantom import generate_demo_data
 
@@ -530,8 +543,8 @@ def test_browser_grades_a_photo_with_the_keyboard(tmp_path):
 
 
 def test_nothing_identifying_reaches_the_browser(tmp_path):
-    """Folder and file names carry a planted patient name and the photo's EXIF a planted id: the page, the API's
-    answers and the photo sent to the browser hold none of them."""
+    """Folder and file names carry a planted patient name and the photo's EXIF a planted id: the page,
+    the API's answers and the photo sent to the browser hold none of them."""
     import urllib.request
 
     from gradio_client import Client

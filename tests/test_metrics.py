@@ -97,7 +97,8 @@ def test_neighbour_share_and_top_confusions_hand_built():
         return frozenset((a, b)) in pairs
 
     y_true = [0, 0, 0, 1, 2, 3, 3, 3]
-    y_pred = [1, 1, 0, 0, 3, 0, 3, 3]  # errors: head->neck x2, neck->head, hand->forearm (near); forearm->head (far)
+    # errors: head->neck x2, neck->head, hand->forearm (near); forearm->head (far)
+    y_pred = [1, 1, 0, 0, 3, 0, 3, 3]
     probs = np.full((8, 4), 0.1)
     probs[np.arange(8), y_pred] = 0.7
     rep = classification_report(y_true, y_pred, probs, names, neighbours=nb)
@@ -113,7 +114,8 @@ def test_neighbour_share_and_top_confusions_hand_built():
 def test_subgroups_report_a_known_gap():
     rng = np.random.default_rng(0)
     y_true = np.tile(np.arange(4), 11)[:43]
-    correct = np.r_[np.arange(20) < 18, np.arange(20) < 10, np.zeros(3, bool)]  # light 90 %, dark 50 %, rare 0 %
+    # light 90 %, dark 50 %, rare 0 %
+    correct = np.r_[np.arange(20) < 18, np.arange(20) < 10, np.zeros(3, bool)]
     tone = ["light"] * 20 + ["dark"] * 20 + ["rare"] * 3
     rng.shuffle(correct[:20]), rng.shuffle(correct[20:40])
     y_pred = np.where(correct, y_true, (y_true + 1) % 4)

@@ -54,7 +54,8 @@ def test_a_folder_without_records_gets_the_documented_defaults(tmp_path, caplog)
     record = mf.read_model_folder(model)
     assert record.decoding.max_side == MAX_SIDE and record.temperature == 1.0 and not record.fine_tuned
     assert record.image_mean == (0.5, 0.5, 0.5) and "no image processor" in caplog.text
-    assert mf.temperature({mf.TEMPERATURE_KEY: "nan"}) == 1.0 and mf.temperature({mf.TEMPERATURE_KEY: -2}) == 1.0
+    assert (mf.temperature({mf.TEMPERATURE_KEY: "nan"}) == 1.0
+            and mf.temperature({mf.TEMPERATURE_KEY: -2}) == 1.0)
 
 
 def test_bad_folders_are_one_line_errors(tmp_path):

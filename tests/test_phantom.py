@@ -80,7 +80,8 @@ def test_annotations_parse_and_are_messy(demo):
         assert r["rater"] in {"R1", "R2", "R3", "R4"}
     truth = {r["image"]: r for r in _rows(out / "photos_truth.csv")}
     assert {r["image"] for r in rows} == set(truth)
-    assert len({r["region"] for r in rows}) > len({truth[r["image"]]["site"] for r in rows})  # several spellings
+    # several spellings
+    assert len({r["region"] for r in rows}) > len({truth[r["image"]]["site"] for r in rows})
     agree = [tax.parse(r["region"]).label == truth[r["image"]]["label"] for r in rows]
     assert 0.7 < np.mean(agree) < 1.0  # raters mostly agree with the truth, not always
     assert all(r["skin_tone"] == truth[r["image"]]["skin_tone"] for r in rows)
@@ -117,7 +118,8 @@ def test_scores_consistent_with_truth(demo):
 
 def test_exif_identifying_tags_and_orientation(tmp_path):
     out = tmp_path / "d"
-    generate_demo_data(out, n_patients=4, n_photos=30, image_size=(80, 60), n_unlabeled=0, seed=1, num_workers=1)
+    generate_demo_data(out, n_patients=4, n_photos=30, image_size=(80, 60), n_unlabeled=0, seed=1,
+                       num_workers=1)
     truth = _rows(out / "photos_truth.csv")
     gps = oriented = 0
     for r in truth:
@@ -155,7 +157,8 @@ def test_deterministic_across_runs_and_workers(tmp_path, demo):
     out = tmp_path / "again"
     generate_demo_data(out, num_workers=2, **SMALL)
     files = sorted(p.relative_to(ref) for p in ref.rglob("*") if p.is_file() and p.name != "README.md")
-    assert files == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and p.name != "README.md")
+    assert files == sorted(p.relative_to(out) for p in out.rglob("*")
+                           if p.is_file() and p.name != "README.md")
     for rel in files:
         assert (ref / rel).read_bytes() == (out / rel).read_bytes(), rel
     other = tmp_path / "other_seed"
@@ -204,8 +207,8 @@ def test_library_prints_nothing_and_the_cli_prints_the_summary(tmp_path, capsys)
     generate_demo_data(tmp_path / "d", n_patients=2, n_photos=12, image_size=(48, 36), n_unlabeled=0,
                        num_workers=1)
     assert capsys.readouterr().out == ""
-    assert main(["demo-data", str(tmp_path / "e"), "--patients", "2", "--photos", "12", "--image-size", "48", "36",
-                 "--unlabeled", "0", "--num-workers", "1"]) == 0
+    assert main(["demo-data", str(tmp_path / "e"), "--patients", "2", "--photos", "12",
+                 "--image-size", "48", "36", "--unlabeled", "0", "--num-workers", "1"]) == 0
     out = capsys.readouterr().out
     assert "SYNTHETIC phantom data: 12 photos of 2 patients" in out
     assert f"next: loscat-hf prepare --annotations {tmp_path / 'e' / 'annotations.csv'}" in out

@@ -41,7 +41,8 @@ def test_all_plots_are_pngs_and_leave_pyplot_alone(tmp_path):
     assert 1000 < w < 2000 and 1000 < h < 2000  # ~9 x 8 in at 150 dpi
     _png_size(plot_confusion_matrix(cm, NAMES, tmp_path / "cm_counts.png", normalize=False))
 
-    per_class = [{"class": c, "f1": float(f), "support": 10} for c, f in zip(NAMES, rng.random(12), strict=True)]
+    per_class = [{"class": c, "f1": float(f), "support": 10}
+                 for c, f in zip(NAMES, rng.random(12), strict=True)]
     _png_size(plot_per_class_f1(per_class, tmp_path / "f1.png", macro_f1=0.5))
 
     history = [{"loss": 2.0 / s, "epoch": s / 2, "step": s} for s in range(1, 9)]
@@ -49,7 +50,8 @@ def test_all_plots_are_pngs_and_leave_pyplot_alone(tmp_path):
                 for e in range(1, 5)]
     history.append({"train_loss": 0.5, "epoch": 4.0, "step": 8})
     _png_size(plot_training_curves(history, tmp_path / "curves.png"))
-    marked = plot_training_curves(history, tmp_path / "phases.png", phase_switch=1.0)  # phase 1 shaded, switch drawn
+    # phase 1 shaded, switch drawn
+    marked = plot_training_curves(history, tmp_path / "phases.png", phase_switch=1.0)
     with Image.open(tmp_path / "curves.png") as plain, Image.open(marked) as shaded:
         assert plain.size == shaded.size
         diff = np.abs(np.asarray(plain.convert("L"), float) - np.asarray(shaded.convert("L"), float)) > 30

@@ -88,8 +88,8 @@ def archive(tmp_path) -> tuple[Path, dict[str, str]]:
     (d / ".DS_Store").write_bytes(b"\x00\x01junk")
     (d / ".thumbs" / "x.jpg").write_bytes(good)
     expected = {"visit1/good.jpg": "ok", "visit1/truncated.jpg": "truncated", "empty.jpg": "zero_byte",
-                "notes.txt": "not_an_image", "bomb.png": "decompression_bomb", "cmyk.jpg": "ok", "rgba.png": "ok",
-                "gray16.png": "ok", "visit1/rotated.png": "ok"}
+                "notes.txt": "not_an_image", "bomb.png": "decompression_bomb", "cmyk.jpg": "ok",
+                "rgba.png": "ok", "gray16.png": "ok", "visit1/rotated.png": "ok"}
     return d, expected
 
 
@@ -156,7 +156,8 @@ def test_csv_input_relative_absolute_and_missing(tmp_path, predictor):
 def test_csv_without_image_column_is_a_user_error(tmp_path, model_dir, capsys):
     listing = tmp_path / "l.csv"
     listing.write_text("path\nx.jpg\n")
-    rc = main(["predict", "--model", str(model_dir), "--images", str(listing), "--out", str(tmp_path / "o.csv")])
+    rc = main(["predict", "--model", str(model_dir), "--images", str(listing),
+               "--out", str(tmp_path / "o.csv")])
     assert rc == 2 and "no 'image' column" in capsys.readouterr().err
 
 
@@ -260,12 +261,15 @@ def test_cli_predict_and_bad_model(archive, model_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "ok 5" in printed and str(out) in printed
 
-    rc = main(["predict", "--model", str(tmp_path / "no-such-model"), "--images", str(folder), "--out", str(out)])
+    rc = main(["predict", "--model", str(tmp_path / "no-such-model"), "--images", str(folder),
+               "--out", str(out)])
     assert rc == 2 and "cannot load model" in capsys.readouterr().err
     (tmp_path / "not-a-model").mkdir()
-    rc = main(["predict", "--model", str(tmp_path / "not-a-model"), "--images", str(folder), "--out", str(out)])
+    rc = main(["predict", "--model", str(tmp_path / "not-a-model"), "--images", str(folder),
+               "--out", str(out)])
     assert rc == 2 and "cannot load model" in capsys.readouterr().err
-    rc = main(["predict", "--model", str(model_dir), "--images", str(tmp_path / "nowhere"), "--out", str(out)])
+    rc = main(["predict", "--model", str(model_dir), "--images", str(tmp_path / "nowhere"),
+               "--out", str(out)])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
 
 
@@ -367,7 +371,8 @@ def test_predict_with_a_corrupt_weights_file_is_a_clear_error(tmp_path, model_di
     weights.write_bytes({"truncated": data[: len(data) * 2 // 3], "header": b"\xff" * 64 + data[64:],
                          "empty": b""}[damage])
     out = tmp_path / "o.csv"
-    rc = main(["predict", "--model", str(bad), "--images", str(_one_photo_folder(tmp_path)), "--out", str(out)])
+    rc = main(["predict", "--model", str(bad), "--images", str(_one_photo_folder(tmp_path)),
+               "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and str(weights) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists() and not list(tmp_path.glob("o.csv*"))
@@ -388,7 +393,8 @@ def test_predict_with_nan_weights_is_a_clear_error(tmp_path, model_dir, capsys):
 
 
 @pytest.mark.parametrize("edit", ["fewer_labels", "more_labels", "num_labels_only", "gap_in_ids"])
-def test_predict_with_a_config_that_disagrees_with_the_head_is_a_clear_error(tmp_path, model_dir, capsys, edit):
+def test_predict_with_a_config_that_disagrees_with_the_head_is_a_clear_error(tmp_path, model_dir, capsys,
+                                                                            edit):
     import json
 
     bad = _copy_model(model_dir, tmp_path / "model")
@@ -407,7 +413,8 @@ def test_predict_with_a_config_that_disagrees_with_the_head_is_a_clear_error(tmp
         cfg["id2label"]["12"] = cfg["id2label"].pop("11")
     (bad / "config.json").write_text(json.dumps(cfg))
     out = tmp_path / "o.csv"
-    rc = main(["predict", "--model", str(bad), "--images", str(_one_photo_folder(tmp_path)), "--out", str(out)])
+    rc = main(["predict", "--model", str(bad), "--images", str(_one_photo_folder(tmp_path)),
+               "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and "config.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
@@ -427,7 +434,8 @@ def test_predict_out_that_is_a_folder_fails_before_any_photo_runs(tmp_path, pred
     assert not list(tmp_path.glob("*.partial"))
 
 
-def test_predict_out_whose_parent_cannot_hold_it_fails_before_any_photo_runs(tmp_path, predictor, monkeypatch):
+def test_predict_out_whose_parent_cannot_hold_it_fails_before_any_photo_runs(tmp_path, predictor,
+                                                                            monkeypatch):
     from loscat_hf.errors import LoscatError
 
     folder = _one_photo_folder(tmp_path)
@@ -465,7 +473,8 @@ def test_predict_out_in_an_unwritable_folder_is_a_clear_error(tmp_path, predicto
     locked = tmp_path / "locked"
     locked.mkdir()
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == locked else real_access(p, mode))
+    monkeypatch.setattr(os, "access",
+                        lambda p, mode, **kw: False if Path(p) == locked else real_access(p, mode))
     with pytest.raises(LoscatError, match="locked"):
         predict_folder(predictor, folder, locked / "p.csv", progress=False)
     assert counter.batches == 0 and list(locked.iterdir()) == []
@@ -518,7 +527,9 @@ def test_photos_are_decoded_for_the_model_input_size_never_above_the_packing_siz
     Image.new("RGB", (500, 400), (120, 80, 60)).save(small_png)
     assert plain.load(small_png).size == (500, 400)  # under the packing size: as packing would keep it
     # a model trained on 128 px packing: a large photo still comes out at most 128 px on the shorter side
-    model = AutoModelForImageClassification.from_pretrained(save_tiny_model(tmp_path / "m128", loscat_max_side=128))
-    big_input = RegionPredictor(model, image_size=160, image_mean=[0.5] * 3, image_std=[0.5] * 3, backend="torch")
+    model = AutoModelForImageClassification.from_pretrained(
+        save_tiny_model(tmp_path / "m128", loscat_max_side=128))
+    big_input = RegionPredictor(model, image_size=160, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+                                backend="torch")
     assert big_input.decoding.max_side == 128
     assert (1 - SIZE_SLACK) * 128 <= min(big_input.load(camera).size) <= 128

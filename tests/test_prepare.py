@@ -87,7 +87,8 @@ def test_bad_inputs_are_reported_and_rest_is_packed(tmp_path, capsys):
     assert _prepare(_write(csv_path, rows), images, out) == 0
     by_reason = _report(out)["exclusions"]["by_reason"]
     for kind, n in {"zero_byte": 1, "not_an_image": 1, "truncated": 1, "missing_image": 1,
-                    "outside_images_dir": 2, "unknown_region": 1, "duplicate_row": 1, "two_patients": 1}.items():
+                    "outside_images_dir": 2, "unknown_region": 1, "duplicate_row": 1,
+                    "two_patients": 1}.items():
         assert by_reason.get(kind) == n, (kind, by_reason)
     assert _report(out)["n_photos"] == 23  # the two-patient photo is out
     text = capsys.readouterr().out
@@ -96,7 +97,8 @@ def test_bad_inputs_are_reported_and_rest_is_packed(tmp_path, capsys):
     with open(out / "private" / "problems.csv", newline="") as fh:
         rows_of = {(r["kind"], r["source"]): r["csv_row"] for r in csv.DictReader(fh)}
     # spreadsheet rows (the header is row 1): the 49th data row is row 50
-    assert rows_of[("zero_byte", "bad/zero.jpg")] == "50" and rows_of[("outside_images_dir", "../outside.jpg")] == "54"
+    assert (rows_of[("zero_byte", "bad/zero.jpg")] == "50"
+            and rows_of[("outside_images_dir", "../outside.jpg")] == "54")
 
 
 def test_strict_and_nothing_usable(tmp_path):
@@ -125,8 +127,8 @@ def test_refuses_overwrite_and_out_containing_images(tmp_path):
 def test_cli_prepare(tmp_path, capsys):
     csv_path, images, rows = _study(tmp_path)
     _write(csv_path, rows)
-    args = ["prepare", "--annotations", str(csv_path), "--images", str(images), "--out", str(tmp_path / "out"),
-            "--val-fraction", "0.25", "--num-workers", "1", "--seed", "3"]
+    args = ["prepare", "--annotations", str(csv_path), "--images", str(images),
+            "--out", str(tmp_path / "out"), "--val-fraction", "0.25", "--num-workers", "1", "--seed", "3"]
     assert main(args) == 0
     assert main(args) == 2  # exists: a user error, not a traceback
     assert capsys.readouterr().err.rstrip().endswith("to replace it (--overwrite)")
@@ -145,4 +147,5 @@ def test_same_export_gives_the_same_dataset(tmp_path):
         assert read_split_metadata(tmp_path / "a" / split) == read_split_metadata(tmp_path / "b" / split)
     assert _prepare(csv_path, images, tmp_path / "c", seed=1) == 0  # another seed: another key
     ids = {r["image_id"] for s in ("train", "validation") for r in read_split_metadata(tmp_path / "a" / s)}
-    assert ids.isdisjoint(r["image_id"] for s in ("train", "validation") for r in read_split_metadata(tmp_path / "c" / s))
+    assert ids.isdisjoint(r["image_id"] for s in ("train", "validation")
+                          for r in read_split_metadata(tmp_path / "c" / s))

@@ -222,7 +222,8 @@ def write_position_dataset(root: Path, seed: int, train: int = 16, validation: i
     for split, per_cell in (("train", train), ("validation", validation)):
         images, labels = position_images(rng, RING, per_cell)
         write_split(root / split, split, [(Image.fromarray(img), int(k), i)
-                                          for i, (img, k) in enumerate(zip(images, labels, strict=True))], ".png")
+                                          for i, (img, k) in enumerate(zip(images, labels, strict=True))],
+                    ".png")
     return root
 
 

@@ -21,10 +21,12 @@ import loscat_hf
 from loscat_hf.cli import main
 
 NEEDLES = [b"Richard", b"MRN999", b"1984-02-29", b"29.02.1984", b"7946 0958", b"Baker Street", b"Smithson",
-           b"Jonesworth", b"Geburtsdatum", b"PatientName", b"DateOfBirth", b"x/?Richard", b"2023-0", b"Roe_link"]
+           b"Jonesworth", b"Geburtsdatum", b"PatientName", b"DateOfBirth", b"x/?Richard", b"2023-0",
+           b"Roe_link"]
 REGIONS = ["head", "left arm", "Rt. Leg", "chest", "right forearm", "abdomen"]
-COLUMNS = ["image", "patient_id", "region", "rater", "visit", "quality", "skin_tone", "PatientName", "DateOfBirth",
-           "Geburtsdatum", "Phone", "Address", "MedicalRecordNumber", "OriginalFileName", "Notes"]
+COLUMNS = ["image", "patient_id", "region", "rater", "visit", "quality", "skin_tone", "PatientName",
+           "DateOfBirth", "Geburtsdatum", "Phone", "Address", "MedicalRecordNumber", "OriginalFileName",
+           "Notes"]
 
 
 def _iptc_app13(text: str) -> bytes:
@@ -42,7 +44,8 @@ def _jpeg(path: Path, tag: int) -> None:
     exif[0x010E] = "Richard Roe MRN9990 1984-02-29"  # ImageDescription
     exif[0x013B] = "Dr Alice Smithson"  # Artist
     exif.get_ifd(0x8825)[2] = (51.0, 31.0, 12.0)  # GPS
-    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:creator>Richard Roe, 221B Baker Street</dc:creator></x:xmpmeta>'
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:creator>Richard Roe, 221B Baker Street</dc:creator>'
+           b'</x:xmpmeta>')
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=95, exif=exif.tobytes(), xmp=xmp, comment=b"Richard Roe +44 20 7946 0958")
     data = buf.getvalue()
@@ -71,9 +74,10 @@ def _clinic_export(root: Path) -> tuple[Path, Path, Path]:
             (_png if k == 2 else _jpeg)(images / name, p * 10 + k)
             region = REGIONS[(p + k) % len(REGIONS)]
             for rater in ("Dr Alice Smithson", "Dr Bob Jonesworth"):
-                rows.append([name, f"MRN999{p}", region, rater, f"2023-0{k + 1}-05", "ok", "III", "Richard Roe",
-                             "1984-02-29", "29.02.1984", "+44 20 7946 0958", "221B Baker Street", f"MRN999{p}",
-                             f"IMG_Richard_{p}{k}.JPG", '=HYPERLINK("http://x/?Richard")'])
+                rows.append([name, f"MRN999{p}", region, rater, f"2023-0{k + 1}-05", "ok", "III",
+                             "Richard Roe", "1984-02-29", "29.02.1984", "+44 20 7946 0958",
+                             "221B Baker Street", f"MRN999{p}", f"IMG_Richard_{p}{k}.JPG",
+                             '=HYPERLINK("http://x/?Richard")'])
     outside = root / "Richard Roe letter.txt"
     outside.write_text("Richard Roe, born 1984-02-29, 221B Baker Street")
     (images / "Roe_link.jpg").symlink_to(outside)
@@ -82,16 +86,17 @@ def _clinic_export(root: Path) -> tuple[Path, Path, Path]:
              ["Roe_Richard_MRN9990/missing Richard.jpg", "MRN9990", "head"],
              ["Roe_Richard_MRN9992/Richard Roe 0 2023-01-05.jpg", "MRN9992", "left arm of Richard Roe"]]
     for image, patient, region in extra:
-        rows.append([image, patient, region, "Dr Alice Smithson", "2023-01-05", "ok", "III", "Richard Roe",
-                     "1984-02-29", "29.02.1984", "+44 20 7946 0958", "221B Baker Street", patient, "x.JPG", ""])
+        rows.append([image, patient, region, "Dr Alice Smithson", "2023-01-05", "ok", "III",
+                     "Richard Roe", "1984-02-29", "29.02.1984", "+44 20 7946 0958", "221B Baker Street",
+                     patient, "x.JPG", ""])
     annotations = root / "export Richard Roe.csv"
     with open(annotations, "w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows([COLUMNS, *rows])
     scores = root / "scores MRN999.csv"
     with open(scores, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["patient_id", "visit", "site", "erythema", "skin_thickness", "new_extension", "dermal_atrophy",
-                    "subcutaneous_atrophy", "dyspigmentation"])
+        w.writerow(["patient_id", "visit", "site", "erythema", "skin_thickness", "new_extension",
+                    "dermal_atrophy", "subcutaneous_atrophy", "dyspigmentation"])
         w.writerows([f"MRN999{p}", f"2023-0{k + 1}-05", REGIONS[(p + k) % len(REGIONS)], 1, 2, "", 0, 1, 2]
                     for p in range(7) for k in range(3))  # patient 7 has no scores: listed, privately
     return annotations, images, scores
@@ -145,9 +150,9 @@ def test_model_push_and_space_push_publish_nothing_identifying(tmp_path, monkeyp
                  "--val-fraction", "0.25", "--scores", str(scores), "--keep-columns", "skin_tone",
                  "--num-workers", "1"]) == 0
     model = tmp_path / "Roe_Richard_MRN999_models" / "model"
-    assert main(["train", "--dataset", str(out), "--output-dir", str(model), "--model", "tiny", "--image-size", "32",
-                 "--num-train-epochs", "1", "--dataloader-num-workers", "0", "--per-device-train-batch-size", "8",
-                 "--phase1-epochs", "0"]) == 0
+    assert main(["train", "--dataset", str(out), "--output-dir", str(model), "--model", "tiny",
+                 "--image-size", "32", "--num-train-epochs", "1", "--dataloader-num-workers", "0",
+                 "--per-device-train-batch-size", "8", "--phase1-epochs", "0"]) == 0
     # the card train saved beside the model, and an evaluate report outside it that the card adds
     _assert_clean({"README.md": (model / "README.md").read_bytes()}, [str(tmp_path).encode()])
     report = tmp_path / "Roe_Richard_MRN999_reports" / "eval"
@@ -161,7 +166,8 @@ def test_model_push_and_space_push_publish_nothing_identifying(tmp_path, monkeyp
     assert b"| validation |" in files["README.md"]
     _assert_clean(files, [str(tmp_path).encode()])
     space = tmp_path / "space_dry"
-    assert main(["push-space", "--repo-id", "me/loscat-space", "--model", str(model), "--dry-run", str(space)]) == 0
+    assert main(["push-space", "--repo-id", "me/loscat-space", "--model", str(model),
+                 "--dry-run", str(space)]) == 0
     files = {str(p.relative_to(space)): p.read_bytes() for p in space.rglob("*") if p.is_file()}
     assert "model/model.safetensors" in files and "app.py" in files
     package = Path(loscat_hf.__file__).parent  # loscat-hf's own source, copied unchanged, is code, not data

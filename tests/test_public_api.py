@@ -59,13 +59,15 @@ def test_type_checkers_see_the_same_names():
     for node in block.body:
         assert isinstance(node, ast.ImportFrom), ast.dump(node)
         for alias in node.names:
-            assert alias.asname == alias.name, f"{alias.name}: write `{alias.name} as {alias.name}` (re-export)"
+            assert alias.asname == alias.name, (f"{alias.name}: write `{alias.name} as {alias.name}` "
+                                                "(re-export)")
             imported[alias.name] = node.module
     assert imported == loscat_hf._LAZY
 
 
 def _annotated(obj) -> list:
-    """The object, and for a class its __init__ and public methods (classmethods, staticmethods, properties)."""
+    """The object, and for a class its __init__ and public methods (classmethods, staticmethods,
+    properties)."""
     if not inspect.isclass(obj):
         return [obj]
     found = [obj, obj.__init__]
@@ -99,12 +101,14 @@ def test_the_package_is_typed():
 def test_every_name_the_docs_promise_is_exported():
     """`loscat_hf.X`, `from loscat_hf import X` and the result types (`...Result`, `...Summary`, ...) that
     README.md and docs/ name are importable from loscat_hf."""
-    text = "\n".join(p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+    text = "\n".join(p.read_text(encoding="utf-8")
+                     for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     names = set(re.findall(r"\bloscat_hf\.(?!__)(\w+)\b(?![.\w])", text))
     for group in re.findall(r"from loscat_hf import ([\w, ]+)", text):
         names.update(n.strip() for n in group.split(","))
     names.update(re.findall(r"`([A-Z]\w*(?:Result|Summary|Evaluation|Prediction|Predictor))\b", text))
-    assert {"ExplainResult", "QuickstartResult", "PredictionsEvaluation", "prepare"} <= names  # the scan works
+    # the scan works
+    assert {"ExplainResult", "QuickstartResult", "PredictionsEvaluation", "prepare"} <= names
     assert names - set(loscat_hf.__all__) == set()
 
 
@@ -139,7 +143,8 @@ def test_option_flags_map_dests_to_the_flag_a_user_types():
     p.add_argument("--output_dir", "--output-dir", dest="output_dir")
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--augment", dest="augment", action="store_true")
-    p.add_argument("--private", dest="private", action="store_true")  # the default: a message never asks for it
+    # the default: a message never asks for it
+    p.add_argument("--private", dest="private", action="store_true")
     p.add_argument("--public", dest="private", action="store_false")
     p.set_defaults(augment=False, private=True)
     assert option_flags(p) == {"help": "--help", "n_patients": "--patients", "output_dir": "--output-dir",
@@ -153,7 +158,8 @@ def test_an_api_error_names_the_parameter_and_the_cli_names_the_flag(tmp_path, c
     with pytest.raises(LoscatError) as caught:
         loscat_hf.predict_folder("unused-model", nope, tmp_path / "p.csv", progress=False)
     assert str(caught.value) == f"images '{nope}' does not exist" and caught.value.params == ("images",)
-    assert main(["predict", "--model", "unused-model", "--images", str(nope), "--out", str(tmp_path / "p.csv")]) == 2
+    assert main(["predict", "--model", "unused-model", "--images", str(nope),
+                 "--out", str(tmp_path / "p.csv")]) == 2
     assert capsys.readouterr().err == f"loscat-hf: error: --images '{nope}' does not exist\n"
 
     # a parameter whose flag reads otherwise (n_patients: --patients): the subcommand's dest is the parameter
@@ -179,7 +185,8 @@ def test_train_errors_name_the_field_and_its_flag(tmp_path, capsys):
     with pytest.raises(LoscatError, match=r"^dataset is required") as caught:
         loscat_hf.train_arguments(output_dir=str(tmp_path / "m"))
     assert caught.value.params == ("dataset",)
-    assert main(["train", "--output-dir", str(tmp_path / "m"), "--sampling-power", "2", "--dataset", "d"]) == 2
+    assert main(["train", "--output-dir", str(tmp_path / "m"), "--sampling-power", "2",
+                 "--dataset", "d"]) == 2
     assert capsys.readouterr().err.startswith("loscat-hf: error: --sampling-power must be between 0")
 
 
@@ -206,7 +213,8 @@ def test_api_errors_do_not_speak_of_flags():
         if rel.startswith(tuple(SPEAKS_FLAGS)):
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "LoscatError" and node.args):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "LoscatError"
+                    and node.args):
                 continue
             text = re.sub(r"`[^`]*`", "", _message_template(node.args[0]))
             if re.search(r"(?<![\w-])--[a-z]", text):

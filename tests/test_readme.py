@@ -33,13 +33,15 @@ def test_python_api_example_runs_as_written(tmp_path):
 
 
 def test_every_documented_import_resolves():
-    """`from loscat_hf... import X` lines in the README, the docs and the model card keep working after code moves."""
+    """`from loscat_hf... import X` lines in the README, the docs and the model card keep working after
+    code moves."""
     import importlib
 
     texts = [ROOT / "README.md", ROOT / "model_card.md", *sorted((ROOT / "docs").glob("*.md"))]
     found = 0
     for path in texts:
-        for module, names in re.findall(r"from (loscat_hf[\w.]*) import ([\w, ]+)", path.read_text(encoding="utf-8")):
+        for module, names in re.findall(r"from (loscat_hf[\w.]*) import ([\w, ]+)",
+                                        path.read_text(encoding="utf-8")):
             mod = importlib.import_module(module)
             for name in (n.strip() for n in names.split(",")):
                 assert getattr(mod, name, None) is not None, f"{path.name}: from {module} import {name}"
@@ -99,7 +101,8 @@ def _broken(target: str, source: Path) -> str | None:
 def test_slug_matches_githubs_anchors():
     """The anchor rule the link checks rely on, on headings of the kinds docs/ has."""
     assert _slug("`loscat-hf push`: model + card") == "loscat-hf-push-model--card"
-    assert _slug("Dataset push (`push-dataset`, `prepare --push-to-hub`)") == "dataset-push-push-dataset-prepare---push-to-hub"
+    assert (_slug("Dataset push (`push-dataset`, `prepare --push-to-hub`)")
+            == "dataset-push-push-dataset-prepare---push-to-hub")
     assert _slug("Body map (`loscat_hf.viz.bodymap`)") == "body-map-loscat_hfvizbodymap"
     assert _slug("The quickstart's numbers") == "the-quickstarts-numbers"
 
@@ -108,12 +111,14 @@ def test_readme_is_at_most_200_lines():
     """A guide: what it is, install, quickstart, the command table, the Python API, patient data. Details and
     measurements live in docs/."""
     lines = _readme().splitlines()
-    assert len(lines) <= README_LINES_MAX, f"README.md has {len(lines)} lines (at most {README_LINES_MAX}): move detail to docs/"
+    assert len(lines) <= README_LINES_MAX, (f"README.md has {len(lines)} lines (at most {README_LINES_MAX}): "
+                                            "move detail to docs/")
 
 
 def test_readme_holds_no_dated_figure():
-    """Dated measurements (benchmarks, timings, test counts) live in docs/benchmarks.md and docs/development.md,
-    each next to its command and date; a date in the README is a measurement that should have moved."""
+    """Dated measurements (benchmarks, timings, test counts) live in docs/benchmarks.md and
+    docs/development.md, each next to its command and date; a date in the README is a measurement that
+    should have moved."""
     dated = [f"{n}: {line}" for n, line in enumerate(_readme().splitlines(), 1) if DATE.search(line)]
     assert not dated, "README.md lines with a date (move the measurement to docs/):\n" + "\n".join(dated)
 
@@ -133,7 +138,8 @@ def test_every_subcommand_has_a_row_in_the_command_table():
     rows = re.findall(r"^\| `([\w-]+)` \|(.*)\|\s*$", _section(_readme(), "Commands"), flags=re.M)
     listed = [name for name, _ in rows]
     assert sorted(listed) == sorted(set(listed)), f"a command has two rows: {listed}"
-    assert set(listed) == commands, (f"missing from the README's command table: {sorted(commands - set(listed))}; "
+    assert set(listed) == commands, ("missing from the README's command table: "
+                                     f"{sorted(commands - set(listed))}; "
                                      f"not a subcommand: {sorted(set(listed) - commands)}")
     problems = []
     for name, cells in rows:

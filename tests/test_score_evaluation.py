@@ -1,4 +1,5 @@
-"""`loscat-hf evaluate` on a score model: the score report, its plots and the card, on a phantom test split."""
+"""`loscat-hf evaluate` on a score model: the score report, its plots and the card, on a phantom test
+split."""
 
 import csv
 import json
@@ -49,17 +50,19 @@ def scored(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("scored")
     demo = root / "demo"
-    generate_demo_data(demo, n_patients=20, n_photos=200, image_size=(96, 72), n_unlabeled=0, seed=5, num_workers=1)
+    generate_demo_data(demo, n_patients=20, n_photos=200, image_size=(96, 72), n_unlabeled=0, seed=5,
+                       num_workers=1)
     _rewrite_patients(demo / "annotations.csv")
     table_rows = _rewrite_patients(demo / "loscat_scores.csv")
     prepare(annotations=str(demo / "annotations.csv"), images=str(demo / "images"), out=str(root / "ds"),
             scores=str(demo / "loscat_scores.csv"), val_fraction=0.2, test_fraction=0.3, max_side=48, seed=5,
             num_workers=1, progress=False)
     train(*parse_train_args([
-        "--dataset", str(root / "ds"), "--output-dir", str(root / "model"), "--model", "tiny", "--task", "scores",
-        "--image-size", "32", "--num-train-epochs", "2", "--learning-rate", "2e-3", "--warmup-steps", "0",
-        "--per-device-train-batch-size", "16", "--dataloader-num-workers", "0", "--save-strategy", "no",
-        "--load-best-model-at-end", "false", "--eval-strategy", "no", "--logging-steps", "50", "--seed", "5"]))
+        "--dataset", str(root / "ds"), "--output-dir", str(root / "model"), "--model", "tiny",
+        "--task", "scores", "--image-size", "32", "--num-train-epochs", "2", "--learning-rate", "2e-3",
+        "--warmup-steps", "0", "--per-device-train-batch-size", "16", "--dataloader-num-workers", "0",
+        "--save-strategy", "no", "--load-best-model-at-end", "false", "--eval-strategy", "no",
+        "--logging-steps", "50", "--seed", "5"]))
     test = load_packed_dataset(str(root / "ds"), load_taxonomy())["test"]
     patients, visits = clinic_ids(root / "ds", list(test["patient_id"]), list(test["visit"]))
     test_visits = sorted(set(zip(patients, visits, strict=True)))
@@ -78,8 +81,8 @@ def scored(tmp_path_factory):
 @pytest.fixture(scope="module")
 def evaluated(scored):
     out = scored["model"] / "test_eval"  # inside the model folder: the card picks it up
-    code = main(["evaluate", "--model", str(scored["model"]), "--dataset", str(scored["ds"]), "--split", "test",
-                 "--scores", str(scored["table"]), "--out", str(out)])
+    code = main(["evaluate", "--model", str(scored["model"]), "--dataset", str(scored["ds"]),
+                 "--split", "test", "--scores", str(scored["table"]), "--out", str(out)])
     assert code == 0
     return out
 
@@ -131,7 +134,8 @@ def test_visit_totals_leave_out_an_incomplete_rated_total(scored, evaluated):
     totals = _strict_json(evaluated / "scores_report.json")["visit_totals"]
     n = len(scored["test_visits"])
     # photos whose side is unknown (packed with their class name) are in no visit total, and counted
-    assert totals["photos_without_site"] == sum(s not in load_taxonomy().sites for s in scored["test"]["site"])
+    assert totals["photos_without_site"] == sum(s not in load_taxonomy().sites
+                                                for s in scored["test"]["site"])
     assert totals["n_visits"] == n and totals["n_visits_not_in_table"] == 0
     assert totals["mlossi"]["n"] == n and totals["mlossi"]["n_incomplete_left_out"] == 0
     assert totals["losdi"]["n"] == n - 1 and totals["losdi"]["n_incomplete_left_out"] == 1  # the empty cell
@@ -167,7 +171,8 @@ def test_card_states_score_metrics_with_n_and_split(scored, evaluated):
 def test_nothing_publishable_names_a_patient_or_the_table(scored, evaluated):
     from loscat_hf.model.card import model_card
 
-    with open(scored["root"] / "demo" / "annotations.csv", newline="") as f:  # the phantom's names carry an MRN
+    # the phantom's names carry an MRN
+    with open(scored["root"] / "demo" / "annotations.csv", newline="") as f:
         photo_names = {Path(r["image"]).stem.encode() for r in csv.DictReader(f)}
     planted = [PLANTED.encode(), PLANTED_VISIT.encode(), scored["table"].name.encode(), *photo_names,
                *{r["patient_id"].encode() for r in scored["table_rows"]}]
@@ -209,8 +214,8 @@ def test_bad_score_table_is_refused_with_its_row_before_the_model_runs(scored, t
         w.writeheader()
         w.writerows(rows)
     out = tmp_path / "out"
-    assert main(["evaluate", "--model", str(scored["model"]), "--dataset", str(scored["ds"]), "--split", "test",
-                 "--scores", str(bad), "--out", str(out)]) == 2
+    assert main(["evaluate", "--model", str(scored["model"]), "--dataset", str(scored["ds"]),
+                 "--split", "test", "--scores", str(bad), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "row 4" in err and not out.exists()
 

@@ -92,10 +92,12 @@ def test_an_empty_rated_cell_leaves_the_visit_total_out_and_the_cell_out_of_the_
         ("P2", "v1", "head", 1, 1, 0, 2, 2, 2),
     ])
     table = visit_table(photos, clinical).set_index(["patient_id", "visit"])
-    assert np.isnan(table.loc[("P1", "v1"), "losdi_true"])  # missing is never zero: the rated total is unknown
+    # missing is never zero: the rated total is unknown
+    assert np.isnan(table.loc[("P1", "v1"), "losdi_true"])
     assert table.loc[("P1", "v1"), "mlossi_true"] == 4 == table.loc[("P1", "v1"), "mlossi_pred"]
     # photographed sites: the unscored cell is dropped on both sides (2 vs 2), not counted as a 1-point error
-    assert table.loc[("P1", "v1"), "losdi_pred_photographed"] == 2 == table.loc[("P1", "v1"), "losdi_true_photographed"]
+    assert (table.loc[("P1", "v1"), "losdi_pred_photographed"] == 2
+            == table.loc[("P1", "v1"), "losdi_true_photographed"])
     cmp = compare_totals(photos, clinical)
     assert cmp["n_visits"] == 2 and cmp["n_visits_not_in_table"] == 1
     assert cmp["losdi"]["n"] == 1 and cmp["losdi"]["n_incomplete_left_out"] == 1  # only P2 compared

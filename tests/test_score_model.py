@@ -13,8 +13,9 @@ from loscat_hf.taxonomy import load_taxonomy
 from loscat_hf.training.parse import parse_train_args
 from loscat_hf.training.run import train
 
-FAST = ["--model", "tiny", "--image-size", "32", "--dataloader-num-workers", "0", "--per-device-train-batch-size",
-        "16", "--logging-steps", "1", "--learning-rate", "3e-3", "--warmup-steps", "0"]
+FAST = ["--model", "tiny", "--image-size", "32", "--dataloader-num-workers", "0",
+        "--per-device-train-batch-size", "16", "--logging-steps", "1", "--learning-rate", "3e-3",
+        "--warmup-steps", "0"]
 
 
 def _tiny():
@@ -71,12 +72,13 @@ def _scored_dataset(root, n_train=96, n_val=36, seed=0):
         rows = []
         for i in range(n):
             k, ery = i % 4, int(rng.integers(0, 4))
-            img = np.full((32, 32, 3), (40 + 50 * k, 90, 200 - 40 * k), np.float32) + rng.normal(0, 8, (32, 32, 3))
+            img = (np.full((32, 32, 3), (40 + 50 * k, 90, 200 - 40 * k), np.float32)
+                   + rng.normal(0, 8, (32, 32, 3)))
             img[8:24, 8:24, 0] = 40 + 70 * ery
             img[8:24, 8:24, 1:] = 60
             Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(d / f"{i}.jpg", quality=95)
-            row = {"file_name": f"{i}.jpg", "label": classes[k], "site": classes[k], "patient_id": f"{split}{i}",
-                   "visit": "V1", "image_id": f"{split}{i}"}
+            row = {"file_name": f"{i}.jpg", "label": classes[k], "site": classes[k],
+                   "patient_id": f"{split}{i}", "visit": "V1", "image_id": f"{split}{i}"}
             row.update({f"score_{c}": "" for c in COMPONENTS})
             row["score_erythema"] = str(ery)
             if i % 2:

@@ -11,7 +11,8 @@ from loscat_hf.errors import LoscatError
 from loscat_hf.taxonomy import load_taxonomy
 from tests.test_prepare import REGIONS, _prepare, _report, _study, _write
 
-SCORE_HEADER = "patient_id,visit,site,erythema,skin_thickness,new_extension,dermal_atrophy,subcutaneous_atrophy,dyspigmentation"
+SCORE_HEADER = ("patient_id,visit,site,erythema,skin_thickness,new_extension,dermal_atrophy,"
+                "subcutaneous_atrophy,dyspigmentation")
 
 
 def _metadata(out):
@@ -97,9 +98,11 @@ def test_long_lists_of_bad_rows_are_cut(tmp_path):
 
 def test_row_numbers_are_spreadsheet_rows(tmp_path):
     # a blank line and a quoted two-line cell still count as the rows a spreadsheet shows
-    path = _write(tmp_path / "s.csv", [SCORE_HEADER, "P1,v0,head,1,0,0,0,0,0,,", "", '"P2\nx",v0,head,1,0,0,0,0,0',
-                                       "P3,v0,head,5,0,0,0,0,0", "P4,v0,head,1,0,0,0,0,0,oops"])
-    with pytest.raises(LoscatError, match=r"2 bad row.*row 5: erythema '5'.*row 6: 10 cells but the header has 9") as err:
+    path = _write(tmp_path / "s.csv", [SCORE_HEADER, "P1,v0,head,1,0,0,0,0,0,,", "",
+                                       '"P2\nx",v0,head,1,0,0,0,0,0', "P3,v0,head,5,0,0,0,0,0",
+                                       "P4,v0,head,1,0,0,0,0,0,oops"])
+    with pytest.raises(LoscatError,
+                       match=r"2 bad row.*row 5: erythema '5'.*row 6: 10 cells but the header has 9") as err:
         read_score_table(path, load_taxonomy())
     assert "row 2:" not in str(err.value)  # trailing empty cells, as Excel writes them, are not an error
 

@@ -14,8 +14,9 @@ from loscat_hf.training import arguments
 from loscat_hf.training.arguments import COMMON_TRAINING_OPTIONS, TASK_DEFAULTS, train_help
 from loscat_hf.training.parse import parse_train_args
 
-FAST = ["--model", "tiny", "--image-size", "32", "--dataloader-num-workers", "0", "--per-device-train-batch-size",
-        "16", "--logging-steps", "1", "--learning-rate", "3e-3", "--warmup-steps", "0", "--phase1-epochs", "0"]
+FAST = ["--model", "tiny", "--image-size", "32", "--dataloader-num-workers", "0",
+        "--per-device-train-batch-size", "16", "--logging-steps", "1", "--learning-rate", "3e-3",
+        "--warmup-steps", "0", "--phase1-epochs", "0"]
 
 
 def _trainer(dataset, out, *extra, callbacks=()):
@@ -34,7 +35,8 @@ def _differences(model, checkpoint) -> list[str]:
 
 
 def test_model_sees_normalised_pixels_augmented_only_in_training(tiny_dataset, tmp_path, monkeypatch):
-    """_prepare_inputs: were it no longer called, ViT would silently cast the raw 0..255 uint8 pixels to float."""
+    """_prepare_inputs: were it no longer called, ViT would silently cast the raw 0..255 uint8 pixels to
+    float."""
     import loscat_hf.training.trainer as trainer_module
 
     calls = []
@@ -64,8 +66,8 @@ def test_model_sees_normalised_pixels_augmented_only_in_training(tiny_dataset, t
 
 
 def test_train_restores_the_whole_best_model_and_resume_the_whole_checkpoint(tiny_dataset, tmp_path):
-    """_load_best_model and _load_from_checkpoint (huggingface/transformers#43701, tests/test_upstream.py), called by
-    train() itself: the best checkpoint is the first of two, so restoring it is visible."""
+    """_load_best_model and _load_from_checkpoint (huggingface/transformers#43701, tests/test_upstream.py),
+    called by train() itself: the best checkpoint is the first of two, so restoring it is visible."""
     from transformers import TrainerCallback
 
     trainer = _trainer(tiny_dataset, tmp_path / "o", "--num-train-epochs", "2", "--save-total-limit", "5")
@@ -85,8 +87,9 @@ def test_train_restores_the_whole_best_model_and_resume_the_whole_checkpoint(tin
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             at_start.update({k: v.detach().clone() for k, v in model.state_dict().items()})
 
-    resumed = _trainer(tiny_dataset, tmp_path / "r", "--max-steps", "7", "--seed", "7", "--eval-strategy",
-                       "no", "--save-strategy", "no", "--load-best-model-at-end", "false", callbacks=[Snapshot()])
+    resumed = _trainer(tiny_dataset, tmp_path / "r", "--max-steps", "7", "--seed", "7",
+                       "--eval-strategy", "no", "--save-strategy", "no", "--load-best-model-at-end", "false",
+                       callbacks=[Snapshot()])
     assert _differences(resumed.model, best)  # another initialisation (seed 7)
     resumed.train(resume_from_checkpoint=str(best))
     ref = best_model.state_dict()
@@ -95,7 +98,7 @@ def test_train_restores_the_whole_best_model_and_resume_the_whole_checkpoint(tin
     assert not wrong, f"{len(wrong)} tensors not restored at resume, e.g. {wrong[:3]}"
 
 
-# --- loscat-hf train --help ----------------------------------------------------------------------------------
+# --- loscat-hf train --help ---------------------------------------------------------------------------------
 
 def _options(help_text: str) -> dict[str, str]:
     """--option -> its help entry (metavar, text and default), whitespace collapsed."""
@@ -111,15 +114,18 @@ def _shown_default(name: str) -> object:
 def test_short_help_lists_loscat_and_common_options_with_the_commands_defaults():
     short = train_help()
     options = _options(short)
-    for name in ["--dataset", "--model", "--sampling-power", "--layer-decay", "--resume", "--overwrite-output-dir",
-                 "--task", "--config", "--output-dir", "--num-train-epochs", "--bf16", "--resume-from-checkpoint"]:
+    for name in ["--dataset", "--model", "--sampling-power", "--layer-decay", "--resume",
+                 "--overwrite-output-dir", "--task", "--config", "--output-dir", "--num-train-epochs",
+                 "--bf16", "--resume-from-checkpoint"]:
         assert name in options, name
     assert "(default: 0.0002" in options["--learning-rate"]
-    assert "(default: 0.05)" in options["--warmup-steps"] and "(default: macro_f1)" in options["--metric-for-best-model"]
+    assert ("(default: 0.05)" in options["--warmup-steps"]
+            and "(default: macro_f1)" in options["--metric-for-best-model"])
     assert "(default: 0.75; 1.0 for the random-init presets)" in options["--layer-decay"]
     assert "(default: 0.0002; 0.001 for the random-init presets)" in options["--learning-rate"]
     assert "--fsdp" not in short and "--deepspeed" not in short and "--adam-beta1" not in short
-    assert short.splitlines()[-1] == "loscat-hf train --help-all lists every TrainingArguments option (about 650 lines)."
+    assert short.splitlines()[-1] == ("loscat-hf train --help-all lists every TrainingArguments option "
+                                      "(about 650 lines).")
     assert len(short.splitlines()) < 150
     # every default it shows is the one the parser applies (TASK_DEFAULTS or TrainingArguments' own)
     for name in COMMON_TRAINING_OPTIONS:
@@ -133,11 +139,13 @@ def test_short_help_lists_loscat_and_common_options_with_the_commands_defaults()
 def test_short_help_imports_neither_torch_nor_transformers():
     code = ("import sys; from loscat_hf.training.arguments import train_help; train_help(); "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         check=True)
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("option", ["--fsdp", "--learning_rate", "--adam_beta1", "--dataset", "--layer_decay"])
+@pytest.mark.parametrize("option",
+                         ["--fsdp", "--learning_rate", "--adam_beta1", "--dataset", "--layer_decay"])
 def test_full_help_lists_every_option(option):
     full = train_help(full=True)
     assert re.search(rf"^\s+{option}\b", full, re.M), option

@@ -14,8 +14,9 @@ from loscat_hf.training.parse import parse_train_args
 from loscat_hf.training.run import build_trainer, train
 from loscat_hf.training.trainer import balanced_sample_weights
 
-FAST = ["--model", "tiny", "--image-size", "32", "--dataloader-num-workers", "0", "--per-device-train-batch-size",
-        "16", "--logging-steps", "1", "--learning-rate", "3e-3", "--warmup-steps", "0"]
+FAST = ["--model", "tiny", "--image-size", "32", "--dataloader-num-workers", "0",
+        "--per-device-train-batch-size", "16", "--logging-steps", "1", "--learning-rate", "3e-3",
+        "--warmup-steps", "0"]
 
 
 def _args(tmp_path, *extra):
@@ -55,7 +56,8 @@ def test_trainer_dataloader_draws_classes_near_uniformly(tiny_dataset, tmp_path)
     assert len(seen) == 12
     raw = Counter(ds["train"]["labels"])
     assert raw[11] / raw[0] == 13 / 2  # the set is imbalanced ...
-    assert max(seen.values()) / total < 2.0 / 12 and min(seen.values()) / total > 0.4 / 12  # ... draws are not
+    assert (max(seen.values()) / total < 2.0 / 12
+            and min(seen.values()) / total > 0.4 / 12)  # ... draws are not
 
 
 def test_label_smoothing_reaches_the_loss(tiny_dataset, tmp_path):
@@ -171,7 +173,8 @@ def test_train_end_to_end_saves_best_model_and_resumes(tiny_dataset, tmp_path):
         assert (out / name).exists(), name
     recorded = json.loads((out / "train_summary.json").read_text())
     assert [p["trains"] for p in recorded["phases"]] == ["head", "whole model"]
-    assert recorded["phases"][1]["start_epoch"] == 1.0 and recorded["hyperparameters"]["recipe"] == "from scratch"
+    assert (recorded["phases"][1]["start_epoch"] == 1.0
+            and recorded["hyperparameters"]["recipe"] == "from scratch")
     assert recorded["data"]["train"]["n"] == 90 and recorded["data"]["validation"]["per_class"]["hand"] == 3
     card = (out / "README.md").read_text()  # the card push would publish, saved beside the model
     assert "**Trained from scratch**" in card and "| epochs | 2 |" in card and "phase 2: whole model" in card
@@ -185,7 +188,8 @@ def test_train_end_to_end_saves_best_model_and_resumes(tiny_dataset, tmp_path):
     added = sorted({p.name for p in out.glob("checkpoint-*")} - before)
     assert len(added) == 1, added  # exactly one more epoch was trained, not three from scratch
     state = json.loads((out / added[0] / "trainer_state.json").read_text())
-    assert state["epoch"] == 3.0 and state["log_history"][0]["epoch"] <= 1.0  # history carried over from run 1
+    # history carried over from run 1
+    assert state["epoch"] == 3.0 and state["log_history"][0]["epoch"] <= 1.0
     assert summary2.best_checkpoint
     # A plain transformers pipeline loads the folder.
     clf = pipeline("image-classification", model=str(out))
@@ -233,8 +237,8 @@ def test_ddp_two_processes_on_cpu(tiny_dataset, tmp_path, phase1_epochs):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "loscat_hf.cli",
-           "train", "--dataset", str(tiny_dataset), "--output-dir", str(out), *FAST, "--num-train-epochs", "2",
-           "--per-device-train-batch-size", "8", "--phase1-epochs", phase1_epochs]
+           "train", "--dataset", str(tiny_dataset), "--output-dir", str(out), *FAST,
+           "--num-train-epochs", "2", "--per-device-train-batch-size", "8", "--phase1-epochs", phase1_epochs]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -267,8 +271,8 @@ def test_default_bf16_reaches_the_accelerator(tmp_path, monkeypatch):
 # --- the output folder and resume belong to one run ----------------------------------------
 
 def _run_args(dataset, out, *extra):
-    return parse_train_args(["--dataset", str(dataset), "--output-dir", str(out), *FAST, "--phase1-epochs", "0",
-                             "--save-total-limit", "5", *extra])
+    return parse_train_args(["--dataset", str(dataset), "--output-dir", str(out), *FAST,
+                             "--phase1-epochs", "0", "--save-total-limit", "5", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -349,7 +353,8 @@ def test_resume_refuses_a_checkpoint_of_another_dataset_or_taxonomy(tiny_dataset
     assert "checkpoint-12" in str(exc.value) and "\n" not in str(exc.value)
 
     tax = load_taxonomy()
-    data = json.loads(resources.files("loscat_hf").joinpath("resources/taxonomy.json").read_text(encoding="utf-8"))
+    data = json.loads(
+        resources.files("loscat_hf").joinpath("resources/taxonomy.json").read_text(encoding="utf-8"))
     data["classes"] = [tax.classes[1], tax.classes[0], *tax.classes[2:]]  # same names, other label ids
     tax_file = tmp_path / "tax.json"
     tax_file.write_text(json.dumps(data))

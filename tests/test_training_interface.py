@@ -39,9 +39,10 @@ def test_train_arguments_from_python_match_the_command_line(tmp_path):
     from loscat_hf.errors import LoscatError
     from loscat_hf.training.parse import train_arguments
 
-    largs, targs = train_arguments(dataset="ds", output_dir=str(tmp_path / "m"), model="tiny", num_train_epochs=3)
-    cli_l, cli_t = parse_train_args(["--dataset", "ds", "--output-dir", str(tmp_path / "m"), "--model", "tiny",
-                                     "--num-train-epochs", "3"])
+    largs, targs = train_arguments(dataset="ds", output_dir=str(tmp_path / "m"), model="tiny",
+                                   num_train_epochs=3)
+    cli_l, cli_t = parse_train_args(["--dataset", "ds", "--output-dir", str(tmp_path / "m"),
+                                     "--model", "tiny", "--num-train-epochs", "3"])
     assert largs == cli_l and targs.to_dict() == cli_t.to_dict()
     assert targs.label_smoothing_factor == 0.1 and not targs.remove_unused_columns  # the task's defaults
     with pytest.raises(LoscatError, match="unknown training arguments: learning_rat"):
@@ -62,12 +63,14 @@ def test_bad_arguments_are_one_line_errors_from_python_and_argv(tmp_path):
     cfg.write_text("num_train_epochs: 7\nsampling_power: 0.5\n")
     largs, targs = train_arguments(dataset="ds", output_dir=str(tmp_path / "m"), config=str(cfg))
     assert (targs.num_train_epochs, largs.sampling_power) == (7, 0.5)
-    largs, targs = train_arguments(dataset="ds", output_dir=str(tmp_path / "m"), config=str(cfg), num_train_epochs=2)
+    largs, targs = train_arguments(dataset="ds", output_dir=str(tmp_path / "m"), config=str(cfg),
+                                   num_train_epochs=2)
     assert targs.num_train_epochs == 2  # options override the config, as the command line does
     with pytest.raises(LoscatError, match="invalid float value: 'abc'"):
         train_arguments(dataset="ds", output_dir=str(tmp_path / "m"), num_train_epochs="abc")
     with pytest.raises(LoscatError, match="invalid float value: 'abc'"):
-        parse_train_args(["--dataset", "ds", "--output-dir", str(tmp_path / "m"), "--num-train-epochs", "abc"])
+        parse_train_args(["--dataset", "ds", "--output-dir", str(tmp_path / "m"),
+                          "--num-train-epochs", "abc"])
     with pytest.raises(LoscatError, match="^output_dir is required"):
         parse_train_args(["--dataset", "ds"])
     with pytest.raises(LoscatError, match="expected one argument"):

@@ -18,19 +18,21 @@ from loscat_hf.training.record import base_model_record
 from loscat_hf.training.run import build_trainer, train
 from loscat_hf.training.trainer import parameter_depths
 
-FAST = ["--model", "tiny", "--image-size", "32", "--dataloader-num-workers", "0", "--per-device-train-batch-size",
-        "16", "--logging-steps", "1", "--learning-rate", "3e-3", "--warmup-steps", "0"]
+FAST = ["--model", "tiny", "--image-size", "32", "--dataloader-num-workers", "0",
+        "--per-device-train-batch-size", "16", "--logging-steps", "1", "--learning-rate", "3e-3",
+        "--warmup-steps", "0"]
 NO_EVAL = ["--eval-strategy", "no", "--save-strategy", "no", "--load-best-model-at-end", "false"]
 
 
 def _trainer(tiny_dataset, tmp_path, *extra):
-    largs, targs = parse_train_args(["--dataset", str(tiny_dataset), "--output-dir", str(tmp_path / "o"), *FAST,
-                                     *extra])
+    largs, targs = parse_train_args(["--dataset", str(tiny_dataset), "--output-dir", str(tmp_path / "o"),
+                                     *FAST, *extra])
     return build_trainer(largs, targs, load_taxonomy())[0]
 
 
 def test_blocks_are_found_under_transformers_5_names(tiny_dataset, tmp_path):
-    """The bug this replaced matched `encoder.layer.N.`, which transformers 5 no longer uses (`vit.layers.N`)."""
+    """The bug this replaced matched `encoder.layer.N.`, which transformers 5 no longer uses
+    (`vit.layers.N`)."""
     model = _trainer(tiny_dataset, tmp_path).model
     depths = parameter_depths(model)
     assert depths["vit.embeddings.cls_token"] == 0
@@ -38,7 +40,8 @@ def test_blocks_are_found_under_transformers_5_names(tiny_dataset, tmp_path):
     assert depths["vit.layernorm.weight"] == 5 and depths["classifier.weight"] == 5
     assert phase1_trainable(model, 0) == {"classifier.weight", "classifier.bias"}
     with_block = phase1_trainable(model, 1)
-    assert {n for n in with_block if n.startswith("vit.layers.")} == {n for n in depths if n.startswith("vit.layers.3.")}
+    assert ({n for n in with_block if n.startswith("vit.layers.")}
+            == {n for n in depths if n.startswith("vit.layers.3.")})
     assert "vit.layernorm.weight" in with_block and not any(n.startswith("vit.layers.2.") for n in with_block)
 
 
@@ -72,16 +75,18 @@ def test_phase_switch_is_logged_and_recorded_at_the_right_step(tiny_dataset, tmp
     steps_per_epoch = math.ceil(len(trainer.train_dataset) / 16)  # 90 photos, batches of 16: 6 steps
     with caplog.at_level(logging.INFO, logger="loscat_hf"):
         trainer.train()
-    assert [k for k, trains in sorted(seen.items()) if trains][0] == steps_per_epoch  # the backbone joins here
+    # the backbone joins here
+    assert [k for k, trains in sorted(seen.items()) if trains][0] == steps_per_epoch
     head = 12 * 96 + 12
     total = sum(p.numel() for p in trainer.model.parameters())
     p1, p2 = callback.phases
     assert (p1["end_step"], p1["end_epoch"], p1["trainable_parameters"]) == (steps_per_epoch, 1.0, head)
-    assert (p2["start_step"], p2["end_step"], p2["trainable_parameters"]) == (steps_per_epoch, 2 * steps_per_epoch,
-                                                                              total)
+    assert ((p2["start_step"], p2["end_step"], p2["trainable_parameters"])
+            == (steps_per_epoch, 2 * steps_per_epoch, total))
     text = caplog.text
     assert f"phase 1: head trainable ({head:,} of {total:,} parameters), steps 0-{steps_per_epoch}" in text
-    assert f"phase 2: whole model trainable ({total:,} parameters) from step {steps_per_epoch} (epoch 1.00)" in text
+    assert (f"phase 2: whole model trainable ({total:,} parameters) from step {steps_per_epoch} "
+            "(epoch 1.00)") in text
 
 
 def test_phase_plan_holds_with_gradient_accumulation(tiny_dataset, tmp_path):
@@ -94,7 +99,8 @@ def test_phase_plan_holds_with_gradient_accumulation(tiny_dataset, tmp_path):
 
     trainer = _trainer(tiny_dataset, tmp_path, "--phase1-epochs", "0", "--num-train-epochs", "2",
                        "--gradient-accumulation-steps", "4", *NO_EVAL)
-    callback = Plan(phase1_epochs=0.35)  # 6 batches of 16 per epoch, 2 optimizer steps: the switch after step 1
+    # 6 batches of 16 per epoch, 2 optimizer steps: the switch after step 1
+    callback = Plan(phase1_epochs=0.35)
     trainer.add_callback(callback)
     trainer.train()
     assert [(p["end_step"], p["end_epoch"]) for p in planned][:1] == [(1, round(4 / 6, 4))]
@@ -124,8 +130,8 @@ def test_logged_learning_rates_are_the_optimizers_groups(tiny_dataset, tmp_path)
             if "learning_rate" in (logs or {}):
                 logged[state.global_step] = dict(logs)
 
-    trainer = _trainer(tiny_dataset, tmp_path, "--phase1-epochs", "0", "--layer-decay", "0.5", "--max-steps", "4",
-                       "--warmup-steps", "2", *NO_EVAL)
+    trainer = _trainer(tiny_dataset, tmp_path, "--phase1-epochs", "0", "--layer-decay", "0.5",
+                       "--max-steps", "4", "--warmup-steps", "2", *NO_EVAL)
     trainer.add_callback(Record(phase1_epochs=0))
     trainer.train()
     assert sorted(logged) == [1, 2, 3, 4]
@@ -167,8 +173,8 @@ def test_each_augmentation_can_be_switched_off(tiny_dataset, tmp_path):
     from loscat_hf.model.transforms import ImageTransform
 
     off = ["--hflip", "0", "--max-rotation", "0", "--color-jitter", "0", "--crop-scale", "1"]
-    largs, targs = parse_train_args(["--dataset", str(tiny_dataset), "--output-dir", str(tmp_path / "o"), *FAST,
-                                     *off])
+    largs, targs = parse_train_args(["--dataset", str(tiny_dataset), "--output-dir", str(tmp_path / "o"),
+                                     *FAST, *off])
     cfg = augment_config(largs)
     assert (cfg.hflip, cfg.max_rotation, cfg.brightness, cfg.contrast, cfg.saturation, cfg.scale) == (
         0, 0, 0, 0, 0, (1.0, 1.0))
@@ -182,7 +188,8 @@ def test_each_augmentation_can_be_switched_off(tiny_dataset, tmp_path):
     trainer.model.train()
     augmented = trainer._prepare_inputs({"pixel_values": pixels})["pixel_values"]
     trainer.model.eval()
-    assert torch.allclose(augmented, trainer._prepare_inputs({"pixel_values": pixels})["pixel_values"], atol=1e-6)
+    assert torch.allclose(augmented, trainer._prepare_inputs({"pixel_values": pixels})["pixel_values"],
+                          atol=1e-6)
     for flag, value in (("--hflip", "1.5"), ("--crop-scale", "0"), ("--max-rotation", "-1")):
         with pytest.raises(LoscatError, match="^" + flag[2:].replace("-", "_") + " must be between"):
             parse_train_args(["--dataset", "d", "--output-dir", str(tmp_path / "o"), flag, value])
@@ -212,7 +219,8 @@ def test_a_run_that_learns_nothing_says_why(tmp_path, caplog):
 
     grey = Image.new("RGB", (40, 40), (128, 128, 128))
     for split, per_class in (("train", 2), ("validation", 3)):
-        write_split(tmp_path / "ds" / split, split, [(grey, k, i) for k in range(12) for i in range(per_class)])
+        write_split(tmp_path / "ds" / split, split,
+                    [(grey, k, i) for k in range(12) for i in range(per_class)])
     out = tmp_path / "stuck"
     with caplog.at_level(logging.WARNING, logger="loscat_hf"):
         summary = train(*parse_train_args([
@@ -232,14 +240,16 @@ def test_a_run_that_learns_nothing_says_why(tmp_path, caplog):
 
 def test_base_model_record_names_no_local_path(tmp_path):
     assert base_model_record("tiny") == {"kind": "scratch", "preset": "tiny"}
-    assert base_model_record("google/vit-base-patch16-384") == {"kind": "hub", "id": "google/vit-base-patch16-384"}
+    assert (base_model_record("google/vit-base-patch16-384")
+            == {"kind": "hub", "id": "google/vit-base-patch16-384"})
     folder = tmp_path / "Jane_Doe_MRN123456" / "model"
     folder.mkdir(parents=True)
     planted = {"kind": "hub", "id": "org/base", "note": "Jane Doe MRN123456",
                "from": {"kind": "folder", "path": "/home/Jane_Doe"}}  # a config.json is not trusted
     (folder / "config.json").write_text(json.dumps({"loscat_base_model": planted}))
     assert base_model_record(str(folder)) == {"kind": "folder", "from": {"kind": "hub", "id": "org/base"}}
-    (folder / "config.json").write_text(json.dumps({"loscat_base_model": {"kind": "hub", "id": "/home/Jane_Doe/x"}}))
+    (folder / "config.json").write_text(
+        json.dumps({"loscat_base_model": {"kind": "hub", "id": "/home/Jane_Doe/x"}}))
     assert base_model_record(str(folder)) == {"kind": "folder"}
     (folder / "config.json").write_text(json.dumps({"loscat_preset": "tiny"}))  # a saved, untrained preset
     assert base_model_record(str(folder)) == {"kind": "folder", "from": {"kind": "scratch", "preset": "tiny"}}
@@ -249,8 +259,8 @@ def test_base_model_record_names_no_local_path(tmp_path):
 
 
 def write_digits(root, n_train: int, n_validation: int, seed: int = 0):
-    """scikit-learn's handwritten digits (real data no one here made; shipped with scikit-learn) packed as rater
-    photos: digit d is the taxonomy's class d, 8 x 8 scans upscaled to 64 x 64 RGB."""
+    """scikit-learn's handwritten digits (real data no one here made; shipped with scikit-learn) packed as
+    rater photos: digit d is the taxonomy's class d, 8 x 8 scans upscaled to 64 x 64 RGB."""
     import numpy as np
     from conftest import write_split
     from PIL import Image
@@ -260,30 +270,32 @@ def write_digits(root, n_train: int, n_validation: int, seed: int = 0):
     order = np.random.default_rng(seed).permutation(len(digits.target))
 
     def photo(row):
-        return Image.fromarray((row.reshape(8, 8) / 16 * 255).astype(np.uint8)).resize((64, 64)).convert("RGB")
+        return (Image.fromarray((row.reshape(8, 8) / 16 * 255).astype(np.uint8)).resize((64, 64))
+                .convert("RGB"))
 
     for split, idx in (("train", order[:n_train]), ("validation", order[n_train:n_train + n_validation])):
-        write_split(root / split, split, [(photo(digits.data[i]), int(digits.target[i]), j) for j, i in enumerate(idx)],
-                    ".png")
+        write_split(root / split, split,
+                    [(photo(digits.data[i]), int(digits.target[i]), j) for j, i in enumerate(idx)], ".png")
     return root
 
 
 @pytest.mark.slow
 def test_a_preset_with_its_defaults_learns_a_small_real_task(tmp_path):
-    """`--model tiny` and nothing else: the from-scratch recipe learns digits well above chance (0.1). The same
-    command before the preset recipe (the fine-tuning recipe: lr 2e-4, a head-only epoch) reached validation
-    macro-F1 0.311 at its last epoch, 0.369 at its best; the from-scratch recipe 0.576 at its last (both
-    measured with 1 DataLoader worker; docs/training.md, "Two recipes")."""
+    """`--model tiny` and nothing else: the from-scratch recipe learns digits well above chance (0.1). The
+    same command before the preset recipe (the fine-tuning recipe: lr 2e-4, a head-only epoch) reached
+    validation macro-F1 0.311 at its last epoch, 0.369 at its best; the from-scratch recipe 0.576 at its
+    last (both measured with 1 DataLoader worker; docs/training.md, "Two recipes")."""
     write_digits(tmp_path / "ds", 1500, 297)
     summary = train(*parse_train_args(["--dataset", str(tmp_path / "ds"), "--output-dir", str(tmp_path / "m"),
-                                       "--model", "tiny", "--dataloader-num-workers", "0", "--save-total-limit", "1"]))
+                                       "--model", "tiny", "--dataloader-num-workers", "0",
+                                       "--save-total-limit", "1"]))
     assert summary.hyperparameters["recipe"] == "from scratch"
     assert summary.macro_f1 > 0.45, summary.macro_f1
 
 
 def test_resume_with_other_optimizer_groups_is_a_clear_error(tiny_dataset, tmp_path):
-    common = ["--dataset", str(tiny_dataset), "--output-dir", str(tmp_path / "run"), *FAST, "--eval-strategy", "no",
-              "--save-strategy", "epoch", "--load-best-model-at-end", "false"]
+    common = ["--dataset", str(tiny_dataset), "--output-dir", str(tmp_path / "run"), *FAST,
+              "--eval-strategy", "no", "--save-strategy", "epoch", "--load-best-model-at-end", "false"]
     train(*parse_train_args([*common, "--num-train-epochs", "1", "--layer-decay", "0.5"]))
     with pytest.raises(LoscatError, match="other parameter groups.*layer_decay it used") as info:
         train(*parse_train_args([*common, "--num-train-epochs", "2", "--resume", "true"]))  # tiny: decay 1

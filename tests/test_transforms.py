@@ -26,8 +26,8 @@ def test_eval_path_matches_the_saved_image_processor(photo):
     """Training's eval, prediction and a plain `pipeline` must see the same pixels."""
     proc = image_processor(48)
     ref = proc(images=photo, return_tensors="pt")["pixel_values"]
-    batch = collate([{"pixel_values": v, "labels": 0} for v in ImageTransform(48, train=False)({"image": [photo]})
-                     ["pixel_values"]])
+    batch = collate([{"pixel_values": v, "labels": 0}
+                     for v in ImageTransform(48, train=False)({"image": [photo]})["pixel_values"]])
     assert batch["pixel_values"].dtype == torch.uint8
     mine = normalise(batch["pixel_values"], torch.tensor(proc.image_mean), torch.tensor(proc.image_std))
     assert torch.allclose(mine, ref, atol=1e-5)

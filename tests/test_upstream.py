@@ -19,8 +19,9 @@ XFAIL_43701 = pytest.mark.xfail(
 
 def _vit(seed: int) -> ViTForImageClassification:
     torch.manual_seed(seed)
-    return ViTForImageClassification(ViTConfig(image_size=16, patch_size=8, hidden_size=16, num_hidden_layers=2,
-                                               num_attention_heads=2, intermediate_size=32, num_labels=3))
+    return ViTForImageClassification(ViTConfig(image_size=16, patch_size=8, hidden_size=16,
+                                               num_hidden_layers=2, num_attention_heads=2,
+                                               intermediate_size=32, num_labels=3))
 
 
 class _Photos(torch.utils.data.Dataset):
@@ -35,8 +36,9 @@ class _Photos(torch.utils.data.Dataset):
 
 
 def _args(out, epochs: int, **kw) -> TrainingArguments:
-    return TrainingArguments(str(out), num_train_epochs=epochs, per_device_train_batch_size=4, learning_rate=1e-2,
-                             report_to="none", use_cpu=True, disable_tqdm=True, logging_strategy="no", **kw)
+    return TrainingArguments(str(out), num_train_epochs=epochs, per_device_train_batch_size=4,
+                             learning_rate=1e-2, report_to="none", use_cpu=True, disable_tqdm=True,
+                             logging_strategy="no", **kw)
 
 
 def _scripted(values):
@@ -55,7 +57,8 @@ def _first_run(out):
     checkpoint differs from the weights training ends with."""
     trainer = Trainer(model=_vit(0), args=_args(out, 3, eval_strategy="epoch", save_strategy="epoch",
                                                 load_best_model_at_end=True, metric_for_best_model="score"),
-                      train_dataset=_Photos(), eval_dataset=_Photos(), compute_metrics=_scripted([0.9, 0.5, 0.1]))
+                      train_dataset=_Photos(), eval_dataset=_Photos(),
+                      compute_metrics=_scripted([0.9, 0.5, 0.1]))
     trainer.train()
     return trainer
 
@@ -70,7 +73,8 @@ def test_plain_trainer_load_best_model_at_end_restores_the_whole_best_model(tmp_
     if not (tmp_path / "checkpoint-9").is_dir() or not _differences(trainer.model, tmp_path / "checkpoint-9"):
         pytest.fail("set-up changed: no checkpoint-9, or it equals the best checkpoint")
     wrong = _differences(trainer.model, best)
-    # transformers 5.24: the 32 tensors of the 2 encoder blocks keep the last epoch's weights (8 of 40 restored)
+    # transformers 5.24: the 32 tensors of the 2 encoder blocks keep the last epoch's weights
+    # (8 of 40 restored)
     assert not wrong, f"{len(wrong)} tensors not restored from the best checkpoint, e.g. {wrong[:3]}"
 
 

@@ -1,4 +1,5 @@
-"""A timm ViT written out in plain torch, for tests: random state dicts in timm's layout and timm's forward pass.
+"""A timm ViT written out in plain torch, for tests: random state dicts in timm's layout and timm's
+forward pass.
 
 timm itself cannot be installed beside the CPU torch of the test path (docs/pitfalls.md). This follows
 timm.models.vision_transformer.VisionTransformer with class token, global_pool='token', pre-norm blocks,
@@ -11,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 
-def random_timm_state(dim: int = 192, depth: int = 12, patch: int = 16, image: int = 384, mlp: int | None = None,
-                      classes: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:
+def random_timm_state(dim: int = 192, depth: int = 12, patch: int = 16, image: int = 384,
+                      mlp: int | None = None, classes: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     mlp = mlp or 4 * dim
     tokens = (image // patch) ** 2 + 1

@@ -119,7 +119,8 @@ def column_cells(frame: pd.DataFrame, columns: dict[str, str], name: str) -> lis
 
 
 def _long_row(text: str, sep: str) -> str | None:
-    """Name the first row that has more fields than the header (as a spreadsheet numbers it), for the error."""
+    """Name the first row that has more fields than the header (as a spreadsheet numbers it), for the
+    error."""
     try:
         rows = csv.reader(io.StringIO(text.lstrip()), delimiter=sep)
         header = next(rows, [])
@@ -169,10 +170,10 @@ def read_ratings(csv_path: str | Path, taxonomy: Taxonomy,
     Rows: quality 'exclude'/'poor' -> dropped; empty image/patient_id/region -> dropped; unknown region
     spelling -> dropped (reason lists valid names). Without a rater column (or with an empty rater cell) each
     row is its own anonymous rater 'row<N>'. With a `labelled_at` column (`loscat-hf label`'s CSV) a rater's
-    later answer for a photo replaces their earlier ones (`superseded_rows`; counted in `superseded`). Otherwise,
-    per photo and rater: a repeated identical region counts once; different regions from one rater are
-    contradictory, so all of that rater's ratings of the photo are dropped (by consensus.py, which also excludes
-    a photo labelled for two patients).
+    later answer for a photo replaces their earlier ones (`superseded_rows`; counted in `superseded`).
+    Otherwise, per photo and rater: a repeated identical region counts once; different regions from one rater
+    are contradictory, so all of that rater's ratings of the photo are dropped (by consensus.py, which also
+    excludes a photo labelled for two patients).
     """
     path = Path(csv_path)
     frame = read_export(path)
@@ -185,7 +186,8 @@ def read_ratings(csv_path: str | Path, taxonomy: Taxonomy,
     has_rater = "rater" in columns
     kept_columns = _kept_columns(keep_columns, columns, path)
     extra_names = (["visit"] if "visit" in columns else []) + kept_columns
-    dropped_columns = [str(columns[n]) for n in columns if n not in RESERVED_COLUMNS and n not in kept_columns]
+    dropped_columns = [str(columns[n]) for n in columns
+                       if n not in RESERVED_COLUMNS and n not in kept_columns]
 
     def column(name: str) -> list[str]:
         return column_cells(frame, columns, name)
@@ -194,7 +196,8 @@ def read_ratings(csv_path: str | Path, taxonomy: Taxonomy,
     patients, regions = column("patient_id"), column("region")
     raters, qualities = column("rater"), column("quality")
     extras_cols = {name: column(name) for name in extra_names}  # includes visit
-    superseded = (superseded_rows([(im, r) if im and r else None for im, r in zip(images, raters, strict=True)],
+    superseded = (superseded_rows([(im, r) if im and r else None
+                                   for im, r in zip(images, raters, strict=True)],
                                   column("labelled_at")) if has_rater and "labelled_at" in columns else set())
 
     problems: list[Problem] = []
@@ -216,7 +219,8 @@ def read_ratings(csv_path: str | Path, taxonomy: Taxonomy,
         if qualities[i].lower() in EXCLUDED_QUALITY:
             problems.append(Problem("quality_excluded", source, f"quality is {qualities[i]!r}", row))
             continue
-        empty = [n for n, v in (("image", image), ("patient_id", patients[i]), ("region", regions[i])) if not v]
+        empty = [n for n, v in (("image", image), ("patient_id", patients[i]), ("region", regions[i]))
+                 if not v]
         if empty:
             problems.append(Problem("missing_value", source, f"empty {', '.join(empty)}", row))
             continue
@@ -275,8 +279,9 @@ def _kept_columns(keep_columns: str | Sequence[str] | None, columns: dict[str, s
     reserved = [c for c in wanted if c in RESERVED_COLUMNS or c.startswith(SCORE_PREFIX)]
     if reserved:
         raise LoscatError(
-            f"keep_columns {', '.join(reserved)}: loscat-hf writes these columns itself (score_* come from the "
-            "scores table); keep only extra per-photo columns such as skin_tone", param="keep_columns"
+            f"keep_columns {', '.join(reserved)}: loscat-hf writes these columns itself "
+            "(score_* come from the scores table); keep only extra per-photo columns such as skin_tone",
+            param="keep_columns"
         )
     missing = [c for c in wanted if c not in columns]
     if missing:

@@ -121,7 +121,8 @@ def read_annotations(csv_path: str | Path, taxonomy: Taxonomy,
     return build_consensus(read_ratings(csv_path, taxonomy, keep_columns), taxonomy)
 
 
-def _one_rating_per_rater(image: str, group: list[Rating], source: str, problems: list[Problem]) -> list[Rating]:
+def _one_rating_per_rater(image: str, group: list[Rating], source: str,
+                          problems: list[Problem]) -> list[Rating]:
     """Keep one rating per rater: identical repeats are duplicates, different regions cancel each other."""
     by_rater: dict[str, list[Rating]] = defaultdict(list)
     for rating in group:
@@ -140,12 +141,14 @@ def _one_rating_per_rater(image: str, group: list[Rating], source: str, problems
         for r in ratings[1:]:
             problems.append(Problem(
                 "duplicate_row", source,
-                f"repeats row {ratings[0].row} (same image {image}, rater {rater!r} and region {r.site})", r.row,
+                f"repeats row {ratings[0].row} (same image {image}, rater {rater!r} and region {r.site})",
+                r.row,
             ))
     return kept
 
 
-def _photo_extras(image: str, values: dict[str, list[str]], warnings: list[Problem], row: int) -> dict[str, str]:
+def _photo_extras(image: str, values: dict[str, list[str]], warnings: list[Problem],
+                  row: int) -> dict[str, str]:
     """First non-empty value per column; several different values are kept as a warning, not dropped."""
     extra = {}
     for name, seen in values.items():
@@ -172,11 +175,13 @@ def _consensus(group: list[Rating], taxonomy: Taxonomy) -> tuple[str, str, float
     tied = [v for v, n in ranked if n == top]
     if len(tied) > 1:
         listed = ", ".join(f"{v} ({top})" for v in tied)
-        return Problem("tie", "", f"majority vote tied between {listed} of {len(group)} votes; photo excluded")
+        return Problem("tie", "",
+                       f"majority vote tied between {listed} of {len(group)} votes; photo excluded")
     winner = tied[0]
     if winner not in taxonomy.classes:
         return Problem(
-            f"non_site:{winner}", "", f"consensus is the non-site code {winner!r} ({top} of {len(group)} votes)"
+            f"non_site:{winner}", "",
+            f"consensus is the non-site code {winner!r} ({top} of {len(group)} votes)",
         )
     sided = Counter(r.site for r in group if r.vote == winner and r.site != winner)
     site = winner

@@ -75,7 +75,8 @@ def dataset_features(classes: Sequence[str], extra_columns: Sequence[str] = ()):
 
 
 def metadata_features(features):
-    """The schema of `<split>/metadata.parquet`: imagefolder's `file_name` key in place of the image column."""
+    """The schema of `<split>/metadata.parquet`: imagefolder's `file_name` key in place of the image
+    column."""
     from datasets import Features, Value
 
     return Features({"file_name": Value("string"), **{k: v for k, v in features.items() if k != "image"}})
@@ -117,7 +118,8 @@ def dataset_origin(path: str | os.PathLike) -> dict:
     {"prepared": True, "photos", "patients", "phantom_photos" (how many are `loscat-hf demo-data` phantoms;
     None for a report of an older prepare, which did not count them), "synthetic" (every photo a phantom;
     None when not counted), "splits": {split: {"photos", "patients", "phantom_photos"}}}, rebuilt from counts
-    and flags only; {"prepared": False} for a dataset without prepare_report.json (hand-made: not recorded)."""
+    and flags only; {"prepared": False} for a dataset without prepare_report.json (hand-made: not
+    recorded)."""
     try:
         report = json.loads((Path(path) / REPORT_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -128,16 +130,18 @@ def dataset_origin(path: str | os.PathLike) -> dict:
     phantoms = report_count(report.get("phantom_photos"))
     synthetic = report.get("synthetic")
     return {
-        "prepared": True, "photos": report_count(report.get("n_photos")), "patients": report_count(report.get("n_patients")),
-        "phantom_photos": phantoms, "synthetic": synthetic if isinstance(synthetic, bool) and phantoms is not None
-        else None,
+        "prepared": True, "photos": report_count(report.get("n_photos")),
+        "patients": report_count(report.get("n_patients")),
+        "phantom_photos": phantoms,
+        "synthetic": synthetic if isinstance(synthetic, bool) and phantoms is not None else None,
         "splits": {s: {k: report_count(v.get(k)) for k in ("photos", "patients", "phantom_photos")}
                    for s, v in splits.items() if s in SPLIT_ORDER and isinstance(v, dict)},
     }
 
 
 def split_metadata_file(split_dir: str | Path) -> Path | None:
-    """A split folder's metadata file: metadata.parquet (prepare), or metadata.csv (hand-made, older prepare)."""
+    """A split folder's metadata file: metadata.parquet (prepare), or metadata.csv (hand-made, older
+    prepare)."""
     for name in (METADATA_NAME, LEGACY_METADATA_NAME):
         if (Path(split_dir) / name).is_file():
             return Path(split_dir) / name
@@ -164,8 +168,8 @@ def read_split_metadata(split_dir: str | Path) -> list[dict]:
         with open(path, newline="", encoding="utf-8") as fh:
             return [{k: read_cell(v) for k, v in row.items() if k is not None} for row in csv.DictReader(fh)]
     except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
-        raise LoscatError(f"cannot read {path} ({exc}); rebuild the dataset with `loscat-hf prepare --overwrite`"
-                          ) from None
+        raise LoscatError(f"cannot read {path} ({exc}); "
+                          "rebuild the dataset with `loscat-hf prepare --overwrite`") from None
 
 
 def publishable_files(dataset_dir: str | Path) -> list[tuple[str, Path]]:
@@ -189,7 +193,8 @@ def publishable_files(dataset_dir: str | Path) -> list[tuple[str, Path]]:
     return files
 
 
-def load_packed_dataset(path: str, taxonomy: Taxonomy, max_train: int | None = None, max_eval: int | None = None):
+def load_packed_dataset(path: str, taxonomy: Taxonomy, max_train: int | None = None,
+                        max_eval: int | None = None):
     """Load the imagefolder with plain `datasets`, typed by the features its card declares, and add integer
     `labels` in the taxonomy's order (the card's ClassLabel order may differ from a --taxonomy given now).
     """
@@ -198,8 +203,8 @@ def load_packed_dataset(path: str, taxonomy: Taxonomy, max_train: int | None = N
     root = Path(path)
     train_meta = split_metadata_file(root / "train")
     if train_meta is None:
-        raise LoscatError(f"{path} is not a packed dataset (no train/metadata.parquet); run `loscat-hf prepare` "
-                          "first")
+        raise LoscatError(f"{path} is not a packed dataset (no train/metadata.parquet); "
+                          "run `loscat-hf prepare` first")
     features = card_features(root)
     if features is None and train_meta.suffix == ".csv":  # hand-made or older: the same schema, rebuilt
         with open(train_meta, newline="", encoding="utf-8") as fh:
@@ -231,9 +236,9 @@ def check_packed_files(path: str | os.PathLike) -> None:
     for split in TRAINING_SPLITS:
         meta = split_metadata_file(root / split)
         if meta is None:
-            raise LoscatError(f"{root} has no validation split ({root / split} has no metadata): training needs "
-                              "one to pick the best checkpoint; re-run `loscat-hf prepare --val-fraction F` "
-                              "with F above 0")
+            raise LoscatError(f"{root} has no validation split ({root / split} has no metadata): "
+                              "training needs one to pick the best checkpoint; re-run "
+                              "`loscat-hf prepare --val-fraction F` with F above 0")
         rows = read_split_metadata(root / split)
         if not rows:
             raise LoscatError(f"{meta} lists no photos: training needs a non-empty {split} split; re-run "
@@ -243,8 +248,9 @@ def check_packed_files(path: str | os.PathLike) -> None:
         if missing:
             row, name = missing[0]
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise LoscatError(f"{meta} row {row} lists {name or '(no file_name)'}, which is not in {meta.parent}"
-                              f"{more}; restore the photos or rebuild the dataset with `loscat-hf prepare --overwrite`")
+            raise LoscatError(f"{meta} row {row} lists {name or '(no file_name)'}, which is not in "
+                              f"{meta.parent}{more}; restore the photos or rebuild the dataset with "
+                              "`loscat-hf prepare --overwrite`")
 
 
 def dataset_fingerprint(path: str | os.PathLike) -> str:

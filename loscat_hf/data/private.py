@@ -40,7 +40,8 @@ def draw_codes(values: Iterable, prefix: str, rng: random.Random) -> dict:
 
 
 def pseudonymous_agreement(agreement: Mapping, rng: random.Random) -> tuple[dict, dict[str, str]]:
-    """A copy of the agreement report with rater names replaced by 'rater 1', 'rater 2', ...; and the name map."""
+    """A copy of the agreement report with rater names replaced by 'rater 1', 'rater 2', ...; and the name
+    map."""
     report = copy.deepcopy(dict(agreement))
     pairs = report.get("pairs", [])
     names = sorted({p[k] for p in pairs for k in ("rater_a", "rater_b")})
@@ -85,16 +86,17 @@ def write_private(
 
     with private_open(folder / ID_MAP_NAME) as fh:
         writer = SafeWriter(fh)
-        writer.writerow(["original_path", "image_id", "patient_id", "patient_code", "visit", "visit_code", "split",
-                         "status", "csv_row", "reason"])
+        writer.writerow(["original_path", "image_id", "patient_id", "patient_code", "visit", "visit_code",
+                         "split", "status", "csv_row", "reason"])
         for i in kept:
             item = items[i]
-            writer.writerow([item.key, image_ids[i], *codes_of(item), split_of[i], "kept", item.row or "", ""])
+            writer.writerow([item.key, image_ids[i], *codes_of(item), split_of[i], "kept",
+                             item.row or "", ""])
         done = {items[i].key for i in duplicates}
         for i, first in duplicates.items():
             item = items[i]
-            writer.writerow([item.key, image_ids[first], *codes_of(item), "", "duplicate_image", item.row or "",
-                             f"byte-identical to {items[first].key}"])
+            writer.writerow([item.key, image_ids[first], *codes_of(item), "", "duplicate_image",
+                             item.row or "", f"byte-identical to {items[first].key}"])
         for p in problems:
             if p.kind == "duplicate_image" and p.source in done:
                 continue
@@ -133,7 +135,8 @@ def read_codes(dataset_dir: str | Path) -> dict[str, dict]:
     return out
 
 
-def clinic_ids(dataset_dir: str | Path, patients: Sequence[str], visits: Sequence[str]) -> tuple[list[str], list[str]]:
+def clinic_ids(dataset_dir: str | Path, patients: Sequence[str],
+               visits: Sequence[str]) -> tuple[list[str], list[str]]:
     """Packed patient/visit codes -> the clinic's own ids, through private/codes.csv (local use only).
 
     Without the private map (a dataset from the Hub) the codes are returned unchanged and a warning says
@@ -141,8 +144,9 @@ def clinic_ids(dataset_dir: str | Path, patients: Sequence[str], visits: Sequenc
     """
     codes = read_codes(dataset_dir)
     if not codes["patient"]:
-        logger.warning("%s has no %s/%s: its patient ids are opaque codes and will not match a clinic's score "
-                       "table; run on the dataset folder that prepare wrote", dataset_dir, PRIVATE_DIR, CODES_NAME)
+        logger.warning("%s has no %s/%s: its patient ids are opaque codes and will not match a clinic's "
+                       "score table; run on the dataset folder that prepare wrote",
+                       dataset_dir, PRIVATE_DIR, CODES_NAME)
         return list(patients), list(visits)
     out_p = [codes["patient"].get(p, p) for p in patients]
     out_v = [codes["visit"][v][1] if v in codes["visit"] else v for v in visits]

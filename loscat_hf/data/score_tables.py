@@ -5,11 +5,11 @@ it, refusing a table that would silently give wrong targets or totals, and joini
 `prepare --scores`, `link` and `evaluate-ensemble --scores` all read the table through `read_score_table`,
 so they accept and refuse the same tables and agree on every number.
 
-Rules (docs/scores.md, "Score table format"): an empty cell is missing (None), never 0, because 0 is a real score ("no
-activity"); a value outside its component's levels, a non-number and a repeated (patient, visit, site) are
-refused, every bad row named by its spreadsheet row number (the header is row 1). A total (mLoSSI, LoSDI) is
-the sum of the components present: missing ones are left out and counted, and a total whose components are
-all missing is itself missing (the convention of `score_metrics.visit_totals`).
+Rules (docs/scores.md, "Score table format"): an empty cell is missing (None), never 0, because 0 is a real
+score ("no activity"); a value outside its component's levels, a non-number and a repeated (patient, visit,
+site) are refused, every bad row named by its spreadsheet row number (the header is row 1). A total (mLoSSI,
+LoSDI) is the sum of the components present: missing ones are left out and counted, and a total whose
+components are all missing is itself missing (the convention of `score_metrics.visit_totals`).
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ class ScoreTable:
 
     def missing_cells(self) -> dict[str, int]:
         """Empty cells per component over every row read (known and unknown sites)."""
-        return {c: sum(r.values[c] is None for r in (*self.records, *self.unknown_sites)) for c in self.components}
+        return {c: sum(r.values[c] is None for r in (*self.records, *self.unknown_sites))
+                for c in self.components}
 
 
 @dataclass
@@ -147,7 +148,8 @@ def _problem_message(path: Path, problems: list[tuple[int, str]]) -> str:
     more = len(problems) - MAX_LISTED_PROBLEMS
     rows = len({row for row, _ in problems})
     return (f"score table {path}: {rows} bad row(s) (row 1 is the header): {listed}"
-            f"{f'; and {more} more' if more > 0 else ''}. Fix these rows (an empty cell means missing) and rerun")
+            f"{f'; and {more} more' if more > 0 else ''}. "
+            "Fix these rows (an empty cell means missing) and rerun")
 
 
 def read_score_table(path: str | os.PathLike, taxonomy: Taxonomy,
@@ -232,7 +234,8 @@ def attach_scores(items: list, table: ScoreTable) -> AttachResult:
     for item in items:
         scores = table.rows.get((item.patient_id, item.visit, item.site))
         if scores is None:
-            unmatched.append(f"{item.key} (patient {item.patient_id}, visit {item.visit!r}, site {item.site})")
+            unmatched.append(f"{item.key} (patient {item.patient_id}, visit {item.visit!r}, "
+                             f"site {item.site})")
             values = dict.fromkeys(table.components, None)
         else:
             n += 1

@@ -128,8 +128,8 @@ def _split_warnings(y: np.ndarray, g: np.ndarray, assignments: np.ndarray, with_
         missing = [s for s in names if not np.any(mask & (assignments == s))]
         if missing:
             out.append(
-                f"class {cls!r} ({n_patients} patients) has no photos in {', '.join(missing)} with this seed; "
-                f"try another --seed or add patients"
+                f"class {cls!r} ({n_patients} patients) has no photos in {', '.join(missing)} "
+                f"with this seed; try another --seed or add patients"
             )
     return out
 
@@ -161,12 +161,14 @@ def split_counts_table(
         patients = {s: len({p for p, a in zip(groups, assignments, strict=True) if a == s}) for s in splits}
         rows.append(["patients", *(str(patients[s]) for s in splits), str(len(set(groups))), ""])
     if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+        lines = ["| " + " | ".join(header) + " |",
+                 "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     fmt = [f"{{:<{widths[0]}}}"] + [f"{{:>{w}}}" for w in widths[1:]]
-    return "\n".join("  ".join(f.format(c) for f, c in zip(fmt, r, strict=True)).rstrip() for r in [header, *rows])
+    return "\n".join("  ".join(f.format(c) for f, c in zip(fmt, r, strict=True)).rstrip()
+                     for r in [header, *rows])
 
 
 def _pct(n: int, total: int) -> str:

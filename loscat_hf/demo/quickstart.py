@@ -34,7 +34,8 @@ class QuickstartResult:
         root, test = self.root, self.test.report
         val = self.train.macro_f1 if self.train.macro_f1 is not None else float("nan")
         return "\n".join([
-            f"quickstart done in {self.seconds:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in self.steps.items())}).",
+            f"quickstart done in {self.seconds:.0f} s "
+            f"({', '.join(f'{k} {v:.0f} s' for k, v in self.steps.items())}).",
             f"test macro-F1 {test['macro_f1']:.3f} on {test['split_size']} photos of unseen patients "
             f"(chance {1 / 12:.3f}); validation macro-F1 {val:.3f}.",
             f"plots: {root / 'model' / 'eval_test' / 'confusion_matrix.png'}, "
@@ -69,7 +70,8 @@ def quickstart(out: str = "quickstart", patients: int = 60, photos: int = 600, e
     generate_demo_data(root / "demo", n_patients=patients, n_photos=photos, seed=seed, overwrite=True)
     lap("demo-data")
     logger.info("[2/4] prepare: consensus labels, de-identified imagefolder, patient-grouped split")
-    prepared = prepare(annotations=str(root / "demo" / "annotations.csv"), images=str(root / "demo" / "images"),
+    prepared = prepare(annotations=str(root / "demo" / "annotations.csv"),
+                       images=str(root / "demo" / "images"),
                        out=str(root / "dataset"), test_fraction=0.15, seed=seed, overwrite=True,
                        max_side=QUICK_MAX_SIDE, keep_columns=["skin_tone"])  # a subgroup for evaluate
     if prepared.out_dir is None:
@@ -78,7 +80,8 @@ def quickstart(out: str = "quickstart", patients: int = 60, photos: int = 600, e
     for warning in prepared.pack.warnings:
         logger.warning("      warning: %s", warning)
     lap("prepare")
-    logger.info("[3/4] train: %s, %s epochs, balanced sampler, the %s recipe", model, epochs, recipe_of(model))
+    logger.info("[3/4] train: %s, %s epochs, balanced sampler, the %s recipe", model, epochs,
+                recipe_of(model))
     # --out was checked above (empty, or --overwrite given): its model folder may be replaced
     trained = train(*train_arguments(**{
         "dataset": str(root / "dataset"), "output_dir": str(root / "model"), "overwrite_output_dir": True,
@@ -87,6 +90,8 @@ def quickstart(out: str = "quickstart", patients: int = 60, photos: int = 600, e
         **(train_options or {})}))
     lap("train")
     logger.info("[4/4] evaluate on the held-out test patients")
-    test = evaluate(str(root / "model"), str(root / "dataset"), str(root / "model" / "eval_test"), split="test")
+    test = evaluate(str(root / "model"), str(root / "dataset"), str(root / "model" / "eval_test"),
+                    split="test")
     lap("evaluate")
-    return QuickstartResult(root=root, test=test, train=trained, seconds=time.perf_counter() - t0, steps=steps)
+    return QuickstartResult(root=root, test=test, train=trained, seconds=time.perf_counter() - t0,
+                            steps=steps)

@@ -35,7 +35,8 @@ def member_outputs(model_dir: str, split, batch_size: int = 64, device: str | No
 
     out = split_outputs(model_dir, split, batch_size=batch_size, device=device, bf16=False,
                         desc=f"running {Path(model_dir).name}")
-    return MemberOutput(str(model_dir), apply_temperature(out.logits, out.temperature), out.scores, out.components)
+    return MemberOutput(str(model_dir), apply_temperature(out.logits, out.temperature), out.scores,
+                        out.components)
 
 
 def combine(members: list[MemberOutput]) -> MemberOutput:
@@ -71,7 +72,8 @@ def evaluate_member(out: MemberOutput, labels: np.ndarray, score_targets: np.nda
         preds = clip_scores(out.scores, out.components)
         report["scores"] = component_report(preds, score_targets, out.components)
         mask = ~np.isnan(score_targets)
-        report["score_mse"] = float((((preds - np.nan_to_num(score_targets)) ** 2) * mask).sum() / max(mask.sum(), 1))
+        report["score_mse"] = float((((preds - np.nan_to_num(score_targets)) ** 2) * mask).sum()
+                                    / max(mask.sum(), 1))
     return report
 
 
@@ -85,8 +87,9 @@ def evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "v
     if len(models) < 2:
         command = ["loscat-hf", "evaluate", "--model", models[0] if models else "MODEL", "--dataset", dataset,
                    "--split", split, "--out", out, *(["--scores", scores_table] if scores_table else [])]
-        raise LoscatError(f"models got {len(models)} model folder: an ensemble averages two or more. One model is "
-                          f"measured, with its score report when it has score heads, by `{shlex.join(command)}`",
+        raise LoscatError(f"models got {len(models)} model folder: an ensemble averages two or more. "
+                          f"One model is measured, with its score report when it has score heads, by "
+                          f"`{shlex.join(command)}`",
                           param="models")
     tax = load_taxonomy(taxonomy)
     ds = load_packed_dataset(dataset, tax)
@@ -117,7 +120,8 @@ def evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "v
     if table is not None:
         from loscat_hf.evaluation.score_report import clinical_visits
 
-        report["visit_totals"] = clinical_visits(ens.scores, ens.components, data, keys, table, tax.sites).report()
+        report["visit_totals"] = clinical_visits(ens.scores, ens.components, data, keys, table,
+                                                 tax.sites).report()
     Path(out).mkdir(parents=True, exist_ok=True)
     from loscat_hf.evaluation.score_report import json_safe
 
@@ -129,9 +133,10 @@ def format_ensemble(report: dict) -> str:
     """The console lines of an ensemble report: visit totals, then each member and the ensemble."""
     from loscat_hf.evaluation.score_report import summary_lines
 
-    lines = [f"ensemble {line.strip()}" for line in summary_lines({"visit_totals": report.get("visit_totals")})]
+    lines = [f"ensemble {line.strip()}"
+             for line in summary_lines({"visit_totals": report.get("visit_totals")})]
     for r in [*report["members"], report["ensemble"]]:
         extra = f", score MSE {r['score_mse']:.3f}" if "score_mse" in r else ""
-        lines.append(f"{r['model']}: macro-F1 {r['macro_f1']:.3f}, accuracy {r['accuracy']:.3f}, NLL {r['nll']:.3f}"
-                     f"{extra}")
+        lines.append(f"{r['model']}: macro-F1 {r['macro_f1']:.3f}, accuracy {r['accuracy']:.3f}, "
+                     f"NLL {r['nll']:.3f}{extra}")
     return "\n".join(lines)

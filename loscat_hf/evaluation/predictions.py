@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import posixpath
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -32,11 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from loscat_hf.data.annotations import normalise_column, normalise_image_path
+from loscat_hf.data.annotations import normalise_column
 from loscat_hf.data.dataset import DETAILS_NAME, PRIVATE_DIR
 from loscat_hf.data.private import private_dir, private_open
 from loscat_hf.defaults import EVALUATED_NAME
 from loscat_hf.errors import LoscatError
+from loscat_hf.evaluation.matching import MATCH_STEPS, match_photos
 from loscat_hf.evaluation.split_eval import EvaluationResult
 from loscat_hf.io.csvsafe import SafeWriter, decode_export, read_cell
 from loscat_hf.taxonomy import RegionError, Taxonomy, load_taxonomy
@@ -51,16 +51,15 @@ STUDY_ERROR = "ERROR"
 TRUTH_IMAGE_COLUMNS = ("image_path", "image", "file_name")
 TRUTH_REGION_COLUMNS = ("region", "label")
 MATCHING_NAME = "matching.csv"  # under OUT/private/
-MATCH_STEPS = ("exact", "normalised", "resolved", "path_tail", "basename")
-_TAILS = (4, 3, 2)  # path_tail: the last 4, 3, then 2 path components (e.g. patient folder + camera file name)
 PROBABILITY_NOTES = {
     "loscat-hf": "top-k probabilities from loscat-hf predict's CSV; the remaining probability mass is spread "
                  "evenly over the other classes (ECE and the reliability diagram use the top-1 probability "
                  "as written; NLL is approximate where the true class is outside the top k)",
-    "study": "the predicted class's confidence from the study's CSV; the remaining probability mass is spread "
-             "evenly over the other classes (ECE and the reliability diagram use the confidence as written; NLL "
-             "is approximate for wrong predictions)",
-    None: "none: not every scored photo has a probability, so calibration (ECE, NLL, reliability) is not reported",
+    "study": "the predicted class's confidence from the study's CSV; the remaining probability mass is "
+             "spread evenly over the other classes (ECE and the reliability diagram use the confidence as "
+             "written; NLL is approximate for wrong predictions)",
+    None: "none: not every scored photo has a probability, so calibration (ECE, NLL, reliability) is not "
+          "reported",
 }
 
 
@@ -90,9 +89,11 @@ class PredictionsEvaluation(EvaluationResult):
 
 
 def _read_table(path: Path, what: str) -> tuple[list[str], list[str], list[tuple[int, dict[str, str]]]]:
-    """(original header, normalised header, [(spreadsheet row, {normalised column: cell})]); blank rows skipped."""
+    """(original header, normalised header, [(spreadsheet row, {normalised column: cell})]); blank rows
+    skipped."""
     if not path.is_file():
-        raise LoscatError(f"{what} {path} {'is a folder' if path.is_dir() else 'does not exist'}; pass the CSV file")
+        problem = "is a folder" if path.is_dir() else "does not exist"
+        raise LoscatError(f"{what} {path} {problem}; pass the CSV file")
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -112,8 +113,8 @@ def _read_table(path: Path, what: str) -> tuple[list[str], list[str], list[tuple
         if not any(cell.strip() for cell in record):
             continue
         if len(record) > len(header):
-            raise LoscatError(f"{what} {path}, row {number} has {len(record)} fields but the header (row 1) has "
-                              f"{len(header)} (a separator inside a value must be quoted)")
+            raise LoscatError(f"{what} {path}, row {number} has {len(record)} fields but the header "
+                              f"(row 1) has {len(header)} (a separator inside a value must be quoted)")
         cells: dict[str, str] = {}
         for name, cell in zip(names, record, strict=False):
             cells.setdefault(name, cell.strip())
@@ -167,7 +168,8 @@ def _dedupe(rows: list[_Row], parser: _Parser) -> list[_Row]:
     for r in rows:
         seen = first.setdefault(r.image, r)
         if seen is not r and (seen.label, seen.code) != (r.label, r.code):
-            raise parser.error(r.row, f"names the same photo as row {seen.row} with a different region; keep one")
+            raise parser.error(r.row, f"names the same photo as row {seen.row} with a different region; "
+                                      "keep one")
     return list(first.values())
 
 
@@ -196,7 +198,8 @@ def _read_predictions(path: Path, tax: Taxonomy) -> tuple[str, list[_Row]]:
             raise parser.error(number, "empty image")
         if status != LOSCAT_OK:
             detail = cells.get("error", "") if fmt == "loscat-hf" else cells.get("confidence", "")
-            # a status is an image problem kind; anything else (a hand-edited cell) must not reach metrics.json
+            # a status is an image problem kind; anything else (a hand-edited cell) must not reach
+            # metrics.json
             code = status if re.fullmatch(r"[a-z0-9_]{1,40}", status) else "other_status"
             out.append(_Row(number, image, text, code=code, detail=detail))
             continue
@@ -225,8 +228,8 @@ def _read_truth(path: Path, tax: Taxonomy) -> tuple[dict[str, str], list[_Row]]:
     image_col = next((c for c in TRUTH_IMAGE_COLUMNS if c in names), None)
     region_col = next((c for c in TRUTH_REGION_COLUMNS if c in names), None)
     if image_col is None or region_col is None:
-        raise LoscatError(f"ground-truth CSV {path} needs an image column ({', '.join(TRUTH_IMAGE_COLUMNS)}) and "
-                          f"a region column ({', '.join(TRUTH_REGION_COLUMNS)}); it has {header}")
+        raise LoscatError(f"ground-truth CSV {path} needs an image column ({', '.join(TRUTH_IMAGE_COLUMNS)}) "
+                          f"and a region column ({', '.join(TRUTH_REGION_COLUMNS)}); it has {header}")
     out = []
     for number, cells in rows:
         image, text = cells.get(image_col, ""), cells.get(region_col, "")
@@ -238,51 +241,6 @@ def _read_truth(path: Path, tax: Taxonomy) -> tuple[dict[str, str], list[_Row]]:
         raise LoscatError(f"ground-truth CSV {path} has a header but no data rows")
     columns = {"image": header[names.index(image_col)], "region": header[names.index(region_col)]}
     return columns, _dedupe(out, parser)
-
-
-def _key(step: str, image: str, folder: str, tail: int = 1) -> str:
-    text = normalise_image_path(image)
-    if step == "exact":
-        return image
-    if step == "normalised":
-        return text
-    if step in ("path_tail", "basename"):
-        parts = [part for part in text.split("/") if part]
-        return "/".join(parts[-tail:]) if len(parts) >= tail else ""
-    if not text:
-        return ""
-    if text.startswith("/") or re.match(r"[A-Za-z]:/", text):  # absolute (POSIX or Windows)
-        return posixpath.normpath(text)
-    return posixpath.normpath(posixpath.join(folder, text))  # relative to the CSV's own folder
-
-
-def _match_photos(truth: list[_Row], preds: list[_Row], truth_dir: Path, pred_dir: Path) -> dict[int, tuple[int, str]]:
-    """truth index -> (prediction index, step); each step only pairs keys that are unique on both sides."""
-    folders = (Path(truth_dir).resolve().as_posix(), Path(pred_dir).resolve().as_posix())
-    matched: dict[int, tuple[int, str]] = {}
-    used: set[int] = set()
-    steps = [(name, 1) for name in MATCH_STEPS[:3]] + [("path_tail", n) for n in _TAILS] + [("basename", 1)]
-    for step, tail in steps:
-        t_keys = [_key(step, r.image, folders[0], tail) for r in truth]
-        p_keys = [_key(step, r.image, folders[1], tail) for r in preds]
-        t_count, p_count = Counter(t_keys), Counter(p_keys)
-        free = {k: j for j, k in enumerate(p_keys) if j not in used and p_count[k] == 1}
-        for i, k in enumerate(t_keys):
-            if i not in matched and k and t_count[k] == 1 and k in free:
-                if step in ("path_tail", "basename") and not _one_ends_the_other(truth[i].image, preds[free[k]].image):
-                    continue  # patientA/IMG_0001.jpg is not /data/patientZ/IMG_0001.jpg: camera names repeat
-                matched[i] = (free[k], step)
-                used.add(free[k])
-    return matched
-
-
-def _one_ends_the_other(a: str, b: str) -> bool:
-    """The shorter path's components are the last components of the longer one (`P1/x.jpg` ends
-    `/archive/P1/x.jpg`; a bare `x.jpg` ends both), so a tail match never pairs different folders."""
-    pa = [p for p in normalise_image_path(a).split("/") if p]
-    pb = [p for p in normalise_image_path(b).split("/") if p]
-    short, long = sorted((pa, pb), key=len)
-    return bool(short) and long[len(long) - len(short):] == short
 
 
 def _probability_row(known: dict[int, float], pred: int, k: int) -> np.ndarray:
@@ -311,7 +269,8 @@ def _write_private(out: Path, truth: list[_Row], preds: list[_Row], matched: dic
     with private_open(path) as fh:
         writer = SafeWriter(fh)
         writer.writerow(["outcome", "reason", "match", "truth_row", "image", "truth", "truth_class",
-                         "prediction_row", "predicted_image", "prediction", "predicted_class", "correct", "detail"])
+                         "prediction_row", "predicted_image", "prediction", "predicted_class", "correct",
+                         "detail"])
         for i, t in enumerate(truth):
             j, how = matched.get(i, (None, ""))
             p = preds[j] if j is not None else None
@@ -361,7 +320,8 @@ def evaluate_predictions(predictions: str | os.PathLike, truth: str | os.PathLik
     if out.exists() and not out.is_dir():
         raise LoscatError(f"out {out} is a file; give a folder for the report", param="out")
     out.mkdir(parents=True, exist_ok=True)
-    matched = _match_photos(rows, preds, truth_path.parent, pred_path.parent)
+    matched = match_photos([r.image for r in rows], [r.image for r in preds], truth_path.parent,
+                           pred_path.parent)
     details = {"predictions": str(pred_path.resolve()), "truth": str(truth_path.resolve()),
                "predictions_format": fmt, "truth_columns": truth_columns}
     private = _write_private(out, rows, preds, matched, tax.classes, details)
@@ -382,8 +342,8 @@ def evaluate_predictions(predictions: str | os.PathLike, truth: str | os.PathLik
     if not scored:
         raise LoscatError(f"none of the {len(rows)} ground-truth photos has a usable prediction "
                           f"({counts['n_unpredicted']} unpredicted: {counts['unpredicted_by_reason']}, "
-                          f"{counts['n_excluded_non_site']} non-site); check that both CSVs name the photos the "
-                          f"same way. Per-photo detail: {private}")
+                          f"{counts['n_excluded_non_site']} non-site); check that both CSVs name the photos "
+                          f"the same way. Per-photo detail: {private}")
     y_true = [rows[i].label for i in scored]
     hits = [preds[matched[i][0]] for i in scored]
     y_pred = [p.label for p in hits]
@@ -410,9 +370,9 @@ def evaluate_predictions(predictions: str | os.PathLike, truth: str | os.PathLik
         return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
 
     with open(paths["per_class_md"], "a", encoding="utf-8") as fh:
-        fh.write(f"\nScored {counts['n_scored']} of {counts['n_truth']} ground-truth photos; without a usable "
-                 f"prediction {counts['n_unpredicted']} ({listing(counts['unpredicted_by_reason'])}); non-site "
-                 f"truth {counts['n_excluded_non_site']} ({listing(counts['excluded_by_code'])}); predictions "
-                 f"without ground truth {counts['n_predictions_without_truth']}. Matched by: "
+        fh.write(f"\nScored {counts['n_scored']} of {counts['n_truth']} ground-truth photos; without a "
+                 f"usable prediction {counts['n_unpredicted']} ({listing(counts['unpredicted_by_reason'])}); "
+                 f"non-site truth {counts['n_excluded_non_site']} ({listing(counts['excluded_by_code'])}); "
+                 f"predictions without ground truth {counts['n_predictions_without_truth']}. Matched by: "
                  f"{listing(counts['matched_by'])}.\n\nProbabilities: {report['probabilities']}.\n")
     return PredictionsEvaluation(split="predictions", report=report, out_dir=out)

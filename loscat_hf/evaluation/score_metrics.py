@@ -48,7 +48,8 @@ def severity_class(values: np.ndarray, levels: Sequence[int] = (0, 1, 2, 3)) -> 
 
 
 def agreement(pred: np.ndarray, true: np.ndarray, levels: Sequence[int] = (0, 1, 2, 3)) -> dict:
-    """MAE, RMSE, Pearson, Spearman, quadratic kappa, ICC(2,1) and severity-class accuracy; NaN targets skipped."""
+    """MAE, RMSE, Pearson, Spearman, quadratic kappa, ICC(2,1) and severity-class accuracy; NaN targets
+    skipped."""
     from scipy.stats import pearsonr, spearmanr
     from sklearn.metrics import cohen_kappa_score
 
@@ -66,15 +67,18 @@ def agreement(pred: np.ndarray, true: np.ndarray, levels: Sequence[int] = (0, 1,
     out["spearman"] = float(spearmanr(p, t)[0]) if varied else float("nan")
     cls_p, cls_t = severity_class(p, levels), severity_class(t, levels)
     both = np.union1d(cls_p, cls_t)
-    out["qwk"] = float(cohen_kappa_score(cls_t, cls_p, weights="quadratic")) if len(both) > 1 else float("nan")
+    out["qwk"] = (float(cohen_kappa_score(cls_t, cls_p, weights="quadratic")) if len(both) > 1
+                  else float("nan"))
     out["icc_2_1"] = icc(np.stack([t, p], axis=1), "2,1")
     out["severity_accuracy"] = float((cls_p == cls_t).mean())
     return out
 
 
-def component_report(pred: np.ndarray, true: np.ndarray, components: Sequence[str] = tuple(COMPONENTS)) -> dict:
+def component_report(pred: np.ndarray, true: np.ndarray,
+                     components: Sequence[str] = tuple(COMPONENTS)) -> dict:
     """agreement() per component of (n photos, n components) arrays."""
-    return {c: agreement(pred[:, j], true[:, j], COMPONENTS.get(c, (0, 1, 2, 3))) for j, c in enumerate(components)}
+    return {c: agreement(pred[:, j], true[:, j], COMPONENTS.get(c, (0, 1, 2, 3)))
+            for j, c in enumerate(components)}
 
 
 TOTALS = {"mlossi": MLOSSI, "losdi": LOSDI}
@@ -94,9 +98,9 @@ def site_scores(photos: pd.DataFrame, components: Sequence[str] = tuple(COMPONEN
 def visit_totals(sites: pd.DataFrame, complete: bool = False) -> pd.DataFrame:
     """Site rows -> per visit mLoSSI and LoSDI (sums over the sites present; the LoSCAT has 18 at most).
 
-    `complete=False`: the sum of the cells present, a total with no cell present is NaN (a prediction has every
-    cell). `complete=True`: a total with any missing cell is NaN, because missing is never zero: the rater's
-    total of a visit with an unscored cell is not known.
+    `complete=False`: the sum of the cells present, a total with no cell present is NaN (a prediction has
+    every cell). `complete=True`: a total with any missing cell is NaN, because missing is never zero: the
+    rater's total of a visit with an unscored cell is not known.
     """
     frame = sites.copy()
     for total, parts in TOTALS.items():
@@ -111,17 +115,19 @@ def visit_totals(sites: pd.DataFrame, complete: bool = False) -> pd.DataFrame:
 def visit_table(predicted_photos: pd.DataFrame, clinical_sites: pd.DataFrame) -> pd.DataFrame:
     """One row per visit of the predictions that the score table also has, with two comparisons per total:
 
-    `<total>_pred`/`<total>_true` (whole visit): predicted over the photographed sites vs the rater's total over
-    every site scored, NaN where the rater left a cell empty. What an automated score of the visit would say:
-    a visit whose affected sites were not photographed is under-estimated, and that is reported, not hidden.
-    `<total>_pred_photographed`/`<total>_true_photographed`: only the sites both photographed and scored, each
-    cell only where the rater scored it: the model's own agreement, free of what was not photographed.
+    `<total>_pred`/`<total>_true` (whole visit): predicted over the photographed sites vs the rater's total
+    over every site scored, NaN where the rater left a cell empty. What an automated score of the visit would
+    say: a visit whose affected sites were not photographed is under-estimated, and that is reported, not
+    hidden. `<total>_pred_photographed`/`<total>_true_photographed`: only the sites both photographed and
+    scored, each cell only where the rater scored it: the model's own agreement, free of what was not
+    photographed.
     """
     comps = list(COMPONENTS)
     pred = site_scores(_str_keys(predicted_photos[[*SITE, *comps]]))
     clinical = _str_keys(clinical_sites.reindex(columns=[*SITE, *comps]))
     visits = pred[VISIT].drop_duplicates().merge(clinical[VISIT].drop_duplicates(), on=VISIT)
-    whole = visit_totals(pred).merge(visit_totals(clinical, complete=True), on=VISIT, suffixes=("_pred", "_true"))
+    whole = visit_totals(pred).merge(visit_totals(clinical, complete=True), on=VISIT,
+                                     suffixes=("_pred", "_true"))
     both = pred.merge(clinical, on=SITE, suffixes=("", "_true"))
     for c in comps:  # the prediction of a cell the rater left empty is left out with it
         both[c] = both[c].where(both[f"{c}_true"].notna())
@@ -130,7 +136,8 @@ def visit_table(predicted_photos: pd.DataFrame, clinical_sites: pd.DataFrame) ->
                                                         suffixes=("_pred_photographed", "_true_photographed"))
     counts = clinical.groupby(VISIT).size().rename("sites_scored").reset_index().merge(
         both.groupby(VISIT).size().rename("sites_photographed").reset_index(), on=VISIT, how="left")
-    table = visits.merge(whole, on=VISIT, how="left").merge(shared, on=VISIT, how="left").merge(counts, on=VISIT)
+    table = (visits.merge(whole, on=VISIT, how="left").merge(shared, on=VISIT, how="left")
+             .merge(counts, on=VISIT))
     table["sites_photographed"] = table["sites_photographed"].fillna(0).astype(int)
     return table.sort_values(VISIT).reset_index(drop=True)
 
@@ -141,7 +148,8 @@ def _str_keys(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _total_agreement(pred: np.ndarray, true: np.ndarray) -> dict:
-    """agreement() of a visit total: kappa over its integer values 0..max+1; no severity class (a sum has none)."""
+    """agreement() of a visit total: kappa over its integer values 0..max+1; no severity class (a sum has
+    none)."""
     levels = tuple(range(int(np.nanmax(np.r_[pred, true, [0]])) + 2))
     out = agreement(pred, true, levels)
     out.pop("severity_accuracy", None)
@@ -149,11 +157,12 @@ def _total_agreement(pred: np.ndarray, true: np.ndarray) -> dict:
 
 
 def totals_agreement(table: pd.DataFrame, n_visits: int) -> dict:
-    """Agreement of a `visit_table`'s per-visit mLoSSI/LoSDI with the rater's, `n_visits` the predictions' visits.
+    """Agreement of a `visit_table`'s per-visit mLoSSI/LoSDI with the rater's, `n_visits` the predictions'
+    visits.
 
     `<total>`: whole visits, leaving out (and counting) visits whose clinical total has an empty cell;
-    `photographed_sites.<total>`: over the sites both photographed and scored. Counts say how many visits of the
-    predictions the table lacks and how many scored sites were photographed.
+    `photographed_sites.<total>`: over the sites both photographed and scored. Counts say how many visits of
+    the predictions the table lacks and how many scored sites were photographed.
     """
     out: dict = {"n_visits": len(table), "n_visits_not_in_table": n_visits - len(table),
                  "sites_scored": int(table["sites_scored"].sum()),
@@ -167,13 +176,15 @@ def totals_agreement(table: pd.DataFrame, n_visits: int) -> dict:
 
 
 def compare_totals(predicted_photos: pd.DataFrame, clinical_sites: pd.DataFrame) -> dict:
-    """Per-visit totals of predicted photo scores vs the score table's: `totals_agreement` of their `visit_table`."""
+    """Per-visit totals of predicted photo scores vs the score table's: `totals_agreement` of their
+    `visit_table`."""
     n_visits = len(predicted_photos[VISIT].drop_duplicates())
     return totals_agreement(visit_table(predicted_photos, clinical_sites), n_visits)
 
 
 def table_sites(rows: Mapping[tuple[str, str, str], Mapping[str, float | None]]) -> pd.DataFrame:
     """A ScoreTable's rows as a site-level DataFrame (None -> NaN) for visit_totals/compare_totals."""
-    records = [{"patient_id": p, "visit": v, "site": s, **{c: (np.nan if x is None else x) for c, x in vals.items()}}
+    records = [{"patient_id": p, "visit": v, "site": s,
+                **{c: (np.nan if x is None else x) for c, x in vals.items()}}
                for (p, v, s), vals in rows.items()]
     return pd.DataFrame.from_records(records)

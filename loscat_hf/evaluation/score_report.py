@@ -1,9 +1,9 @@
 """The score report of a model with LoSCAT score heads on one split: per component, per visit, and plots.
 
-One writer for `loscat-hf evaluate` (any split, the clinic's score table optional), `train --task scores` (the
-validation split) and, for the visit totals, `evaluate-ensemble`. Everything it writes is aggregate: counts and
-metrics, and plots of numbers without ids; the clinic's patient and visit ids it needs to meet the score table
-stay in memory.
+One writer for `loscat-hf evaluate` (any split, the clinic's score table optional), `train --task scores`
+(the validation split) and, for the visit totals, `evaluate-ensemble`. Everything it writes is aggregate:
+counts and metrics, and plots of numbers without ids; the clinic's patient and visit ids it needs to meet the
+score table stay in memory.
 """
 
 from __future__ import annotations
@@ -20,7 +20,12 @@ import numpy as np
 
 from loscat_hf.defaults import SCORE_REPORT_NAME
 from loscat_hf.errors import LoscatError
-from loscat_hf.evaluation.score_metrics import component_report, table_sites, totals_agreement, visit_table
+from loscat_hf.evaluation.score_metrics import (
+    component_report,
+    table_sites,
+    totals_agreement,
+    visit_table,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,22 +35,24 @@ logger = logging.getLogger(__name__)
 TABLE_NAME = "scores.md"
 PHOTO_PLOT = "score_agreement.png"
 VISIT_PLOT = "visit_totals.png"
-_COLUMNS = (("n", "n"), ("mae", "MAE"), ("rmse", "RMSE"), ("pearson", "Pearson r"), ("spearman", "Spearman ρ"),
-            ("qwk", "quadratic κ"), ("icc_2_1", "ICC(2,1)"), ("severity_accuracy", "severity accuracy"))
+_COLUMNS = (("n", "n"), ("mae", "MAE"), ("rmse", "RMSE"), ("pearson", "Pearson r"),
+            ("spearman", "Spearman ρ"), ("qwk", "quadratic κ"), ("icc_2_1", "ICC(2,1)"),
+            ("severity_accuracy", "severity accuracy"))
 _TOTAL_NAMES = {"mlossi": "mLoSSI", "losdi": "LoSDI"}
 
 
 @dataclass
 class ClinicalVisits:
-    """A split's predicted visit totals beside the score table's (`score_metrics.visit_table`: holds the clinic's
-    ids, never written), with the counts the report states."""
+    """A split's predicted visit totals beside the score table's (`score_metrics.visit_table`: holds the
+    clinic's ids, never written), with the counts the report states."""
 
     table: pd.DataFrame
     n_visits: int  # visits in the split
     photos_without_site: int  # photos whose side is unknown (site = class name): in no visit total
 
     def report(self) -> dict:
-        return {**totals_agreement(self.table, self.n_visits), "photos_without_site": self.photos_without_site}
+        return {**totals_agreement(self.table, self.n_visits),
+                "photos_without_site": self.photos_without_site}
 
 
 def split_clinic_keys(split, dataset_dir: str | None) -> tuple[list[str], list[str]]:
@@ -58,41 +65,44 @@ def split_clinic_keys(split, dataset_dir: str | None) -> tuple[list[str], list[s
 
 
 def read_table_for(scores_table: str, models: list[str], taxonomy):
-    """Read a LoSCAT score table for visit totals, refusing it before any model runs: a bad table (every bad row
-    named), or models without score heads for all six components (config.json tells, no weights loaded)."""
+    """Read a LoSCAT score table for visit totals, refusing it before any model runs: a bad table (every bad
+    row named), or models without score heads for all six components (config.json tells, no weights
+    loaded)."""
     from loscat_hf.data.score_tables import COMPONENTS, read_score_table
     from loscat_hf.model.folder import load_config, score_components
 
     for model in models:
         predicted = score_components(load_config(model))
         if not predicted:
-            raise LoscatError(f"scores_table needs a model with LoSCAT score heads (`loscat-hf train --task scores`); "
-                              f"{model} predicts the body region only", param="scores_table")
+            raise LoscatError(f"scores_table needs a model with LoSCAT score heads "
+                              f"(`loscat-hf train --task scores`); {model} predicts the body region only",
+                              param="scores_table")
         if set(COMPONENTS) - set(predicted):
-            raise LoscatError(f"scores_table: {model} predicts {', '.join(predicted)}, not all six components that "
-                              "mLoSSI and LoSDI add up", param="scores_table")
+            raise LoscatError(f"scores_table: {model} predicts {', '.join(predicted)}, not all six "
+                              "components that mLoSSI and LoSDI add up", param="scores_table")
     return read_score_table(scores_table, taxonomy)
 
 
 def check_table_meets_split(keys: tuple[list[str], list[str]], table, table_name: str) -> None:
-    """Refuse, before a model runs, a score table that has no visit of the split (`keys`: `split_clinic_keys`):
-    a wrong table, or a dataset without its private/codes.csv (one from the Hub), would otherwise give visit
-    totals over nothing."""
+    """Refuse, before a model runs, a score table that has no visit of the split (`keys`:
+    `split_clinic_keys`): a wrong table, or a dataset without its private/codes.csv (one from the Hub), would
+    otherwise give visit totals over nothing."""
     patients, visits = keys
     split_visits = set(zip(patients, visits, strict=True))
     if split_visits and not split_visits & {(p, v) for p, v, _ in table.rows}:
-        raise LoscatError(f"scores_table {table_name}: none of the split's {len(split_visits)} visits is in it; is it "
-                          "this clinic's table, and the dataset the folder `prepare` wrote (its private/codes.csv maps "
-                          "the packed codes back to the clinic's ids)?", param="scores_table")
+        raise LoscatError(f"scores_table {table_name}: none of the split's {len(split_visits)} visits is in "
+                          "it; is it this clinic's table, and the dataset the folder `prepare` wrote (its "
+                          "private/codes.csv maps the packed codes back to the clinic's ids)?",
+                          param="scores_table")
 
 
-def clinical_visits(preds: np.ndarray, components: Sequence[str], split, keys: tuple[list[str], list[str]], table,
-                    sites: Collection[str]) -> ClinicalVisits:
+def clinical_visits(preds: np.ndarray, components: Sequence[str], split, keys: tuple[list[str], list[str]],
+                    table, sites: Collection[str]) -> ClinicalVisits:
     """The split's predicted photo scores per visit against a read score table (`read_score_table`).
 
-    Photos are keyed by the clinic's ids (`keys`: `split_clinic_keys`, read once per run). A photo whose site is not one of the taxonomy's
-    `sites` (side unknown: packed with its class name) meets no row of the table and could count twice beside
-    its sided site: it is left out of every total and counted."""
+    Photos are keyed by the clinic's ids (`keys`: `split_clinic_keys`, read once per run). A photo whose site
+    is not one of the taxonomy's `sites` (side unknown: packed with its class name) meets no row of the table
+    and could count twice beside its sided site: it is left out of every total and counted."""
     import pandas as pd
 
     from loscat_hf.model.score_heads import clip_scores
@@ -105,13 +115,13 @@ def clinical_visits(preds: np.ndarray, components: Sequence[str], split, keys: t
     return ClinicalVisits(table_frame, len(set(zip(patients, visits, strict=True))), int((~known).sum()))
 
 
-def score_report(preds: np.ndarray, targets: np.ndarray | None, components: Sequence[str], out_dir: str | Path,
-                 split: str, visits: ClinicalVisits | None = None) -> dict:
+def score_report(preds: np.ndarray, targets: np.ndarray | None, components: Sequence[str],
+                 out_dir: str | Path, split: str, visits: ClinicalVisits | None = None) -> dict:
     """Write scores_report.json, scores.md and the plots of one split; return the report.
 
-    `preds` are the raw score-head outputs (clipped here to each component's range); `targets` the rated scores
-    (NaN = missing), None when the dataset was packed without `prepare --scores`; `visits` a `clinical_visits`
-    result when a score table was given."""
+    `preds` are the raw score-head outputs (clipped here to each component's range); `targets` the rated
+    scores (NaN = missing), None when the dataset was packed without `prepare --scores`; `visits` a
+    `clinical_visits` result when a score table was given."""
     from loscat_hf.model.score_heads import clip_scores
     from loscat_hf.viz.plots import plot_score_agreement, plot_visit_totals
 
@@ -132,7 +142,8 @@ def score_report(preds: np.ndarray, targets: np.ndarray | None, components: Sequ
     if visits is not None:
         report["visit_totals"] = visits.report()
         if len(visits.table):
-            plot_visit_totals(visits.table, out / VISIT_PLOT, title=f"Predicted vs rated visit totals, {split} split")
+            plot_visit_totals(visits.table, out / VISIT_PLOT,
+                              title=f"Predicted vs rated visit totals, {split} split")
     report = json_safe(report)
     (out / SCORE_REPORT_NAME).write_text(json.dumps(report, indent=2, allow_nan=False), encoding="utf-8")
     (out / TABLE_NAME).write_text(markdown(report), encoding="utf-8")
@@ -167,7 +178,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         cols = _COLUMNS[:-1]  # a total has no severity class
         lines += ["", f"**Visit totals**: {totals['n_visits']} visits in the score table"
                   f" ({totals['n_visits_not_in_table']} of the split's visits not in it); "
-                  f"{totals['sites_photographed']} of {totals['sites_scored']} scored sites photographed.", "",
+                  f"{totals['sites_photographed']} of {totals['sites_scored']} scored sites photographed.",
+                  "",
                   "| total | compared over | " + " | ".join(label for _, label in cols) + " |",
                   "|---|---|" + "---:|" * len(cols)]
         for key, name in _TOTAL_NAMES.items():
@@ -201,8 +213,8 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
 
 
 def json_safe(obj: Any) -> Any:
-    """A report with NaN/inf (a correlation of constant predictions, n = 1) as None, numpy scalars as Python ones:
-    strict JSON, which JavaScript and the Hub's viewers parse (a bare NaN token is not JSON)."""
+    """A report with NaN/inf (a correlation of constant predictions, n = 1) as None, numpy scalars as Python
+    ones: strict JSON, which JavaScript and the Hub's viewers parse (a bare NaN token is not JSON)."""
     if isinstance(obj, Mapping):
         return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

@@ -15,7 +15,8 @@ from loscat_hf.model.calibration import apply_temperature
 
 def evaluate_split(logits: np.ndarray, split, taxonomy, out_dir: str | Path, temperature: float = 1.0,
                    subgroups: list[str] | None = None) -> dict:
-    """Write metrics.json, per-class CSV/Markdown, confusion matrix and per-class F1 plots; return the report."""
+    """Write metrics.json, per-class CSV/Markdown, confusion matrix and per-class F1 plots; return the
+    report."""
     from loscat_hf.evaluation.metrics import classification_report, write_report
 
     labels = np.asarray(split["labels"])
@@ -39,8 +40,9 @@ class SplitOutputs:
     temperature: float
 
 
-def split_outputs(model_dir: str, split, batch_size: int = 64, num_workers: int = 0, device: str | None = None,
-                  bf16: bool | None = None, desc: str = "evaluating") -> SplitOutputs:
+def split_outputs(model_dir: str, split, batch_size: int = 64, num_workers: int = 0,
+                  device: str | None = None, bf16: bool | None = None,
+                  desc: str = "evaluating") -> SplitOutputs:
     """Run a saved model (region-only or with score heads) over a split through training's eval transform:
     the one model-over-a-split loop (evaluate, evaluate-ensemble)."""
     import torch
@@ -58,7 +60,8 @@ def split_outputs(model_dir: str, split, batch_size: int = 64, num_workers: int 
     runner = LogitRunner(model, record.image_mean, record.image_std, device=device, bf16=bf16)
     data = split.select_columns(["image"]).with_transform(
         ImageTransform(record.image_size, train=False, resample=record.decoding.resample))
-    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=num_workers,
+                                         collate_fn=collate)
     logits, scores = [], []
     for batch in tqdm(loader, desc=desc, unit="batch"):
         out = runner.outputs(batch["pixel_values"])
@@ -87,8 +90,9 @@ class EvaluationResult:
     def summary(self) -> str:
         r = self.report
         ece = "n/a" if r.get("ece") is None else f"{r['ece']:.3f}"  # None: predictions without probabilities
-        text = (f"{self.split}: macro-F1 {r['macro_f1']:.3f}, accuracy {r['accuracy']:.3f}, balanced accuracy "
-                f"{r['balanced_accuracy']:.3f}, ECE {ece} (n={r.get('split_size', r['n'])}); "
+        text = (f"{self.split}: macro-F1 {r['macro_f1']:.3f}, accuracy {r['accuracy']:.3f}, "
+                f"balanced accuracy {r['balanced_accuracy']:.3f}, ECE {ece} "
+                f"(n={r.get('split_size', r['n'])}); "
                 f"{r.get('neighbour_error_share', 0):.0%} of errors between anatomical neighbours. "
                 f"Report: {self.out_dir / 'metrics.json'}")
         if self.scores is None:
@@ -130,20 +134,22 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
     if table is not None:
         keys = split_clinic_keys(ds[split], dataset)
         check_table_meets_split(keys, table, Path(scores_table).name)
-    (Path(out) / EVALUATED_NAME).unlink(missing_ok=True)  # the old record must not vouch for a half-written report
+    # the old record must not vouch for a half-written report
+    (Path(out) / EVALUATED_NAME).unlink(missing_ok=True)
     outputs = split_outputs(model, ds[split], batch_size=batch_size, num_workers=num_workers)
     report = evaluate_split(outputs.logits, ds[split], tax, out, temperature=outputs.temperature,
                             subgroups=subgroup_columns(ds[split]))
     scores = None
     if outputs.scores is not None:
-        visits = None if table is None else clinical_visits(outputs.scores, outputs.components, ds[split], keys,
-                                                            table, tax.sites)
+        visits = None if table is None else clinical_visits(outputs.scores, outputs.components, ds[split],
+                                                            keys, table, tax.sites)
         scores = score_report(outputs.scores, split_score_targets(ds[split], outputs.components),
                               outputs.components, out, split, visits=visits)
     else:
         clear(out)  # an earlier score model's report must not stay beside this one
     from loscat_hf.model.checkpoints import weights_fingerprint
 
-    record = {"model": model, "dataset": dataset, "split": split, "weights_sha256": weights_fingerprint(model)}
+    record = {"model": model, "dataset": dataset, "split": split,
+              "weights_sha256": weights_fingerprint(model)}
     (Path(out) / EVALUATED_NAME).write_text(json.dumps(record))
     return EvaluationResult(split=split, report=report, out_dir=Path(out), scores=scores)

@@ -34,12 +34,13 @@ def push_dataset_to_hub(dataset_dir: str | Path, repo_id: str, private: bool = T
     if not (out / CARD_NAME).is_file() or not (out / "train").is_dir():
         raise LoscatError(f"{out} is not a dataset written by `loscat-hf prepare` (no README.md or train/)")
     if not (out / PRIVATE_DIR).is_dir() or not (out / "train" / METADATA_NAME).is_file():
-        raise LoscatError(f"{out} was written by an older loscat-hf (patient ids not coded, no {PRIVATE_DIR}/): "
+        raise LoscatError(f"{out} was written by an older loscat-hf "
+                          f"(patient ids not coded, no {PRIVATE_DIR}/): "
                           "rebuild it with `loscat-hf prepare --overwrite` before pushing")
     if dataset_origin(out).get("phantom_photos") is None or not (out / LICENSE_NAME).is_file():
-        raise LoscatError(f"{out} was written by an older loscat-hf: its card has no licence link and does not say "
-                          "whether its photos are SYNTHETIC phantoms; rebuild it with `loscat-hf prepare --overwrite` "
-                          "before pushing")
+        raise LoscatError(f"{out} was written by an older loscat-hf: its card has no licence link and does "
+                          "not say whether its photos are SYNTHETIC phantoms; rebuild it with "
+                          "`loscat-hf prepare --overwrite` before pushing")
     metadata = DatasetCard.load(out / CARD_NAME).data.to_dict()
     return push_files(repo_id, "dataset", dict(publishable_files(out)), metadata, private=private,
                       message="Upload dataset prepared by loscat-hf", dry_run=dry_run)

@@ -24,9 +24,9 @@ CONFIG_FILES = ("config.json", "preprocessor_config.json")
 def upload_files(model_dir: str | Path) -> dict[str, Path]:
     """Repo path -> local file for everything that would be uploaded (except the generated README.md).
 
-    The package's one allow-list for model files: `push-space` bundles these same files under `model/`. Paths
-    are those of the model folder (the confusion matrix stays `eval/confusion_matrix.png`), so the card's image
-    link resolves in the local folder and in the pushed repo alike."""
+    The package's one allow-list for model files: `push-space` bundles these same files under `model/`.
+    Paths are those of the model folder (the confusion matrix stays `eval/confusion_matrix.png`), so the
+    card's image link resolves in the local folder and in the pushed repo alike."""
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise LoscatError(f"{model_dir} is not a saved model folder (no config.json)")
@@ -38,9 +38,11 @@ def upload_files(model_dir: str | Path) -> dict[str, Path]:
         for p in sorted(model_dir.glob(pattern)):
             files[p.name] = p
     if not any(n.endswith(".safetensors") for n in files):
-        raise LoscatError(f"{model_dir} has no model.safetensors: save with save_pretrained (safe_serialization)")
+        raise LoscatError(f"{model_dir} has no model.safetensors: "
+                          "save with save_pretrained (safe_serialization)")
     if "preprocessor_config.json" not in files:
-        raise LoscatError(f"{model_dir} has no preprocessor_config.json: save the image processor with the model")
+        raise LoscatError(f"{model_dir} has no preprocessor_config.json: "
+                          "save the image processor with the model")
     if (model_dir / CONFUSION_MATRIX).is_file():
         files[CONFUSION_MATRIX] = model_dir / CONFUSION_MATRIX
     return files

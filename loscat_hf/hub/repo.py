@@ -27,7 +27,8 @@ _TOKEN = re.compile(r"hf_[A-Za-z0-9]{6,}")
 
 
 def check_repo_id(repo_id: str | None, what: str = "repo_id") -> str:
-    """`repo_id` as ORG/NAME that the Hub accepts (huggingface_hub's own rules); else a LoscatError naming `what`."""
+    """`repo_id` as ORG/NAME that the Hub accepts (huggingface_hub's own rules); else a LoscatError naming
+    `what`."""
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
@@ -35,7 +36,8 @@ def check_repo_id(repo_id: str | None, what: str = "repo_id") -> str:
     try:
         validate_repo_id(text)
     except HFValidationError as exc:
-        raise LoscatError(f"{what} {text!r} is not a Hub repo id: {str(exc).splitlines()[0]}", param=what) from None
+        raise LoscatError(f"{what} {text!r} is not a Hub repo id: {str(exc).splitlines()[0]}",
+                          param=what) from None
     if text.count("/") != 1:
         raise LoscatError(f"{what} must look like ORG/NAME, got {text!r}", param=what)
     return text
@@ -71,11 +73,12 @@ def require_token() -> None:
 
 @dataclass
 class PushResult:
-    """What a push sent (or, with a dry run, would send): the repo, its visibility, the files, the card's metadata.
+    """What a push sent (or, with a dry run, would send): the repo, its visibility, the files, the card's
+    metadata.
 
     `private`: the repo's visibility after the push (a dry run: what a new repo would get); `files`: repo path
-    -> size in bytes; `deleted`: files of the repo outside the allow-list that the same commit removed; `notes`:
-    what the user should know."""
+    -> size in bytes; `deleted`: files of the repo outside the allow-list that the same commit removed;
+    `notes`: what the user should know."""
 
     repo_id: str
     repo_type: str
@@ -94,22 +97,24 @@ class PushResult:
         where = "private" if self.private else "PUBLIC"
         if self.dry_run is not None:
             head = [f"dry run: nothing uploaded; the exact upload folder is {self.dry_run}",
-                    f"would push {len(self.files)} files ({_size(self.files.values())}) to the {kind} {self.repo_id} "
-                    f"in one commit that also deletes every other file of the repo (except .gitattributes)",
-                    f"visibility: {where} if the repo is new; an existing repo keeps its own, and an existing "
-                    f"public repo is refused{' unless --public' if self.private else ''}"]
+                    f"would push {len(self.files)} files ({_size(self.files.values())}) to the {kind} "
+                    f"{self.repo_id} in one commit that also deletes every other file of the repo "
+                    f"(except .gitattributes)",
+                    f"visibility: {where} if the repo is new; an existing repo keeps its own, and an "
+                    f"existing public repo is refused{' unless --public' if self.private else ''}"]
         else:
             head = [f"pushed {len(self.files)} files ({_size(self.files.values())}) to the {where} {kind} "
                     f"{self.repo_id}{' (created)' if self.created else ''}: {self.url}"]
             if self.deleted:
-                head.append(f"deleted {len(self.deleted)} file(s) outside the allow-list: {', '.join(self.deleted)} "
-                            "(still in the repo's git history)")
+                head.append(f"deleted {len(self.deleted)} file(s) outside the allow-list: "
+                            f"{', '.join(self.deleted)} (still in the repo's git history)")
         return "\n".join([*head, *(f"note: {n}" for n in self.notes), "metadata (README.md header):",
                           *_metadata_lines(self.metadata), "files:", *listing(self.files)])
 
 
 def _metadata_lines(metadata: dict, max_lines: int = 8) -> list[str]:
-    """The header as YAML, a long entry (features, model-index) cut to its first lines: README.md has it whole."""
+    """The header as YAML, a long entry (features, model-index) cut to its first lines: README.md has it
+    whole."""
     import yaml
 
     lines = []
@@ -140,7 +145,8 @@ def listing(files: dict[str, int], per_folder: int = 3) -> list[str]:
     lines = [f"  {name} ({_size([files[name]])})" for name in top]
     for folder in sorted(folders):
         names = sorted(folders[folder])
-        shown = ", ".join(n.split("/", 1)[1] for n in names[:per_folder]) + (", ..." if len(names) > per_folder else "")
+        shown = (", ".join(n.split("/", 1)[1] for n in names[:per_folder])
+                 + (", ..." if len(names) > per_folder else ""))
         count = f"{len(names)} file{'s' if len(names) != 1 else ''}"
         lines.append(f"  {folder}/: {count} ({_size(files[n] for n in names)}): {shown}")
     return lines
@@ -159,7 +165,8 @@ def write_folder(files: dict[str, Path], out: str | Path) -> Path:
 
 
 def _is_private(info) -> bool:
-    """Only an explicit `private: true` is private; unknown (None) is not, nor a "protected" Space (public app)."""
+    """Only an explicit `private: true` is private; unknown (None) is not, nor a "protected" Space (public
+    app)."""
     return info.private is True and getattr(info, "visibility", None) != "protected"
 
 
@@ -174,18 +181,20 @@ def check_visibility(api, repo_id: str, repo_type: str, private: bool = True):
         return None
     if private and not _is_private(info):
         raise LoscatError(
-            f"the {KINDS[repo_type]} {repo_id} already exists and is public, and this push is private by default: "
-            "nothing was uploaded. Choose another repo id, make the repo private on the Hub, or pass private=False "
-            "to publish there", param="private")
+            f"the {KINDS[repo_type]} {repo_id} already exists and is public, and this push is private by "
+            "default: nothing was uploaded. Choose another repo id, make the repo private on the Hub, or "
+            "pass private=False to publish there", param="private")
     return info
 
 
-def ensure_repo(api, repo_id: str, repo_type: str, private: bool = True, **create_kwargs) -> tuple[bool, bool]:
+def ensure_repo(api, repo_id: str, repo_type: str, private: bool = True,
+                **create_kwargs) -> tuple[bool, bool]:
     """Make sure `repo_id` exists and may receive this push; returns (private, created).
 
     Reads the repo's real visibility with `repo_info` (`check_visibility`): a new repo is created private
     unless `private=False`; an existing public repo is refused unless `private=False`; an existing private
-    repo stays private (with `private=False` too: its visibility is the owner's choice, changed on the Hub)."""
+    repo stays private (with `private=False` too: its visibility is the owner's choice, changed on the
+    Hub)."""
     from huggingface_hub.errors import HfHubHTTPError
 
     private = check_private(private)
@@ -196,13 +205,15 @@ def ensure_repo(api, repo_id: str, repo_type: str, private: bool = True, **creat
         api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=False, **create_kwargs)
     except HfHubHTTPError as exc:
         if _status(exc) == 409:  # repo_info said "not found", yet it exists: this token cannot read it
-            raise LoscatError(f"repo_id {repo_id}: the {KINDS[repo_type]} exists but your token cannot read it: nothing "
-                              "was uploaded (log in as its owner, or choose another repo id)", param="repo_id") from None
+            raise LoscatError(f"repo_id {repo_id}: the {KINDS[repo_type]} exists but your token cannot "
+                              "read it: nothing was uploaded (log in as its owner, or choose another "
+                              "repo id)", param="repo_id") from None
         raise
     info = api.repo_info(repo_id, repo_type=repo_type)
     if private and not _is_private(info):  # e.g. an organisation that forces public repos
-        raise LoscatError(f"the {KINDS[repo_type]} {repo_id} was created but is public: nothing was uploaded. "
-                          "Make it private on the Hub, or pass private=False to publish there", param="private")
+        raise LoscatError(f"the {KINDS[repo_type]} {repo_id} was created but is public: nothing was "
+                          "uploaded. Make it private on the Hub, or pass private=False to publish there",
+                          param="private")
     return _is_private(info), True
 
 
@@ -220,8 +231,10 @@ def preflight(repo_id: str, repo_type: str, private: bool = True) -> None:
         raise LoscatError(f"cannot check the Hub {repo_type} repo {repo_id!r}: {one_line(exc)}") from None
 
 
-def commit_exactly(api, repo_id: str, repo_type: str, files: dict[str, Path], message: str) -> list[str]:
-    """One commit that makes the repo's files exactly `files` (plus .gitattributes); returns the deleted names.
+def commit_exactly(api, repo_id: str, repo_type: str, files: dict[str, Path],
+                   message: str) -> list[str]:
+    """One commit that makes the repo's files exactly `files` (plus .gitattributes); returns the deleted
+    names.
 
     Files an earlier push left that the allow-list no longer names are deleted in the same commit (they stay
     in the repo's git history: squash it or recreate the repo to drop them there)."""
@@ -231,7 +244,8 @@ def commit_exactly(api, repo_id: str, repo_type: str, files: dict[str, Path], me
                    if f not in files and f not in KEEP_IN_REPO)
     api.create_commit(
         repo_id=repo_id, repo_type=repo_type, commit_message=message,
-        operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()]
+        operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path))
+                    for name, path in files.items()]
         + [CommitOperationDelete(path_in_repo=name) for name in stale],
     )
     if stale:
@@ -262,8 +276,8 @@ def push_files(repo_id: str, repo_type: str, files: dict[str, Path], metadata: d
     try:
         result.private, result.created = ensure_repo(api, repo_id, repo_type, private, **create_kwargs)
         if not private and result.private:
-            result.notes.append(f"{repo_id} exists and is private: it stays private (change its visibility on the "
-                                "Hub to publish it)")
+            result.notes.append(f"{repo_id} exists and is private: it stays private "
+                                "(change its visibility on the Hub to publish it)")
         step = "configure"
         if settings is not None:
             result.notes += settings(api, result.private) or []
@@ -273,8 +287,9 @@ def push_files(repo_id: str, repo_type: str, files: dict[str, Path], metadata: d
         raise
     except Exception as exc:  # noqa: BLE001 - network, auth, HTTP errors: one readable line, token masked
         hint = " (log in with `hf auth login` or set HF_TOKEN)" if _status(exc) == 401 else ""
-        done = " (its settings were changed; no file was uploaded)" if step == "commit to" and settings else ""
-        raise LoscatError(f"could not {step} the Hub {KINDS[repo_type]} {repo_id!r}: {one_line(exc)}{hint}{done}") \
-            from None
+        done = (" (its settings were changed; no file was uploaded)"
+                if step == "commit to" and settings else "")
+        raise LoscatError(f"could not {step} the Hub {KINDS[repo_type]} {repo_id!r}: "
+                          f"{one_line(exc)}{hint}{done}") from None
     result.url = f"https://huggingface.co/{URL_PREFIX[repo_type]}{repo_id}"
     return result

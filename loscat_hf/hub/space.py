@@ -41,7 +41,8 @@ TOKEN_SECRET = "HF_TOKEN"  # the Space secret huggingface_hub reads: read access
 
 def _check_space_dir() -> None:
     if not (SPACE_DIR / "app.py").is_file():
-        raise LoscatError(f"no space/ folder beside the package ({SPACE_DIR}): run from a repository checkout")
+        raise LoscatError(f"no space/ folder beside the package ({SPACE_DIR}): "
+                          "run from a repository checkout")
 
 
 def space_pins(path: str | Path | None = None) -> dict[str, str]:
@@ -68,19 +69,21 @@ def space_pins(path: str | Path | None = None) -> dict[str, str]:
 
 
 def sdk_version() -> str:
-    """The installed gradio, which the Space will run: refused unless it is the version the requirements pin."""
+    """The installed gradio, which the Space will run: refused unless it is the version the requirements
+    pin."""
     from importlib.metadata import version
 
     installed, pinned = version("gradio"), space_pins().get("gradio")
     if pinned != installed:
-        raise LoscatError(f"the installed gradio {installed} is not the one space/requirements.txt pins ({pinned}): "
-                          "the Space would run a gradio the tests did not; install the pins (bash scripts/setup.sh) "
-                          "or update them (docs/development.md)")
+        raise LoscatError(f"the installed gradio {installed} is not the one space/requirements.txt pins "
+                          f"({pinned}): the Space would run a gradio the tests did not; install the pins "
+                          "(bash scripts/setup.sh) or update them (docs/development.md)")
     return installed
 
 
 def space_files(model: str | Path | None = None) -> dict[str, Path]:
-    """Space path -> local file for everything push-space uploads but the README.md it generates (`space_card`)."""
+    """Space path -> local file for everything push-space uploads but the README.md it generates
+    (`space_card`)."""
     _check_space_dir()
     files = {name: SPACE_DIR / name for name in SPACE_FILES if (SPACE_DIR / name).is_file()}
     files |= {p.relative_to(SPACE_DIR).as_posix(): p for p in sorted(SPACE_DIR.glob(EXAMPLE_PATTERN))}
@@ -94,8 +97,8 @@ def space_files(model: str | Path | None = None) -> dict[str, Path]:
 
 
 def served_model(model: str | Path | None) -> str | None:
-    """The Hub model the Space loads: a Hub id given, the study's published model by default, None for a bundled
-    folder (not on the Hub)."""
+    """The Hub model the Space loads: a Hub id given, the study's published model by default, None for a
+    bundled folder (not on the Hub)."""
     from loscat_hf.model.study import STUDY_WEIGHTS_REPO
 
     if model is None:
@@ -104,7 +107,8 @@ def served_model(model: str | Path | None) -> str | None:
 
 
 def space_card(model: str | Path | None = None, dataset_id: str | None = None):
-    """space/README.md with the generated header: `models` (the Hub model it loads), `datasets`, `sdk_version`."""
+    """space/README.md with the generated header: `models` (the Hub model it loads), `datasets`,
+    `sdk_version`."""
     from huggingface_hub import SpaceCard
 
     _check_space_dir()
@@ -116,7 +120,8 @@ def space_card(model: str | Path | None = None, dataset_id: str | None = None):
     return card
 
 
-def build_space_folder(out: str | Path, model: str | Path | None = None, dataset_id: str | None = None) -> Path:
+def build_space_folder(out: str | Path, model: str | Path | None = None,
+                       dataset_id: str | None = None) -> Path:
     """Write exactly what push-space uploads (the generated README.md included) into `out`, which must not
     exist or be empty, and return it."""
     with tempfile.TemporaryDirectory(prefix="loscat-space-") as tmp:
@@ -131,8 +136,9 @@ def _files_with_card(model, dataset_id, tmp: Path) -> tuple[dict[str, Path], dic
     return files | {"README.md": tmp / "README.md"}, card.data.to_dict()
 
 
-def push_space(repo_id: str, model: str | None = None, private: bool = True, dry_run: str | Path | None = None,
-               dataset_id: str | None = None, token_env: str | None = None) -> PushResult:
+def push_space(repo_id: str, model: str | None = None, private: bool = True,
+               dry_run: str | Path | None = None, dataset_id: str | None = None,
+               token_env: str | None = None) -> PushResult:
     """Make the Space `repo_id` hold exactly the Space folder, in one commit; set or clear LOSCAT_MODEL.
 
     `model`: a local folder (bundled under model/) or a Hub id (set as the Space variable LOSCAT_MODEL; a
@@ -150,7 +156,8 @@ def push_space(repo_id: str, model: str | None = None, private: bool = True, dry
     hub_model = str(model) if model is not None and not local else None
     if hub_model is not None:
         if hub_model.startswith((".", "/", "~")) or hub_model.count("/") != 1:
-            raise LoscatError(f"model {hub_model!r} is neither a model folder nor a Hub id ORG/NAME", param="model")
+            raise LoscatError(f"model {hub_model!r} is neither a model folder nor a Hub id ORG/NAME",
+                              param="model")
         check_repo_id(hub_model, "model")
     token = _space_token(token_env, hub_model)
     with tempfile.TemporaryDirectory(prefix="loscat-space-") as tmp:
@@ -167,19 +174,23 @@ def push_space(repo_id: str, model: str | None = None, private: bool = True, dry
             if hub_model:
                 api.add_space_variable(repo_id, MODEL_VARIABLE, hub_model)
                 notes.append(f"the Space variable {MODEL_VARIABLE} is set to {hub_model}")
-            elif MODEL_VARIABLE in api.get_space_variables(repo_id):  # else it would override the bundled model
+            elif MODEL_VARIABLE in api.get_space_variables(repo_id):
+                # else it would override the bundled model
                 api.delete_space_variable(repo_id, MODEL_VARIABLE)
-                notes.append(f"the Space variable {MODEL_VARIABLE} an earlier push set was removed: the Space serves "
+                notes.append(f"the Space variable {MODEL_VARIABLE} an earlier push set was removed: "
+                             "the Space serves "
                              f"{'the bundled model/ folder' if local else 'the study model'}")
             if token is not None:
                 api.add_space_secret(repo_id, TOKEN_SECRET, token, description=f"read access to {hub_model}")
                 notes.append(f"the Space secret {TOKEN_SECRET} was set from ${token_env}")
             elif private_model:
-                notes.append(f"{hub_model} is private or gated: the Space loads it only with a secret {TOKEN_SECRET} "
-                             "holding a read token (Space settings > Variables and secrets, or push-space "
-                             "--model-token-env VAR); without it the Space stops at start with a message saying so")
+                notes.append(f"{hub_model} is private or gated: the Space loads it only with a secret "
+                             f"{TOKEN_SECRET} holding a read token (Space settings > Variables and secrets, "
+                             "or push-space --model-token-env VAR); without it the Space stops at start with "
+                             "a message saying so")
             if private_model and not space_private:
-                notes.append(f"this public Space serves the answers of the private model {hub_model} to anyone")
+                notes.append(f"this public Space serves the answers of the private model {hub_model} "
+                             "to anyone")
             return notes
 
         return push_files(repo_id, "space", files, metadata, private=private, message="loscat-hf push-space",
@@ -192,8 +203,9 @@ def _space_token(token_env: str | None, hub_model: str | None) -> str | None:
         return None
     token = os.environ.get(token_env)
     if not token:
-        raise LoscatError(f"token_env names the environment variable {token_env}, which is not set (export a read "
-                          "token in it; the token itself never goes on the command line)", param="token_env")
+        raise LoscatError(f"token_env names the environment variable {token_env}, which is not set "
+                          "(export a read token in it; the token itself never goes on the command line)",
+                          param="token_env")
     if hub_model is None:
         raise LoscatError("token_env gives the Space read access to a private Hub model: name that model "
                           "(model='ORG/NAME'); a bundled folder or the study's public model needs no token",
@@ -201,8 +213,9 @@ def _space_token(token_env: str | None, hub_model: str | None) -> str | None:
     from huggingface_hub import get_token
 
     if token == get_token():
-        raise LoscatError(f"token_env: {token_env} holds the token you are logged in with, which can write to your "
-                          "repos; give the Space a fine-grained token that can only read the model", param="token_env")
+        raise LoscatError(f"token_env: {token_env} holds the token you are logged in with, which can write "
+                          "to your repos; give the Space a fine-grained token that can only read the model",
+                          param="token_env")
     return token
 
 
@@ -216,16 +229,16 @@ def _check_model_access(hub_model: str, token: str | None) -> bool:
     try:
         info = api.model_info(hub_model)
     except RepositoryNotFoundError:
-        raise LoscatError(f"model {hub_model} does not exist on the Hub or is not readable with your token: nothing "
-                          "was uploaded", param="model") from None
+        raise LoscatError(f"model {hub_model} does not exist on the Hub or is not readable with your token: "
+                          "nothing was uploaded", param="model") from None
     except Exception as exc:  # noqa: BLE001 - network: one line
         raise LoscatError(f"cannot check the model {hub_model} on the Hub: {one_line(exc)}") from None
     needs_token = info.private is not False or bool(getattr(info, "gated", False))
     if token is None:
         return needs_token
     if not needs_token:
-        raise LoscatError(f"token_env: {hub_model} is public, so the Space needs no token; leave token_env out",
-                          param="token_env")
+        raise LoscatError(f"token_env: {hub_model} is public, so the Space needs no token; "
+                          "leave token_env out", param="token_env")
     try:
         role = ((api.whoami(token=token).get("auth") or {}).get("accessToken") or {}).get("role")
         api.model_info(hub_model, token=token)
@@ -233,7 +246,8 @@ def _check_model_access(hub_model: str, token: str | None) -> bool:
         raise LoscatError(f"token_env: that token cannot read {hub_model}: the Space could not load it",
                           param="token_env") from None
     except Exception as exc:  # noqa: BLE001 - an invalid token, network: one line, the token masked
-        raise LoscatError(f"token_env: cannot check that token on the Hub: {one_line(exc)}", param="token_env") from None
+        raise LoscatError(f"token_env: cannot check that token on the Hub: {one_line(exc)}",
+                          param="token_env") from None
     if role == "write":
         raise LoscatError("token_env: that token can write to every repo of its owner; give the Space a "
                           f"fine-grained token that can only read {hub_model}", param="token_env")

@@ -23,9 +23,30 @@ DEFAULT_MIN_CONFIDENCE = 0.5
 DEFAULT_MIN_MARGIN = 0.1
 
 
+@dataclass(frozen=True)
+class PredictorSettings:
+    """How a predictor runs and when it asks for a person's look: set once by `load_predictor`, passed down
+    whole to whichever backend loads."""
+
+    device: str | None = None
+    precision: str = "auto"
+    backend: str = "auto"
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    min_margin: float = DEFAULT_MIN_MARGIN
+
+    @classmethod
+    def of(cls, *, device: str | None = None, precision: str = "auto", backend: str = "auto",
+           min_confidence: float | None = None, min_margin: float | None = None) -> PredictorSettings:
+        """Settings from optional arguments: a threshold left None is the default."""
+        return cls(device, precision, backend,
+                   DEFAULT_MIN_CONFIDENCE if min_confidence is None else float(min_confidence),
+                   DEFAULT_MIN_MARGIN if min_margin is None else float(min_margin))
+
+
 @dataclass
 class RegionPrediction:
-    """One photo's answer: the region, its calibrated probability, the top-k and whether a person should look."""
+    """One photo's answer: the region, its calibrated probability, the top-k and whether a person should
+    look."""
 
     label: str
     probability: float
@@ -69,7 +90,8 @@ def load_photo(image: ImageInput, max_side: int = MAX_SIDE, min_side: int | None
 
 def photo_array(image: Image.Image, image_size: int, resample: int = Image.BILINEAR) -> np.ndarray:
     """A decoded photo -> uint8 (3, S, S), the same squash-resize as the training eval transform."""
-    return np.ascontiguousarray(np.asarray(resize_eval(image, image_size, resample), dtype=np.uint8).transpose(2, 0, 1))
+    return np.ascontiguousarray(
+        np.asarray(resize_eval(image, image_size, resample), dtype=np.uint8).transpose(2, 0, 1))
 
 
 def _encode_png(image: Image.Image) -> bytes:
@@ -115,7 +137,8 @@ class PhotoPredictor:
         return self.folder.image_size
 
     def load(self, image: ImageInput) -> Image.Image:
-        """Decode a photo (path, bytes, stream or PIL image) the way packing does; raises ImageProblemError."""
+        """Decode a photo (path, bytes, stream or PIL image) the way packing does; raises
+        ImageProblemError."""
         return load_photo(image, self.decoding.max_side, self.decoding.image_size)
 
     def pixels(self, image: Image.Image) -> np.ndarray:
@@ -128,7 +151,8 @@ class PhotoPredictor:
 
     def from_logits(self, logits: np.ndarray, top_k: int = 3) -> list[RegionPrediction]:
         """Calibrated predictions from raw logits: top-k, and review flags by confidence and margin."""
-        return to_predictions(logits, self.labels, self.temperature, self.min_confidence, self.min_margin, top_k)
+        return to_predictions(logits, self.labels, self.temperature, self.min_confidence, self.min_margin,
+                              top_k)
 
     def predict(self, images: Sequence[ImageInput] | ImageInput, top_k: int = 3, tta: bool = False,
                 batch_size: int = 16) -> list[RegionPrediction] | RegionPrediction:

@@ -65,8 +65,8 @@ def parse_candidate(text: str) -> tuple[str, str]:
 
     backend, _, precision = text.partition(":") if ":" in text else ("auto", "", text)
     if backend not in BACKENDS or precision not in PRECISIONS:
-        raise LoscatError(f"candidate {text!r}: give BACKEND:PRECISION with a backend in {', '.join(BACKENDS)} and a "
-                          f"precision in {', '.join(PRECISIONS)}, e.g. onnx:int8")
+        raise LoscatError(f"candidate {text!r}: give BACKEND:PRECISION with a backend in "
+                          f"{', '.join(BACKENDS)} and a precision in {', '.join(PRECISIONS)}, e.g. onnx:int8")
     return backend, precision
 
 
@@ -74,7 +74,8 @@ def _sample(items: list, limit: int | None) -> list:
     """At most `limit` items spread evenly over the list (folders are sorted: every part of the archive)."""
     if not limit or len(items) <= limit:
         return items
-    return [items[round(i * (len(items) - 1) / (limit - 1))] for i in range(limit)] if limit > 1 else items[:1]
+    return ([items[round(i * (len(items) - 1) / (limit - 1))] for i in range(limit)] if limit > 1
+            else items[:1])
 
 
 def _timed_logits(predictor, pixels: list[np.ndarray], batch_size: int) -> tuple[np.ndarray, float]:
@@ -84,8 +85,8 @@ def _timed_logits(predictor, pixels: list[np.ndarray], batch_size: int) -> tuple
     return np.concatenate(out), (time.perf_counter() - t0) / len(pixels)
 
 
-def compare_backends(model: str, images: str | os.PathLike, candidates=COMPARE_CANDIDATES, limit: int | None = 200,
-                     batch_size: int = 8, progress: bool = True) -> Comparison:
+def compare_backends(model: str, images: str | os.PathLike, candidates=COMPARE_CANDIDATES,
+                     limit: int | None = 200, batch_size: int = 8, progress: bool = True) -> Comparison:
     """Decode up to `limit` photos of a folder or CSV once; torch fp32 and each candidate label them."""
     from tqdm.auto import tqdm
 
@@ -105,7 +106,8 @@ def compare_backends(model: str, images: str | os.PathLike, candidates=COMPARE_C
     others = [(b, p, load_predictor(model, backend=b, precision=p, device="cpu", allow_inexact=True))
               for b, p in parsed]
     pixels, unreadable = [], 0
-    for _, path in tqdm(_sample(list_inputs(images), limit), desc="decode", unit="photo", disable=not progress):
+    for _, path in tqdm(_sample(list_inputs(images), limit), desc="decode", unit="photo",
+                        disable=not progress):
         try:
             pixels.append(reference.pixels(reference.load(path)))
         except ImageProblemError:
@@ -116,7 +118,8 @@ def compare_backends(model: str, images: str | os.PathLike, candidates=COMPARE_C
     ref_preds = reference.from_logits(ref_logits)
     ref_probs = np.array([[p.probabilities[c] for c in reference.labels] for p in ref_preds])
     # the model's folder name only: a full path can name a person (a home folder, a clinic share)
-    result = Comparison(model=os.path.basename(os.path.normpath(str(model))), photos=len(pixels), unreadable=unreadable, reference_seconds_per_photo=ref_s)
+    result = Comparison(model=os.path.basename(os.path.normpath(str(model))), photos=len(pixels),
+                        unreadable=unreadable, reference_seconds_per_photo=ref_s)
     for _backend, precision, predictor in others:
         logits, secs = _timed_logits(predictor, pixels, batch_size)
         preds = predictor.from_logits(logits)
@@ -126,7 +129,8 @@ def compare_backends(model: str, images: str | os.PathLike, candidates=COMPARE_C
             backend=predictor.backend, precision=precision, max_prob_diff=float(diff.max()),
             mean_prob_diff=float(diff.mean()),
             top1_changed=sum(a.label != b.label for a, b in zip(preds, ref_preds, strict=True)),
-            review_changed=sum(a.needs_review != b.needs_review for a, b in zip(preds, ref_preds, strict=True)),
+            review_changed=sum(a.needs_review != b.needs_review
+                               for a, b in zip(preds, ref_preds, strict=True)),
             seconds_per_photo=secs, speedup=ref_s / max(secs, 1e-12)))
     return result
 
@@ -134,8 +138,8 @@ def compare_backends(model: str, images: str | os.PathLike, candidates=COMPARE_C
 def format_comparison(result: Comparison) -> str:
     lines = [f"{result.photos} photos ({result.unreadable} unreadable left out); reference torch fp32 "
              f"{result.reference_seconds_per_photo:.3f} s per photo",
-             "| backend | max prob diff | mean prob diff | top-1 changed | review flag changed | s/photo | vs torch "
-             "fp32 | exact |", "|---|---|---|---|---|---|---|---|"]
+             "| backend | max prob diff | mean prob diff | top-1 changed | review flag changed | s/photo "
+             "| vs torch fp32 | exact |", "|---|---|---|---|---|---|---|---|"]
     for c in result.candidates:
         lines.append(f"| {c.name} | {c.max_prob_diff:.2g} | {c.mean_prob_diff:.2g} | {c.top1_changed} | "
                      f"{c.review_changed} | {c.seconds_per_photo:.3f} | {c.speedup:.2f}x | "

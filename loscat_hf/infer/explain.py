@@ -28,7 +28,8 @@ from loscat_hf.model.transforms import normalise
 
 @dataclass
 class Explanation:
-    """One photo's map: `heat` is (S, S) float32 in [0, 1] over the model input; `overlay` is the photo with it."""
+    """One photo's map: `heat` is (S, S) float32 in [0, 1] over the model input; `overlay` is the photo
+    with it."""
 
     heat: np.ndarray
     overlay: Image.Image
@@ -116,7 +117,8 @@ def explain(predictor, images, batch_size: int = 8) -> list[Explanation]:
 
 def _list_images(sources: Sequence[str | os.PathLike]) -> list[Path]:
     """Photo files and folders -> files; folders are listed by predict's rule (`folder.list_inputs`: every
-    non-hidden file, recursively), so a file that is not a photo is reported as skipped, not silently ignored."""
+    non-hidden file, recursively), so a file that is not a photo is reported as skipped, not silently
+    ignored."""
     from loscat_hf.infer.folder import list_inputs
 
     files: list[Path] = []
@@ -175,6 +177,6 @@ def explain_folder(model: str, images: Sequence[str | os.PathLike], out: str | o
     if not result.explained:
         if not any(out_dir.iterdir()):
             out_dir.rmdir()  # nothing written: leave no empty folder behind
-        raise LoscatError(f"no photos found in {', '.join(map(str, images))} ({len(result.skipped)} file(s) could "
-                          "not be read as photos)")
+        raise LoscatError(f"no photos found in {', '.join(map(str, images))} ({len(result.skipped)} "
+                          "file(s) could not be read as photos)")
     return result

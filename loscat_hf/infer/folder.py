@@ -69,7 +69,8 @@ def list_inputs(images: str | os.PathLike, exclude: Sequence[Path] = ()) -> list
             with open(root, newline="", encoding="utf-8-sig") as f:
                 reader = csv.DictReader(f)
                 if "image" not in (reader.fieldnames or []):
-                    raise LoscatError(f"{root} has no 'image' column (columns: {reader.fieldnames})", param="images")
+                    raise LoscatError(f"{root} has no 'image' column (columns: {reader.fieldnames})",
+                                      param="images")
                 keys = [(row.get("image") or "").strip() for row in reader]
         except UnicodeDecodeError:
             raise LoscatError(f"{root} is neither a folder nor a UTF-8 CSV with an 'image' column",
@@ -82,8 +83,9 @@ def list_inputs(images: str | os.PathLike, exclude: Sequence[Path] = ()) -> list
 
 
 def _decode(item: tuple[str, Path], decoding: Decoding) -> dict[str, Any]:
-    """One photo -> {"image", "pixels" (uint8 3xSxS numpy)} or {"image", "status", "error"}; never raises, so a
-    worker survives any file. Decoding is the predictor's own (`answers.decode` with its model's record)."""
+    """One photo -> {"image", "pixels" (uint8 3xSxS numpy)} or {"image", "status", "error"}; never raises,
+    so a worker survives any file. Decoding is the predictor's own (`answers.decode` with its model's
+    record)."""
     from loscat_hf.infer.answers import decode
     from loscat_hf.io.images import ImageProblemError
 
@@ -97,7 +99,8 @@ def _decode(item: tuple[str, Path], decoding: Decoding) -> dict[str, Any]:
 
 
 def _ignore_sigint() -> None:
-    """Decoding workers leave Ctrl-C to the main process (which stops the pool): one message, not one per worker."""
+    """Decoding workers leave Ctrl-C to the main process (which stops the pool): one message, not one per
+    worker."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -150,7 +153,8 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return []
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            rows = [{k: read_cell(v or "") for k, v in row.items() if k is not None} for row in csv.DictReader(f)]
+            rows = [{k: read_cell(v or "") for k, v in row.items() if k is not None}
+                    for row in csv.DictReader(f)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise LoscatError(f"resume: cannot read {path} ({exc}); move it away or run without resume=True",
                           param="resume") from None
@@ -186,7 +190,8 @@ def _prediction_row(key: str, pred) -> dict[str, Any]:
 
 
 def row_top(row: dict[str, str]) -> list[tuple[str, float]]:
-    """A prediction row's top-k as (class, probability), the inverse of `_prediction_row`; [] for an error row."""
+    """A prediction row's top-k as (class, probability), the inverse of `_prediction_row`; [] for an error
+    row."""
     if row.get("status") != "ok":
         return []
     return [(row[f"top{k}"], float(row[f"top{k}_prob"])) for k in range(1, TOP_K + 1) if row.get(f"top{k}")]
@@ -194,8 +199,9 @@ def row_top(row: dict[str, str]) -> list[tuple[str, float]]:
 
 def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, batch_size: int = 32,
                    num_workers: int = 0, device: str | None = None, precision: str = "auto",
-                   backend: str = "auto", min_confidence: float | None = None, min_margin: float | None = None, tta: bool = False,
-                   resume: bool = False, progress: bool = True) -> PredictSummary:
+                   backend: str = "auto", min_confidence: float | None = None,
+                   min_margin: float | None = None, tta: bool = False, resume: bool = False,
+                   progress: bool = True) -> PredictSummary:
     """Predict every photo of a folder or CSV into `out` (one row per file); returns a PredictSummary.
 
     `model`: a model folder, a Hub id, or a ready predictor (then device/precision/backend/thresholds are its

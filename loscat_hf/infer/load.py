@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
 
-from loscat_hf.infer.answers import (
-    DEFAULT_MIN_CONFIDENCE,
-    DEFAULT_MIN_MARGIN,
-    ImageInput,
-    PhotoPredictor,
-    RegionPrediction,
-)
+from loscat_hf.infer.answers import ImageInput, PhotoPredictor, PredictorSettings, RegionPrediction
 from loscat_hf.model.folder import Decoding, ModelFolder
 
 
@@ -53,9 +48,10 @@ class Predictor(Protocol):
                 batch_size: int = 16) -> list[RegionPrediction] | RegionPrediction: ...
 
 
-def load_predictor(model: str | os.PathLike | PhotoPredictor, *, backend: str = "auto", device: str | None = None,
-                   precision: str = "auto", min_confidence: float | None = None, min_margin: float | None = None,
-                   explain: bool = False, allow_inexact: bool = False) -> Predictor:
+def load_predictor(model: str | os.PathLike | PhotoPredictor, *, backend: str = "auto",
+                   device: str | None = None, precision: str = "auto", min_confidence: float | None = None,
+                   min_margin: float | None = None, explain: bool = False,
+                   allow_inexact: bool = False) -> Predictor:
     """A predictor for a model folder or Hub id (a ready predictor is returned as it is).
 
     A model whose exact ONNX graph is cached runs from it without importing torch (about a second to start);
@@ -64,16 +60,14 @@ def load_predictor(model: str | os.PathLike | PhotoPredictor, *, backend: str = 
     keeps an ONNX graph that differs from torch, to report by how much."""
     if isinstance(model, PhotoPredictor):
         return model
+    settings = PredictorSettings.of(device=device, precision=precision, backend=backend,
+                                    min_confidence=min_confidence, min_margin=min_margin)
     if not explain and not allow_inexact:
         from loscat_hf.infer.backends.lean import lean_predictor
 
-        lean = lean_predictor(model, device=device, precision=precision, backend=backend,
-                              min_confidence=min_confidence, min_margin=min_margin)
+        lean = lean_predictor(model, settings)
         if lean is not None:
             return lean
     from loscat_hf.infer.predictor import RegionPredictor
 
-    return RegionPredictor.from_pretrained(
-        model, device=device, precision=precision, backend=backend, allow_inexact=allow_inexact,
-        min_confidence=DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence,
-        min_margin=DEFAULT_MIN_MARGIN if min_margin is None else min_margin)
+    return RegionPredictor.from_pretrained(model, allow_inexact=allow_inexact, **asdict(settings))

@@ -56,8 +56,8 @@ class RegionPredictor(PhotoPredictor):
         dev = pick_device(device)
         self.model = model
         self.config = model.config
-        self.folder = folder_from_config(model.config, name=name, image_size=image_size, image_mean=image_mean,
-                                         image_std=image_std, resample=resample)
+        self.folder = folder_from_config(model.config, name=name, image_size=image_size,
+                                         image_mean=image_mean, image_std=image_std, resample=resample)
         self.precision = precision
         self.temperature = self.folder.temperature if temperature is None else float(temperature)
         self.runner = make_runner(model, image_mean, image_std, dev, precision, backend, key=_onnx_key,
@@ -83,17 +83,19 @@ class RegionPredictor(PhotoPredictor):
         shapes = weight_shapes(name) if os.path.isdir(name) else None
         head = (shapes or {}).get("classifier.weight")
         if head and head[0] != config.num_labels:
-            raise LoscatError(f"{where} lists {config.num_labels} classes (id2label/num_labels) but the classifier "
-                              f"in {os.path.join(name, 'model.safetensors')} has {head[0]} outputs; restore the "
-                              "config.json that was saved with these weights")
-        key = onnx_key(name, kwargs.get("backend", "auto"), kwargs.get("device"), kwargs.get("precision", "auto"))
+            raise LoscatError(f"{where} lists {config.num_labels} classes (id2label/num_labels) but the "
+                              f"classifier in {os.path.join(name, 'model.safetensors')} has {head[0]} "
+                              "outputs; restore the config.json that was saved with these weights")
+        key = onnx_key(name, kwargs.get("backend", "auto"), kwargs.get("device"),
+                       kwargs.get("precision", "auto"))
         try:
             model = AutoModelForImageClassification.from_pretrained(name, config=config)
         except (OSError, ValueError, SafetensorError) as exc:
             raise LoscatError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from None
         except RuntimeError:  # transformers: weights whose shapes do not fit the config (e.g. the head)
-            raise LoscatError(f"cannot load model {name!r}: its weights do not fit {where} (layer shapes or the "
-                              "number of classes differ); restore the config.json saved with them") from None
+            raise LoscatError(f"cannot load model {name!r}: its weights do not fit {where} (layer "
+                              "shapes or the number of classes differ); restore the config.json saved "
+                              "with them") from None
         # one fused norm over all weights (NaN/inf propagate): 0.03 s for ViT-B here, against 0.24 s for a
         # per-tensor isfinite loop, on every start of predict and the Space
         if not torch.isfinite(get_total_norm(list(model.parameters()), norm_type=2.0, foreach=True)):

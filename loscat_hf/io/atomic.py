@@ -25,12 +25,13 @@ logger = logging.getLogger(__name__)
 
 @contextmanager
 def atomic_file(path: str | Path, private: bool = False) -> Iterator[Path]:
-    """Yield a temp path beside `path` to write; on success it replaces `path` in one rename, on any error it is
-    removed and `path` is untouched. Unique per process and call, so two writers never share a temp file.
+    """Yield a temp path beside `path` to write; on success it replaces `path` in one rename, on any error it
+    is removed and `path` is untouched. Unique per process and call, so two writers never share a temp file.
     `private`: the file is created owner-only (0600) before anything is written into it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")  # keeps the type
+    # keeps the type
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     if private:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
@@ -55,7 +56,8 @@ def check_output_dir(out_dir: str | Path, overwrite: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise LoscatError(f"out {out} exists and is not a folder", param="out")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise LoscatError(f"output folder {out} already exists; pass overwrite=True to replace it", param="overwrite")
+        raise LoscatError(f"output folder {out} already exists; pass overwrite=True to replace it",
+                          param="overwrite")
     return out
 
 
@@ -95,7 +97,8 @@ def write_error(out: Path, exc: OSError) -> LoscatError:
         errno.EROFS: "the file system is read-only: choose another output folder",
         errno.EACCES: "permission denied: choose an output folder you can write to",
         errno.EPERM: "permission denied: choose an output folder you can write to",
-        getattr(errno, "EDQUOT", -1): "the disk quota is exceeded: free space or choose another output folder",
+        getattr(errno, "EDQUOT", -1): ("the disk quota is exceeded: free space or choose another output "
+                                       "folder"),
     }
     what = hints.get(exc.errno, f"{exc.strerror or exc}: check the disk, or choose another output folder")
     return LoscatError(f"cannot write the dataset {out}: {what}; nothing was written", param="out")

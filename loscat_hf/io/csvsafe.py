@@ -38,9 +38,11 @@ def decode_export(raw: bytes, path: str | Path, what: str) -> str:
         try:
             return raw.decode("utf-16")
         except UnicodeDecodeError:
-            raise LoscatError(f"{what} {path} claims to be UTF-16 but does not decode; save it as CSV UTF-8") from None
+            raise LoscatError(f"{what} {path} claims to be UTF-16 but does not decode; "
+                              "save it as CSV UTF-8") from None
     if b"\x00" in head:
-        hint = " (it looks like UTF-16 without a byte-order mark)" if head[1::2].count(0) > len(head) // 4 else ""
+        hint = (" (it looks like UTF-16 without a byte-order mark)"
+                if head[1::2].count(0) > len(head) // 4 else "")
         raise LoscatError(f"{what} {path} is not a text CSV file{hint}: save it as CSV UTF-8")
     for encoding in ("utf-8-sig", "cp1252"):  # Excel on Windows writes cp1252 "CSV"
         try:

@@ -18,11 +18,13 @@ from PIL import ExifTags, Image, ImageCms, ImageFile, UnidentifiedImageError
 
 from loscat_hf.errors import LoscatError
 
-PROBLEM_KINDS = ("missing_image", "zero_byte", "not_an_image", "truncated", "decompression_bomb", "unreadable")
+PROBLEM_KINDS = ("missing_image", "zero_byte", "not_an_image", "truncated", "decompression_bomb",
+                 "unreadable")
 DEFAULT_MAX_PIXELS = 80_000_000  # a 100 MP medium-format photo is rare; a 1e10-pixel header is an attack
 # The EXIF Software tag of every `loscat-hf demo-data` phantom photo, stated once: the phantom writer
-# (demo/phantom/jpeg.py) sets it, packing reads it (`is_phantom`) to count a dataset's SYNTHETIC photos. The tag
-# travels with a photo copied anywhere; packing re-encodes photos without EXIF, so the count is the record.
+# (demo/phantom/jpeg.py) sets it, packing reads it (`is_phantom`) to count a dataset's SYNTHETIC photos. The
+# tag travels with a photo copied anywhere; packing re-encodes photos without EXIF, so the count is the
+# record.
 PHANTOM_SOFTWARE = "loscat-hf phantom (SYNTHETIC)"
 
 # Magic numbers of formats Pillow reads: a file that starts like one but cannot be parsed is damaged,
@@ -83,7 +85,8 @@ def read_image_bytes(source: str | os.PathLike | bytes | BinaryIO) -> tuple[byte
         except PermissionError:
             raise ImageProblemError("unreadable", name, "permission denied when reading the file") from None
         except OSError as exc:
-            raise ImageProblemError("unreadable", name, f"cannot read the file: {exc.strerror or exc}") from None
+            raise ImageProblemError("unreadable", name,
+                                    f"cannot read the file: {exc.strerror or exc}") from None
         return data, name
     name = str(getattr(source, "name", "<stream>"))
     try:
@@ -112,7 +115,8 @@ def is_phantom(data: bytes) -> bool:
 
 
 def _to_8bit_gray(img: Image.Image) -> Image.Image:
-    """16/32-bit grayscale -> 8 bit by scaling the range: Pillow's convert('L') clips everything > 255 to white."""
+    """16/32-bit grayscale -> 8 bit by scaling the range: Pillow's convert('L') clips everything > 255 to
+    white."""
     arr = np.asarray(img)
     if img.mode.startswith("I;16"):
         scaled = arr.astype(np.float32) / 257.0  # 65535 -> 255
@@ -162,12 +166,13 @@ def _to_srgb(img: Image.Image, icc: bytes | None) -> Image.Image:
 
 def _draft_request(size: tuple[int, int], target: tuple[int, int], max_side: int, slack: float,
                    min_side: int | None = None) -> tuple[int, int]:
-    """The size to ask `Image.draft` for: the target, or a coarser DCT scale that is within the slack (or, when
-    the caller needs only `min_side` < max_side, the coarsest scale that still covers min_side)."""
+    """The size to ask `Image.draft` for: the target, or a coarser DCT scale that is within the slack (or,
+    when the caller needs only `min_side` < max_side, the coarsest scale that still covers min_side)."""
     w, h = size
     if min_side:
         for scale in (8, 4, 2):
-            if -(-min(w, h) // scale) >= min_side:  # libjpeg rounds scaled sizes up; never below: no upsampling
+            # libjpeg rounds scaled sizes up; never below: no upsampling
+            if -(-min(w, h) // scale) >= min_side:
                 return max(1, w // scale), max(1, h // scale)
         return target
     if slack > 0 and max_side:
@@ -200,8 +205,9 @@ def open_image(
     With `size_slack` s > 0 a JPEG whose 1/2, 1/4 or 1/8-scale decode lands the shorter side between
     (1 - s) * max_side and max_side is taken as is, skipping the resample (about half the time per photo);
     otherwise the shorter side is exactly max_side (LANCZOS). With `min_side` (a model's input size, smaller
-    than max_side) a JPEG decodes at the coarsest DCT scale whose shorter side is still at least min_side (never
-    upsampled), and is resampled only if that is above max_side: nothing is resampled that would not have been.
+    than max_side) a JPEG decodes at the coarsest DCT scale whose shorter side is still at least min_side
+    (never upsampled), and is resampled only if that is above max_side: nothing is resampled that would not
+    have been.
 
     Raises ImageProblemError (kind in PROBLEM_KINDS) for anything that is not a complete, decodable
     photo of at most `max_pixels` pixels; never touches Pillow's global settings.
@@ -291,7 +297,8 @@ def _orientation(img: Image.Image) -> int:
 def _decode_problem(name: str, exc: BaseException) -> ImageProblemError:
     text = str(exc) or type(exc).__name__
     if "truncat" in text.lower() or isinstance(exc, EOFError):
-        return ImageProblemError("truncated", name, f"the file ends early (incomplete copy or download): {text}")
+        return ImageProblemError("truncated", name,
+                                 f"the file ends early (incomplete copy or download): {text}")
     return ImageProblemError("unreadable", name, f"cannot decode the image: {text}")
 
 
@@ -320,12 +327,14 @@ def folder_files(root: str | os.PathLike, exclude=()) -> list[tuple[str, Path]]:
     """(path relative to `root` with '/', path) of every non-hidden file under `root`, recursively, sorted.
 
     The one folder-listing rule: `predict` and `explain` label every such file (a stray PDF becomes an error
-    row); `label` offers those with a photo extension. Paths in `exclude` (e.g. the output file) are skipped."""
+    row); `label` offers those with a photo extension. Paths in `exclude` (e.g. the output file) are
+    skipped."""
     root = Path(root)
     skip = {Path(p).resolve() for p in exclude}
     items = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if path.is_file() and not any(part.startswith(".") for part in rel.parts) and path.resolve() not in skip:
+        if (path.is_file() and not any(part.startswith(".") for part in rel.parts)
+                and path.resolve() not in skip):
             items.append((rel.as_posix(), path))
     return items

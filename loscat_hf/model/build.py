@@ -24,8 +24,8 @@ PRESETS: dict[str, dict] = {
                                 num_attention_heads=12, intermediate_size=3072),
 }
 _NORM = {"tiny": 0.5, "vit-base-384-random": 0.5}  # google/vit-* use mean = std = 0.5
-# One label per photo (the 12 region classes). Stated in every config loscat-hf builds, trains or converts: left
-# unset, transformers guesses it from the first batch's labels (and `pipeline` from num_labels), so plain
+# One label per photo (the 12 region classes). Stated in every config loscat-hf builds, trains or converts:
+# left unset, transformers guesses it from the first batch's labels (and `pipeline` from num_labels), so plain
 # transformers' loss and pipeline would depend on what came first.
 PROBLEM_TYPE = "single_label_classification"
 
@@ -75,8 +75,8 @@ def _linear_head(net) -> None:
     import torch
 
     if not isinstance(getattr(net, "classifier", None), torch.nn.Linear):
-        raise LoscatError(f"cannot reuse or replace the head of a {type(net).__name__}: loscat-hf trains ViT-style "
-                          "models whose head is one Linear `classifier`")
+        raise LoscatError(f"cannot reuse or replace the head of a {type(net).__name__}: loscat-hf trains "
+                          "ViT-style models whose head is one Linear `classifier`")
 
 
 def _new_head(net) -> None:
@@ -110,7 +110,8 @@ def build_model_and_processor(model: str, taxonomy: Taxonomy, image_size: int | 
         torch.manual_seed(seed)
         config = ViTConfig(**shape, **labels, problem_type=PROBLEM_TYPE)
         record_preset(config, model)
-        return ViTForImageClassification(config), image_processor(shape["image_size"], _NORM[model], _NORM[model])
+        return ViTForImageClassification(config), image_processor(shape["image_size"], _NORM[model],
+                                                                  _NORM[model])
     torch.manual_seed(seed)  # a new head is drawn inside from_pretrained: `--seed` must fix it
     try:
         own = _own_labels(model)
@@ -118,19 +119,23 @@ def build_model_and_processor(model: str, taxonomy: Taxonomy, image_size: int | 
             # the same classes in another order (a checkpoint converted with --labels): keep the trained head
             net = reorder_head(AutoModelForImageClassification.from_pretrained(model), taxonomy)
         else:
-            net = AutoModelForImageClassification.from_pretrained(model, ignore_mismatched_sizes=True, **labels)
-            if own is not None and sorted(own) != sorted(taxonomy.classes) and len(own) == len(taxonomy.classes):
+            net = AutoModelForImageClassification.from_pretrained(model, ignore_mismatched_sizes=True,
+                                                                  **labels)
+            if (own is not None and sorted(own) != sorted(taxonomy.classes)
+                    and len(own) == len(taxonomy.classes)):
                 _new_head(net)  # as many classes, other ones: the shapes fit, the meaning does not
         processor = load_processor(model)
     except OSError as exc:
         hint = ("" if Path(model).exists() else
-                " It is neither a local folder nor reachable on the Hub (offline?). Use a local model folder, "
-                "a Hub cache with HF_HUB_OFFLINE=1, or an offline preset: " + ", ".join(PRESETS) + ".")
+                " It is neither a local folder nor reachable on the Hub (offline?). Use a local model "
+                "folder, a Hub cache with HF_HUB_OFFLINE=1, or an offline preset: " + ", ".join(PRESETS)
+                + ".")
         raise LoscatError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}{hint}") from None
     if image_size and getattr(net.config, "image_size", image_size) != image_size:
         raise LoscatError(f"image_size {image_size} differs from the model's {net.config.image_size}; "
                           "only presets can change it", param="image_size")
-    net.config.problem_type = PROBLEM_TYPE  # whatever the folder or Hub model said: loscat-hf trains one label
+    # whatever the folder or Hub model said: loscat-hf trains one label
+    net.config.problem_type = PROBLEM_TYPE
     return net, processor
 
 

@@ -43,7 +43,8 @@ def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1.0))))
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, t_min: float = T_MIN, t_max: float = T_MAX) -> float:
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, t_min: float = T_MIN,
+                    t_max: float = T_MAX) -> float:
     """The temperature T in [t_min, t_max] that minimises the NLL of softmax(logits / T) on labelled data.
 
     Returns 1.0 (no scaling) when there is nothing to learn from: no samples, fewer than 2 classes,

@@ -2,8 +2,9 @@
 `convert-timm` writes beside a converted checkpoint (`converted_card`).
 
 A card is built from an allow-list of what the model folder holds: config.json, train_summary.json's recipe,
-data counts, data origin (SYNTHETIC or not, from the dataset's report) and phases, and the evaluation reports'
-metrics. Never a path, a file name or a patient code; what the record does not hold, the card calls not recorded.
+data counts, data origin (SYNTHETIC or not, from the dataset's report) and phases, and the evaluation
+reports' metrics. Never a path, a file name or a patient code; what the record does not hold, the card calls
+not recorded.
 """
 
 from __future__ import annotations
@@ -28,14 +29,17 @@ PLACEHOLDER_NAME = "loscat-region-model"  # ... and the name (never the folder's
 TAGS = ["image-classification", "vision", "vit", "dermatology", "localized-scleroderma", "morphea", "loscat",
         "medical"]
 # what the card shows of train_summary.json's hyperparameters, in this order, with readable names
-_SHOWN = {"recipe": "recipe", "epochs": "epochs", "max_steps": "optimizer steps", "batch_size": "batch size (all devices)",
-          "optimizer": "optimizer", "lr_scheduler": "learning-rate schedule", "warmup_steps": "warm-up",
+_SHOWN = {"recipe": "recipe", "epochs": "epochs", "max_steps": "optimizer steps",
+          "batch_size": "batch size (all devices)", "optimizer": "optimizer",
+          "lr_scheduler": "learning-rate schedule", "warmup_steps": "warm-up",
           "weight_decay": "weight decay", "layer_decay": "layer-wise learning-rate decay",
-          "label_smoothing": "label smoothing", "sampler": "sampler", "precision": "precision", "seed": "seed"}
+          "label_smoothing": "label smoothing", "sampler": "sampler", "precision": "precision",
+          "seed": "seed"}
 
 
 def card_template() -> str:
-    """The model-card template: `model_card.md` of the repo, shipped in the wheel as loscat_hf/resources/model_card.md."""
+    """The model-card template: `model_card.md` of the repo, shipped in the wheel as
+    loscat_hf/resources/model_card.md."""
     return resources.files("loscat_hf").joinpath("resources/model_card.md").read_text(encoding="utf-8")
 
 
@@ -69,9 +73,10 @@ def _report(folder: Path) -> dict | None:
                          worst_n=(values.get(between.get("worst")) or {}).get("n"),
                          best_n=(values.get(between.get("best")) or {}).get("n"),
                          accuracy_gap=sub.get("accuracy_gap")))
-    return dict(split=split, n=metrics.get("n", metrics.get("split_size")), macro_f1=float(metrics["macro_f1"]),
-                accuracy=float(metrics["accuracy"]), balanced_accuracy=metrics.get("balanced_accuracy"),
-                ece=metrics.get("ece"), subgroup_gaps=gaps, scores=_score_rows(folder / SCORE_REPORT_NAME))
+    return dict(split=split, n=metrics.get("n", metrics.get("split_size")),
+                macro_f1=float(metrics["macro_f1"]), accuracy=float(metrics["accuracy"]),
+                balanced_accuracy=metrics.get("balanced_accuracy"), ece=metrics.get("ece"),
+                subgroup_gaps=gaps, scores=_score_rows(folder / SCORE_REPORT_NAME))
 
 
 def _score_rows(path: Path) -> dict | None:
@@ -81,14 +86,16 @@ def _score_rows(path: Path) -> dict | None:
         return None
     report = _read_json(path)
     keys = ("n", "mae", "rmse", "pearson", "qwk", "icc_2_1")
-    rows = [dict(name=c, **{k: _number(m.get(k)) for k in keys}) for c, m in (report.get("components") or {}).items()]
+    rows = [dict(name=c, **{k: _number(m.get(k)) for k in keys})
+            for c, m in (report.get("components") or {}).items()]
     totals = report.get("visit_totals") or {}
     visits = [dict(name=name, **{k: _number(totals[key].get(k)) for k in keys})
-              for key, name in (("mlossi", "mLoSSI per visit"), ("losdi", "LoSDI per visit")) if key in totals]
+              for key, name in (("mlossi", "mLoSSI per visit"), ("losdi", "LoSDI per visit"))
+              if key in totals]
     if not rows + visits:
         return None
-    return {"n_photos": report.get("n_photos"), "n_rated": report.get("n_photos_rated"), "rows": rows + visits,
-            "visits": bool(visits)}
+    return {"n_photos": report.get("n_photos"), "n_rated": report.get("n_photos_rated"),
+            "rows": rows + visits, "visits": bool(visits)}
 
 
 def _number(value):
@@ -104,13 +111,15 @@ def evaluation_reports(model_dir: str | Path, extra: list[str | Path] = ()) -> l
     from loscat_hf.model.checkpoints import weights_fingerprint
 
     model_dir = Path(model_dir)
-    own = functools.cache(lambda: weights_fingerprint(model_dir))  # hashed once, and only if a report needs it
+    # hashed once, and only if a report needs it
+    own = functools.cache(lambda: weights_fingerprint(model_dir))
     found = sorted(p.parent for p in model_dir.glob(f"*/{EVALUATED_NAME}") if p.parent.name != "eval")
     by_split: dict[str, dict] = {}
-    for folder, named in [(model_dir / "eval", False), *((f, False) for f in found), *((Path(f), True) for f in extra)]:
+    for folder, named in [(model_dir / "eval", False), *((f, False) for f in found),
+                          *((Path(f), True) for f in extra)]:
         if named and not (folder / "metrics.json").is_file():
-            raise LoscatError(f"{folder} holds no evaluation report (metrics.json): run `loscat-hf evaluate --out "
-                              f"{folder}` first")
+            raise LoscatError(f"{folder} holds no evaluation report (metrics.json): run `loscat-hf evaluate "
+                              f"--out {folder}` first")
         evaluated = folder / EVALUATED_NAME
         if evaluated.is_file() or named:
             measured = _read_json(evaluated).get("weights_sha256") if evaluated.is_file() else None
@@ -138,7 +147,7 @@ def model_card(model_dir: str | Path, repo_id: str | None = None, dataset_id: st
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     model_dir = Path(model_dir)
-    config = _read_json(model_dir / "config.json")
+    config = _read_json(model_dir / model_folder.CONFIG_NAME)
     classes = [config["id2label"][k] for k in sorted(config.get("id2label", {}), key=int)]
     source = model_folder.source(config)
     start = start_of(config)
@@ -146,8 +155,8 @@ def model_card(model_dir: str | Path, repo_id: str | None = None, dataset_id: st
     summary = _read_json(summary_path) if summary_path.is_file() else {}
     evaluations = evaluation_reports(model_dir, list(reports))
     origin = training_origin(summary, start, fine_tuned=bool(model_folder.run_record(config)))
-    ds_type, ds_name = (dataset_id, dataset_id) if dataset_id else _DATASET_NAMES.get(origin["kind"],
-                                                                                      _DATASET_NAMES["unknown"])
+    ds_type, ds_name = ((dataset_id, dataset_id) if dataset_id
+                        else _DATASET_NAMES.get(origin["kind"], _DATASET_NAMES["unknown"]))
     eval_results = []
     for r in evaluations:
         common = dict(task_type="image-classification", task_name="LoSCAT body region", dataset_type=ds_type,
@@ -197,9 +206,9 @@ def training_origin(summary: dict, start: dict, fine_tuned: bool) -> dict:
     """What the card may say the weights were trained on, from the training record only (train_summary.json's
     `data_origin`, written by `train` from the dataset's prepare_report.json; counts and flags, never a name).
 
-    kind: "synthetic" (every photo a `loscat-hf demo-data` phantom), "mixed", "clinical" (no phantom among them),
-    "uncounted" (an older prepare did not count phantoms), "unprepared" (a dataset without prepare's report),
-    "authors" (converted weights not trained since: their authors' data) or "unknown" (no record)."""
+    kind: "synthetic" (every photo a `loscat-hf demo-data` phantom), "mixed", "clinical" (no phantom among
+    them), "uncounted" (an older prepare did not count phantoms), "unprepared" (a dataset without prepare's
+    report), "authors" (converted weights not trained since: their authors' data) or "unknown" (no record)."""
     if start.get("kind") in ("study", "converted") and not fine_tuned:
         return {"kind": "authors"}
     record = summary.get("data_origin") if isinstance(summary, dict) else None
@@ -207,7 +216,8 @@ def training_origin(summary: dict, start: dict, fine_tuned: bool) -> dict:
         return {"kind": "unknown"}
     if record.get("prepared") is not True:
         return {"kind": "unprepared"}
-    photos, patients, phantoms = (report_count(record.get(k)) for k in ("photos", "patients", "phantom_photos"))
+    photos, patients, phantoms = (report_count(record.get(k))
+                                  for k in ("photos", "patients", "phantom_photos"))
     if phantoms is None or photos is None:
         kind = "uncounted"
     elif record.get("synthetic") is True and phantoms == photos:
@@ -221,23 +231,26 @@ def training_origin(summary: dict, start: dict, fine_tuned: bool) -> dict:
         n, p = report_count(counts.get("photos")), report_count(counts.get("patients"))
         if n is not None and p is not None:
             per_split.append(f"{split} {n} photos of {p} patients")
-    return {"kind": kind, "photos": photos, "patients": patients, "phantoms": phantoms, "splits": ", ".join(per_split)}
+    return {"kind": kind, "photos": photos, "patients": patients, "phantoms": phantoms,
+            "splits": ", ".join(per_split)}
 
 
 def start_of(config: dict) -> dict:
     """Where a model's weights started, for the card: kind "scratch" (a preset), "hub" (fine-tuned from a Hub
-    model), "study" (the study's converted weights), "folder" (a local folder of unrecorded origin) or "unknown"
-    (no record: another trainer, an older loscat-hf); `hub_id` is the card's `base_model` (None when there is
-    no Hub model to name), `via_folder` when a local folder came in between."""
+    model), "study" (the study's converted weights), "folder" (a local folder of unrecorded origin) or
+    "unknown" (no record: another trainer, an older loscat-hf); `hub_id` is the card's `base_model` (None when
+    there is no Hub model to name), `via_folder` when a local folder came in between."""
     source = model_folder.source(config)
     record = model_folder.base_record(config)
     via_folder = False
-    while isinstance(record, dict) and record.get("kind") == "folder" and not record.get("id") and record.get("from"):
+    while (isinstance(record, dict) and record.get("kind") == "folder" and not record.get("id")
+           and record.get("from")):
         record, via_folder = record["from"], True
     if isinstance(record, dict) and record.get("kind") == "folder" and record.get("id"):
         record, via_folder = {"kind": "hub", "id": record["id"]}, True
     out = dict(kind="unknown", hub_id=None, preset=None, via_folder=via_folder)
-    if source:  # converted by convert-timm (and maybe fine-tuned since): the study's weights, or credited ones
+    # converted by convert-timm (and maybe fine-tuned since): the study's weights, or credited ones
+    if source:
         out.update(kind="study" if source.get("study") else "converted",
                    hub_id=source.get("weights_repo") if source.get("study") else None)
     elif isinstance(record, dict) and record.get("kind") == "scratch":
@@ -260,7 +273,8 @@ def _shown(key: str, value):
 def _augmentation(aug: dict | None) -> str:
     if not aug:
         return "none"
-    crop, rotation, flip, jitter = (aug.get(k) or 0 for k in ("crop_scale", "max_rotation", "hflip", "color_jitter"))
+    crop, rotation, flip, jitter = (aug.get(k) or 0
+                                    for k in ("crop_scale", "max_rotation", "hflip", "color_jitter"))
     parts = [f"random crop keeping at least {crop:g} of the area" if 0 < crop < 1 else None,
              f"rotation up to {rotation:g} degrees" if rotation else None,
              f"horizontal flip with probability {flip:g}" if flip else None,
@@ -269,12 +283,12 @@ def _augmentation(aug: dict | None) -> str:
 
 
 def _count_table(data: dict | None, classes: list[str]) -> dict | None:
-    """{"splits": [...], "rows": [(class, [n per split])], "totals": [...]} from train_summary.json's data, the
-    classes in the model's output order."""
+    """{"splits": [...], "rows": [(class, [n per split])], "totals": [...]} from train_summary.json's data,
+    the classes in the model's output order."""
     if not data:
         return None
-    splits = [s for s in ("train", "validation", "test") if s in data] + sorted(set(data) - {"train", "validation",
-                                                                                          "test"})
+    splits = ([s for s in ("train", "validation", "test") if s in data]
+              + sorted(set(data) - {"train", "validation", "test"}))
     seen = {c for s in splits for c in data[s].get("per_class", {})}
     rows = [(c, [data[s].get("per_class", {}).get(c, 0) for s in splits])
             for c in [*classes, *sorted(seen - set(classes))] if c in seen]
@@ -291,12 +305,14 @@ def converted_card(config, processor, source: str, arch: str, codes: list[str], 
         tags=[*TAGS, "timm-converted"],
         base_model=STUDY_WEIGHTS_REPO if study else None,
     )
-    template = resources.files("loscat_hf").joinpath("resources/converted_card.md").read_text(encoding="utf-8")
+    template = (resources.files("loscat_hf").joinpath("resources/converted_card.md")
+                .read_text(encoding="utf-8"))
     return ModelCard.from_template(
         data, template_str=template, source=source, arch=arch, classes=", ".join(classes),
         num_classes=len(classes), study=study, image_size=config.image_size, code_repo=STUDY_CODE_REPO,
         weights_repo=STUDY_WEIGHTS_REPO,
         mapping=", ".join(f"{c} -> {name}" for c, name in zip(codes, classes, strict=True)),
-        resample={2: "bilinear", 3: "bicubic"}.get(int(processor.resample), f"PIL filter {processor.resample}"),
+        resample={2: "bilinear", 3: "bicubic"}.get(int(processor.resample),
+                                                   f"PIL filter {processor.resample}"),
         mean=tuple(processor.image_mean), std=tuple(processor.image_std),
     )

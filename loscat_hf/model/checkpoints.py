@@ -23,7 +23,8 @@ _WRAPPERS = ("state_dict", "model", "model_state_dict")
 
 
 def _weight_files(names) -> list[str]:
-    return sorted(n for n in names if n.lower().endswith(WEIGHT_SUFFIXES) and not Path(n).name.startswith("."))
+    return sorted(n for n in names
+                  if n.lower().endswith(WEIGHT_SUFFIXES) and not Path(n).name.startswith("."))
 
 
 def _pick(files: list[str], where: str) -> str:
@@ -53,9 +54,10 @@ def _hub_files(repo: str) -> list[str]:
         try:
             snapshot = Path(snapshot_download(repo, local_files_only=True))
         except Exception:  # not in the cache either
-            raise LoscatError(f"cannot list the Hub repo {repo} (offline or unreachable, and not in the local HF "
-                              f"cache): {_first_line(exc)}") from None
-        return _weight_files(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
+            raise LoscatError(f"cannot list the Hub repo {repo} (offline or unreachable, and not in the "
+                              f"local HF cache): {_first_line(exc)}") from None
+        return _weight_files(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*")
+                             if p.is_file())
 
 
 def resolve_checkpoint(ref: str) -> tuple[Path, str]:
@@ -65,14 +67,17 @@ def resolve_checkpoint(ref: str) -> tuple[Path, str]:
     ref = str(ref)
     local = Path(os.path.expanduser(ref))
     if local.is_dir():
-        return local / _pick(_weight_files(p.name for p in local.iterdir() if p.is_file()), str(local)), str(local)
+        return (local / _pick(_weight_files(p.name for p in local.iterdir() if p.is_file()), str(local)),
+                str(local))
     if local.is_file():
         return local, str(local)
     parts = ref.split("/")
-    looks_local = (ref.startswith((".", "/", "~")) or "\\" in ref or re.match(r"[A-Za-z]:", ref) or len(parts) < 2
-                   or ref.endswith("/") or (len(parts) == 2 and ref.lower().endswith(WEIGHT_SUFFIXES)))
+    looks_local = (ref.startswith((".", "/", "~")) or "\\" in ref or re.match(r"[A-Za-z]:", ref)
+                   or len(parts) < 2 or ref.endswith("/")
+                   or (len(parts) == 2 and ref.lower().endswith(WEIGHT_SUFFIXES)))
     if looks_local:  # `models/x.pt` is a mistyped local path, not the Hub repo "models/x.pt"
-        raise LoscatError(f"no such checkpoint file {ref!r} (a Hub reference looks like ORG/REPO or ORG/REPO/FILE)")
+        raise LoscatError(f"no such checkpoint file {ref!r} (a Hub reference looks like ORG/REPO or "
+                          f"ORG/REPO/FILE)")
     from huggingface_hub import hf_hub_download
 
     repo = "/".join(parts[:2])
@@ -81,9 +86,10 @@ def resolve_checkpoint(ref: str) -> tuple[Path, str]:
         raise LoscatError(f"{repo}/{filename} is not a weights file ({', '.join(WEIGHT_SUFFIXES)})")
     try:
         path = hf_hub_download(repo, filename)
-    except Exception as exc:  # not cached offline, 404, no token, a transport error, an invalid repo id or name
-        raise LoscatError(f"cannot download {repo}/{filename} (offline, and not in the local HF cache, or not on "
-                          f"the Hub): {_first_line(exc)}") from None
+    except Exception as exc:
+        # not cached offline, 404, no token, a transport error, an invalid repo id or name
+        raise LoscatError(f"cannot download {repo}/{filename} (offline, and not in the local HF cache, or "
+                          f"not on the Hub): {_first_line(exc)}") from None
     return Path(path), f"{repo}/{filename}"
 
 
@@ -106,8 +112,8 @@ def load_state_dict(path: str | Path) -> dict:
         raise LoscatError(f"{path} is not a plain weights file (it would need to run pickled code, which is "
                           f"refused: {_first_line(exc)[:160]})") from None
     except Exception as exc:  # truncated zip, not a pickle, damaged safetensors header
-        raise LoscatError(f"cannot read {path}: not a torch.save or safetensors weights file, or a damaged one "
-                          f"({type(exc).__name__}: {_first_line(exc)[:160]})") from None
+        raise LoscatError(f"cannot read {path}: not a torch.save or safetensors weights file, or a damaged "
+                          f"one ({type(exc).__name__}: {_first_line(exc)[:160]})") from None
     for key in _WRAPPERS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -77,13 +77,14 @@ class ConvertResult:
 
 
 def _block_keys(i: int) -> list[str]:
-    return [f"blocks.{i}.{part}.{wb}" for part in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+    return [f"blocks.{i}.{part}.{wb}"
+            for part in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
             for wb in ("weight", "bias")]
 
 
 def expected_keys(depth: int) -> set[str]:
-    top = {"cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight", "norm.bias",
-           "head.weight", "head.bias"}
+    top = {"cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight",
+           "norm.bias", "head.weight", "head.bias"}
     return top | {k for i in range(depth) for k in _block_keys(i)}
 
 
@@ -105,21 +106,23 @@ def _few(keys, n: int = 4) -> str:
 
 
 def check_layout(state: dict, arch_name: str, where: str) -> TimmArch:
-    """Refuse anything but exactly the tensors of `arch_name`, with one line naming what is missing or extra."""
+    """Refuse anything but exactly the tensors of `arch_name`, with one line naming what is missing or
+    extra."""
     if arch_name not in ARCHS:
         raise LoscatError(f"arch {arch_name!r} is not a known timm ViT; known: {', '.join(sorted(ARCHS))}",
                           param="arch")
     arch = ARCHS[arch_name]
     if any(k.startswith(("vit.", "classifier.")) for k in state):
-        raise LoscatError(f"{where} is already a transformers checkpoint (vit.*, classifier.*), not a timm one: "
-                          "use its folder as a model directly", param="checkpoint")
+        raise LoscatError(f"{where} is already a transformers checkpoint (vit.*, classifier.*), not a timm "
+                          "one: use its folder as a model directly", param="checkpoint")
     if not any(k.startswith("blocks.") for k in state) or "cls_token" not in state:
         raise LoscatError(f"{where} is not a timm ViT state dict (no cls_token/blocks.N.*; first keys: "
                           f"{_few(state, 3)})")
     want = expected_keys(arch.depth)
     missing, extra = want - set(state), set(state) - want
     if missing or extra:
-        parts = ([f"missing {_few(missing)}"] if missing else []) + ([f"extra {_few(extra)}"] if extra else [])
+        parts = (([f"missing {_few(missing)}"] if missing else [])
+                 + ([f"extra {_few(extra)}"] if extra else []))
         raise LoscatError(f"{where} does not fit timm {arch_name} ({arch.depth} blocks): {'; '.join(parts)}")
     return arch
 
@@ -153,7 +156,8 @@ def vit_config(state: dict, arch: TimmArch, id2label: dict[int, str], where: str
         raise LoscatError(f"{where}: {'; '.join(problems)}", param=params)
     image_size = grid * proj[2]
     if image_size != arch.image_size or proj[2] != arch.patch:
-        logger.warning("%s: the tensors say patch %d, %d px; the name %s says patch %d, %d px (the tensors win)",
+        logger.warning("%s: the tensors say patch %d, %d px; the name %s says patch %d, %d px "
+                       "(the tensors win)",
                        where, proj[2], image_size, f"vit_*_patch{arch.patch}_{arch.image_size}", arch.patch,
                        arch.image_size)
     return ViTConfig(
@@ -182,8 +186,8 @@ def rename_tensors(state: dict, depth: int, target_keys: set[str]) -> dict:
         names = ({"q": "attention.q_proj", "k": "attention.k_proj", "v": "attention.v_proj",
                   "o": "attention.o_proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2"} if new else
                  {"q": "attention.attention.query", "k": "attention.attention.key",
-                  "v": "attention.attention.value", "o": "attention.output.dense", "fc1": "intermediate.dense",
-                  "fc2": "output.dense"})
+                  "v": "attention.attention.value", "o": "attention.output.dense",
+                  "fc1": "intermediate.dense", "fc2": "output.dense"})
         for wb in ("weight", "bias"):
             q, k, v = state[f"{b}.attn.qkv.{wb}"].chunk(3, dim=0)
             out |= {f"{t}.{names['q']}.{wb}": q, f"{t}.{names['k']}.{wb}": k, f"{t}.{names['v']}.{wb}": v,
@@ -201,7 +205,8 @@ def parse_labels(codes: list[str] | tuple[str, ...], taxonomy: Taxonomy) -> list
     for code in codes:
         parsed = taxonomy.parse(code)
         if parsed.label is None:
-            raise LoscatError(f"labels: {code!r} is a non-site code ({parsed.code}), not a class", param="labels")
+            raise LoscatError(f"labels: {code!r} is a non-site code ({parsed.code}), not a class",
+                              param="labels")
         labels.append(parsed.label)
     twice = sorted({x for x in labels if labels.count(x) > 1})
     if twice:
@@ -278,4 +283,5 @@ def cached_conversion(checkpoint: str = STUDY_CHECKPOINT, cache_dir: str | Path 
     return out
 
 
-__all__ = ["ARCHS", "STUDY_CHECKPOINT", "STUDY_CLASS_CODES", "ConvertResult", "cached_conversion", "convert_timm"]
+__all__ = ["ARCHS", "STUDY_CHECKPOINT", "STUDY_CLASS_CODES", "ConvertResult", "cached_conversion",
+           "convert_timm"]

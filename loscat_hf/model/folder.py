@@ -8,7 +8,7 @@ the parsed config.json alike. One fact, one name:
 | attribute | field | what |
 |---|---|---|
 | loscat_temperature | temperature | calibration temperature fitted on validation (1.0 when absent) |
-| loscat_max_side | decoding.max_side | the `--max-side` the training data was packed at: photos decode at it |
+| loscat_max_side | decoding.max_side | `--max-side` the training data was packed at: photos decode at it |
 | loscat_run | run | dataset fingerprint, taxonomy and task (`train --resume` checks it) |
 | loscat_base_model | base_model | where training started: Hub id, preset or folder record, never a path |
 | loscat_preset | preset | the preset a model was built from scratch with |
@@ -26,6 +26,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from loscat_hf.defaults import MAX_SIDE
@@ -41,7 +42,8 @@ PRESET_KEY = "loscat_preset"
 SOURCE_KEY = "loscat_source"
 SCORE_KEY = "loscat_score_components"
 BEST_CHECKPOINT_KEY = "loscat_best_checkpoint"
-KEYS = (TEMPERATURE_KEY, MAX_SIDE_KEY, RUN_KEY, BASE_KEY, PRESET_KEY, SOURCE_KEY, SCORE_KEY, BEST_CHECKPOINT_KEY)
+KEYS = (TEMPERATURE_KEY, MAX_SIDE_KEY, RUN_KEY, BASE_KEY, PRESET_KEY, SOURCE_KEY, SCORE_KEY,
+        BEST_CHECKPOINT_KEY)
 BILINEAR = 2  # PIL's filter number: google/vit-*'s default resample
 
 
@@ -93,6 +95,17 @@ class ModelFolder:
         return cls(**values)
 
 
+CONFIG_NAME = "config.json"
+
+
+def config_json(folder: str | os.PathLike) -> dict:
+    """A local model folder's config.json as a dict, without transformers (the card, `--resume` and the run
+    record read it so); OSError or ValueError when it is missing or not JSON."""
+    import json
+
+    return json.loads((Path(folder) / CONFIG_NAME).read_text(encoding="utf-8"))
+
+
 def _get(config: Any, key: str) -> Any:
     return config.get(key) if isinstance(config, Mapping) else getattr(config, key, None)
 
@@ -112,7 +125,8 @@ def recorded_temperature(config: Any) -> float | None:
 
 
 def max_side(config: Any) -> int:
-    """The packing size training saw (`defaults.MAX_SIDE` for a folder without the record: another trainer)."""
+    """The packing size training saw (`defaults.MAX_SIDE` for a folder without the record: another
+    trainer)."""
     try:
         return int(_get(config, MAX_SIDE_KEY) or MAX_SIDE)
     except (TypeError, ValueError):
@@ -173,14 +187,16 @@ def record_components(config: Any, components) -> None:
 
 
 def check_labels(config: Any, where: str = "the model config") -> None:
-    """id2label must name every output 0..num_labels-1 once: else predictions would carry wrong or no names."""
+    """id2label must name every output 0..num_labels-1 once: else predictions would carry wrong or no
+    names."""
     n = int(config.num_labels)
     id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
     if n < 1 or set(id2label) != set(range(n)):
         raise LoscatError(f"{where} has num_labels {n} but id2label ids {sorted(id2label)}: each of the {n} "
                           "outputs needs one class name; restore the config.json saved with the model")
     if len(set(id2label.values())) != n:
-        raise LoscatError(f"{where} names a class twice in id2label; restore the config.json saved with the model")
+        raise LoscatError(f"{where} names a class twice in id2label; restore the config.json saved with the "
+                          "model")
 
 
 def load_processor(name_or_path: str):
@@ -209,8 +225,8 @@ def processor_resample(processor) -> int:
 
 
 def _processor_stats(name: str, config: Any) -> dict[str, Any]:
-    """Input size, mean, std and resample filter from preprocessor_config.json, or google/vit-*'s defaults for a
-    bare folder (with a warning)."""
+    """Input size, mean, std and resample filter from preprocessor_config.json, or google/vit-*'s defaults for
+    a bare folder (with a warning)."""
     try:
         processor = load_processor(name)
         return dict(image_size=processor_size(processor), image_mean=list(processor.image_mean),

@@ -78,7 +78,8 @@ class ViTWithScores(ViTForImageClassification):
 
 
 def build_score_model(model: str, taxonomy, image_size: int | None = None, seed: int = 0):
-    """(ViTWithScores, processor) from a preset, a Hub ViT id or a local folder (score heads new if absent)."""
+    """(ViTWithScores, processor) from a preset, a Hub ViT id or a local folder (score heads new if
+    absent)."""
     from loscat_hf.model.build import build_model_and_processor
 
     base, processor = build_model_and_processor(model, taxonomy, image_size, seed=seed)
@@ -90,7 +91,8 @@ def build_score_model(model: str, taxonomy, image_size: int | None = None, seed:
     net = ViTWithScores(config)
     missing, unexpected = net.load_state_dict(base.state_dict(), strict=False)
     if unexpected or not all(k.startswith("score_heads") for k in missing):
-        raise ValueError(f"backbone weights do not fit ViTWithScores: missing {missing}, unexpected {unexpected}")
+        raise ValueError(f"backbone weights do not fit ViTWithScores: missing {missing}, "
+                         f"unexpected {unexpected}")
     weights = Path(model) / "model.safetensors"
     if score_components(base.config) and weights.is_file():  # a previous scores run: keep its heads
         from safetensors.torch import load_file

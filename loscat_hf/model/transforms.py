@@ -1,8 +1,9 @@
 """Turn dataset rows into model-ready uint8 batches, with photo-appropriate augmentation.
 
-No torchvision (docs/pitfalls.md, "torch / torchvision"). DataLoader workers only decode and random-resized-crop (one PIL resize);
-batches stay uint8 until they reach the device, where flip, rotation and colour jitter run batched and
-the trainer normalises: 4x less to copy, and the CPU work per image stays small.
+No torchvision (docs/pitfalls.md, "torch / torchvision"). DataLoader workers only decode and
+random-resized-crop (one PIL resize); batches stay uint8 until they reach the device, where flip, rotation
+and colour jitter run batched and the trainer normalises: 4x less to copy, and the CPU work per image stays
+small.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def random_resized_crop(img: Image.Image, size: int, cfg: AugmentConfig, rng: ra
     return img.resize((size, size), resample, box=(x0, y0, x0 + cw, y0 + ch))
 
 
-def device_augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+def device_augment(x: torch.Tensor, cfg: AugmentConfig,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Flip, small rotation and colour jitter of a float (B, 3, H, W) batch in [0, 1], on its device.
 
     Batched tensor ops cost almost nothing on a GPU, and keep the CPU workers down to decode + crop.
@@ -68,7 +70,8 @@ def device_augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generat
         zeros = torch.zeros_like(cos)
         mat = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
         grid = torch.nn.functional.affine_grid(mat.to(x.dtype), list(x.shape), align_corners=False)
-        x = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        x = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
+                                            align_corners=False)
     grey = x.mean(dim=1, keepdim=True)
     x = grey + (x - grey) * uniform(1 - cfg.saturation, 1 + cfg.saturation)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
@@ -99,7 +102,8 @@ class ImageTransform:
     def __call__(self, batch: dict) -> dict:
         out = []
         for img in batch["image"]:
-            if self.train and self.augment.scale[0] < 1.0:  # --crop-scale 1: the whole photo, as in evaluation
+            # --crop-scale 1: the whole photo, as in evaluation
+            if self.train and self.augment.scale[0] < 1.0:
                 img = random_resized_crop(img, self.size, self.augment, random, self.resample)
             else:
                 img = resize_eval(img, self.size, self.resample)

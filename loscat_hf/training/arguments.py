@@ -1,7 +1,7 @@
 """`loscat-hf train` arguments: loscat's own options, the task's TrainingArguments defaults, --help.
 
-torch and transformers are imported only where needed: `train_help()` (`loscat-hf train --help`) runs without
-them (0.1 s instead of ~4 s). Parsing them (`parse_train_args`, `train_arguments`, --config) is in
+torch and transformers are imported only where needed: `train_help()` (`loscat-hf train --help`) runs
+without them (0.1 s instead of ~4 s). Parsing them (`parse_train_args`, `train_arguments`, --config) is in
 training/parse.py, which imports transformers so that its annotations resolve.
 """
 
@@ -25,10 +25,12 @@ logger = logging.getLogger(__name__)
 class LoscatArguments:
     """loscat-specific options; every TrainingArguments field is accepted too (`--help-all` lists all)."""
 
-    dataset: str | None = field(default=None, metadata={"help": "packed dataset folder (loscat-hf prepare --out)"})
+    dataset: str | None = field(default=None, metadata={
+        "help": "packed dataset folder (loscat-hf prepare --out)"})
     model: str = field(default=BASE_MODEL,
                        metadata={"help": "Hub id, local model folder, or preset: tiny, vit-base-384-random"})
-    taxonomy: str | None = field(default=None, metadata={"help": "taxonomy JSON (default: 18 sites -> 12 classes)"})
+    taxonomy: str | None = field(default=None, metadata={
+        "help": "taxonomy JSON (default: 18 sites -> 12 classes)"})
     image_size: int | None = field(default=None, metadata={"help": "input size, presets only"})
     sampling_power: float = field(default=1.0, metadata={
         "help": "class balance of the sampler: weight = freq**-power; 0 = plain shuffling, 1 = full balance"})
@@ -41,21 +43,25 @@ class LoscatArguments:
         "help": "training augmentation on/off (random crop, rotation, colour jitter, flip; each set below)"})
     hflip: float = field(default=0.5, metadata={
         "help": "probability of a horizontal flip (0 where flipping changes a label: sides, text, digits)"})
-    max_rotation: float = field(default=15.0, metadata={"help": "random rotation up to this many degrees (0 = none)"})
+    max_rotation: float = field(default=15.0, metadata={
+        "help": "random rotation up to this many degrees (0 = none)"})
     color_jitter: float = field(default=0.2, metadata={
         "help": "brightness, contrast and saturation vary by up to this share (0 = none)"})
     crop_scale: float = field(default=0.55, metadata={
         "help": "random crops keep at least this share of the photo's area (1 = no crop: the whole photo)"})
     resume: bool = field(default=False, metadata={
-        "help": "resume from the last checkpoint in --output-dir (refused if it is another dataset's, taxonomy's "
-                "or task's, or if its best checkpoint lies outside --output-dir)"})
+        "help": "resume from the last checkpoint in --output-dir (refused if it is another dataset's, "
+                "taxonomy's or task's, or if its best checkpoint lies outside --output-dir)"})
     overwrite_output_dir: bool = field(default=False, metadata={
-        "help": "train into a non-empty --output-dir, deleting the outputs of the run it holds (checkpoint-*, "
-                "model files, eval/, runs/, train_summary.json, the README.md card; nothing else)"})
-    max_train_samples: int | None = field(default=None, metadata={"help": "cap the training set (quick runs)"})
+        "help": "train into a non-empty --output-dir, deleting the outputs of the run it holds "
+                "(checkpoint-*, model files, eval/, runs/, train_summary.json, the README.md card; "
+                "nothing else)"})
+    max_train_samples: int | None = field(default=None, metadata={
+        "help": "cap the training set (quick runs)"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "cap the validation set"})
     task: str = field(default="regions", metadata={
-        "help": "regions (region head only) or scores (region head + LoSCAT score heads; needs prepare --scores)"})
+        "help": "regions (region head only) or scores (region head + LoSCAT score heads; needs "
+                "prepare --scores)"})
     score_weight: float = field(default=1.0, metadata={"help": "--task scores: weight of the score loss"})
     config: str | None = field(default=None, metadata={
         "help": "JSON/YAML file with any of these arguments; the command line overrides it"})
@@ -75,10 +81,11 @@ TASK_DEFAULTS: dict = dict(
 )
 
 
-# The recipe of a randomly initialised preset (`--model tiny`, `vit-base-384-random`): from scratch there are no
-# pretrained features to protect, so no head-only phase, one learning rate for all layers, and a from-scratch
-# rate. With the fine-tuning recipe (lr 2e-4, a head-only epoch on random features) a preset learned much
-# less: docs/training.md "Two recipes" has the measurements. Any of them can still be set explicitly.
+# The recipe of a randomly initialised preset (`--model tiny`, `vit-base-384-random`): from scratch there are
+# no pretrained features to protect, so no head-only phase, one learning rate for all layers, and a
+# from-scratch rate. With the fine-tuning recipe (lr 2e-4, a head-only epoch on random features) a preset
+# learned much less: docs/training.md "Two recipes" has the measurements. Any of them can still be set
+# explicitly.
 SCRATCH_DEFAULTS: dict = dict(learning_rate=1e-3, phase1_epochs=0.0, layer_decay=1.0)
 
 
@@ -132,19 +139,22 @@ COMMON_TRAINING_OPTIONS: dict[str, str] = {
     "logging_steps": "log the training loss every this many steps",
     "dataloader_num_workers": "processes that decode and crop the photos",
     "report_to": "where to log: none, tensorboard, wandb, mlflow, all, ...",
-    "resume_from_checkpoint": "a checkpoint folder to resume from (--resume picks the last one in --output-dir)",
+    "resume_from_checkpoint": "a checkpoint folder to resume from (--resume picks the last one in "
+                              "--output-dir)",
 }
-# TrainingArguments' own defaults of the common options that TASK_DEFAULTS leaves alone, written out so that the
-# short help needs no transformers import (tests/test_trainer_hooks.py checks them against what parsing gives).
+# TrainingArguments' own defaults of the common options that TASK_DEFAULTS leaves alone, written out so that
+# the short help needs no transformers import (tests/test_trainer_hooks.py checks them against what parsing
+# gives).
 _UPSTREAM_DEFAULTS: dict = dict(max_steps=-1, lr_scheduler_type="linear", gradient_accumulation_steps=1,
                                 use_cpu=False, resume_from_checkpoint=None)
 _SHOWN_DEFAULTS: dict = dict(
     output_dir="required", bf16="on where the GPU supports bf16",
-    dataloader_num_workers=f"{TASK_DEFAULTS['dataloader_num_workers']} here: the usable CPU cores but one, at most 16")
+    dataloader_num_workers=f"{TASK_DEFAULTS['dataloader_num_workers']} here: the usable CPU cores but "
+                           "one, at most 16")
 _METAVARS = {"dataset": "DIR", "output_dir": "DIR", "resume_from_checkpoint": "DIR", "model": "ID|DIR",
-             "taxonomy": "FILE", "config": "FILE", "task": "{regions,scores}", "eval_strategy": "{no,steps,epoch}",
-             "save_strategy": "{no,steps,epoch,best}", "bf16": "{true,false}",
-             "use_cpu": "{true,false}", "load_best_model_at_end": "{true,false}"}
+             "taxonomy": "FILE", "config": "FILE", "task": "{regions,scores}",
+             "eval_strategy": "{no,steps,epoch}", "save_strategy": "{no,steps,epoch,best}",
+             "bf16": "{true,false}", "use_cpu": "{true,false}", "load_best_model_at_end": "{true,false}"}
 
 
 def _short_help() -> str:
@@ -152,7 +162,8 @@ def _short_help() -> str:
         prog="loscat-hf train", add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="loscat-hf train --dataset DIR --output-dir DIR [options]",
         description="Fine-tune a ViT on a packed dataset (loscat-hf prepare) with the Hugging Face Trainer.\n"
-                    "Options take either spelling (--learning-rate, --learning_rate); --config FILE sets any of them.",
+                    "Options take either spelling (--learning-rate, --learning_rate); --config FILE sets any "
+                    "of them.",
         epilog="loscat-hf train --help-all lists every TrainingArguments option (about 650 lines).")
 
     def add(group: argparse._ArgumentGroup, name: str, text: str, default: object, kind: str) -> None:
@@ -175,16 +186,19 @@ def _short_help() -> str:
 
 
 def augment_config(largs: LoscatArguments):
-    """The AugmentConfig of --hflip, --max-rotation, --color-jitter and --crop-scale; None with --augment false."""
+    """The AugmentConfig of --hflip, --max-rotation, --color-jitter and --crop-scale; None with --augment
+    false."""
     from loscat_hf.model.transforms import AugmentConfig
 
     if not largs.augment:
         return None
     return AugmentConfig(scale=(largs.crop_scale, 1.0), max_rotation=largs.max_rotation, hflip=largs.hflip,
-                         brightness=largs.color_jitter, contrast=largs.color_jitter, saturation=largs.color_jitter)
+                         brightness=largs.color_jitter, contrast=largs.color_jitter,
+                         saturation=largs.color_jitter)
 
 
 def train_help(full: bool = False) -> str:
-    """`loscat-hf train --help`: loscat's options and the common TrainingArguments with this command's defaults,
-    built without importing torch or transformers; `full` (`--help-all`): HfArgumentParser's help of every option."""
+    """`loscat-hf train --help`: loscat's options and the common TrainingArguments with this command's
+    defaults, built without importing torch or transformers; `full` (`--help-all`): HfArgumentParser's help
+    of every option."""
     return (_full_parser().format_help() if full else _short_help()).rstrip("\n")

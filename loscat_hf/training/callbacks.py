@@ -17,8 +17,8 @@ HEAD_PREFIXES = ("classifier", "score_heads")
 
 
 def phase1_trainable(model: torch.nn.Module, last_blocks: int) -> set[str]:
-    """Names of the parameters phase 1 trains: the heads, and with `last_blocks` > 0 the last encoder blocks and
-    the final norm above them."""
+    """Names of the parameters phase 1 trains: the heads, and with `last_blocks` > 0 the last encoder blocks
+    and the final norm above them."""
     depths = parameter_depths(model, need_blocks="phase1_trainable_blocks" if last_blocks > 0 else None)
     top = max(depths.values(), default=0)  # final norm and heads
     return {name for name, depth in depths.items()
@@ -53,9 +53,9 @@ class TwoPhaseCallback(TrainerCallback):
     """Phase 1 trains the head (and optionally the last blocks); phase 2 the whole model.
 
     Freezing happens in on_train_begin, after the optimizer was built with every parameter (docs/pitfalls.md,
-    "transformers Trainer"): frozen parameters get no gradient, AdamW skips them, and they join in once unfrozen.
-    Each phase is logged when it starts and recorded in `phases` (step and epoch where it starts and ends, what
-    it trains, how many parameters): train_summary.json and the training curves show them.
+    "transformers Trainer"): frozen parameters get no gradient, AdamW skips them, and they join in once
+    unfrozen. Each phase is logged when it starts and recorded in `phases` (step and epoch where it starts and
+    ends, what it trains, how many parameters): train_summary.json and the training curves show them.
     """
 
     def __init__(self, phase1_epochs: float, trainable_blocks: int = 0) -> None:
@@ -79,8 +79,9 @@ class TwoPhaseCallback(TrainerCallback):
         try:
             batches = len(train_dataloader)
         except TypeError:  # no dataloader length (--max-steps over an iterable): steps are the unit
-            return min(state.max_steps, math.ceil(self.phase1_epochs * state.max_steps / max(state.num_train_epochs,
-                                                                                                1))), self.phase1_epochs
+            return (min(state.max_steps,
+                        math.ceil(self.phase1_epochs * state.max_steps / max(state.num_train_epochs, 1))),
+                    self.phase1_epochs)
         accumulation = args.gradient_accumulation_steps
         per_epoch = math.ceil(batches / accumulation)
         whole, fraction = divmod(self.phase1_epochs, 1.0)
@@ -95,8 +96,9 @@ class TwoPhaseCallback(TrainerCallback):
         self.phases = [dict(phase=1, trains=self._phase1_trains(), trainable_parameters=head, start_step=0,
                             start_epoch=0.0, end_step=switch, end_epoch=round(switch_epoch, 4))]
         if switch < state.max_steps:
-            self.phases.append(dict(phase=2, trains="whole model", trainable_parameters=total, start_step=switch,
-                                    start_epoch=round(switch_epoch, 4), end_step=state.max_steps,
+            self.phases.append(dict(phase=2, trains="whole model", trainable_parameters=total,
+                                    start_step=switch, start_epoch=round(switch_epoch, 4),
+                                    end_step=state.max_steps,
                                     end_epoch=float(args.num_train_epochs) if args.max_steps <= 0 else None))
         in_phase1 = (state.epoch or 0.0) < self.phase1_epochs - 1e-9
         if in_phase1:
@@ -122,8 +124,8 @@ class TwoPhaseCallback(TrainerCallback):
                 self.phases[0].update(end_step=state.global_step, end_epoch=round(state.epoch, 4))
                 self.phases[1].update(start_step=state.global_step, start_epoch=round(state.epoch, 4))
             if state.is_world_process_zero:
-                logger.info("phase 1 ended; phase 2: whole model trainable (%s parameters) from step %d (epoch "
-                            "%.2f)", f"{count_parameters(model):,}", state.global_step, state.epoch)
+                logger.info("phase 1 ended; phase 2: whole model trainable (%s parameters) from step %d "
+                            "(epoch %.2f)", f"{count_parameters(model):,}", state.global_step, state.epoch)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self.frozen:
@@ -135,8 +137,9 @@ class TwoPhaseCallback(TrainerCallback):
 class ChanceCallback(TrainerCallback):
     """Warn once when validation macro-F1 stays at chance level for `patience` evaluations in a row.
 
-    Chance is 1 / (classes in the validation split); "at chance" is below 1.5 times that (3 classes or more). `hints` are the likely
-    causes for this run (run.py knows the recipe), listed in the warning and kept in `warning`.
+    Chance is 1 / (classes in the validation split); "at chance" is below 1.5 times that (3 classes or more).
+    `hints` are the likely causes for this run (run.py knows the recipe), listed in the warning and kept in
+    `warning`.
     """
 
     def __init__(self, n_classes: int, hints: list[str], patience: int = 3) -> None:
@@ -149,7 +152,8 @@ class ChanceCallback(TrainerCallback):
         self.last: float | None = None
 
     def outcome(self) -> str | None:
-        """The warning for train_summary.json and the card, saying whether validation rose above chance later."""
+        """The warning for train_summary.json and the card, saying whether validation rose above chance
+        later."""
         if self.warning and self.last is not None and self.last >= 1.5 * self.chance:
             return f"{self.warning}. It rose above chance later (last evaluation: macro-F1 {self.last:.3f})."
         return self.warning
@@ -166,6 +170,7 @@ class ChanceCallback(TrainerCallback):
             self.warning = (
                 f"validation macro-F1 has stayed at chance level for {len(self.streak)} evaluations "
                 f"({', '.join(f'{s:.3f}' for s in self.streak)}; chance is {self.chance:.3f} with "
-                f"{self.n_classes} classes) up to epoch {state.epoch:.2f}. Likely causes: " + "; ".join(self.hints))
+                f"{self.n_classes} classes) up to epoch {state.epoch:.2f}. Likely causes: "
+                + "; ".join(self.hints))
             if state.is_world_process_zero:
                 logger.warning("%s", self.warning)

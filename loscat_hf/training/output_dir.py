@@ -15,13 +15,14 @@ from transformers import TrainingArguments
 
 from loscat_hf.data.dataset import dataset_fingerprint
 from loscat_hf.errors import LoscatError
-from loscat_hf.model.folder import run_record
+from loscat_hf.model.folder import CONFIG_NAME, config_json, run_record
 from loscat_hf.training.arguments import LoscatArguments
 
 __all__ = ["RUN_OUTPUTS", "prepare_output_dir", "run_identity"]
 
-# What a run writes into --output-dir besides checkpoint-*: --overwrite-output-dir removes exactly these (never
-# other files a user keeps there), so the old run's model can never sit beside the new run's checkpoints.
+# What a run writes into --output-dir besides checkpoint-*: --overwrite-output-dir removes exactly these
+# (never other files a user keeps there), so the old run's model can never sit beside the new run's
+# checkpoints.
 RUN_OUTPUTS = ("config.json", "model.safetensors", "preprocessor_config.json", "training_args.bin",
                "train_summary.json", "README.md", "eval", "runs")  # README.md: the model card train writes
 
@@ -49,24 +50,25 @@ def check_checkpoint(checkpoint: str | os.PathLike, out: Path, identity: dict, p
     """Refuse to resume from a checkpoint that is not this run's, or whose best checkpoint is elsewhere.
     `param`: the argument that asked to resume (resume, or resume_from_checkpoint), named in the errors."""
     ckpt = Path(checkpoint)
-    cfg_path = ckpt / "config.json"
+    cfg_path = ckpt / CONFIG_NAME
     try:
-        recorded = run_record(json.loads(cfg_path.read_text(encoding="utf-8")))
+        recorded = run_record(config_json(ckpt))
     except (OSError, ValueError):
         raise LoscatError(f"{param}: {cfg_path} is missing or unreadable; train into a new output folder",
                           param=(param, "output_dir")) from None
     if not isinstance(recorded, dict):
-        raise LoscatError(f"{param}: {ckpt} does not record which dataset and taxonomy it was trained on (another "
-                          "program or an older loscat-hf wrote it); train into a new output folder",
+        raise LoscatError(f"{param}: {ckpt} does not record which dataset and taxonomy it was trained on "
+                          "(another program or an older loscat-hf wrote it); train into a new output folder",
                           param=(param, "output_dir"))
     if recorded.get("dataset_sha256") != identity["dataset_sha256"]:
         raise LoscatError(f"{param}: {ckpt} was trained on another dataset (train/validation metadata "
-                          "differ); resume with the dataset it was trained on, or train into a new output folder",
-                          param=(param, "dataset", "output_dir"))
+                          "differ); resume with the dataset it was trained on, or train into a new output "
+                          "folder", param=(param, "dataset", "output_dir"))
     if recorded.get("classes") != identity["classes"]:
         raise LoscatError(f"{param}: {ckpt} was trained with another taxonomy ({recorded.get('taxonomy')}: "
-                          f"{', '.join(map(str, recorded.get('classes') or []))}); resume with that taxonomy, "
-                          "or train into a new output folder", param=(param, "taxonomy", "output_dir"))
+                          f"{', '.join(map(str, recorded.get('classes') or []))}); resume with that "
+                          "taxonomy, or train into a new output folder",
+                          param=(param, "taxonomy", "output_dir"))
     if recorded.get("task") != identity["task"]:
         raise LoscatError(f"{param}: {ckpt} was trained for task {recorded.get('task')!r}, not "
                           f"{identity['task']!r}; resume with that task, or train into a new output folder",
@@ -79,9 +81,9 @@ def check_checkpoint(checkpoint: str | os.PathLike, out: Path, identity: dict, p
             raise LoscatError(f"{param}: {state_path} does not parse; train into a new output folder",
                               param=(param, "output_dir")) from None
         if best and not _best_inside(Path(best), out):
-            raise LoscatError(f"{param}: {state_path} records the best checkpoint {best}, outside {out} (a copied "
-                              "or another run's folder); refusing to load weights from there: train into a new "
-                              "output folder", param=(param, "output_dir"))
+            raise LoscatError(f"{param}: {state_path} records the best checkpoint {best}, outside {out} "
+                              "(a copied or another run's folder); refusing to load weights from there: "
+                              "train into a new output folder", param=(param, "output_dir"))
 
 
 def prepare_output_dir(largs: LoscatArguments, targs: TrainingArguments,
@@ -100,8 +102,8 @@ def prepare_output_dir(largs: LoscatArguments, targs: TrainingArguments,
     if out.exists() and not out.is_dir():
         raise LoscatError(f"output_dir {out} is a file; choose a folder", param="output_dir")
     if largs.resume and largs.overwrite_output_dir:
-        raise LoscatError("resume continues the run in the output folder, overwrite_output_dir replaces it: pick one",
-                          param=("resume", "overwrite_output_dir"))
+        raise LoscatError("resume continues the run in the output folder, overwrite_output_dir replaces it: "
+                          "pick one", param=("resume", "overwrite_output_dir"))
     if largs.resume:
         resume = get_last_checkpoint(str(out)) if out.is_dir() else None
         if resume is None:
@@ -112,8 +114,9 @@ def prepare_output_dir(largs: LoscatArguments, targs: TrainingArguments,
     if not out.is_dir() or not any(out.iterdir()):
         return None, []
     if not largs.overwrite_output_dir:
-        raise LoscatError(f"output_dir {out} is not empty (another run's model or checkpoints?); pass resume=True to "
-                          "continue that run, overwrite_output_dir=True to replace it, or choose a new folder",
+        raise LoscatError(f"output_dir {out} is not empty (another run's model or checkpoints?); pass "
+                          "resume=True to continue that run, overwrite_output_dir=True to replace it, or "
+                          "choose a new folder",
                           param=("output_dir", "resume", "overwrite_output_dir"))
     stale = [p for p in out.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
     return None, stale + [out / name for name in RUN_OUTPUTS if (out / name).exists()]

@@ -1,9 +1,9 @@
-"""`parse_train_args()` and `train_arguments()`: the task defaults, then --config, then Python options, then the
-command line -> (LoscatArguments, TrainingArguments).
+"""`parse_train_args()` and `train_arguments()`: the task defaults, then --config, then Python options, then
+the command line -> (LoscatArguments, TrainingArguments).
 
 This module imports transformers (and torch) when it is imported, so that the annotations of its functions
-resolve (`typing.get_type_hints`); the torch-free parts of `loscat-hf train` (`train --help`, LoscatArguments,
-the defaults) are in training/arguments.py.
+resolve (`typing.get_type_hints`); the torch-free parts of `loscat-hf train` (`train --help`,
+LoscatArguments, the defaults) are in training/arguments.py.
 """
 
 from __future__ import annotations
@@ -42,19 +42,22 @@ def _read_config(path: str) -> dict:
 
 
 def train_arguments(**options: object) -> tuple[LoscatArguments, TrainingArguments]:
-    """The arguments `loscat-hf train` would build, from Python: the task defaults, then `options` (any loscat or
-    TrainingArguments field, e.g. `train_arguments(dataset="ds", output_dir="m", model="tiny",
+    """The arguments `loscat-hf train` would build, from Python: the task defaults, then `options` (any loscat
+    or TrainingArguments field, e.g. `train_arguments(dataset="ds", output_dir="m", model="tiny",
     num_train_epochs=3)`), checked exactly like the command line."""
     return parse_train_args([], options=options)
 
 
-def parse_train_args(argv: Sequence[str], options: dict | None = None) -> tuple[LoscatArguments, TrainingArguments]:
-    """HfArgumentParser over (LoscatArguments, TrainingArguments): task defaults, then --config, then `options`
-    (from Python), then argv."""
+def parse_train_args(argv: Sequence[str],
+                     options: dict | None = None) -> tuple[LoscatArguments, TrainingArguments]:
+    """HfArgumentParser over (LoscatArguments, TrainingArguments): task defaults, then --config, then
+    `options` (from Python), then argv."""
     parser = _full_parser()
-    # pinning is for host-to-GPU copies (on CPU it only warns); a default, so --dataloader-pin-memory still wins
+    # pinning is for host-to-GPU copies (on CPU it only warns); a default, so --dataloader-pin-memory
+    # still wins
     parser.set_defaults(dataloader_pin_memory=torch.cuda.is_available())
-    parser.exit_on_error = False  # a bad value is the user's: LoscatError (one line, exit 2), not a usage dump
+    # a bad value is the user's: LoscatError (one line, exit 2), not a usage dump
+    parser.exit_on_error = False
     argv, options = list(argv), dict(options or {})
     # --config and --output-dir are looked at before the real parse: the config's values become defaults that
     # options and the command line override (argparse finds either spelling: --config FILE, --config=FILE)
@@ -75,7 +78,8 @@ def parse_train_args(argv: Sequence[str], options: dict | None = None) -> tuple[
         known = {a.dest for a in parser._actions}
         unknown = sorted(set(cfg) - known)
         if unknown:
-            raise LoscatError(f"config {cfg_path} has unknown arguments: {', '.join(unknown)}", param="config")
+            raise LoscatError(f"config {cfg_path} has unknown arguments: {', '.join(unknown)}",
+                              param="config")
         parser.set_defaults(**cfg)
     if not (early.output_dir or options.get("output_dir") or cfg.get("output_dir")):
         raise LoscatError("output_dir is required: the folder the model, its checkpoints and report go to",
@@ -83,7 +87,8 @@ def parse_train_args(argv: Sequence[str], options: dict | None = None) -> tuple[
     if options:
         unknown = sorted(set(options) - {a.dest for a in parser._actions})
         if unknown:
-            raise LoscatError(f"unknown training arguments: {', '.join(unknown)} (see `loscat-hf train --help-all`)")
+            raise LoscatError(f"unknown training arguments: {', '.join(unknown)} "
+                              f"(see `loscat-hf train --help-all`)")
         parser.set_defaults(**options)
     if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # `accelerate launch --multi_gpu` / torchrun on a machine without GPUs: DDP over gloo on CPU. Without
@@ -98,8 +103,10 @@ def parse_train_args(argv: Sequence[str], options: dict | None = None) -> tuple[
     if largs.task not in ("regions", "scores"):
         raise LoscatError(f"task must be 'regions' or 'scores', got {largs.task!r}", param="task")
     if not (0.0 <= largs.sampling_power <= 1.0):
-        raise LoscatError("sampling_power must be between 0 (none) and 1 (full balance)", param="sampling_power")
-    for name, lo, hi in (("hflip", 0, 1), ("max_rotation", 0, 180), ("color_jitter", 0, 1), ("crop_scale", 0.05, 1)):
+        raise LoscatError("sampling_power must be between 0 (none) and 1 (full balance)",
+                          param="sampling_power")
+    for name, lo, hi in (("hflip", 0, 1), ("max_rotation", 0, 180), ("color_jitter", 0, 1),
+                         ("crop_scale", 0.05, 1)):
         if not (lo <= getattr(largs, name) <= hi):
             raise LoscatError(f"{name} must be between {lo} and {hi}, got {getattr(largs, name)}", param=name)
     if targs.dataloader_num_workers == 0:

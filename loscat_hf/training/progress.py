@@ -48,7 +48,8 @@ class ReadableProgressCallback(ProgressCallback):
 
 
 def use_readable_progress(trainer: Trainer) -> None:
-    """Swap the stock console progress callback for the readable one (notebooks and --disable-tqdm keep theirs)."""
+    """Swap the stock console progress callback for the readable one (notebooks and --disable-tqdm keep
+    theirs)."""
     if any(type(cb) is ProgressCallback for cb in trainer.callback_handler.callbacks):
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(ReadableProgressCallback)

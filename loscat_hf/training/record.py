@@ -1,16 +1,16 @@
-"""What a training run says about itself: where it started, its recipe and hyperparameters, the data counts, the
-hardware, and the likely causes when it learns nothing. train_summary.json and the model card are built from
-these records; everything here is publishable (Hub ids, preset names, counts, numbers: never a local path)."""
+"""What a training run says about itself: where it started, its recipe and hyperparameters, the data counts,
+the hardware, and the likely causes when it learns nothing. train_summary.json and the model card are built
+from these records; everything here is publishable (Hub ids, preset names, counts, numbers: never a local
+path)."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from pathlib import Path
 
 from loscat_hf.hardware import usable_cores
-from loscat_hf.model.folder import base_record, preset
+from loscat_hf.model.folder import base_record, config_json, preset
 from loscat_hf.training.arguments import LoscatArguments, recipe_of
 
 # a folder inside a Hub cache: .../models--ORG--NAME/snapshots/<commit>
@@ -43,9 +43,10 @@ def _allowed(record: object, depth: int = 0) -> dict | None:
 def base_model_record(model: str) -> dict:
     """Where training started, as config.json (`loscat_base_model`) and the card may state it.
 
-    {"kind": "scratch", "preset": "tiny"}, {"kind": "hub", "id": "google/vit-base-patch16-384"}, or for a local
-    folder {"kind": "folder"} plus what the folder itself records (`from`: its own start, when loscat-hf trained
-    it; `id`: the Hub id when it is a Hub cache snapshot). The folder's path is never recorded: it is private."""
+    {"kind": "scratch", "preset": "tiny"}, {"kind": "hub", "id": "google/vit-base-patch16-384"}, or for a
+    local folder {"kind": "folder"} plus what the folder itself records (`from`: its own start, when
+    loscat-hf trained it; `id`: the Hub id when it is a Hub cache snapshot). The folder's path is never
+    recorded: it is private."""
     if recipe_of(model) == "from scratch":
         return {"kind": "scratch", "preset": model}
     folder = Path(model)
@@ -55,7 +56,7 @@ def base_model_record(model: str) -> dict:
     if m := _CACHE_PATH.search(str(folder.resolve()) + "/"):
         record["id"] = f"{m.group(1)}/{m.group(2)}"
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = config_json(folder)
     except (OSError, ValueError):
         return record
     inner = _allowed(base_record(config)) or _allowed({"kind": "scratch", "preset": preset(config)})
@@ -69,8 +70,9 @@ def chance_hints(largs: LoscatArguments, learning_rate: float, epochs: float) ->
     hints = []
     scratch = recipe_of(largs.model) == "from scratch"
     if scratch and largs.phase1_epochs > 0:
-        hints.append(f"a random-init model with a fine-tuning recipe: --phase1-epochs {largs.phase1_epochs:g} trains "
-                     "only the head on random features (use --phase1-epochs 0)")
+        hints.append(f"a random-init model with a fine-tuning recipe: --phase1-epochs "
+                     f"{largs.phase1_epochs:g} trains only the head on random features "
+                     "(use --phase1-epochs 0)")
     if scratch and learning_rate < 5e-4:
         hints.append(f"--learning-rate {learning_rate:g} is a fine-tuning rate; from scratch try 1e-3")
     elif learning_rate > 3e-3:
@@ -79,8 +81,8 @@ def chance_hints(largs: LoscatArguments, learning_rate: float, epochs: float) ->
         hints.append(f"the learning rate (--learning-rate {learning_rate:g})")
     hints.append(f"too few epochs (--num-train-epochs {epochs:g})")
     if largs.augment and (largs.hflip > 0 or largs.max_rotation > 0):
-        hints.append("augmentation that changes what a photo shows (--hflip 0, --max-rotation 0 where sides or "
-                     "orientation matter)")
+        hints.append("augmentation that changes what a photo shows (--hflip 0, --max-rotation 0 where sides "
+                     "or orientation matter)")
     hints.append("labels that the photos do not show (check the dataset's labels and the per-class report)")
     return hints
 
@@ -122,7 +124,8 @@ def hyperparameters(largs: LoscatArguments, targs, trainer) -> dict:
         "lr_scheduler": str(getattr(targs.lr_scheduler_type, "value", targs.lr_scheduler_type)),
         "warmup_steps": targs.warmup_steps,
         "weight_decay": targs.weight_decay,
-        "batch_size": targs.per_device_train_batch_size * max(targs.world_size, 1) * targs.gradient_accumulation_steps,
+        "batch_size": (targs.per_device_train_batch_size * max(targs.world_size, 1)
+                       * targs.gradient_accumulation_steps),
         "label_smoothing": targs.label_smoothing_factor,
         "sampler": (f"class-balanced (weight = class frequency ^ -{largs.sampling_power:g})"
                     if largs.sampling_power > 0 else "plain shuffling"),

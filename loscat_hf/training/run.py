@@ -52,7 +52,8 @@ from loscat_hf.training.trainer import RegionTrainer, balanced_sample_weights
 logger = logging.getLogger(__name__)
 
 
-def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy, ds=None) -> tuple[Trainer, object]:
+def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy,
+                  ds=None) -> tuple[Trainer, object]:
     """The Trainer that `loscat-hf train` runs, and the (packed) dataset it trains on.
 
     Model, balanced sampler, transforms, two-phase callback and device-side normalisation all come from
@@ -79,7 +80,8 @@ def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy, ds
     model, processor = builder(largs.model, taxonomy, largs.image_size, seed=targs.seed)
     size = processor_size(processor)
     train_labels = ds["train"]["labels"]
-    weights = balanced_sample_weights(train_labels, largs.sampling_power) if largs.sampling_power > 0 else None
+    weights = (balanced_sample_weights(train_labels, largs.sampling_power) if largs.sampling_power > 0
+               else None)
     resample = processor_resample(processor)  # the model's own filter (bicubic for the study's model)
     augment = augment_config(largs)
     train_set = ds["train"].with_transform(transform_cls(size, train=augment is not None, augment=augment,
@@ -89,7 +91,8 @@ def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy, ds
                                       chance_hints(largs, targs.learning_rate, targs.num_train_epochs))]
     if largs.phase1_epochs:
         callbacks.append(TwoPhaseCallback(largs.phase1_epochs, largs.phase1_trainable_blocks))
-    if targs.parallel_mode.name == "DISTRIBUTED":  # the unused-parameter search only where phase 1 freezes some
+    # the unused-parameter search only where phase 1 freezes some
+    if targs.parallel_mode.name == "DISTRIBUTED":
         targs.ddp_find_unused_parameters = ddp_find_unused_parameters(
             targs.ddp_find_unused_parameters,
             phase1_frozen(model, largs.phase1_epochs, largs.phase1_trainable_blocks))
@@ -121,7 +124,8 @@ class TrainResult:
     phases: list | None = None  # per phase: what it trains, trainable parameters, start/end step and epoch
     hyperparameters: dict | None = None  # the recipe as it ran, with each group's peak learning rate
     data: dict | None = None  # photos per split and class
-    data_origin: dict | None = None  # what the dataset's photos are, from its prepare_report.json (counts, SYNTHETIC)
+    # what the dataset's photos are, from its prepare_report.json (counts, SYNTHETIC)
+    data_origin: dict | None = None
     hardware: str | None = None
     warnings: list | None = None  # e.g. validation stuck at chance, with the likely causes
 
@@ -132,14 +136,15 @@ class TrainResult:
 
 
 def refuse_trainer_push(targs: TrainingArguments) -> None:
-    """The Trainer's own push (`push_to_hub=True`) creates its repo public unless the organisation says otherwise
-    and uploads the output folder at every save (training_args.bin with local paths, logs, reports): none of
-    `loscat-hf push`'s allow-list and visibility check. Refused; the model is published with `loscat-hf push`."""
+    """The Trainer's own push (`push_to_hub=True`) creates its repo public unless the organisation says
+    otherwise and uploads the output folder at every save (training_args.bin with local paths, logs, reports):
+    none of `loscat-hf push`'s allow-list and visibility check. Refused; the model is published with
+    `loscat-hf push`."""
     if targs.push_to_hub:
-        raise LoscatError("push_to_hub would let the Trainer upload the whole output folder (training_args.bin, logs, "
-                          "reports) into a repo whose visibility it does not check: train without it, then publish "
-                          "with `loscat-hf push --model OUTPUT_DIR --repo-id ORG/NAME` (allow-listed files, private "
-                          "by default)", param="push_to_hub")
+        raise LoscatError("push_to_hub would let the Trainer upload the whole output folder "
+                          "(training_args.bin, logs, reports) into a repo whose visibility it does not "
+                          "check: train without it, then publish with `loscat-hf push --model OUTPUT_DIR "
+                          "--repo-id ORG/NAME` (allow-listed files, private by default)", param="push_to_hub")
 
 
 def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
@@ -160,8 +165,8 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
     folder.record_training(trainer.model.config, run=identity, base_model=base_model_record(largs.model),
                            max_side=packed_max_side(largs.dataset))
     if stale and trainer.is_world_process_zero():
-        logger.warning("--overwrite-output-dir: deleting the earlier run's model and %d file(s)/folder(s) in %s",
-                       len(stale), out)
+        logger.warning("--overwrite-output-dir: deleting the earlier run's model and %d file(s)/folder(s) "
+                       "in %s", len(stale), out)
         for path in stale:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     eval_set = trainer.eval_dataset
@@ -183,23 +188,25 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
                 raise
             raise LoscatError(
                 f"resume: the optimizer state in {resume} has other parameter groups than this run's ("
-                f"{str(exc).splitlines()[0]}): it was trained with another layer_decay or recipe (presets once "
-                "defaulted to another layer_decay), or by an older loscat-hf. Resume with the "
-                "layer_decay it used, or train into a new output_dir", param=("resume", "layer_decay", "output_dir")) \
-                from None
+                f"{str(exc).splitlines()[0]}): it was trained with another layer_decay or recipe (presets "
+                "once defaulted to another layer_decay), or by an older loscat-hf. Resume with the "
+                "layer_decay it used, or train into a new output_dir",
+                param=("resume", "layer_decay", "output_dir")) from None
     phases = _phases(trainer)
 
     # Calibrate on validation: the temperature travels in config.json (plain transformers ignores it).
     pred = trainer.predict(eval_set)
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-    temperature = fit_temperature(np.asarray(logits, dtype=np.float64), np.asarray(ds["validation"]["labels"]))
+    temperature = fit_temperature(np.asarray(logits, dtype=np.float64),
+                                  np.asarray(ds["validation"]["labels"]))
     folder.record_temperature(trainer.model.config, temperature)
     best = trainer.state.best_model_checkpoint
     folder.record_best_checkpoint(trainer.model.config, Path(best).name if best else None)
     trainer.save_model(str(out))
     summary = TrainResult(
-        output_dir=out, best_checkpoint=trainer.state.best_model_checkpoint, best_metric=trainer.state.best_metric,
-        temperature=float(temperature), train_runtime_s=result.metrics.get("train_runtime"),
+        output_dir=out, best_checkpoint=trainer.state.best_model_checkpoint,
+        best_metric=trainer.state.best_metric, temperature=float(temperature),
+        train_runtime_s=result.metrics.get("train_runtime"),
         train_samples_per_second=result.metrics.get("train_samples_per_second"),
         base_model=folder.base_record(trainer.model.config), phases=phases, hyperparameters=hparams,
         data=data_record(ds), data_origin=dataset_origin(largs.dataset), hardware=hardware_record(targs),
@@ -234,4 +241,5 @@ def _phases(trainer: Trainer) -> list[dict]:
             return cb.phases
     state = trainer.state
     return [dict(phase=1, trains="whole model", trainable_parameters=count_parameters(trainer.model),
-                 start_step=0, start_epoch=0.0, end_step=state.global_step, end_epoch=round(state.epoch or 0.0, 4))]
+                 start_step=0, start_epoch=0.0, end_step=state.global_step,
+                 end_epoch=round(state.epoch or 0.0, 4))]

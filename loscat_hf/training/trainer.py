@@ -2,8 +2,8 @@
 and the joint region + score loss of `--task scores`.
 
 `RegionTrainer` overrides four private Trainer methods, each because no public hook does the job (the reason
-is at each one; docs/upstream.md lists the upstream workarounds). transformers does not promise to keep private
-methods: each override has a test that goes through the public entry point (`train()`, `evaluate()`,
+is at each one; docs/upstream.md lists the upstream workarounds). transformers does not promise to keep
+private methods: each override has a test that goes through the public entry point (`train()`, `evaluate()`,
 `get_train_dataloader()`) and fails if upstream stops calling it (tests/test_trainer_hooks.py,
 tests/test_training.py::test_trainer_dataloader_draws_classes_near_uniformly).
 """
@@ -32,14 +32,15 @@ def parameter_depths(model: torch.nn.Module, need_blocks: str | None = None) -> 
     The blocks are found as the model's ModuleList of `num_hidden_layers` modules, not by parameter names:
     transformers 5 renamed ViT's `vit.encoder.layer.N` to `vit.layers.N`, and a name pattern silently matched
     nothing after that (layer decay and --phase1-trainable-blocks did nothing until this was fixed).
-    `need_blocks`: the training argument that needs the blocks ("layer_decay"), named in the error without them."""
+    `need_blocks`: the training argument that needs the blocks ("layer_decay"), named in the error without
+    them."""
     n_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
     blocks = next((name for name, module in model.named_modules()
                    if isinstance(module, torch.nn.ModuleList) and n_layers and len(module) == n_layers), None)
     if blocks is None and need_blocks:
         others = [p for p in ("layer_decay", "phase1_trainable_blocks") if p != need_blocks]
-        raise LoscatError(f"{need_blocks} needs a ViT-style encoder (a list of num_hidden_layers blocks), which "
-                          f"{type(model).__name__} does not have: train it with layer_decay 1 and "
+        raise LoscatError(f"{need_blocks} needs a ViT-style encoder (a list of num_hidden_layers blocks), "
+                          f"which {type(model).__name__} does not have: train it with layer_decay 1 and "
                           "phase1_trainable_blocks 0", param=(need_blocks, *others))
     depths = {}
     for name, _ in model.named_parameters():
@@ -53,11 +54,13 @@ def parameter_depths(model: torch.nn.Module, need_blocks: str | None = None) -> 
 
 
 def depth_learning_rate(learning_rate: float, layer_decay: float, n_layers: int, depth: int) -> float:
-    """Layer-wise decay: the head (depth L + 1) gets `learning_rate`, each level below `layer_decay` times less."""
+    """Layer-wise decay: the head (depth L + 1) gets `learning_rate`, each level below `layer_decay` times
+    less."""
     return learning_rate * layer_decay ** (n_layers + 1 - depth)
 
 
-def learning_rate_groups(model: torch.nn.Module, learning_rate: float, layer_decay: float) -> dict[str, float]:
+def learning_rate_groups(model: torch.nn.Module, learning_rate: float,
+                         layer_decay: float) -> dict[str, float]:
     """The peak learning rate of the head, the top and bottom encoder blocks and the embeddings: what the log
     and train_summary.json report (the Trainer's own `learning_rate` is whichever group comes first)."""
     n_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
@@ -69,7 +72,8 @@ def learning_rate_groups(model: torch.nn.Module, learning_rate: float, layer_dec
 def load_weights_strict(model: torch.nn.Module, checkpoint_dir: str) -> None:
     """Load a checkpoint's weights through from_pretrained (which renames legacy keys), strictly.
 
-    The stock Trainer's raw, non-strict load misses the renamed ViT encoder keys (https://github.com/huggingface/transformers/issues/43701)."""
+    The stock Trainer's raw, non-strict load misses the renamed ViT encoder keys
+    (https://github.com/huggingface/transformers/issues/43701)."""
     try:
         loaded = type(model).from_pretrained(checkpoint_dir)
         model.load_state_dict(loaded.state_dict(), strict=True)
@@ -95,15 +99,16 @@ class RegionTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None):
         # Private hook, kept: transformers 5.24 has no public way to set the training sampler.
-        # `args.train_sampling_strategy` offers only random, sequential, group_by_length and batch_rebalance, and
-        # the public `get_train_dataloader()` builds its DataLoader in the private `_get_dataloader` (column
-        # removal, workers, seed_worker, accelerator.prepare), which an override would have to copy. Were upstream
-        # to stop calling this, training would silently fall back to uniform shuffling: test_training.py's
-        # test_trainer_dataloader_draws_classes_near_uniformly catches that.
+        # `args.train_sampling_strategy` offers only random, sequential, group_by_length and batch_rebalance,
+        # and the public `get_train_dataloader()` builds its DataLoader in the private `_get_dataloader`
+        # (column removal, workers, seed_worker, accelerator.prepare), which an override would have to copy.
+        # Were upstream to stop calling this, training would silently fall back to uniform shuffling:
+        # test_training.py's test_trainer_dataloader_draws_classes_near_uniformly catches that.
         if self.sample_weights is None:
             return super()._get_train_sampler(train_dataset)
         generator = torch.Generator().manual_seed(self.args.seed)
-        return torch.utils.data.WeightedRandomSampler(self.sample_weights, num_samples=len(self.sample_weights),
+        return torch.utils.data.WeightedRandomSampler(self.sample_weights,
+                                                      num_samples=len(self.sample_weights),
                                                       replacement=True, generator=generator)
 
     def create_optimizer(self, model=None):
@@ -129,10 +134,10 @@ class RegionTrainer(Trainer):
         return self.optimizer
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        # Public hook ("subclass and override"): with layer decay, the rates of the top and bottom encoder blocks
-        # are logged beside `learning_rate` (the head's, group 0). The Trainer reads `learning_rate` before the
-        # scheduler steps (the rate the step used); every group follows the same schedule, so each block's rate
-        # is that times its peak's share of the head's.
+        # Public hook ("subclass and override"): with layer decay, the rates of the top and bottom encoder
+        # blocks are logged beside `learning_rate` (the head's, group 0). The Trainer reads `learning_rate`
+        # before the scheduler steps (the rate the step used); every group follows the same schedule, so each
+        # block's rate is that times its peak's share of the head's.
         if "learning_rate" in logs and self.optimizer is not None:
             peaks = {g.get("depth"): g.get("initial_lr", g["lr"]) for g in self.optimizer.param_groups}
             n_layers = getattr(self.model.config, "num_hidden_layers", 0)
@@ -144,12 +149,13 @@ class RegionTrainer(Trainer):
 
     def _prepare_inputs(self, inputs):
         # Private hook, kept: the one point that both `training_step` and `prediction_step` pass every batch
-        # through once it is on the device (including prediction_step's label-free branch, which calls the model
-        # without `compute_loss`). Public alternatives and why not: a data_collator runs on the CPU in the
-        # DataLoader workers (4x the bytes to copy, augmentation on the CPU); `compute_loss` misses label-free
-        # prediction; overriding both `training_step` and `prediction_step` would move each batch to the device
-        # before super() moves it again. Were upstream to stop calling this, ViT would silently cast the raw
-        # 0..255 pixels to float: tests/test_trainer_hooks.py checks that the model sees normalised input.
+        # through once it is on the device (including prediction_step's label-free branch, which calls the
+        # model without `compute_loss`). Public alternatives and why not: a data_collator runs on the CPU in
+        # the DataLoader workers (4x the bytes to copy, augmentation on the CPU); `compute_loss` misses
+        # label-free prediction; overriding both `training_step` and `prediction_step` would move each batch
+        # to the device before super() moves it again. Were upstream to stop calling this, ViT would silently
+        # cast the raw 0..255 pixels to float: tests/test_trainer_hooks.py checks that the model sees
+        # normalised input.
         inputs = super()._prepare_inputs(inputs)
         pv = inputs.get("pixel_values")
         if pv is not None and pv.dtype == torch.uint8:
@@ -157,15 +163,16 @@ class RegionTrainer(Trainer):
             inputs["pixel_values"] = normalise(pv, self._mean.to(pv.device), self._std.to(pv.device), augment)
         return inputs
 
-    # Workaround of https://github.com/huggingface/transformers/issues/43701 (open; fix attempts in PRs 48822 and
-    # 49022, unreleased). In transformers 5.x (checked on 5.24.0) the stock Trainer reloads a checkpoint's raw
-    # state dict with strict=False, but `save_pretrained` wrote the ViT encoder under its legacy key names: resume
-    # and load_best_model_at_end restore the embeddings, final norm and head and leave every encoder block as it
-    # was (the only sign is a "missing keys" warning). Here both go through `from_pretrained` (which renames
-    # legacy keys) and a strict load. Private hooks, kept: super() cannot be reused (its raw load is the bug); a
-    # callback's on_train_end runs after the partial load and after the on_train_end of callbacks registered
-    # before it (report_to integrations that log the model); on_train_begin is not told the resume checkpoint.
-    # tests/test_upstream.py xfails (strict) while the bug is there; when it XPASSes, delete both overrides.
+    # Workaround of https://github.com/huggingface/transformers/issues/43701 (open; fix attempts in PRs 48822
+    # and 49022, unreleased). In transformers 5.x (checked on 5.24.0) the stock Trainer reloads a checkpoint's
+    # raw state dict with strict=False, but `save_pretrained` wrote the ViT encoder under its legacy key
+    # names: resume and load_best_model_at_end restore the embeddings, final norm and head and leave every
+    # encoder block as it was (the only sign is a "missing keys" warning). Here both go through
+    # `from_pretrained` (which renames legacy keys) and a strict load. Private hooks, kept: super() cannot be
+    # reused (its raw load is the bug); a callback's on_train_end runs after the partial load and after the
+    # on_train_end of callbacks registered before it (report_to integrations that log the model);
+    # on_train_begin is not told the resume checkpoint. tests/test_upstream.py xfails (strict) while the bug
+    # is there; when it XPASSes, delete both overrides.
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         load_weights_strict(self.model if model is None else model, resume_from_checkpoint)
 

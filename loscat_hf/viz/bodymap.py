@@ -29,7 +29,8 @@ Poly = list[tuple[float, float]]
 
 
 def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 32) -> Poly:
-    return [(cx + rx * math.cos(2 * math.pi * i / n), cy + ry * math.sin(2 * math.pi * i / n)) for i in range(n)]
+    return [(cx + rx * math.cos(2 * math.pi * i / n), cy + ry * math.sin(2 * math.pi * i / n))
+            for i in range(n)]
 
 
 # One side of the body (viewer's left, x < 0); limbs are mirrored. y runs from 0 (soles) to ~1.9 (crown).

@@ -1,4 +1,5 @@
-"""PNG plots of an evaluation: confusion matrix, per-class F1, training curves, reliability diagram, score agreement.
+"""PNG plots of an evaluation: confusion matrix, per-class F1, training curves, reliability diagram, score
+agreement.
 
 Figures are built with `matplotlib.figure.Figure` and the Agg canvas, never through pyplot: no global
 figure registry, no backend switch in the caller's process (a notebook keeps its inline backend), and
@@ -43,7 +44,8 @@ def plot_confusion_matrix(
     title: str = "Confusion matrix",
     neighbours: Callable[[str, str], bool] | None = None,
 ) -> Path:
-    """Heatmap of true (rows) vs predicted (columns) classes; with `normalize`, each row is a share of its class.
+    """Heatmap of true (rows) vs predicted (columns) classes; with `normalize`, each row is a share of its
+    class.
 
     Row-normalising makes rare regions as readable as common ones; the count of each true class is kept in
     its row label, and cells show the percentage over the count. Cells whose classes are anatomical
@@ -77,7 +79,8 @@ def plot_confusion_matrix(
                 text = f"{values[i, j]:.0%}\n{counts[i, j]}"
             else:
                 text = f"{counts[i, j]}"
-            ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=font - 1 if normalize else font,
+            ax.text(j, i, text, ha="center", va="center", color=colour,
+                    fontsize=font - 1 if normalize else font,
                     linespacing=0.95, fontweight="bold" if i == j else "normal")
     if neighbours is not None:
         from matplotlib.patches import Rectangle
@@ -147,7 +150,8 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | P
     use_epoch = any("epoch" in e for e in log_history)
     train = [(x_of(e), e["loss"]) for e in log_history if "loss" in e and x_of(e) is not None]
     eval_loss = [(x_of(e), e["eval_loss"]) for e in log_history if "eval_loss" in e and x_of(e) is not None]
-    scores = {key: [(x_of(e), e[f"eval_{key}"]) for e in log_history if f"eval_{key}" in e and x_of(e) is not None]
+    scores = {key: [(x_of(e), e[f"eval_{key}"]) for e in log_history
+                    if f"eval_{key}" in e and x_of(e) is not None]
               for key in ("macro_f1", "accuracy", "balanced_accuracy")}
     xlabel = "epoch" if use_epoch else "step"
 
@@ -156,15 +160,18 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | P
     if train:
         ax_loss.plot(*zip(*train, strict=True), color="#3182bd", linewidth=1.2, alpha=0.9, label="train loss")
     if eval_loss:
-        ax_loss.plot(*zip(*eval_loss, strict=True), color="#d95f02", marker="o", markersize=4, label="eval loss")
+        ax_loss.plot(*zip(*eval_loss, strict=True), color="#d95f02", marker="o", markersize=4,
+                     label="eval loss")
     ax_loss.set_xlabel(xlabel)
     ax_loss.set_ylabel("cross-entropy")
     ax_loss.set_title("Loss")
-    styles = {"macro_f1": ("#d95f02", "o"), "accuracy": ("#7570b3", "s"), "balanced_accuracy": ("#1b9e77", "^")}
+    styles = {"macro_f1": ("#d95f02", "o"), "accuracy": ("#7570b3", "s"),
+              "balanced_accuracy": ("#1b9e77", "^")}
     for key, points in scores.items():
         if points:
             colour, marker = styles[key]
-            ax_score.plot(*zip(*points, strict=True), color=colour, marker=marker, markersize=4, label=f"eval {key}")
+            ax_score.plot(*zip(*points, strict=True), color=colour, marker=marker, markersize=4,
+                          label=f"eval {key}")
     if scores["macro_f1"]:
         bx, by = max(scores["macro_f1"], key=lambda t: t[1])
         ax_score.annotate(f"best {by:.3f}", (bx, by), textcoords="offset points", xytext=(0, 8),
@@ -181,7 +188,8 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | P
         if has:
             ax.legend(fontsize=8)
         else:
-            ax.text(0.5, 0.5, "nothing logged", transform=ax.transAxes, ha="center", va="center", color="grey")
+            ax.text(0.5, 0.5, "nothing logged", transform=ax.transAxes, ha="center", va="center",
+                    color="grey")
     return _save(fig, path)
 
 
@@ -223,14 +231,16 @@ def _plot_reliability_bins(bins: Sequence[Mapping[str, Any]], path: str | Path,
 
 def plot_reliability(probs: np.ndarray, labels: np.ndarray, path: str | Path, n_bins: int = 15,
                      title: str = "Reliability diagram") -> Path:
-    """Accuracy vs confidence per bin, with the share of photos per bin below: shows over-confidence at a glance."""
+    """Accuracy vs confidence per bin, with the share of photos per bin below: shows over-confidence at a
+    glance."""
     from loscat_hf.model.calibration import reliability_bins
 
     return _plot_reliability_bins(reliability_bins(probs, labels, n_bins), path, title=title)
 
 
 def _identity(ax, low: float, high: float) -> None:
-    ax.plot([low, high], [low, high], color="#636363", linestyle="--", linewidth=1, label="identity (perfect)")
+    ax.plot([low, high], [low, high], color="#636363", linestyle="--", linewidth=1,
+            label="identity (perfect)")
     ax.set_xlim(low, high)
     ax.set_ylim(low, high)
     ax.set_aspect("equal")
@@ -244,9 +254,9 @@ def _fmt_stat(value: Any) -> str:
 def plot_score_agreement(pred: np.ndarray, true: np.ndarray, components: Sequence[str], path: str | Path,
                          stats: Mapping[str, Mapping[str, Any]] | None = None,
                          title: str = "Predicted vs rated LoSCAT score per photo") -> Path:
-    """One panel per component: predicted (y) vs rated (x, jittered: ratings are whole points) with the identity
-    line and the mean prediction per rated level, which shows a bias (a model always 1 point high) at a glance.
-    Photos without a rated score are left out; each panel's title gives its n, MAE and Pearson r."""
+    """One panel per component: predicted (y) vs rated (x, jittered: ratings are whole points) with the
+    identity line and the mean prediction per rated level, which shows a bias (a model always 1 point high) at
+    a glance. Photos without a rated score are left out; each panel's title gives its n, MAE and Pearson r."""
     pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
     cols = min(3, len(components))
     rows = -(-len(components) // cols)
@@ -262,7 +272,8 @@ def plot_score_agreement(pred: np.ndarray, true: np.ndarray, components: Sequenc
                 label="mean prediction")
         _identity(ax, -0.5, 3.5)
         s = (stats or {}).get(name, {})
-        ax.set_title(f"{name}\nn={int(keep.sum())}, MAE {_fmt_stat(s.get('mae'))}, r {_fmt_stat(s.get('pearson'))}",
+        ax.set_title(f"{name}\nn={int(keep.sum())}, MAE {_fmt_stat(s.get('mae'))}, "
+                     f"r {_fmt_stat(s.get('pearson'))}",
                      fontsize=9)
         ax.set_xlabel("rated", fontsize=8)
         ax.set_ylabel("predicted", fontsize=8)
@@ -275,7 +286,8 @@ def plot_score_agreement(pred: np.ndarray, true: np.ndarray, components: Sequenc
 def plot_visit_totals(visits: Any, path: str | Path, title: str = "Predicted vs rated visit totals") -> Path:
     """mLoSSI and LoSDI per visit, predicted (y) vs rated (x) with the identity line: whole visits (filled; a
     visit whose rated total has an empty cell is left out) and the sites both photographed and scored (open).
-    `visits` is `score_metrics.visit_table`'s frame; only its numbers are drawn, never a patient or visit id."""
+    `visits` is `score_metrics.visit_table`'s frame; only its numbers are drawn, never a patient or visit
+    id."""
     fig = _figure((8.0, 4.2))
     for j, (total, label) in enumerate((("mlossi", "mLoSSI (activity)"), ("losdi", "LoSDI (damage)"))):
         ax = fig.add_subplot(1, 2, j + 1)

@@ -79,9 +79,9 @@ class LabelLog:
                                   param="out") from None
             if tuple(h.strip() for h in header) != LABEL_COLUMNS:
                 raise LoscatError(
-                    f"out {self.path} exists but is not a loscat-hf label file (its header is {header}, expected "
-                    f"{list(LABEL_COLUMNS)}); choose a new file name (an export of another tool is read by "
-                    "`prepare --annotations`, not appended to)", param="out")
+                    f"out {self.path} exists but is not a loscat-hf label file (its header is {header}, "
+                    f"expected {list(LABEL_COLUMNS)}); choose a new file name (an export of another tool is "
+                    "read by `prepare --annotations`, not appended to)", param="out")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -120,8 +120,9 @@ class LabelLog:
 
 def _after_a_cut_row(fd: int, size: int) -> bytes:
     """What to write before a new row so that it starts a line of its own: nothing after a complete row; after
-    a row a crash cut off, a line end, with a closing quote first if the cut was inside a quoted cell (else the
-    reader would take the new row as the rest of that cell). The cut row stays, short of fields: readers drop it."""
+    a row a crash cut off, a line end, with a closing quote first if the cut was inside a quoted cell (else
+    the reader would take the new row as the rest of that cell). The cut row stays, short of fields: readers
+    drop it."""
     start = max(0, size - (1 << 16))
     if hasattr(os, "pread"):
         tail = os.pread(fd, size - start, start)
@@ -156,7 +157,8 @@ def read_answers(path: str | os.PathLike) -> list[Answer]:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise LoscatError(f"cannot read the label file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise LoscatError(f"cannot read the label file {path}: "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None
     return [Answer(*(read_cell(v) for v in row)) for row in rows[1:] if len(row) == len(LABEL_COLUMNS)]
 
 

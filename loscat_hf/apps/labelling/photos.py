@@ -89,17 +89,19 @@ def list_photos(images: str | os.PathLike, patients: str | os.PathLike | None = 
         table = read_patients(patients)
         missing = [image for image, _ in found if image not in table]
         if missing:
-            raise LoscatError(f"{len(missing)} photo(s) under {root} are not in the patients table {patients} (e.g. "
-                              f"{', '.join(missing[:MAX_LISTED])}); add them, or move them out of the folder",
-                              param="patients")
+            raise LoscatError(f"{len(missing)} photo(s) under {root} are not in the patients table "
+                              f"{patients} (e.g. {', '.join(missing[:MAX_LISTED])}); add them, or move them "
+                              "out of the folder", param="patients")
         unused = len(set(table) - {image for image, _ in found})
         if unused:
             logger.info("%d row(s) of --patients %s name no photo under %s", unused, patients, root)
         return [LabelPhoto(photo_id(image), image, path, *table[image]) for image, path in found]
     loose = [image for image, _ in found if "/" not in image]
     if loose:
-        raise LoscatError(f"{len(loose)} photo(s) lie directly in {root} (e.g. {', '.join(loose[:MAX_LISTED])}), "
-                          "not in a patient folder: without a patients table the first folder level is the patient "
-                          "id (DIR/<patient_id>/photo.jpg); move them or pass patients=CSV (image, patient_id[, visit])",
+        raise LoscatError(f"{len(loose)} photo(s) lie directly in {root} "
+                          f"(e.g. {', '.join(loose[:MAX_LISTED])}), not in a patient folder: without a "
+                          "patients table the first folder level is the patient id "
+                          "(DIR/<patient_id>/photo.jpg); move them or pass patients=CSV "
+                          "(image, patient_id[, visit])",
                           param="patients")
     return [LabelPhoto(photo_id(image), image, path, image.split("/", 1)[0]) for image, path in found]

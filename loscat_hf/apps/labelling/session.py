@@ -1,9 +1,10 @@
 """The state behind `loscat-hf label`: the photo queue, each rater's progress, answers, the summary.
 
-Plain Python (no gradio), so tests and the Gradio app (apps/labelling/app.py) call the same methods. Every answer is
-appended to the label file (apps/labelling/log.py) before the next photo is shown. Blind rating: nothing a rater
-is shown about a photo comes from another rater; the summary shows counts and agreement, never a photo's
-labels. The model's top-3 is shown after the rater answers, or before with `suggest=True` (a bias risk).
+Plain Python (no gradio), so tests and the Gradio app (apps/labelling/app.py) call the same methods. Every
+answer is appended to the label file (apps/labelling/log.py) before the next photo is shown. Blind rating:
+nothing a rater is shown about a photo comes from another rater; the summary shows counts and agreement,
+never a photo's labels. The model's top-3 is shown after the rater answers, or before with `suggest=True`
+(a bias risk).
 """
 
 from __future__ import annotations
@@ -70,12 +71,14 @@ def answer_choices(taxonomy: Taxonomy) -> list[str]:
 
 def model_suggestions(model: str, photos: list[LabelPhoto], out: Path, precision: str = "auto",
                       batch_size: int = 16, backend: str = "auto") -> dict[str, Suggestion]:
-    """image -> the model's top-3, predicted once with `loscat-hf predict`'s code and kept beside the label file
-    (`<out>.model-<weights>.csv`, private like it), so a restart reuses it and a new model gets its own."""
+    """image -> the model's top-3, predicted once with `loscat-hf predict`'s code and kept beside the label
+    file (`<out>.model-<weights>.csv`, private like it), so a restart reuses it and a new model gets its
+    own."""
     from loscat_hf.infer.folder import predict_folder, read_rows, row_top
     from loscat_hf.model.checkpoints import weights_fingerprint
 
-    tag = (weights_fingerprint(model) or "").strip()[:12] or "".join(c if c.isalnum() else "-" for c in model)[-40:]
+    tag = ((weights_fingerprint(model) or "").strip()[:12]
+           or "".join(c if c.isalnum() else "-" for c in model)[-40:])
     cache = out.with_name(f"{out.stem}.model-{tag}.csv")
     by_path = {str(p.path.resolve()): p.image for p in photos}
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,8 +107,8 @@ class LabelSession:
         if order not in LABEL_ORDERS:
             raise LoscatError(f"order {order!r}: choose one of {', '.join(LABEL_ORDERS)}", param="order")
         if order == "uncertain" and suggestions is None:
-            raise LoscatError("order 'uncertain' needs a model (the model decides which photos are uncertain)",
-                              param=("order", "model"))
+            raise LoscatError("order 'uncertain' needs a model "
+                              "(the model decides which photos are uncertain)", param=("order", "model"))
         if suggest and suggestions is None:
             raise LoscatError("suggest needs a model", param=("suggest", "model"))
         self.photos = {p.photo_id: p for p in photos}
@@ -113,9 +116,11 @@ class LabelSession:
         self.suggestions = suggestions
         self.choices = answer_choices(taxonomy)
         queue = sorted(photos, key=lambda p: p.image)
-        if order == "random":  # one seeded order for every rater: raters overlap early, so agreement shows soon
+        if order == "random":
+            # one seeded order for every rater: raters overlap early, so agreement shows soon
             random.Random(seed).shuffle(queue)
-        elif order == "uncertain":  # least sure first (top-1 probability); photos the model could not read last
+        elif order == "uncertain":
+            # least sure first (top-1 probability); photos the model could not read last
             queue.sort(key=lambda p: suggestions[p.image][0][1] if suggestions.get(p.image) else 2.0)
         self.queue = [p.photo_id for p in queue]
         self._lock = threading.Lock()
@@ -201,15 +206,16 @@ class LabelSession:
         rater = check_rater(rater)
         with self._lock:
             state = self._raters[rater]
-            while state.history and state.history[-1] == state.current:  # a skipped photo that came round again
+            # a skipped photo that came round again
+            while state.history and state.history[-1] == state.current:
                 state.history.pop()
             if not state.history:
                 return self._show(rater, self.photos[state.current] if state.current else self._next(rater))
             return self._show(rater, self.photos[state.history.pop()])
 
     def _check_current(self, rater: str, photo: LabelPhoto) -> None:
-        """Answers and skips are for the photo on the rater's screen: a second key press that arrives after the
-        first moved on (or a stale API call) must not silently replace an answer."""
+        """Answers and skips are for the photo on the rater's screen: a second key press that arrives after
+        the first moved on (or a stale API call) must not silently replace an answer."""
         current = self._raters[rater].current
         if current != photo.photo_id:
             raise LoscatError("that photo is no longer the one being graded (answered or skipped already; "
@@ -261,7 +267,8 @@ class LabelSession:
                           for c in self.taxonomy.classes if agree[c]]
         return {
             "photos": len(self.photos),
-            "raters": [{"rater": r, "photos done": n, "of": len(self.photos)} for r, n in sorted(per_rater.items())],
+            "raters": [{"rater": r, "photos done": n, "of": len(self.photos)}
+                       for r, n in sorted(per_rater.items())],
             "sites": [{"answer": s, "answers": per_site[s]} for s in self.choices if per_site[s]],
             "agreement": report,
             "model": model_rows,

@@ -63,7 +63,8 @@ def _site_segment(site_cls: str, kp: dict, s: int) -> tuple[np.ndarray, np.ndarr
     if site_cls in ("chest", "upper_back"):
         return np.array([0, kp["sh"] + 0.1]), np.array([0, kp["nip"] + 0.35]), 0.72 * kp["sw"], 0.7 * kp["sw"]
     if site_cls in ("abdomen", "lower_back"):
-        return np.array([0, kp["nip"] + 0.45]), np.array([0, kp["hip"] - 0.02]), 0.85 * kp["ww"], 0.85 * kp["hw"]
+        return (np.array([0, kp["nip"] + 0.45]), np.array([0, kp["hip"] - 0.02]), 0.85 * kp["ww"],
+                0.85 * kp["hw"])
     if site_cls == "arm":
         return L["J"] + 0.12 * L["d1"], L["E"] - 0.05 * L["d1"], 0.18 * lf, 0.14 * lf
     if site_cls == "forearm":

@@ -1,4 +1,5 @@
-"""The phantom child's body as drawing operations: silhouettes, relief (shadows, highlights), surface features.
+"""The phantom child's body as drawing operations: silhouettes, relief (shadows, highlights), surface
+features.
 
 Built once per patient and view in body coordinates (see anatomy) and cached by render, so that each photo
 only transforms the points and paints. One function per body part; the call order is the painter's order.
@@ -199,7 +200,8 @@ def _ears_and_face(o: _Ops, rx: float, face: np.ndarray) -> None:
 
 
 def _head_front(o: _Ops, body: dict, rx: float, face: np.ndarray) -> None:
-    """Hair behind the face, the face, the hairline, then eyes, nose, lips and the jaw's shadow on the neck."""
+    """Hair behind the face, the face, the hairline, then eyes, nose, lips and the jaw's shadow on the
+    neck."""
     cy, ry, hair = _HEAD_CY, _HEAD_RY, body["hair_rgb"]
     if body["hair_style"] == "long":
         o.fill(_ellipse(0, cy - 0.05, rx * 1.1, ry * 1.0), hair)
@@ -316,7 +318,8 @@ def _underwear_back(o: _Ops, kp: dict, cloth: Any) -> None:
     o.feature("line", np.array([[0, top_y + 0.06], [0, crotch + 0.18]]), "cloth_dark", 0.012)
     for s in (1, -1):
         o.lit(_ellipse(s * 0.45 * hw, 0.5 * (hip + crotch) + 0.03, 0.3 * hw, 0.12), 0, 0.6)
-        o.shade(np.array([[s * 0.04, crotch + 0.02], [s * 0.45 * hw, crotch + 0.1], [s * 0.9 * hw, crotch + 0.04]]),
+        o.shade(np.array([[s * 0.04, crotch + 0.02], [s * 0.45 * hw, crotch + 0.1],
+                          [s * 0.9 * hw, crotch + 0.04]]),
                 0.05, 0.8)
 
 
@@ -329,7 +332,8 @@ def _arm(o: _Ops, kp: dict, s: int, front: bool) -> None:
     L, lf = kp[s], kp["lf"]
     J, E, W, d1, d2, dh = L["J"], L["E"], L["W"], L["d1"], L["d2"], L["dh"]
     lua, lfa, lh = kp["lua"], kp["lfa"], kp["lh"]
-    knots = [(*(J - 0.05 * d1), 0.2 * lf), (*(J + 0.3 * lua * d1), 0.185 * lf), (*(J + 0.75 * lua * d1), 0.16 * lf),
+    knots = [(*(J - 0.05 * d1), 0.2 * lf), (*(J + 0.3 * lua * d1), 0.185 * lf),
+             (*(J + 0.75 * lua * d1), 0.16 * lf),
              (*E, 0.14 * lf), (*(E + 0.25 * lfa * d2), 0.15 * lf), (*(E + 0.7 * lfa * d2), 0.12 * lf),
              (*W, 0.092 * lf), (*(W + 0.25 * lh * dh), 0.12), (*(W + 0.45 * lh * dh), 0.12)]
     o.skin(_tube(knots))

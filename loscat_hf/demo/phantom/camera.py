@@ -25,7 +25,8 @@ class _Camera:
         self.centre = np.asarray(centre, float)
 
     def xy(self, pts: np.ndarray, offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
-        return (np.asarray(pts, float) - self.centre) @ self.m.T + (self.w / 2 - offset[0], self.h / 2 - offset[1])
+        return ((np.asarray(pts, float) - self.centre) @ self.m.T
+                + (self.w / 2 - offset[0], self.h / 2 - offset[1]))
 
     def px(self, pts: np.ndarray, offset: tuple[float, float] = (0.0, 0.0)) -> list[float]:
         return self.xy(pts, offset).ravel().tolist()
@@ -40,5 +41,6 @@ def _aim_camera(rng: np.random.Generator, w: int, h: int, centre: np.ndarray, sh
     j = FRAMING
     short *= rng.uniform(*j["zoom"])
     centre = centre + rng.normal(0, j["shift"], 2) * short
-    angle = rng.normal(0, j["roll"]) + (rng.choice([-1, 1]) * rng.uniform(0.2, 0.4) if rng.random() < j["tilt_p"] else 0)
+    angle = rng.normal(0, j["roll"]) + (rng.choice([-1, 1]) * rng.uniform(0.2, 0.4)
+                                        if rng.random() < j["tilt_p"] else 0)
     return _Camera(w, h, centre, short, angle)

@@ -35,14 +35,16 @@ _HAIR = {"black": (28, 24, 22), "dark brown": (55, 38, 28), "brown": (92, 62, 40
 _EYES = ((70, 45, 30), (45, 30, 22), (70, 110, 150), (80, 110, 70), (110, 85, 50))
 _CLOTH = ((235, 235, 238), (40, 50, 90), (120, 120, 125), (220, 150, 170), (140, 180, 215),
           (30, 30, 32), (190, 60, 60), (90, 150, 110))
-_WALLS = ((232, 230, 222), (214, 226, 214), (206, 216, 230), (233, 222, 200), (205, 205, 205), (240, 240, 240))
+_WALLS = ((232, 230, 222), (214, 226, 214), (206, 216, 230), (233, 222, 200), (205, 205, 205),
+          (240, 240, 240))
 _DRAPES = ((70, 118, 168), (78, 140, 120), (236, 236, 236), (222, 222, 210), (120, 160, 200))
 _FLOORS = ((150, 150, 146), (182, 166, 140), (128, 140, 150), (196, 190, 180))
 _CAMERAS = (("Apple", "iPhone 13", True), ("Apple", "iPhone SE (2nd generation)", True),
             ("samsung", "SM-G991B", True), ("Canon", "Canon EOS 250D", False),
             ("NIKON CORPORATION", "NIKON D5600", False), ("FUJIFILM", "X-T30", False))
 _FIRST = ("Jane", "John", "Amelia", "Noah", "Olivia", "Liam", "Emma", "Lucas", "Mia", "Ethan", "Sofia", "Leo",
-          "Aisha", "Omar", "Chloe", "Mateo", "Priya", "Kenji", "Zara", "Felix", "Nora", "Hugo", "Ines", "Tariq")
+          "Aisha", "Omar", "Chloe", "Mateo", "Priya", "Kenji", "Zara", "Felix", "Nora", "Hugo", "Ines",
+          "Tariq")
 _LAST = ("Doe", "Roe", "Smith", "Jones", "Garcia", "Nguyen", "Okafor", "Muller", "Rossi", "Kowalski",
          "Haddad", "Tanaka", "Silva", "Dubois", "Novak", "Larsen", "Costa", "Patel", "Kim", "Moreau")
 
@@ -87,7 +89,8 @@ def _make_patient(rng: np.random.Generator, index: int, pid: str, seed: int, sit
     hair = _HAIR[hair_names[int(rng.choice(6, p=hp))]]
     T = 4.6 + 0.15 * age + rng.normal(0, 0.12)
     body = dict(
-        T=float(T), wf=float(rng.uniform(0.88, 1.15)), lf=float(rng.uniform(0.92, 1.1) + 0.03 * max(0, 6 - age)),
+        T=float(T), wf=float(rng.uniform(0.88, 1.15)),
+        lf=float(rng.uniform(0.92, 1.1) + 0.03 * max(0, 6 - age)),
         waist=float(rng.uniform(0.92, 1.08)), hips=float(rng.uniform(0.92, 1.1) + (0.06 if age > 12 else 0)),
         arm_angle={True: float(rng.uniform(0.16, 0.34)), False: float(rng.uniform(0.16, 0.34))},
         elbow_bend=float(rng.uniform(-0.1, 0.06)), stance=float(rng.uniform(0.95, 1.35)),
@@ -116,7 +119,8 @@ def _make_patient(rng: np.random.Generator, index: int, pid: str, seed: int, sit
         for v, row in enumerate(_severity_trajectory(rng, n_visits)):
             sev[(f"V{v + 1}", site)] = row
     return dict(
-        pid=pid, index=index, age=round(age, 1), skin_tone=tone, skin_rgb=tuple(int(v) for v in np.clip(skin, 0, 255)),
+        pid=pid, index=index, age=round(age, 1), skin_tone=tone,
+        skin_rgb=tuple(int(v) for v in np.clip(skin, 0, 255)),
         body=body, visits=[f"V{i + 1}" for i in range(n_visits)], dates=dates, lesions=lesions, severity=sev,
         first=_FIRST[int(rng.integers(len(_FIRST)))], last=_LAST[int(rng.integers(len(_LAST)))],
         mrn=int(rng.integers(10000, 99999)), affected=affected,
@@ -155,7 +159,8 @@ def _photo_spec(rng: np.random.Generator, seed: int, index: int, patient: dict, 
     upright = (H, W) if orientation in (6, 8) else (W, H)
     make, model, phone = _CAMERAS[int(rng.integers(len(_CAMERAS)))]
     vdate = patient["dates"][patient["visits"].index(visit)]
-    stamp = dt.datetime.combine(vdate, dt.time(int(rng.integers(8, 17)), int(rng.integers(60)), int(rng.integers(60))))
+    stamp = dt.datetime.combine(vdate, dt.time(int(rng.integers(8, 17)), int(rng.integers(60)),
+                                               int(rng.integers(60))))
     gps = (round(float(rng.uniform(35, 60)), 5), round(float(rng.uniform(-10, 25)), 5)) if phone else None
     u = rng.random()
     defect = "blur" if u < 0.03 else ("dark" if u < 0.05 else None)  # what raters then mark poor
@@ -163,17 +168,20 @@ def _photo_spec(rng: np.random.Generator, seed: int, index: int, patient: dict, 
     lesion = patient["lesions"].get(site) if any(sev) else None
     return dict(
         seed=seed, index=index, path=str(path), upright_size=upright, orientation=orientation,
-        patient={"pid": patient["pid"], "body": body, "skin_rgb": patient["skin_rgb"]}, view=view, site=site, **{"class": cls},
+        patient={"pid": patient["pid"], "body": body, "skin_rgb": patient["skin_rgb"]}, view=view, site=site,
+        **{"class": cls},
         x_sign=x_sign, lesion=lesion, severity=sev, wall_rgb=_WALLS[int(rng.integers(len(_WALLS)))],
         drape_rgb=_DRAPES[int(rng.integers(len(_DRAPES)))] if rng.random() < 0.5 else None,
         floor_rgb=_FLOORS[int(rng.integers(len(_FLOORS)))], ruler=bool(rng.random() < 0.15),
         light_angle=float(rng.uniform(-2.6, -0.5)), light_grad=float(rng.uniform(0.0, 0.22)),
-        vignette=float(rng.uniform(0, 0.3)), exposure=float(rng.uniform(0.88, 1.1)) * (0.45 if defect == "dark" else 1),
-        white_balance=tuple(float(v) for v in rng.uniform(0.94, 1.06, 3)), noise=float(rng.uniform(0.006, 0.02)),
+        vignette=float(rng.uniform(0, 0.3)),
+        exposure=float(rng.uniform(0.88, 1.1)) * (0.45 if defect == "dark" else 1),
+        white_balance=tuple(float(v) for v in rng.uniform(0.94, 1.06, 3)),
+        noise=float(rng.uniform(0.006, 0.02)),
         defect=defect,
         exif=dict(make=make, model=model, datetime=stamp.strftime("%Y:%m:%d %H:%M:%S"), gps=gps,
-                  description=f"SYNTHETIC phantom - {patient['last']}, {patient['first']} MRN{patient['mrn']} "
-                              f"{visit} {site.replace('_', ' ')} IMG_{number:04d}"),
+                  description=f"SYNTHETIC phantom - {patient['last']}, {patient['first']} "
+                              f"MRN{patient['mrn']} {visit} {site.replace('_', ' ')} IMG_{number:04d}"),
     )
 
 

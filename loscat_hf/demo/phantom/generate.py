@@ -58,13 +58,15 @@ Per class (truth): {per_class}
 
 def generate_demo_data(out: str | Path, n_patients: int = 60, n_photos: int = 600,
                        image_size: tuple[int, int] = (1024, 768), n_unlabeled: int = 40, seed: int = 0,
-                       overwrite: bool = False, num_workers: int | None = None, photo_like: bool = False) -> dict:
-    """Write a SYNTHETIC clinic archive to `out` (photos, rater CSV, LoSCAT scores, truth) and return a summary.
+                       overwrite: bool = False, num_workers: int | None = None,
+                       photo_like: bool = False) -> dict:
+    """Write a SYNTHETIC clinic archive to `out` (photos, rater CSV, LoSCAT scores, truth) and return a
+    summary.
 
     `photo_like` adds camera grain (texture, sensor noise) and saves at JPEG quality 90-95, so the files cost
-    what camera photos cost to decode (benchmarks use it); the default renders are smooth (~0.3 bits per pixel).
-    Same arguments give the same bytes. Raises LoscatError on bad arguments or a non-empty `out` without
-    `overwrite` (which then replaces only what this function writes).
+    what camera photos cost to decode (benchmarks use it); the default renders are smooth (~0.3 bits per
+    pixel). Same arguments give the same bytes. Raises LoscatError on bad arguments or a non-empty `out`
+    without `overwrite` (which then replaces only what this function writes).
     """
     t0 = time.perf_counter()
     root, size = _check_args(out, n_patients, n_photos, image_size, n_unlabeled, seed, num_workers)
@@ -107,17 +109,18 @@ def format_summary(summary: dict) -> str:
     files += [summary["unlabeled"]] if summary["unlabeled"] else []
     return "\n".join([
         f"SYNTHETIC phantom data: {summary['n_photos']} photos of {summary['n_patients']} patients, "
-        f"{summary['n_ratings']} ratings, {summary['n_unlabeled']} unlabeled photos in {summary['seconds']:.1f} s "
-        f"-> {root}",
+        f"{summary['n_ratings']} ratings, {summary['n_unlabeled']} unlabeled photos in "
+        f"{summary['seconds']:.1f} s -> {root}",
         "  per class: " + ", ".join(f"{c} {n}" for c, n in summary["per_class"].items()),
         "  " + ", ".join(files),
-        f"  next: loscat-hf prepare --annotations {summary['annotations']} --images {summary['images']} --out "
-        f"DATASET --scores {summary['scores']} --keep-columns skin_tone",
+        f"  next: loscat-hf prepare --annotations {summary['annotations']} --images {summary['images']} "
+        f"--out DATASET --scores {summary['scores']} --keep-columns skin_tone",
     ])
 
 
 def _render_all(specs: list[dict], num_workers: int | None) -> None:
-    """Render and save every photo, in worker processes when there are enough (each spec is self-contained)."""
+    """Render and save every photo, in worker processes when there are enough (each spec is
+    self-contained)."""
     workers = num_workers or os.cpu_count() or 1
     workers = max(1, min(workers, len(specs) // 8 or 1))
     from tqdm import tqdm
@@ -137,7 +140,8 @@ def _render_all(specs: list[dict], num_workers: int | None) -> None:
         bar.close()
 
 
-def _write_tables(root: Path, ratings: list[dict], truth: list[dict], unl: list[dict], scores: list[dict]) -> None:
+def _write_tables(root: Path, ratings: list[dict], truth: list[dict], unl: list[dict],
+                  scores: list[dict]) -> None:
     """The rater export, the truth tables and the LoSCAT score table (unlabeled tables only when any)."""
     _write_csv(root / "annotations.csv", ratings,
                ["image", "patient_id", "visit", "region", "rater", "quality", "skin_tone"])
@@ -164,10 +168,11 @@ def _check_args(out: Any, n_patients: Any, n_photos: Any, image_size: Any, n_unl
                           f"{n_photos!r}", param=("n_photos", "n_patients"))
     n_classes = len(load_taxonomy().classes)
     if n_photos < n_classes:
-        raise LoscatError(f"n_photos must be at least {n_classes} so that every class appears; got {n_photos}",
-                          param="n_photos")
+        raise LoscatError(f"n_photos must be at least {n_classes} so that every class appears; "
+                          f"got {n_photos}", param="n_photos")
     if not is_int(n_unlabeled) or n_unlabeled < 0:
-        raise LoscatError(f"n_unlabeled must be a whole number >= 0, got {n_unlabeled!r}", param="n_unlabeled")
+        raise LoscatError(f"n_unlabeled must be a whole number >= 0, got {n_unlabeled!r}",
+                          param="n_unlabeled")
     if not is_int(seed) or seed < 0:
         raise LoscatError(f"seed must be a whole number >= 0, got {seed!r}", param="seed")
     if num_workers is not None and (not is_int(num_workers) or num_workers < 1):
@@ -190,8 +195,8 @@ def _prepare_out(root: Path, overwrite: bool) -> None:
     """Refuse a non-empty folder unless `overwrite`; then remove only OUTPUTS."""
     if root.exists() and any(root.iterdir()):
         if not overwrite:
-            raise LoscatError(f"output folder {root} exists and is not empty; pass overwrite=True or another folder",
-                              param="overwrite")
+            raise LoscatError(f"output folder {root} exists and is not empty; "
+                              "pass overwrite=True or another folder", param="overwrite")
         for name in OUTPUTS:  # only what demo-data writes: never a user's other files
             p = root / name
             if p.is_dir() and not p.is_symlink():

@@ -31,7 +31,8 @@ def _lesion_geometry(rng: np.random.Generator, cls: str, lesion_seed: int) -> di
                      freq=float(rng.uniform(4, 10)), phase=float(rng.uniform(0, 6.3)), harmonics=harm)
         else:
             a, b = float(rng.uniform(0.12, 0.26)), float(rng.uniform(0.28, 0.5))
-            p = dict(kind="plaque", t0=float(rng.uniform(0.3, 0.7)), u0=float(rng.uniform(-0.3, 0.3)) * (1 - b),
+            p = dict(kind="plaque", t0=float(rng.uniform(0.3, 0.7)),
+                     u0=float(rng.uniform(-0.3, 0.3)) * (1 - b),
                      a=a, b=b, angle=float(rng.uniform(0, np.pi)), harmonics=harm)
         p["ext_angle"] = float(rng.uniform(0, 2 * np.pi)) if i == 0 else None
         plaques.append(p)
@@ -78,7 +79,8 @@ def _lesion_polys(lesion: dict, seg: tuple) -> tuple[list[np.ndarray], list[np.n
 
 
 def _soft(size: tuple[int, int], polys: list[list[float]], radius: float) -> np.ndarray:
-    """Soft-edged mask of polygons; a true Gaussian (lesion crops are small, and gradients need smoothness)."""
+    """Soft-edged mask of polygons; a true Gaussian (lesion crops are small, and gradients need
+    smoothness)."""
     img = Image.new("L", size, 0)
     d = ImageDraw.Draw(img)
     for p in polys:
@@ -148,7 +150,8 @@ def _paint_lesion(img: np.ndarray, skin: np.ndarray, cam: _Camera, lesion: dict,
 
 
 def _texture(lesion: dict, seg: tuple) -> tuple[list[np.ndarray], list[np.ndarray], float]:
-    """Pigment blobs and small vessels around the first plaque, from the lesion's own seed (same every visit)."""
+    """Pigment blobs and small vessels around the first plaque, from the lesion's own seed (same every
+    visit)."""
     lrng = np.random.default_rng(lesion["seed"])
     start, end, r0, r1 = seg
     axis = end - start
@@ -160,7 +163,8 @@ def _texture(lesion: dict, seg: tuple) -> tuple[list[np.ndarray], list[np.ndarra
         return start + tt * axis + uu * rad * nrm
 
     blobs = [_ellipse(*seg_pt(P0["t0"] + lrng.normal(0, 0.12), P0["u0"] + lrng.normal(0, 0.35)),
-                      (0.06 + 0.08 * lrng.random()) * rad, (0.06 + 0.06 * lrng.random()) * rad, lrng.random() * 3)
+                      (0.06 + 0.08 * lrng.random()) * rad, (0.06 + 0.06 * lrng.random()) * rad,
+                      lrng.random() * 3)
              for _ in range(7)]
     vessels = []
     for _ in range(8):
@@ -174,7 +178,8 @@ def _texture(lesion: dict, seg: tuple) -> tuple[list[np.ndarray], list[np.ndarra
     return blobs, vessels, rad
 
 
-# Each painter below changes the float RGB crop `im` in place; the masks are floats in 0..1 of the crop's size.
+# Each painter below changes the float RGB crop `im` in place; the masks are floats in 0..1 of the crop's
+# size.
 
 
 def _dyspigmentation(im: np.ndarray, dp: float, M: np.ndarray, C: np.ndarray, mot: np.ndarray, pigment: str,

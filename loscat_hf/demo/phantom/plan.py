@@ -64,7 +64,8 @@ def _plan(n_patients: int, n_photos: int, n_unlabeled: int, image_size: tuple[in
                 else str(urng.choice(sites, p=site_p)))
         number += 1 + int(urng.integers(0, 4))
         rel = _file_name(pat, visit, number)
-        spec = _photo_spec(urng, seed, n_photos + j, pat, visit, site, image_size, root / "unlabeled" / rel, number)
+        spec = _photo_spec(urng, seed, n_photos + j, pat, visit, site, image_size, root / "unlabeled" / rel,
+                           number)
         specs.append(spec)
         unl_rows.append(_truth_row(rel, pat, visit, site, spec, tax))
 
@@ -121,7 +122,8 @@ def _truth_row(rel: str, pat: dict, visit: str, site: str, spec: dict, tax) -> d
 
 
 def _score_table(patients: list[dict], truth_rows: list[dict], sites: tuple[str, ...]) -> list[dict]:
-    """LoSCAT score table: every affected site at every visit, plus photographed unaffected sites (all zero)."""
+    """LoSCAT score table: every affected site at every visit, plus photographed unaffected sites (all
+    zero)."""
     score_rows: dict[tuple[str, str, str], tuple[int, ...]] = {}
     for pat in patients:
         for (visit, site), sev in pat["severity"].items():
@@ -131,4 +133,5 @@ def _score_table(patients: list[dict], truth_rows: list[dict], sites: tuple[str,
         score_rows.setdefault(key, tuple(row[c] for c in SEVERITY_COLUMNS))
     order = {s: i for i, s in enumerate(sites)}
     return [dict(patient_id=p, visit=v, site=s, **dict(zip(SEVERITY_COLUMNS, sev, strict=True)))
-            for (p, v, s), sev in sorted(score_rows.items(), key=lambda kv: (kv[0][0], kv[0][1], order[kv[0][2]]))]
+            for (p, v, s), sev in sorted(score_rows.items(),
+                                         key=lambda kv: (kv[0][0], kv[0][1], order[kv[0][2]]))]

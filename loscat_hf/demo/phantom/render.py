@@ -74,7 +74,8 @@ def _palette(skin: np.ndarray, spec: dict) -> dict[str, tuple[int, int, int]]:
     s = skin * 255
     floor = np.array(spec["floor_rgb"], float)
     table = {
-        "skin": s, "outline_line": s * 0.8, "outline_dark": s * 0.45, "areola": s * np.array([0.78, 0.6, 0.58]),
+        "skin": s, "outline_line": s * 0.8, "outline_dark": s * 0.45,
+        "areola": s * np.array([0.78, 0.6, 0.58]),
         "nipple": s * np.array([0.66, 0.48, 0.46]), "navel": s * 0.4, "lips": s * np.array([0.9, 0.6, 0.6]),
         "nail": np.minimum(255, s * 0.75 + np.array([70, 55, 55])), "floor": floor, "skirting": floor * 0.6,
         "floor_shadow": floor * 0.7, "cloth_dark": np.array(spec["patient"]["body"]["cloth_rgb"]) * 0.7,
@@ -195,7 +196,8 @@ def _develop(top: Image.Image, lum: np.ndarray, spec: dict, work: tuple[int, int
     lut = np.clip(np.arange(256)[None, :] * gain[:, None] + 0.5, 0, 255).astype(np.uint8)
     out = out.point(lut.ravel().tolist())
     # polygons are not anti-aliased: soften their stair steps before the upscale shows them
-    out = out.filter(ImageFilter.GaussianBlur(0.012 * max(work)) if spec["defect"] == "blur" else ImageFilter.SMOOTH)
+    out = out.filter(ImageFilter.GaussianBlur(0.012 * max(work)) if spec["defect"] == "blur"
+                     else ImageFilter.SMOOTH)
     W, H = final
     if work != final:
         out = out.resize((W, H), Image.BILINEAR)

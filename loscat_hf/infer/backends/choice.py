@@ -29,34 +29,37 @@ def gpu_present() -> bool:
 
 
 def choose_backend(backend: str, device: str, precision: str) -> str:
-    """"torch" or "onnx" for a --backend / --precision / device ("cpu", "cuda:1", ...) combination; a combination that cannot run
-    is a LoscatError naming the fix."""
+    """"torch" or "onnx" for a --backend / --precision / device ("cpu", "cuda:1", ...) combination; a
+    combination that cannot run is a LoscatError naming the fix."""
     from loscat_hf.defaults import BACKENDS
 
     device_type = str(device).split(":")[0]
     if backend == "auto" and os.environ.get("LOSCAT_BACKEND", "auto") != "auto":
-        backend = os.environ["LOSCAT_BACKEND"]  # what "auto" means on this machine (e.g. torch where no cache)
+        # what "auto" means on this machine (e.g. torch where no cache)
+        backend = os.environ["LOSCAT_BACKEND"]
         where = " (from env LOSCAT_BACKEND)"
     else:
         where = ""
     if backend not in BACKENDS:
-        raise LoscatError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}{where}", param="backend")
+        raise LoscatError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}{where}",
+                          param="backend")
     if backend == "auto":
         backend = "onnx" if device_type == "cpu" and precision != "bf16" and onnx_installed() else "torch"
         if precision == "int8" and backend == "torch":
-            raise LoscatError(f"precision 'int8' runs on ONNX Runtime on CPU: {EXTRA_HINT}" if device_type == "cpu"
+            raise LoscatError(f"precision 'int8' runs on ONNX Runtime on CPU: {EXTRA_HINT}"
+                              if device_type == "cpu"
                               else "precision 'int8' runs on CPU only; use bf16 on a GPU", param="precision")
     if backend == "onnx":
         if device_type != "cpu":
-            raise LoscatError(f"backend 'onnx' runs on CPU here (device {device}); use backend='torch' on a GPU",
-                              param="backend")
+            raise LoscatError(f"backend 'onnx' runs on CPU here (device {device}); use backend='torch' "
+                              "on a GPU", param="backend")
         if precision == "bf16":
             raise LoscatError("precision 'bf16' runs on the torch backend; use backend='torch'",
                               param=("precision", "backend"))
         if not onnx_installed():
             raise LoscatError(f"backend 'onnx' needs the ONNX extra: {EXTRA_HINT}", param="backend")
     elif precision == "int8":
-        raise LoscatError("precision 'int8' runs on the ONNX Runtime backend only (torch's dynamic quantisation "
-                          f"is deprecated): use backend='onnx' or 'auto'{where}; {EXTRA_HINT}",
+        raise LoscatError("precision 'int8' runs on the ONNX Runtime backend only (torch's dynamic "
+                          f"quantisation is deprecated): use backend='onnx' or 'auto'{where}; {EXTRA_HINT}",
                           param=("precision", "backend"))
     return backend

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loscat_hf.infer.answers import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_MARGIN, PhotoPredictor
+from loscat_hf.infer.answers import PhotoPredictor, PredictorSettings
 from loscat_hf.infer.backends import onnx_cache
 from loscat_hf.infer.backends.choice import choose_backend, gpu_present
 from loscat_hf.model.folder import ModelFolder
@@ -29,8 +29,8 @@ class LeanPredictor(PhotoPredictor):
 
     backend = "onnx"
 
-    def __init__(self, entry: Path, folder: ModelFolder, precision: str, min_confidence: float,
-                 min_margin: float, threads: int) -> None:
+    def __init__(self, entry: Path, folder: ModelFolder, settings: PredictorSettings, threads: int) -> None:
+        precision = settings.precision
         self.int8 = precision == "int8"
         self.session = onnx_cache.open_session(entry / onnx_cache.graph_name("logits", self.int8), threads)
         self.folder = folder
@@ -38,40 +38,44 @@ class LeanPredictor(PhotoPredictor):
         self.mean = np.asarray(folder.image_mean, np.float32).reshape(1, 3, 1, 1)
         self.std = np.asarray(folder.image_std, np.float32).reshape(1, 3, 1, 1)
         self.precision = precision
-        self.min_confidence = float(min_confidence)
-        self.min_margin = float(min_margin)
+        self.min_confidence = settings.min_confidence
+        self.min_margin = settings.min_margin
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        if self.int8 and x.shape[0] > 1:  # per-run activation scales: photo by photo, as the torch runner does
+        # per-run activation scales: photo by photo, as the torch runner does
+        if self.int8 and x.shape[0] > 1:
             return np.concatenate([self._run(x[i:i + 1]) for i in range(x.shape[0])])
         return self.session.run(None, {"pixel_values": x})[0]
 
     def logits(self, pixel_values, tta: bool = False) -> np.ndarray:
         """uint8 (B, 3, S, S) -> float32 logits, normalised as `model.transforms.normalise` does."""
-        x = ((np.asarray(pixel_values, np.float32) / np.float32(255.0) - self.mean) / self.std).astype(np.float32)
+        x = ((np.asarray(pixel_values, np.float32) / np.float32(255.0) - self.mean)
+             / self.std).astype(np.float32)
         logits = self._run(np.ascontiguousarray(x))
         if tta:
             logits = (logits + self._run(np.ascontiguousarray(x[..., ::-1]))) / 2
         return logits
 
 
-def lean_predictor(model: str | os.PathLike, *, device: str | None = None, precision: str = "auto",
-                   backend: str = "auto", min_confidence: float | None = None,
-                   min_margin: float | None = None) -> LeanPredictor | None:
+def lean_predictor(model: str | os.PathLike,
+                   settings: PredictorSettings | None = None) -> LeanPredictor | None:
     """A LeanPredictor when this model's ONNX graph is cached and exact and the settings ask for ONNX Runtime;
     else None (the caller loads the torch predictor, which raises on settings that cannot run)."""
     from loscat_hf.errors import LoscatError
     from loscat_hf.hardware import usable_cores
 
+    settings = settings or PredictorSettings()
+    device, precision = settings.device, settings.precision
     if precision not in ("auto", "fp32", "int8") or (device is None and gpu_present()):
         return None
     try:
-        if choose_backend(backend, device or "cpu", precision) != "onnx":
+        if choose_backend(settings.backend, device or "cpu", precision) != "onnx":
             return None
     except LoscatError:
         return None  # the torch predictor raises the same error with its full context
     if not Path(os.path.expanduser(str(model))).is_dir() and os.environ.get("HF_HUB_OFFLINE") != "1":
-        return None  # a Hub id: the torch predictor asks the Hub for a newer revision; offline, the cache is it
+        # a Hub id: the torch predictor asks the Hub for a newer revision; offline, the cache is it
+        return None
     folder = onnx_cache.local_model_folder(model)
     key = onnx_cache.folder_key(folder) if folder is not None else None
     if key is None:
@@ -86,9 +90,7 @@ def lean_predictor(model: str | os.PathLike, *, device: str | None = None, preci
     logger.info("running %s from its cached ONNX graph %s", model, entry)
     try:
         record = ModelFolder.from_dict({k: v for k, v in record.items() if k != "version"})
-        return LeanPredictor(entry, record, precision,
-                             DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence,
-                             DEFAULT_MIN_MARGIN if min_margin is None else min_margin, threads=usable_cores())
+        return LeanPredictor(entry, record, settings, threads=usable_cores())
     except Exception as exc:  # noqa: BLE001 - a damaged cache entry: the torch predictor takes over
         logger.warning("cannot run the cached ONNX graph in %s (%s): loading the model", entry, exc)
         return None

@@ -27,7 +27,8 @@ MODEL_FILES = ("config.json", "preprocessor_config.json")
 
 
 def cache_dir() -> Path:
-    """Where exported graphs live: $LOSCAT_HF_CACHE, else $XDG_CACHE_HOME/loscat_hf, else ~/.cache/loscat_hf."""
+    """Where exported graphs live: $LOSCAT_HF_CACHE, else $XDG_CACHE_HOME/loscat_hf, else
+    ~/.cache/loscat_hf."""
     if os.environ.get("LOSCAT_HF_CACHE"):
         return Path(os.environ["LOSCAT_HF_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "loscat_hf"
@@ -42,7 +43,8 @@ def _version(dist: str) -> str:
 
 def key_prefix():
     """The part of every key that is not the model: a new exporter, runtime or loscat-hf exports afresh."""
-    versions = "|".join(_version(d) for d in ("loscat-hf", "torch", "transformers", "onnxruntime", "onnxscript"))
+    versions = "|".join(_version(d) for d in ("loscat-hf", "torch", "transformers", "onnxruntime",
+                                              "onnxscript"))
     return hashlib.sha256(f"{EXPORT_VERSION}|{RECORD_VERSION}|{OPSET}|{versions}|".encode())
 
 
@@ -78,7 +80,8 @@ def folder_key(folder: Path) -> str | None:
 
 
 def files_state(folder: Path) -> list[tuple[str, int, int]]:
-    """(name, size, mtime) of the files a key hashes: unchanged between hashing and loading, or the key is void."""
+    """(name, size, mtime) of the files a key hashes: unchanged between hashing and loading, or the key
+    is void."""
     paths = [*(folder / n for n in MODEL_FILES), *sorted(folder.glob("*.safetensors"))]
     return [(p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in paths if p.is_file()]
 

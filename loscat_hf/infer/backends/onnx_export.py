@@ -64,8 +64,8 @@ class _Graph(torch.nn.Module):
 def _quiet_exporter():
     """The exporter logs warnings about torchvision ops (not installed here) and prints progress lines."""
     # "" = the root logger: onnxruntime.quantization logs its pre-processing advice with logging.warning()
-    names = ("torch.onnx", "torch.onnx._internal.exporter._registration", "torch._export", "onnxscript", "onnx_ir",
-             "")
+    names = ("torch.onnx", "torch.onnx._internal.exporter._registration", "torch._export", "onnxscript",
+             "onnx_ir", "")
     levels = {n: logging.getLogger(n).level for n in names}
     for n in names:
         logging.getLogger(n).setLevel(logging.ERROR)
@@ -123,14 +123,15 @@ def max_prob_diff(a: np.ndarray, b: np.ndarray, temperature: float = 1.0) -> flo
 
 
 class OnnxRunner(LogitRunner):
-    """LogitRunner whose forward pass runs in ONNX Runtime; the torch model stays for its config and the export.
+    """LogitRunner whose forward pass runs in ONNX Runtime; the torch model stays for its config and the
+    export.
 
     Outputs are torch tensors in the transformers output type (logits, and attentions for explain: no score
-    heads), so predict, explain and the Space use it as they use the torch runner. Graphs are exported on first
-    use and cached (see the module docstring)."""
+    heads), so predict, explain and the Space use it as they use the torch runner. Graphs are exported on
+    first use and cached (see the module docstring)."""
 
-    def __init__(self, model: torch.nn.Module, image_mean, image_std, int8: bool = False, key: str | None = None,
-                 record: dict | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, image_mean, image_std, int8: bool = False,
+                 key: str | None = None, record: dict | None = None) -> None:
         super().__init__(model, image_mean, image_std, device="cpu", bf16=False, one_at_a_time=int8)
         self.int8 = int8
         self.threads = torch.get_num_threads()
@@ -149,8 +150,8 @@ class OnnxRunner(LogitRunner):
     def _fp32_graph(self, kind: str) -> Path:
         path = self.folder / onnx_cache.graph_name(kind, False)
         if not path.is_file():
-            logger.warning("exporting the model to ONNX once (%s graph; ViT-B/16-384 takes ~20-30 s on 2 cores), "
-                           "cached in %s", kind, self.folder)
+            logger.warning("exporting the model to ONNX once (%s graph; ViT-B/16-384 takes ~20-30 s on 2 "
+                           "cores), cached in %s", kind, self.folder)
             export_graph(self.model, path, attentions=kind == "explain")
         return path
 
@@ -163,7 +164,8 @@ class OnnxRunner(LogitRunner):
         return path
 
     def _exact_check(self, kind: str = "logits") -> dict:
-        """Max probability difference of an fp32 graph against torch on a probe batch, measured once per graph."""
+        """Max probability difference of an fp32 graph against torch on a probe batch, measured once per
+        graph."""
         record = self.folder / (onnx_cache.CHECK_FILE if kind == "logits" else f"check.{kind}.json")
         if (known := onnx_cache.read_json(record)) is not None:
             return known
@@ -197,4 +199,5 @@ class OnnxRunner(LogitRunner):
         kind = "explain" if output_attentions else "logits"
         outs = self.session(kind).run(None, {"pixel_values": x.float().contiguous().numpy()})
         tensors = [torch.from_numpy(o) for o in outs]
-        return ImageClassifierOutput(logits=tensors[0], attentions=tuple(tensors[1:]) if output_attentions else None)
+        return ImageClassifierOutput(logits=tensors[0],
+                                     attentions=tuple(tensors[1:]) if output_attentions else None)

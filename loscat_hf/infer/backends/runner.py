@@ -1,4 +1,5 @@
-"""The forward-pass runner of a loaded torch model: torch eager (`LogitRunner`) or ONNX Runtime (`OnnxRunner`).
+"""The forward-pass runner of a loaded torch model: torch eager (`LogitRunner`) or ONNX Runtime
+(`OnnxRunner`).
 
 `RegionPredictor` asks here and never branches on the backend itself: `onnx_key` hashes the model folder
 before its weights load (only where ONNX Runtime may run), `make_runner` picks and starts the runner, and
@@ -23,8 +24,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FolderKey:
-    """The ONNX cache key of a model folder, hashed before its weights load, and the state of the files hashed:
-    `key()` is None when they changed while loading (then the graph is keyed by the loaded weights)."""
+    """The ONNX cache key of a model folder, hashed before its weights load, and the state of the files
+    hashed: `key()` is None when they changed while loading (then the graph is keyed by the loaded
+    weights)."""
 
     folder: Path | None = None
     state: list | None = None
@@ -36,7 +38,8 @@ class FolderKey:
         return self.hashed
 
 
-def onnx_key(name: str, backend: str = "auto", device: str | None = None, precision: str = "auto") -> FolderKey:
+def onnx_key(name: str, backend: str = "auto", device: str | None = None,
+             precision: str = "auto") -> FolderKey:
     """Hash a model folder (or a Hub id's cached snapshot) where these settings may run ONNX Runtime (~0.3 s
     for ViT-B); settings that cannot run raise later, in `make_runner`, with the same check."""
     try:
@@ -49,11 +52,12 @@ def onnx_key(name: str, backend: str = "auto", device: str | None = None, precis
     return FolderKey(folder, onnx_cache.files_state(folder), onnx_cache.folder_key(folder))
 
 
-def make_runner(model: torch.nn.Module, mean, std, device: torch.device, precision: str, backend: str,
-                key: str | None = None, record: dict | None = None, allow_inexact: bool = False) -> LogitRunner:
-    """The forward-pass runner: ONNX Runtime when chosen and exact (int8 is never exact: asked for), else torch.
-    With backend "auto" any failure of the ONNX step (a read-only cache, an exporter error) falls back to
-    torch with a warning; `allow_inexact` (compare-backends) keeps an inexact graph, to report it.
+def make_runner(model: torch.nn.Module, mean, std, device: torch.device, precision: str,
+                backend: str, key: str | None = None, record: dict | None = None,
+                allow_inexact: bool = False) -> LogitRunner:
+    """The forward-pass runner: ONNX Runtime when chosen and exact (int8 is never exact: asked for), else
+    torch. With backend "auto" any failure of the ONNX step (a read-only cache, an exporter error) falls
+    back to torch with a warning; `allow_inexact` (compare-backends) keeps an inexact graph, to report it.
 
     int8 runs photo by photo: dynamic quantisation scales activations per run, so in a batch a photo's answer
     would depend on its companions."""
@@ -75,8 +79,9 @@ def make_runner(model: torch.nn.Module, mean, std, device: torch.device, precisi
     if runner is not None:
         diff = runner.check.get("max_prob_diff", float("nan"))
         if explicit:
-            raise LoscatError(f"the ONNX graph of this model is not exact (max probability difference {diff:.2g} "
-                              "against torch on the probe photos); use backend='torch'", param="backend")
+            raise LoscatError(f"the ONNX graph of this model is not exact (max probability difference "
+                              f"{diff:.2g} against torch on the probe photos); use backend='torch'",
+                              param="backend")
         logger.warning("the ONNX graph differs from torch by up to %.2g in probability: using torch", diff)
     bf16 = {"auto": None, "fp32": False, "bf16": True}[precision]
     return LogitRunner(model, mean, std, device=str(device), bf16=bf16)
@@ -87,6 +92,7 @@ def backend_of(runner: LogitRunner) -> str:
 
 
 def prepare_explain(runner: LogitRunner) -> None:
-    """Export and check the ONNX explanation graph now (the Space: not inside a request); torch needs nothing."""
+    """Export and check the ONNX explanation graph now (the Space: not inside a request); torch needs
+    nothing."""
     if backend_of(runner) == "onnx":
         runner.session("explain")
