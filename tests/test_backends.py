@@ -304,4 +304,25 @@ def test_load_predictor_gives_one_interface_whichever_backend_runs(peaky_model, 
         assert pred.folder == on_torch.folder and pred.decoding == on_torch.decoding
         assert np.abs(_probs(pred, photos) - _probs(on_torch, photos)).max() < EXACT_PROB_DIFF
     assert load_predictor(cached) is cached  # a ready predictor is used as it is
+    with pytest.raises(LoscatError, match="model must be a model folder, a Hub id or a loaded predictor"):
+        load_predictor(object())
     assert isinstance(load_predictor(peaky_model, explain=True), RegionPredictor)
+
+
+def test_the_cached_record_is_written_once_and_names_no_folder(peaky_model, tmp_path, monkeypatch):
+    """Loading the same weights again leaves the cache entry untouched (a read-only or shared cache keeps
+    working), and the entry does not say where the model folder was."""
+    from loscat_hf.infer.backends import onnx_cache
+
+    monkeypatch.setenv("LOSCAT_HF_CACHE", str(tmp_path / "cache"))
+    RegionPredictor.from_pretrained(peaky_model, backend="onnx")
+    (record,) = (tmp_path / "cache" / "onnx").glob(f"*/{onnx_cache.RECORD_FILE}")
+    before = record.stat().st_mtime_ns
+
+    def no_write(path, data):
+        raise PermissionError(f"read-only cache: {path}")
+
+    monkeypatch.setattr(onnx_cache, "write_json", no_write)
+    again = RegionPredictor.from_pretrained(peaky_model, backend="onnx")
+    assert again.backend == "onnx" and record.stat().st_mtime_ns == before
+    assert str(peaky_model) not in record.read_text()

@@ -45,7 +45,10 @@ def test_read_model_folder_returns_every_record_under_one_name(tmp_path):
 def test_the_record_survives_json(tmp_path):
     """The ONNX cache keeps the record as JSON beside a graph: it must come back equal."""
     record = mf.read_model_folder(_recorded(tmp_path))
-    assert mf.ModelFolder.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+    kept = record.to_dict()
+    assert json.loads(json.dumps(kept)) == kept  # JSON types only: a record read back compares equal
+    assert str(tmp_path) not in json.dumps(kept)  # no local path in the cache
+    assert mf.ModelFolder.from_dict(json.loads(json.dumps(kept)), name=record.name) == record
 
 
 def test_a_folder_without_records_gets_the_documented_defaults(tmp_path, caplog):
@@ -56,6 +59,8 @@ def test_a_folder_without_records_gets_the_documented_defaults(tmp_path, caplog)
     assert record.image_mean == (0.5, 0.5, 0.5) and "no image processor" in caplog.text
     assert (mf.temperature({mf.TEMPERATURE_KEY: "nan"}) == 1.0
             and mf.temperature({mf.TEMPERATURE_KEY: -2}) == 1.0)
+    with pytest.raises(LoscatError, match="preprocessor_config.json"):  # evaluation never guesses
+        mf.read_model_folder(model, require_processor=True)
 
 
 def test_bad_folders_are_one_line_errors(tmp_path):

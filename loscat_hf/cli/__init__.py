@@ -6,5 +6,6 @@ Only re-exports: the parser and `main` are in cli/main.py, the subcommands in on
 
 from loscat_hf.cli.data import prepare_command
 from loscat_hf.cli.main import build_parser, main
+from loscat_hf.cli.train import train_command
 
-__all__ = ["build_parser", "main", "prepare_command"]
+__all__ = ["build_parser", "main", "prepare_command", "train_command"]

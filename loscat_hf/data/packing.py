@@ -30,7 +30,6 @@ import os
 import random
 import secrets
 import shutil
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -55,7 +54,7 @@ from loscat_hf.data.private import draw_codes, pseudonymous_agreement, write_pri
 from loscat_hf.data.splits import assign_splits, split_counts_table
 from loscat_hf.defaults import MAX_SIDE, SIZE_SLACK
 from loscat_hf.errors import LoscatError, Problem
-from loscat_hf.io.atomic import check_output_dir, commit_folder, remove_stale_partials, write_error
+from loscat_hf.io.atomic import check_output_dir, commit_folder, partial_folder, write_error
 from loscat_hf.io.images import DEFAULT_MAX_PIXELS
 
 logger = logging.getLogger(__name__)
@@ -83,7 +82,7 @@ class PackOptions:
     val_fraction: float = 0.165
     test_fraction: float = 0.0
     seed: int = 0
-    max_side: int = MAX_SIDE  # longest side of a packed photo, pixels
+    max_side: int = MAX_SIDE  # shorter side of a packed photo at most this, pixels
     max_pixels: int = DEFAULT_MAX_PIXELS  # photos with more pixels are refused (decompression bombs)
     overwrite: bool = False
     num_workers: int | None = None  # None: one per CPU
@@ -170,11 +169,8 @@ def pack_dataset(
     id_key = id_key or secrets.token_bytes(32)
     all_problems = list(problems)
     private_warnings = list(warnings)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_partials(out)
-        tmp.mkdir()
+        tmp = partial_folder(out)
     except OSError as exc:
         raise write_error(out, exc) from None
     try:

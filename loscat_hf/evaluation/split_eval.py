@@ -54,7 +54,7 @@ def split_outputs(model_dir: str, split, batch_size: int = 64, num_workers: int 
     from loscat_hf.model.score_heads import ViTWithScores
     from loscat_hf.model.transforms import ImageTransform, collate
 
-    record = read_model_folder(model_dir)
+    record = read_model_folder(model_dir, require_processor=True)
     components = record.components
     model = (ViTWithScores if components else AutoModelForImageClassification).from_pretrained(model_dir)
     runner = LogitRunner(model, record.image_mean, record.image_std, device=device, bf16=bf16)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from loscat_hf.data.private import private_open
 from loscat_hf.errors import LoscatError
 from loscat_hf.io.atomic import atomic_file
 from loscat_hf.io.csvsafe import SafeDictWriter, read_cell
@@ -232,9 +233,8 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
     resumed = len(done)
 
     rows: dict[str, dict[str, Any]] = dict(done)
-    try:  # owner-only, like the final file (mkstemp): rows name photo files, which may name patients
-        fh = os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", newline="",
-                       encoding="utf-8")
+    try:  # owner-only, like the final file: rows name photo files, which may name patients
+        fh = private_open(partial)
     except OSError as exc:
         raise LoscatError(f"out {out}: cannot write {partial} ({exc.strerror})", param="out") from None
     with fh as f:

@@ -15,7 +15,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from loscat_hf.infer.answers import ImageInput, PhotoPredictor, PredictorSettings, RegionPrediction
+from loscat_hf.errors import LoscatError
+from loscat_hf.infer.answers import ImageInput, PredictorSettings, RegionPrediction
 from loscat_hf.model.folder import Decoding, ModelFolder
 
 
@@ -48,7 +49,7 @@ class Predictor(Protocol):
                 batch_size: int = 16) -> list[RegionPrediction] | RegionPrediction: ...
 
 
-def load_predictor(model: str | os.PathLike | PhotoPredictor, *, backend: str = "auto",
+def load_predictor(model: str | os.PathLike | Predictor, *, backend: str = "auto",
                    device: str | None = None, precision: str = "auto", min_confidence: float | None = None,
                    min_margin: float | None = None, explain: bool = False,
                    allow_inexact: bool = False) -> Predictor:
@@ -58,8 +59,11 @@ def load_predictor(model: str | os.PathLike | PhotoPredictor, *, backend: str = 
     otherwise the torch model loads, and runs on torch or ONNX Runtime as `backend`/`precision`/`device` ask.
     `explain`: the caller needs attention maps (always the loaded model). `allow_inexact` (compare-backends)
     keeps an ONNX graph that differs from torch, to report by how much."""
-    if isinstance(model, PhotoPredictor):
+    if isinstance(model, Predictor):
         return model
+    if not isinstance(model, (str, os.PathLike)):
+        raise LoscatError(f"model must be a model folder, a Hub id or a loaded predictor, got "
+                          f"{type(model).__name__}", param="model")
     settings = PredictorSettings.of(device=device, precision=precision, backend=backend,
                                     min_confidence=min_confidence, min_margin=min_margin)
     if not explain and not allow_inexact:

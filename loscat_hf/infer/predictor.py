@@ -43,6 +43,8 @@ class RegionPredictor(PhotoPredictor):
     dynamic int8 quantisation, CPU only); "auto" = bf16 on a GPU, fp32 on CPU.
     backend: "torch", "onnx" (ONNX Runtime, the `onnx` extra) or "auto" = onnx on CPU when installed and exact
     (infer/backends/choice.py).
+    temperature: calibrate with this instead of the folder's recorded one (`.folder.temperature` stays the
+    record; `.temperature` is what predictions use).
     """
 
     def __init__(self, model: torch.nn.Module, *, image_size: int, image_mean: Sequence[float],

@@ -90,6 +90,16 @@ def remove_stale_partials(out: Path) -> list[Path]:
     return removed
 
 
+def partial_folder(out: Path) -> Path:
+    """A new, empty `.OUT.partial-<pid>-<hex8>` folder beside OUT to build a folder in (the name
+    `remove_stale_partials` knows), after removing what killed runs left; `commit_folder` renames it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(out)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    return tmp
+
+
 def write_error(out: Path, exc: OSError) -> LoscatError:
     """A disk problem while writing OUT, as one line the user can act on."""
     hints = {

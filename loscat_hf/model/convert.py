@@ -17,12 +17,11 @@ import logging
 import os
 import re
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from loscat_hf.errors import LoscatError
-from loscat_hf.io.atomic import check_output_dir, commit_folder, remove_stale_partials
+from loscat_hf.io.atomic import check_output_dir, commit_folder, partial_folder
 from loscat_hf.model.build import PROBLEM_TYPE, image_processor
 from loscat_hf.model.checkpoints import load_state_dict, resolve_checkpoint
 from loscat_hf.model.folder import record_source
@@ -249,10 +248,7 @@ def convert_timm(checkpoint: str, out: str | Path, arch: str = STUDY_ARCH,
     except RuntimeError as exc:  # shapes that passed the checks above but not the model (e.g. a head bias)
         raise LoscatError(f"{source} does not fit {arch}: {str(exc).splitlines()[-1].strip()}") from None
     processor = image_processor(config.image_size, IMAGENET_MEAN, IMAGENET_STD, resample=BICUBIC)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(out)  # what a killed conversion left (350 MB each for ViT-B)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp = partial_folder(out)  # what a killed conversion left (350 MB each for ViT-B) goes first
     try:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)

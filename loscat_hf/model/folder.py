@@ -14,13 +14,14 @@ the parsed config.json alike. One fact, one name:
 | loscat_preset | preset | the preset a model was built from scratch with |
 | loscat_source | source | where converted weights came from (`convert-timm`) |
 | loscat_score_components | components | the LoSCAT score components the score heads predict |
-| loscat_best_checkpoint | best_checkpoint | the checkpoint folder the saved weights were restored from |
+| loscat_best_checkpoint | - | the checkpoint folder the saved weights were restored from |
 
 `preprocessor_config.json` gives the input size, mean, std and resample filter.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -83,12 +84,14 @@ class ModelFolder:
         return bool(self.run)
 
     def to_dict(self) -> dict:
-        """JSON-ready (the ONNX cache keeps it beside a graph, to predict without loading the model)."""
-        return asdict(self)
+        """What the ONNX cache keeps beside a graph, to predict without loading the model: JSON types only
+        (lists, not tuples: a record read back compares equal), and no `name` (an entry is keyed by the
+        files' contents, so the same weights in another folder share it; a local path stays out of it)."""
+        return json.loads(json.dumps({k: v for k, v in asdict(self).items() if k != "name"}))
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> ModelFolder:
-        values = dict(data)
+    def from_dict(cls, data: Mapping, name: str = "") -> ModelFolder:
+        values = {**dict(data), "name": str(name)}
         values["decoding"] = Decoding(**values["decoding"])
         for name in ("labels", "image_mean", "image_std", "components"):
             values[name] = tuple(values.get(name) or ())
@@ -101,8 +104,6 @@ CONFIG_NAME = "config.json"
 def config_json(folder: str | os.PathLike) -> dict:
     """A local model folder's config.json as a dict, without transformers (the card, `--resume` and the run
     record read it so); OSError or ValueError when it is missing or not JSON."""
-    import json
-
     return json.loads((Path(folder) / CONFIG_NAME).read_text(encoding="utf-8"))
 
 
@@ -224,14 +225,18 @@ def processor_resample(processor) -> int:
     return 2 if resample is None else int(resample)  # 0 (nearest) is a filter too
 
 
-def _processor_stats(name: str, config: Any) -> dict[str, Any]:
+def _processor_stats(name: str, config: Any, require_processor: bool = False) -> dict[str, Any]:
     """Input size, mean, std and resample filter from preprocessor_config.json, or google/vit-*'s defaults for
-    a bare folder (with a warning)."""
+    a bare folder (with a warning; refused with `require_processor`)."""
     try:
         processor = load_processor(name)
         return dict(image_size=processor_size(processor), image_mean=list(processor.image_mean),
                     image_std=list(processor.image_std), resample=processor_resample(processor))
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError) as exc:
+        if require_processor:
+            raise LoscatError(f"cannot read the image processor of model {name!r} "
+                              f"({str(exc).splitlines()[0]}): its input size and normalisation would be "
+                              "guessed; restore the preprocessor_config.json saved with the model") from None
         size = int(getattr(config, "image_size", 224))
         logger.warning("no image processor in %s: using %d px, bilinear, mean = std = 0.5 (google/vit-* "
                        "defaults)", name, size)
@@ -276,8 +281,11 @@ def config_path(name: str) -> str:
     return os.path.join(name, "config.json") if os.path.isdir(name) else f"{name}'s config.json"
 
 
-def read_model_folder(name_or_path: str | os.PathLike, config: Any = None) -> ModelFolder:
-    """Read a model folder or Hub id without loading its weights. `config`: one already loaded."""
+def read_model_folder(name_or_path: str | os.PathLike, config: Any = None,
+                      require_processor: bool = False) -> ModelFolder:
+    """Read a model folder or Hub id without loading its weights. `config`: one already loaded.
+    `require_processor`: refuse a folder without preprocessor_config.json instead of assuming google/vit-*'s
+    (evaluation: numbers measured on guessed normalisation would be silently wrong)."""
     name = os.path.expanduser(str(name_or_path))
     config = load_config(name) if config is None else config
-    return folder_from_config(config, name=name, **_processor_stats(name, config))
+    return folder_from_config(config, name=name, **_processor_stats(name, config, require_processor))

@@ -30,15 +30,6 @@ if TYPE_CHECKING:
     import evaluate
     import pandas as pd
 
-__all__ = [
-    "METRIC_DIR",
-    "MetricsInputError",
-    "classification_report",
-    "compute_metrics_fn",
-    "load_classification_metric",
-    "per_class_table",
-    "write_report",
-]
 
 METRIC_DIR = Path(__file__).resolve().parent / "loscat_classification"
 N_BINS = 15

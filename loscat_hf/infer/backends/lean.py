@@ -89,7 +89,8 @@ def lean_predictor(model: str | os.PathLike,
         return None
     logger.info("running %s from its cached ONNX graph %s", model, entry)
     try:
-        record = ModelFolder.from_dict({k: v for k, v in record.items() if k != "version"})
+        record = ModelFolder.from_dict({k: v for k, v in record.items() if k != "version"},
+                                       name=os.path.expanduser(str(model)))
         return LeanPredictor(entry, record, settings, threads=usable_cores())
     except Exception as exc:  # noqa: BLE001 - a damaged cache entry: the torch predictor takes over
         logger.warning("cannot run the cached ONNX graph in %s (%s): loading the model", entry, exc)

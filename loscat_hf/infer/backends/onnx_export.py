@@ -135,23 +135,23 @@ class OnnxRunner(LogitRunner):
         super().__init__(model, image_mean, image_std, device="cpu", bf16=False, one_at_a_time=int8)
         self.int8 = int8
         self.threads = torch.get_num_threads()
-        self.folder = onnx_cache.entry(key or model_key(model))
+        self.entry = onnx_cache.entry(key or model_key(model))
         self.check = self._exact_check()
         self._sessions: dict[str, object] = {}
         self.session("logits")  # fail here, at load, not at the first photo
         if record is not None:
             record = {"version": onnx_cache.RECORD_VERSION, **record}
-            if onnx_cache.read_json(self.folder / onnx_cache.RECORD_FILE) != record:
-                onnx_cache.write_json(self.folder / onnx_cache.RECORD_FILE, record)  # what `lean` replays
+            if onnx_cache.read_json(self.entry / onnx_cache.RECORD_FILE) != record:
+                onnx_cache.write_json(self.entry / onnx_cache.RECORD_FILE, record)  # what `lean` replays
 
     def _graph_path(self, kind: str) -> Path:
-        return self.folder / onnx_cache.graph_name(kind, self.int8)
+        return self.entry / onnx_cache.graph_name(kind, self.int8)
 
     def _fp32_graph(self, kind: str) -> Path:
-        path = self.folder / onnx_cache.graph_name(kind, False)
+        path = self.entry / onnx_cache.graph_name(kind, False)
         if not path.is_file():
             logger.warning("exporting the model to ONNX once (%s graph; ViT-B/16-384 takes ~20-30 s on 2 "
-                           "cores), cached in %s", kind, self.folder)
+                           "cores), cached in %s", kind, self.entry)
             export_graph(self.model, path, attentions=kind == "explain")
         return path
 
@@ -166,7 +166,7 @@ class OnnxRunner(LogitRunner):
     def _exact_check(self, kind: str = "logits") -> dict:
         """Max probability difference of an fp32 graph against torch on a probe batch, measured once per
         graph."""
-        record = self.folder / (onnx_cache.CHECK_FILE if kind == "logits" else f"check.{kind}.json")
+        record = self.entry / (onnx_cache.CHECK_FILE if kind == "logits" else f"check.{kind}.json")
         if (known := onnx_cache.read_json(record)) is not None:
             return known
         path = self._fp32_graph(kind)
