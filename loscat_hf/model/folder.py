@@ -93,8 +93,8 @@ class ModelFolder:
     def from_dict(cls, data: Mapping, name: str = "") -> ModelFolder:
         values = {**dict(data), "name": str(name)}
         values["decoding"] = Decoding(**values["decoding"])
-        for name in ("labels", "image_mean", "image_std", "components"):
-            values[name] = tuple(values.get(name) or ())
+        for key in ("labels", "image_mean", "image_std", "components"):
+            values[key] = tuple(values.get(key) or ())
         return cls(**values)
 
 
