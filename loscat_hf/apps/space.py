@@ -270,11 +270,12 @@ def default_model() -> str:
 
 def model_description(folder: ModelFolder, name: str) -> str:
     """Which model the page serves, crediting the study where its weights come from the study's model."""
+    from loscat_hf.model.folder import looks_local
     from loscat_hf.model.study import STUDY_CODE_REPO, STUDY_WEIGHTS_REPO
 
     source = folder.source
-    local = os.path.isabs(name) or name.startswith(".") or name.count("/") > 1 or os.path.exists(name)
-    shown = Path(name).name if local else name  # a Hub id, or only a folder's name (not the local path)
+    # a Hub id, or only a folder's name (not the local path)
+    shown = Path(name).name if looks_local(name) else name
     if source.get("study"):
         links = (f"([weights](https://huggingface.co/{STUDY_WEIGHTS_REPO}), "
                  f"[code](https://github.com/{STUDY_CODE_REPO})). Credit: the study's authors.")

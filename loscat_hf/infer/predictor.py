@@ -30,7 +30,7 @@ from loscat_hf.infer.answers import (  # noqa: F401  (RegionPrediction, load_pho
     load_photo,
 )
 from loscat_hf.infer.backends.runner import backend_of, make_runner, onnx_key, prepare_explain
-from loscat_hf.model.folder import config_path, folder_from_config, load_config, read_model_folder
+from loscat_hf.model.folder import config_path, folder_from_config, load_config, processor_stats
 from loscat_hf.model.inference import pick_device
 
 logger = logging.getLogger(__name__)
@@ -103,10 +103,7 @@ class RegionPredictor(PhotoPredictor):
         if not torch.isfinite(get_total_norm(list(model.parameters()), norm_type=2.0, foreach=True)):
             raise LoscatError(f"model {name!r} has NaN or infinite weights (a damaged file or a diverged "
                               "training run); copy the folder again or re-train")
-        record = read_model_folder(name, model.config)
-        stats = dict(image_size=record.image_size, image_mean=record.image_mean, image_std=record.image_std,
-                     resample=record.decoding.resample)
-        return cls(model, **stats, name=name, _onnx_key=key.key(), **kwargs)
+        return cls(model, **processor_stats(name, model.config), name=name, _onnx_key=key.key(), **kwargs)
 
     @property
     def device(self) -> torch.device:

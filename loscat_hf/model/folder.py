@@ -222,10 +222,10 @@ def processor_resample(processor) -> int:
     """The PIL filter the model's preprocessor_config.json names (2 = bilinear, google/vit-*'s; 3 = bicubic,
     the study's): training, evaluation and prediction all resize with it."""
     resample = getattr(processor, "resample", None)
-    return 2 if resample is None else int(resample)  # 0 (nearest) is a filter too
+    return BILINEAR if resample is None else int(resample)  # 0 (nearest) is a filter too
 
 
-def _processor_stats(name: str, config: Any, require_processor: bool = False) -> dict[str, Any]:
+def processor_stats(name: str, config: Any, require_processor: bool = False) -> dict[str, Any]:
     """Input size, mean, std and resample filter from preprocessor_config.json, or google/vit-*'s defaults for
     a bare folder (with a warning; refused with `require_processor`)."""
     try:
@@ -278,7 +278,7 @@ def load_config(name_or_path: str | os.PathLike):
 
 def config_path(name: str) -> str:
     """Where a model's config.json is, for messages."""
-    return os.path.join(name, "config.json") if os.path.isdir(name) else f"{name}'s config.json"
+    return os.path.join(name, CONFIG_NAME) if os.path.isdir(name) else f"{name}'s {CONFIG_NAME}"
 
 
 def read_model_folder(name_or_path: str | os.PathLike, config: Any = None,
@@ -288,4 +288,4 @@ def read_model_folder(name_or_path: str | os.PathLike, config: Any = None,
     (evaluation: numbers measured on guessed normalisation would be silently wrong)."""
     name = os.path.expanduser(str(name_or_path))
     config = load_config(name) if config is None else config
-    return folder_from_config(config, name=name, **_processor_stats(name, config, require_processor))
+    return folder_from_config(config, name=name, **processor_stats(name, config, require_processor))
