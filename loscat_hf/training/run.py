@@ -28,7 +28,7 @@ from loscat_hf.data.dataset import (
     subgroup_columns,
 )
 from loscat_hf.errors import LoscatError
-from loscat_hf.model import folder
+from loscat_hf.model import folder as model_folder
 from loscat_hf.model.card import CARD_NAME, model_card
 from loscat_hf.training.arguments import LoscatArguments, augment_config
 from loscat_hf.training.callbacks import (
@@ -162,8 +162,9 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
     resume, stale = prepare_output_dir(largs, targs, identity)
     trainer, ds = build_trainer(largs, targs, taxonomy)
     # saved into every checkpoint's config.json; prediction decodes photos at the size training saw
-    folder.record_training(trainer.model.config, run=identity, base_model=base_model_record(largs.model),
-                           max_side=packed_max_side(largs.dataset))
+    model_folder.record_training(trainer.model.config, run=identity,
+                                 base_model=base_model_record(largs.model),
+                                 max_side=packed_max_side(largs.dataset))
     if stale and trainer.is_world_process_zero():
         logger.warning("--overwrite-output-dir: deleting the earlier run's model and %d file(s)/folder(s) "
                        "in %s", len(stale), out)
@@ -199,16 +200,16 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
     temperature = fit_temperature(np.asarray(logits, dtype=np.float64),
                                   np.asarray(ds["validation"]["labels"]))
-    folder.record_temperature(trainer.model.config, temperature)
+    model_folder.record_temperature(trainer.model.config, temperature)
     best = trainer.state.best_model_checkpoint
-    folder.record_best_checkpoint(trainer.model.config, Path(best).name if best else None)
+    model_folder.record_best_checkpoint(trainer.model.config, Path(best).name if best else None)
     trainer.save_model(str(out))
     summary = TrainResult(
         output_dir=out, best_checkpoint=trainer.state.best_model_checkpoint,
         best_metric=trainer.state.best_metric, temperature=float(temperature),
         train_runtime_s=result.metrics.get("train_runtime"),
         train_samples_per_second=result.metrics.get("train_samples_per_second"),
-        base_model=folder.base_record(trainer.model.config), phases=phases, hyperparameters=hparams,
+        base_model=model_folder.base_record(trainer.model.config), phases=phases, hyperparameters=hparams,
         data=data_record(ds), data_origin=dataset_origin(largs.dataset), hardware=hardware_record(targs),
         warnings=[cb.outcome() for cb in trainer.callback_handler.callbacks
                   if isinstance(cb, ChanceCallback) and cb.warning] or None)
