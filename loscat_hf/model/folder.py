@@ -7,8 +7,12 @@ the parsed config.json alike. One fact, one name:
 
 | attribute | field | what |
 |---|---|---|
-| loscat_temperature | temperature | calibration temperature fitted on validation (1.0 when absent) |
+| loscat_temperature | temperature | calibration temperature fitted on labelled photos (1.0 when absent) |
+| loscat_calibration | calibration | how that temperature was fitted: by, split, n, ece_before, ece_after |
 | loscat_max_side | decoding.max_side | `--max-side` the training data was packed at: photos decode at it |
+| loscat_decoding | decoding.mode | "packed" (decode as packing does, then resize) or "full" (one resize of
+the whole photo: the study's own inference path, recorded by `convert-timm`) |
+| loscat_data | data | what the model was last trained on: kind (synthetic/mixed/clinical) and photos |
 | loscat_run | run | dataset fingerprint, taxonomy and task (`train --resume` checks it) |
 | loscat_base_model | base_model | where training started: Hub id, preset or folder record, never a path |
 | loscat_preset | preset | the preset a model was built from scratch with |
@@ -36,26 +40,35 @@ from loscat_hf.errors import LoscatError
 logger = logging.getLogger(__name__)
 
 TEMPERATURE_KEY = "loscat_temperature"
+CALIBRATION_KEY = "loscat_calibration"
 MAX_SIDE_KEY = "loscat_max_side"
+DECODING_KEY = "loscat_decoding"
+DATA_KEY = "loscat_data"
 RUN_KEY = "loscat_run"
 BASE_KEY = "loscat_base_model"
 PRESET_KEY = "loscat_preset"
 SOURCE_KEY = "loscat_source"
 SCORE_KEY = "loscat_score_components"
 BEST_CHECKPOINT_KEY = "loscat_best_checkpoint"
-KEYS = (TEMPERATURE_KEY, MAX_SIDE_KEY, RUN_KEY, BASE_KEY, PRESET_KEY, SOURCE_KEY, SCORE_KEY,
-        BEST_CHECKPOINT_KEY)
+KEYS = (TEMPERATURE_KEY, CALIBRATION_KEY, MAX_SIDE_KEY, DECODING_KEY, DATA_KEY, RUN_KEY, BASE_KEY,
+        PRESET_KEY, SOURCE_KEY, SCORE_KEY, BEST_CHECKPOINT_KEY)
 BILINEAR = 2  # PIL's filter number: google/vit-*'s default resample
+PACKED = "packed"  # decode as packing does (shorter side <= max_side), then squash to the input size
+FULL = "full"  # decode the whole photo, one squash-resize to the input size (the study's inference script)
+DECODING_MODES = (PACKED, FULL)
 
 
 @dataclass(frozen=True)
 class Decoding:
-    """How a photo becomes model input, as in training: decoded with its shorter side at most `max_side` (the
-    size the training data was packed at), then squashed to `image_size` with the `resample` filter."""
+    """How a photo becomes model input, as in training. `mode` PACKED: decoded with its shorter side at most
+    `max_side` (the size the training data was packed at), then squashed to `image_size` with the `resample`
+    filter. FULL: the whole photo decoded and squashed once (`max_side` unused), as the study's script
+    does."""
 
     max_side: int
     image_size: int
     resample: int = BILINEAR
+    mode: str = PACKED
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,9 @@ class ModelFolder:
     base_model: dict | None = None
     run: dict | None = None
     preset: str | None = None
+    calibration: dict | None = None
+    calibrated: bool = False
+    data: dict | None = None
 
     @property
     def image_size(self) -> int:
@@ -120,6 +136,34 @@ def temperature(config: Any) -> float:
     return t if math.isfinite(t) and t > 0 else 1.0
 
 
+def calibrated(config: Any) -> bool:
+    """A temperature was fitted on labelled photos (by `train` on validation, or by `calibrate`); a converted
+    or foreign checkpoint's probabilities are raw softmax."""
+    value = _get(config, TEMPERATURE_KEY)
+    try:
+        return value is not None and math.isfinite(float(value)) and float(value) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def calibration(config: Any) -> dict | None:
+    """How the temperature was fitted (by, split, n, ece_before, ece_after); None when not recorded."""
+    value = _get(config, CALIBRATION_KEY)
+    return dict(value) if isinstance(value, Mapping) else None
+
+
+def decoding_mode(config: Any) -> str:
+    """PACKED unless the folder records FULL (a converted study checkpoint)."""
+    return FULL if _get(config, DECODING_KEY) == FULL else PACKED
+
+
+def data_record(config: Any) -> dict | None:
+    """What the model was last trained on ({"kind": "synthetic"|"mixed"|"clinical", "photos": n}); None for
+    a model loscat-hf did not train."""
+    value = _get(config, DATA_KEY)
+    return dict(value) if isinstance(value, Mapping) else None
+
+
 def recorded_temperature(config: Any) -> float | None:
     """The temperature as recorded (None when training did not record one), for the card."""
     return _get(config, TEMPERATURE_KEY)
@@ -159,16 +203,31 @@ def preset(config: Any) -> str | None:
     return _get(config, PRESET_KEY)
 
 
-def record_temperature(config: Any, value: float) -> None:
+def record_temperature(config: Any, value: float, **how: Any) -> None:
+    """The fitted temperature, and how it was fitted (`how`: by, split, n, ece_before, ece_after; JSON
+    values)."""
     setattr(config, TEMPERATURE_KEY, float(value))
+    setattr(config, CALIBRATION_KEY, dict(how) or None)
+
+
+def record_decoding(config: Any, mode: str, max_side: int | None = None) -> None:
+    if mode not in DECODING_MODES:
+        raise ValueError(f"decoding mode {mode!r} is not one of {DECODING_MODES}")
+    setattr(config, DECODING_KEY, mode)
+    if max_side:
+        setattr(config, MAX_SIDE_KEY, int(max_side))
+
+
+def record_data(config: Any, *, kind: str, photos: int) -> None:
+    setattr(config, DATA_KEY, {"kind": str(kind), "photos": int(photos)})
 
 
 def record_training(config: Any, *, run: dict, base_model: dict, max_side: int | None) -> None:
-    """What `train` writes into every checkpoint it saves: its run, where it started, the packing size."""
+    """What `train` writes into every checkpoint it saves: its run, where it started, the packing size (and
+    PACKED decoding: a converted study checkpoint's FULL record is not what this training saw)."""
     setattr(config, RUN_KEY, run)
     setattr(config, BASE_KEY, base_model)
-    if max_side:
-        setattr(config, MAX_SIDE_KEY, int(max_side))
+    record_decoding(config, PACKED, max_side)
 
 
 def record_best_checkpoint(config: Any, name: str | None) -> None:
@@ -249,10 +308,12 @@ def folder_from_config(config: Any, *, name: str, image_size: int, image_mean, i
     check_labels(config)
     return ModelFolder(
         name=str(name), labels=tuple(config.id2label[i] for i in range(config.num_labels)),
-        decoding=Decoding(max_side=max_side(config), image_size=int(image_size), resample=int(resample)),
+        decoding=Decoding(max_side=max_side(config), image_size=int(image_size), resample=int(resample),
+                          mode=decoding_mode(config)),
         image_mean=tuple(float(v) for v in image_mean), image_std=tuple(float(v) for v in image_std),
         temperature=temperature(config), components=score_components(config), source=source(config),
-        base_model=base_record(config), run=run_record(config), preset=preset(config))
+        base_model=base_record(config), run=run_record(config), preset=preset(config),
+        calibration=calibration(config), calibrated=calibrated(config), data=data_record(config))
 
 
 def looks_local(name: str) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 from loscat_hf.io.atomic import write_atomic
 
 EXPORT_VERSION = 1  # bump when the exported graph changes: old cache entries are then not reused
-RECORD_VERSION = 2  # bump when predictor.json's meaning changes (it is a ModelFolder record)
+RECORD_VERSION = 3  # bump when predictor.json's meaning changes (it is a ModelFolder record)
 OPSET = 18
 CHECK_FILE = "check.json"
 RECORD_FILE = "predictor.json"
