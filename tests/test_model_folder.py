@@ -74,3 +74,40 @@ def test_bad_folders_are_one_line_errors(tmp_path):
     (model / "config.json").write_text(json.dumps(config))
     with pytest.raises(LoscatError, match="id2label"):
         mf.read_model_folder(model)
+
+
+def test_training_records_packed_decoding_over_an_inherited_full_one():
+    """A model fine-tuned from the converted study checkpoint saw packed photos: its inherited FULL decoding
+    record must not survive `train`, or prediction would decode unlike its training."""
+    from transformers import ViTConfig
+
+    config = ViTConfig()
+    mf.record_decoding(config, mf.FULL)
+    assert mf.decoding_mode(config) == mf.FULL
+    mf.record_training(config, run={"task": "region"}, base_model={"kind": "converted"}, max_side=256)
+    assert mf.decoding_mode(config) == mf.PACKED and mf.max_side(config) == 256
+    assert mf.decoding_mode({}) == mf.PACKED and mf.decoding_mode({mf.DECODING_KEY: "other"}) == mf.PACKED
+    with pytest.raises(ValueError):
+        mf.record_decoding(config, "bicubic")
+
+
+def test_calibrated_means_a_temperature_was_fitted_and_says_how(tmp_path):
+    assert not mf.calibrated({}) and mf.calibration({}) is None
+    assert not mf.calibrated({mf.TEMPERATURE_KEY: "nan"}) and not mf.calibrated({mf.TEMPERATURE_KEY: -1})
+    assert mf.calibrated({mf.TEMPERATURE_KEY: 1.0})  # a fitted 1.0 is still fitted
+    model = save_tiny_model(tmp_path / "m")
+    record = mf.read_model_folder(model)
+    assert not record.calibrated and record.calibration is None and record.data is None
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model)
+    mf.record_temperature(config, 1.4, by="calibrate", split="validation", n=40, ece_before=0.2,
+                          ece_after=0.05)
+    mf.record_data(config, kind="synthetic", photos=120)
+    config.save_pretrained(model)
+    record = mf.read_model_folder(model)
+    assert record.calibrated and record.temperature == pytest.approx(1.4)
+    assert record.calibration == {"by": "calibrate", "split": "validation", "n": 40, "ece_before": 0.2,
+                                  "ece_after": 0.05}
+    assert record.data == {"kind": "synthetic", "photos": 120}
+    assert mf.ModelFolder.from_dict(record.to_dict(), name=record.name) == record
