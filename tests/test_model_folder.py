@@ -111,3 +111,9 @@ def test_calibrated_means_a_temperature_was_fitted_and_says_how(tmp_path):
                                   "ece_after": 0.05}
     assert record.data == {"kind": "synthetic", "photos": 120}
     assert mf.ModelFolder.from_dict(record.to_dict(), name=record.name) == record
+
+
+def test_a_checkpoint_converted_before_the_decoding_record_decodes_full():
+    converted = {mf.SOURCE_KEY: {"arch": "vit_base_patch16_384", "study": True}}
+    assert mf.decoding_mode(converted) == mf.FULL
+    assert mf.decoding_mode({**converted, mf.RUN_KEY: {"task": "region"}}) == mf.PACKED  # fine-tuned since

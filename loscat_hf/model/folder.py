@@ -153,8 +153,12 @@ def calibration(config: Any) -> dict | None:
 
 
 def decoding_mode(config: Any) -> str:
-    """PACKED unless the folder records FULL (a converted study checkpoint)."""
-    return FULL if _get(config, DECODING_KEY) == FULL else PACKED
+    """As recorded; without a record, FULL for converted weights loscat-hf never trained (converted before
+    the record existed: the study's script decodes so), else PACKED."""
+    value = _get(config, DECODING_KEY)
+    if value in DECODING_MODES:
+        return value
+    return FULL if source(config) and not run_record(config) and value is None else PACKED
 
 
 def data_record(config: Any) -> dict | None:
