@@ -25,6 +25,8 @@ _LAZY = {  # the plain-Python API: one function per pipeline step, each returnin
     "evaluate": "loscat_hf.evaluation.split_eval",
     "EvaluationResult": "loscat_hf.evaluation.split_eval",
     "evaluate_predictions": "loscat_hf.evaluation.predictions",
+    "calibrate": "loscat_hf.evaluation.calibrate",
+    "CalibrationResult": "loscat_hf.evaluation.calibrate",
     "PredictionsEvaluation": "loscat_hf.evaluation.predictions",
     "model_card": "loscat_hf.model.card",
     "convert_timm": "loscat_hf.model.convert",
@@ -55,6 +57,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the names of _LAZY, re-exp
     from loscat_hf.demo.quickstart import QuickstartResult as QuickstartResult
     from loscat_hf.demo.quickstart import quickstart as quickstart
     from loscat_hf.errors import LoscatError as LoscatError
+    from loscat_hf.evaluation.calibrate import CalibrationResult as CalibrationResult
+    from loscat_hf.evaluation.calibrate import calibrate as calibrate
     from loscat_hf.evaluation.predictions import PredictionsEvaluation as PredictionsEvaluation
     from loscat_hf.evaluation.predictions import evaluate_predictions as evaluate_predictions
     from loscat_hf.evaluation.split_eval import EvaluationResult as EvaluationResult

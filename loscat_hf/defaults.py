@@ -16,6 +16,11 @@ MAX_SIDE = 512
 # there: it halves the decode time, and the model resizes to its input size anyway.
 SIZE_SLACK = 0.15
 
+# "needs review" (`predict`, the Space, `calibrate`'s report): top-1 probability below MIN_CONFIDENCE, or the
+# top two within MIN_MARGIN (model/calibration.py `needs_review`)
+MIN_CONFIDENCE = 0.5
+MIN_MARGIN = 0.1
+
 # Inference precisions (`predict`, `explain`, `label`, `demo`, the Space): "auto" = bf16 on a GPU, fp32 on
 # CPU; "int8" = ONNX Runtime's dynamic quantisation of the MatMuls, CPU only (changes answers: opt-in).
 PRECISIONS = ("auto", "fp32", "bf16", "int8")

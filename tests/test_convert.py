@@ -58,7 +58,8 @@ def test_converted_model_gives_timm_logits(study_like):
     assert (list(processor.image_mean) == list(IMAGENET_MEAN)
             and list(processor.image_std) == list(IMAGENET_STD))
     card = (folder / "README.md").read_text()
-    assert "convert-timm" in card and "best_12cls_vit.pt" in card and "SCFA -> head" in card
+    assert "convert-timm" in card and "local file (sha256 " in card and "SCFA -> head" in card
+    assert "best_12cls_vit" not in card  # a local file's name is never published
     assert "Trained by its authors on their data, which `loscat-hf` did not see" in card
     assert "384x384 (bicubic),\nmean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225)" in card
     assert str(folder.parent) not in (folder / "config.json").read_text()  # no local path recorded
@@ -187,7 +188,7 @@ def test_hub_reference_through_local_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home2 / "hub"))
     with pytest.raises(LoscatError, match=r"2 weights files: a\.pt, vit/b\.safetensors"):
         convert_timm("org/two", tmp_path / "c", arch="vit_tiny_patch32_224")
-    with pytest.raises(LoscatError, match="offline, and not in the local HF cache"):
+    with pytest.raises(LoscatError, match="not in the local HF cache"):
         convert_timm("org/absent/x.pt", tmp_path / "d")
 
 
@@ -219,16 +220,37 @@ class _Evil:
     (lambda s: {"weights": torch.ones(3)}, "vit_tiny_patch32_224", "not a timm ViT state dict"),
     (lambda s: [1, 2], "vit_tiny_patch32_224", "not a state dict of tensors"),
     (lambda s: {**s, "x": _Evil()}, "vit_tiny_patch32_224", "refused"),
+    # a tensor of the wrong rank or size: named, with the shape the architecture needs (not an IndexError)
+    (lambda s: {**s, "head.weight": torch.tensor(0.5)}, "vit_tiny_patch32_224",
+     r"tensor head\.weight has shape \[\], but timm vit_tiny_patch32_224 needs a matrix of shape "
+     r"\[12, 192\]"),
+    (lambda s: {**s, "blocks.4.attn.qkv.weight": torch.ones(576)}, "vit_tiny_patch32_224",
+     r"tensor blocks\.4\.attn\.qkv\.weight has shape \[576\], .* needs a matrix of shape \[576, 192\]"),
+    (lambda s: {**s, "cls_token": torch.tensor(1.0)}, "vit_tiny_patch32_224",
+     r"tensor cls_token has shape \[\], .* needs a 3-d tensor of shape \[1, 1, 192\]"),
+    (lambda s: {**s, "blocks.7.mlp.fc2.weight": torch.ones(192, 700)}, "vit_tiny_patch32_224",
+     r"tensor blocks\.7\.mlp\.fc2\.weight has shape \[192, 700\], .* matrix of shape \[192, 768\]"),
+    # values no trained network has: refused by name, never cast or converted
+    (lambda s: {**s, "blocks.5.mlp.fc1.weight": s["blocks.5.mlp.fc1.weight"].index_fill(1, torch.tensor([3]),
+                                                                                        float("nan"))},
+     "vit_tiny_patch32_224", r"tensor blocks\.5\.mlp\.fc1\.weight holds NaN or infinite values"),
+    (lambda s: {**s, "norm.bias": s["norm.bias"].index_fill(0, torch.tensor([3]), float("inf"))},
+     "vit_tiny_patch32_224", r"tensor norm\.bias holds NaN or infinite values"),
+    (lambda s: {**s, "head.bias": s["head.bias"].to(torch.complex64)}, "vit_tiny_patch32_224",
+     r"tensor head\.bias is complex64, not real floating point"),
+    (lambda s: {**s, "pos_embed": s["pos_embed"].long()}, "vit_tiny_patch32_224",
+     r"tensor pos_embed is int64, not real floating point"),
 ])
 def test_bad_checkpoints_are_refused_in_one_line(tmp_path, capsys, make, arch, message):
     state = random_timm_state(dim=192, depth=12, patch=32, image=224, seed=5)
     path = tmp_path / "bad.pt"
     torch.save(make(state), path)
     assert main(["convert-timm", str(path), "--out", str(tmp_path / "m"), "--arch", arch]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()[-1]
     assert err.startswith("loscat-hf: error:") and __import__("re").search(message, err), err
-    assert "this ran" not in capsys.readouterr().out
-    assert not (tmp_path / "m").exists()
+    assert "Traceback" not in captured.err and "this ran" not in captured.out
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.pt"]  # no folder, no .partial left behind
 
 
 def test_bad_labels_and_existing_output(tmp_path, capsys):
@@ -333,3 +355,57 @@ def test_network_errors_are_one_line(tmp_path, capsys, monkeypatch):
         assert main(["convert-timm", ref, "--out", str(tmp_path / "m")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "Connection refused" in err[0], err
+
+
+def test_a_local_checkpoints_name_and_folder_are_never_written(tmp_path):
+    """A checkpoint named after a patient, in a folder named after them: neither name reaches any byte of the
+    converted folder (config.json, card, weights) nor of what `push` would upload; its sha256 does."""
+    import hashlib
+
+    secret = tmp_path / "Doe_Jane_1984-03-02_MRN4471203"
+    secret.mkdir()
+    path = secret / "JaneDoe_MRN4471203_thigh.pt"
+    torch.save(random_timm_state(dim=192, depth=12, patch=32, image=224, seed=8), path)
+    assert main(["convert-timm", str(path), "--out", str(tmp_path / "m"),
+                 "--arch", "vit_tiny_patch32_224"]) == 0
+    assert main(["push", "--model", str(tmp_path / "m"), "--repo-id", "me/x", "--dry-run",
+                 str(tmp_path / "push")]) == 0
+    written = [p for root in ("m", "push") for p in (tmp_path / root).rglob("*") if p.is_file()]
+    assert len(written) >= 6
+    for p in written:
+        data = p.read_bytes().lower()
+        for part in ("doe_jane", "janedoe", "mrn4471203", "1984-03-02", "_thigh", str(tmp_path).lower()):
+            assert part.encode() not in data, (p.name, part)
+    source = json.loads((tmp_path / "m" / "config.json").read_text())["loscat_source"]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert source["checkpoint"] == "local file" and source["sha256"] == digest and source["study"] is False
+    assert f"local file (sha256 {digest[:16]})" in (tmp_path / "m" / "README.md").read_text()
+
+
+
+def test_a_folder_converted_when_names_were_recorded_shows_and_pushes_no_name(tmp_path, capsys):
+    """Older conversions wrote the local checkpoint's path into config.json: the card and the Space show
+    "local file" instead, and `push` refuses the folder until it is converted again."""
+    from loscat_hf.apps.space import model_description
+    from loscat_hf.model.folder import SOURCE_KEY, read_model_folder
+
+    path = tmp_path / "ckpt.pt"
+    torch.save(random_timm_state(dim=192, depth=12, patch=32, image=224, seed=8), path)
+    model = tmp_path / "m"
+    assert main(["convert-timm", str(path), "--out", str(model), "--arch", "vit_tiny_patch32_224"]) == 0
+    config = json.loads((model / "config.json").read_text())
+    config[SOURCE_KEY] = {"checkpoint": "clinic/Doe_Jane/MRN4471203.pt", "arch": "vit_tiny_patch32_224",
+                          "study": False}
+    (model / "config.json").write_text(json.dumps(config))
+    folder = read_model_folder(model)
+    assert folder.source["checkpoint"] == "local file"
+    assert "MRN4471203" not in model_description(folder, str(model))
+    capsys.readouterr()
+    assert main(["push", "--model", str(model), "--repo-id", "me/x", "--dry-run", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "convert the checkpoint again" in err and "MRN4471203" not in err
+    assert not (tmp_path / "p").exists()
+    # a Hub reference stays what it was: it is public
+    config[SOURCE_KEY] = {"checkpoint": "org/repo/best.pt", "hub": True, "study": False}
+    (model / "config.json").write_text(json.dumps(config))
+    assert read_model_folder(model).source["checkpoint"] == "org/repo/best.pt"

@@ -27,7 +27,8 @@ def test_map_shape_normalised_and_image_dependent(tiny_model):
     assert a.heat.shape == (s, s) and a.heat.dtype == np.float32
     assert a.heat.min() >= 0.0 and a.heat.max() <= 1.0 and a.heat.max() > 0.9
     assert np.abs(a.heat - b.heat).mean() > 0.01
-    assert a.overlay.size == (s, s) and a.overlay.mode == "RGB" and not a.overlay.getexif()
+    # drawn over the decoded photo at its own size (260x200), not over the S x S model input
+    assert a.overlay.size == (260, 200) and a.overlay.mode == "RGB" and not a.overlay.getexif()
     assert pred.model.config._attn_implementation == "sdpa"  # eager only for the explained call
     # the explained pass gives the same logits as the plain prediction path
     plain = pred.logits(pred.explain_inputs(_photos()[0])[1][None])
@@ -97,3 +98,25 @@ def test_a_folder_without_photos_is_refused(tiny_model, tmp_path):
     with pytest.raises(LoscatError, match="no photos found in .*1 file"):
         explain_folder(tiny_model, [tmp_path / "in"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_overlays_have_the_photos_size_not_the_models(tiny_model, tmp_path):
+    """A 64 px model's overlay of a camera photo is drawn at the decoded photo's size (here the packing size,
+    shorter side 512), readable in the Space; the S x S model input is only the map's resolution."""
+    from loscat_hf.infer.explain import explain_pixels
+
+    rng = np.random.default_rng(3)
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(rng.integers(0, 256, (768, 1024, 3), dtype=np.uint8)).save(src / "render.png")
+    Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(src / "small.png")
+    result = explain_folder(tiny_model, [str(src)], tmp_path / "out")
+    sizes = {p.name: Image.open(p).size for p in result.overlays}
+    assert sizes == {"render.explain.png": (683, 512), "small.explain.png": (120, 90)}
+    pred = RegionPredictor.from_pretrained(tiny_model, precision="fp32")
+    photo, x = pred.explain_inputs(src / "render.png")
+    (with_photo,) = explain_pixels(pred, x[None], photos=[photo])
+    (bare,) = explain_pixels(pred, x[None])
+    s = pred.image_size
+    assert s < 100 and bare.overlay.size == (s, s) and with_photo.overlay.size == photo.size
+    np.testing.assert_array_equal(with_photo.heat, bare.heat)  # the same map, drawn larger

@@ -95,6 +95,60 @@ def test_a_row_cut_inside_a_quoted_cell_does_not_swallow_the_next(tmp_path):
     assert [(a.image, a.rater) for a in read_answers(out)] == [("a.jpg", "Smith, J"), ("c.jpg", "Smith, J")]
 
 
+def _answer(image: str, labelled_at: str = "2026-11-27T10:00:00+00:00") -> Answer:
+    return Answer(image, "P1", "", "head", "alice", "good", labelled_at)
+
+
+@pytest.mark.parametrize("cut", [b'"P1/line\nbre', b'"P1/line\n', b'"P1/line\nbreak.jpg",P1,,he'],
+                         ids=["inside the second line", "just after the line break", "after the cell"])
+def test_a_cut_in_a_multi_line_file_name_hides_no_later_answer(tmp_path, cut):
+    """A file name with a line break is a quoted cell over two lines; a crash that cuts it leaves a quote
+    open that only the whole file, not its last line, shows."""
+    out = tmp_path / "labels.csv"
+    log = LabelLog(out)
+    log.append(_answer("P1/line\nbreak.jpg"))
+    with open(out, "ab") as fh:
+        fh.write(cut)
+    log.append(_answer("P1/c.jpg"))
+    log.append(_answer("P1/d.jpg"))
+    expected = ["P1/line\nbreak.jpg", "P1/c.jpg", "P1/d.jpg"]
+    assert [a.image for a in read_answers(out)] == expected
+    assert [r["image"] for r in _rows(out) if r["labelled_at"]] == expected  # any CSV reader: prepare's
+
+
+def test_answers_after_a_cut_that_was_never_repaired_are_read(tmp_path):
+    """A file an older loscat-hf appended to after such a cut: the open quote runs on to the end."""
+    out = tmp_path / "labels.csv"
+    LabelLog(out).append(_answer("P1/a.jpg"))
+    with open(out, "ab") as fh:
+        fh.write(b'"P1/line\nbre\n')  # what the earlier writer added: a line end, no closing quote
+        fh.write(b"P1/c.jpg,P1,,head,alice,good,2026-11-27T10:00:02+00:00\n")
+        fh.write(b"P1/d.jpg,P1,,neck,alice,good,2026-11-27T10:00:03+00:00\n")
+    assert [(a.image, a.region) for a in read_answers(out)] == [
+        ("P1/a.jpg", "head"), ("P1/c.jpg", "head"), ("P1/d.jpg", "neck")]
+
+
+def test_a_character_cut_in_two_leaves_the_file_readable(tmp_path):
+    out = tmp_path / "labels.csv"
+    LabelLog(out).append(_answer("P1/a.jpg"))
+    with open(out, "ab") as fh:
+        fh.write("P1/café.jpg".encode()[:-5])  # cut inside the two bytes of 'é'
+    assert [a.image for a in read_answers(out)] == ["P1/a.jpg"]
+    log = LabelLog(out)  # the app starts again
+    log.append(_answer("P1/c.jpg"))
+    out.read_bytes().decode("utf-8")  # whole characters again: prepare reads it as UTF-8, not cp1252
+    assert [a.image for a in read_answers(out)] == ["P1/a.jpg", "P1/c.jpg"]
+
+
+def test_a_carriage_return_in_a_file_name_stays_in_its_cell(tmp_path):
+    out = tmp_path / "labels.csv"
+    log = LabelLog(out)
+    log.append(_answer("P1/a\rb.jpg"))
+    log.append(_answer("P1/c.jpg"))
+    assert [a.image for a in read_answers(out)] == ["P1/a\rb.jpg", "P1/c.jpg"]
+    assert [r["image"] for r in _rows(out)] == ["P1/a\rb.jpg", "P1/c.jpg"]
+
+
 def test_a_foreign_csv_is_not_appended_to(tmp_path):
     out = tmp_path / "export.csv"
     out.write_text("image,patient_id,region\na.jpg,P1,head\n")
@@ -199,6 +253,42 @@ def test_patient_ids_and_visits_from_a_csv(folder, tmp_path):
         list_photos(folder, table)
 
 
+def test_links_out_of_the_folder_and_names_that_are_not_utf8_are_not_offered(folder, tmp_path, caplog):
+    secret = tmp_path / "elsewhere" / "passwd"
+    secret.parent.mkdir()
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (folder / "P000" / "passwd.jpg").symlink_to(secret)
+    (folder / "P000" / "again.jpg").symlink_to(folder / "P001" / "img0.jpg")  # inside: offered
+    try:
+        (folder / os.fsdecode(b"P001/caf\xe9.jpg")).write_bytes((folder / "P001" / "img1.jpg").read_bytes())
+    except (OSError, UnicodeError):
+        pytest.skip("this file system names files in UTF-8 only")
+    with caplog.at_level("WARNING"):
+        photos = list_photos(folder)
+    assert sorted(p.image for p in photos) == sorted([f"P{p:03d}/img{i}.jpg" for p in range(3)
+                                                      for i in range(3)] + ["P000/again.jpg"])
+    assert all(p.path == p.path.resolve() and folder.resolve() in p.path.parents for p in photos)
+    assert "links to files outside it (e.g. P000/passwd.jpg)" in caplog.text
+    assert "not valid UTF-8 (e.g. P001/caf\\xe9.jpg); rename them" in caplog.text
+
+
+def test_the_page_shows_no_byte_of_a_file_that_is_no_photo(folder, tmp_path):
+    from loscat_hf.apps.labelling.app import LabelApp
+    from loscat_hf.apps.labelling.photos import LabelPhoto
+    from loscat_hf.apps.labelling.session import Shown
+
+    fake = folder / "P000" / "fake.jpg"
+    fake.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    app = LabelApp(_session(folder, tmp_path / "labels.csv"), "alice")
+    photo = LabelPhoto("id", "P000/fake.jpg", fake.resolve(), "P000")
+    image, problem = app._pixels(Shown(photo=photo, progress=""))
+    assert image is None and "not an image" in problem and "root" not in problem and "x:0" not in problem
+    fake.unlink()
+    fake.symlink_to(folder / "P000" / "img0.jpg")  # replaced by a link once the app runs
+    image, problem = app._pixels(Shown(photo=photo, progress=""))
+    assert image is None and "replaced by a link" in problem
+
+
 # ------------------------------------------------------------------------------------------ the session
 def test_grading_skip_back_and_progress(folder, tmp_path):
     s = _session(folder, tmp_path / "labels.csv")
@@ -297,6 +387,19 @@ def test_the_model_orders_the_queue_and_suggests_after_the_answer(folder, tmp_pa
     assert after.feedback.startswith("Model, for the photo you just graded (head): ")
     suggest = LabelSession(photos, LabelLog(out), load_taxonomy(), suggestions=suggestions, suggest=True)
     assert suggest.next_photo("bob").suggestion == suggestions[suggest.next_photo("bob").photo.image]
+
+
+def test_model_suggestions_survive_a_photo_removed_between_starts(folder, tmp_path):
+    """The suggestions file is a cache: rows `predict --resume` refuses (a photo gone since) are predicted
+    afresh, never an app that will not start."""
+    model = save_tiny_model(tmp_path / "model")
+    out = tmp_path / "labels.csv"
+    photos = list_photos(folder, exclude=[out])
+    first = model_suggestions(str(model), photos, out)
+    photos[0].path.unlink()
+    later = list_photos(folder, exclude=[out])
+    again = model_suggestions(str(model), later, out)
+    assert set(again) == {p.image for p in later} and set(again) < set(first)
 
 
 def test_summary_counts_agreement_and_model(folder, tmp_path):

@@ -21,7 +21,7 @@ def _recorded(tmp_path):
     mf.record_training(model.config, run={"task": "region"}, base_model={"kind": "scratch", "preset": "tiny"},
                        max_side=128)
     mf.record_temperature(model.config, 1.7)
-    mf.record_source(model.config, {"checkpoint": "x.pt", "study": False})
+    mf.record_source(model.config, {"checkpoint": "org/repo/x.pt", "hub": True, "study": False})
     mf.record_best_checkpoint(model.config, "checkpoint-3")
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
@@ -33,7 +33,7 @@ def test_read_model_folder_returns_every_record_under_one_name(tmp_path):
     assert record.decoding == mf.Decoding(max_side=128, image_size=64, resample=record.decoding.resample)
     assert record.temperature == pytest.approx(1.7) and record.run == {"task": "region"} and record.fine_tuned
     assert record.base_model == {"kind": "scratch", "preset": "tiny"} and record.preset == "tiny"
-    assert record.source["checkpoint"] == "x.pt" and record.components == ()
+    assert record.source["checkpoint"] == "org/repo/x.pt" and record.components == ()
     assert len(record.labels) == 12 and len(record.image_mean) == 3
     # the parsed config.json answers the same through the accessors (the card and --resume read JSON)
     config = json.loads((tmp_path / "config.json").read_text())

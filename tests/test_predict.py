@@ -112,7 +112,9 @@ def test_every_file_gets_one_row_with_its_status(archive, predictor, tmp_path):
     assert summary.by_status["ok"] == 5 and summary.total == 9
     assert summary.needs_review == sum(r["needs_review"] == "true" for r in rows)
     assert not list(out.parent.glob("*.partial")) and not list(out.parent.glob("*.tmp"))
-    assert sorted(p.name for p in out.parent.iterdir()) == ["predictions.csv"]
+    # and the record of what wrote it, for --resume (owner-only: it names the model folder)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["predictions.csv", "predictions.csv.run.json"]
+    assert (out.parent / "predictions.csv.run.json").stat().st_mode & 0o777 == 0o600
 
 
 def test_exif_rotated_file_is_predicted_upright(archive, predictor, tmp_path):
@@ -196,8 +198,10 @@ def test_killed_run_keeps_checkpoint_and_resume_skips_done_rows(tmp_path, predic
     assert [r["image"] for r in partial] == ["p0.png", "p1.png", "p2.png", "p3.png"]  # two batches flushed
 
     # mark the checkpointed rows: if resume recomputed them, the mark would be gone
-    text = (tmp_path / "p.csv.partial").read_text().replace(partial[0]["probability"], "0.4242", 1)
+    # (probability and top1_prob alike: resume refuses a row whose region is not its top-1)
+    text = (tmp_path / "p.csv.partial").read_text().replace(partial[0]["probability"], "0.4242", 2)
     (tmp_path / "p.csv.partial").write_text(text)
+    assert _read(tmp_path / "p.csv.partial")[0]["top1_prob"] == "0.4242"
     counter = _counting_predictor(predictor, monkeypatch)
     summary = predict_folder(predictor, folder, out, batch_size=2, resume=True, progress=False)
     assert counter.photos == 3 and summary.resumed == 4

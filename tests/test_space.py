@@ -549,6 +549,75 @@ def test_page_names_the_model_it_serves(tmp_path):
     assert model_description(folder(), "org/model") == "**Model**: `org/model`."
 
 
+def _recorded_folder(*, data=None, source=None, run=None, base=None, temperature=None, how=None):
+    """A ModelFolder as `train`, `convert-timm` or `calibrate` would have recorded it."""
+    from transformers import ViTConfig
+
+    from loscat_hf.model import folder as model_folder
+
+    config = ViTConfig(id2label={0: "head", 1: "neck"})
+    if source:
+        model_folder.record_source(config, source)
+    if run:
+        model_folder.record_training(config, run=run, base_model=base or {"kind": "folder"}, max_side=None)
+    if data:
+        model_folder.record_data(config, **data)
+    if temperature:
+        model_folder.record_temperature(config, temperature, **(how or {}))
+    return model_folder.folder_from_config(config, name="x", image_size=224, image_mean=[0.5] * 3,
+                                           image_std=[0.5] * 3)
+
+
+def test_page_limits_come_from_the_models_record():
+    """The intended-use and limits text says what this model's record says: SYNTHETIC phantoms, converted
+    from the study, fine-tuned on N photos of this clinic, or unknown; calibrated (on how many) or not."""
+    from loscat_hf.apps.space import intended_use
+
+    how = {"by": "train", "split": "validation", "n": 83, "ece_before": 0.21, "ece_after": 0.04}
+    scratch = {"kind": "scratch", "preset": "tiny"}
+    phantom = intended_use(_recorded_folder(data={"kind": "synthetic", "photos": 345},
+                                            run={"task": "regions"}, base=scratch, temperature=1.7, how=how))
+    assert "Trained on SYNTHETIC phantoms (`loscat-hf demo-data`, 345 photos)" in phantom
+    assert "Do not use its answers on patients' photos" in phantom
+    assert "Research and quality-control" not in phantom
+    assert "one clinic" not in phantom and "this clinic" not in phantom
+    assert ("Probabilities calibrated on 83 labelled photos of the validation split (expected calibration "
+            "error 0.210 before, 0.040 after)") in phantom
+
+    study = {"checkpoint": "cyycn20000509/loscat-body-region-classifier/best_12cls_vit.pt", "study": True}
+    converted = intended_use(_recorded_folder(source=study))
+    assert "Converted from the LoSCAT study's published model" in converted
+    assert "**Not calibrated**" in converted and "`loscat-hf calibrate`" in converted
+    assert "one clinic" not in converted and "SYNTHETIC phantoms (" not in converted
+
+    clinic = intended_use(_recorded_folder(source=study, run={"task": "regions"},
+                                           data={"kind": "clinical", "photos": 250}, temperature=1.2,
+                                           how={**how, "by": "calibrate", "n": 120}))
+    assert "Fine-tuned from the LoSCAT study's published model on 250 photos of this clinic" in clinic
+    assert "Probabilities calibrated on 120 labelled photos" in clinic and "Not calibrated" not in clinic
+    mixed = intended_use(_recorded_folder(run={"task": "regions"}, data={"kind": "mixed", "photos": 40}))
+    assert "Fine-tuned on 40 photos of this clinic, some of them SYNTHETIC phantoms" in mixed
+
+    foreign = intended_use(_recorded_folder())
+    assert "Of unknown origin" in foreign and "**Not calibrated**" in foreign
+    # a temperature without a record of how: calibrated, the count unknown
+    assert "on how many photos was not recorded" in intended_use(_recorded_folder(temperature=2.0))
+    # the record is not trusted: planted values never reach the public page
+    planted = intended_use(_recorded_folder(data={"kind": "Jane Doe MRN123456", "photos": 3}, temperature=2.0,
+                                            how={"by": "x", "split": "/home/Jane_Doe", "n": 60}))
+    assert "Jane" not in planted and "Of unknown origin" in planted and "on 60 labelled photos." in planted
+
+
+def test_notice_says_when_probabilities_are_not_calibrated(tmp_path, photo):
+    from loscat_hf.apps.space import SpaceModel
+
+    raw = SpaceModel(str(save_tiny_model(tmp_path / "raw")), precision="fp32", backend="torch")
+    assert "not calibrated" in raw.predict(str(photo))[3]
+    calibrated = SpaceModel(str(save_tiny_model(tmp_path / "t", loscat_temperature=1.5)), precision="fp32",
+                            backend="torch")
+    assert "not calibrated" not in calibrated.predict(str(photo))[3]
+
+
 def test_private_hub_model_names_the_space_secret(tmp_path, monkeypatch):
     """A Hub model the Space cannot read stops it with the way to grant access: the secret HF_TOKEN, which
     huggingface_hub reads from the Space's environment."""

@@ -212,8 +212,51 @@ def test_chance_warning_after_patience_evaluations(caplog):
     assert cb.outcome().endswith("It rose above chance later (last evaluation: macro-F1 0.600).")
 
 
+# validation macro-F1 per epoch of `loscat-hf quickstart` (60 epochs of the tiny preset from scratch; test
+# macro-F1 0.445 at the end; docs/training.md): at chance for half the run, then it learns
+QUICKSTART_F1 = [0.025, 0.061, 0.045, 0.039, 0.047, 0.026, 0.016, 0.090, 0.066, 0.132, 0.063, 0.082, 0.054,
+                 0.092, 0.099, 0.125, 0.082, 0.085, 0.082, 0.109, 0.133, 0.072, 0.095, 0.094, 0.082, 0.145,
+                 0.142, 0.088, 0.070, 0.105, 0.142, 0.142, 0.153, 0.114, 0.137, 0.175, 0.127, 0.179, 0.176,
+                 0.156, 0.148, 0.173, 0.136, 0.137, 0.109, 0.173, 0.163, 0.202, 0.178, 0.179, 0.191, 0.205,
+                 0.173, 0.176, 0.193, 0.196, 0.170, 0.175, 0.202, 0.203]
+
+
+def _evaluate_each_epoch(cb, scores, epochs: float) -> None:
+    class State:
+        num_train_epochs, is_world_process_zero, epoch = epochs, True, 0.0
+
+    cb.on_train_begin(None, State, None)
+    for epoch, score in enumerate(scores, start=1):
+        State.epoch = float(epoch)
+        cb.on_evaluate(None, State, None, metrics={"eval_macro_f1": score})
+
+
+def test_chance_warning_waits_for_a_from_scratch_run(tiny_dataset, tmp_path):
+    """From scratch, a model is at chance for its first epochs: the quickstart's run, which learns, gets no
+    warning; the same scores under the fine-tuning recipe (no grace) warn at epoch 3, as every from-scratch
+    quickstart once did. A from-scratch run still at chance after half its epochs is warned about."""
+    from loscat_hf.training.record import chance_grace
+
+    scratch = ChanceCallback(12, ["too few epochs"], grace=chance_grace(parse_train_args(
+        ["--dataset", "d", "--output-dir", str(tmp_path / "o"), "--model", "tiny"])[0]))
+    _evaluate_each_epoch(scratch, QUICKSTART_F1, 60)
+    assert scratch.warning is None and scratch.start_epoch == 30
+    tuned = ChanceCallback(12, ["too few epochs"], grace=chance_grace(parse_train_args(
+        ["--dataset", "d", "--output-dir", str(tmp_path / "o"), "--model", str(tmp_path / "folder")])[0]))
+    _evaluate_each_epoch(tuned, QUICKSTART_F1, 60)
+    assert tuned.warning and "up to epoch 3.00" in tuned.warning and "not counted" not in tuned.warning
+    stalled = ChanceCallback(12, ["too few epochs"], grace=0.5)
+    _evaluate_each_epoch(stalled, [0.05] * 32, 60)
+    assert stalled.warning and "up to epoch 32.00" in stalled.warning
+    assert "evaluations before epoch 30.00 were not counted" in stalled.warning
+    # the trainer `train` builds gets the recipe's grace
+    callbacks = _trainer(tiny_dataset, tmp_path).callback_handler.callbacks
+    assert [cb.grace for cb in callbacks if isinstance(cb, ChanceCallback)] == [0.5]
+
+
 def test_a_run_that_learns_nothing_says_why(tmp_path, caplog):
-    """Every photo the same grey: whatever the model learns, validation stays at chance."""
+    """Every photo the same grey: whatever the model learns, validation stays at chance (past the half of a
+    from-scratch run that the warning waits for)."""
     from conftest import write_split
     from PIL import Image
 
@@ -225,7 +268,7 @@ def test_a_run_that_learns_nothing_says_why(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="loscat_hf"):
         summary = train(*parse_train_args([
             "--dataset", str(tmp_path / "ds"), "--output-dir", str(out), *FAST, "--learning-rate", "1e-4",
-            "--phase1-epochs", "1", "--num-train-epochs", "3", "--save-strategy", "no",
+            "--phase1-epochs", "1", "--num-train-epochs", "6", "--save-strategy", "no",
             "--load-best-model-at-end", "false"]))
     assert summary.warnings and "chance level" in summary.warnings[0]
     assert "--phase1-epochs 0" in summary.warnings[0] and "from scratch try 1e-3" in summary.warnings[0]
@@ -236,6 +279,37 @@ def test_a_run_that_learns_nothing_says_why(tmp_path, caplog):
     # a hand-made dataset (no prepare_report.json): what its photos are is not recorded, and the card says so
     assert recorded["data_origin"] == {"prepared": False}
     assert "A dataset not packed by `loscat-hf prepare`" in (out / "README.md").read_text()
+    config = json.loads((out / "config.json").read_text())
+    assert config["loscat_data"] == {"kind": "unprepared", "photos": 24}
+
+
+def test_training_records_its_data_and_its_calibration(tiny_dataset, tmp_path):
+    """config.json says what the model was trained on (the card's kind, train photos) and how its temperature
+    was fitted; the Space's page then says SYNTHETIC for a phantom-trained model, never "one clinic"."""
+    import shutil
+
+    from loscat_hf.apps.space import intended_use
+    from loscat_hf.model.folder import read_model_folder
+
+    ds = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, ds)
+    n = 90 + 36  # what `prepare` reports of a dataset of demo-data phantoms only
+    (ds / "prepare_report.json").write_text(json.dumps(
+        {"n_photos": n, "n_patients": 18, "phantom_photos": n, "synthetic": True, "splits": {}}))
+    out = tmp_path / "m"
+    train(*parse_train_args(["--dataset", str(ds), "--output-dir", str(out), *FAST, "--num-train-epochs", "1",
+                             *NO_EVAL]))
+    record = read_model_folder(out)
+    assert record.data == {"kind": "synthetic", "photos": 90}
+    assert record.calibrated and record.calibration["by"] == "train"
+    assert (record.calibration["split"], record.calibration["n"]) == ("validation", 36)
+    assert 0 <= record.calibration["ece_after"] <= 1 and 0 <= record.calibration["ece_before"] <= 1
+    page = intended_use(record)
+    assert "Trained on SYNTHETIC phantoms (`loscat-hf demo-data`, 90 photos)" in page
+    assert "one clinic" not in page and "this clinic" not in page
+    assert "Probabilities calibrated on 36 labelled photos of the validation split" in page
+    card = (out / "README.md").read_text()
+    assert "**SYNTHETIC demo model.**" in card and "fitted by `loscat-hf train` on 36 labelled photos" in card
 
 
 def test_base_model_record_names_no_local_path(tmp_path):

@@ -52,18 +52,20 @@ CACHE_EXPIRY_S = 600
 EXPIRED = (f"the upload has expired (uploads are deleted after {CACHE_EXPIRY_S // 60} minutes): "
            "please upload it again")
 
-INTENDED_USE = """
-**Intended use.** Research and quality-control aid that suggests which LoSCAT body region (18 anatomic
-sites merged into 12 side-agnostic classes) a clinical photo of localized scleroderma shows, e.g. to
-pre-sort an archive before a person checks the labels. **Not a medical device; not for diagnosis or
-treatment decisions.** It does not grade disease activity or damage.
-
-**Limits.** Trained on one clinic's photos: other cameras, skin tones, framing or body parts outside the
-18 LoSCAT sites can give confident wrong answers. Left and right are merged. Low-confidence answers are
-marked *needs review*. The explanation map (attention rollout) shows which patches the model used, not why.
-Photos, answers and the batch CSV are deleted about 10 minutes after upload; nothing is stored or flagged.
-The example photos are **SYNTHETIC** phantoms, not patients.
-"""
+# The page's intended use and limits (`intended_use`): fixed words around what the model's record says
+USE = ("**Intended use.** Research and quality-control aid that suggests which LoSCAT body region "
+       "(18 anatomic sites merged into 12 side-agnostic classes) a clinical photo of localized scleroderma "
+       "shows, e.g. to pre-sort an archive before a person checks the labels. **Not a medical device; not "
+       "for diagnosis or treatment decisions.** It does not grade disease activity or damage.")
+DEMO_USE = ("**Intended use.** A demonstration of loscat-hf only: this model was trained on SYNTHETIC "
+            "phantoms and has never seen a photograph of a patient. **Do not use its answers on patients' "
+            "photos.** Not a medical device.")
+OUT_OF_DISTRIBUTION = ("other cameras, skin tones, framing or body parts outside the 18 LoSCAT sites can "
+                       "give confident wrong answers")
+LIMITS = ("Left and right are merged. Low-confidence answers are marked *needs review*. The explanation "
+          "map (attention rollout) shows which patches the model used, not why. Photos, answers and the "
+          "batch CSV are deleted about 10 minutes after upload; nothing is stored or flagged. The example "
+          "photos are **SYNTHETIC** phantoms, not patients.")
 
 
 @functools.lru_cache(maxsize=32)
@@ -194,17 +196,19 @@ class SpaceModel:
     def predict(self, image: str | None, show_explanation: bool = False):
         """One photo -> (top-3 label dict, body map, explanation overlay or None, review notice)."""
         with IN_FLIGHT.hold([image] if image else []):
-            _, pixels = self._pixels(image)
+            img, pixels = self._pixels(image)
         batch = pixels[None]
         if show_explanation:
-            ex = explain_pixels(self.predictor, batch)[0]
+            ex = explain_pixels(self.predictor, batch, photos=[img])[0]  # drawn at the photo's size
             logits, shown = ex.logits[None], cached_jpeg(ex.overlay, "loscat-overlay-")
         else:
             logits, shown = self.predictor.logits(batch), None
         pred = self.predictor.from_logits(logits, top_k=3)[0]
-        notice = (f"⚠️ **Needs review**: top probability {pred.probability:.0%} is below "
+        # a raw softmax is no probability to trust: say so beside the number
+        shown_p = f"{pred.probability:.0%}" + ("" if self.predictor.folder.calibrated else ", not calibrated")
+        notice = (f"⚠️ **Needs review**: top probability {shown_p} is below "
                   f"{self.predictor.min_confidence:.0%} or the top two are close. Please check by eye."
-                  if pred.needs_review else f"Predicted **{pred.label}** ({pred.probability:.0%}).")
+                  if pred.needs_review else f"Predicted **{pred.label}** ({shown_p}).")
         return dict(pred.top), _body_map_file(pred.label), shown, notice
 
     def predict_batch(self, files: list[str] | None):
@@ -289,6 +293,59 @@ def model_description(folder: ModelFolder, name: str) -> str:
     return f"**Model**: `{shown}`."
 
 
+def trained_on(folder: ModelFolder) -> str:
+    """What the model's own record says its weights learnt from (allowed values only: the page is public)."""
+    from loscat_hf.model.card import data_shown
+
+    data = data_shown(folder.data)
+    check = "validate it on your own labelled photos before use"
+    photos = f"{data['photos']} photos" if data and data["photos"] is not None else "photos"
+    if data and data["kind"] == "synthetic":
+        return (f"Trained on SYNTHETIC phantoms (`loscat-hf demo-data`, {photos}): its answers on "
+                "photographs of patients mean nothing.")
+    if data and data["kind"] in ("clinical", "mixed"):
+        verb = ("Trained from scratch" if (folder.base_model or {}).get("kind") == "scratch" else
+                "Fine-tuned from the LoSCAT study's published model" if folder.source.get("study") else
+                "Fine-tuned")
+        some = ", some of them SYNTHETIC phantoms" if data["kind"] == "mixed" else ""
+        return f"{verb} on {photos} of this clinic{some}: {OUT_OF_DISTRIBUTION}."
+    if data:
+        return f"Trained by loscat-hf on {photos} whose origin was not recorded: {check}."
+    if folder.source and not folder.fine_tuned:
+        whose = "the LoSCAT study's published model" if folder.source.get("study") else "a timm checkpoint"
+        return (f"Converted from {whose}: trained by its authors on their photos, which loscat-hf did not "
+                f"see; {check} (`loscat-hf evaluate`).")
+    if folder.fine_tuned:
+        return f"Trained by loscat-hf, but what it was trained on was not recorded: {check}."
+    return (f"Of unknown origin: its folder does not record what it was trained on; {check}. "
+            f"{OUT_OF_DISTRIBUTION[0].upper()}{OUT_OF_DISTRIBUTION[1:]}.")
+
+
+def calibration_note(folder: ModelFolder) -> str:
+    """Whether the probabilities shown were calibrated on labelled photos, and on how many."""
+    from loscat_hf.model.card import calibration_shown
+
+    if not folder.calibrated:
+        return ("**Not calibrated**: its probabilities are the raw softmax and can be over-confident, so "
+                "*needs review* may miss photos it gets wrong (`loscat-hf calibrate` fits a temperature on "
+                "labelled photos).")
+    how = calibration_shown(folder.calibration) or {}
+    if not how.get("n"):
+        return "Probabilities calibrated by a recorded temperature (on how many photos was not recorded)."
+    split = f" of the {how['split']} split" if how.get("split") else ""
+    ece = (f" (expected calibration error {how['ece_before']:.3f} before, {how['ece_after']:.3f} after)"
+           if how.get("ece_before") is not None and how.get("ece_after") is not None else "")
+    return f"Probabilities calibrated on {how['n']} labelled photos{split}{ece}."
+
+
+def intended_use(folder: ModelFolder) -> str:
+    """The page's intended use and limits, from the model's own record: what it was trained on (or converted
+    from), and whether its probabilities are calibrated."""
+    synthetic = (folder.data or {}).get("kind") == "synthetic"
+    return (f"{DEMO_USE if synthetic else USE}\n\n**Limits.** {trained_on(folder)} "
+            f"{calibration_note(folder)} {LIMITS}")
+
+
 def build_demo(model: str | None = None, precision: str | None = None, backend: str | None = None,
                cache_expiry: tuple[int, int] = (CACHE_SWEEP_S, CACHE_EXPIRY_S)) -> gr.Blocks:
     """The Blocks app; model from the argument, else env LOSCAT_MODEL, else the study's converted model.
@@ -331,7 +388,7 @@ def build_demo(model: str | None = None, precision: str | None = None, backend: 
             table = gr.Dataframe(label="Regions", interactive=False)
             csv_out = gr.File(label="CSV")
             run.click(app.predict_batch, [files], [table, csv_out], api_name="predict_batch")
-        gr.Markdown(INTENDED_USE)
+        gr.Markdown(intended_use(app.predictor.folder), elem_id="intended-use")
     demo.queue(default_concurrency_limit=1, max_size=20)
     return demo
 
@@ -340,11 +397,13 @@ def launch(model: str | None = None, host: str | None = None, port: int | None =
            precision: str | None = None, cache_expiry: tuple[int, int] = (CACHE_SWEEP_S, CACHE_EXPIRY_S),
            backend: str | None = None, **kwargs: Any) -> gr.Blocks:
     """Start the app; host/port default to GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, then gradio's own."""
+    from loscat_hf.apps.gradio_env import server_port
+
+    host = host or os.environ.get("GRADIO_SERVER_NAME")
+    port = server_port(port, host)  # checked before the model loads
     demo = build_demo(model, precision=precision, backend=backend, cache_expiry=cache_expiry)
     demo.launch(
-        server_name=host or os.environ.get("GRADIO_SERVER_NAME"),
-        server_port=port or (int(os.environ["GRADIO_SERVER_PORT"]) if os.environ.get("GRADIO_SERVER_PORT")
-                             else None),
+        server_name=host, server_port=port,
         max_file_size=MAX_FILE_SIZE, show_error=True, theme=import_gradio().themes.Soft(), **kwargs,
     )
     return demo

@@ -9,17 +9,28 @@ from __future__ import annotations
 
 import gradio as gr
 
+DATA_URL_REFUSED = ("This photo came as a data: URL, which this app does not accept: upload the image file "
+                    "itself.")
+
 
 class UploadImage(gr.Image):
     """gr.Image that hands the raw upload path to the app: our safe decoder (not gradio's PIL.open) judges
-    it, so a corrupt or non-image file gets a clear message instead of a component error."""
+    it, so a corrupt or non-image file gets a clear message instead of a component error.
+
+    A `data:` URL is refused before anything decodes it: gradio 6.31 decodes one itself, whole and without
+    our pixel limit (a 17 KB PNG -> 2.2 GB, ~10 s per call), and writes the result into its cache where the
+    sweep never deletes it (docs/upstream.md). The page's own uploads, webcam and clipboard included, arrive
+    as uploaded files."""
 
     def get_block_name(self) -> str:
         return "image"  # the stock frontend component
 
     def preprocess(self, payload):
-        if (payload is not None and getattr(payload, "path", None)
-                and not (payload.url or "").startswith("data:")):
+        if payload is None:
+            return None
+        if (getattr(payload, "url", None) or "").startswith("data:"):
+            raise gr.Error(DATA_URL_REFUSED)
+        if getattr(payload, "path", None):
             return str(payload.path)
         return super().preprocess(payload)
 

@@ -1,4 +1,5 @@
-"""`loscat-hf` subcommands that score models: evaluate (a model or a predictions CSV), evaluate-ensemble.
+"""`loscat-hf` subcommands that score models: evaluate (a model or a predictions CSV), evaluate-ensemble,
+calibrate (fit and record a model's temperature on labelled photos).
 
 The metrics, reports and plots are loscat_hf.evaluation's; this module checks which inputs were given
 together, prints the summary and lets `main` turn a LoscatError into exit code 2.
@@ -74,3 +75,23 @@ def add_evaluate_ensemble(sub: argparse._SubParsersAction) -> None:
                    help="LoSCAT score table (CSV): also compare per-visit mLoSSI/LoSDI totals with the "
                         "clinical ones")
     p.set_defaults(func=_evaluate_ensemble)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from loscat_hf.evaluation.calibrate import calibrate
+
+    print(calibrate(args.model, args.dataset, split=args.split, taxonomy=args.taxonomy,
+                    batch_size=args.batch_size, num_workers=args.num_workers).summary())
+    return 0
+
+
+def add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate",
+                       help="fit a model's temperature on your labelled photos; record it with n and ECE")
+    p.add_argument("--model", required=True, help="local model folder: its config.json gets the temperature")
+    p.add_argument("--dataset", required=True, help="packed dataset folder of your own labelled photos")
+    p.add_argument("--split", default="validation", help="split to fit on (default: validation)")
+    p.add_argument("--taxonomy", default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.set_defaults(func=_calibrate)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from loscat_hf import __version__
 from loscat_hf.cli.apps import add_demo, add_label
 from loscat_hf.cli.data import add_demo_data, add_prepare
-from loscat_hf.cli.evaluate import add_evaluate, add_evaluate_ensemble
+from loscat_hf.cli.evaluate import add_calibrate, add_evaluate, add_evaluate_ensemble
 from loscat_hf.cli.flags import command_flags
 from loscat_hf.cli.hub import add_push, add_push_dataset, add_push_space
 from loscat_hf.cli.infer import add_compare_backends, add_explain, add_link, add_predict
@@ -26,8 +26,8 @@ from loscat_hf.errors import LoscatError
 
 # One registrar per subcommand, in the order `loscat-hf --help` lists them (roughly the pipeline's).
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_demo_data, add_prepare, add_train, add_evaluate, add_quickstart, add_predict, add_link, add_push,
-    add_push_dataset, add_explain, add_demo, add_push_space, add_label, add_evaluate_ensemble,
+    add_demo_data, add_prepare, add_train, add_evaluate, add_calibrate, add_quickstart, add_predict, add_link,
+    add_push, add_push_dataset, add_explain, add_demo, add_push_space, add_label, add_evaluate_ensemble,
     add_convert_timm, add_compare_backends,
 ]
 

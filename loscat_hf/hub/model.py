@@ -16,9 +16,17 @@ from loscat_hf.defaults import CONFUSION_MATRIX
 from loscat_hf.errors import LoscatError
 from loscat_hf.hub.repo import PushResult, check_private, check_repo_id, push_files
 from loscat_hf.model.card import CARD_NAME, model_card
+from loscat_hf.model.folder import config_json, source_is_public
 
 WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json")
 CONFIG_FILES = ("config.json", "preprocessor_config.json")
+
+
+def _config_json(model_dir: Path) -> dict:
+    try:
+        return config_json(model_dir)
+    except (OSError, ValueError) as exc:
+        raise LoscatError(f"{model_dir}/config.json cannot be read as JSON ({exc})") from None
 
 
 def upload_files(model_dir: str | Path) -> dict[str, Path]:
@@ -30,6 +38,10 @@ def upload_files(model_dir: str | Path) -> dict[str, Path]:
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise LoscatError(f"{model_dir} is not a saved model folder (no config.json)")
+    if not source_is_public(_config_json(model_dir)):
+        raise LoscatError(f"{model_dir}/config.json names the local checkpoint it was converted from (an "
+                          "older convert-timm recorded the file's name, which may name a patient): convert "
+                          "the checkpoint again with `loscat-hf convert-timm` and push that folder")
     files: dict[str, Path] = {}
     for name in CONFIG_FILES:
         if (model_dir / name).is_file():

@@ -13,14 +13,14 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image
 
-from loscat_hf.defaults import MAX_SIDE, SIZE_SLACK
+from loscat_hf.defaults import MAX_SIDE, MIN_CONFIDENCE, MIN_MARGIN, SIZE_SLACK
 from loscat_hf.io.images import open_image, resize_eval
-from loscat_hf.model.calibration import apply_temperature
-from loscat_hf.model.folder import Decoding, ModelFolder
+from loscat_hf.model.calibration import apply_temperature, needs_review
+from loscat_hf.model.folder import FULL, PACKED, Decoding, ModelFolder
 
 ImageInput = str | os.PathLike | bytes | BinaryIO | Image.Image
-DEFAULT_MIN_CONFIDENCE = 0.5
-DEFAULT_MIN_MARGIN = 0.1
+DEFAULT_MIN_CONFIDENCE = MIN_CONFIDENCE
+DEFAULT_MIN_MARGIN = MIN_MARGIN
 
 
 @dataclass(frozen=True)
@@ -62,30 +62,43 @@ def to_predictions(logits: np.ndarray, labels: list[str], temperature: float, mi
                    min_margin: float, top_k: int = 3) -> list[RegionPrediction]:
     """Calibrated predictions from raw logits: top-k, and review flags by confidence and margin."""
     probs = apply_temperature(logits, temperature)
+    flags = needs_review(probs, min_confidence, min_margin)
     out = []
-    for row in probs:
+    for row, flag in zip(probs, flags, strict=True):
         order = np.argsort(-row)
         top = [(labels[i], float(row[i])) for i in order[: max(1, top_k)]]
-        margin = float(row[order[0]] - row[order[1]]) if len(order) > 1 else 1.0
         out.append(RegionPrediction(
-            label=top[0][0], probability=top[0][1], top=top,
-            needs_review=bool(top[0][1] < min_confidence or margin < min_margin),
+            label=top[0][0], probability=top[0][1], top=top, needs_review=bool(flag),
             probabilities={labels[i]: float(row[i]) for i in range(len(labels))},
         ))
     return out
 
 
-def load_photo(image: ImageInput, max_side: int = MAX_SIDE, min_side: int | None = None) -> Image.Image:
-    """Decode a photo the way packing does (EXIF-upright, sRGB, metadata-free, shorter side <= max_side, the
-    packing size); raises ImageProblemError. Workers decode with it.
+def load_photo(image: ImageInput, max_side: int = MAX_SIDE, min_side: int | None = None,
+               mode: str = PACKED) -> Image.Image:
+    """Decode a photo as the model's training photos were (EXIF-upright, sRGB, metadata-free); raises
+    ImageProblemError. Workers decode with it.
 
-    `min_side` (the model's input size): a JPEG decodes at the coarsest DCT scale whose shorter side still
-    covers it (1/8 of a 2000x1500 photo for the 64 px tiny preset, 1/4 of a 3000x2000 photo for 384 px), never
-    upsampled, and is resampled only where decoding at the packing size would have been too."""
+    `mode` PACKED: the way packing does, shorter side <= max_side (the packing size). With `min_side` (the
+    model's input size) a JPEG decodes at the coarsest DCT scale whose shorter side still covers it (1/8 of a
+    2000x1500 photo for the 64 px tiny preset, 1/4 of a 3000x2000 photo for 384 px), never upsampled, and is
+    resampled only where decoding at the packing size would have been too.
+    `mode` FULL: the whole photo at full resolution, no DCT scaling and no shrink (`max_side`, `min_side`
+    unused): the one resize to the input size then sees the pixels the study's own script resizes."""
+    if mode not in (PACKED, FULL):
+        raise ValueError(f"decoding mode {mode!r} is not {PACKED!r} or {FULL!r}")
+    full = mode == FULL
     if isinstance(image, Image.Image):
-        return open_image(_encode_png(image), max_side=max_side)
+        return open_image(_encode_png(image), max_side=None if full else max_side)
+    if full:
+        return open_image(image)
     small = min_side if min_side and min_side < max_side else None
     return open_image(image, max_side=max_side, size_slack=SIZE_SLACK, min_side=small)
+
+
+def load_decoded(image: ImageInput, decoding: Decoding) -> Image.Image:
+    """A photo decoded as the model folder's record says: `load_photo` with its mode and sizes."""
+    return load_photo(image, decoding.max_side, decoding.image_size, decoding.mode)
 
 
 def photo_array(image: Image.Image, image_size: int, resample: int = Image.BILINEAR) -> np.ndarray:
@@ -107,15 +120,15 @@ def _encode_png(image: Image.Image) -> bytes:
 
 
 def decode(image: ImageInput, decoding: Decoding) -> np.ndarray:
-    """A photo -> uint8 (3, S, S) model input, decoded as the model's training photos were packed."""
-    return photo_array(load_photo(image, decoding.max_side, decoding.image_size), decoding.image_size,
-                       decoding.resample)
+    """A photo -> uint8 (3, S, S) model input, decoded as the model folder records (`decoding.mode`) and
+    squashed once with its resample filter."""
+    return photo_array(load_decoded(image, decoding), decoding.image_size, decoding.resample)
 
 
 class PhotoPredictor:
-    """What every predictor shares, whatever runs its forward pass: a photo decoded as in training, calibrated
-    top-k with review flags. A subclass sets `folder`, `backend`, `precision`, `temperature` and the
-    thresholds, and implements `logits`."""
+    """What every predictor shares, whatever runs its forward pass: a photo decoded as the model folder
+    records (`folder.decoding`: what training saw), calibrated top-k with review flags. A subclass sets
+    `folder`, `backend`, `precision`, `temperature` and the thresholds, and implements `logits`."""
 
     folder: ModelFolder
     backend: str
@@ -137,9 +150,9 @@ class PhotoPredictor:
         return self.folder.image_size
 
     def load(self, image: ImageInput) -> Image.Image:
-        """Decode a photo (path, bytes, stream or PIL image) the way packing does; raises
-        ImageProblemError."""
-        return load_photo(image, self.decoding.max_side, self.decoding.image_size)
+        """Decode a photo (path, bytes, stream or PIL image) as the model folder records (packed, or the
+        whole photo for a converted study checkpoint); raises ImageProblemError."""
+        return load_decoded(image, self.decoding)
 
     def pixels(self, image: Image.Image) -> np.ndarray:
         """A decoded photo -> uint8 (3, S, S), the same squash-resize as the training eval transform."""

@@ -28,8 +28,9 @@ from loscat_hf.model.transforms import normalise
 
 @dataclass
 class Explanation:
-    """One photo's map: `heat` is (S, S) float32 in [0, 1] over the model input; `overlay` is the photo
-    with it."""
+    """One photo's map: `heat` is (S, S) float32 in [0, 1] over the model input; `overlay` is the decoded
+    photo with it, at the photo's size shrunk to the packing size at most (the S x S model input only when no
+    photo is given)."""
 
     heat: np.ndarray
     overlay: Image.Image
@@ -57,9 +58,11 @@ def rollout(attentions: Sequence[torch.Tensor], residual: float = 0.5) -> np.nda
     return ((maps - lo) / (hi - lo).clamp_min(1e-12)).cpu().numpy().astype(np.float32)
 
 
-def upsample(grid_map: np.ndarray, size: int) -> np.ndarray:
-    """(g, g) map -> (size, size) float32 in [0, 1], bilinear (smooth, no patch blocks)."""
-    img = Image.fromarray(grid_map.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)
+def upsample(grid_map: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """(g, g) map -> (size, size) (or (h, w) for size (w, h)) float32 in [0, 1], bilinear (smooth, no patch
+    blocks)."""
+    wh = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    img = Image.fromarray(grid_map.astype(np.float32), mode="F").resize(wh, Image.BILINEAR)
     return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
 
 
@@ -73,18 +76,22 @@ def _colormap(heat: np.ndarray) -> np.ndarray:
 
 
 def overlay(photo: Image.Image | np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> Image.Image:
-    """The photo the model saw (S x S) with the heat map blended over it; strong areas are more opaque."""
+    """The photo (any size: the map is stretched over it, as the model's input squashed the photo) with the
+    heat map blended over it; strong areas are more opaque."""
     base = np.asarray(photo.convert("RGB") if isinstance(photo, Image.Image) else photo, dtype=np.float32)
     if base.shape[:2] != heat.shape:
-        heat = upsample(heat, base.shape[0]) if base.shape[0] == base.shape[1] else heat
+        heat = upsample(heat, (base.shape[1], base.shape[0]))
     weight = (alpha * (0.3 + 0.7 * heat))[..., None]
     out = base * (1 - weight) + _colormap(heat).astype(np.float32) * weight
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), mode="RGB")
 
 
 @torch.inference_mode()
-def explain_pixels(predictor, pixel_values: torch.Tensor) -> list[Explanation]:
-    """uint8 (B, 3, S, S) model inputs -> logits and rollout maps from one forward pass."""
+def explain_pixels(predictor, pixel_values: torch.Tensor,
+                   photos: Sequence[Image.Image] | None = None) -> list[Explanation]:
+    """uint8 (B, 3, S, S) model inputs -> logits and rollout maps from one forward pass. `photos`: the decoded
+    photos the inputs were made from (`predictor.explain_inputs(x)[0]`): each overlay is drawn at its photo's
+    size (at most the packing size), readable even for a 64 px model; without them, at the input's S x S."""
     runner = predictor.runner
     model = runner.model
     x = normalise(pixel_values.to(runner.device), runner.mean, runner.std)
@@ -93,25 +100,44 @@ def explain_pixels(predictor, pixel_values: torch.Tensor) -> list[Explanation]:
     logits = out.logits.float().cpu().numpy()
     grids = rollout(out.attentions)
     size = pixel_values.shape[-1]
-    photos = pixel_values.permute(0, 2, 3, 1).cpu().numpy()
+    if photos is not None and len(photos) != len(grids):
+        raise ValueError(f"{len(photos)} photos for {len(grids)} model inputs")
+    inputs = pixel_values.permute(0, 2, 3, 1).cpu().numpy()
     result = []
     for i, grid in enumerate(grids):
         heat = upsample(grid, size)
-        result.append(Explanation(heat=heat, overlay=overlay(photos[i], heat), logits=logits[i]))
+        if photos is None:
+            shown = overlay(inputs[i], heat)
+        else:  # the map upsampled once, smoothly, to the size it is drawn at
+            photo = display_size(photos[i], predictor.decoding.max_side)
+            shown = overlay(photo, upsample(grid, photo.size))
+        result.append(Explanation(heat=heat, overlay=shown, logits=logits[i]))
     return result
+
+
+def display_size(photo: Image.Image, max_side: int) -> Image.Image:
+    """The decoded photo, shrunk to the packing size (shorter side <= max_side) when it is larger: a photo
+    decoded whole (a converted study checkpoint) would otherwise give a 12-megapixel overlay."""
+    w, h = photo.size
+    if min(w, h) <= max_side:
+        return photo
+    scale = max_side / min(w, h)
+    return photo.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR,
+                        reducing_gap=3.0)
 
 
 def explain(predictor, images, batch_size: int = 8) -> list[Explanation]:
     """Photos (paths, bytes, streams or PIL images) -> one Explanation each, same order.
 
-    Decoding is the predictor's (EXIF-upright, metadata-free), so overlays carry no EXIF; unreadable photos
-    raise ImageProblemError.
+    Decoding is the predictor's (as its model folder records; EXIF-upright, metadata-free), so overlays carry
+    no EXIF and have the decoded photo's size; unreadable photos raise ImageProblemError.
     """
     items = list(images) if isinstance(images, (list, tuple)) else [images]
     out: list[Explanation] = []
     for start in range(0, len(items), batch_size):
-        batch = torch.stack([predictor.explain_inputs(x)[1] for x in items[start:start + batch_size]])
-        out += explain_pixels(predictor, batch)
+        photos, pixels = zip(*(predictor.explain_inputs(x) for x in items[start:start + batch_size]),
+                             strict=True)
+        out += explain_pixels(predictor, torch.stack(pixels), photos=photos)
     return out
 
 
@@ -160,16 +186,19 @@ def explain_folder(model: str, images: Sequence[str | os.PathLike], out: str | o
     result = ExplainResult([], [])
     for start in tqdm(range(0, len(files), batch_size), desc="explain", unit="batch"):
         chunk = files[start:start + batch_size]
-        good, pixels = [], []
+        good, photos, pixels = [], [], []
         for f in chunk:
             try:
-                pixels.append(predictor.explain_inputs(f)[1])
-                good.append(f)
+                photo, x = predictor.explain_inputs(f)
             except ImageProblemError as exc:
                 result.skipped.append((f, exc.reason))
+                continue
+            good.append(f)
+            photos.append(photo)
+            pixels.append(x)
         if not good:
             continue
-        for f, ex in zip(good, explain_pixels(predictor, torch.stack(pixels)), strict=True):
+        for f, ex in zip(good, explain_pixels(predictor, torch.stack(pixels), photos=photos), strict=True):
             pred = predictor.from_logits(ex.logits[None], top_k=1)[0]
             target = out_dir / f"{f.stem}.explain.png"
             ex.overlay.save(target)

@@ -3,9 +3,12 @@
 Every file gets exactly one row: a prediction, or the reason it could not be read (`status` is the
 `ImageProblemError` kind), so a corrupt photo never stops a night-long run. Rows are appended to
 `<out>.partial` and flushed after each batch; `resume=True` skips photos already in the output or the
-partial file. The final CSV appears atomically (temp file next to it + os.replace). Where it goes is checked
-before the model loads or any photo runs. Cells go through `csvsafe` (a file named `=x.jpg` cannot become a
-spreadsheet formula), and resume reads them back with `csvsafe.read_cell`.
+partial file, once `resume.py` has checked that the same model and settings wrote them (`<out>.run.json`)
+and that each is still a possible answer. The final CSV appears atomically (temp file next to it +
+os.replace). Where it goes is checked before the model loads or any photo runs. Cells go through `csvsafe`
+(a file named `=x.jpg` cannot become a spreadsheet formula), and resume reads them back with
+`csvsafe.read_cell`. A file name that is not valid UTF-8 (Linux allows any bytes) is written with its odd
+bytes as `\\xNN`: the photo still gets its answer, and the CSV stays UTF-8.
 """
 
 from __future__ import annotations
@@ -37,18 +40,35 @@ COLUMNS = ["image", "region", "probability",
 
 @dataclass
 class PredictSummary:
-    """What a run did: rows by status, how many need a person's look, and where the CSV is."""
+    """What a run did: rows by status, how many need a person's look, where the CSV is, and whether the
+    probabilities (and so the review flags) are calibrated."""
 
     out: Path
     total: int
     resumed: int
     by_status: dict[str, int] = field(default_factory=dict)
     needs_review: int = 0
+    calibrated: bool = True
+    model: str = "MODEL"
 
     def __str__(self) -> str:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
-        return (f"{self.total} photos ({statuses}); {self.needs_review} predictions need review; "
+        text = (f"{self.total} photos ({statuses}); {self.needs_review} predictions need review; "
                 f"{self.resumed} rows kept from an earlier run. Predictions: {self.out}")
+        if not self.calibrated:
+            text += ("\nThe model is uncalibrated (no temperature fitted on labelled photos): its "
+                     "probabilities and the review flags are not calibrated; run `loscat-hf calibrate "
+                     f"--model {self.model} --dataset DATASET` on your own labelled photos.")
+        return text
+
+
+def row_key(text: str) -> str:
+    """A file name as the CSV can hold it: bytes that are not UTF-8 (os.fsdecode's surrogates) as `\\xNN`."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
 
 
 def list_inputs(images: str | os.PathLike, exclude: Sequence[Path] = ()) -> list[tuple[str, Path]]:
@@ -61,9 +81,13 @@ def list_inputs(images: str | os.PathLike, exclude: Sequence[Path] = ()) -> list
 
     root = Path(images)
     if root.is_dir():
-        items = folder_files(root, exclude)
+        items = [(row_key(key), path) for key, path in folder_files(root, exclude)]
         if not items:
             raise LoscatError(f"no files in {root}", param="images")
+        if len({key for key, _ in items}) < len(items):  # only odd bytes written as \xNN can collide
+            twice = Counter(key for key, _ in items).most_common(1)[0][0]
+            raise LoscatError(f"images {root}: two files are both named {twice!r} once their non-UTF-8 bytes "
+                              "are written as \\xNN; rename one of them", param="images")
         return items
     if root.is_file():
         try:
@@ -94,9 +118,9 @@ def _decode(item: tuple[str, Path], decoding: Decoding) -> dict[str, Any]:
     try:
         return {"image": key, "pixels": decode(path, decoding)}
     except ImageProblemError as exc:
-        return {"image": key, "status": exc.kind, "error": exc.reason}
+        return {"image": key, "status": exc.kind, "error": row_key(exc.reason)}
     except Exception as exc:  # noqa: BLE001 - one odd file must not end the run
-        return {"image": key, "status": "unreadable", "error": f"{type(exc).__name__}: {exc}"}
+        return {"image": key, "status": "unreadable", "error": row_key(f"{type(exc).__name__}: {exc}")}
 
 
 def _ignore_sigint() -> None:
@@ -166,7 +190,7 @@ def check_output_path(out: Path) -> None:
     """Refuse an output that cannot be written, before any work: a folder, or a parent that is a file or
     read-only (found only after every photo had run, before)."""
     partial = out.with_name(out.name + ".partial")
-    for path in (out, partial):
+    for path in (out, partial, out.with_name(out.name + ".run.json")):
         if path.is_dir():
             raise LoscatError(f"out {path} is a folder; give a file name for the predictions CSV, "
                               f"e.g. {path / 'predictions.csv'}", param="out")
@@ -206,10 +230,12 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
     """Predict every photo of a folder or CSV into `out` (one row per file); returns a PredictSummary.
 
     `model`: a model folder, a Hub id, or a ready predictor (then device/precision/backend/thresholds are its
-    own). Without `resume`, an earlier output or partial file is replaced.
+    own). Without `resume`, an earlier output or partial file is replaced. With it, their rows are kept only
+    when this model and these settings wrote them, each row still a possible answer (`infer.resume`).
     """
     from tqdm.auto import tqdm
 
+    from loscat_hf.infer import resume as runs
     from loscat_hf.infer.load import load_predictor
 
     if batch_size < 1:
@@ -217,18 +243,21 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     check_output_path(out)
-    items = list_inputs(images, exclude=(out, partial))
+    items = list_inputs(images, exclude=(out, partial, runs.record_path(out)))
     predictor = load_predictor(model, device=device, precision=precision, backend=backend,
                                min_confidence=min_confidence, min_margin=min_margin)
+    name = str(model) if isinstance(model, (str, os.PathLike)) else predictor.folder.name or "MODEL"
+    record = runs.run_record(predictor, name, tta=tta, top_k=TOP_K, columns=COLUMNS)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LoscatError(f"out {out}: cannot create {out.parent} ({exc.strerror})", param="out") from None
 
     done: dict[str, dict[str, str]] = {}
-    if resume:
-        for row in read_rows(out) + read_rows(partial):
-            done[row["image"]] = {c: row.get(c, "") for c in COLUMNS}
+    if resume:  # refused before anything is written: the earlier files stay as they are
+        earlier = runs.earlier_rows(out, partial, record)
+        runs.check_rows(earlier, predictor.labels, [key for key, _ in items], TOP_K)
+        done = {row["image"]: row for _, _, row in earlier}
     todo = [item for item in items if item[0] not in done]
     resumed = len(done)
 
@@ -242,6 +271,9 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
         writer.writeheader()
         writer.writerows(done.values())
         f.flush()
+        os.fsync(f.fileno())
+        # the partial file now holds every row kept: from here on it vouches for the partial file only
+        runs.write_record(out, record)
         bar = tqdm(total=len(todo), desc="predicting", unit="photo", disable=not progress or not todo)
         # closing(): an exception or Ctrl-C shuts the decoding pool down at once, not at garbage collection
         with contextlib.closing(decoded_batches(todo, predictor, batch_size, num_workers)) as batches:
@@ -265,16 +297,15 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
                 bar.update(len(records))
         bar.close()
 
-    listed = [key for key, _ in items]
-    seen = set(listed)
-    ordered = [rows[k] for k in listed] + [r for k, r in rows.items() if k not in seen]
+    ordered = [rows[key] for key, _ in items]  # resume kept only rows of listed files
     with atomic_file(out, private=True) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = SafeDictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(ordered)
+    runs.write_record(out, record, output_sha256=runs.file_sha256(out))
     partial.unlink(missing_ok=True)
 
     status = Counter(r["status"] for r in ordered)
     review = sum(1 for r in ordered if r["status"] == "ok" and r["needs_review"] == "true")
     return PredictSummary(out=out, total=len(ordered), resumed=resumed, by_status=dict(status),
-                          needs_review=review)
+                          needs_review=review, calibrated=predictor.folder.calibrated, model=name)

@@ -2,10 +2,11 @@
 no cached ONNX graph can answer (`infer.load.load_predictor` chooses).
 
 `RegionPredictor` loads any image-classification folder or Hub id that plain `transformers` can load,
-decodes photos exactly as packing does (`images.open_image`: EXIF-upright, sRGB, metadata-free, shorter
-side at most the size the training data was packed at), squashes them to the model's input size like the
-training eval transform, and returns calibrated probabilities (the temperature saved by training, 1.0 when
-absent). Whether torch or ONNX Runtime runs the forward pass is `backends.runner`'s business.
+decodes photos as its model folder records (`answers.load_decoded`: as packing does, or the whole photo
+for a converted study checkpoint; EXIF-upright, sRGB, metadata-free), squashes them to the model's input
+size like the training eval transform, and returns calibrated probabilities (the temperature fitted by
+`train` or `calibrate`, 1.0 when absent: uncalibrated). Whether torch or ONNX Runtime runs the forward
+pass is `backends.runner`'s business.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ log T finds the optimum reliably, in milliseconds, without any optimiser setting
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 T_MIN = 0.05
@@ -25,6 +27,14 @@ def apply_temperature(logits: np.ndarray, temperature: float = 1.0) -> np.ndarra
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def needs_review(probs: np.ndarray, min_confidence: float, min_margin: float) -> np.ndarray:
+    """Which rows a person should check: top-1 probability below `min_confidence`, or the top two within
+    `min_margin` (one rule for `predict`, the Space and `calibrate`'s report)."""
+    p = -np.sort(-np.asarray(probs, dtype=np.float64), axis=1)
+    margin = p[:, 0] - p[:, 1] if p.shape[1] > 1 else np.ones(len(p))
+    return (p[:, 0] < min_confidence) | (margin < min_margin)
 
 
 def _nll_from_logits(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
@@ -132,3 +142,18 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
     NaN for no samples.
     """
     return ece_from_bins(reliability_bins(probs, labels, n_bins))
+
+
+def _ece(probs: np.ndarray, labels: np.ndarray) -> float | None:
+    value = expected_calibration_error(probs, labels)
+    return round(value, 4) if math.isfinite(value) else None
+
+
+def fit_record(logits: np.ndarray, labels: np.ndarray, before: float = 1.0) -> tuple[float, dict]:
+    """The temperature fitted on labelled logits, and what `record_temperature` keeps of the fit: n and the
+    ECE before (with temperature `before`: what the model answered until now) and after."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    temperature = fit_temperature(z, y)
+    return temperature, {"n": int(len(y)), "ece_before": _ece(apply_temperature(z, before), y),
+                         "ece_after": _ece(apply_temperature(z, temperature), y)}

@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -178,7 +180,7 @@ def model_card(model_dir: str | Path, repo_id: str | None = None, dataset_id: st
         start=start, classes=", ".join(classes), num_classes=len(classes),
         image_size=config.get("image_size", "?"), evaluations=evaluations,
         has_confusion_matrix=(model_dir / CONFUSION_MATRIX).is_file(),
-        temperature=model_folder.recorded_temperature(config), dataset_id=dataset_id, source=source,
+        temperature=model_folder.temperature(config), dataset_id=dataset_id, source=source,
         fine_tuned=bool(model_folder.run_record(config)),  # written by `train` into every model it saves
         hyperparameters=[(label, _shown(key, hparams[key])) for key, label in _SHOWN.items()
                          if hparams.get(key) is not None],
@@ -189,7 +191,8 @@ def model_card(model_dir: str | Path, repo_id: str | None = None, dataset_id: st
         score_components=", ".join(model_folder.score_components(config)) or None,
         runtime_min=round(summary["train_runtime_s"] / 60, 1) if summary.get("train_runtime_s") else None,
         warnings=summary.get("warnings"), code_repo=STUDY_CODE_REPO, weights_repo=STUDY_WEIGHTS_REPO,
-        origin=origin,
+        origin=origin, calibrated=model_folder.calibrated(config),
+        calibration=calibration_shown(model_folder.calibration(config)),
     )
 
 
@@ -206,24 +209,15 @@ def training_origin(summary: dict, start: dict, fine_tuned: bool) -> dict:
     """What the card may say the weights were trained on, from the training record only (train_summary.json's
     `data_origin`, written by `train` from the dataset's prepare_report.json; counts and flags, never a name).
 
-    kind: "synthetic" (every photo a `loscat-hf demo-data` phantom), "mixed", "clinical" (no phantom among
-    them), "uncounted" (an older prepare did not count phantoms), "unprepared" (a dataset without prepare's
-    report), "authors" (converted weights not trained since: their authors' data) or "unknown" (no record)."""
+    kind: `origin_kind`'s, or "authors" (converted weights not trained since: their authors' data)."""
     if start.get("kind") in ("study", "converted") and not fine_tuned:
         return {"kind": "authors"}
     record = summary.get("data_origin") if isinstance(summary, dict) else None
-    if not isinstance(record, dict):
-        return {"kind": "unknown"}
-    if record.get("prepared") is not True:
-        return {"kind": "unprepared"}
+    kind = origin_kind(record)
+    if kind in ("unknown", "unprepared"):
+        return {"kind": kind}
     photos, patients, phantoms = (report_count(record.get(k))
                                   for k in ("photos", "patients", "phantom_photos"))
-    if phantoms is None or photos is None:
-        kind = "uncounted"
-    elif record.get("synthetic") is True and phantoms == photos:
-        kind = "synthetic"
-    else:
-        kind = "mixed" if phantoms else "clinical"
     splits = record.get("splits") if isinstance(record.get("splits"), dict) else {}
     per_split = []
     for split in ("train", "validation", "test"):
@@ -233,6 +227,54 @@ def training_origin(summary: dict, start: dict, fine_tuned: bool) -> dict:
             per_split.append(f"{split} {n} photos of {p} patients")
     return {"kind": kind, "photos": photos, "patients": patients, "phantoms": phantoms,
             "splits": ", ".join(per_split)}
+
+
+# what a dataset's photos are (`origin_kind`): the kinds `train` records in a model folder (`record_data`)
+ORIGIN_KINDS = ("synthetic", "mixed", "clinical", "uncounted", "unprepared", "unknown")
+
+
+def origin_kind(record: dict | None) -> str:
+    """What a dataset's photos are, from its `data.dataset.dataset_origin` record: "synthetic" (every photo a
+    `loscat-hf demo-data` phantom), "mixed", "clinical" (no phantom), "uncounted" (an older prepare did not
+    count phantoms), "unprepared" (no prepare report) or "unknown" (no record). The card and `train`'s
+    `record_data` both take it from here."""
+    if not isinstance(record, dict):
+        return "unknown"
+    if record.get("prepared") is not True:
+        return "unprepared"
+    photos, phantoms = report_count(record.get("photos")), report_count(record.get("phantom_photos"))
+    if phantoms is None or photos is None:
+        return "uncounted"
+    if record.get("synthetic") is True and phantoms == photos:
+        return "synthetic"
+    return "mixed" if phantoms else "clinical"
+
+
+_SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+
+
+def calibration_shown(how: dict | None) -> dict | None:
+    """How a temperature was fitted, as a card or a public page may state it: rebuilt from allowed values only
+    (`by` train/calibrate, a split name, counts, ECE numbers), since a config.json is not trusted to hold
+    nothing else; None when nothing allowed is recorded."""
+    if not isinstance(how, dict):
+        return None
+    out = {"by": how.get("by") if how.get("by") in ("train", "calibrate") else None,
+           "split": how.get("split") if _SPLIT_NAME.match(str(how.get("split", ""))) else None,
+           "n": report_count(how.get("n"))}
+    for key in ("ece_before", "ece_after", "temperature_before"):
+        value = how.get(key)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        out[key] = float(value) if ok and value >= 0 else None
+    return out if any(v is not None for v in out.values()) else None
+
+
+def data_shown(record: dict | None) -> dict | None:
+    """What a model folder says it was last trained on (`record_data`), allowed values only: {"kind": one of
+    ORIGIN_KINDS, "photos": a count or None}; None without a usable record."""
+    if not isinstance(record, dict) or record.get("kind") not in ORIGIN_KINDS:
+        return None
+    return {"kind": record["kind"], "photos": report_count(record.get("photos"))}
 
 
 def start_of(config: dict) -> dict:

@@ -5,14 +5,17 @@ The LoSCAT study (github caoyuanyuan-tz/LoSCAT_BodyRec) published a plain state 
 this project uses (docs/pitfalls.md), and plain `transformers` is what collaborators load, so the tensors are
 renamed into `ViTForImageClassification` here: the fused qkv rows split in q, k, v order, LayerNorm eps 1e-6
 as in timm, sizes read from the tensor shapes, heads and depth from the timm architecture name. The folder
-also states the checkpoint's own preprocessing (bicubic 384, ImageNet mean/std) in preprocessor_config.json,
-which every loscat-hf decode path follows, and a model card crediting the authors.
+also states the checkpoint's own preprocessing (bicubic 384, ImageNet mean/std) in preprocessor_config.json
+and records FULL decoding (the whole photo, resized once: the study's inference script), which every loscat-hf
+decode path follows, and a model card crediting the authors. What is published about a local checkpoint is
+"local file" and its sha256, never its name (a file or folder may be named after a patient).
 
 Pickles are read with `torch.load(weights_only=True)`: a checkpoint can never run code here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -24,7 +27,7 @@ from loscat_hf.errors import LoscatError
 from loscat_hf.io.atomic import check_output_dir, commit_folder, partial_folder
 from loscat_hf.model.build import PROBLEM_TYPE, image_processor
 from loscat_hf.model.checkpoints import load_state_dict, resolve_checkpoint
-from loscat_hf.model.folder import record_source
+from loscat_hf.model.folder import FULL, LOCAL_CHECKPOINT, record_decoding, record_source
 from loscat_hf.model.study import (
     BICUBIC,
     IMAGENET_MEAN,
@@ -87,6 +90,11 @@ def expected_keys(depth: int) -> set[str]:
     return top | {k for i in range(depth) for k in _block_keys(i)}
 
 
+def _natural(key: str) -> list:
+    """Sort key: blocks.2 before blocks.10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]
+
+
 def _few(keys, n: int = 4) -> str:
     """Some key names, whole blocks shown as `blocks.12-23.*`: the message stays one readable line."""
     keys = set(keys)
@@ -100,7 +108,7 @@ def _few(keys, n: int = 4) -> str:
         else:
             runs.append([i, i])
     parts = [f"blocks.{a}{f'-{b}' if b > a else ''}.*" for a, b in runs]
-    parts += sorted(keys, key=lambda k: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", k)])
+    parts += sorted(keys, key=_natural)
     return ", ".join(parts[:n]) + (f" (+{len(parts) - n} more)" if len(parts) > n else "")
 
 
@@ -124,6 +132,58 @@ def check_layout(state: dict, arch_name: str, where: str) -> TimmArch:
                  + ([f"extra {_few(extra)}"] if extra else []))
         raise LoscatError(f"{where} does not fit timm {arch_name} ({arch.depth} blocks): {'; '.join(parts)}")
     return arch
+
+
+def expected_shapes(state: dict, arch: TimmArch) -> dict[str, tuple[int, ...]]:
+    """The shape each tensor of `arch` must have. Width, MLP size, patch, tokens and classes come from the
+    tensors that state them when those have the right number of dimensions, else from the architecture."""
+
+    def size(key: str, ndim: int, dim: int, default: int) -> int:
+        t = state.get(key)
+        return int(t.shape[dim]) if t is not None and t.dim() == ndim else default
+
+    d = size("cls_token", 3, -1, arch.width)
+    p = size("patch_embed.proj.weight", 4, -1, arch.patch)
+    tokens = size("pos_embed", 3, 1, (arch.image_size // arch.patch) ** 2 + 1)
+    m = size("blocks.0.mlp.fc1.weight", 2, 0, 4 * d)
+    c = size("head.weight", 2, 0, size("head.bias", 1, 0, 1))
+    shapes = {"cls_token": (1, 1, d), "pos_embed": (1, tokens, d), "patch_embed.proj.weight": (d, 3, p, p),
+              "patch_embed.proj.bias": (d,), "norm.weight": (d,), "norm.bias": (d,), "head.weight": (c, d),
+              "head.bias": (c,)}
+    for i in range(arch.depth):
+        b = f"blocks.{i}"
+        shapes |= {f"{b}.norm1.weight": (d,), f"{b}.norm1.bias": (d,), f"{b}.norm2.weight": (d,),
+                   f"{b}.norm2.bias": (d,), f"{b}.attn.qkv.weight": (3 * d, d),
+                   f"{b}.attn.qkv.bias": (3 * d,), f"{b}.attn.proj.weight": (d, d),
+                   f"{b}.attn.proj.bias": (d,), f"{b}.mlp.fc1.weight": (m, d), f"{b}.mlp.fc1.bias": (m,),
+                   f"{b}.mlp.fc2.weight": (d, m), f"{b}.mlp.fc2.bias": (d,)}
+    return shapes
+
+
+_KINDS = {0: "a single number", 1: "a vector", 2: "a matrix"}
+
+
+def check_tensors(state: dict, arch: TimmArch, arch_name: str, where: str, full: bool = False) -> None:
+    """Refuse, in one line naming the tensor, weights that are not real floating point, a tensor with the
+    wrong number of dimensions (e.g. a 0-d or 1-d tensor where a matrix belongs) and, with `full`, any other
+    shape than `arch`'s or a NaN or infinite value: they would be a traceback, or a model that answers
+    nonsense."""
+    import torch
+
+    shapes = expected_shapes(state, arch)
+    for key in sorted(state, key=_natural):
+        t, want = state[key], shapes[key]
+        if t.is_complex() or not t.is_floating_point():
+            raise LoscatError(f"{where}: tensor {key} is {str(t.dtype).replace('torch.', '')}, not real "
+                              "floating point; this is not a trained timm ViT's weights (a damaged or "
+                              "re-typed checkpoint): convert the original file")
+        if t.dim() != len(want) or (full and tuple(t.shape) != want):
+            kind = _KINDS.get(len(want), f"a {len(want)}-d tensor")
+            raise LoscatError(f"{where}: tensor {key} has shape {list(t.shape)}, but timm {arch_name} needs "
+                              f"{kind} of shape {list(want)}; convert the original, undamaged checkpoint")
+        if full and not bool(torch.isfinite(t).all()):
+            raise LoscatError(f"{where}: tensor {key} holds NaN or infinite values (a damaged file or a "
+                              "diverged training run); refusing to convert: use an intact checkpoint")
 
 
 def vit_config(state: dict, arch: TimmArch, id2label: dict[int, str], where: str):
@@ -214,6 +274,14 @@ def parse_labels(codes: list[str] | tuple[str, ...], taxonomy: Taxonomy) -> list
     return labels
 
 
+def public_source(path: Path) -> dict:
+    """What config.json and the card may say about a local checkpoint: that it was a local file, and its
+    sha256 (to tell which file it was by its content). Its name and folder may name a patient, and a pushed
+    folder publishes both: allow-listed, never copied."""
+    with open(path, "rb") as fh:
+        return {"checkpoint": LOCAL_CHECKPOINT, "sha256": hashlib.file_digest(fh, "sha256").hexdigest()}
+
+
 def convert_timm(checkpoint: str, out: str | Path, arch: str = STUDY_ARCH,
                  labels: list[str] | tuple[str, ...] | None = None, taxonomy: str | Taxonomy | None = None,
                  overwrite: bool = False) -> ConvertResult:
@@ -230,17 +298,21 @@ def convert_timm(checkpoint: str, out: str | Path, arch: str = STUDY_ARCH,
     path, source = resolve_checkpoint(checkpoint)
     state = load_state_dict(path)
     timm_arch = check_layout(state, arch, source)
-    study = source.startswith(STUDY_WEIGHTS_REPO + "/")
+    check_tensors(state, timm_arch, arch, source)  # dtypes and dimensions: vit_config reads shapes
+    local = Path(os.path.expanduser(str(checkpoint))).exists()
+    study = not local and source.startswith(STUDY_WEIGHTS_REPO + "/")
     if not labels and not study:
         logger.warning("no labels given: assuming the study's class order %s", ",".join(STUDY_CLASS_CODES))
     codes = list(labels) if labels else list(STUDY_CLASS_CODES)
     classes = parse_labels(codes, tax)
     config = vit_config(state, timm_arch, dict(enumerate(classes)), source)
-    if Path(os.path.expanduser(str(checkpoint))).exists():
-        source = path.name  # a local path says nothing useful to others, and may name a person's folder
-    record_source(config, {"checkpoint": source, "arch": arch, "labels": codes, "study": study,
+    check_tensors(state, timm_arch, arch, source, full=True)
+    published = public_source(path) if local else {"checkpoint": source, "hub": True}
+    source = published["checkpoint"] + (f" (sha256 {published['sha256'][:16]})" if local else "")
+    record_source(config, {**published, "arch": arch, "labels": codes, "study": study,
                            "code": f"https://github.com/{STUDY_CODE_REPO}" if study else None,
                            "weights_repo": STUDY_WEIGHTS_REPO if study else None})
+    record_decoding(config, FULL)  # the study's script: one bicubic resize of the whole photo
     model = ViTForImageClassification(config)
     renamed = rename_tensors(state, timm_arch.depth, set(model.state_dict()))
     try:

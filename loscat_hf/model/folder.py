@@ -12,7 +12,8 @@ the parsed config.json alike. One fact, one name:
 | loscat_max_side | decoding.max_side | `--max-side` the training data was packed at: photos decode at it |
 | loscat_decoding | decoding.mode | "packed" (decode as packing does, then resize) or "full" (one resize of
 the whole photo: the study's own inference path, recorded by `convert-timm`) |
-| loscat_data | data | what the model was last trained on: kind (synthetic/mixed/clinical) and photos |
+| loscat_data | data | what the model was last trained on: kind (synthetic/mixed/clinical/uncounted/
+unprepared) and photos |
 | loscat_run | run | dataset fingerprint, taxonomy and task (`train --resume` checks it) |
 | loscat_base_model | base_model | where training started: Hub id, preset or folder record, never a path |
 | loscat_preset | preset | the preset a model was built from scratch with |
@@ -29,6 +30,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -187,10 +189,32 @@ def score_components(config: Any) -> tuple[str, ...]:
     return tuple(_get(config, SCORE_KEY) or ())
 
 
+LOCAL_CHECKPOINT = "local file"  # what `convert-timm` records of a local checkpoint: never its name
+
+
+def _public_checkpoint(value: Mapping) -> bool:
+    """The recorded checkpoint may be shown: a local file by that phrase only, or a Hub reference recorded
+    as one (older conversions recorded a local file's path, which may name a patient)."""
+    from loscat_hf.model.study import STUDY_WEIGHTS_REPO
+
+    checkpoint = value.get("checkpoint")
+    return (checkpoint is None or checkpoint == LOCAL_CHECKPOINT or value.get("hub") is True
+            or str(checkpoint).startswith(STUDY_WEIGHTS_REPO + "/"))
+
+
 def source(config: Any) -> dict:
-    """Where converted weights came from ({} for weights loscat-hf did not convert)."""
+    """Where converted weights came from ({} for weights loscat-hf did not convert). A checkpoint name that
+    is not known to be public reads as LOCAL_CHECKPOINT: cards and the Space show only this."""
     value = _get(config, SOURCE_KEY)
-    return dict(value) if isinstance(value, Mapping) else {}
+    if not isinstance(value, Mapping):
+        return {}
+    return dict(value) if _public_checkpoint(value) else {**value, "checkpoint": LOCAL_CHECKPOINT}
+
+
+def source_is_public(config: Any) -> bool:
+    """config.json itself (as `push` uploads it) names no local checkpoint."""
+    value = _get(config, SOURCE_KEY)
+    return not isinstance(value, Mapping) or _public_checkpoint(value)
 
 
 def run_record(config: Any) -> dict | None:
@@ -320,23 +344,38 @@ def folder_from_config(config: Any, *, name: str, image_size: int, image_mean, i
         calibration=calibration(config), calibrated=calibrated(config), data=data_record(config))
 
 
+# a Hub id: 'name' or 'owner/name', each part letters, digits, '-', '_', '.' (huggingface_hub's rule)
+_HUB_ID = re.compile(r"(?!.*(--|\.\.))[\w.-]{1,96}(/[\w.-]{1,96})?")
+
+
 def looks_local(name: str) -> bool:
-    """A path rather than a Hub id 'owner/name'."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name or os.path.exists(name)
+    """A path rather than a Hub id 'owner/name': it exists, starts like a path, or no Hub id is spelled so."""
+    return (name.startswith(("/", ".", "~")) or "\\" in name or os.path.exists(name)
+            or not _HUB_ID.fullmatch(name) or name.endswith("."))
 
 
 def load_config(name_or_path: str | os.PathLike):
     """The transformers config of a folder or Hub id (the HF cache works offline), labels checked; errors are
-    one line naming the model."""
+    one line naming the model. An unreachable Hub fails within seconds (`checkpoints.hub_unreachable`)."""
     from transformers import AutoConfig
+
+    from loscat_hf.model.checkpoints import OFFLINE_SET, hub_unreachable
 
     name = os.path.expanduser(str(name_or_path))
     if looks_local(name) and not os.path.exists(name):
         raise LoscatError(f"cannot load model {name!r}: no such folder (and not a Hub id 'owner/name')")
+    offline = None if os.path.exists(name) else hub_unreachable()
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as exc:
+        if offline and isinstance(exc, OSError):  # transformers' "couldn't find them in the cached files"
+            raise LoscatError(f"cannot load model {name!r}: no such folder in {os.getcwd()}, and as a Hub id "
+                              f"it is not in the local HF cache while the Hub cannot be used ({offline}); "
+                              "pass the path of a model folder, or load the Hub model once where the Hub "
+                              "is reachable (the HF cache keeps it)", param="model") from None
         raise LoscatError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from None
+    if offline not in (None, OFFLINE_SET):
+        logger.warning("the Hub cannot be used (%s): model %s comes from the local HF cache", offline, name)
     check_labels(config, config_path(name))
     return config
 

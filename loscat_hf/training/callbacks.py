@@ -139,14 +139,17 @@ class ChanceCallback(TrainerCallback):
 
     Chance is 1 / (classes in the validation split); "at chance" is below 1.5 times that (3 classes or more).
     `hints` are the likely causes for this run (run.py knows the recipe), listed in the warning and kept in
-    `warning`.
+    `warning`. `grace`: the share of the planned run whose evaluations do not count (record.chance_grace: a
+    model trained from scratch sits at chance for its first epochs, a pretrained one does not).
     """
 
-    def __init__(self, n_classes: int, hints: list[str], patience: int = 3) -> None:
+    def __init__(self, n_classes: int, hints: list[str], patience: int = 3, grace: float = 0.0) -> None:
         self.chance = 1.0 / max(n_classes, 1)
         self.n_classes = n_classes
         self.hints = hints
         self.patience = patience
+        self.grace = grace
+        self.start_epoch = 0.0  # set from the planned epochs when training begins
         self.streak: list[float] = []
         self.warning: str | None = None
         self.last: float | None = None
@@ -158,19 +161,24 @@ class ChanceCallback(TrainerCallback):
             return f"{self.warning}. It rose above chance later (last evaluation: macro-F1 {self.last:.3f})."
         return self.warning
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start_epoch = self.grace * float(state.num_train_epochs or 0)
+
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         score = (metrics or {}).get("eval_macro_f1")
         if score is None or self.n_classes < 3:  # with 1 or 2 classes, 1.5 x chance is no useful line
             return
         self.last = score
-        if self.warning is not None:
+        if self.warning is not None or (state.epoch or 0.0) < self.start_epoch - 1e-9:
             return
         self.streak = self.streak + [score] if score < 1.5 * self.chance else []
         if len(self.streak) >= self.patience:
+            waited = ("" if self.start_epoch <= 0 else " (from scratch a model sits at chance for its first "
+                      f"epochs: evaluations before epoch {self.start_epoch:.2f} were not counted)")
             self.warning = (
                 f"validation macro-F1 has stayed at chance level for {len(self.streak)} evaluations "
                 f"({', '.join(f'{s:.3f}' for s in self.streak)}; chance is {self.chance:.3f} with "
-                f"{self.n_classes} classes) up to epoch {state.epoch:.2f}. Likely causes: "
+                f"{self.n_classes} classes) up to epoch {state.epoch:.2f}{waited}. Likely causes: "
                 + "; ".join(self.hints))
             if state.is_world_process_zero:
                 logger.warning("%s", self.warning)

@@ -29,7 +29,7 @@ from loscat_hf.data.dataset import (
 )
 from loscat_hf.errors import LoscatError
 from loscat_hf.model import folder as model_folder
-from loscat_hf.model.card import CARD_NAME, model_card
+from loscat_hf.model.card import CARD_NAME, model_card, origin_kind
 from loscat_hf.training.arguments import LoscatArguments, augment_config
 from loscat_hf.training.callbacks import (
     ChanceCallback,
@@ -42,6 +42,7 @@ from loscat_hf.training.output_dir import prepare_output_dir, run_identity
 from loscat_hf.training.progress import use_readable_progress
 from loscat_hf.training.record import (
     base_model_record,
+    chance_grace,
     chance_hints,
     data_record,
     hardware_record,
@@ -88,7 +89,8 @@ def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy,
                                                          resample=resample))
     eval_set = ds["validation"].with_transform(transform_cls(size, train=False, resample=resample))
     callbacks: list = [ChanceCallback(len(set(ds["validation"]["labels"])),
-                                      chance_hints(largs, targs.learning_rate, targs.num_train_epochs))]
+                                      chance_hints(largs, targs.learning_rate, targs.num_train_epochs),
+                                      grace=chance_grace(largs))]
     if largs.phase1_epochs:
         callbacks.append(TwoPhaseCallback(largs.phase1_epochs, largs.phase1_trainable_blocks))
     # the unused-parameter search only where phase 1 freezes some
@@ -150,7 +152,7 @@ def refuse_trainer_push(targs: TrainingArguments) -> None:
 def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
     """Train, restore the best model, fit a temperature, save a standard model folder and its report."""
     from loscat_hf.evaluation.split_eval import evaluate_split
-    from loscat_hf.model.calibration import fit_temperature
+    from loscat_hf.model.calibration import fit_record
     from loscat_hf.taxonomy import load_taxonomy
     from loscat_hf.viz.plots import plot_training_curves
 
@@ -165,6 +167,9 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
     model_folder.record_training(trainer.model.config, run=identity,
                                  base_model=base_model_record(largs.model),
                                  max_side=packed_max_side(largs.dataset))
+    # what these weights are trained on (the Space's limits text says it): the card's kind, train photos
+    origin = dataset_origin(largs.dataset)
+    model_folder.record_data(trainer.model.config, kind=origin_kind(origin), photos=len(ds["train"]))
     if stale and trainer.is_world_process_zero():
         logger.warning("--overwrite-output-dir: deleting the earlier run's model and %d file(s)/folder(s) "
                        "in %s", len(stale), out)
@@ -195,12 +200,12 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
                 param=("resume", "layer_decay", "output_dir")) from None
     phases = _phases(trainer)
 
-    # Calibrate on validation: the temperature travels in config.json (plain transformers ignores it).
+    # Calibrate on validation: the temperature, and how it was fitted, travel in config.json (plain
+    # transformers ignores them).
     pred = trainer.predict(eval_set)
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-    temperature = fit_temperature(np.asarray(logits, dtype=np.float64),
-                                  np.asarray(ds["validation"]["labels"]))
-    model_folder.record_temperature(trainer.model.config, temperature)
+    temperature, how = fit_record(logits, np.asarray(ds["validation"]["labels"]))
+    model_folder.record_temperature(trainer.model.config, temperature, by="train", split="validation", **how)
     best = trainer.state.best_model_checkpoint
     model_folder.record_best_checkpoint(trainer.model.config, Path(best).name if best else None)
     trainer.save_model(str(out))
@@ -210,7 +215,7 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
         train_runtime_s=result.metrics.get("train_runtime"),
         train_samples_per_second=result.metrics.get("train_samples_per_second"),
         base_model=model_folder.base_record(trainer.model.config), phases=phases, hyperparameters=hparams,
-        data=data_record(ds), data_origin=dataset_origin(largs.dataset), hardware=hardware_record(targs),
+        data=data_record(ds), data_origin=origin, hardware=hardware_record(targs),
         warnings=[cb.outcome() for cb in trainer.callback_handler.callbacks
                   if isinstance(cb, ChanceCallback) and cb.warning] or None)
     if trainer.is_world_process_zero():

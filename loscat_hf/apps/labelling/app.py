@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loscat_hf.apps.cached import cached_csv, cached_jpeg
-from loscat_hf.apps.gradio_env import import_gradio
+from loscat_hf.apps.gradio_env import import_gradio, launch_error, server_port
 from loscat_hf.apps.labelling.log import LABEL_COLUMNS, QUALITIES, LabelLog
-from loscat_hf.apps.labelling.photos import list_photos
+from loscat_hf.apps.labelling.photos import inside, list_photos
 from loscat_hf.apps.labelling.session import (
     LabelSession,
     Shown,
@@ -44,6 +44,10 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 QUALITY_KEYS = {"good": "j", "poor": "k", "exclude": "l"}
 NAV_KEYS = {"back": "b", "skip": "n"}
 KEY_ROWS = ("1234567890", "qwertyuiop", "asdfgh", "zxcvm")  # answer keys, one row per button row
+# what the page says about a photo that does not decode, by ImageProblemError.kind (never its reason)
+PROBLEMS = {"missing_image": "the file is gone", "zero_byte": "the file is empty",
+            "not_an_image": "it is not an image", "truncated": "the file is incomplete or damaged",
+            "decompression_bomb": "it has too many pixels to decode", "unreadable": "it cannot be decoded"}
 
 
 def button_rows(choices: list[str], codes: set[str]) -> list[list[tuple[str, str]]]:
@@ -100,12 +104,17 @@ class LabelApp:
         return name
 
     def _pixels(self, shown: Shown):
+        """The photo re-encoded from its decoded pixels, or a message; never a byte of a file that did not
+        decode (a problem's reason can quote a file's first bytes: the page says only its kind)."""
         if shown.photo is None:
             return None, ""
+        if not inside(shown.photo):
+            return None, "This file was replaced by a link since the app started: skip it."
         try:
             return cached_jpeg(open_image(shown.photo.path, max_side=DISPLAY_SIDE), "loscat-photo-"), ""
         except ImageProblemError as exc:
-            return None, f"This file cannot be shown ({exc.reason}): answer *not gradable*, or skip it."
+            why = PROBLEMS.get(exc.kind, "it cannot be decoded as an image")
+            return None, f"This file cannot be shown ({why}): answer *not gradable*, or skip it."
 
     def _api(self, shown: Shown) -> tuple[Any, str, str]:
         """(photo, photo_id, progress): what every API endpoint returns."""
@@ -295,9 +304,15 @@ def launch_label(images: str, out: str, rater: str, *, patients: str | None = No
     if host not in LOOPBACK and credentials is None:
         raise LoscatError(f"host {host} serves patient photos to the network: add auth 'USER:PASSWORD'",
                           param=("host", "auth"))
+    port = server_port(port, host)  # a bad or busy port: told now, not after the photos and model load
     session = label_session(images, out, patients=patients, model=model, order=order, suggest=suggest,
                             precision=precision, backend=backend)
     demo, js = build_label_app(session, rater)
-    demo.launch(server_name=host, server_port=port, auth=credentials, show_error=True, js=js,
-                theme=import_gradio().themes.Soft(), **kwargs)
+    try:
+        demo.launch(server_name=host, server_port=port, auth=credentials, show_error=True, js=js,
+                    theme=import_gradio().themes.Soft(), **kwargs)
+    except OSError as exc:
+        if "empty port" not in str(exc):  # gradio's "Cannot find empty port in range"
+            raise
+        raise launch_error(exc, port) from None
     return demo

@@ -7,6 +7,10 @@ process are serialised: run one app per file there), so rows are never lost or i
 answer is a new row; readers (`read_answers`, and `prepare --annotations` through the `labelled_at` column)
 keep the latest per (image, rater). Cells go through `csvsafe` (a file named `=x.jpg` is not a formula).
 The file holds patient ids: it is created readable by its owner only, and belongs with the private data.
+
+A file name may hold a comma, a quote or a line break: its cell is quoted and may span lines. A crash can cut
+a row anywhere, inside such a cell too. The next append closes what the cut left open (`_after_a_cut_row`),
+and `read_answers` re-reads from the line after any damaged record, so no cut hides the answers after it.
 """
 
 from __future__ import annotations
@@ -53,8 +57,11 @@ def now_utc() -> str:
 
 
 def _encode(values: tuple[str, ...]) -> bytes:
+    """One CSV row. A cell with a carriage return is quoted too (every cell of that row): csv quotes only
+    for the line terminator's characters, and an unquoted CR ends the record for every CSV reader."""
     buf = io.StringIO()
-    SafeWriter(buf, lineterminator="\n").writerow(values)
+    quoting = csv.QUOTE_ALL if any("\r" in str(v) for v in values) else csv.QUOTE_MINIMAL
+    SafeWriter(buf, lineterminator="\n", quoting=quoting).writerow(values)
     return buf.getvalue().encode("utf-8")
 
 
@@ -71,8 +78,12 @@ class LabelLog:
             raise LoscatError(f"out {self.path} is a folder; name the CSV file to write", param="out")
         if self.path.is_file() and self.path.stat().st_size:
             try:
-                with open(self.path, newline="", encoding="utf-8-sig") as fh:
-                    header = next(csv.reader(fh), [])
+                with open(self.path, "rb") as fh:
+                    head = fh.read(1 << 13)
+                if b"\x00" in head:  # a workbook or other binary file
+                    raise UnicodeDecodeError("utf-8", head, head.index(b"\x00"), len(head), "binary data")
+                # the header line only: a row a crash cut further on may hold a character cut in two
+                header = next(csv.reader([head.split(b"\n", 1)[0].decode("utf-8-sig")]), [])
             except (OSError, UnicodeDecodeError, csv.Error) as exc:
                 raise LoscatError(f"out {self.path} exists but cannot be read as a loscat-hf label file "
                                   f"({getattr(exc, 'strerror', None) or exc}); choose a new file name",
@@ -119,20 +130,47 @@ class LabelLog:
 
 
 def _after_a_cut_row(fd: int, size: int) -> bytes:
-    """What to write before a new row so that it starts a line of its own: nothing after a complete row; after
-    a row a crash cut off, a line end, with a closing quote first if the cut was inside a quoted cell (else
-    the reader would take the new row as the rest of that cell). The cut row stays, short of fields: readers
-    drop it."""
-    start = max(0, size - (1 << 16))
-    if hasattr(os, "pread"):
-        tail = os.pread(fd, size - start, start)
-    else:  # Windows: no pread; appends go to the end whatever the position
-        os.lseek(fd, start, os.SEEK_SET)
-        tail = os.read(fd, size - start)
-    if tail.endswith(b"\n"):
+    """What to write before a new row so that it starts a record of its own: nothing after a complete row;
+    after a row a crash cut off, a line end, with a closing quote first if the cut was inside a quoted cell
+    (else the reader would take the new row as the rest of that cell). The cut row stays, short of fields:
+    readers drop it.
+
+    Inside a quoted cell or not is the parity of the quote characters of the whole file (the writer puts
+    them only around quoted cells and doubles those inside): the last line alone does not tell, as a cut
+    inside a quoted multi-line file name can leave a last line with no quote at all."""
+    quotes, offset, tail = 0, 0, b""
+    while offset < size:
+        if hasattr(os, "pread"):
+            chunk = os.pread(fd, min(1 << 20, size - offset), offset)
+        else:  # Windows: no pread; appends go to the end whatever the position
+            os.lseek(fd, offset, os.SEEK_SET)
+            chunk = os.read(fd, min(1 << 20, size - offset))
+        if not chunk:
+            break
+        quotes, offset, tail = quotes + chunk.count(b'"'), offset + len(chunk), (tail + chunk)[-4:]
+    if quotes % 2:
+        return _finish_utf8(tail) + b'"\n'
+    return b"" if tail.endswith(b"\n") else _finish_utf8(tail) + b"\n"
+
+
+def _finish_utf8(tail: bytes) -> bytes:
+    """Bytes that complete a UTF-8 character a cut left unfinished at the end of the file (b"" if none): one
+    broken character would make a UTF-8 reader refuse the whole file, and `prepare` read it as cp1252."""
+    start = tail.lstrip(bytes(range(0x80, 0xC0)))  # from the last character's first byte
+    try:
+        start.decode("utf-8")
         return b""
-    last = tail.rsplit(b"\n", 1)[-1]
-    return (b'"' if last.count(b'"') % 2 else b"") + b"\n"
+    except UnicodeDecodeError:
+        pass
+    for n in (1, 2, 3):
+        for first in (0x80, 0x90, 0xA0):  # the second byte's range depends on the first
+            filler = bytes([first]) + b"\x80" * (n - 1)
+            try:
+                (start + filler).decode("utf-8")
+                return filler
+            except UnicodeDecodeError:
+                continue
+    return b""
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -149,17 +187,49 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def read_answers(path: str | os.PathLike) -> list[Answer]:
-    """The rows of a label file in file order; [] when it does not exist yet."""
+    """The complete rows of a label file in file order; [] when it does not exist yet."""
     path = Path(path)
     if not path.is_file():
         return []
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        # a character a crash cut in two decodes as U+FFFD inside its (dropped) record
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+            rows = complete_records(fh.read(), len(LABEL_COLUMNS))
+    except OSError as exc:
         raise LoscatError(f"cannot read the label file {path}: "
                           f"{getattr(exc, 'strerror', None) or exc}") from None
-    return [Answer(*(read_cell(v) for v in row)) for row in rows[1:] if len(row) == len(LABEL_COLUMNS)]
+    return [Answer(*(read_cell(v) for v in row)) for row in rows[1:]]
+
+
+def complete_records(text: str, fields: int) -> list[list[str]]:
+    """The CSV records of `text` that have `fields` cells, however the ones around them were cut.
+
+    A damaged record (another number of cells: a row a crash cut off, or one an open quote ran on into the
+    rows after it) is dropped, and reading goes on from the line after its first line: an answer written
+    after a cut is read even where the file was never repaired (by an older loscat-hf, or a cut that no
+    append followed)."""
+    lines = text.split("\n")
+    lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+    records, start = [], 0
+    while start < len(lines):
+        used = 0
+
+        def feed(first: int = start):
+            nonlocal used
+            for line in lines[first:]:
+                used += 1
+                yield line
+
+        try:
+            row = next(csv.reader(feed()), None)
+        except csv.Error:  # e.g. a NUL byte: this record is damaged
+            row = None
+        if row is not None and len(row) == fields:
+            records.append(row)
+            start += used
+        else:
+            start += 1
+    return records
 
 
 def latest_answers(answers: list[Answer]) -> dict[tuple[str, str], Answer]:

@@ -36,7 +36,7 @@ class LabelPhoto:
 
     photo_id: str  # keyed hash of `image`: names no patient or file
     image: str  # relative to the photo folder, '/'-separated (the label file's `image`)
-    path: Path
+    path: Path  # the file itself, inside the photo folder (links resolved)
     patient_id: str
     visit: str = ""
 
@@ -71,6 +71,45 @@ def read_patients(path: str | os.PathLike) -> dict[str, tuple[str, str]]:
     return out
 
 
+def shown_name(image: str) -> str:
+    """A file name as text that can be printed: bytes that are not UTF-8 as \\xNN."""
+    return image.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def offerable(found: list[tuple[str, Path]], root: Path) -> list[tuple[str, Path]]:
+    """The photos a rater can label, each as its resolved file; the others are named in a warning.
+
+    A name that is not UTF-8 cannot be written to the (UTF-8) label file as it is, so `prepare` could not
+    find the photo by it: rename it. A link to a file outside the folder is never opened: the app would show
+    whatever it points to (another patient's folder, /etc/passwd)."""
+    real_root = root.resolve()
+    ok, undecodable, outside = [], [], []
+    for image, path in found:
+        real = path.resolve()
+        try:
+            image.encode("utf-8")
+        except UnicodeEncodeError:
+            undecodable.append(shown_name(image))
+            continue
+        if real_root not in real.parents:
+            outside.append(image)
+            continue
+        ok.append((image, real))
+    if undecodable:
+        logger.warning("%d photo(s) under %s are not offered: their file names are not valid UTF-8 (e.g. "
+                       "%s); rename them to UTF-8 names (e.g. with convmv) and start again",
+                       len(undecodable), root, ", ".join(undecodable[:MAX_LISTED]))
+    if outside:
+        logger.warning("%d photo(s) under %s are not offered: they are links to files outside it (e.g. %s); "
+                       "copy the photos into the folder", len(outside), root, ", ".join(outside[:MAX_LISTED]))
+    return ok
+
+
+def inside(photo: LabelPhoto) -> bool:
+    """The photo's file is still the one listed: no link put in its place since (checked before it opens)."""
+    return os.path.realpath(photo.path) == str(photo.path)
+
+
 def list_photos(images: str | os.PathLike, patients: str | os.PathLike | None = None,
                 exclude: Sequence[str | os.PathLike] = ()) -> list[LabelPhoto]:
     """Every photo under `images` (recursive; hidden files and other file types skipped), sorted by path."""
@@ -80,6 +119,7 @@ def list_photos(images: str | os.PathLike, patients: str | os.PathLike | None = 
     files = folder_files(root, exclude)
     found = [(image, path) for image, path in files if path.suffix.lower() in PHOTO_SUFFIXES]
     others = len(files) - len(found)
+    found = offerable(found, root)
     if others:
         logger.info("%d file(s) under %s are not photos (by extension: %s) and are not offered for labelling",
                     others, root, ", ".join(PHOTO_SUFFIXES))

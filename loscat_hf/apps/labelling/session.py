@@ -85,8 +85,15 @@ def model_suggestions(model: str, photos: list[LabelPhoto], out: Path, precision
         listing = Path(tmp) / "photos.csv"
         with open(listing, "w", newline="", encoding="utf-8") as fh:
             csv.writer(fh).writerows([["image"], *([p] for p in by_path)])
-        predict_folder(model, listing, cache, batch_size=batch_size, precision=precision, backend=backend,
-                      resume=True)
+        settings = dict(batch_size=batch_size, precision=precision, backend=backend)
+        try:
+            predict_folder(model, listing, cache, resume=True, **settings)
+        except LoscatError as exc:
+            if "resume" not in exc.params:
+                raise
+            # a cache of other photos or another model's, or one written before its run record: a cache
+            logger.info("model suggestions predicted afresh: %s", exc)
+            predict_folder(model, listing, cache, resume=False, **settings)
     tops = {by_path.get(row["image"]): row_top(row) for row in read_rows(cache)}
     return {image: top for image, top in tops.items() if image and top}
 

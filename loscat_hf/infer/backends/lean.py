@@ -2,10 +2,11 @@
 
 Importing torch and building a transformers model took 5-9 s of every `loscat-hf predict` start on 2 cores
 here, for a forward pass that ONNX Runtime runs from the cached graph. When the backend resolves to onnx, the
-folder's files hash to a filled cache entry (onnx_cache.py) and the fp32 graph passed its exactness check,
-`lean_predictor` returns a LeanPredictor: the torch predictor's answers (same decode, same graph, same model
-folder record), from numpy arrays. Otherwise it returns None and the torch predictor loads (and fills the
-cache for the next run).
+folder's files hash to a filled cache entry (onnx_cache.py), the fp32 graph passed its exactness check and
+the graph's bytes hash to the sha256 recorded when it was written, `lean_predictor` returns a LeanPredictor:
+the torch predictor's answers (same decode, same graph, same model folder record), from numpy arrays.
+Otherwise it returns None and the torch predictor loads (and fills the cache, or exports a graph that did
+not verify again, for the next run).
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ class LeanPredictor(PhotoPredictor):
 
     backend = "onnx"
 
-    def __init__(self, entry: Path, folder: ModelFolder, settings: PredictorSettings, threads: int) -> None:
+    def __init__(self, session, folder: ModelFolder, settings: PredictorSettings,
+                 weights_sha256: str | None = None) -> None:
         precision = settings.precision
         self.int8 = precision == "int8"
-        self.session = onnx_cache.open_session(entry / onnx_cache.graph_name("logits", self.int8), threads)
+        self.session = session  # `onnx_cache.open_verified`: the graph written for these weights
+        self.weights_sha256 = weights_sha256  # hashed for the cache key; `predict --resume` records it
         self.folder = folder
         self.temperature = folder.temperature
         self.mean = np.asarray(folder.image_mean, np.float32).reshape(1, 3, 1, 1)
@@ -77,21 +80,28 @@ def lean_predictor(model: str | os.PathLike,
         # a Hub id: the torch predictor asks the Hub for a newer revision; offline, the cache is it
         return None
     folder = onnx_cache.local_model_folder(model)
-    key = onnx_cache.folder_key(folder) if folder is not None else None
-    if key is None:
+    found = onnx_cache.folder_fingerprint(folder) if folder is not None else None
+    if found is None:
         return None
+    key, weights = found
     entry = onnx_cache.entry(key)
     check = onnx_cache.read_json(entry / onnx_cache.CHECK_FILE)
     record = onnx_cache.read_json(entry / onnx_cache.RECORD_FILE)
     graph = entry / onnx_cache.graph_name("logits", precision == "int8")
-    if not (onnx_cache.is_exact(check) and record and record.get("version") == onnx_cache.RECORD_VERSION
-            and graph.is_file()):
+    measured = onnx_cache.recorded_digest(entry / onnx_cache.graph_name("logits", False))
+    # the check counts for the fp32 graph it measured; both records were written for this entry
+    if not (onnx_cache.is_exact(check) and measured is not None and check.get("sha256") == measured
+            and isinstance(record, dict) and record.get("version") == onnx_cache.RECORD_VERSION
+            and record.get("key") == key and graph.is_file()):
         return None
     logger.info("running %s from its cached ONNX graph %s", model, entry)
     try:
-        record = ModelFolder.from_dict({k: v for k, v in record.items() if k != "version"},
-                                       name=os.path.expanduser(str(model)))
-        return LeanPredictor(entry, record, settings, threads=usable_cores())
+        fields = {k: v for k, v in record.items() if k not in ("version", "key")}
+        folder_record = ModelFolder.from_dict(fields, name=os.path.expanduser(str(model)))
+        session = onnx_cache.open_verified(graph, usable_cores())
+        if session is None:  # not the graph written for these weights: the torch load exports it again
+            return None
+        return LeanPredictor(session, folder_record, settings, weights_sha256=weights)
     except Exception as exc:  # noqa: BLE001 - a damaged cache entry: the torch predictor takes over
         logger.warning("cannot run the cached ONNX graph in %s (%s): loading the model", entry, exc)
         return None

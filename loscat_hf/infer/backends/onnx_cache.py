@@ -2,10 +2,19 @@
 opens. `onnx_export.OnnxRunner` (torch) fills an entry; `lean` reads a filled one and predicts without
 importing torch or transformers (their imports are most of a `predict` start: 5-9 s on 2 cores here).
 
-An entry is `cache_dir()/onnx/<key>/`: logits.onnx (+ logits.int8.onnx, explain.onnx), check.json (the fp32
-graph's largest probability difference against torch on a probe batch) and predictor.json (the model folder's
-record, `model.folder.ModelFolder`, that the torch predictor used). The key hashes
-the model folder's config.json, preprocessor_config.json and weights with the exporter's versions.
+An entry is `cache_dir()/onnx/<key>/`: logits.onnx (+ logits.int8.onnx, explain.onnx), each with
+`<graph>.sha256.json` (its own sha256, and the entry it was written for), check.json (the fp32 graph's largest
+probability difference against torch on a probe batch, and the sha256 of the graph it measured) and
+predictor.json (the model folder's record, `model.folder.ModelFolder`, that the torch predictor used, and the
+entry's key). The key hashes everything that decides the answers: the model folder's config.json,
+preprocessor_config.json (adapter_config.json where there is one) and every weights file transformers may load
+(`checkpoints.weights_files`: safetensors, pytorch_model*.bin, shards and their index), with the versions of
+loscat-hf, the exporter and the runtime.
+
+A graph is used only when its bytes hash to the digest recorded when it was written (`open_verified`): a graph
+copied over another, or a whole entry copied under another key, is exported again (torch) or not used (the
+torch-free start loads the model instead), never answered from. The hash (~0.4 s for ViT-B/16-384's 345 MB on
+2 cores) runs beside ONNX Runtime's own start of the session (docs/predict.md has the numbers).
 """
 
 from __future__ import annotations
@@ -13,17 +22,23 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from loscat_hf.io.atomic import write_atomic
 
-EXPORT_VERSION = 1  # bump when the exported graph changes: old cache entries are then not reused
+logger = logging.getLogger(__name__)
+
+EXPORT_VERSION = 2  # bump when the exported graph changes: old cache entries are then not reused
 RECORD_VERSION = 3  # bump when predictor.json's meaning changes (it is a ModelFolder record)
 OPSET = 18
 CHECK_FILE = "check.json"
 RECORD_FILE = "predictor.json"
-MODEL_FILES = ("config.json", "preprocessor_config.json")
+HASH_SUFFIX = ".sha256.json"
+# besides the weights, the files whose contents decide a loaded model's answers (peft: adapter_config.json)
+MODEL_FILES = ("config.json", "preprocessor_config.json", "adapter_config.json")
 
 
 def cache_dir() -> Path:
@@ -44,7 +59,7 @@ def _version(dist: str) -> str:
 def key_prefix():
     """The part of every key that is not the model: a new exporter, runtime or loscat-hf exports afresh."""
     versions = "|".join(_version(d) for d in ("loscat-hf", "torch", "transformers", "onnxruntime",
-                                              "onnxscript"))
+                                              "onnx", "onnxscript"))
     return hashlib.sha256(f"{EXPORT_VERSION}|{RECORD_VERSION}|{OPSET}|{versions}|".encode())
 
 
@@ -63,9 +78,10 @@ def local_model_folder(name: str | os.PathLike) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
-def folder_key(folder: Path) -> str | None:
-    """sha256 over a model folder's config files and weights (`checkpoints.weights_fingerprint`); None without
-    safetensors weights."""
+def folder_fingerprint(folder: Path) -> tuple[str, str] | None:
+    """(cache key, weights fingerprint) of a model folder: the key is a sha256 over its config files and every
+    weights file that loads (`checkpoints.weights_fingerprint`) with the versions; None without weights or
+    config.json."""
     from loscat_hf.model.checkpoints import weights_fingerprint
 
     weights = weights_fingerprint(folder)
@@ -76,13 +92,21 @@ def folder_key(folder: Path) -> str | None:
         if path.is_file():
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
     digest.update(weights.encode())
-    return digest.hexdigest()[:32]
+    return digest.hexdigest()[:32], weights
+
+
+def folder_key(folder: Path) -> str | None:
+    """The cache key of a model folder (`folder_fingerprint`); None without weights or config.json."""
+    found = folder_fingerprint(folder)
+    return found[0] if found else None
 
 
 def files_state(folder: Path) -> list[tuple[str, int, int]]:
     """(name, size, mtime) of the files a key hashes: unchanged between hashing and loading, or the key
     is void."""
-    paths = [*(folder / n for n in MODEL_FILES), *sorted(folder.glob("*.safetensors"))]
+    from loscat_hf.model.checkpoints import weights_files
+
+    paths = [*(folder / n for n in MODEL_FILES), *weights_files(folder)]
     return [(p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in paths if p.is_file()]
 
 
@@ -116,12 +140,80 @@ def write_json(path: Path, data: dict) -> None:
     write_atomic(path, json.dumps(data, indent=2))
 
 
-def open_session(path: Path, threads: int):
-    """An ONNX Runtime CPU session with `threads` intra-op threads."""
+def open_session(graph: Path | bytes, threads: int):
+    """An ONNX Runtime CPU session with `threads` intra-op threads, from a graph file or its bytes."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, threads)
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # constant-folding notices about CastLike nodes are not problems
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    source = graph if isinstance(graph, bytes) else str(graph)
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+
+
+def hash_record(graph: Path) -> Path:
+    return graph.with_name(graph.name + HASH_SUFFIX)
+
+
+def record_graph(graph: Path) -> str:
+    """Hash a graph just written into its entry and record the digest beside it, with the entry's key (a graph
+    copied in from another entry together with its record is still not this entry's)."""
+    with open(graph, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    size = graph.stat().st_size
+    write_json(hash_record(graph), {"key": graph.parent.name, "sha256": digest, "bytes": size})
+    return digest
+
+
+def recorded_digest(graph: Path) -> str | None:
+    """The sha256 recorded when this entry's graph was written; None without a record of this entry."""
+    record = read_json(hash_record(graph))
+    if not isinstance(record, dict) or record.get("key") != graph.parent.name:
+        return None
+    digest = record.get("sha256")
+    return digest if isinstance(digest, str) else None
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def open_verified(graph: Path, threads: int):
+    """An ONNX Runtime session of `graph` when the file hashes to the digest recorded when it was written;
+    None when the graph or its record is missing or they differ (the caller exports again, or loads the
+    model).
+
+    The hash runs in a second thread while ONNX Runtime opens the file (hashlib releases the GIL), and the
+    session is returned only after the digest matched and the file is still the one hashed (same inode, size
+    and mtime: every writer here replaces a graph by renaming a new file over it). Opening from bytes
+    instead would hash exactly the parsed bytes, but ONNX Runtime took 1.4 s instead of 0.6 s to open
+    ViT-B/16-384's graph from them (docs/predict.md)."""
+    expected = recorded_digest(graph)
+    if expected is None or not graph.is_file():
+        return None
+
+    def digest() -> str:
+        with open(graph, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+
+    before = _identity(graph)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashed = pool.submit(digest)
+        try:
+            session = open_session(graph, threads)
+            failure = None
+        except Exception as exc:  # noqa: BLE001 - a damaged graph: reported below only if its hash matched
+            session, failure = None, exc
+        try:
+            same = hashed.result() == expected and _identity(graph) == before
+        except OSError:
+            same = False
+    if not same:
+        logger.warning("the cached ONNX graph %s is not the one written for this model (its sha256 differs "
+                       "from the one recorded at export): not using it", graph)
+        return None
+    if failure is not None:
+        raise failure
+    return session

@@ -4,6 +4,9 @@ The ONNX graph is exported once per set of weights with `torch.onnx.export` (the
 exporter; the TorchScript one is deprecated) and cached under `onnx_cache.cache_dir()`; the first export
 checks it against torch on a probe batch and records the largest probability difference. A graph that is
 not exact (max difference >= EXACT_PROB_DIFF) is refused, and "auto" falls back to torch (`runner.py`).
+Every graph is opened only after its bytes hashed to the sha256 recorded when it was written
+(`onnx_cache.open_verified`); one that does not (copied over, damaged) is exported again, and the check is
+measured again for the new graph (it names the sha256 of the graph it measured).
 
 int8 (`--precision int8`) is ONNX Runtime's dynamic quantisation of that graph's MatMuls (torch's
 `torch.ao.quantization.quantize_dynamic` is deprecated in torch 2.13 and is not used). It changes answers:
@@ -136,46 +139,53 @@ class OnnxRunner(LogitRunner):
         self.int8 = int8
         self.threads = torch.get_num_threads()
         self.entry = onnx_cache.entry(key or model_key(model))
-        self.check = self._exact_check()
+        self._opened: dict[tuple[str, bool], object] = {}
         self._sessions: dict[str, object] = {}
-        self.session("logits")  # fail here, at load, not at the first photo
+        self.session("logits")  # fail here, at load, not at the first photo; verified or exported again
+        self.check = self._exact_check()
         if record is not None:
-            record = {"version": onnx_cache.RECORD_VERSION, **record}
+            record = {"version": onnx_cache.RECORD_VERSION, "key": self.entry.name, **record}
             if onnx_cache.read_json(self.entry / onnx_cache.RECORD_FILE) != record:
                 onnx_cache.write_json(self.entry / onnx_cache.RECORD_FILE, record)  # what `lean` replays
 
-    def _graph_path(self, kind: str) -> Path:
-        return self.entry / onnx_cache.graph_name(kind, self.int8)
-
-    def _fp32_graph(self, kind: str) -> Path:
-        path = self.entry / onnx_cache.graph_name(kind, False)
-        if not path.is_file():
-            logger.warning("exporting the model to ONNX once (%s graph; ViT-B/16-384 takes ~20-30 s on 2 "
-                           "cores), cached in %s", kind, self.entry)
-            export_graph(self.model, path, attentions=kind == "explain")
-        return path
-
-    def _export(self, kind: str) -> Path:
-        path = self._graph_path(kind)
-        if not path.is_file():
-            fp32 = self._fp32_graph(kind)
-            if self.int8:
-                quantize_graph(fp32, path)
-        return path
+    def _open(self, kind: str, int8: bool):
+        """A session of this entry's graph, whose bytes hash to the digest recorded when it was written; a
+        graph that is missing, or is not the one written here (copied over, damaged), is exported again."""
+        if (kind, int8) not in self._opened:
+            path = self.entry / onnx_cache.graph_name(kind, int8)
+            session = onnx_cache.open_verified(path, self.threads)
+            if session is None:
+                if int8:
+                    self._open(kind, False)  # the fp32 graph it quantises: verified (or exported) first
+                    quantize_graph(self.entry / onnx_cache.graph_name(kind, False), path)
+                else:
+                    logger.warning("exporting the model to ONNX once (%s graph; ViT-B/16-384 takes ~20-30 s "
+                                   "on 2 cores), cached in %s", kind, self.entry)
+                    export_graph(self.model, path, attentions=kind == "explain")
+                onnx_cache.record_graph(path)
+                session = onnx_cache.open_verified(path, self.threads)
+                if session is None:
+                    raise RuntimeError(f"the ONNX graph {path} changed while it was written")
+            self._opened[(kind, int8)] = session
+        return self._opened[(kind, int8)]
 
     def _exact_check(self, kind: str = "logits") -> dict:
         """Max probability difference of an fp32 graph against torch on a probe batch, measured once per
-        graph."""
+        graph: a recorded check counts only for the graph whose sha256 it names."""
         record = self.entry / (onnx_cache.CHECK_FILE if kind == "logits" else f"check.{kind}.json")
-        if (known := onnx_cache.read_json(record)) is not None:
+        fp32 = self.entry / onnx_cache.graph_name(kind, False)
+        known = onnx_cache.read_json(record)
+        digest = onnx_cache.recorded_digest(fp32)
+        if isinstance(known, dict) and digest is not None and known.get("sha256") == digest:
             return known
-        path = self._fp32_graph(kind)
+        session = self._open(kind, False)
         x = normalise(probe_batch(int(self.model.config.image_size)), self.mean, self.std)
         with torch.inference_mode():
             ref = self.model(pixel_values=x).logits.float().numpy()
-        got = onnx_cache.open_session(path, self.threads).run(None, {"pixel_values": x.numpy()})[0]
+        got = session.run(None, {"pixel_values": x.numpy()})[0]
         diff = max_prob_diff(ref, got, temperature(self.model.config))
-        check = {"max_prob_diff": diff, "exact": diff < EXACT_PROB_DIFF, "probe_photos": int(x.shape[0])}
+        check = {"max_prob_diff": diff, "exact": diff < EXACT_PROB_DIFF, "probe_photos": int(x.shape[0]),
+                 "sha256": onnx_cache.recorded_digest(fp32)}
         onnx_cache.write_json(record, check)
         return check
 
@@ -186,11 +196,11 @@ class OnnxRunner(LogitRunner):
     def session(self, kind: str):
         """The ONNX Runtime session of a graph ("logits" or "explain"), exported and checked on first use."""
         if kind not in self._sessions:
-            path = self._export(kind)
+            session = self._open(kind, self.int8)
             if kind != "logits" and not self.int8 and not onnx_cache.is_exact(self._exact_check(kind)):
                 raise LoscatError(f"the ONNX {kind} graph of this model is not exact; use backend='torch'",
                                   param="backend")
-            self._sessions[kind] = onnx_cache.open_session(path, self.threads)
+            self._sessions[kind] = session
         return self._sessions[kind]
 
     def _model_call(self, x: torch.Tensor, output_attentions: bool = False, **kwargs):

@@ -1,0 +1,206 @@
+"""`predict --resume`: rows of an earlier run are kept only when the same model and the same settings wrote
+them, and only while each row is still a possible answer about a file of this input.
+
+Every run records, beside its output, what decides its answers: `<out>.run.json` (owner-only, like the
+output: it names the model folder) holds the model's weights fingerprint and its folder record (labels,
+temperature, decoding) and the settings that change answers (tta, the review thresholds, the numerics:
+fp32 / bf16 / int8, top-k, the columns). It is written at the start of a run, once the partial file holds
+every row kept, and completed with the finished output's sha256 at the end. `--resume` then refuses, in
+one line, an earlier output whose record is missing or differs, or an output changed since it was written;
+and re-validates every kept row (a region among the model's labels, probabilities in [0, 1], a known status,
+a file this input still lists), refusing the first bad one by its row number.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+from loscat_hf.errors import LoscatError
+from loscat_hf.io.atomic import atomic_file
+from loscat_hf.io.csvsafe import read_cell
+from loscat_hf.io.images import PROBLEM_KINDS
+
+RECORD_SUFFIX = ".run.json"
+RECORD_VERSION = 1
+AGAIN = "run without resume=True to predict every photo again, or choose another out"
+
+
+def record_path(out: Path) -> Path:
+    return out.with_name(out.name + RECORD_SUFFIX)
+
+
+def numerics(predictor) -> str:
+    """The arithmetic that computes the answers: int8 and bf16 change them; fp32 on torch or ONNX Runtime
+    gives the same answers (within the exactness threshold, 1e-3 in probability)."""
+    if predictor.precision in ("int8", "bf16"):
+        return predictor.precision
+    device = getattr(getattr(predictor, "device", None), "type", "")
+    if predictor.backend == "torch" and predictor.precision == "auto" and device == "cuda":
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"  # autocast_for's rule
+    return "fp32"
+
+
+def weights_identity(predictor) -> str | None:
+    """The predictor's weights: the fingerprint of its model folder's weights files (hashed once already
+    where the cached graph runs), else a hash of the loaded weights; None when neither is there."""
+    if getattr(predictor, "weights_sha256", None):
+        return predictor.weights_sha256
+    if predictor.folder.name:
+        from loscat_hf.infer.backends.onnx_cache import local_model_folder
+        from loscat_hf.model.checkpoints import weights_fingerprint
+
+        folder = local_model_folder(predictor.folder.name)
+        if folder is not None and (found := weights_fingerprint(folder)):
+            return found
+    model = getattr(predictor, "model", None)
+    if model is None:
+        return None
+    import torch  # loaded already: the predictor holds a torch model
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return "loaded:" + digest.hexdigest()
+
+
+def run_record(predictor, model: str, *, tta: bool, top_k: int, columns: Sequence[str]) -> dict[str, Any]:
+    """What decides this run's answers, as JSON types (a record read back compares equal)."""
+    record = {
+        "version": RECORD_VERSION,
+        "model": model,  # for people only: the same weights in a moved folder give the same answers
+        "weights_sha256": weights_identity(predictor),
+        "model_record": predictor.folder.to_dict(),
+        "settings": {"tta": bool(tta), "min_confidence": float(predictor.min_confidence),
+                     "min_margin": float(predictor.min_margin), "temperature": float(predictor.temperature),
+                     "numerics": numerics(predictor), "top_k": int(top_k), "columns": list(columns)},
+        "output_sha256": None,
+    }
+    return json.loads(json.dumps(record))
+
+
+def write_record(out: Path, record: dict[str, Any], output_sha256: str | None = None) -> None:
+    """Owner-only and atomic: a reader sees the old record or the new one."""
+    with atomic_file(record_path(out), private=True) as tmp:
+        tmp.write_text(json.dumps({**record, "output_sha256": output_sha256}, indent=2), encoding="utf-8")
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    what = []
+    if old.get("weights_sha256") != new["weights_sha256"]:
+        what.append("the model's weights")
+    record_old, record_new = old.get("model_record") or {}, new["model_record"]
+    what += [f"the model's {k}" for k in sorted(set(record_old) | set(record_new))
+             if record_old.get(k) != record_new.get(k)]
+    then, now = old.get("settings") or {}, new["settings"]
+    what += [f"{k} {then.get(k)} then, {now.get(k)} now"
+             for k in sorted(set(then) | set(now)) if then.get(k) != now.get(k)]
+    return what
+
+
+Rows = list[tuple[Path, int, dict[str, str]]]  # (file, spreadsheet row number, row)
+
+
+def earlier_rows(out: Path, partial: Path, record: dict[str, Any]) -> Rows:
+    """The rows `--resume` may keep, from an output and partial file written by a run with this `record`;
+    raises LoscatError naming what differs otherwise. An output written before its record's run started (the
+    record has no output hash yet: that run began afresh or copied every kept row into its partial file) is
+    not read."""
+    files = [p for p in (out, partial) if p.is_file()]
+    if not files:
+        return []
+    where = record_path(out)
+    try:
+        old = json.loads(where.read_text(encoding="utf-8"))
+        if not isinstance(old, dict) or old.get("version") != RECORD_VERSION:
+            raise ValueError("not a run record of this loscat-hf")
+    except (OSError, ValueError):
+        raise LoscatError(f"resume: {files[0]} has no record of the model and settings that wrote it "
+                          f"({where} is missing or unreadable); {AGAIN}", param=("resume", "out")) from None
+    if differs := _differences(old, record):
+        raise LoscatError(f"resume: {files[0]} was written by another model or with other settings "
+                          f"({'; '.join(differs)}); {AGAIN}", param=("resume", "out"))
+    rows: Rows = []
+    if out.is_file() and old.get("output_sha256") is not None:
+        if file_sha256(out) != old["output_sha256"]:
+            raise LoscatError(f"resume: {out} changed since loscat-hf wrote it (its sha256 is not the one "
+                              f"recorded in {where}); {AGAIN}", param=("resume", "out"))
+        rows += _read(out, record["settings"]["columns"])
+    return rows + _read(partial, record["settings"]["columns"])
+
+
+def _read(path: Path, columns: Sequence[str]) -> Rows:
+    """(file, spreadsheet row number, row) for each row, cells as they were before `safe_cell`."""
+    if not path.is_file():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in columns if c not in (reader.fieldnames or [])]
+            if missing:
+                raise LoscatError(f"resume: {path} has no {', '.join(missing)} column; {AGAIN}",
+                                  param=("resume", "out"))
+            return [(path, number, {c: read_cell(row.get(c) or "") for c in columns})
+                    for number, row in enumerate(reader, start=2)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LoscatError(f"resume: cannot read {path} ({exc}); move it away or run without resume=True",
+                          param="resume") from None
+
+
+def _probability(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and 0.0 <= value <= 1.0 else None
+
+
+def row_problem(row: dict[str, str], labels: Collection[str], listed: Collection[str],
+                top_k: int) -> str | None:
+    """Why a kept row is not a possible answer of this model about a file of this input; None when it is."""
+    image, status = row["image"], row["status"]
+    if image not in listed:
+        return f"{image!r} is not a file of this input (moved, removed, or outside it)"
+    if status == "ok":
+        if row["region"] not in labels:
+            return f"region {row['region']!r} is not one of the model's labels"
+        if row["needs_review"] not in ("true", "false"):
+            return f"needs_review {row['needs_review']!r} is neither true nor false"
+        if _probability(row["probability"]) is None:
+            return f"probability {row['probability']!r} is not a number from 0 to 1"
+        for k in range(1, top_k + 1):
+            label, prob = row[f"top{k}"], row[f"top{k}_prob"]
+            if label and label not in labels:
+                return f"top{k} {label!r} is not one of the model's labels"
+            if (label or prob) and _probability(prob) is None:
+                return f"top{k}_prob {prob!r} is not a number from 0 to 1"
+        if (row["top1"], row["top1_prob"]) != (row["region"], row["probability"]):
+            return "region and probability are not top1 and top1_prob"
+        return None
+    if status not in PROBLEM_KINDS:
+        return f"status {status!r} is not ok nor one of {', '.join(PROBLEM_KINDS)}"
+    filled = [c for c in ("region", "probability", "needs_review", "top1") if row[c]]
+    return f"an error row ({status}) with a {filled[0]}" if filled else None
+
+
+def check_rows(rows: Rows, labels: Collection[str], listed: Collection[str], top_k: int) -> None:
+    """Refuse the first kept row that is not a possible answer, by its file and row number."""
+    labels, listed = set(labels), set(listed)
+    for path, number, row in rows:
+        if (problem := row_problem(row, labels, listed, top_k)) is not None:
+            raise LoscatError(f"resume: {path}, row {number}: {problem}; {AGAIN}", param=("resume", "out"))
