@@ -163,3 +163,12 @@ def test_card_says_whether_and_how_the_model_is_calibrated(model, clinic_dataset
     (model / "config.json").write_text(json.dumps(config))
     text = model_card(model, "org/x").text
     assert PLANTED not in text and "on 60 labelled photos" in text
+
+
+def test_calibrating_on_the_test_split_warns_that_test_metrics_are_then_biased(model, tmp_path, caplog):
+    data = write_imagefolder(tmp_path / "d", {"train": [2] * 12, "validation": [5] * 12, "test": [5] * 12},
+                             seed=2)
+    calibrate(str(model), str(data), split="validation")
+    assert "test split" not in caplog.text
+    calibrate(str(model), str(data), split="test")
+    assert "calibrating on the test split" in caplog.text

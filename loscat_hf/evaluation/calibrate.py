@@ -13,6 +13,7 @@ atomically; the weights are not touched. `train` records its own fit on validati
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ import numpy as np
 from loscat_hf.defaults import MIN_CONFIDENCE, MIN_MARGIN
 from loscat_hf.errors import LoscatError
 from loscat_hf.model.calibration import apply_temperature, fit_record, needs_review
+
+logger = logging.getLogger(__name__)
 
 # A temperature fitted on fewer photos follows their noise, and an ECE over 15 confidence bins means little.
 MIN_PHOTOS = 50
@@ -148,6 +151,10 @@ def calibrate(model: str, dataset: str, split: str = "validation", taxonomy: str
                           f"(taxonomy {tax.name}): calibrate it on a dataset of its own classes",
                           param=("model", "dataset"))
     _check_split(Path(dataset), split)  # from the split's metadata, before any photo is loaded
+    if split == "test":
+        logger.warning("calibrating on the test split: its calibration error and review counts measured by "
+                       "`evaluate --split test` afterwards are no longer unbiased (fit on validation, or on "
+                       "photos kept out of every evaluation)")
     ds = load_packed_dataset(dataset, tax)
     if split not in ds:
         raise LoscatError(f"dataset {dataset} has no split {split!r} (it has {', '.join(ds)})", param="split")
