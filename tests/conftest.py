@@ -77,6 +77,20 @@ def save_tiny_model(d: Path, seed: int = 0, **config) -> Path:
     return d
 
 
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A tiny model folder, one per test module (a module may define its own `model_dir` instead)."""
+    return save_tiny_model(tmp_path_factory.mktemp("tinymodel"), seed=3)
+
+
+@pytest.fixture(scope="module")
+def predictor(model_dir):
+    """`model_dir` loaded as `predict` loads it (the default backend) on the CPU."""
+    from loscat_hf.infer.predictor import RegionPredictor
+
+    return RegionPredictor.from_pretrained(model_dir, device="cpu")
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """12 classes, imbalanced train (2..13 photos per class), 3 validation photos per class."""

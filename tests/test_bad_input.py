@@ -43,9 +43,9 @@ def hub_at(monkeypatch, tmp_path):
     Hub at `url` and an empty HF cache; everything is restored afterwards."""
     from huggingface_hub import constants
 
-    from loscat_hf.model import checkpoints
+    from loscat_hf.model import hub_access
 
-    monkeypatch.setattr(checkpoints, "_WENT_OFFLINE", [])
+    monkeypatch.setattr(hub_access, "_WENT_OFFLINE", [])
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # restored, whatever the code under test sets
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
@@ -108,22 +108,22 @@ def test_training_from_an_unreachable_hub_model_fails_in_seconds(hub_at):
 
 
 def test_a_hub_that_never_answers_counts_as_unreachable(hub_at, monkeypatch):
-    from loscat_hf.model import checkpoints
+    from loscat_hf.model import hub_access
 
-    monkeypatch.setattr(checkpoints, "HUB_PROBE_S", 0.5)
+    monkeypatch.setattr(hub_access, "HUB_PROBE_S", 0.5)
     with socket.socket() as silent:  # accepts connections (the kernel does), never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         hub_at(f"http://127.0.0.1:{silent.getsockname()[1]}")
         started = time.monotonic()
-        assert "did not answer" in checkpoints.hub_unreachable()
+        assert "did not answer" in hub_access.hub_unreachable()
         assert time.monotonic() - started < 3
 
 
 def test_a_hub_that_answers_is_used(hub_at):
     from huggingface_hub import constants
 
-    from loscat_hf.model.checkpoints import hub_unreachable
+    from loscat_hf.model.hub_access import hub_unreachable
 
     class Answer(http.server.BaseHTTPRequestHandler):
         def do_HEAD(self):  # noqa: N802 - http.server's name
@@ -144,13 +144,13 @@ def test_a_hub_that_answers_is_used(hub_at):
 
 
 def test_long_library_errors_are_cut_at_a_sentence():
-    from loscat_hf.model.checkpoints import _first_line
+    from loscat_hf.model.hub_access import first_line
 
     long = ("We couldn't connect to 'https://huggingface.co' to load the files. " * 2
             + "Please check your connection and try again or make sure your Internet connection is on.")
-    assert _first_line(RuntimeError(long)).endswith("load the files.")
+    assert first_line(RuntimeError(long)).endswith("load the files.")
     words = "word " * 60
-    assert _first_line(RuntimeError(words)).endswith("word ...")
+    assert first_line(RuntimeError(words)).endswith("word ...")
 
 
 # ------------------------------------------------------------------------------------------------ ports
@@ -194,6 +194,10 @@ def test_bad_ports_are_one_line_before_anything_loads(photos, tmp_path, busy_por
         for argv in (label, demo):
             assert main(argv) == 2
             assert said in _one_line_error(capsys)
+    monkeypatch.delenv("GRADIO_SERVER_PORT")
+    for argv in ([*label, "--auth", "u:p"], demo):  # a host that does not resolve: not "another program"
+        assert main([*argv, "--host", "no-such-host.invalid", "--port", "7999"]) == 2
+        assert "--host 'no-such-host.invalid' is not an address of this machine" in _one_line_error(capsys)
     assert not out.exists()
 
 
@@ -235,17 +239,17 @@ def test_a_data_url_image_is_refused_before_gradio_decodes_it():
     gr = import_gradio()
     from gradio.data_classes import ImageData
 
-    from loscat_hf.apps.uploads import DATA_URL_REFUSED, UploadImage
+    from loscat_hf.apps.uploads import UploadImage
 
     cache = Path(gr.utils.get_upload_folder())
     before = _files(cache)
     with gr.Blocks():
         component = UploadImage(type="filepath", image_mode=None)
     started = time.monotonic()
-    with pytest.raises(gr.Error, match="data: URL"):
+    with pytest.raises(gr.Error, match="data: URL") as caught:
         component.preprocess(ImageData(url=_data_url(_png_claiming(12_000, 12_000)), path=None))
     assert time.monotonic() - started < 1 and _files(cache) == before
-    assert DATA_URL_REFUSED.endswith("upload the image file itself.")
+    assert caught.value.message.endswith("upload the image file itself.")  # what the person should do
 
 
 def test_the_space_refuses_a_data_url_through_its_api(tmp_path):
@@ -279,7 +283,7 @@ def test_the_space_refuses_a_data_url_through_its_api(tmp_path):
     strict=True, raises=AssertionError,
     reason="huggingface_hub 2.4 backs off 1+2+4+8+8 s on a Hub it cannot reach (file_download: 'No local "
            "file found. Retrying', huggingface/huggingface_hub PR 3569): when this passes, the probe in "
-           "loscat_hf/model/checkpoints.py (hub_unreachable) can go")
+           "loscat_hf/model/hub_access.py (hub_unreachable) can go")
 def test_upstream_hub_download_gives_up_at_once_on_an_unreachable_hub(hub_at, monkeypatch):
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import _http

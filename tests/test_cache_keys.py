@@ -14,7 +14,7 @@ import torch
 from conftest import save_tiny_model
 from PIL import Image
 
-from loscat_hf.model.checkpoints import weights_files, weights_fingerprint
+from loscat_hf.model.weights import weights_files, weights_fingerprint
 
 
 def _peaky(d: Path, seed: int) -> dict[str, torch.Tensor]:
@@ -36,15 +36,14 @@ def _probs(pred) -> np.ndarray:
 
 
 def test_weights_files_are_every_name_transformers_loads_weights_from(tmp_path):
-    """The names are spelled out in checkpoints.py (the torch-free start imports no transformers): they must
-    be transformers' own."""
+    """The names are spelled out in model/weights.py (the torch-free start imports no transformers): they
+    must be transformers' own. A peft adapter's files are not among them (a folder holding one has no key)."""
     import transformers.utils as tu
 
     names = [tu.SAFE_WEIGHTS_NAME, tu.WEIGHTS_NAME, tu.SAFE_WEIGHTS_INDEX_NAME, tu.WEIGHTS_INDEX_NAME,
-             tu.ADAPTER_SAFE_WEIGHTS_NAME, tu.ADAPTER_WEIGHTS_NAME,
              "pytorch_model-00001-of-00002.bin", "model-00002-of-00002.safetensors",  # shards
              "pytorch_model.fp16.bin", "model.fp16.safetensors"]  # variants (modeling_utils._add_variant)
-    for name in names:
+    for name in [*names, tu.ADAPTER_SAFE_WEIGHTS_NAME, tu.ADAPTER_WEIGHTS_NAME]:
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / tu.WEIGHTS_INDEX_NAME).write_text('{"weight_map": {"a": "odd-shard.bin", "b": "../out.bin"}}')
     (tmp_path / "odd-shard.bin").write_bytes(b"x")  # named by the index: loaded, so hashed
@@ -76,6 +75,27 @@ def test_every_loadable_weights_file_decides_the_fingerprint(tmp_path):
     from loscat_hf.infer.backends import onnx_cache
 
     assert weights_fingerprint(bare) is None and onnx_cache.folder_key(bare) is None
+
+
+def test_a_folder_holding_a_peft_adapter_has_no_cache_key(tmp_path):
+    """With peft installed, an adapter loads on top of the base model its adapter_config.json names (another
+    folder, a Hub id): a key over this folder's files would not change with that base, and its cached graph
+    would go on answering for the old one. No key: the graph is keyed on the loaded weights instead."""
+    import transformers.utils as tu
+
+    from loscat_hf.infer.backends import onnx_cache
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "config.json").write_text("{}")
+    (adapter / tu.ADAPTER_CONFIG_NAME).write_text('{"base_model_name_or_path": "../base"}')
+    (adapter / tu.ADAPTER_SAFE_WEIGHTS_NAME).write_bytes(b"lora")
+    assert weights_files(adapter) == []
+    assert weights_fingerprint(adapter) is None and onnx_cache.folder_key(adapter) is None
+    full = save_tiny_model(tmp_path / "full")  # a whole model with an adapter beside it: no key either
+    assert onnx_cache.folder_key(full) is not None
+    (full / tu.ADAPTER_WEIGHTS_NAME).write_bytes(b"lora")
+    assert weights_fingerprint(full) is None and onnx_cache.folder_key(full) is None
 
 
 onnx = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnxscript")),

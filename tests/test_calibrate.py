@@ -107,7 +107,11 @@ def test_review_rule_is_predicts_rule():
 def test_cli_prints_the_effect(model, clinic_dataset, capsys):
     assert main(["calibrate", "--model", str(model), "--dataset", str(clinic_dataset)]) == 0
     out = capsys.readouterr().out
-    assert "calibrated on 60 labelled photos" in out and "needs review" in out
+    assert "calibrated on 60 labelled photos" in out
+    assert "needs review (top-1 below 0.5 or top two within 0.1)" in out
+    assert main(["calibrate", "--model", str(model), "--dataset", str(clinic_dataset),
+                 "--min-confidence", "0.7", "--min-margin", "0.2"]) == 0  # predict's own thresholds
+    assert "needs review (top-1 below 0.7 or top two within 0.2)" in capsys.readouterr().out
 
 
 def _refused(argv, capsys, model):
@@ -138,6 +142,20 @@ def test_bad_input_is_one_line_and_writes_nothing(model, clinic_dataset, tiny_da
                             label2id={f"class{i}": i for i in range(12)})
     err = _refused(["--model", str(other), "--dataset", ds], capsys, other)
     assert "not the dataset's classes" in err
+    # a read-only model folder: refused before the pass over the photos, not after it (os.access is asked,
+    # as the tests may run as root, who may write anywhere)
+    import os
+
+    real_access = os.access
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "access", lambda path, mode: mode != os.W_OK and real_access(path, mode))
+        mp.setattr("loscat_hf.evaluation.split_eval.split_outputs", _never)
+        err = _refused(["--model", str(model), "--dataset", ds], capsys, model)
+    assert "cannot write its config.json" in err
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("the photos ran before the model folder was found read-only")
 
 
 def test_calibrate_api_errors_name_parameters(tmp_path, clinic_dataset):
@@ -172,3 +190,14 @@ def test_calibrating_on_the_test_split_warns_that_test_metrics_are_then_biased(m
     assert "test split" not in caplog.text
     calibrate(str(model), str(data), split="test")
     assert "calibrating on the test split" in caplog.text
+
+
+def test_a_whole_photo_model_is_warned_that_packed_photos_are_not_its_inputs(model, clinic_dataset, caplog):
+    from loscat_hf.model.folder import DECODING_KEY, FULL
+
+    calibrate(str(model), str(clinic_dataset))
+    assert "decodes whole photos" not in caplog.text
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, DECODING_KEY: FULL}))
+    calibrate(str(model), str(clinic_dataset))
+    assert "decodes whole photos" in caplog.text

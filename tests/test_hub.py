@@ -166,7 +166,7 @@ def test_card_shows_the_training_record_and_every_report(tmp_path):
     (d / "eval" / "metrics.json").write_text(json.dumps({"macro_f1": 0.5, "accuracy": 0.6, "n": 30}))
     test_report = d / "eval_test"
     test_report.mkdir()
-    from loscat_hf.model.checkpoints import weights_fingerprint
+    from loscat_hf.model.weights import weights_fingerprint
 
     (test_report / "evaluated.json").write_text(json.dumps({"model": "/home/Jane_Doe/m", "split": "test",
                                                             "weights_sha256": weights_fingerprint(d)}))

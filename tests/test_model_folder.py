@@ -117,3 +117,23 @@ def test_a_checkpoint_converted_before_the_decoding_record_decodes_full():
     converted = {mf.SOURCE_KEY: {"arch": "vit_base_patch16_384", "study": True}}
     assert mf.decoding_mode(converted) == mf.FULL
     assert mf.decoding_mode({**converted, mf.RUN_KEY: {"task": "region"}}) == mf.PACKED  # fine-tuned since
+
+
+def test_training_drops_a_temperature_inherited_from_the_base_model():
+    """Fine-tuning from a calibrated folder: the base's temperature was fitted for other weights, so the
+    checkpoints `train` saves are uncalibrated until it fits its own."""
+    from transformers import ViTConfig
+
+    config = ViTConfig()
+    mf.record_temperature(config, 1.9, by="calibrate", split="validation", n=80)
+    mf.record_training(config, run={"task": "region"}, base_model={"kind": "folder"}, max_side=256)
+    assert not mf.calibrated(config) and mf.calibration(config) is None and mf.temperature(config) == 1.0
+    assert mf.TEMPERATURE_KEY not in config.to_dict()
+
+
+def test_only_a_hub_reference_recorded_as_one_is_shown():
+    shown = {"checkpoint": "org/repo/best.pt", "hub": True}
+    assert mf.source({mf.SOURCE_KEY: shown})["checkpoint"] == "org/repo/best.pt"
+    for hidden in ("/home/jane_doe/x.pt", "~/jane/x.pt", "../jane/x.pt", "jane_doe.pt", "a/../b/c.pt"):
+        record = {mf.SOURCE_KEY: {"checkpoint": hidden, "hub": True}}
+        assert mf.source(record)["checkpoint"] == mf.LOCAL_CHECKPOINT and not mf.source_is_public(record)

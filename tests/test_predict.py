@@ -24,16 +24,6 @@ from loscat_hf.infer.predictor import RegionPredictor
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("tinymodel"), seed=3)
-
-
-@pytest.fixture(scope="module")
-def predictor(model_dir) -> RegionPredictor:
-    return RegionPredictor.from_pretrained(model_dir, device="cpu")
-
-
 def _photo(seed: int, size=(90, 70)) -> Image.Image:
     """An asymmetric picture (gradient + noise) so mirroring or rotating it changes the model's output."""
     rng = np.random.default_rng(seed)

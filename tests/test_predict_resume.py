@@ -15,17 +15,6 @@ from PIL import Image
 from loscat_hf.cli import main
 from loscat_hf.errors import LoscatError
 from loscat_hf.infer.folder import predict_folder
-from loscat_hf.infer.predictor import RegionPredictor
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("resume-model"), seed=3)
-
-
-@pytest.fixture(scope="module")
-def predictor(model_dir) -> RegionPredictor:
-    return RegionPredictor.from_pretrained(model_dir, backend="torch")
 
 
 @pytest.fixture
@@ -117,6 +106,27 @@ def test_resume_refuses_a_row_that_is_not_a_possible_answer_by_its_row_number(tm
         predict_folder(predictor, photos, out, resume=True, progress=False)
     assert f"{partial}, row 4: {problem}" in str(caught.value)
     assert _files(tmp_path) == before
+
+
+def test_resume_refuses_an_edited_review_flag_or_top_k_order(tmp_path, photos, predictor):
+    """Rows that this model's probabilities could not have given: a flipped needs_review, top-k out of
+    order."""
+    out = tmp_path / "predictions.csv"
+    predict_folder(predictor, photos, out, progress=False)
+    rows = _read(out)
+    ok = next(i for i, r in enumerate(rows) if r["status"] == "ok"
+              and abs(float(r["top1_prob"]) - predictor.min_confidence) > 0.01
+              and abs(float(r["top1_prob"]) - float(r["top2_prob"]) - predictor.min_margin) > 0.01)
+    partial = tmp_path / "predictions.csv.partial"
+    for edit, problem in (({"needs_review": {"true": "false", "false": "true"}[rows[ok]["needs_review"]]},
+                           "does not follow from top1_prob"),
+                          ({"top3_prob": "0.9999", "top3": rows[ok]["top3"]}, "not in descending order")):
+        edited = [dict(r) for r in rows]
+        edited[ok].update(edit)
+        _write(partial, edited)
+        with pytest.raises(LoscatError, match="resume") as caught:
+            predict_folder(predictor, photos, out, resume=True, progress=False)
+        assert f"row {ok + 2}: " in str(caught.value) and problem in str(caught.value)
 
 
 def test_a_fresh_run_over_an_old_output_never_resumes_the_old_rows(tmp_path, photos, predictor, monkeypatch):

@@ -79,6 +79,10 @@ def server_port(port: int | None, host: str | None = None) -> int | None:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((address.strip("[]"), port))
+        except socket.gaierror as exc:  # an OSError too, but about the host, not the port
+            raise LoscatError(f"host {address!r} is not an address of this machine ({exc.strerror or exc}): "
+                              "use 127.0.0.1 (this machine only) or 0.0.0.0 (every network)",
+                              param="host") from None
         except OSError as exc:
             raise LoscatError(f"{what} {port} cannot be used on {address}: {exc.strerror or exc} (another "
                               "program holds it, or it needs other rights); choose another port",

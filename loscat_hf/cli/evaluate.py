@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from loscat_hf.cli.flags import add_review_thresholds
 from loscat_hf.errors import LoscatError
 
 
@@ -80,8 +81,10 @@ def add_evaluate_ensemble(sub: argparse._SubParsersAction) -> None:
 def _calibrate(args: argparse.Namespace) -> int:
     from loscat_hf.evaluation.calibrate import calibrate
 
+    thresholds = {k: v for k, v in (("min_confidence", args.min_confidence), ("min_margin", args.min_margin))
+                  if v is not None}  # as predict will flag: its defaults unless told
     print(calibrate(args.model, args.dataset, split=args.split, taxonomy=args.taxonomy,
-                    batch_size=args.batch_size, num_workers=args.num_workers).summary())
+                    batch_size=args.batch_size, num_workers=args.num_workers, **thresholds).summary())
     return 0
 
 
@@ -94,4 +97,5 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--taxonomy", default=None)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-workers", type=int, default=0)
+    add_review_thresholds(p)  # the review effect is reported at predict's thresholds: give the same ones
     p.set_defaults(func=_calibrate)

@@ -40,3 +40,14 @@ def command_flags(command: str | None, parser: argparse.ArgumentParser) -> dict[
         return option_flags(sub.choices[command]) if command in sub.choices else {}
     except Exception:  # noqa: BLE001 - naming the flag must never hide the user's error behind another
         return {}
+
+
+def add_review_thresholds(p: argparse.ArgumentParser) -> None:
+    """--min-confidence / --min-margin: when an answer is flagged needs_review (`predict`, `calibrate`)."""
+    from loscat_hf.defaults import MIN_CONFIDENCE, MIN_MARGIN
+
+    p.add_argument("--min-confidence", type=float, default=None,
+                   help=f"flag needs_review below this top-1 probability (default {MIN_CONFIDENCE:g})")
+    p.add_argument("--min-margin", type=float, default=None,
+                   help=f"flag needs_review when top-1 minus top-2 probability is below this (default "
+                   f"{MIN_MARGIN:g})")

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from loscat_hf.cli.flags import add_review_thresholds
 from loscat_hf.defaults import BACKENDS, COMPARE_CANDIDATES, PRECISIONS
 
 # also the label app's --backend help (cli/apps.py)
@@ -47,10 +48,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                    help="auto = bf16 on a GPU, fp32 on CPU; int8 = ONNX Runtime dynamic quantisation (CPU "
                    "only; changes answers: check with compare-backends)")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
-    p.add_argument("--min-confidence", type=float, default=None,
-                   help="flag needs_review below this top-1 probability (default 0.5)")
-    p.add_argument("--min-margin", type=float, default=None,
-                   help="flag needs_review when top-1 minus top-2 probability is below this (default 0.1)")
+    add_review_thresholds(p)
     p.add_argument("--tta", action="store_true", help="average with the mirrored photo (2x compute)")
     p.add_argument("--resume", action="store_true", help="skip photos already in --out or its .partial file")
     p.set_defaults(func=_predict)

@@ -113,17 +113,20 @@ def _check_split(root: Path, split: str) -> None:
 def _write_record(folder: Path, temperature: float, how: dict) -> None:
     """Set the temperature and how it was fitted in config.json, every other key as it was; one atomic
     replace (a reader sees the old file or the new one)."""
-    from types import SimpleNamespace
-
     from loscat_hf.io.atomic import write_atomic
     from loscat_hf.model.folder import CONFIG_NAME, config_json, record_temperature
 
     data = config_json(folder)
-    recorded = SimpleNamespace()
-    record_temperature(recorded, temperature, **how)
-    data.update(vars(recorded))
+    record_temperature(data, temperature, **how)
     # transformers' own layout of config.json (save_pretrained: indent 2, sorted keys)
     write_atomic(folder / CONFIG_NAME, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _check_writable(folder: Path, model: str) -> None:
+    """Before the pass over the photos: config.json is replaced through a temporary file beside it."""
+    if not (os.access(folder, os.W_OK) and os.access(folder / "config.json", os.W_OK)):
+        raise LoscatError(f"model {model!r}: cannot write its config.json (read-only folder or file); copy "
+                          "the model folder somewhere writable and calibrate the copy", param="model")
 
 
 def calibrate(model: str, dataset: str, split: str = "validation", taxonomy: str | None = None,
@@ -140,6 +143,7 @@ def calibrate(model: str, dataset: str, split: str = "validation", taxonomy: str
     from loscat_hf.taxonomy import load_taxonomy
 
     folder = _model_folder(model)
+    _check_writable(folder, model)
     if not Path(dataset).is_dir():
         raise LoscatError(f"dataset {dataset!r}: no such folder (a packed dataset: "
                           "`loscat-hf prepare --out`)", param="dataset")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import numpy as np
 from loscat_hf.defaults import EVALUATED_NAME, SCORE_REPORT_NAME
 from loscat_hf.errors import LoscatError
 from loscat_hf.model.calibration import apply_temperature
+
+logger = logging.getLogger(__name__)
 
 
 def evaluate_split(logits: np.ndarray, split, taxonomy, out_dir: str | Path, temperature: float = 1.0,
@@ -44,17 +47,23 @@ def split_outputs(model_dir: str, split, batch_size: int = 64, num_workers: int 
                   device: str | None = None, bf16: bool | None = None,
                   desc: str = "evaluating") -> SplitOutputs:
     """Run a saved model (region-only or with score heads) over a split through training's eval transform:
-    the one model-over-a-split loop (evaluate, evaluate-ensemble)."""
+    the one model-over-a-split loop (evaluate, evaluate-ensemble, calibrate)."""
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoModelForImageClassification
 
-    from loscat_hf.model.folder import read_model_folder
+    from loscat_hf.model.folder import FULL, read_model_folder
     from loscat_hf.model.inference import LogitRunner
     from loscat_hf.model.score_heads import ViTWithScores
     from loscat_hf.model.transforms import ImageTransform, collate
 
     record = read_model_folder(model_dir, require_processor=True)
+    if record.decoding.mode == FULL:
+        logger.warning(
+            "%s decodes whole photos (a converted study checkpoint: one resize of the full photo), but a "
+            "packed dataset holds photos already shrunk to at most its --max-side: these numbers are "
+            "measured on inputs slightly unlike the ones `predict` gives it (pack at a larger --max-side to "
+            "come closer)", model_dir)
     components = record.components
     model = (ViTWithScores if components else AutoModelForImageClassification).from_pretrained(model_dir)
     runner = LogitRunner(model, record.image_mean, record.image_std, device=device, bf16=bf16)
@@ -147,7 +156,7 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
                               outputs.components, out, split, visits=visits)
     else:
         clear(out)  # an earlier score model's report must not stay beside this one
-    from loscat_hf.model.checkpoints import weights_fingerprint
+    from loscat_hf.model.weights import weights_fingerprint
 
     record = {"model": model, "dataset": dataset, "split": split,
               "weights_sha256": weights_fingerprint(model)}

@@ -16,11 +16,9 @@ from PIL import Image
 from loscat_hf.defaults import MAX_SIDE, MIN_CONFIDENCE, MIN_MARGIN, SIZE_SLACK
 from loscat_hf.io.images import open_image, resize_eval
 from loscat_hf.model.calibration import apply_temperature, needs_review
-from loscat_hf.model.folder import FULL, PACKED, Decoding, ModelFolder
+from loscat_hf.model.folder import DECODING_MODES, FULL, PACKED, Decoding, ModelFolder
 
 ImageInput = str | os.PathLike | bytes | BinaryIO | Image.Image
-DEFAULT_MIN_CONFIDENCE = MIN_CONFIDENCE
-DEFAULT_MIN_MARGIN = MIN_MARGIN
 
 
 @dataclass(frozen=True)
@@ -31,16 +29,16 @@ class PredictorSettings:
     device: str | None = None
     precision: str = "auto"
     backend: str = "auto"
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE
-    min_margin: float = DEFAULT_MIN_MARGIN
+    min_confidence: float = MIN_CONFIDENCE
+    min_margin: float = MIN_MARGIN
 
     @classmethod
     def of(cls, *, device: str | None = None, precision: str = "auto", backend: str = "auto",
            min_confidence: float | None = None, min_margin: float | None = None) -> PredictorSettings:
         """Settings from optional arguments: a threshold left None is the default."""
         return cls(device, precision, backend,
-                   DEFAULT_MIN_CONFIDENCE if min_confidence is None else float(min_confidence),
-                   DEFAULT_MIN_MARGIN if min_margin is None else float(min_margin))
+                   MIN_CONFIDENCE if min_confidence is None else float(min_confidence),
+                   MIN_MARGIN if min_margin is None else float(min_margin))
 
 
 @dataclass
@@ -85,8 +83,8 @@ def load_photo(image: ImageInput, max_side: int = MAX_SIDE, min_side: int | None
     resampled only where decoding at the packing size would have been too.
     `mode` FULL: the whole photo at full resolution, no DCT scaling and no shrink (`max_side`, `min_side`
     unused): the one resize to the input size then sees the pixels the study's own script resizes."""
-    if mode not in (PACKED, FULL):
-        raise ValueError(f"decoding mode {mode!r} is not {PACKED!r} or {FULL!r}")
+    if mode not in DECODING_MODES:
+        raise ValueError(f"decoding mode {mode!r} is not one of {DECODING_MODES}")
     full = mode == FULL
     if isinstance(image, Image.Image):
         return open_image(_encode_png(image), max_side=None if full else max_side)
@@ -134,8 +132,8 @@ class PhotoPredictor:
     backend: str
     precision: str
     temperature: float
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE
-    min_margin: float = DEFAULT_MIN_MARGIN
+    min_confidence: float = MIN_CONFIDENCE
+    min_margin: float = MIN_MARGIN
 
     @property
     def labels(self) -> list[str]:

@@ -48,7 +48,7 @@ class PredictSummary:
     resumed: int
     by_status: dict[str, int] = field(default_factory=dict)
     needs_review: int = 0
-    calibrated: bool = True
+    calibrated: bool = False
     model: str = "MODEL"
 
     def __str__(self) -> str:
@@ -62,26 +62,17 @@ class PredictSummary:
         return text
 
 
-def row_key(text: str) -> str:
-    """A file name as the CSV can hold it: bytes that are not UTF-8 (os.fsdecode's surrogates) as `\\xNN`."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return text
-
-
 def list_inputs(images: str | os.PathLike, exclude: Sequence[Path] = ()) -> list[tuple[str, Path]]:
     """(row key, file path) for a folder (recursive, every non-hidden file) or a CSV with an `image` column.
 
     Folder keys are paths relative to the folder; CSV keys are the values as written (relative to the CSV's
     folder, or absolute). Every file is listed, not only image extensions: a stray PDF becomes an error row.
     """
-    from loscat_hf.io.images import folder_files
+    from loscat_hf.io.images import folder_files, printable_name
 
     root = Path(images)
     if root.is_dir():
-        items = [(row_key(key), path) for key, path in folder_files(root, exclude)]
+        items = [(printable_name(key), path) for key, path in folder_files(root, exclude)]
         if not items:
             raise LoscatError(f"no files in {root}", param="images")
         if len({key for key, _ in items}) < len(items):  # only odd bytes written as \xNN can collide
@@ -112,15 +103,16 @@ def _decode(item: tuple[str, Path], decoding: Decoding) -> dict[str, Any]:
     so a worker survives any file. Decoding is the predictor's own (`answers.decode` with its model's
     record)."""
     from loscat_hf.infer.answers import decode
-    from loscat_hf.io.images import ImageProblemError
+    from loscat_hf.io.images import ImageProblemError, printable_name
 
     key, path = item
     try:
         return {"image": key, "pixels": decode(path, decoding)}
     except ImageProblemError as exc:
-        return {"image": key, "status": exc.kind, "error": row_key(exc.reason)}
+        return {"image": key, "status": exc.kind, "error": printable_name(exc.reason)}
     except Exception as exc:  # noqa: BLE001 - one odd file must not end the run
-        return {"image": key, "status": "unreadable", "error": row_key(f"{type(exc).__name__}: {exc}")}
+        return {"image": key, "status": "unreadable",
+                "error": printable_name(f"{type(exc).__name__}: {exc}")}
 
 
 def _ignore_sigint() -> None:
@@ -237,6 +229,7 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
 
     from loscat_hf.infer import resume as runs
     from loscat_hf.infer.load import load_predictor
+    from loscat_hf.io.hashing import file_sha256
 
     if batch_size < 1:
         raise LoscatError("batch_size must be at least 1", param="batch_size")
@@ -256,7 +249,8 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
     done: dict[str, dict[str, str]] = {}
     if resume:  # refused before anything is written: the earlier files stay as they are
         earlier = runs.earlier_rows(out, partial, record)
-        runs.check_rows(earlier, predictor.labels, [key for key, _ in items], TOP_K)
+        runs.check_rows(earlier, predictor.labels, [key for key, _ in items], TOP_K,
+                        predictor.min_confidence, predictor.min_margin)
         done = {row["image"]: row for _, _, row in earlier}
     todo = [item for item in items if item[0] not in done]
     resumed = len(done)
@@ -302,7 +296,7 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
         writer = SafeDictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(ordered)
-    runs.write_record(out, record, output_sha256=runs.file_sha256(out))
+    runs.write_record(out, record, output_sha256=file_sha256(out))
     partial.unlink(missing_ok=True)
 
     status = Counter(r["status"] for r in ordered)

@@ -20,11 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from loscat_hf.defaults import PRECISIONS
+from loscat_hf.defaults import MIN_CONFIDENCE, MIN_MARGIN, PRECISIONS
 from loscat_hf.errors import LoscatError
 from loscat_hf.infer.answers import (  # noqa: F401  (RegionPrediction, load_photo: part of this module's API)
-    DEFAULT_MIN_CONFIDENCE,
-    DEFAULT_MIN_MARGIN,
     ImageInput,
     PhotoPredictor,
     RegionPrediction,
@@ -51,7 +49,7 @@ class RegionPredictor(PhotoPredictor):
     def __init__(self, model: torch.nn.Module, *, image_size: int, image_mean: Sequence[float],
                  image_std: Sequence[float], resample: int = Image.BILINEAR, device: str | None = None,
                  precision: str = "auto", backend: str = "auto",
-                 min_confidence: float = DEFAULT_MIN_CONFIDENCE, min_margin: float = DEFAULT_MIN_MARGIN,
+                 min_confidence: float = MIN_CONFIDENCE, min_margin: float = MIN_MARGIN,
                  temperature: float | None = None, allow_inexact: bool = False, name: str = "",
                  _onnx_key: str | None = None) -> None:
         if precision not in PRECISIONS:

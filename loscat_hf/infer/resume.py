@@ -24,6 +24,7 @@ from typing import Any
 from loscat_hf.errors import LoscatError
 from loscat_hf.io.atomic import atomic_file
 from loscat_hf.io.csvsafe import read_cell
+from loscat_hf.io.hashing import file_sha256
 from loscat_hf.io.images import PROBLEM_KINDS
 
 RECORD_SUFFIX = ".run.json"
@@ -55,7 +56,7 @@ def weights_identity(predictor) -> str | None:
         return predictor.weights_sha256
     if predictor.folder.name:
         from loscat_hf.infer.backends.onnx_cache import local_model_folder
-        from loscat_hf.model.checkpoints import weights_fingerprint
+        from loscat_hf.model.weights import weights_fingerprint
 
         folder = local_model_folder(predictor.folder.name)
         if folder is not None and (found := weights_fingerprint(folder)):
@@ -93,11 +94,6 @@ def write_record(out: Path, record: dict[str, Any], output_sha256: str | None = 
     """Owner-only and atomic: a reader sees the old record or the new one."""
     with atomic_file(record_path(out), private=True) as tmp:
         tmp.write_text(json.dumps({**record, "output_sha256": output_sha256}, indent=2), encoding="utf-8")
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _differences(old: dict, new: dict) -> list[str]:
@@ -170,8 +166,28 @@ def _probability(text: str) -> float | None:
     return value if math.isfinite(value) and 0.0 <= value <= 1.0 else None
 
 
+# probabilities are written with 4 decimals: a flag within this of a threshold may have gone either way
+ROUNDING = 2e-4
+
+
+def _review_problem(row: dict[str, str], top_k: int, min_confidence: float, min_margin: float) -> str | None:
+    """The top-k probabilities are in descending order and `needs_review` is what this run's thresholds give
+    them (rows written with other thresholds are refused before: this catches edited rows)."""
+    probs = [float(row[f"top{k}_prob"]) for k in range(1, top_k + 1) if row[f"top{k}_prob"]]
+    if any(a < b for a, b in zip(probs, probs[1:], strict=False)):
+        return "the top-k probabilities are not in descending order"
+    margin = probs[0] - probs[1] if len(probs) > 1 else 1.0
+    if abs(probs[0] - min_confidence) < ROUNDING or abs(margin - min_margin) < ROUNDING:
+        return None
+    expected = probs[0] < min_confidence or margin < min_margin
+    if row["needs_review"] != str(expected).lower():
+        return (f"needs_review {row['needs_review']} does not follow from top1_prob {probs[0]:.4f} and the "
+                f"top-2 margin {margin:.4f} at min_confidence {min_confidence:g}, min_margin {min_margin:g}")
+    return None
+
+
 def row_problem(row: dict[str, str], labels: Collection[str], listed: Collection[str],
-                top_k: int) -> str | None:
+                top_k: int, min_confidence: float, min_margin: float) -> str | None:
     """Why a kept row is not a possible answer of this model about a file of this input; None when it is."""
     image, status = row["image"], row["status"]
     if image not in listed:
@@ -191,16 +207,17 @@ def row_problem(row: dict[str, str], labels: Collection[str], listed: Collection
                 return f"top{k}_prob {prob!r} is not a number from 0 to 1"
         if (row["top1"], row["top1_prob"]) != (row["region"], row["probability"]):
             return "region and probability are not top1 and top1_prob"
-        return None
+        return _review_problem(row, top_k, min_confidence, min_margin)
     if status not in PROBLEM_KINDS:
         return f"status {status!r} is not ok nor one of {', '.join(PROBLEM_KINDS)}"
     filled = [c for c in ("region", "probability", "needs_review", "top1") if row[c]]
     return f"an error row ({status}) with a {filled[0]}" if filled else None
 
 
-def check_rows(rows: Rows, labels: Collection[str], listed: Collection[str], top_k: int) -> None:
+def check_rows(rows: Rows, labels: Collection[str], listed: Collection[str], top_k: int,
+               min_confidence: float, min_margin: float) -> None:
     """Refuse the first kept row that is not a possible answer, by its file and row number."""
     labels, listed = set(labels), set(listed)
     for path, number, row in rows:
-        if (problem := row_problem(row, labels, listed, top_k)) is not None:
+        if (problem := row_problem(row, labels, listed, top_k, min_confidence, min_margin)) is not None:
             raise LoscatError(f"resume: {path}, row {number}: {problem}; {AGAIN}", param=("resume", "out"))

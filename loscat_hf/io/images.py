@@ -338,3 +338,9 @@ def folder_files(root: str | os.PathLike, exclude=()) -> list[tuple[str, Path]]:
                 and path.resolve() not in skip):
             items.append((rel.as_posix(), path))
     return items
+
+
+def printable_name(name: str) -> str:
+    """A file name (or a message naming one) as text that UTF-8 files and screens can hold: the bytes of a
+    name that are not UTF-8 (os.fsdecode's surrogates, as `folder_files` lists them) as `\\xNN`."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from loscat_hf.errors import LoscatError
-from loscat_hf.model.checkpoints import hub_unreachable
-from loscat_hf.model.folder import load_processor, looks_local, record_preset
+from loscat_hf.model.folder import load_processor, record_preset, refuse_missing_folder
+from loscat_hf.model.hub_access import hub_unreachable
 from loscat_hf.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)
@@ -115,8 +115,7 @@ def build_model_and_processor(model: str, taxonomy: Taxonomy, image_size: int | 
                                                                   _NORM[model])
     torch.manual_seed(seed)  # a new head is drawn inside from_pretrained: `--seed` must fix it
     if not Path(model).exists():
-        if looks_local(model):
-            raise LoscatError(f"cannot load model {model!r}: no such folder (and not a Hub id 'owner/name')")
+        refuse_missing_folder(model)
         hub_unreachable()  # unreachable: offline now, so that from_pretrained fails at once, not in ~25 s
     try:
         own = _own_labels(model)

@@ -110,7 +110,7 @@ def evaluation_reports(model_dir: str | Path, extra: list[str | Path] = ()) -> l
     then every folder inside the model folder that `loscat-hf evaluate` wrote (it leaves an evaluated.json),
     then the `extra` report folders. An evaluate report of other weights (a stale report left from an earlier
     run, another model's) is skipped with a warning when found inside the folder, and refused when named."""
-    from loscat_hf.model.checkpoints import weights_fingerprint
+    from loscat_hf.model.weights import weights_fingerprint
 
     model_dir = Path(model_dir)
     # hashed once, and only if a report needs it

@@ -15,7 +15,6 @@ Pickles are read with `torch.load(weights_only=True)`: a checkpoint can never ru
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from loscat_hf.errors import LoscatError
 from loscat_hf.io.atomic import check_output_dir, commit_folder, partial_folder
+from loscat_hf.io.hashing import file_sha256
 from loscat_hf.model.build import PROBLEM_TYPE, image_processor
 from loscat_hf.model.checkpoints import load_state_dict, resolve_checkpoint
 from loscat_hf.model.folder import FULL, LOCAL_CHECKPOINT, record_decoding, record_source
@@ -278,8 +278,7 @@ def public_source(path: Path) -> dict:
     """What config.json and the card may say about a local checkpoint: that it was a local file, and its
     sha256 (to tell which file it was by its content). Its name and folder may name a patient, and a pushed
     folder publishes both: allow-listed, never copied."""
-    with open(path, "rb") as fh:
-        return {"checkpoint": LOCAL_CHECKPOINT, "sha256": hashlib.file_digest(fh, "sha256").hexdigest()}
+    return {"checkpoint": LOCAL_CHECKPOINT, "sha256": file_sha256(path)}
 
 
 def convert_timm(checkpoint: str, out: str | Path, arch: str = STUDY_ARCH,

@@ -170,11 +170,6 @@ def data_record(config: Any) -> dict | None:
     return dict(value) if isinstance(value, Mapping) else None
 
 
-def recorded_temperature(config: Any) -> float | None:
-    """The temperature as recorded (None when training did not record one), for the card."""
-    return _get(config, TEMPERATURE_KEY)
-
-
 def max_side(config: Any) -> int:
     """The packing size training saw (`defaults.MAX_SIDE` for a folder without the record: another
     trainer)."""
@@ -190,6 +185,7 @@ def score_components(config: Any) -> tuple[str, ...]:
 
 
 LOCAL_CHECKPOINT = "local file"  # what `convert-timm` records of a local checkpoint: never its name
+_HUB_FILE = re.compile(r"[\w-][\w.-]*/[\w-][\w.-]*(/[\w-][\w.-]*)+")  # ORG/REPO/PATH, no path-like start
 
 
 def _public_checkpoint(value: Mapping) -> bool:
@@ -198,8 +194,10 @@ def _public_checkpoint(value: Mapping) -> bool:
     from loscat_hf.model.study import STUDY_WEIGHTS_REPO
 
     checkpoint = value.get("checkpoint")
-    return (checkpoint is None or checkpoint == LOCAL_CHECKPOINT or value.get("hub") is True
-            or str(checkpoint).startswith(STUDY_WEIGHTS_REPO + "/"))
+    if checkpoint is None or checkpoint == LOCAL_CHECKPOINT:
+        return True
+    hub_ref = isinstance(checkpoint, str) and _HUB_FILE.fullmatch(checkpoint) is not None
+    return hub_ref and (value.get("hub") is True or checkpoint.startswith(STUDY_WEIGHTS_REPO + "/"))
 
 
 def source(config: Any) -> dict:
@@ -233,9 +231,12 @@ def preset(config: Any) -> str | None:
 
 def record_temperature(config: Any, value: float, **how: Any) -> None:
     """The fitted temperature, and how it was fitted (`how`: by, split, n, ece_before, ece_after; JSON
-    values)."""
-    setattr(config, TEMPERATURE_KEY, float(value))
-    setattr(config, CALIBRATION_KEY, dict(how) or None)
+    values), into a config object or the parsed config.json (`calibrate` rewrites only that file)."""
+    for key, item in ((TEMPERATURE_KEY, float(value)), (CALIBRATION_KEY, dict(how) or None)):
+        if isinstance(config, dict):
+            config[key] = item
+        else:
+            setattr(config, key, item)
 
 
 def record_decoding(config: Any, mode: str, max_side: int | None = None) -> None:
@@ -252,10 +253,15 @@ def record_data(config: Any, *, kind: str, photos: int) -> None:
 
 def record_training(config: Any, *, run: dict, base_model: dict, max_side: int | None) -> None:
     """What `train` writes into every checkpoint it saves: its run, where it started, the packing size (and
-    PACKED decoding: a converted study checkpoint's FULL record is not what this training saw)."""
+    PACKED decoding: a converted study checkpoint's FULL record is not what this training saw); a temperature
+    inherited from the base model is dropped."""
     setattr(config, RUN_KEY, run)
     setattr(config, BASE_KEY, base_model)
     record_decoding(config, PACKED, max_side)
+    # a calibrated base model's temperature is not these weights': uncalibrated until `train` fits its own
+    for key in (TEMPERATURE_KEY, CALIBRATION_KEY):
+        if hasattr(config, key):
+            delattr(config, key)
 
 
 def record_best_checkpoint(config: Any, name: str | None) -> None:
@@ -354,16 +360,22 @@ def looks_local(name: str) -> bool:
             or not _HUB_ID.fullmatch(name) or name.endswith("."))
 
 
-def load_config(name_or_path: str | os.PathLike):
-    """The transformers config of a folder or Hub id (the HF cache works offline), labels checked; errors are
-    one line naming the model. An unreachable Hub fails within seconds (`checkpoints.hub_unreachable`)."""
-    from transformers import AutoConfig
-
-    from loscat_hf.model.checkpoints import OFFLINE_SET, hub_unreachable
-
-    name = os.path.expanduser(str(name_or_path))
+def refuse_missing_folder(name: str) -> None:
+    """A model name that looks like a path but names nothing is "no such folder": never looked up on the
+    Hub (huggingface_hub would retry it for ~25 s, then blame the connection)."""
     if looks_local(name) and not os.path.exists(name):
         raise LoscatError(f"cannot load model {name!r}: no such folder (and not a Hub id 'owner/name')")
+
+
+def load_config(name_or_path: str | os.PathLike):
+    """The transformers config of a folder or Hub id (the HF cache works offline), labels checked; errors are
+    one line naming the model. An unreachable Hub fails within seconds (`hub_access.hub_unreachable`)."""
+    from transformers import AutoConfig
+
+    from loscat_hf.model.hub_access import OFFLINE_SET, hub_unreachable
+
+    name = os.path.expanduser(str(name_or_path))
+    refuse_missing_folder(name)
     offline = None if os.path.exists(name) else hub_unreachable()
     try:
         config = AutoConfig.from_pretrained(name)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from loscat_hf.data.annotations import column_cells, map_columns, normalise_image_path, read_export
 from loscat_hf.errors import LoscatError
-from loscat_hf.io.images import folder_files
+from loscat_hf.io.images import folder_files, printable_name
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +71,6 @@ def read_patients(path: str | os.PathLike) -> dict[str, tuple[str, str]]:
     return out
 
 
-def shown_name(image: str) -> str:
-    """A file name as text that can be printed: bytes that are not UTF-8 as \\xNN."""
-    return image.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 def offerable(found: list[tuple[str, Path]], root: Path) -> list[tuple[str, Path]]:
     """The photos a rater can label, each as its resolved file; the others are named in a warning.
 
@@ -89,7 +84,7 @@ def offerable(found: list[tuple[str, Path]], root: Path) -> list[tuple[str, Path
         try:
             image.encode("utf-8")
         except UnicodeEncodeError:
-            undecodable.append(shown_name(image))
+            undecodable.append(printable_name(image))
             continue
         if real_root not in real.parents:
             outside.append(image)

@@ -75,7 +75,7 @@ def model_suggestions(model: str, photos: list[LabelPhoto], out: Path, precision
     file (`<out>.model-<weights>.csv`, private like it), so a restart reuses it and a new model gets its
     own."""
     from loscat_hf.infer.folder import predict_folder, read_rows, row_top
-    from loscat_hf.model.checkpoints import weights_fingerprint
+    from loscat_hf.model.weights import weights_fingerprint
 
     tag = ((weights_fingerprint(model) or "").strip()[:12]
            or "".join(c if c.isalnum() else "-" for c in model)[-40:])

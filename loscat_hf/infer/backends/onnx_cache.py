@@ -7,9 +7,10 @@ An entry is `cache_dir()/onnx/<key>/`: logits.onnx (+ logits.int8.onnx, explain.
 probability difference against torch on a probe batch, and the sha256 of the graph it measured) and
 predictor.json (the model folder's record, `model.folder.ModelFolder`, that the torch predictor used, and the
 entry's key). The key hashes everything that decides the answers: the model folder's config.json,
-preprocessor_config.json (adapter_config.json where there is one) and every weights file transformers may load
-(`checkpoints.weights_files`: safetensors, pytorch_model*.bin, shards and their index), with the versions of
-loscat-hf, the exporter and the runtime.
+preprocessor_config.json and every weights file transformers may load (`weights.weights_files`: safetensors,
+pytorch_model*.bin, shards and their index), with the versions of loscat-hf, the exporter and the runtime. A
+folder holding a peft adapter has no key (its base model's weights may be elsewhere): the torch-free start
+loads it, and its graph is keyed on the loaded weights (`onnx_export.model_key`).
 
 A graph is used only when its bytes hash to the digest recorded when it was written (`open_verified`): a graph
 copied over another, or a whole entry copied under another key, is exported again (torch) or not used (the
@@ -28,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from loscat_hf.io.atomic import write_atomic
+from loscat_hf.io.hashing import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +39,9 @@ OPSET = 18
 CHECK_FILE = "check.json"
 RECORD_FILE = "predictor.json"
 HASH_SUFFIX = ".sha256.json"
-# besides the weights, the files whose contents decide a loaded model's answers (peft: adapter_config.json)
-MODEL_FILES = ("config.json", "preprocessor_config.json", "adapter_config.json")
+# besides the weights, the files whose contents decide a loaded model's answers (a folder holding a peft
+# adapter has no key: `weights.weights_fingerprint`)
+MODEL_FILES = ("config.json", "preprocessor_config.json")
 
 
 def cache_dir() -> Path:
@@ -80,9 +83,9 @@ def local_model_folder(name: str | os.PathLike) -> Path | None:
 
 def folder_fingerprint(folder: Path) -> tuple[str, str] | None:
     """(cache key, weights fingerprint) of a model folder: the key is a sha256 over its config files and every
-    weights file that loads (`checkpoints.weights_fingerprint`) with the versions; None without weights or
+    weights file that loads (`weights.weights_fingerprint`) with the versions; None without weights or
     config.json."""
-    from loscat_hf.model.checkpoints import weights_fingerprint
+    from loscat_hf.model.weights import weights_fingerprint
 
     weights = weights_fingerprint(folder)
     if weights is None or not (folder / "config.json").is_file():
@@ -104,7 +107,7 @@ def folder_key(folder: Path) -> str | None:
 def files_state(folder: Path) -> list[tuple[str, int, int]]:
     """(name, size, mtime) of the files a key hashes: unchanged between hashing and loading, or the key
     is void."""
-    from loscat_hf.model.checkpoints import weights_files
+    from loscat_hf.model.weights import weights_files
 
     paths = [*(folder / n for n in MODEL_FILES), *weights_files(folder)]
     return [(p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in paths if p.is_file()]
@@ -159,8 +162,7 @@ def hash_record(graph: Path) -> Path:
 def record_graph(graph: Path) -> str:
     """Hash a graph just written into its entry and record the digest beside it, with the entry's key (a graph
     copied in from another entry together with its record is still not this entry's)."""
-    with open(graph, "rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    digest = file_sha256(graph)
     size = graph.stat().st_size
     write_json(hash_record(graph), {"key": graph.parent.name, "sha256": digest, "bytes": size})
     return digest
@@ -194,13 +196,9 @@ def open_verified(graph: Path, threads: int):
     if expected is None or not graph.is_file():
         return None
 
-    def digest() -> str:
-        with open(graph, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
-
     before = _identity(graph)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        hashed = pool.submit(digest)
+        hashed = pool.submit(file_sha256, graph)
         try:
             session = open_session(graph, threads)
             failure = None
