@@ -201,6 +201,28 @@ def test_bad_ports_are_one_line_before_anything_loads(photos, tmp_path, busy_por
     assert not out.exists()
 
 
+def test_a_port_taken_between_the_check_and_the_launch_is_one_line(photos, tmp_path, capsys, monkeypatch):
+    """gradio's own 'Cannot find empty port' (another program bound it in between): one line, both apps."""
+    from loscat_hf.apps import space
+    from loscat_hf.apps.gradio_env import import_gradio
+
+    gr = import_gradio()
+
+    def taken(self, *args, **kwargs):
+        raise OSError("Cannot find empty port in range: 7999-7999. You can specify a different port by "
+                      "setting the GRADIO_SERVER_PORT environment variable or passing the `server_port` "
+                      "parameter to `launch()`.")
+
+    monkeypatch.setattr(gr.Blocks, "launch", taken)
+    monkeypatch.setattr(space, "build_demo", lambda *args, **kwargs: gr.Blocks())  # no model needed
+    port = str(_free_port())
+    for argv in (["label", "--images", str(photos), "--out", str(tmp_path / "l.csv"), "--rater", "a"],
+                 ["demo", "--model", "unused"]):
+        assert main([*argv, "--port", port]) == 2
+        assert f"--port {port} cannot be used (Cannot find empty port in range: 7999-7999)" in \
+            _one_line_error(capsys)
+
+
 # ----------------------------------------------------------------------------- gradio's cache, data: URLs
 def test_gradio_cache_is_private_to_the_process_and_removed_at_exit():
     from loscat_hf.apps.gradio_env import import_gradio

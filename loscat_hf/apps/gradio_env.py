@@ -13,6 +13,7 @@ import shutil
 import socket
 import tempfile
 from types import ModuleType
+from typing import Any
 
 from loscat_hf.errors import LoscatError
 
@@ -90,10 +91,16 @@ def server_port(port: int | None, host: str | None = None) -> int | None:
     return port
 
 
-def launch_error(exc: OSError, port: int | None) -> LoscatError:
-    """gradio's 'Cannot find empty port' as one line (taken after `server_port` checked it)."""
-    return LoscatError(f"port {port or 'GRADIO_SERVER_PORT or 7860+'} cannot be used "
-                       f"({str(exc).split('. ')[0]}); choose another port", param="port")
+def serve(demo, port: int | None, **launch_kwargs: Any) -> None:
+    """`demo.launch(server_port=port, ...)`, with gradio's 'Cannot find empty port' (a port taken after
+    `server_port` checked it) as one line: the one launch of both apps."""
+    try:
+        demo.launch(server_port=port, **launch_kwargs)
+    except OSError as exc:
+        if "empty port" not in str(exc):
+            raise
+        raise LoscatError(f"port {port or 'GRADIO_SERVER_PORT or 7860+'} cannot be used "
+                          f"({str(exc).split('. ')[0]}); choose another port", param="port") from None
 
 
 def import_gradio() -> ModuleType:

@@ -397,13 +397,11 @@ def launch(model: str | None = None, host: str | None = None, port: int | None =
            precision: str | None = None, cache_expiry: tuple[int, int] = (CACHE_SWEEP_S, CACHE_EXPIRY_S),
            backend: str | None = None, **kwargs: Any) -> gr.Blocks:
     """Start the app; host/port default to GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, then gradio's own."""
-    from loscat_hf.apps.gradio_env import server_port
+    from loscat_hf.apps.gradio_env import serve, server_port
 
     host = host or os.environ.get("GRADIO_SERVER_NAME")
     port = server_port(port, host)  # checked before the model loads
     demo = build_demo(model, precision=precision, backend=backend, cache_expiry=cache_expiry)
-    demo.launch(
-        server_name=host, server_port=port,
-        max_file_size=MAX_FILE_SIZE, show_error=True, theme=import_gradio().themes.Soft(), **kwargs,
-    )
+    serve(demo, port, server_name=host, max_file_size=MAX_FILE_SIZE, show_error=True,
+          theme=import_gradio().themes.Soft(), **kwargs)
     return demo

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from loscat_hf.cli.infer import BACKEND_HELP
 from loscat_hf.defaults import BACKENDS, LABEL_ORDERS, PRECISIONS
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from loscat_hf.apps.gradio_env import launch_error, server_port
     from loscat_hf.apps.space import launch
 
-    port = server_port(args.port, args.host or os.environ.get("GRADIO_SERVER_NAME"))  # before the model loads
-    try:
-        launch(args.model, host=args.host, port=port, precision=args.precision, backend=args.backend)
-    except OSError as exc:
-        if "empty port" not in str(exc):  # gradio's "Cannot find empty port in range"
-            raise
-        raise launch_error(exc, port) from None
+    launch(args.model, host=args.host, port=args.port, precision=args.precision, backend=args.backend)
     return 0
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loscat_hf.apps.cached import cached_csv, cached_jpeg
-from loscat_hf.apps.gradio_env import import_gradio, launch_error, server_port
+from loscat_hf.apps.gradio_env import import_gradio, serve, server_port
 from loscat_hf.apps.labelling.log import LABEL_COLUMNS, QUALITIES, LabelLog
 from loscat_hf.apps.labelling.photos import inside, list_photos
 from loscat_hf.apps.labelling.session import (
@@ -308,11 +308,6 @@ def launch_label(images: str, out: str, rater: str, *, patients: str | None = No
     session = label_session(images, out, patients=patients, model=model, order=order, suggest=suggest,
                             precision=precision, backend=backend)
     demo, js = build_label_app(session, rater)
-    try:
-        demo.launch(server_name=host, server_port=port, auth=credentials, show_error=True, js=js,
-                    theme=import_gradio().themes.Soft(), **kwargs)
-    except OSError as exc:
-        if "empty port" not in str(exc):  # gradio's "Cannot find empty port in range"
-            raise
-        raise launch_error(exc, port) from None
+    serve(demo, port, server_name=host, auth=credentials, show_error=True, js=js,
+          theme=import_gradio().themes.Soft(), **kwargs)
     return demo
