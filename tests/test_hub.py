@@ -561,7 +561,7 @@ def test_push_space_bundles_only_allow_listed_model_files(leaky_model, tmp_path)
     dry = build_space_folder(tmp_path / "dry", model=leaky_model)
     files = _files(dry)
     assert (sorted(f[len("model/"):] for f in files if f.startswith("model/"))
-            == sorted(upload_files(leaky_model)))
+            == sorted(upload_files(leaky_model, tmp_path)))
     assert {"app.py", "requirements.txt", "README.md", "loscat_hf/apps/space.py"} <= set(files)
     for f in files:  # byte-search everything push-space would upload
         assert PLANTED not in (dry / f).read_bytes(), f
@@ -576,3 +576,50 @@ def test_train_refuses_the_trainers_own_push(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "--push-to-hub would let the Trainer upload" in err and "loscat-hf push" in err
     assert not out.exists()
+
+
+def test_push_uploads_config_json_rebuilt_from_allowed_records(model_dir, tmp_path):
+    """Every loscat-hf record in the pushed config.json is rebuilt from allowed values: a patient's name put
+    into any of them by hand (or an unknown loscat key) is not uploaded, and what is allowed reads back
+    the same."""
+    import shutil
+
+    from transformers import AutoConfig
+
+    from loscat_hf.model import folder as mf
+
+    d = tmp_path / "m"
+    shutil.copytree(model_dir, d)
+    name = PLANTED.decode()
+    data = mf.config_json(d)
+    mf.record_temperature(data, 1.3, by="calibrate", split="validation", n=60, ece_before=0.2, ece_after=0.1,
+                          note=name)
+    mf.record_data(data, kind="clinical", photos=120)
+    data[mf.DATA_KEY]["site"] = name
+    mf.record_run(data, {"dataset_sha256": "a" * 64, "taxonomy": "loscat-12", "classes": ["head"],
+                         "task": "regions", "dataset": f"/clinic/{name}"},
+                  {"kind": "folder", "path": f"/home/{name}", "from": {"kind": "hub", "id": "google/vit-x"}})
+    mf.record_source(data, {"checkpoint": f"/home/{name}.pt", "hub": True, "arch": "vit_base_patch16_384",
+                            "labels": ["head", name + " x"], "study": False, "origin": name})
+    mf.record_best_checkpoint(data, f"{name}/checkpoint-3")
+    data["loscat_notes"] = name
+    (d / "config.json").write_text(json.dumps(data))
+    dry = tmp_path / "dry"
+    assert main(["push", "--model", str(d), "--repo-id", "me/x", "--dry-run", str(dry)]) == 2  # the source
+    mf.record_source(data, {"checkpoint": "local file", "sha256": "b" * 64, "arch": "vit_base_patch16_384",
+                            "labels": ["head", name + " x"], "study": False, "origin": name})
+    (d / "config.json").write_text(json.dumps(data))
+    assert main(["push", "--model", str(d), "--repo-id", "me/x", "--dry-run", str(dry)]) == 0
+    for path in dry.rglob("*"):
+        if path.is_file():
+            assert PLANTED not in path.read_bytes() and b"/clinic/" not in path.read_bytes(), path.name
+    pushed, local = mf.read_model_folder(dry), mf.read_model_folder(d)
+    assert pushed.temperature == local.temperature == 1.3 and pushed.calibrated
+    assert pushed.calibration == {"by": "calibrate", "split": "validation", "n": 60, "ece_before": 0.2,
+                                  "ece_after": 0.1}
+    assert pushed.data == {"kind": "clinical", "photos": 120} and pushed.decoding == local.decoding
+    assert pushed.run == {"dataset_sha256": "a" * 64, "taxonomy": "loscat-12", "classes": ["head"],
+                          "task": "regions"}
+    assert pushed.base_model == {"kind": "folder", "from": {"kind": "hub", "id": "google/vit-x"}}
+    assert pushed.source["labels"] == ["head"] and pushed.source["sha256"] == "b" * 64
+    assert AutoConfig.from_pretrained(dry).num_labels == 12  # plain transformers reads it

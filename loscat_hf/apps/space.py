@@ -295,7 +295,7 @@ def model_description(folder: ModelFolder, name: str) -> str:
 
 def trained_on(folder: ModelFolder) -> str:
     """What the model's own record says its weights learnt from (allowed values only: the page is public)."""
-    from loscat_hf.model.card import data_shown
+    from loscat_hf.model.published import data_shown
 
     data = data_shown(folder.data)
     check = "validate it on your own labelled photos before use"
@@ -323,7 +323,7 @@ def trained_on(folder: ModelFolder) -> str:
 
 def calibration_note(folder: ModelFolder) -> str:
     """Whether the probabilities shown were calibrated on labelled photos, and on how many."""
-    from loscat_hf.model.card import calibration_shown
+    from loscat_hf.model.published import calibration_shown
 
     if not folder.calibrated:
         return ("**Not calibrated**: its probabilities are the raw softmax and can be over-confident, so "

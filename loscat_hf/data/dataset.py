@@ -308,3 +308,24 @@ def add_score_targets(ds, components: tuple[str, ...] = tuple(COMPONENTS)):
     if n_scored == 0:
         raise LoscatError("no training photo has a score: nothing for the score heads to learn")
     return ds
+
+
+# what a dataset's photos are (`origin_kind`): the kinds `train` records in a model folder (`record_data`)
+ORIGIN_KINDS = ("synthetic", "mixed", "clinical", "uncounted", "unprepared", "unknown")
+
+
+def origin_kind(record: dict | None) -> str:
+    """What a dataset's photos are, from its `data.dataset.dataset_origin` record: "synthetic" (every photo a
+    `loscat-hf demo-data` phantom), "mixed", "clinical" (no phantom), "uncounted" (an older prepare did not
+    count phantoms), "unprepared" (no prepare report) or "unknown" (no record). The card and `train`'s
+    `record_data` both take it from here."""
+    if not isinstance(record, dict):
+        return "unknown"
+    if record.get("prepared") is not True:
+        return "unprepared"
+    photos, phantoms = report_count(record.get("photos")), report_count(record.get("phantom_photos"))
+    if phantoms is None or photos is None:
+        return "uncounted"
+    if record.get("synthetic") is True and phantoms == photos:
+        return "synthetic"
+    return "mixed" if phantoms else "clinical"

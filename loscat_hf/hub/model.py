@@ -9,6 +9,7 @@ The token comes from `hf auth login` or HF_TOKEN through huggingface_hub and is 
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from loscat_hf.errors import LoscatError
 from loscat_hf.hub.repo import PushResult, check_private, check_repo_id, push_files
 from loscat_hf.model.card import CARD_NAME, model_card
 from loscat_hf.model.folder import config_json, source_is_public
+from loscat_hf.model.published import public_config
 
 WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json")
 CONFIG_FILES = ("config.json", "preprocessor_config.json")
@@ -29,8 +31,9 @@ def _config_json(model_dir: Path) -> dict:
         raise LoscatError(f"{model_dir}/config.json cannot be read as JSON ({exc})") from None
 
 
-def upload_files(model_dir: str | Path) -> dict[str, Path]:
-    """Repo path -> local file for everything that would be uploaded (except the generated README.md).
+def upload_files(model_dir: str | Path, workdir: Path) -> dict[str, Path]:
+    """Repo path -> local file for everything that would be uploaded (except the generated README.md);
+    config.json is its public copy (`model.published.public_config`), written into `workdir`.
 
     The package's one allow-list for model files: `push-space` bundles these same files under `model/`.
     Paths are those of the model folder (the confusion matrix stays `eval/confusion_matrix.png`), so the
@@ -46,6 +49,10 @@ def upload_files(model_dir: str | Path) -> dict[str, Path]:
     for name in CONFIG_FILES:
         if (model_dir / name).is_file():
             files[name] = model_dir / name
+    # every loscat-hf record rebuilt from allowed values: a hand edit or an older version's extra goes nowhere
+    files["config.json"] = Path(workdir) / "config.json"
+    files["config.json"].write_text(json.dumps(public_config(_config_json(model_dir)), indent=2,
+                                               sort_keys=True) + "\n", encoding="utf-8")
     for pattern in WEIGHT_PATTERNS:
         for p in sorted(model_dir.glob(pattern)):
             files[p.name] = p
@@ -72,9 +79,9 @@ def push_model(model_dir: str | Path, repo_id: str, private: bool = True, datase
     check_private(private)
     if dataset_id is not None:
         dataset_id = check_repo_id(dataset_id, "dataset_id")
-    files = upload_files(model_dir)  # a bad folder or report fails here, before anything is written or sent
-    card = model_card(model_dir, repo_id, dataset_id, reports)
+    card = model_card(model_dir, repo_id, dataset_id, reports)  # a bad folder or report fails before sending
     with tempfile.TemporaryDirectory(prefix="loscat-push-") as tmp:
+        files = upload_files(model_dir, Path(tmp))
         card.save(Path(tmp) / CARD_NAME)
         return push_files(repo_id, "model", {CARD_NAME: Path(tmp) / CARD_NAME, **files}, card.data.to_dict(),
                           private=private, message="Upload LoSCAT region model (loscat-hf push)",

@@ -81,7 +81,7 @@ def sdk_version() -> str:
     return installed
 
 
-def space_files(model: str | Path | None = None) -> dict[str, Path]:
+def space_files(model: str | Path | None, workdir: Path) -> dict[str, Path]:
     """Space path -> local file for everything push-space uploads but the README.md it generates
     (`space_card`)."""
     _check_space_dir()
@@ -92,7 +92,7 @@ def space_files(model: str | Path | None = None) -> dict[str, Path]:
             if "__pycache__" not in p.parts and p.is_file():
                 files[f"loscat_hf/{p.relative_to(PACKAGE_DIR).as_posix()}"] = p
     if model is not None and Path(model).is_dir():
-        files |= {f"{MODEL_PREFIX}/{name}": p for name, p in upload_files(model).items()}
+        files |= {f"{MODEL_PREFIX}/{name}": p for name, p in upload_files(model, workdir).items()}
     return files
 
 
@@ -130,7 +130,7 @@ def build_space_folder(out: str | Path, model: str | Path | None = None,
 
 def _files_with_card(model, dataset_id, tmp: Path) -> tuple[dict[str, Path], dict]:
     """(Space path -> local file, the README's metadata), the generated README.md written into `tmp`."""
-    files = space_files(model)
+    files = space_files(model, tmp)
     card = space_card(model, dataset_id)
     card.save(tmp / "README.md")
     return files | {"README.md": tmp / "README.md"}, card.data.to_dict()

@@ -12,15 +12,14 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
-import re
 from importlib import resources
 from pathlib import Path
 
-from loscat_hf.data.dataset import report_count
+from loscat_hf.data.dataset import origin_kind, report_count
 from loscat_hf.defaults import CONFUSION_MATRIX, EVALUATED_NAME, SCORE_REPORT_NAME
 from loscat_hf.errors import LoscatError
 from loscat_hf.model import folder as model_folder
+from loscat_hf.model.published import calibration_shown
 from loscat_hf.model.study import STUDY_CODE_REPO, STUDY_WEIGHTS_REPO
 
 logger = logging.getLogger(__name__)
@@ -227,54 +226,6 @@ def training_origin(summary: dict, start: dict, fine_tuned: bool) -> dict:
             per_split.append(f"{split} {n} photos of {p} patients")
     return {"kind": kind, "photos": photos, "patients": patients, "phantoms": phantoms,
             "splits": ", ".join(per_split)}
-
-
-# what a dataset's photos are (`origin_kind`): the kinds `train` records in a model folder (`record_data`)
-ORIGIN_KINDS = ("synthetic", "mixed", "clinical", "uncounted", "unprepared", "unknown")
-
-
-def origin_kind(record: dict | None) -> str:
-    """What a dataset's photos are, from its `data.dataset.dataset_origin` record: "synthetic" (every photo a
-    `loscat-hf demo-data` phantom), "mixed", "clinical" (no phantom), "uncounted" (an older prepare did not
-    count phantoms), "unprepared" (no prepare report) or "unknown" (no record). The card and `train`'s
-    `record_data` both take it from here."""
-    if not isinstance(record, dict):
-        return "unknown"
-    if record.get("prepared") is not True:
-        return "unprepared"
-    photos, phantoms = report_count(record.get("photos")), report_count(record.get("phantom_photos"))
-    if phantoms is None or photos is None:
-        return "uncounted"
-    if record.get("synthetic") is True and phantoms == photos:
-        return "synthetic"
-    return "mixed" if phantoms else "clinical"
-
-
-_SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
-
-
-def calibration_shown(how: dict | None) -> dict | None:
-    """How a temperature was fitted, as a card or a public page may state it: rebuilt from allowed values only
-    (`by` train/calibrate, a split name, counts, ECE numbers), since a config.json is not trusted to hold
-    nothing else; None when nothing allowed is recorded."""
-    if not isinstance(how, dict):
-        return None
-    out = {"by": how.get("by") if how.get("by") in ("train", "calibrate") else None,
-           "split": how.get("split") if _SPLIT_NAME.match(str(how.get("split", ""))) else None,
-           "n": report_count(how.get("n"))}
-    for key in ("ece_before", "ece_after", "temperature_before"):
-        value = how.get(key)
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        out[key] = float(value) if ok and value >= 0 else None
-    return out if any(v is not None for v in out.values()) else None
-
-
-def data_shown(record: dict | None) -> dict | None:
-    """What a model folder says it was last trained on (`record_data`), allowed values only: {"kind": one of
-    ORIGIN_KINDS, "photos": a count or None}; None without a usable record."""
-    if not isinstance(record, dict) or record.get("kind") not in ORIGIN_KINDS:
-        return None
-    return {"kind": record["kind"], "photos": report_count(record.get("photos"))}
 
 
 def start_of(config: dict) -> dict:

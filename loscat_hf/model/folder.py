@@ -10,10 +10,8 @@ the parsed config.json alike. One fact, one name:
 | loscat_temperature | temperature | calibration temperature fitted on labelled photos (1.0 when absent) |
 | loscat_calibration | calibration | how that temperature was fitted: by, split, n, ece_before, ece_after |
 | loscat_max_side | decoding.max_side | `--max-side` the training data was packed at: photos decode at it |
-| loscat_decoding | decoding.mode | "packed" (decode as packing does, then resize) or "full" (one resize of
-the whole photo: the study's own inference path, recorded by `convert-timm`) |
-| loscat_data | data | what the model was last trained on: kind (synthetic/mixed/clinical/uncounted/
-unprepared) and photos |
+| loscat_decoding | decoding.mode | "packed" (as packing does, then resize) or "full" (`convert-timm`) |
+| loscat_data | data | what the model was last trained on: kind (synthetic, clinical, ...) and photos |
 | loscat_run | run | dataset fingerprint, taxonomy and task (`train --resume` checks it) |
 | loscat_base_model | base_model | where training started: Hub id, preset or folder record, never a path |
 | loscat_preset | preset | the preset a model was built from scratch with |
@@ -229,34 +227,38 @@ def preset(config: Any) -> str | None:
     return _get(config, PRESET_KEY)
 
 
+def _set(config: Any, key: str, value: Any) -> None:
+    """Writers take a config object or the parsed config.json (`calibrate`, `push`'s public copy)."""
+    if isinstance(config, dict):
+        config[key] = value
+    else:
+        setattr(config, key, value)
+
+
 def record_temperature(config: Any, value: float, **how: Any) -> None:
     """The fitted temperature, and how it was fitted (`how`: by, split, n, ece_before, ece_after; JSON
-    values), into a config object or the parsed config.json (`calibrate` rewrites only that file)."""
-    for key, item in ((TEMPERATURE_KEY, float(value)), (CALIBRATION_KEY, dict(how) or None)):
-        if isinstance(config, dict):
-            config[key] = item
-        else:
-            setattr(config, key, item)
+    values)."""
+    _set(config, TEMPERATURE_KEY, float(value))
+    _set(config, CALIBRATION_KEY, dict(how) or None)
 
 
 def record_decoding(config: Any, mode: str, max_side: int | None = None) -> None:
     if mode not in DECODING_MODES:
         raise ValueError(f"decoding mode {mode!r} is not one of {DECODING_MODES}")
-    setattr(config, DECODING_KEY, mode)
+    _set(config, DECODING_KEY, mode)
     if max_side:
-        setattr(config, MAX_SIDE_KEY, int(max_side))
+        _set(config, MAX_SIDE_KEY, int(max_side))
 
 
-def record_data(config: Any, *, kind: str, photos: int) -> None:
-    setattr(config, DATA_KEY, {"kind": str(kind), "photos": int(photos)})
+def record_data(config: Any, *, kind: str, photos: int | None) -> None:
+    _set(config, DATA_KEY, {"kind": str(kind), "photos": None if photos is None else int(photos)})
 
 
 def record_training(config: Any, *, run: dict, base_model: dict, max_side: int | None) -> None:
     """What `train` writes into every checkpoint it saves: its run, where it started, the packing size (and
     PACKED decoding: a converted study checkpoint's FULL record is not what this training saw); a temperature
     inherited from the base model is dropped."""
-    setattr(config, RUN_KEY, run)
-    setattr(config, BASE_KEY, base_model)
+    record_run(config, run, base_model)
     record_decoding(config, PACKED, max_side)
     # a calibrated base model's temperature is not these weights': uncalibrated until `train` fits its own
     for key in (TEMPERATURE_KEY, CALIBRATION_KEY):
@@ -264,20 +266,29 @@ def record_training(config: Any, *, run: dict, base_model: dict, max_side: int |
             delattr(config, key)
 
 
+def record_run(config: Any, run: dict | None, base_model: dict | None) -> None:
+    _set(config, RUN_KEY, run)
+    _set(config, BASE_KEY, base_model)
+
+
+def best_checkpoint(config: Any) -> str | None:
+    return _get(config, BEST_CHECKPOINT_KEY)
+
+
 def record_best_checkpoint(config: Any, name: str | None) -> None:
-    setattr(config, BEST_CHECKPOINT_KEY, name)
+    _set(config, BEST_CHECKPOINT_KEY, name)
 
 
 def record_preset(config: Any, name: str) -> None:
-    setattr(config, PRESET_KEY, name)
+    _set(config, PRESET_KEY, name)
 
 
 def record_source(config: Any, value: dict) -> None:
-    setattr(config, SOURCE_KEY, dict(value))
+    _set(config, SOURCE_KEY, dict(value))
 
 
 def record_components(config: Any, components) -> None:
-    setattr(config, SCORE_KEY, list(components))
+    _set(config, SCORE_KEY, list(components))
 
 
 def check_labels(config: Any, where: str = "the model config") -> None:

@@ -11,33 +11,12 @@ from pathlib import Path
 
 from loscat_hf.hardware import usable_cores
 from loscat_hf.model.folder import base_record, config_json, preset
+from loscat_hf.model.published import start_allowed
 from loscat_hf.training.arguments import LoscatArguments, recipe_of
 
 # a folder inside a Hub cache: .../models--ORG--NAME/snapshots/<commit>
 _CACHE_PATH = re.compile(r"models--([^/\\]+?)--([^/\\]+)[/\\]snapshots[/\\]")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def _allowed(record: object, depth: int = 0) -> dict | None:
-    """A start record rebuilt from allowed keys and values only: a folder's config.json is not trusted to hold
-    nothing else (it is copied into the new model's config.json, which is published)."""
-    from loscat_hf.model.build import PRESETS
-
-    if not isinstance(record, dict) or depth > 8:
-        return None
-    kind = record.get("kind")
-    if kind == "scratch" and record.get("preset") in PRESETS:
-        return {"kind": "scratch", "preset": record["preset"]}
-    if kind == "hub" and _HUB_ID.match(str(record.get("id", ""))):
-        return {"kind": "hub", "id": record["id"]}
-    if kind == "folder":
-        out: dict = {"kind": "folder"}
-        if _HUB_ID.match(str(record.get("id", ""))):
-            out["id"] = record["id"]
-        if inner := _allowed(record.get("from"), depth + 1):
-            out["from"] = inner
-        return out
-    return None
 
 
 def base_model_record(model: str) -> dict:
@@ -59,10 +38,11 @@ def base_model_record(model: str) -> dict:
         config = config_json(folder)
     except (OSError, ValueError):
         return record
-    inner = _allowed(base_record(config)) or _allowed({"kind": "scratch", "preset": preset(config)})
+    inner = (start_allowed(base_record(config))
+             or start_allowed({"kind": "scratch", "preset": preset(config)}))
     if inner:
         record["from"] = inner
-    return _allowed(record) or {"kind": "folder"}
+    return start_allowed(record) or {"kind": "folder"}
 
 
 # The share of a from-scratch run whose evaluations the chance warning does not count. Measured on the

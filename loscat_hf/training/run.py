@@ -24,12 +24,13 @@ from loscat_hf.data.dataset import (
     check_packed_files,
     dataset_origin,
     load_packed_dataset,
+    origin_kind,
     packed_max_side,
     subgroup_columns,
 )
 from loscat_hf.errors import LoscatError
 from loscat_hf.model import folder as model_folder
-from loscat_hf.model.card import CARD_NAME, model_card, origin_kind
+from loscat_hf.model.card import CARD_NAME, model_card
 from loscat_hf.training.arguments import LoscatArguments, augment_config
 from loscat_hf.training.callbacks import (
     ChanceCallback,
