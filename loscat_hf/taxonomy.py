@@ -14,6 +14,7 @@ from pathlib import Path
 
 from loscat_hf.errors import LoscatError
 
+SET_SEPARATOR = ";"  # a cell naming several sites: "Left thigh; Left leg"
 _SIDE_WORDS = {"l": "left", "lt": "left", "left": "left", "r": "right", "rt": "right", "right": "right"}
 _NOISE_WORDS = {"side", "sided", "the", "of"}
 
@@ -88,6 +89,30 @@ class Taxonomy:
         if base in self.classes:  # a lateral site without a side: the class is still known
             return ParsedRegion(site=base, label=base)
         raise RegionError(f"unknown region {text!r}. {self.valid_names_message()}")
+
+    def parse_many(self, text: str) -> tuple[ParsedRegion, ...]:
+        """Parse a cell that may name several sites separated by ';' (a lesion spanning thigh and leg).
+
+        Each part is parsed as `parse` does; repeats count once; sites come out in the taxonomy's site order
+        (a set, however the rater wrote it; an unsided 'thigh' beside 'left thigh' adds nothing). A non-site
+        code stands alone: 'unclear; thigh' is refused."""
+        parts = [p for p in str(text).split(SET_SEPARATOR) if p.strip()]
+        if len(parts) <= 1:
+            return (self.parse(parts[0] if parts else text),)
+        parsed = [self.parse(p) for p in parts]
+        if any(p.code for p in parsed):
+            raise RegionError(f"region {text!r} mixes a non-site code with sites; a code stands alone. "
+                              f"{self.valid_names_message()}")
+        order = {s: i for i, s in enumerate(self.sites)}
+        unique = {p.site: p for p in parsed}
+        sided = {p.label for p in unique.values() if p.site != p.label}
+        unique = {s: p for s, p in unique.items() if p.site != p.label or p.label not in sided}
+        return tuple(sorted(unique.values(), key=lambda p: (order.get(p.site, len(order)), p.site)))
+
+    def join(self, names) -> str:
+        """A set of classes (or sites) as one cell: ';'-joined in the taxonomy's order."""
+        order = {n: i for i, n in enumerate((*self.classes, *self.sites))}
+        return SET_SEPARATOR.join(sorted(set(names), key=lambda n: (order.get(n, len(order)), n)))
 
     def valid_names_message(self) -> str:
         return (

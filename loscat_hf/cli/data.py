@@ -52,7 +52,7 @@ def _prepare(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
         max_side=args.max_side, overwrite=args.overwrite, strict=args.strict,
         push_to_hub=args.push_to_hub, private=args.private, num_workers=args.num_workers,
-        scores=args.scores, keep_columns=args.keep_columns,
+        scores=args.scores, keep_columns=args.keep_columns, multi_region=args.multi_region,
     )
 
 
@@ -96,6 +96,9 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-columns", default=None, metavar="A,B",
                    help="extra per-photo columns to keep (e.g. skin_tone,fitzpatrick); every other column "
                         "the CSV has beyond image, patient_id, region, rater, visit, quality is dropped")
+    p.add_argument("--multi-region", action="store_true",
+                   help="write the `labels` column (every photo's regions) even when no photo shows several; "
+                        "automatic when a region cell names several sites ('Left thigh; Left leg')")
     p.set_defaults(func=_prepare)
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 from loscat_hf.errors import LoscatError
 
 _COLUMNS = ("image", "rater", "label")
+_SET = ";"  # a rating of several regions: its classes ';'-joined (taxonomy.SET_SEPARATOR)
 
 
 def agreement_report(
@@ -34,6 +35,12 @@ def agreement_report(
     - ``most_confused``: the `top_confused` unordered pairs of different labels given to one photo,
       counted over rater pairs.
 
+    A rating of several regions (classes ';'-joined) is one category for the figures above: raters agree
+    on a photo when they give the same set. When any rating is a set, ``per_class`` adds per class, over the
+    photos with >= 2 raters: ``n_photos_named`` (some rater named the class), ``percent_agreement`` (all
+    raters agree whether the photo shows it) and ``fleiss_kappa`` (present/absent); ``n_set_ratings``
+    counts the ratings of several regions.
+
     A kappa is None (JSON null) when it is undefined: no photo with two ratings, or chance agreement of 1
     because a single label was used throughout (then observed agreement is 100% too, which says nothing
     about how well raters tell classes apart).
@@ -42,8 +49,10 @@ def agreement_report(
     if missing:
         raise LoscatError(f"agreement needs columns {list(_COLUMNS)}; missing {missing}")
     labels = [str(label) for label in labels]
-    order = {label: i for i, label in enumerate(labels)}
     frame = ratings.loc[:, list(_COLUMNS)].astype(str)
+    sets = sorted(v for v in frame["label"].unique() if _SET in v and set(v.split(_SET)) <= set(labels))
+    categories = labels + sets  # a set of regions is one more category for the exact-answer figures
+    order = {label: i for i, label in enumerate(categories)}
     frame = frame[frame["label"].isin(order)].drop_duplicates(["image", "rater"], keep="first")
 
     by_photo: dict[str, dict[str, str]] = defaultdict(dict)
@@ -70,9 +79,11 @@ def agreement_report(
                 "rater_b": rater_b,
                 "n_photos": len(pair),
                 "percent_agreement": 100.0 * same / len(pair),
-                "cohen_kappa": _cohen_kappa(pair, labels),
+                "cohen_kappa": _cohen_kappa(pair, categories),
             })
     ranked = sorted(confused.items(), key=lambda item: (-item[1], order[item[0][0]], order[item[0][1]]))
+    extra = {"n_set_ratings": int(frame["label"].str.contains(_SET, regex=False).sum()),
+             "per_class": _per_class(multi, labels)} if sets else {}
     return {
         "labels": labels,
         "n_ratings": int(len(frame)),
@@ -83,7 +94,23 @@ def agreement_report(
         "fleiss_kappa": fleiss_kappa([Counter(votes.values()) for votes in multi.values()]),
         "pairs": pairs,
         "most_confused": [{"labels": list(pair), "count": count} for pair, count in ranked[:top_confused]],
+        **extra,
     }
+
+
+def _per_class(multi: dict[str, dict[str, str]], labels: list[str]) -> list[dict]:
+    """Per class, over photos with >= 2 raters: do the raters agree whether the photo shows it?"""
+    out = []
+    for label in labels:
+        shown = [[label in answer.split(_SET) for answer in votes.values()] for votes in multi.values()]
+        named = [row for row in shown if any(row)]
+        agree = sum(all(row) or not any(row) for row in shown)
+        out.append({
+            "label": label, "n_photos_named": len(named),
+            "percent_agreement": 100.0 * agree / len(shown) if shown else None,
+            "fleiss_kappa": fleiss_kappa([Counter(row) for row in shown]),
+        })
+    return out
 
 
 def _cohen_kappa(pair: list[tuple[str, str]], labels: list[str]) -> float | None:
@@ -149,6 +176,13 @@ def format_agreement(report: dict, max_pairs: int = 20) -> str:
             )
         if len(pairs) > max_pairs:
             lines.append(f"  ... and {len(pairs) - max_pairs} more rater pairs (see the JSON report)")
+    per_class = [c for c in report.get("per_class", []) if c["n_photos_named"]]
+    if per_class:
+        lines.append(f"  {report.get('n_set_ratings', 0)} ratings name several regions; per class (shows it "
+                     "or not):")
+        lines += [f"    {c['label']:<12} named on {c['n_photos_named']:>4} photos, all agree "
+                  f"{_fmt(c['percent_agreement'], '5.1f')}%, kappa {_fmt(c['fleiss_kappa'], '.3f')}"
+                  for c in per_class]
     confused = report.get("most_confused", [])
     if confused:
         text = ", ".join(f"{c['labels'][0]}/{c['labels'][1]} ({c['count']})" for c in confused)

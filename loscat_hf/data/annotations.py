@@ -39,8 +39,8 @@ class Rating(NamedTuple):
     image: str
     patient_id: str
     rater: str
-    site: str  # site name, or the non-site code
-    vote: str  # class name, or the non-site code
+    site: str  # site name, or the non-site code; several sites ';'-joined (taxonomy order)
+    vote: str  # class name, or the non-site code; several classes ';'-joined (taxonomy order)
 
 
 @dataclass
@@ -168,7 +168,9 @@ def read_ratings(csv_path: str | Path, taxonomy: Taxonomy,
     named in `dropped_columns`, so a PatientName or Geburtsdatum column never reaches the dataset.
 
     Rows: quality 'exclude'/'poor' -> dropped; empty image/patient_id/region -> dropped; unknown region
-    spelling -> dropped (reason lists valid names). Without a rater column (or with an empty rater cell) each
+    spelling -> dropped (reason lists valid names). A region cell may name several sites separated by ';'
+    (a lesion spanning thigh and leg): one rating of that set (`Taxonomy.parse_many`).
+    Without a rater column (or with an empty rater cell) each
     row is its own anonymous rater 'row<N>'. With a `labelled_at` column (`loscat-hf label`'s CSV) a rater's
     later answer for a photo replaces their earlier ones (`superseded_rows`; counted in `superseded`).
     Otherwise, per photo and rater: a repeated identical region counts once; different regions from one rater
@@ -201,7 +203,7 @@ def read_ratings(csv_path: str | Path, taxonomy: Taxonomy,
                                   column("labelled_at")) if has_rater and "labelled_at" in columns else set())
 
     problems: list[Problem] = []
-    parsed_cache: dict[str, ParsedRegion | str] = {}
+    parsed_cache: dict[str, tuple[ParsedRegion, ...] | str] = {}
     first_row: dict[str, int] = {}
     extra_values: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     valid: list[Rating] = []
@@ -227,15 +229,19 @@ def read_ratings(csv_path: str | Path, taxonomy: Taxonomy,
         text = regions[i]
         if text not in parsed_cache:
             try:
-                parsed_cache[text] = taxonomy.parse(text)
+                parsed_cache[text] = taxonomy.parse_many(text)
             except RegionError as exc:
                 parsed_cache[text] = str(exc)
         parsed = parsed_cache[text]
         if isinstance(parsed, str):
             problems.append(Problem("unknown_region", source, parsed, row))
             continue
-        site = parsed.code or parsed.site or ""
-        vote = parsed.code or parsed.label or ""
+        if len(parsed) == 1:
+            site = parsed[0].code or parsed[0].site or ""
+            vote = parsed[0].code or parsed[0].label or ""
+        else:  # several sites ('Left thigh; Left leg'): one rating of a set
+            site = taxonomy.join(p.site for p in parsed)
+            vote = taxonomy.join(p.label for p in parsed)
         rater = raters[i] if has_rater and raters[i] else f"row{row}"
         valid.append(Rating(row, image, patients[i], rater, site, vote))
     return RatingsExport(

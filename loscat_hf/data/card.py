@@ -51,11 +51,14 @@ def build_report(
     *, counts: dict, patients: dict, n_photos: int, classes: Sequence[str], problems: Sequence[Problem],
     warnings: Sequence[str], agreement: Mapping, parameters: Mapping, extra_columns: Sequence[str],
     private_counts: Mapping[str, int], phantoms: Mapping[str, int],
+    split_photos: Mapping[str, int] | None = None, regions_per_photo: Mapping[int, int] | None = None,
 ) -> dict:
     """The publishable report: an allow-list of counts, class names, reason keys and parameters.
 
     `phantoms`: per split, how many packed photos are `loscat-hf demo-data` phantoms (decided per photo from
-    its EXIF before packing re-encoded it): the only record of it, since the packed photos carry no EXIF."""
+    its EXIF before packing re-encoded it): the only record of it, since the packed photos carry no EXIF.
+    `split_photos`: photos per split (default: the sum of its class counts, right when each photo has one
+    region); `regions_per_photo` (a multi-region dataset): how many photos show 1, 2, ... regions."""
     by_reason = dict(sorted(Counter(p.kind for p in problems).items(), key=lambda kv: (-kv[1], kv[0])))
     n_phantoms = sum(phantoms.get(s, 0) for s in counts)
     return {
@@ -66,7 +69,7 @@ def build_report(
         "synthetic": n_photos > 0 and n_phantoms == n_photos,  # every photo is one
         "classes": list(classes),
         "splits": {
-            s: {"photos": sum(counts[s].values()), "patients": patients[s],
+            s: {"photos": (split_photos or {}).get(s, sum(counts[s].values())), "patients": patients[s],
                 "phantom_photos": phantoms.get(s, 0), "per_class": counts[s]}
             for s in SPLIT_ORDER if s in counts
         },
@@ -75,6 +78,10 @@ def build_report(
         "warnings": list(warnings),
         "private": {"folder": PRIVATE_DIR, "files": list(PRIVATE_FILES), **dict(private_counts)},
         "agreement": dict(agreement),
+        **({"multi_region": True,  # a `labels` column; photos per number of regions they show
+            "regions_per_photo": {str(k): int(v) for k, v in sorted(regions_per_photo.items())},
+            "single_region_would_drop": int(sum(v for k, v in regions_per_photo.items() if k > 1))}
+           if regions_per_photo is not None else {}),
         "columns": list(METADATA_COLUMNS) + list(extra_columns),
         "parameters": dict(parameters),
         "versions": _versions(),
@@ -94,6 +101,7 @@ _REASON_TEXT = {
     "missing_value": "empty image, patient_id or region cell",
     "two_patients": "one photo labelled for two patients",
     "tie": "raters tied",
+    "no_majority": "no region named by more than half of the raters (several regions)",
     "conflicting_rating": "one rater gave two regions",
     "duplicate_row": "repeated CSV row",
 }
@@ -176,12 +184,14 @@ def dataset_card(report: dict, table_md: str, agreement: Mapping | None, feature
     lines += [
         "## Structure", "",
         "Hugging Face `imagefolder`: one folder per split, each with a `metadata.parquet` giving per photo: "
-        + ", ".join(f"`{c}`" for c in report["columns"]) + ". The features are declared in this card's "
+        + ", ".join(f"`{c}`" for c in report["columns"][:2] + ["labels"] * bool(report.get("multi_region"))
+                    + report["columns"][2:]) + ". The features are declared in this card's "
         "header and in each metadata file's schema, so loading the folder (or the Hub repo) gives `label` "
         "as a `ClassLabel` in taxonomy order and the same schema in every split (a missing value is `None`):",
         "", "```python", "from datasets import load_dataset",
         'ds = load_dataset("path/to/dataset")  # or the Hub repo id',
         'ds = load_dataset("imagefolder", data_dir="path/to/dataset")  # the same', "```", "",
+        *_multi_region_text(report),
         "## Counts per class and split", "", table_md, "",
         "## Exclusions", "",
     ]
@@ -228,6 +238,25 @@ def dataset_card(report: dict, table_md: str, agreement: Mapping | None, feature
     if report["warnings"]:
         lines += ["", "Warnings:", ""] + [f"- {w}" for w in report["warnings"]]
     return "\n".join(lines) + "\n"
+
+
+def _multi_region_text(report: Mapping) -> list[str]:
+    """The card's section on photos that show several regions (`labels`), from the report's counts."""
+    per = report.get("regions_per_photo")
+    if not report.get("multi_region") or not isinstance(per, Mapping):
+        return []
+    counts = ", ".join(f"{n} photo{'s' if n != 1 else ''} show {k} region{'s' if k != '1' else ''}"
+                       for k, n in per.items())
+    return [
+        "## Photos that show several regions", "",
+        "A photo may show several regions (a linear lesion running from the thigh to the leg). `labels` "
+        "lists every region of every photo (`Sequence(ClassLabel)`); `label` is the one region of a "
+        "single-region photo and empty (`None`) on the others, whose `site` lists their sites "
+        f"`;`-separated. {counts}. "
+        f"A single-region dataset would have left out {report.get('single_region_would_drop', 0)} of the "
+        f"{report['n_photos']} photos. The class counts below count such a photo under each of its regions.",
+        "",
+    ]
 
 
 def dataset_licence(report: Mapping) -> str:

@@ -16,7 +16,7 @@ import pandas as pd
 from loscat_hf.data.agreement import agreement_report
 from loscat_hf.data.annotations import RATING_COLUMNS, Rating, RatingsExport, read_ratings
 from loscat_hf.errors import Problem
-from loscat_hf.taxonomy import Taxonomy
+from loscat_hf.taxonomy import SET_SEPARATOR, Taxonomy
 
 
 @dataclass
@@ -27,11 +27,16 @@ class PhotoLabel:
     patient_id: str
     visit: str  # "" when the CSV has no visit column/value
     site: str  # consensus 18-site name, or the class name when sides disagree / no side given
-    label: str  # consensus class name
+    label: str  # consensus class name; a photo showing several: its classes ';'-joined (taxonomy order)
     n_ratings: int
-    agreement: float  # share of the photo's valid votes that went to the winning label
+    agreement: float  # share of the photo's raters whose answer is the consensus (the same set of classes)
     extra: dict[str, str] = field(default_factory=dict)  # the kept per-photo columns (--keep-columns)
     row: int | None = None  # first CSV data row of the photo, for messages
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The photo's classes: one, or several for a photo that shows several regions."""
+        return tuple(self.label.split(SET_SEPARATOR))
 
 
 @dataclass
@@ -169,6 +174,8 @@ def _consensus(group: list[Rating], taxonomy: Taxonomy) -> tuple[str, str, float
     the side, so they do not outvote 'left_arm'; if sided votes tie (left vs right) or none exist, the
     site is the class name. Midline classes have site == class.
     """
+    if any(SET_SEPARATOR in r.vote for r in group):
+        return _set_consensus(group, taxonomy)
     votes = Counter(r.vote for r in group)
     ranked = votes.most_common()
     top = ranked[0][1]
@@ -183,10 +190,44 @@ def _consensus(group: list[Rating], taxonomy: Taxonomy) -> tuple[str, str, float
             f"non_site:{winner}", "",
             f"consensus is the non-site code {winner!r} ({top} of {len(group)} votes)",
         )
-    sided = Counter(r.site for r in group if r.vote == winner and r.site != winner)
-    site = winner
+    return _side(winner, [r.site for r in group if r.vote == winner]), winner, top / len(group)
+
+
+def _side(label: str, sites: list[str]) -> str:
+    """The site of a consensus class: the most common sided site among the votes for it, unless sided votes
+    tie or none exist (then the class name)."""
+    sided = Counter(s for s in sites if s != label)
     if sided:
         (best, n_best), *rest = sided.most_common()
         if not rest or rest[0][1] < n_best:
-            site = best
-    return site, winner, top / len(group)
+            return best
+    return label
+
+
+def _set_consensus(group: list[Rating], taxonomy: Taxonomy) -> tuple[str, str, float] | Problem:
+    """A set of classes for a photo some rater gave several regions: per class, majority of raters.
+
+    A class is in the set when at least half of the photo's raters name it, provided at least one class is
+    named by more than half (else no majority: excluded). At least half, not more than half: a rater who
+    marks only the thigh of a thigh-and-leg photo more often missed the leg than saw it absent, and with two
+    raters a strict majority would drop every photo on which they differ by one site. A non-site code held by
+    more than half of the raters excludes the photo, as in the single-region vote. The side of each class
+    comes from its sided votes (`_side`); agreement is the share of raters whose set is the consensus."""
+    n = len(group)
+    codes = Counter(r.vote for r in group if r.vote.split(SET_SEPARATOR)[0] not in taxonomy.classes)
+    if codes and codes.most_common(1)[0][1] * 2 > n:
+        code, count = codes.most_common(1)[0]
+        return Problem(f"non_site:{code}", "",
+                       f"consensus is the non-site code {code!r} ({count} of {n} votes)")
+    named = Counter(c for r in group for c in set(r.vote.split(SET_SEPARATOR)) if c in taxonomy.classes)
+    if not any(k * 2 > n for k in named.values()):
+        listed = ", ".join(f"{c} ({k})" for c, k in named.most_common())
+        return Problem("no_majority", "", f"no region named by more than half of the {n} raters ({listed}); "
+                                          "photo excluded")
+    chosen = [c for c in taxonomy.classes if named[c] * 2 >= n]
+    site_of = taxonomy.to_class
+    sites = [_side(c, [s for r in group for s in r.site.split(SET_SEPARATOR) if site_of(s) == c])
+             for c in chosen]
+    label = taxonomy.join(chosen)
+    agreement = sum(r.vote == label for r in group) / n
+    return taxonomy.join(sites), label, agreement

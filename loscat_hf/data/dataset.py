@@ -59,16 +59,22 @@ TRAINING_SPLITS = ("train", "validation")
 TARGET_COLUMN = "score_targets"
 
 
-def dataset_features(classes: Sequence[str], extra_columns: Sequence[str] = ()):
+MULTI_COLUMN = "labels"  # a multi-region dataset: every photo's classes, a Sequence(ClassLabel)
+
+
+def dataset_features(classes: Sequence[str], extra_columns: Sequence[str] = (), multi_region: bool = False):
     """`datasets.Features` of a packed dataset: the one schema the card declares and train/evaluate use.
 
     `label` is a ClassLabel in taxonomy order, score columns (score_*) float32, every other column text
-    (codes and ids stay text: '007' never becomes the int 7).
+    (codes and ids stay text: '007' never becomes the int 7). `multi_region` adds `labels`, every photo's
+    classes as a `Sequence(ClassLabel)`; `label` is then empty (None) on a photo that shows several.
     """
-    from datasets import ClassLabel, Features, Value
+    from datasets import ClassLabel, Features, Sequence, Value
     from datasets import Image as ImageFeature
 
     columns = {"image": ImageFeature(), "label": ClassLabel(names=list(classes))}
+    if multi_region:
+        columns[MULTI_COLUMN] = Sequence(ClassLabel(names=list(classes)))
     columns.update({c: Value("string") for c in METADATA_COLUMNS[2:]})
     columns.update({c: Value("float32" if c.startswith(SCORE_PREFIX) else "string") for c in extra_columns})
     return Features(columns)
@@ -149,7 +155,8 @@ def split_metadata_file(split_dir: str | Path) -> Path | None:
 
 
 def read_split_metadata(split_dir: str | Path) -> list[dict]:
-    """The rows of a split's metadata, `label` as its class name: the one reader of both metadata formats."""
+    """The rows of a split's metadata, `label` as its class name (and a multi-region dataset's `labels` as
+    class names): the one reader of both metadata formats."""
     path = split_metadata_file(split_dir)
     if path is None:
         raise LoscatError(f"{split_dir} has no {METADATA_NAME} (nor {LEGACY_METADATA_NAME})")
@@ -160,10 +167,13 @@ def read_split_metadata(split_dir: str | Path) -> list[dict]:
 
             table = pq.read_table(path)
             rows = table.to_pylist()
-            label = Features.from_arrow_schema(table.schema).get("label")
-            if hasattr(label, "int2str"):
-                for row in rows:
+            features = Features.from_arrow_schema(table.schema)
+            label, several = features.get("label"), getattr(features.get(MULTI_COLUMN), "feature", None)
+            for row in rows:
+                if hasattr(label, "int2str"):
                     row["label"] = label.int2str(row["label"]) if row.get("label") is not None else None
+                if hasattr(several, "int2str"):
+                    row[MULTI_COLUMN] = [several.int2str(x) for x in row.get(MULTI_COLUMN) or []]
             return rows
         with open(path, newline="", encoding="utf-8") as fh:
             return [{k: read_cell(v) for k, v in row.items() if k is not None} for row in csv.DictReader(fh)]
@@ -193,10 +203,46 @@ def publishable_files(dataset_dir: str | Path) -> list[tuple[str, Path]]:
     return files
 
 
+SINGLE_LABEL, MULTI_LABEL = "single_label_classification", "multi_label_classification"  # transformers'
+PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL)
+
+
+def is_multi_region(ds_or_path) -> bool:
+    """Whether a packed dataset (a loaded DatasetDict/Dataset, or its folder) has the multi-region `labels`
+    column: what `train`'s problem type defaults to."""
+    if isinstance(ds_or_path, (str, os.PathLike)):
+        features = card_features(ds_or_path)
+        if features is None:
+            meta = split_metadata_file(Path(ds_or_path) / "train")
+            if meta is None or meta.suffix != ".parquet":
+                return False
+            import pyarrow.parquet as pq
+            from datasets import Features
+
+            features = Features.from_arrow_schema(pq.read_schema(meta))
+        return MULTI_COLUMN in features
+    split = ds_or_path["train"] if hasattr(ds_or_path, "keys") else ds_or_path
+    return getattr(split.features.get(MULTI_COLUMN), "feature", None) is not None and hasattr(
+        split.features[MULTI_COLUMN].feature, "names")
+
+
+def multi_hot(labels: Sequence[Sequence[int]], n_classes: int) -> np.ndarray:
+    """Class-id lists -> a float32 (n, n_classes) 0/1 matrix: the BCE targets and the metrics' truth."""
+    out = np.zeros((len(labels), n_classes), dtype=np.float32)
+    for i, ids in enumerate(labels):
+        out[i, list(ids)] = 1.0
+    return out
+
+
 def load_packed_dataset(path: str, taxonomy: Taxonomy, max_train: int | None = None,
-                        max_eval: int | None = None):
+                        max_eval: int | None = None, problem_type: str | None = None):
     """Load the imagefolder with plain `datasets`, typed by the features its card declares, and add integer
     `labels` in the taxonomy's order (the card's ClassLabel order may differ from a --taxonomy given now).
+
+    `problem_type` (None: follow the dataset): SINGLE_LABEL gives each photo one int `labels`; on a
+    multi-region dataset only its single-region photos are kept (as the study did; the count left out is
+    logged). MULTI_LABEL gives each photo the list of its class ids (taxonomy order), from `labels` or,
+    on a single-region dataset, from `label`.
     """
     from datasets import load_dataset
 
@@ -219,7 +265,24 @@ def load_packed_dataset(path: str, taxonomy: Taxonomy, max_train: int | None = N
     unknown = sorted(set(names) - set(label2id))
     if unknown:
         raise LoscatError(f"dataset labels {unknown} are not classes of the taxonomy {taxonomy.name}")
-    ds = ds.map(lambda b: {"labels": [label2id[names[x]] for x in b["label"]]}, batched=True)
+    several = is_multi_region(ds)
+    if problem_type not in (None, *PROBLEM_TYPES):
+        raise LoscatError(f"problem_type {problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}",
+                          param="problem_type")
+    if (problem_type or (MULTI_LABEL if several else SINGLE_LABEL)) == MULTI_LABEL:
+        source = MULTI_COLUMN if several else "label"
+        ids = [label2id[n] for n in ds["train"].features[source].feature.names] if several else None
+        ds = ds.map(lambda b: {MULTI_COLUMN: [sorted(ids[x] for x in row) for row in b[source]] if several
+                               else [[label2id[names[x]]] for x in b[source]]}, batched=True)
+    else:
+        if several:  # the single-region path: photos that show one region only
+            before = {k: len(v) for k, v in ds.items()}
+            ds = ds.filter(lambda b: [x is not None for x in b["label"]], batched=True,
+                           input_columns=None).remove_columns(MULTI_COLUMN)
+            left = {k: before[k] - len(v) for k, v in ds.items() if before[k] - len(v)}
+            logger.info("single-label training on a multi-region dataset: left out the photos that show "
+                        "several regions (%s)", ", ".join(f"{k} {n}" for k, n in left.items()) or "none")
+        ds = ds.map(lambda b: {"labels": [label2id[names[x]] for x in b["label"]]}, batched=True)
     if max_train:
         ds["train"] = ds["train"].shuffle(seed=0).select(range(min(max_train, len(ds["train"]))))
     if max_eval:

@@ -43,6 +43,7 @@ from loscat_hf.data.dataset import (
     LICENSE_NAME,
     METADATA_COLUMNS,
     METADATA_NAME,
+    MULTI_COLUMN,
     PATIENT_PREFIX,
     PRIVATE_DIR,
     REPORT_NAME,
@@ -56,6 +57,7 @@ from loscat_hf.defaults import MAX_SIDE, SIZE_SLACK
 from loscat_hf.errors import LoscatError, Problem
 from loscat_hf.io.atomic import check_output_dir, commit_folder, partial_folder, write_error
 from loscat_hf.io.images import DEFAULT_MAX_PIXELS
+from loscat_hf.taxonomy import SET_SEPARATOR
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +68,8 @@ class PackItem:
 
     source: Path  # the file to read
     key: str  # the photo's path as the annotation CSV writes it (id_map.csv, problem messages)
-    label: str  # class name
-    site: str  # site name (18 sites), or the class name when the side is unknown
+    label: str  # class name; a photo showing several regions: its classes ';'-joined (taxonomy order)
+    site: str  # site name (18 sites), or the class name when the side is unknown; ';'-joined for several
     patient_id: str
     visit: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)  # e.g. {"skin_tone": "V"}
@@ -87,6 +89,7 @@ class PackOptions:
     overwrite: bool = False
     num_workers: int | None = None  # None: one per CPU
     progress: bool = True
+    multi_region: bool = False  # write the `labels` column even when no photo shows several regions
 
     def __post_init__(self) -> None:
         if self.max_side < 1:
@@ -191,7 +194,7 @@ def pack_dataset(
             val_fraction=options.val_fraction, test_fraction=options.test_fraction, seed=options.seed,
         )
         public_warnings = list(split.warnings)  # built from class names and counts only
-        present = {items[i].label for i in kept}
+        present = {c for i in kept for c in items[i].label.split(SET_SEPARATOR)}
         absent = [c for c in classes if c not in present]
         if absent:
             public_warnings.append(
@@ -201,8 +204,10 @@ def pack_dataset(
         split_of = dict(zip(kept, split.assignments, strict=True))
         extra_columns = _extra_columns(items[i] for i in kept)
         labels = [items[i].label for i in kept]
-        class_order = list(classes) + sorted(set(labels) - set(classes))
-        features = dataset_features(class_order, [o for _, o in extra_columns])
+        regions_per_photo = Counter(len(label.split(SET_SEPARATOR)) for label in labels)
+        multi_region = options.multi_region or any(n > 1 for n in regions_per_photo)
+        class_order = list(classes) + sorted(present - set(classes))
+        features = dataset_features(class_order, [o for _, o in extra_columns], multi_region=multi_region)
         rng = random.Random(id_key)  # secret, so the orders are unpredictable; fixed by it, so reruns agree
         patient_codes = draw_codes((items[i].patient_id for i in kept), PATIENT_PREFIX, rng)
         visit_codes = draw_codes(((items[i].patient_id, items[i].visit) for i in kept if items[i].visit),
@@ -233,6 +238,8 @@ def pack_dataset(
             warnings=public_warnings, agreement=agreement_public,
             parameters={**options.report_parameters(), **(parameters or {})},
             extra_columns=[o for _, o in extra_columns], phantoms=phantom_counts,
+            regions_per_photo=dict(regions_per_photo) if multi_region else None,
+            split_photos=Counter(split_of[i] for i in kept),
             private_counts={"warnings": len(private_warnings), "notes": len(notes),
                             "dropped_columns": len((private_details or {}).get("dropped_columns", []))},
         )
@@ -261,8 +268,9 @@ def _split_counts(items: Sequence[PackItem], kept: Sequence[int], split_of: Mapp
                   splits: Sequence[str], classes: Sequence[str]) -> tuple[dict, dict]:
     """(split -> class -> photos, split -> patients) of the kept photos."""
     counts = {s: {c: 0 for c in classes} for s in splits}
-    for i in kept:
-        counts[split_of[i]][items[i].label] = counts[split_of[i]].get(items[i].label, 0) + 1
+    for i in kept:  # a photo showing several regions counts under each
+        for label in items[i].label.split(SET_SEPARATOR):
+            counts[split_of[i]][label] = counts[split_of[i]].get(label, 0) + 1
     patients = {s: len({items[i].patient_id for i in kept if split_of[i] == s}) for s in splits}
     return counts, patients
 
@@ -320,13 +328,17 @@ def _write_splits(
     import pyarrow.parquet as pq
 
     label_id = features["label"].str2int
+    multi = MULTI_COLUMN in features
     features = metadata_features(features)
     rows: dict[str, list[dict]] = {}
     for i in kept:
         item, image_id, split = items[i], image_ids[i], split_of[i]
         (tmp / split).mkdir(exist_ok=True)
         os.replace(staging / f"{image_id}.jpg", tmp / split / f"{image_id}.jpg")
-        row = {"file_name": f"{image_id}.jpg", "label": label_id(item.label), "site": item.site,
+        several = SET_SEPARATOR in item.label
+        row = {"file_name": f"{image_id}.jpg", "label": None if several else label_id(item.label),
+               **({MULTI_COLUMN: [label_id(c) for c in item.label.split(SET_SEPARATOR)]} if multi else {}),
+               "site": item.site,
                "patient_id": patient_codes[item.patient_id],
                "visit": visit_codes.get((item.patient_id, item.visit)), "image_id": str(image_id)}
         for name, out_name in extra_columns:

@@ -108,9 +108,12 @@ def prepare(
     scores: str | os.PathLike | None = None,
     keep_columns: str | list[str] | None = None,
     progress: bool | None = None,
+    multi_region: bool = False,
 ) -> PrepareResult:
     """Build the dataset; `result.out_dir` is None when nothing usable remained (nothing is written then).
 
+    A photo whose raters named several regions keeps them all (the dataset gets a `labels` column);
+    `multi_region` writes that column even when every photo shows one region.
     `strict` is recorded in the report; deciding what a problem means (the CLI's exit code 1) is the caller's.
     User errors raise LoscatError before anything is written.
     """
@@ -123,7 +126,7 @@ def prepare(
         raise LoscatError(f"images folder {images_dir} does not exist or is not a folder", param="images")
     options = PackOptions(  # checks max_side and num_workers (LoscatError naming the parameter)
         val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, max_side=max_side,
-        overwrite=overwrite, num_workers=num_workers,
+        overwrite=overwrite, num_workers=num_workers, multi_region=multi_region,
         progress=sys.stderr.isatty() if progress is None else progress,
     )
     images_abs, out_abs = os.path.abspath(images_dir), os.path.abspath(out_dir)
@@ -203,14 +206,18 @@ def format_summary(prepared: PrepareResult) -> str:
         "label."
     )
     if result.out_dir is not None:
-        splits = ", ".join(
-            f"{s} {sum(c.values())} photos / {result.patients[s]} patients" for s, c in result.counts.items()
-        )
+        splits = ", ".join(f"{s} {v['photos']} photos / {v['patients']} patients"
+                           for s, v in result.report["splits"].items())
         phantoms = result.report.get("phantom_photos") or 0
         synthetic = (f" {'All' if phantoms == result.n_photos else phantoms} of them are SYNTHETIC phantoms "
                      "(loscat-hf demo-data, by their EXIF): the card and report say so.") if phantoms else ""
         add(f"Wrote {result.n_photos} photos to {out_dir}: {splits}.{synthetic}\n")
         add(result.table)
+        per = result.report.get("regions_per_photo")
+        if per:
+            add("Regions per photo: " + ", ".join(f"{k}: {n} photos" for k, n in per.items())
+                + f"; the single-region path would have left out {result.report['single_region_would_drop']}"
+                " (`labels` lists every photo's regions).")
     add("")
     add(format_agreement(consensus.agreement))
     if consensus.dropped_columns:

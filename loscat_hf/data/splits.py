@@ -76,6 +76,8 @@ def assign_splits(
 
     The test split is carved first from all patients, then validation from the rest with the share
     val/(1-test), each as one fold of sklearn's StratifiedGroupKFold(n_splits=round(1/share)).
+    A photo showing several regions has its classes ';'-joined: that set is its stratum (as well as sets
+    allow: a rare set is a small stratum), and the per-class warnings count it under each of its classes.
     """
     if len(labels) != len(groups):
         raise LoscatError(f"{len(labels)} labels but {len(groups)} patient ids: they must pair up")
@@ -116,8 +118,9 @@ def _split_warnings(y: np.ndarray, g: np.ndarray, assignments: np.ndarray, with_
     names = ["train", "validation"] + (["test"] if with_test else [])
     listed = ", ".join(names[:-1]) + " and " + names[-1]
     out = []
-    for cls in sorted(set(y.tolist())):
-        mask = y == cls
+    sets = [set(v.split(";")) for v in y.tolist()]
+    for cls in sorted(set().union(*sets)):
+        mask = np.asarray([cls in s for s in sets], dtype=bool)
         n_patients = len(set(g[mask].tolist()))
         if n_patients < len(names):
             word = "patient" if n_patients == 1 else "patients"
@@ -142,12 +145,14 @@ def split_counts_table(
     groups: Sequence[str] | None = None,
     markdown: bool = False,
 ) -> str:
-    """Photos per class and split, with totals, each split's share of photos and (given groups) patients."""
+    """Photos per class and split, with totals, each split's share of photos and (given groups) patients.
+    A photo showing several regions (classes ';'-joined) counts under each: the class rows may sum to more
+    than the total."""
     if classes is None:
-        classes = sorted(set(labels))
+        classes = sorted({c for label in labels for c in label.split(";")})
     present = set(assignments)
     splits = [s for s in SPLIT_ORDER if s in present] + sorted(present - set(SPLIT_ORDER))
-    counts = Counter(zip(labels, assignments, strict=True))
+    counts = Counter((c, a) for label, a in zip(labels, assignments, strict=True) for c in label.split(";"))
     total = len(labels)
     header = ["class", *splits, "total", "share"]
     rows = []
