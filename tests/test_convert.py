@@ -116,7 +116,7 @@ def test_every_decode_path_follows_the_models_resample(study_like, tmp_path):
     """Bicubic for the converted model, in prediction and in training's and evaluation's transform."""
     from loscat_hf.infer.predictor import RegionPredictor
     from loscat_hf.model.build import build_model_and_processor
-    from loscat_hf.model.folder import processor_resample
+    from loscat_hf.model.processor import processor_resample
     from loscat_hf.model.transforms import ImageTransform
 
     _, folder = study_like

@@ -117,7 +117,7 @@ def test_imagenet_folder_loads_with_new_head_and_every_backbone_weight(tmp_path,
     from transformers import ViTImageProcessorPil
 
     from loscat_hf.model.build import build_model_and_processor
-    from loscat_hf.model.folder import processor_size
+    from loscat_hf.model.processor import processor_size
 
     folder = tmp_path / "vit-imagenet"
     ref = _save_google_style(_imagenet_model(seed=1), folder, layout)
@@ -232,7 +232,7 @@ def train_head_only(model_dir: Path, dataset: Path, out: Path, seed: int, monkey
     from transformers import ViTForImageClassification
 
     from loscat_hf import cli
-    from loscat_hf.model.folder import processor_size
+    from loscat_hf.model.processor import processor_size
     from loscat_hf.training import run
     from loscat_hf.training.callbacks import TwoPhaseCallback
 

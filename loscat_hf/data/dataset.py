@@ -241,8 +241,8 @@ def load_packed_dataset(path: str, taxonomy: Taxonomy, max_train: int | None = N
 
     `problem_type` (None: follow the dataset): SINGLE_LABEL gives each photo one int `labels`; on a
     multi-region dataset only its single-region photos are kept (as the study did; the count left out is
-    logged). MULTI_LABEL gives each photo the list of its class ids (taxonomy order), from `labels` or,
-    on a single-region dataset, from `label`.
+    logged). MULTI_LABEL gives each photo a float 0/1 vector over the taxonomy's classes (`multi_hot`: the
+    BCE target), from `labels` or, on a single-region dataset, from `label`.
     """
     from datasets import load_dataset
 
@@ -270,10 +270,18 @@ def load_packed_dataset(path: str, taxonomy: Taxonomy, max_train: int | None = N
         raise LoscatError(f"problem_type {problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}",
                           param="problem_type")
     if (problem_type or (MULTI_LABEL if several else SINGLE_LABEL)) == MULTI_LABEL:
-        source = MULTI_COLUMN if several else "label"
-        ids = [label2id[n] for n in ds["train"].features[source].feature.names] if several else None
-        ds = ds.map(lambda b: {MULTI_COLUMN: [sorted(ids[x] for x in row) for row in b[source]] if several
-                               else [[label2id[names[x]]] for x in b[source]]}, batched=True)
+        from datasets import List, Value
+
+        source, n = (MULTI_COLUMN if several else "label"), len(taxonomy.classes)
+        ids = [label2id[c] for c in ds["train"].features[source].feature.names] if several else None
+
+        def targets(batch: dict) -> dict:
+            rows = ([[ids[x] for x in row] for row in batch[source]] if several
+                    else [[label2id[names[x]]] for x in batch[source]])
+            return {MULTI_COLUMN: multi_hot(rows, n).tolist()}
+
+        ds = ds.map(targets, batched=True)
+        ds = ds.cast_column(MULTI_COLUMN, List(Value("float32"), length=n))
     else:
         if several:  # the single-region path: photos that show one region only
             before = {k: len(v) for k, v in ds.items()}

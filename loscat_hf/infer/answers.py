@@ -17,6 +17,7 @@ from loscat_hf.defaults import MAX_SIDE, MIN_CONFIDENCE, MIN_MARGIN, SIZE_SLACK
 from loscat_hf.io.images import open_image, resize_eval
 from loscat_hf.model.calibration import apply_temperature, needs_review
 from loscat_hf.model.folder import DECODING_MODES, FULL, PACKED, Decoding, ModelFolder
+from loscat_hf.model.thresholds import needs_review_multi, regions, sigmoid
 
 ImageInput = str | os.PathLike | bytes | BinaryIO | Image.Image
 
@@ -44,30 +45,47 @@ class PredictorSettings:
 @dataclass
 class RegionPrediction:
     """One photo's answer: the region, its calibrated probability, the top-k and whether a person should
-    look."""
+    look; `regions`: every region the photo shows, most probable first (a single-region model: the one).
+
+    A multi-region model's scores are per-class sigmoids (they need not sum to 1): `regions` are the classes
+    at or above their thresholds, `label`/`probability` the highest score, and a person should look when no
+    class passes or a score sits within the margin of its threshold."""
 
     label: str
     probability: float
     top: list[tuple[str, float]]
     needs_review: bool
     probabilities: dict[str, float] = field(repr=False, default_factory=dict)
+    regions: list[tuple[str, float]] = field(default_factory=list)
+    multi_label: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def to_predictions(logits: np.ndarray, labels: list[str], temperature: float, min_confidence: float,
-                   min_margin: float, top_k: int = 3) -> list[RegionPrediction]:
-    """Calibrated predictions from raw logits: top-k, and review flags by confidence and margin."""
-    probs = apply_temperature(logits, temperature)
-    flags = needs_review(probs, min_confidence, min_margin)
+                   min_margin: float, top_k: int = 3,
+                   thresholds: Sequence[float] = ()) -> list[RegionPrediction]:
+    """Calibrated predictions from raw logits: top-k, and review flags by confidence and margin.
+    `thresholds` (a multi-region model's, one per label): sigmoid scores, every class at or above its
+    threshold in `regions`, review when none passes or one sits within `min_margin` of its threshold."""
+    multi = len(thresholds) > 0
+    if multi:
+        probs = sigmoid(logits, temperature)
+        flags = needs_review_multi(probs, thresholds, min_margin)
+        shown = regions(probs, thresholds, labels)
+    else:
+        probs = apply_temperature(logits, temperature)
+        flags = needs_review(probs, min_confidence, min_margin)
+        shown = [[] for _ in probs]
     out = []
-    for row, flag in zip(probs, flags, strict=True):
+    for row, flag, passed in zip(probs, flags, shown, strict=True):
         order = np.argsort(-row)
         top = [(labels[i], float(row[i])) for i in order[: max(1, top_k)]]
         out.append(RegionPrediction(
             label=top[0][0], probability=top[0][1], top=top, needs_review=bool(flag),
             probabilities={labels[i]: float(row[i]) for i in range(len(labels))},
+            regions=passed if multi else top[:1], multi_label=multi,
         ))
     return out
 
@@ -163,7 +181,7 @@ class PhotoPredictor:
     def from_logits(self, logits: np.ndarray, top_k: int = 3) -> list[RegionPrediction]:
         """Calibrated predictions from raw logits: top-k, and review flags by confidence and margin."""
         return to_predictions(logits, self.labels, self.temperature, self.min_confidence, self.min_margin,
-                              top_k)
+                              top_k, self.folder.thresholds)
 
     def predict(self, images: Sequence[ImageInput] | ImageInput, top_k: int = 3, tta: bool = False,
                 batch_size: int = 16) -> list[RegionPrediction] | RegionPrediction:

@@ -29,8 +29,9 @@ from loscat_hf.infer.answers import (  # noqa: F401  (RegionPrediction, load_pho
     load_photo,
 )
 from loscat_hf.infer.backends.runner import backend_of, make_runner, onnx_key, prepare_explain
-from loscat_hf.model.folder import config_path, folder_from_config, load_config, processor_stats
+from loscat_hf.model.folder import config_path, folder_from_config, load_config
 from loscat_hf.model.inference import pick_device
+from loscat_hf.model.processor import processor_stats
 
 logger = logging.getLogger(__name__)
 

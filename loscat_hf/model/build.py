@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from loscat_hf.errors import LoscatError
-from loscat_hf.model.folder import load_processor, record_preset, refuse_missing_folder
+from loscat_hf.model.folder import record_preset, refuse_missing_folder
 from loscat_hf.model.hub_access import hub_unreachable
+from loscat_hf.model.processor import load_processor
 from loscat_hf.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)

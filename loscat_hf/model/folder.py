@@ -18,8 +18,12 @@ the parsed config.json alike. One fact, one name:
 | loscat_source | source | where converted weights came from (`convert-timm`) |
 | loscat_score_components | components | the LoSCAT score components the score heads predict |
 | loscat_best_checkpoint | - | the checkpoint folder the saved weights were restored from |
+| loscat_thresholds | thresholds | a multi-region model's per-class thresholds, and how they were fitted |
 
-`preprocessor_config.json` gives the input size, mean, std and resample filter.
+A multi-region model has transformers' own `problem_type` "multi_label_classification" (sigmoid scores, one
+per class; `pipeline` reads it) and `loscat_thresholds`: a class is shown when its score passes its threshold.
+
+`preprocessor_config.json` gives the input size, mean, std and resample filter (processor.py reads it).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Any
 
 from loscat_hf.defaults import MAX_SIDE
 from loscat_hf.errors import LoscatError
+from loscat_hf.model.processor import BILINEAR, processor_stats
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +55,10 @@ PRESET_KEY = "loscat_preset"
 SOURCE_KEY = "loscat_source"
 SCORE_KEY = "loscat_score_components"
 BEST_CHECKPOINT_KEY = "loscat_best_checkpoint"
+THRESHOLDS_KEY = "loscat_thresholds"
 KEYS = (TEMPERATURE_KEY, CALIBRATION_KEY, MAX_SIDE_KEY, DECODING_KEY, DATA_KEY, RUN_KEY, BASE_KEY,
-        PRESET_KEY, SOURCE_KEY, SCORE_KEY, BEST_CHECKPOINT_KEY)
-BILINEAR = 2  # PIL's filter number: google/vit-*'s default resample
+        PRESET_KEY, SOURCE_KEY, SCORE_KEY, BEST_CHECKPOINT_KEY, THRESHOLDS_KEY)
+MULTI_LABEL = "multi_label_classification"  # transformers' problem_type of a multi-region model
 PACKED = "packed"  # decode as packing does (shorter side <= max_side), then squash to the input size
 FULL = "full"  # decode the whole photo, one squash-resize to the input size (the study's inference script)
 DECODING_MODES = (PACKED, FULL)
@@ -89,10 +95,18 @@ class ModelFolder:
     calibration: dict | None = None
     calibrated: bool = False
     data: dict | None = None
+    problem_type: str | None = None  # transformers' config.problem_type
+    thresholds: tuple[float, ...] = ()  # a multi-region model's, one per label (`threshold_record`)
+    threshold_record: dict | None = None  # how the thresholds were fitted: by, split, n, rule
 
     @property
     def image_size(self) -> int:
         return self.decoding.image_size
+
+    @property
+    def multi_label(self) -> bool:
+        """Sigmoid scores, one per class, each compared with its threshold: a photo may show several."""
+        return self.problem_type == MULTI_LABEL
 
     @property
     def fine_tuned(self) -> bool:
@@ -109,7 +123,7 @@ class ModelFolder:
     def from_dict(cls, data: Mapping, name: str = "") -> ModelFolder:
         values = {**dict(data), "name": str(name)}
         values["decoding"] = Decoding(**values["decoding"])
-        for key in ("labels", "image_mean", "image_std", "components"):
+        for key in ("labels", "image_mean", "image_std", "components", "thresholds"):
             values[key] = tuple(values.get(key) or ())
         return cls(**values)
 
@@ -223,6 +237,33 @@ def base_record(config: Any) -> dict | None:
     return dict(value) if isinstance(value, Mapping) else None
 
 
+def thresholds(config: Any) -> dict | None:
+    """The per-class thresholds record ({"values": {class: t}, "by", "split", "n", "rule"}), or None."""
+    value = _get(config, THRESHOLDS_KEY)
+    return dict(value) if isinstance(value, Mapping) and isinstance(value.get("values"), Mapping) else None
+
+
+def threshold_values(config: Any, labels) -> tuple[float, ...]:
+    """The thresholds in label order; 0.5 (the sigmoid's midpoint) for a multi-label model without a record
+    (or a class it lacks), () for a single-label model."""
+    if _get(config, "problem_type") != MULTI_LABEL:
+        return ()
+    values = (thresholds(config) or {}).get("values", {})
+    out = []
+    for label in labels:
+        value = values.get(label)
+        out.append(float(value) if isinstance(value, (int, float)) and 0.0 < value < 1.0 else 0.5)
+    return tuple(out)
+
+
+def record_thresholds(config: Any, values: Mapping[str, float], **how: Any) -> None:
+    """A multi-region model's per-class thresholds (each in (0, 1)) and how they were fitted (`how`: JSON)."""
+    bad = {k: v for k, v in values.items() if not 0.0 < float(v) < 1.0}
+    if bad:
+        raise ValueError(f"thresholds must lie in (0, 1): {bad}")
+    _set(config, THRESHOLDS_KEY, {"values": {k: float(v) for k, v in values.items()}, **how})
+
+
 def preset(config: Any) -> str | None:
     return _get(config, PRESET_KEY)
 
@@ -260,8 +301,8 @@ def record_training(config: Any, *, run: dict, base_model: dict, max_side: int |
     inherited from the base model is dropped."""
     record_run(config, run, base_model)
     record_decoding(config, PACKED, max_side)
-    # a calibrated base model's temperature is not these weights': uncalibrated until `train` fits its own
-    for key in (TEMPERATURE_KEY, CALIBRATION_KEY):
+    # a calibrated base model's temperature (or thresholds) is not these weights': until `train` fits its own
+    for key in (TEMPERATURE_KEY, CALIBRATION_KEY, THRESHOLDS_KEY):
         if hasattr(config, key):
             delattr(config, key)
 
@@ -304,61 +345,21 @@ def check_labels(config: Any, where: str = "the model config") -> None:
                           "model")
 
 
-def load_processor(name_or_path: str):
-    """The image processor of a Hub id or folder, without needing torchvision."""
-    from transformers import AutoImageProcessor
-
-    quiet = logging.getLogger("transformers.models.auto.image_processing_auto")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # the "falling back to the PIL backend" notice is expected here
-    try:
-        return AutoImageProcessor.from_pretrained(name_or_path)
-    finally:
-        quiet.setLevel(level)
-
-
-def processor_size(processor) -> int:
-    size = processor.size
-    return int(size.get("height") or size.get("shortest_edge"))
-
-
-def processor_resample(processor) -> int:
-    """The PIL filter the model's preprocessor_config.json names (2 = bilinear, google/vit-*'s; 3 = bicubic,
-    the study's): training, evaluation and prediction all resize with it."""
-    resample = getattr(processor, "resample", None)
-    return BILINEAR if resample is None else int(resample)  # 0 (nearest) is a filter too
-
-
-def processor_stats(name: str, config: Any, require_processor: bool = False) -> dict[str, Any]:
-    """Input size, mean, std and resample filter from preprocessor_config.json, or google/vit-*'s defaults for
-    a bare folder (with a warning; refused with `require_processor`)."""
-    try:
-        processor = load_processor(name)
-        return dict(image_size=processor_size(processor), image_mean=list(processor.image_mean),
-                    image_std=list(processor.image_std), resample=processor_resample(processor))
-    except (OSError, ValueError, TypeError) as exc:
-        if require_processor:
-            raise LoscatError(f"cannot read the image processor of model {name!r} "
-                              f"({str(exc).splitlines()[0]}): its input size and normalisation would be "
-                              "guessed; restore the preprocessor_config.json saved with the model") from None
-        size = int(getattr(config, "image_size", 224))
-        logger.warning("no image processor in %s: using %d px, bilinear, mean = std = 0.5 (google/vit-* "
-                       "defaults)", name, size)
-        return dict(image_size=size, image_mean=[0.5] * 3, image_std=[0.5] * 3, resample=BILINEAR)
-
-
 def folder_from_config(config: Any, *, name: str, image_size: int, image_mean, image_std,
                        resample: int = BILINEAR) -> ModelFolder:
     """A ModelFolder from a loaded config (and the processor's statistics): labels checked, one name each."""
     check_labels(config)
+    labels = tuple(config.id2label[i] for i in range(config.num_labels))
     return ModelFolder(
-        name=str(name), labels=tuple(config.id2label[i] for i in range(config.num_labels)),
+        name=str(name), labels=labels,
         decoding=Decoding(max_side=max_side(config), image_size=int(image_size), resample=int(resample),
                           mode=decoding_mode(config)),
         image_mean=tuple(float(v) for v in image_mean), image_std=tuple(float(v) for v in image_std),
         temperature=temperature(config), components=score_components(config), source=source(config),
         base_model=base_record(config), run=run_record(config), preset=preset(config),
-        calibration=calibration(config), calibrated=calibrated(config), data=data_record(config))
+        calibration=calibration(config), calibrated=calibrated(config), data=data_record(config),
+        problem_type=_get(config, "problem_type"), thresholds=threshold_values(config, labels),
+        threshold_record=thresholds(config))
 
 
 # a Hub id: 'name' or 'owner/name', each part letters, digits, '-', '_', '.' (huggingface_hub's rule)

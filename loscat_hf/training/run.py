@@ -64,7 +64,7 @@ def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy,
     refuse_trainer_push(targs)
     from loscat_hf.evaluation.metrics import compute_metrics_fn
     from loscat_hf.model.build import build_model_and_processor
-    from loscat_hf.model.folder import processor_resample, processor_size
+    from loscat_hf.model.processor import processor_resample, processor_size
     from loscat_hf.model.transforms import ImageTransform, collate
 
     if ds is None:
