@@ -62,7 +62,7 @@ def _demo_data(args: argparse.Namespace) -> int:
     summary = generate_demo_data(
         args.out, n_patients=args.n_patients, n_photos=args.n_photos, image_size=tuple(args.image_size),
         n_unlabeled=args.n_unlabeled, seed=args.seed, overwrite=args.overwrite, num_workers=args.num_workers,
-        photo_like=args.photo_like,
+        photo_like=args.photo_like, multi_region=args.multi_region,
     )
     print(format_summary(summary))
     return 0
@@ -117,4 +117,8 @@ def add_demo_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--photo-like", action="store_true", help="camera grain and JPEG quality 90-95: files "
                    "that cost what camera photos cost to decode (~2-3 bits per pixel; the default renders "
                    "are smooth, ~0.3)")
+    p.add_argument("--multi-region", action="store_true",
+                   help="about 25%% of the labelled photos show two adjacent sites (thigh+leg, arm+forearm, "
+                        "forearm+hand, chest+abdomen, head+neck) with one lesion across them; raters name "
+                        "both ('Left thigh; L leg') or one")
     p.set_defaults(func=_demo_data)

@@ -2,9 +2,10 @@
 
 Real patient photos cannot ship, yet every step of the pipeline (prepare, train, evaluate, batch labelling)
 needs something realistic to run on. The phantom draws a simple child's body (front or back view) in a
-camera frame around one LoSCAT site, paints morphea plaques whose look follows LoSCAT severities, and writes
-what a clinic archive really looks like: identifying file names, EXIF with GPS and a patient name, several
-raters who spell sites in their own way and sometimes disagree. Everything is marked SYNTHETIC.
+camera frame around one LoSCAT site (or, with `multi_region`, two adjacent sites with a streak across their
+border), paints morphea plaques whose look follows LoSCAT severities, and writes what a clinic archive really
+looks like: identifying file names, EXIF with GPS and a patient name, several raters who spell sites in their
+own way and sometimes disagree. Everything is marked SYNTHETIC.
 
 Deterministic: a plan is drawn from `seed` in the main process; each photo is then rendered from its own
 RNG seeded with (seed, photo index), so the same arguments give the same bytes with any number of workers.

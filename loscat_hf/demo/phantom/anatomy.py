@@ -104,3 +104,29 @@ def _site_frame(site_cls: str, kp: dict, s: int) -> tuple[np.ndarray, float]:
     if site_cls == "foot":
         return np.array([L["A"][0], kp["sole"] - 0.08]), 0.95
     raise ValueError(site_cls)
+
+
+# Adjacent sites one photo may show with a lesion running across their border (`multi_region`), proximal
+# first (the taxonomy's order too). Head and neck are the taxonomy's midline sites ("face"/"scalp" are only
+# spellings of head), so a frontal linear streak (en coup de sabre) runs from head into neck.
+SPAN_PAIRS = (("thigh", "leg"), ("arm", "forearm"), ("forearm", "hand"), ("chest", "abdomen"),
+              ("head", "neck"))
+
+
+def _span_segment(pair: tuple[str, str], kp: dict, s: int) -> tuple[tuple, float]:
+    """The skin area of two adjacent sites as one straight segment (start of the first, end of the second),
+    and where along it (0..1) the first site ends: a spanning lesion crosses that point."""
+    a0, a1, ra, _ = _site_segment(pair[0], kp, s)
+    b0, b1, _, rb = _site_segment(pair[1], kp, s)
+    axis = b1 - a0
+    border = 0.5 * (a1 + b0)
+    t_border = float(np.dot(border - a0, axis) / np.dot(axis, axis))
+    return (a0, b1, ra, rb), t_border
+
+
+def _span_frame(pair: tuple[str, str], kp: dict, s: int) -> tuple[np.ndarray, float]:
+    """A camera frame showing both sites of a pair: centred between their frames, wide enough for both."""
+    ca, sa = _site_frame(pair[0], kp, s)
+    cb, sb = _site_frame(pair[1], kp, s)
+    short = max(sa, sb, 0.9 * (float(np.linalg.norm(cb - ca)) + 0.5 * (sa + sb)))
+    return 0.5 * (ca + cb), short

@@ -55,22 +55,34 @@ Next step:
 Per class (truth): {per_class}
 """
 
+_SPANNING = """
+Multi-region ({n} photos): these show two adjacent sites (thigh+leg, arm+forearm, forearm+hand,
+chest+abdomen, head+neck; same side) with one linear lesion across their border. Raters then name both
+sites in one `region` cell, separated by `;` (e.g. `Left thigh; L leg`), or only one of them;
+`photos_truth.csv` names both in `site` and `label` (e.g. `left_thigh;left_leg`, `thigh;leg`), and
+`loscat_scores.csv` has the lesion's scores in both sites. Per class above counts such a photo in both.
+"""
+
 
 def generate_demo_data(out: str | Path, n_patients: int = 60, n_photos: int = 600,
                        image_size: tuple[int, int] = (1024, 768), n_unlabeled: int = 40, seed: int = 0,
                        overwrite: bool = False, num_workers: int | None = None,
-                       photo_like: bool = False) -> dict:
+                       photo_like: bool = False, multi_region: bool = False) -> dict:
     """Write a SYNTHETIC clinic archive to `out` (photos, rater CSV, LoSCAT scores, truth) and return a
     summary.
 
     `photo_like` adds camera grain (texture, sensor noise) and saves at JPEG quality 90-95, so the files cost
     what camera photos cost to decode (benchmarks use it); the default renders are smooth (~0.3 bits per
-    pixel). Same arguments give the same bytes. Raises LoscatError on bad arguments or a non-empty `out`
+    pixel). `multi_region` makes about SPAN_SHARE of the labelled photos show two adjacent sites (thigh+leg,
+    arm+forearm, forearm+hand, chest+abdomen, head+neck) with one streak across both; raters name both
+    (';'-joined) or one, and the truth names both. Without it the archive is exactly as before. Same
+    arguments give the same bytes. Raises LoscatError on bad arguments or a non-empty `out`
     without `overwrite` (which then replaces only what this function writes).
     """
     t0 = time.perf_counter()
     root, size = _check_args(out, n_patients, n_photos, image_size, n_unlabeled, seed, num_workers)
-    specs, ratings, truth, unl, scores = _plan(n_patients, n_photos, n_unlabeled, size, seed, root)
+    specs, ratings, truth, unl, scores = _plan(n_patients, n_photos, n_unlabeled, size, seed, root,
+                                               multi_region=bool(multi_region))
     if photo_like:
         for spec in specs:
             spec.update(camera_grain=True, quality=90 + spec["index"] % 6)
@@ -82,14 +94,15 @@ def generate_demo_data(out: str | Path, n_patients: int = 60, n_photos: int = 60
     _render_all(specs, num_workers)
     _write_tables(root, ratings, truth, unl, scores)
     classes = load_taxonomy().classes
-    per_class = Counter(r["label"] for r in truth)
+    per_class = Counter(c for r in truth for c in r["label"].split(";"))  # a spanning photo counts twice
+    n_spanning = sum(1 for r in truth if ";" in r["site"])
     per_class_d = {c: per_class.get(c, 0) for c in classes}
     (root / "SYNTHETIC").write_text("Everything in this folder is SYNTHETIC phantom data made by loscat-hf "
                                     "demo-data. No real patient data.\n", encoding="utf-8")
     (root / "README.md").write_text(_README.format(
         seed=seed, n_photos=n_photos, n_patients=n_patients, image_size=size, n_ratings=len(ratings),
         n_unlabeled=n_unlabeled, out=root, per_class=", ".join(f"{c} {n}" for c, n in per_class_d.items()),
-    ), encoding="utf-8")
+    ) + (_SPANNING.format(n=n_spanning) if multi_region else ""), encoding="utf-8")
     seconds = time.perf_counter() - t0
     summary = dict(
         out=str(root), images=str(root / "images"), annotations=str(root / "annotations.csv"),
@@ -98,6 +111,7 @@ def generate_demo_data(out: str | Path, n_patients: int = 60, n_photos: int = 60
         n_ratings=len(ratings), n_unlabeled=n_unlabeled, n_score_rows=len(scores), per_class=per_class_d,
         per_skin_tone=dict(sorted(Counter(r["skin_tone"] for r in truth).items())),
         n_exif_orientation=sum(1 for r in truth if r["orientation"]), seconds=round(seconds, 1),
+        multi_region=bool(multi_region), n_spanning=n_spanning,
     )
     return summary
 
@@ -112,6 +126,8 @@ def format_summary(summary: dict) -> str:
         f"{summary['n_ratings']} ratings, {summary['n_unlabeled']} unlabeled photos in "
         f"{summary['seconds']:.1f} s -> {root}",
         "  per class: " + ", ".join(f"{c} {n}" for c, n in summary["per_class"].items()),
+        *([f"  {summary['n_spanning']} photos span two adjacent sites (--multi-region; counted in both "
+           "classes above)"] if summary.get("multi_region") else []),
         "  " + ", ".join(files),
         f"  next: loscat-hf prepare --annotations {summary['annotations']} --images {summary['images']} "
         f"--out DATASET --scores {summary['scores']} --keep-columns skin_tone",

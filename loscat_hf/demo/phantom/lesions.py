@@ -40,6 +40,18 @@ def _lesion_geometry(rng: np.random.Generator, cls: str, lesion_seed: int) -> di
     return dict(plaques=plaques, pigment=pigment, seed=lesion_seed)
 
 
+def _span_lesion_geometry(rng: np.random.Generator, t_border: float, pigment: str, lesion_seed: int) -> dict:
+    """One linear streak along two adjacent sites' joint segment (anatomy._span_segment), crossing their
+    border at `t_border` by a clear margin on each side, so that the photo shows it in both sites."""
+    harm = [(k, float(rng.uniform(0, 0.1)), float(rng.uniform(0, 2 * np.pi))) for k in (2, 3, 5)]
+    p = dict(kind="linear", t0=float(rng.uniform(max(0.03, t_border - 0.38), t_border - 0.12)),
+             t1=float(rng.uniform(t_border + 0.12, min(0.97, t_border + 0.38))),
+             u0=float(rng.uniform(-0.18, 0.18)), b=float(rng.uniform(0.16, 0.26)),
+             wiggle=float(rng.uniform(0.02, 0.08)), freq=float(rng.uniform(4, 10)),
+             phase=float(rng.uniform(0, 6.3)), harmonics=harm, ext_angle=float(rng.uniform(0, 2 * np.pi)))
+    return dict(plaques=[p], pigment=pigment, seed=lesion_seed)
+
+
 
 def _lesion_polys(lesion: dict, seg: tuple) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """Plaque outlines, their sclerotic cores and the new-extension zone, in body coordinates."""

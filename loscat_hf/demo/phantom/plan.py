@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from loscat_hf.demo.phantom.anatomy import SPAN_PAIRS, _keypoints, _side_parts, _span_segment
 from loscat_hf.demo.phantom.cohort import (
     SEVERITY_COLUMNS,
     _file_name,
@@ -19,16 +20,21 @@ from loscat_hf.demo.phantom.cohort import (
     _photo_spec,
     _site_probabilities,
 )
+from loscat_hf.demo.phantom.lesions import _span_lesion_geometry
 from loscat_hf.demo.phantom.raters import _ratings
 from loscat_hf.taxonomy import load_taxonomy
 
+SPAN_SHARE = 0.25  # multi_region: share of labelled photos that show two adjacent sites (when enough qualify)
+
 
 def _plan(n_patients: int, n_photos: int, n_unlabeled: int, image_size: tuple[int, int], seed: int,
-          root: Path) -> tuple[list[dict], list[dict], list[dict], list[dict], list[dict]]:
+          root: Path, multi_region: bool = False) -> tuple[list[dict], list[dict], list[dict], list[dict],
+                                                           list[dict]]:
     """Patients, photo specs, rating rows, truth rows; everything random is drawn here from `seed`.
 
     Returns (specs of labelled then unlabeled photos, rating rows, truth rows, unlabeled truth rows,
-    LoSCAT score rows).
+    LoSCAT score rows). `multi_region` turns some labelled photos into spanning ones (`_make_spanning`), drawn
+    from a stream of their own: every other photo and rating stays as without it.
     """
     tax = load_taxonomy()
     sites = tax.sites
@@ -38,6 +44,8 @@ def _plan(n_patients: int, n_photos: int, n_unlabeled: int, image_size: tuple[in
     rng = np.random.default_rng([seed, 1])
     patients = [_make_patient(rng, i, f"P{i + 1:04d}", seed, sites, site_p) for i in range(n_patients)]
     assign = _assign_photos(rng, patients, n_photos, tax, site_p)
+    srng = np.random.default_rng([seed, 3]) if multi_region else None
+    spans = _choose_spans(srng, assign, patients, tax) if multi_region else {}
     specs, rating_rows, truth_rows = [], [], []
     number = 1000 + int(rng.integers(0, 3000))
     for idx, (pi, visit, site) in enumerate(assign):
@@ -45,9 +53,10 @@ def _plan(n_patients: int, n_photos: int, n_unlabeled: int, image_size: tuple[in
         number += 1 + int(rng.integers(0, 4))
         rel = f"{pat['pid']}/{visit}/{_file_name(pat, visit, number)}"
         spec = _photo_spec(rng, seed, idx, pat, visit, site, image_size, root / "images" / rel, number)
+        also = _make_spanning(spec, pat, site, spans[idx], seed) if idx in spans else None
         specs.append(spec)
-        truth_rows.append(_truth_row(rel, pat, visit, site, spec, tax))
-        for rater, region, quality in _ratings(rng, site, spec["defect"], tax, neighbours):
+        truth_rows.append(_truth_row(rel, pat, visit, ";".join(spec.get("sites", (site,))), spec, tax))
+        for rater, region, quality in _ratings(rng, site, spec["defect"], tax, neighbours, also, srng):
             rating_rows.append(dict(image=rel, patient_id=pat["pid"], visit=visit, region=region, rater=rater,
                                     quality=quality, skin_tone=pat["skin_tone"]))
 
@@ -114,9 +123,49 @@ def _assign_photos(rng: np.random.Generator, patients: list[dict], n_photos: int
     return assign
 
 
+def _choose_spans(rng: np.random.Generator, assign: list[tuple[int, str, str]], patients: list[dict],
+                  tax) -> dict[int, tuple[str, str]]:
+    """Which labelled photos span two sites: SPAN_SHARE of all, drawn among photos of a lesion at a site
+    that has an adjacent partner in SPAN_PAIRS -> {photo index: (proximal class, distal class)}."""
+    eligible = [i for i, (pi, visit, site) in enumerate(assign)
+                if any(tax.site_to_class[site] in pair for pair in SPAN_PAIRS)
+                and any(patients[pi]["severity"].get((visit, site), ()))]
+    k = min(len(eligible), round(SPAN_SHARE * len(assign)))
+    spans = {}
+    for i in sorted(int(i) for i in rng.choice(eligible, size=k, replace=False)):
+        cls = tax.site_to_class[assign[i][2]]
+        pairs = [pair for pair in SPAN_PAIRS if cls in pair]
+        spans[i] = pairs[int(rng.integers(len(pairs)))]
+    return spans
+
+
+def _make_spanning(spec: dict, pat: dict, site: str, pair: tuple[str, str], seed: int) -> str:
+    """Turn a one-site photo spec into one framing both sites of `pair`, with one linear streak across their
+    border (same pigment and texture seed as the patient's lesion there); -> the other site it shows.
+
+    The streak is the same at every visit (its own RNG per patient, pair and side); an arm and forearm are
+    photographed held straight so that the streak follows the limb."""
+    side = _side_parts(site)[0]
+    names = tuple(f"{side}_{c}" if side else c for c in pair)
+    patient = spec["patient"]
+    if pair == ("arm", "forearm"):
+        patient = {**patient, "body": {**patient["body"], "elbow_bend": 0.0}}
+    _, t_border = _span_segment(pair, _keypoints(patient["body"]), spec["x_sign"])
+    grng = np.random.default_rng([seed, 4, pat["index"], SPAN_PAIRS.index(pair), int(side == "right")])
+    lesion = _span_lesion_geometry(grng, float(np.clip(t_border, 0.2, 0.8)), spec["lesion"]["pigment"],
+                                   spec["lesion"]["seed"])
+    desc = spec["exif"]["description"].replace(f" {site.replace('_', ' ')} IMG_",
+                                               f" {' + '.join(n.replace('_', ' ') for n in names)} IMG_")
+    spec.update(patient=patient, span=pair, sites=names, lesion=lesion,
+                exif={**spec["exif"], "description": desc})
+    return names[1] if names[0] == site else names[0]
+
+
 def _truth_row(rel: str, pat: dict, visit: str, site: str, spec: dict, tax) -> dict:
-    """The ground truth of one photo, as written to photos_truth.csv / unlabeled_truth.csv."""
-    return dict(image=rel, patient_id=pat["pid"], visit=visit, site=site, label=tax.site_to_class[site],
+    """The ground truth of one photo, as written to photos_truth.csv / unlabeled_truth.csv; a spanning
+    photo's `site` and `label` name both, ';'-joined in the taxonomy's order."""
+    label = ";".join(tax.site_to_class[s] for s in site.split(";"))
+    return dict(image=rel, patient_id=pat["pid"], visit=visit, site=site, label=label,
                 **dict(zip(SEVERITY_COLUMNS, spec["severity"], strict=True)), view=spec["view"],
                 skin_tone=pat["skin_tone"], orientation=spec["orientation"], defect=spec["defect"] or "")
 
@@ -129,8 +178,9 @@ def _score_table(patients: list[dict], truth_rows: list[dict], sites: tuple[str,
         for (visit, site), sev in pat["severity"].items():
             score_rows[(pat["pid"], visit, site)] = sev
     for row in truth_rows:
-        key = (row["patient_id"], row["visit"], row["site"])
-        score_rows.setdefault(key, tuple(row[c] for c in SEVERITY_COLUMNS))
+        for site in row["site"].split(";"):  # a spanning lesion counts in both its sites
+            key = (row["patient_id"], row["visit"], site)
+            score_rows.setdefault(key, tuple(row[c] for c in SEVERITY_COLUMNS))
     order = {s: i for i, s in enumerate(sites)}
     return [dict(patient_id=p, visit=v, site=s, **dict(zip(SEVERITY_COLUMNS, sev, strict=True)))
             for (p, v, s), sev in sorted(score_rows.items(),

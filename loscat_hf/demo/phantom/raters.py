@@ -89,8 +89,14 @@ def _neighbour_site(rng: np.random.Generator, site: str, taxonomy, classes_neigh
 
 
 def _ratings(rng: np.random.Generator, truth_site: str, defect: str | None, taxonomy,
-             neighbours: dict) -> list[tuple[str, str, str]]:
-    """1-3 raters: (rater, region as written, quality)."""
+             neighbours: dict, also: str | None = None,
+             span_rng: np.random.Generator | None = None) -> list[tuple[str, str, str]]:
+    """1-3 raters: (rater, region as written, quality).
+
+    `also`: the adjacent site a spanning photo shows too (a lesion across the border). A rater who gets the
+    site right then names both, ';'-joined (P_BOTH), else one of the two. Those choices draw only from
+    `span_rng`, so `rng` is drawn exactly as for a one-site photo and the rest of the archive stays the same.
+    """
     n = int(rng.choice([1, 2, 3], p=[0.3, 0.42, 0.28]))
     raters = sorted(str(r) for r in rng.choice(RATERS, size=n, replace=False, p=[0.34, 0.3, 0.22, 0.14]))
     out = []
@@ -107,6 +113,8 @@ def _ratings(rng: np.random.Generator, truth_site: str, defect: str | None, taxo
             if side and rng.random() < 0.03:  # left/right slip: same class
                 site = f"{'left' if side == 'right' else 'right'}_{cls}"
             region = _spell(site, r, rng)
+            if also is not None:
+                region = _span_region(span_rng, also, site, region, r)
         q = rng.random()
         if defect:
             quality = "poor" if q < 0.55 else ("exclude" if q < 0.7 else "good")
@@ -114,3 +122,19 @@ def _ratings(rng: np.random.Generator, truth_site: str, defect: str | None, taxo
             quality = "poor" if q < 0.02 else ("exclude" if q < 0.03 else "good")
         out.append((r, region, quality))
     return out
+
+
+P_BOTH = 0.7  # share of correct ratings of a spanning photo that name both sites
+
+
+def _span_region(rng: np.random.Generator, also: str, site: str, region: str, rater: str) -> str:
+    """What a rater writes for a photo of `site` (already spelled as `region`) that also shows `also`: both,
+    each in the rater's own spelling, or one of the two. `also` takes the side of `site`, so a left/right
+    slip moves both."""
+    side = _side_parts(site)[0]
+    other = _side_parts(also)[1]
+    other = f"{side}_{other}" if side else other
+    u = rng.random()
+    if u < P_BOTH:
+        return f"{region}; {_spell(other, rater, rng)}"
+    return region if u < P_BOTH + (1 - P_BOTH) / 2 else _spell(other, rater, rng)

@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
-from loscat_hf.demo.phantom.anatomy import _keypoints, _site_frame, _site_segment
+from loscat_hf.demo.phantom.anatomy import _keypoints, _site_frame, _site_segment, _span_frame, _span_segment
 from loscat_hf.demo.phantom.body import _body_ops, _Ops
 from loscat_hf.demo.phantom.camera import _aim_camera, _Camera
 from loscat_hf.demo.phantom.lesions import _paint_lesion
@@ -30,7 +30,8 @@ def render_photo(spec: dict) -> Image.Image:
     patient = spec["patient"]
     cls, xs = spec["class"], spec["x_sign"]
     kp, ops = _ops_for(spec)
-    cam = _aim_camera(rng, w, h, *_site_frame(cls, kp, xs))
+    pair = spec.get("span")  # two adjacent sites framed together, a lesion across their border
+    cam = _aim_camera(rng, w, h, *(_span_frame(pair, kp, xs) if pair else _site_frame(cls, kp, xs)))
     skin_rgb = np.array(patient["skin_rgb"], np.float32) / 255.0
     pal = _palette(skin_rgb, spec)
     P = cam.xy(ops.points)
@@ -42,7 +43,7 @@ def render_photo(spec: dict) -> Image.Image:
 
     light_dir = _unit(np.array([math.cos(spec["light_angle"]), math.sin(spec["light_angle"])]))
     if spec["lesion"] is not None:
-        seg = _site_segment(cls, kp, xs)
+        seg = _span_segment(pair, kp, xs)[0] if pair else _site_segment(cls, kp, xs)
         _paint_lesion(arr, skin8, cam, spec["lesion"], seg, tuple(spec["severity"]), light_dir, skin_rgb)
 
     # pass 2: surface features (eyes, hair, nipples, navel, underwear, nails), then a ruler now and then
