@@ -167,6 +167,9 @@ def prepare(
         notes.append(f"LoSCAT scores attached to {attached.n_matched} of {len(items)} photos (score_* "
                      f"columns; empty = missing); {len(attached.unmatched)} photo(s) have no row in "
                      f"{Path(scores).name}")
+        if attached.several:
+            notes.append(f"{attached.several} photo(s) show several regions: no score targets (scores train "
+                         "on single-region photos; a photo spanning sites shows no one site's scores)")
         for u in attached.unmatched[:MAX_LISTED_UNMATCHED]:
             notes.append(f"no scores for {u}")
         if len(attached.unmatched) > MAX_LISTED_UNMATCHED:

@@ -26,7 +26,7 @@ from typing import Literal
 
 from loscat_hf.errors import LoscatError
 from loscat_hf.io.csvsafe import decode_export
-from loscat_hf.taxonomy import RegionError, Taxonomy
+from loscat_hf.taxonomy import SET_SEPARATOR, RegionError, Taxonomy
 
 # component -> allowed values (mLoSSI: erythema, skin_thickness, new_extension; LoSDI: the last three)
 COMPONENTS: dict[str, tuple[int, ...]] = {
@@ -96,6 +96,7 @@ class AttachResult:
     items: list
     n_matched: int
     unmatched: list[str] = field(default_factory=list)  # "image (patient, visit, site)"
+    several: int = 0  # photos showing several regions: left without score targets, not looked up
 
 
 def total(values: Mapping[str, float | None], components: Iterable[str]) -> tuple[float | None, int]:
@@ -228,12 +229,19 @@ def attach_scores(items: list, table: ScoreTable) -> AttachResult:
     """Copy each photo's scores into `extra` as score_<component> (empty string = missing).
 
     Photos are matched on patient_id, visit and site (the consensus 18-site name). Unmatched photos keep
-    empty score cells (they still train the region head) and are listed for the user.
+    empty score cells (they still train the region head) and are listed for the user. A photo showing several
+    regions keeps empty score cells too (counted in `several`): the table scores one site per row, and no
+    rule says which site's scores a photo spanning two sites shows, so the score heads learn from
+    single-region photos only, as before.
     """
-    out, unmatched, n = [], [], 0
+    out, unmatched, n, several = [], [], 0, 0
     for item in items:
-        scores = table.rows.get((item.patient_id, item.visit, item.site))
-        if scores is None:
+        spans = SET_SEPARATOR in item.label
+        scores = None if spans else table.rows.get((item.patient_id, item.visit, item.site))
+        several += spans
+        if spans:
+            values = dict.fromkeys(table.components, None)
+        elif scores is None:
             unmatched.append(f"{item.key} (patient {item.patient_id}, visit {item.visit!r}, "
                              f"site {item.site})")
             values = dict.fromkeys(table.components, None)
@@ -243,7 +251,7 @@ def attach_scores(items: list, table: ScoreTable) -> AttachResult:
         extra = dict(item.extra)
         extra.update({score_column(c): format_score(values[c]) for c in table.components})
         out.append(replace(item, extra=extra))
-    return AttachResult(out, n, unmatched)
+    return AttachResult(out, n, unmatched, several)
 
 
 def scores_from_row(row: dict, components: tuple[str, ...] = tuple(COMPONENTS)) -> list[float]:
