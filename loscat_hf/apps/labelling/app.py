@@ -1,10 +1,12 @@
 """`loscat-hf label`: the Gradio app where raters grade photos into the annotation CSV that `prepare` reads.
 
 Two screens, as the study's R Shiny tool had: Grade (one photo at a time, the 18 LoSCAT sites with their
-sides, the non-site codes, a quality flag, keyboard shortcuts, Back/Skip, progress) and Summary (photos done
-per rater, answers per site, agreement so far, the model's agreement with the raters, the rater's own
-answers as a CSV). Every action is also a named API endpoint (`/next_photo`, `/submit_label`, `/skip_photo`,
-`/previous_photo`, `/summary`), so gradio_client can drive it.
+sides, the non-site codes, a quality flag, keyboard shortcuts, Back/Skip, progress; a photo showing several
+sites: Shift+key or "Several sites" toggles sites, Enter saves them as one answer) and Summary (photos done
+per rater, answers per site, agreement so far, per class when answers name several sites, the model's
+agreement with the raters, the rater's own answers as a CSV). Every action is also a named API endpoint
+(`/next_photo`, `/submit_label`, `/skip_photo`, `/previous_photo`, `/summary`), so gradio_client can drive
+it.
 
 Patient data: the app binds 127.0.0.1 unless told otherwise and then requires `--auth`, and labels for its
 `--rater` only. The Grade screen and the API show photos only as pixels re-encoded from the decoded image (no
@@ -33,7 +35,7 @@ from loscat_hf.apps.labelling.session import (
 )
 from loscat_hf.errors import LoscatError
 from loscat_hf.io.images import ImageProblemError, open_image
-from loscat_hf.taxonomy import load_taxonomy
+from loscat_hf.taxonomy import SET_SEPARATOR, load_taxonomy
 
 if TYPE_CHECKING:  # gradio itself is imported by the functions that need it, through import_gradio
     import gradio as gr
@@ -43,6 +45,7 @@ CACHE_EXPIRY = (60, 600)  # gradio's delete_cache: sweep every minute, delete wh
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 QUALITY_KEYS = {"good": "j", "poor": "k", "exclude": "l"}
 NAV_KEYS = {"back": "b", "skip": "n"}
+SET_KEYS = {"confirm": "enter", "clear": "escape"}  # several sites: save the toggled sites / drop them
 KEY_ROWS = ("1234567890", "qwertyuiop", "asdfgh", "zxcvm")  # answer keys, one row per button row
 # what the page says about a photo that does not decode, by ImageProblemError.kind (never its reason)
 PROBLEMS = {"missing_image": "the file is gone", "zero_byte": "the file is empty",
@@ -64,21 +67,33 @@ def button_rows(choices: list[str], codes: set[str]) -> list[list[tuple[str, str
 
 
 def _title(answer: str) -> str:
-    return answer.replace("_", " ").capitalize()
+    """'left_thigh' -> 'Left thigh'; several sites 'left_thigh;left_leg' -> 'Left thigh + Left leg'."""
+    return " + ".join(a.replace("_", " ").capitalize() for a in answer.split(SET_SEPARATOR))
 
 
 def _keyboard_js(keys: dict[str, str]) -> str:
-    """Page script: a key press clicks the button (or quality choice) it names, unless the rater is typing."""
+    """Page script: a key press clicks the button (or quality choice) it names, unless the rater is typing.
+    With Shift it also says "several sites" to the site button's click (`SHIFT_JS`), in the same event: a
+    site key then toggles the site instead of saving it. A mouse Shift+click does the same."""
     return """() => {
   const keys = __KEYS__;
+  window.loscatShift = false;
+  document.addEventListener('click', (e) => { if (e.isTrusted) window.loscatShift = e.shiftKey; }, true);
   document.addEventListener('keydown', (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey || e.target.closest('input[type=text], textarea')) return;
-    const target = keys[e.key.toLowerCase()];
+    let key = e.key.toLowerCase();
+    if (e.shiftKey && !keys[key]) key = e.code.replace(/^(Key|Digit)/, '').toLowerCase();  // Shift+1 is '!'
+    const target = keys[key];
     if (!target) return;
     const el = document.querySelector(target);
-    if (el) { e.preventDefault(); el.click(); }
+    if (el) { e.preventDefault(); window.loscatShift = e.shiftKey; el.click(); }
   });
 }""".replace("__KEYS__", json.dumps(keys))
+
+
+# a site button's inputs (photo_id, quality, several), "several" set when Shift was held for the click
+SHIFT_JS = ("(pid, q, several) => { const shift = window.loscatShift; window.loscatShift = false; "
+            "return [pid, q, several || !!shift]; }")
 
 
 class LabelApp:
@@ -122,8 +137,9 @@ class LabelApp:
         progress = shown.progress + (f"\n\n{problem}" if problem else "")
         return image, shown.photo.photo_id if shown.photo else "", progress
 
-    def _ui(self, shown: Shown) -> tuple[Any, str, str, str, str]:
-        """(photo, photo_id, progress, hint, quality reset to good): what the Grade screen shows."""
+    def _ui(self, shown: Shown) -> tuple[Any, ...]:
+        """(photo, photo_id, progress, hint, quality reset to good, several sites off, no sites toggled):
+        what the Grade screen shows for a photo (the next one, or the same one afresh)."""
         image, photo_id, progress = self._api(shown)
         hint = [shown.feedback] if shown.feedback else []
         if shown.earlier:
@@ -132,7 +148,17 @@ class LabelApp:
         if shown.suggestion:
             hint.append("Model suggests (shown before you answer: `--suggest`): "
                         f"{format_suggestion(shown.suggestion)}")
-        return image, photo_id, f"**{progress}**", "\n\n".join(hint), "good"
+        return image, photo_id, f"**{progress}**", "\n\n".join(hint), "good", False, ""
+
+    def _ui_toggled(self, toggled: tuple[str, ...]) -> tuple[Any, ...]:
+        """The same photo, quality and hint; several sites on, and the sites toggled so far."""
+        skip = import_gradio().skip()
+        if toggled:
+            text = (f"Several sites: **{_title(SET_SEPARATOR.join(toggled))}**. [Enter] saves them as one "
+                    "answer, [Esc] drops them; a site's key again removes it.")
+        else:
+            text = "Several sites: press the keys of the sites the photo shows, then [Enter]."
+        return skip, skip, skip, skip, skip, True, text
 
     # API endpoints
     def next_photo(self, rater: str):
@@ -154,10 +180,27 @@ class LabelApp:
     def ui_next(self):
         return self._ui(self._call(self.session.next_photo, self.rater))
 
-    def ui_submit(self, site: str):
-        def submit(photo_id: str, quality: str):
+    def ui_site(self, site: str):
+        """A site's (or code's) button: its answer at once; with several sites on (ticked, Shift held, or
+        sites already toggled for the photo) it toggles the site instead."""
+        def press(photo_id: str, quality: str, several: bool = False):
+            if several or self.session.toggled(self.rater):
+                return self._ui_toggled(self._call(self.session.toggle, self.rater, photo_id, site).toggled)
             return self._ui(self._call(self.session.submit, self.rater, photo_id, site, quality))
-        return submit
+        return press
+
+    def ui_confirm(self, photo_id: str, quality: str):
+        return self._ui(self._call(self.session.confirm, self.rater, photo_id, quality))
+
+    def ui_clear(self):
+        """Drop the toggled sites: several sites off, nothing saved; the photo stays."""
+        self._call(self.session.clear, self.rater)
+        skip = import_gradio().skip()
+        return skip, skip, skip, skip, skip, False, ""
+
+    def ui_several(self, several: bool):
+        """The rater ticked or unticked "Several sites": unticking drops what was toggled."""
+        return self._ui_toggled(self.session.toggled(self.rater)) if several else self.ui_clear()
 
     def ui_skip(self, photo_id: str):
         return self._ui(self._call(self.session.skip, self.rater, photo_id))
@@ -182,13 +225,23 @@ class LabelApp:
                     f"{c['labels'][0]} / {c['labels'][1]} ({c['count']})" for c in report["most_confused"]))
         else:
             text.append("No photo has two raters' answers yet: agreement shows once raters overlap.")
+        if s["several_sites"]:
+            text.append(f"{s['several_sites']} answer(s) name several sites: each of their sites counts in "
+                        "the answers per site (and each class in the model's table); raters agree on a photo "
+                        "when they give the same set, and the table per class says whether they agree it "
+                        "shows each class.")
         pairs = [{"raters": f"{p['rater_a']} vs {p['rater_b']}", "photos": p["n_photos"],
                   "agree %": round(p["percent_agreement"], 1), "Cohen's kappa": fmt(p["cohen_kappa"], ".3f")}
                  for p in report["pairs"]]
+        per_class = [{"class": c["label"], "photos named": c["n_photos_named"],
+                      "all agree %": fmt(c["percent_agreement"], ".1f"),
+                      "Fleiss' kappa": fmt(c["fleiss_kappa"], ".3f")}
+                     for c in report.get("per_class", []) if c["n_photos_named"]]
         own = self._own_csv()
         return ("\n\n".join(text), _table(s["raters"], ["rater", "photos done", "of"]),
                 _table(s["sites"], ["answer", "answers"]),
                 _table(pairs, ["raters", "photos", "agree %", "Cohen's kappa"]),
+                import_gradio().update(value=_table(per_class, PER_CLASS), visible=bool(per_class)),
                 _table(s["model"], ["class", "answers", "model agrees %"]), own)
 
     def _own_csv(self) -> str:
@@ -196,6 +249,9 @@ class LabelApp:
         `--out` holds for them, patient ids included: the rater's own file, for their records."""
         rows = self._call(self.session.own_answers, self.rater)
         return cached_csv("my_answers.csv", LABEL_COLUMNS, (astuple(a) for a in rows), "loscat-label-")
+
+
+PER_CLASS = ["class", "photos named", "all agree %", "Fleiss' kappa"]
 
 
 def _table(rows: list[dict], columns: list[str]) -> dict:
@@ -236,17 +292,30 @@ def build_label_app(session: LabelSession, rater: str) -> tuple[gr.Blocks, str]:
                                 buttons.append((answer, btn))
                                 keys[key] = f"#site-{answer}"
                     with gr.Row():
+                        several = gr.Checkbox(False, label="Several sites [Shift+key]: keys toggle sites",
+                                              elem_id="several", scale=2)
+                        confirm = gr.Button("Save sites [Enter]", elem_id="confirm", size="sm", min_width=60)
+                        clear = gr.Button("Clear [Esc]", elem_id="clear", size="sm", min_width=60)
+                    selection = gr.Markdown(elem_id="selection")
+                    with gr.Row():
                         back = gr.Button("Back [B]", elem_id="back", size="sm")
                         skip = gr.Button("Skip [N]", elem_id="skip", size="sm")
             photo_id = gr.Textbox(visible=False, label="photo_id", elem_id="photo-id")
             site_in = gr.Textbox(visible=False)  # /submit_label's site (API only)
-            outs = [photo, photo_id, progress, hint, quality]
-            demo.load(app.ui_next, None, outs, **private)
+            outs = [photo, photo_id, progress, hint, quality, several, selection]
+            # the screen's events one at a time, in the order pressed: Shift+R then T, typed faster than a
+            # round trip, still toggles T (R's toggle is in) rather than saving T alone
+            grade = {**private, "concurrency_limit": 1, "concurrency_id": "grade"}
+            demo.load(app.ui_next, None, outs, **grade)
             for answer, btn in buttons:
-                btn.click(app.ui_submit(answer), [photo_id, quality], outs, **private)
-            skip.click(app.ui_skip, [photo_id], outs, **private)
-            back.click(app.ui_back, None, outs, **private)
+                btn.click(app.ui_site(answer), [photo_id, quality, several], outs, js=SHIFT_JS, **grade)
+            confirm.click(app.ui_confirm, [photo_id, quality], outs, **grade)
+            clear.click(app.ui_clear, None, outs, **grade)
+            several.input(app.ui_several, [several], outs, **grade)
+            skip.click(app.ui_skip, [photo_id], outs, **grade)
+            back.click(app.ui_back, None, outs, **grade)
             keys.update({NAV_KEYS["back"]: "#back", NAV_KEYS["skip"]: "#skip"})
+            keys.update({SET_KEYS["confirm"]: "#confirm", SET_KEYS["clear"]: "#clear"})
             keys.update({k: f'#quality input[value="{q}"]' for q, k in QUALITY_KEYS.items()})
             api = [photo, photo_id, progress]
             gr.Button(visible=False).click(app.next_photo, [rater_box], api, api_name="next_photo")
@@ -259,14 +328,20 @@ def build_label_app(session: LabelSession, rater: str) -> tuple[gr.Blocks, str]:
             overview = gr.Markdown(elem_id="overview")
             with gr.Row():
                 per_rater = gr.Dataframe(label="Photos done per rater", interactive=False)
-                per_site = gr.Dataframe(label="Answers per site", interactive=False)
+                per_site = gr.Dataframe(label="Answers per site (an answer naming several: under each)",
+                                        interactive=False)
             pairs = gr.Dataframe(label="Agreement per rater pair (12 classes, photos both answered)",
                                  interactive=False)
-            vs_model = gr.Dataframe(label="Raters vs the model's top-1, per class", interactive=False,
+            per_class = gr.Dataframe(label="Agreement per class (answers name several sites): all raters "
+                                           "agree whether the photo shows it", interactive=False,
+                                     visible=False)
+            vs_model = gr.Dataframe(label="Raters vs the model's top-1, per class (an answer naming n "
+                                          "classes: each vs the model's top n)", interactive=False,
                                     visible=session.suggestions is not None)
             own = gr.File(label="Your answers (CSV; other raters' answers stay hidden: blind rating)")
             for event in (refresh.click, summary_tab.select):
-                event(app.ui_summary, None, [overview, per_rater, per_site, pairs, vs_model, own], **private)
+                event(app.ui_summary, None, [overview, per_rater, per_site, pairs, per_class, vs_model, own],
+                      **private)
             summary_json = gr.JSON(visible=False)
             gr.Button(visible=False).click(app.summary, None, summary_json, api_name="summary")
     demo.queue(default_concurrency_limit=4, max_size=64)

@@ -4,7 +4,8 @@ Plain Python (no gradio), so tests and the Gradio app (apps/labelling/app.py) ca
 answer is appended to the label file (apps/labelling/log.py) before the next photo is shown. Blind rating:
 nothing a rater is shown about a photo comes from another rater; the summary shows counts and agreement,
 never a photo's labels. The model's top-3 is shown after the rater answers, or before with `suggest=True`
-(a bias risk).
+(a bias risk). A photo showing several sites is one answer naming them all (`toggle` them, then `confirm`;
+or `submit` 'left thigh; left leg'): one row whose region is the sites ';'-joined in the taxonomy's order.
 """
 
 from __future__ import annotations
@@ -28,12 +29,27 @@ from loscat_hf.data.annotations import read_ratings
 from loscat_hf.data.consensus import build_consensus
 from loscat_hf.defaults import LABEL_ORDERS
 from loscat_hf.errors import LoscatError
-from loscat_hf.taxonomy import RegionError, Taxonomy
+from loscat_hf.taxonomy import SET_SEPARATOR, RegionError, Taxonomy
 
 logger = logging.getLogger(__name__)
 
 MAX_RATER_NAME = 64
-Suggestion = list[tuple[str, float]]  # the model's top-3: (class, probability)
+
+
+class Suggestion(list):
+    """The model's top-3 for a photo, (class, probability), most probable first. `regions`: the classes it
+    shows when they are several (a multi-region model's classes at or above their thresholds, from the
+    predictions' `regions` cell where there is one), else ()."""
+
+    regions: tuple[str, ...] = ()
+
+
+def _suggestion(row: dict[str, str], top: list[tuple[str, float]]) -> Suggestion:
+    suggestion = Suggestion(top)
+    regions = tuple(part.strip() for part in (row.get("regions") or "").split(SET_SEPARATOR) if part.strip())
+    if len(regions) > 1:
+        suggestion.regions = regions
+    return suggestion
 
 
 @dataclass
@@ -45,6 +61,7 @@ class Shown:
     earlier: str = ""  # this rater's own earlier answer (after Back)
     suggestion: Suggestion | None = None  # the model's top-3 for this photo, when shown before answering
     feedback: str = ""  # e.g. the model's top-3 for the photo just answered
+    toggled: tuple[str, ...] = ()  # sites toggled for this photo, not saved yet (taxonomy order)
 
 
 @dataclass
@@ -52,6 +69,7 @@ class _Rater:
     skipped: list[str] = field(default_factory=list)  # photo ids skipped in this session, oldest first
     history: list[str] = field(default_factory=list)  # photo ids answered or skipped, for Back
     current: str | None = None
+    toggled: list[str] = field(default_factory=list)  # sites toggled for `current`, not saved yet
 
 
 def check_rater(rater: str | None) -> str:
@@ -62,6 +80,13 @@ def check_rater(rater: str | None) -> str:
     if len(name) > MAX_RATER_NAME or any(ord(c) < 32 for c in name):
         raise LoscatError(f"a rater name is one line of at most {MAX_RATER_NAME} characters")
     return name
+
+
+def _quality(quality: str | None) -> str:
+    quality = (quality or "good").strip().lower()
+    if quality not in QUALITIES:
+        raise LoscatError(f"quality {quality!r}: choose one of {', '.join(QUALITIES)}")
+    return quality
 
 
 def answer_choices(taxonomy: Taxonomy) -> list[str]:
@@ -94,12 +119,20 @@ def model_suggestions(model: str, photos: list[LabelPhoto], out: Path, precision
             # a cache of other photos or another model's, or one written before its run record: a cache
             logger.info("model suggestions predicted afresh: %s", exc)
             predict_folder(model, listing, cache, resume=False, **settings)
-    tops = {by_path.get(row["image"]): row_top(row) for row in read_rows(cache)}
+    tops = {by_path.get(row["image"]): _suggestion(row, row_top(row)) for row in read_rows(cache)}
     return {image: top for image, top in tops.items() if image and top}
 
 
 def format_suggestion(top: Suggestion) -> str:
-    return " · ".join(f"{label} {p:.0%}" for label, p in top)
+    """'thigh 70% · leg 20% · foot 10%'; a model showing several regions: 'thigh + leg (thigh 92% · ...)'."""
+    text = " · ".join(f"{label} {p:.0%}" for label, p in top)
+    regions = getattr(top, "regions", ())
+    return f"{' + '.join(regions)} ({text})" if len(regions) > 1 else text
+
+
+def format_region(region: str) -> str:
+    """An answer as the screen says it: 'left_thigh;left_leg' -> 'left_thigh + left_leg'."""
+    return " + ".join(region.split(SET_SEPARATOR))
 
 
 class LabelSession:
@@ -145,9 +178,13 @@ class LabelSession:
     def _done(self, rater: str) -> int:
         return sum(1 for (_, r) in self._latest if r == rater)
 
-    def _show(self, rater: str, photo: LabelPhoto | None, feedback: str = "") -> Shown:
+    def _show(self, rater: str, photo: LabelPhoto | None, feedback: str = "", keep: bool = False) -> Shown:
+        """What the rater's screen shows next; toggled sites are dropped unless `keep` (only a toggle keeps
+        them: an answer, skip, Back or a reloaded page starts the photo afresh)."""
         state = self._raters[rater]
         state.current = photo.photo_id if photo else None
+        if not keep:
+            state.toggled.clear()
         total, done = len(self.photos), self._done(rater)
         if photo is None:
             return Shown(None, f"All {total} photos done, {rater}. Thank you!", feedback=feedback)
@@ -156,7 +193,8 @@ class LabelSession:
             progress += f" ({len(state.skipped)} skipped)"
         own = self._latest.get((photo.image, rater))
         top = (self.suggestions or {}).get(photo.image) if self.suggest else None
-        return Shown(photo, progress, earlier=own.region if own else "", suggestion=top, feedback=feedback)
+        return Shown(photo, progress, earlier=own.region if own else "", suggestion=top, feedback=feedback,
+                     toggled=tuple(state.toggled))
 
     def _next(self, rater: str) -> LabelPhoto | None:
         state = self._raters[rater]
@@ -182,20 +220,65 @@ class LabelSession:
     def submit(self, rater: str | None, photo_id: str, site: str, quality: str = "good") -> Shown:
         """Append the answer (fsynced), then show the rater's next photo."""
         rater, photo = check_rater(rater), self._photo(photo_id)
-        region = self._region(site)
-        quality = (quality or "good").strip().lower()
-        if quality not in QUALITIES:
-            raise LoscatError(f"quality {quality!r}: choose one of {', '.join(QUALITIES)}")
-        answer = Answer(photo.image, photo.patient_id, photo.visit, region, rater, quality, now_utc())
+        region, quality = self._region(site), _quality(quality)
         with self._lock:
             self._check_current(rater, photo)
-            self.log.append(answer)
-            self._latest[answer.key()] = answer
-            state = self._raters[rater]
-            state.history.append(photo.photo_id)
-            if photo.photo_id in state.skipped:
-                state.skipped.remove(photo.photo_id)
-            return self._show(rater, self._next(rater), feedback=self._feedback(photo, region))
+            return self._record(rater, photo, region, quality)
+
+    def toggle(self, rater: str | None, photo_id: str, site: str) -> Shown:
+        """Add a site to the answer being put together for the photo on the screen, or remove it when it is
+        there already; nothing is saved until `confirm`. A non-site code cannot be one of them."""
+        rater, photo = check_rater(rater), self._photo(photo_id)
+        region = self._region(site)
+        if SET_SEPARATOR in region:
+            raise LoscatError(f"toggle one site at a time, not {site!r}")
+        if region not in self.taxonomy.sites:
+            raise LoscatError(f"{region!r} is not a site: a code cannot be combined with sites; clear the "
+                              "sites (Esc) and answer it alone")
+        with self._lock:
+            self._check_current(rater, photo)
+            toggled = self._raters[rater].toggled
+            if region in toggled:
+                toggled.remove(region)
+            else:
+                toggled.append(region)
+            toggled.sort(key=self.taxonomy.sites.index)
+            return self._show(rater, photo, keep=True)
+
+    def confirm(self, rater: str | None, photo_id: str, quality: str = "good") -> Shown:
+        """Save the sites toggled for the photo as one answer (one row, ';'-joined), then show the next."""
+        rater, photo, quality = check_rater(rater), self._photo(photo_id), _quality(quality)
+        with self._lock:
+            self._check_current(rater, photo)
+            toggled = self._raters[rater].toggled
+            if not toggled:
+                raise LoscatError("no site toggled for this photo: toggle the sites it shows, then confirm "
+                                  "(a single site is one key press); nothing was saved")
+            return self._record(rater, photo, self.taxonomy.join(toggled), quality)
+
+    def toggled(self, rater: str | None) -> tuple[str, ...]:
+        """The sites toggled for the photo on the rater's screen, not saved yet."""
+        rater = check_rater(rater)
+        with self._lock:
+            return tuple(self._raters[rater].toggled)
+
+    def clear(self, rater: str | None) -> Shown:
+        """Drop the sites toggled for the photo on the screen (nothing was saved)."""
+        rater = check_rater(rater)
+        with self._lock:
+            current = self._raters[rater].current
+            return self._show(rater, self.photos[current] if current else self._next(rater))
+
+    def _record(self, rater: str, photo: LabelPhoto, region: str, quality: str) -> Shown:
+        """Append the answer (fsynced) and show the rater's next photo; the caller holds the lock."""
+        answer = Answer(photo.image, photo.patient_id, photo.visit, region, rater, quality, now_utc())
+        self.log.append(answer)
+        self._latest[answer.key()] = answer
+        state = self._raters[rater]
+        state.history.append(photo.photo_id)
+        if photo.photo_id in state.skipped:
+            state.skipped.remove(photo.photo_id)
+        return self._show(rater, self._next(rater), feedback=self._feedback(photo, region))
 
     def skip(self, rater: str | None, photo_id: str) -> Shown:
         """Leave the photo for later (it comes back once every other photo is answered)."""
@@ -230,33 +313,39 @@ class LabelSession:
                                  "nothing was saved): ask for the next photo first"))
 
     def _region(self, site: str) -> str:
-        """A site (side kept) or a non-site code, in the taxonomy's canonical spelling."""
+        """A site (side kept), several sites ';'-joined in the taxonomy's order, or a non-site code (alone),
+        in the taxonomy's canonical spelling."""
         try:
-            parsed = self.taxonomy.parse(site or "")
+            parsed = self.taxonomy.parse_many(site or "")
         except RegionError as exc:
             raise LoscatError(str(exc)) from None
-        if parsed.code:
-            return parsed.code
-        if parsed.site not in self.taxonomy.sites:  # 'arm' without a side
-            raise LoscatError(f"{site!r} needs a side: choose one of {', '.join(self.choices)}")
-        return parsed.site
+        if parsed[0].code:
+            return parsed[0].code
+        unsided = [p.site for p in parsed if p.site not in self.taxonomy.sites]  # 'arm' without a side
+        if unsided:
+            named = site if len(parsed) == 1 else unsided[0]
+            raise LoscatError(f"{named!r} needs a side: choose one of {', '.join(self.choices)}")
+        return self.taxonomy.join(p.site for p in parsed)
 
     def _feedback(self, photo: LabelPhoto, region: str) -> str:
         top = (self.suggestions or {}).get(photo.image)
         if not top or self.suggest:
             return ""
-        return f"Model, for the photo you just graded ({region}): {format_suggestion(top)}"
+        return f"Model, for the photo you just graded ({format_region(region)}): {format_suggestion(top)}"
 
     # ------------------------------------------------------------------------------------------ summary
     def summary(self) -> dict[str, Any]:
         """Counts and agreement over every rater's latest answers in the file (other apps' answers too).
 
-        Counts include every answer; agreement is what `prepare` would report for the file (its reader and
-        consensus: poor/exclude answers and contradictions left out, codes not counted)."""
+        Counts include every answer; an answer naming several sites counts under each of them (per site, and
+        per class in the model's table), and `several_sites` says how many answers do. Agreement is what
+        `prepare` would report for the file (its reader and consensus: poor/exclude answers and
+        contradictions left out, codes not counted; a set of sites is one answer, and `per_class` says per
+        class whether the raters agree the photo shows it)."""
         images = {p.image for p in self.photos.values()}
         latest = [a for a in latest_answers(self.log.read()).values() if a.image in images]
         per_rater = Counter(a.rater for a in latest)
-        per_site = Counter(a.region for a in latest)
+        per_site = Counter(site for a in latest for site in a.region.split(SET_SEPARATOR))
         report = agreement_report(pd.DataFrame(columns=["image", "rater", "label"]), self.taxonomy.classes)
         ratings = pd.DataFrame(columns=["image", "rater", "site", "label"])
         if latest:
@@ -266,9 +355,12 @@ class LabelSession:
         if self.suggestions is not None:
             agree: dict[str, list[bool]] = defaultdict(list)
             for image, label in zip(ratings["image"], ratings["label"], strict=True):
-                top = self.suggestions.get(image)
-                if top and label in self.taxonomy.classes:
-                    agree[label].append(top[0][0] == label)
+                top = self.suggestions.get(image) or []
+                named = [c for c in label.split(SET_SEPARATOR) if c in self.taxonomy.classes] if top else []
+                # each of a rater's n classes: is it among the model's n most probable? (one class: top-1)
+                shown = {c for c, _ in top[:len(named)]}
+                for c in named:
+                    agree[c].append(c in shown)
             model_rows = [{"class": c, "answers": len(agree[c]),
                            "model agrees %": round(100 * sum(agree[c]) / len(agree[c]), 1)}
                           for c in self.taxonomy.classes if agree[c]]
@@ -277,6 +369,7 @@ class LabelSession:
             "raters": [{"rater": r, "photos done": n, "of": len(self.photos)}
                        for r, n in sorted(per_rater.items())],
             "sites": [{"answer": s, "answers": per_site[s]} for s in self.choices if per_site[s]],
+            "several_sites": sum(SET_SEPARATOR in a.region for a in latest),
             "agreement": report,
             "model": model_rows,
         }
