@@ -1,5 +1,6 @@
 """`loscat-hf` subcommands that score models: evaluate (a model or a predictions CSV), evaluate-ensemble,
-calibrate (fit and record a model's temperature on labelled photos).
+calibrate (fit and record a model's temperature, or a multi-region model's per-class thresholds, on labelled
+photos).
 
 The metrics, reports and plots are loscat_hf.evaluation's; this module checks which inputs were given
 together, prints the summary and lets `main` turn a LoscatError into exit code 2.
@@ -39,7 +40,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model folder (or Hub id); with --dataset")
     p.add_argument("--dataset", help="packed dataset folder")
     p.add_argument("--predictions", help="predictions CSV (loscat-hf predict's or the study's); with --truth")
-    p.add_argument("--truth", help="ground-truth CSV: image_path/image/file_name and region/label columns")
+    p.add_argument("--truth", help="ground-truth CSV: image_path/image/file_name and region/label columns "
+                   "(a photo showing several regions: 'Left thigh; Left leg')")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--split", default="validation")
     p.add_argument("--taxonomy", default=None)
@@ -90,8 +92,10 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate",
-                       help="fit a model's temperature on your labelled photos; record it with n and ECE")
-    p.add_argument("--model", required=True, help="local model folder: its config.json gets the temperature")
+                       help="fit a model's temperature (a multi-region model: its per-class thresholds) on "
+                            "your labelled photos; record it with n and ECE")
+    p.add_argument("--model", required=True,
+                   help="local model folder: its config.json gets the temperature (or thresholds)")
     p.add_argument("--dataset", required=True, help="packed dataset folder of your own labelled photos")
     p.add_argument("--split", default="validation", help="split to fit on (default: validation)")
     p.add_argument("--taxonomy", default=None)

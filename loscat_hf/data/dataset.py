@@ -288,7 +288,7 @@ def load_packed_dataset(path: str, taxonomy: Taxonomy, max_train: int | None = N
             ds = ds.filter(lambda b: [x is not None for x in b["label"]], batched=True,
                            input_columns=None).remove_columns(MULTI_COLUMN)
             left = {k: before[k] - len(v) for k, v in ds.items() if before[k] - len(v)}
-            logger.info("single-label training on a multi-region dataset: left out the photos that show "
+            logger.info("single-region view of a multi-region dataset: left out the photos that show "
                         "several regions (%s)", ", ".join(f"{k} {n}" for k, n in left.items()) or "none")
         ds = ds.map(lambda b: {"labels": [label2id[names[x]] for x in b["label"]]}, batched=True)
     if max_train:

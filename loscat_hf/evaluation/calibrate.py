@@ -7,7 +7,8 @@ calibrated on other photos: its "93 %" and its *needs review* flag do not hold o
 expected calibration error before and after and how many photos the review thresholds flag, and writes the
 temperature with how it was fitted into the folder's config.json (`model.folder.record_temperature`),
 atomically; the weights are not touched. `train` records its own fit on validation through the same
-`model.calibration.fit_record`.
+`model.calibration.fit_record`. A multi-region model gets its per-class thresholds refitted instead
+(calibrate_thresholds.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from loscat_hf.defaults import MIN_CONFIDENCE, MIN_MARGIN
 from loscat_hf.errors import LoscatError
+from loscat_hf.evaluation.calibrate_thresholds import ThresholdCalibrationResult
 from loscat_hf.model.calibration import apply_temperature, fit_record, needs_review
 
 logger = logging.getLogger(__name__)
@@ -131,13 +133,16 @@ def _check_writable(folder: Path, model: str) -> None:
 
 def calibrate(model: str, dataset: str, split: str = "validation", taxonomy: str | None = None,
               batch_size: int = 64, num_workers: int = 0, min_confidence: float = MIN_CONFIDENCE,
-              min_margin: float = MIN_MARGIN) -> CalibrationResult:
+              min_margin: float = MIN_MARGIN) -> CalibrationResult | ThresholdCalibrationResult:
     """Fit `model`'s temperature on `split` of the packed `dataset` (the clinic's own labelled photos), report
     ECE and the review flags before and after, and record it in the model folder's config.json (by, split, n,
     ECE before/after: counts and a split name, never a path). Refused, with nothing written: a model that is
     not a local folder, a dataset or split that does not exist, fewer than MIN_PHOTOS photos, classes other
-    than the model's."""
-    from loscat_hf.data.dataset import load_packed_dataset
+    than the model's. A multi-region model (problem_type multi_label_classification) keeps its temperature
+    and gets its per-class thresholds refitted on the split (`calibrate_thresholds`), recorded by
+    `record_thresholds(..., by="calibrate", split=...)`; a single-label model on a multi-region dataset is
+    fitted on the photos showing one region."""
+    from loscat_hf.data.dataset import MULTI_LABEL, SINGLE_LABEL, load_packed_dataset
     from loscat_hf.evaluation.split_eval import split_outputs
     from loscat_hf.model.folder import load_config, temperature
     from loscat_hf.taxonomy import load_taxonomy
@@ -159,10 +164,19 @@ def calibrate(model: str, dataset: str, split: str = "validation", taxonomy: str
         logger.warning("calibrating on the test split: its calibration error and review counts measured by "
                        "`evaluate --split test` afterwards are no longer unbiased (fit on validation, or on "
                        "photos kept out of every evaluation)")
-    ds = load_packed_dataset(dataset, tax)
+    multi = getattr(config, "problem_type", None) == MULTI_LABEL
+    ds = load_packed_dataset(dataset, tax, problem_type=MULTI_LABEL if multi else SINGLE_LABEL)
     if split not in ds:
         raise LoscatError(f"dataset {dataset} has no split {split!r} (it has {', '.join(ds)})", param="split")
     n = len(ds[split])
+    if n < MIN_PHOTOS:  # a multi-region dataset's single-region photos only, for a single-label model
+        raise LoscatError(f"the {split} split has {n} photos showing one region; calibrate needs at least "
+                          f"{MIN_PHOTOS} for a single-label model", param="split")
+    if multi:
+        from loscat_hf.evaluation.calibrate_thresholds import calibrate_thresholds
+
+        return calibrate_thresholds(folder, model, config, ds[split], split, labels, batch_size, num_workers,
+                                    min_margin)
     before = temperature(config)
     outputs = split_outputs(str(folder), ds[split], batch_size=batch_size, num_workers=num_workers,
                             desc="calibrating")

@@ -77,6 +77,21 @@ def evaluate_member(out: MemberOutput, labels: np.ndarray, score_targets: np.nda
     return report
 
 
+def _refuse_multi_label(models: list[str], dataset: str, split: str) -> None:
+    """An ensemble averages softmax probabilities; a multi-region model's per-class sigmoid scores each pass
+    its own thresholds, which another member's thresholds do not fit: refused, before any model runs."""
+    from loscat_hf.data.dataset import MULTI_LABEL
+    from loscat_hf.model.folder import load_config
+
+    multi = [m for m in models if getattr(load_config(m), "problem_type", None) == MULTI_LABEL]
+    if multi:
+        what = "a multi-region model" if len(multi) == 1 else "multi-region models"
+        raise LoscatError(f"models {', '.join(multi)}: {what} (per-class sigmoid scores and thresholds); "
+                          "evaluate-ensemble averages single-label models' probabilities only. "
+                          f"Measure each with `loscat-hf evaluate --model MODEL --dataset {dataset} --split "
+                          f"{split} --out OUT`", param="models")
+
+
 def evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "validation",
                           taxonomy: str | None = None, batch_size: int = 64,
                           scores_table: str | None = None) -> dict:
@@ -91,6 +106,7 @@ def evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "v
                           f"One model is measured, with its score report when it has score heads, by "
                           f"`{shlex.join(command)}`",
                           param="models")
+    _refuse_multi_label(models, dataset, split)
     tax = load_taxonomy(taxonomy)
     ds = load_packed_dataset(dataset, tax)
     if split not in ds:

@@ -6,6 +6,9 @@ prediction; cells go back through `csvsafe.read_cell`) and the study's scripts/b
 (image_path, pred_label, confidence; pred_label "ERROR" = no prediction, its error text in confidence).
 The ground truth has an image column (image_path, image or file_name) and a region column (region or label)
 in any spelling the taxonomy parses, study codes included; a non-site code ("unclear") excludes the photo.
+A truth cell may name several regions (';'-joined) and loscat-hf predict's CSV of a multi-region model has a
+`regions` column (';'-joined, most probable first): when a truth photo shows several classes or a `regions`
+cell differs from its `region`, the photos are scored with the multi-label report (multi_label.py) instead.
 Photos are matched by the exact string, then the normalised path (separators, './'), then the path resolved
 against each CSV's own folder, then the last 4, 3 or 2 path components, then the bare file name, these two
 only where the shorter path ends the longer one (patientA/IMG_1.jpg never meets /x/patientZ/IMG_1.jpg);
@@ -18,38 +21,28 @@ OUT/private/ only (a 0700 folder of 0600 files, like a packed dataset's private/
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
-import math
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from loscat_hf.data.annotations import normalise_column
 from loscat_hf.data.dataset import DETAILS_NAME, PRIVATE_DIR
 from loscat_hf.data.private import private_dir, private_open
 from loscat_hf.defaults import EVALUATED_NAME
 from loscat_hf.errors import LoscatError
 from loscat_hf.evaluation.matching import MATCH_STEPS, match_photos
+from loscat_hf.evaluation.prediction_csv import Row, multi_region_model, read_predictions, read_truth
 from loscat_hf.evaluation.split_eval import EvaluationResult
-from loscat_hf.io.csvsafe import SafeWriter, decode_export, read_cell
-from loscat_hf.taxonomy import RegionError, Taxonomy, load_taxonomy
+from loscat_hf.io.csvsafe import SafeWriter
+from loscat_hf.taxonomy import SET_SEPARATOR, Taxonomy, load_taxonomy
 
 logger = logging.getLogger(__name__)
 __all__ = ["PredictionsEvaluation", "evaluate_predictions"]
 
-LOSCAT_COLUMNS = ("image", "region", "status")  # infer/folder.py COLUMNS (evaluation does not import infer/)
-LOSCAT_OK = "ok"  # folder.py's status of a row with a prediction; any other is an image problem kind
-STUDY_COLUMNS = ("image_path", "pred_label", "confidence")
-STUDY_ERROR = "ERROR"
-TRUTH_IMAGE_COLUMNS = ("image_path", "image", "file_name")
-TRUTH_REGION_COLUMNS = ("region", "label")
 MATCHING_NAME = "matching.csv"  # under OUT/private/
 PROBABILITY_NOTES = {
     "loscat-hf": "top-k probabilities from loscat-hf predict's CSV; the remaining probability mass is spread "
@@ -61,19 +54,13 @@ PROBABILITY_NOTES = {
     None: "none: not every scored photo has a probability, so calibration (ECE, NLL, reliability) is not "
           "reported",
 }
-
-
-@dataclass
-class _Row:
-    """One CSV row: a truth photo (label or non-site code) or a prediction (label, or why there is none)."""
-
-    row: int  # as a spreadsheet numbers it: header = row 1
-    image: str  # as written
-    text: str  # the region/prediction as written (private output only)
-    label: int | None = None
-    code: str | None = None  # truth: non-site code; prediction: why none ("error", a predict status)
-    probs: dict[int, float] | None = None  # prediction: the class probabilities the CSV gives
-    detail: str = ""  # error text of a failed prediction (private output only)
+MULTI_PROBABILITY_NOTES = {
+    True: "a score for every class on every scored photo: mean average precision and per-class calibration "
+          "are reported",
+    False: "not a score for every class on every scored photo (loscat-hf predict writes the top-k scores), "
+           "so mean average precision and per-class calibration are not reported; F1, exact match and "
+           "Hamming loss need only the predicted regions",
+}
 
 
 @dataclass
@@ -86,161 +73,6 @@ class PredictionsEvaluation(EvaluationResult):
                 f"{r['n_unpredicted']} without a usable prediction, {r['n_excluded_non_site']} excluded "
                 f"(non-site truth); {r['n_predictions_without_truth']} predictions have no truth. "
                 f"Per-photo detail (private): {self.out_dir / PRIVATE_DIR / MATCHING_NAME}")
-
-
-def _read_table(path: Path, what: str) -> tuple[list[str], list[str], list[tuple[int, dict[str, str]]]]:
-    """(original header, normalised header, [(spreadsheet row, {normalised column: cell})]); blank rows
-    skipped."""
-    if not path.is_file():
-        problem = "is a folder" if path.is_dir() else "does not exist"
-        raise LoscatError(f"{what} {path} {problem}; pass the CSV file")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise LoscatError(f"cannot read {what} {path}: {exc.strerror}") from None
-    text = decode_export(raw, path, what).lstrip()
-    if not text:
-        raise LoscatError(f"{what} {path} is empty")
-    sep = max((",", ";", "\t"), key=text.splitlines()[0].count)  # European Excel writes ';'
-    try:
-        records = list(csv.reader(io.StringIO(text), delimiter=sep))
-    except csv.Error as exc:
-        raise LoscatError(f"{what} {path} is not a valid CSV file: {exc}") from None
-    header = [h.strip() for h in records[0]]
-    names = [normalise_column(h) for h in header]
-    rows = []
-    for number, record in enumerate(records[1:], start=2):
-        if not any(cell.strip() for cell in record):
-            continue
-        if len(record) > len(header):
-            raise LoscatError(f"{what} {path}, row {number} has {len(record)} fields but the header "
-                              f"(row 1) has {len(header)} (a separator inside a value must be quoted)")
-        cells: dict[str, str] = {}
-        for name, cell in zip(names, record, strict=False):
-            cells.setdefault(name, cell.strip())
-        rows.append((number, cells))
-    return header, names, rows
-
-
-class _Parser:
-    """Region strings -> class ids through the taxonomy, cached; errors name the CSV and the row."""
-
-    def __init__(self, taxonomy: Taxonomy, path: Path, what: str) -> None:
-        self.tax, self.path, self.what = taxonomy, path, what
-        self.ids = taxonomy.label2id
-        self.cache: dict[str, tuple[int | None, str | None]] = {}
-
-    def error(self, row: int, reason: str) -> LoscatError:
-        return LoscatError(f"{self.what} {self.path}, row {row}: {reason}")
-
-    def parse(self, text: str, row: int) -> tuple[int | None, str | None]:
-        """(class id, None) for a site, (None, code) for a non-site code."""
-        if text not in self.cache:
-            try:
-                parsed = self.tax.parse(text)
-            except RegionError as exc:
-                raise self.error(row, str(exc)) from None
-            self.cache[text] = (None, parsed.code) if parsed.code else (self.ids[parsed.label], None)
-        return self.cache[text]
-
-    def label(self, text: str, row: int) -> int:
-        """A predicted class: a non-site code is no prediction of a class."""
-        label, code = self.parse(text, row)
-        if label is None:
-            raise self.error(row, f"{text!r} is the non-site code {code!r}, not a predicted class")
-        return label
-
-    def probability(self, text: str, row: int, column: str) -> float | None:
-        if not text:
-            return None
-        try:
-            p = float(text)
-        except ValueError:
-            p = math.nan
-        if not (math.isfinite(p) and -1e-6 <= p <= 1 + 1e-6):
-            raise self.error(row, f"{column} {text!r} is not a probability between 0 and 1")
-        return min(max(p, 0.0), 1.0)
-
-
-def _dedupe(rows: list[_Row], parser: _Parser) -> list[_Row]:
-    """One row per image string: a repeated identical row is dropped, a contradicting one refused."""
-    first: dict[str, _Row] = {}
-    for r in rows:
-        seen = first.setdefault(r.image, r)
-        if seen is not r and (seen.label, seen.code) != (r.label, r.code):
-            raise parser.error(r.row, f"names the same photo as row {seen.row} with a different region; "
-                                      "keep one")
-    return list(first.values())
-
-
-def _read_predictions(path: Path, tax: Taxonomy) -> tuple[str, list[_Row]]:
-    header, names, rows = _read_table(path, "predictions CSV")
-    parser = _Parser(tax, path, "predictions CSV")
-    tops: list[int] = []
-    if all(c in names for c in LOSCAT_COLUMNS):
-        fmt = "loscat-hf"
-        tops = sorted(int(m.group(1)) for n in names if (m := re.fullmatch(r"top(\d+)", n)))
-    elif all(c in names for c in STUDY_COLUMNS):
-        fmt = "study"
-    else:
-        raise LoscatError(f"predictions CSV {path} has columns {header}: neither loscat-hf predict's "
-                          f"({', '.join(LOSCAT_COLUMNS)}, ...) nor the study's batch_inference.py "
-                          f"({', '.join(STUDY_COLUMNS)})")
-    out = []
-    for number, cells in rows:
-        if fmt == "loscat-hf":
-            cells = {k: read_cell(v) for k, v in cells.items()}
-            image, text, status = cells["image"], cells["region"], cells["status"]
-        else:
-            image, text = cells["image_path"], cells["pred_label"]
-            status = "error" if text.upper() == STUDY_ERROR else LOSCAT_OK
-        if not image:
-            raise parser.error(number, "empty image")
-        if status != LOSCAT_OK:
-            detail = cells.get("error", "") if fmt == "loscat-hf" else cells.get("confidence", "")
-            # a status is an image problem kind; anything else (a hand-edited cell) must not reach
-            # metrics.json
-            code = status if re.fullmatch(r"[a-z0-9_]{1,40}", status) else "other_status"
-            out.append(_Row(number, image, text, code=code, detail=detail))
-            continue
-        label = parser.label(text, number)
-        probs: dict[int, float] = {}
-        if fmt == "study":
-            p = parser.probability(cells["confidence"], number, "confidence")
-            if p is not None:
-                probs[label] = p
-        else:
-            for k in tops:
-                top, p = cells.get(f"top{k}", ""), parser.probability(cells.get(f"top{k}_prob", ""), number,
-                                                                      f"top{k}_prob")
-                if top and p is not None:
-                    probs.setdefault(parser.label(top, number), p)
-            p = parser.probability(cells.get("probability", ""), number, "probability")
-            if label not in probs and p is not None:
-                probs[label] = p
-        out.append(_Row(number, image, text, label=label, probs=probs if label in probs else None))
-    return fmt, _dedupe(out, parser)
-
-
-def _read_truth(path: Path, tax: Taxonomy) -> tuple[dict[str, str], list[_Row]]:
-    header, names, rows = _read_table(path, "ground-truth CSV")
-    parser = _Parser(tax, path, "ground-truth CSV")
-    image_col = next((c for c in TRUTH_IMAGE_COLUMNS if c in names), None)
-    region_col = next((c for c in TRUTH_REGION_COLUMNS if c in names), None)
-    if image_col is None or region_col is None:
-        raise LoscatError(f"ground-truth CSV {path} needs an image column ({', '.join(TRUTH_IMAGE_COLUMNS)}) "
-                          f"and a region column ({', '.join(TRUTH_REGION_COLUMNS)}); it has {header}")
-    out = []
-    for number, cells in rows:
-        image, text = cells.get(image_col, ""), cells.get(region_col, "")
-        if not image:
-            raise parser.error(number, "empty image")
-        label, code = parser.parse(text, number)
-        out.append(_Row(number, image, text, label=label, code=code))
-    if not out:
-        raise LoscatError(f"ground-truth CSV {path} has a header but no data rows")
-    columns = {"image": header[names.index(image_col)], "region": header[names.index(region_col)]}
-    return columns, _dedupe(out, parser)
 
 
 def _probability_row(known: dict[int, float], pred: int, k: int) -> np.ndarray:
@@ -261,7 +93,7 @@ def _probability_row(known: dict[int, float], pred: int, k: int) -> np.ndarray:
     return row / row.sum()
 
 
-def _write_private(out: Path, truth: list[_Row], preds: list[_Row], matched: dict[int, tuple[int, str]],
+def _write_private(out: Path, truth: list[Row], preds: list[Row], matched: dict[int, tuple[int, str]],
                    classes: tuple[str, ...], details: dict) -> Path:
     """OUT/private/matching.csv: every truth photo and every prediction without truth, with the outcome."""
     folder = private_dir(out / PRIVATE_DIR, exist_ok=True)
@@ -271,27 +103,30 @@ def _write_private(out: Path, truth: list[_Row], preds: list[_Row], matched: dic
         writer.writerow(["outcome", "reason", "match", "truth_row", "image", "truth", "truth_class",
                          "prediction_row", "predicted_image", "prediction", "predicted_class", "correct",
                          "detail"])
+        def names(r: Row) -> str:  # one class, or a multi-region photo's classes ';'-joined
+            return "" if r.label is None and r.code is not None else SET_SEPARATOR.join(
+                classes[i] for i in r.labels)
+
         for i, t in enumerate(truth):
             j, how = matched.get(i, (None, ""))
             p = preds[j] if j is not None else None
             outcome, reason = _outcome(t, p)
-            writer.writerow([outcome, reason, how, t.row, t.image, t.text,
-                             "" if t.label is None else classes[t.label], "" if p is None else p.row,
-                             "" if p is None else p.image, "" if p is None else p.text,
-                             "" if p is None or p.label is None else classes[p.label],
-                             "" if outcome != "scored" else str(t.label == p.label).lower(),
+            writer.writerow([outcome, reason, how, t.row, t.image, t.text, names(t),
+                             "" if p is None else p.row, "" if p is None else p.image,
+                             "" if p is None else p.text, "" if p is None else names(p),
+                             "" if outcome != "scored" else str(t.labels == p.labels).lower(),
                              "" if p is None else p.detail])
         used = {j for j, _ in matched.values()}
         for j, p in enumerate(preds):
             if j not in used:
                 writer.writerow(["prediction_without_truth", p.code or "", "", "", "", "", "", p.row, p.image,
-                                 p.text, "" if p.label is None else classes[p.label], "", p.detail])
+                                 p.text, names(p), "", p.detail])
     with private_open(folder / DETAILS_NAME) as fh:
         fh.write(json.dumps(details, indent=2, ensure_ascii=False, default=str) + "\n")
     return path
 
 
-def _outcome(t: _Row, p: _Row | None) -> tuple[str, str]:
+def _outcome(t: Row, p: Row | None) -> tuple[str, str]:
     if t.code is not None:
         return "excluded_non_site", t.code
     if p is None:
@@ -301,20 +136,35 @@ def _outcome(t: _Row, p: _Row | None) -> tuple[str, str]:
     return "scored", ""
 
 
+def _multi_label(truth: list[Row], hits: list[Row], tax: Taxonomy) -> tuple[dict, bool]:
+    """The multi-label report of the scored photos: sets of regions; scores only where the CSV gives one for
+    every class on every photo (mAP and calibration need them all)."""
+    from loscat_hf.data.dataset import multi_hot
+    from loscat_hf.evaluation.metrics import multi_label_report
+
+    k = len(tax.classes)
+    complete = all(p.probs is not None and len(p.probs) == k for p in hits)
+    scores = np.array([[p.probs[j] for j in range(k)] for p in hits]) if complete else None
+    truth_hot, pred_hot = multi_hot([t.labels for t in truth], k), multi_hot([p.labels for p in hits], k)
+    report = multi_label_report(truth_hot, pred_hot, scores, list(tax.classes), neighbours=tax.are_neighbours)
+    return report, complete
+
+
 def evaluate_predictions(predictions: str | os.PathLike, truth: str | os.PathLike, out: str | os.PathLike,
                          taxonomy: str | os.PathLike | Taxonomy | None = None) -> PredictionsEvaluation:
     """Score a predictions CSV (loscat-hf predict's or the study's) against a ground-truth CSV; write `out`.
 
     `out` gets evaluate's report (metrics.json with the matching counts n_truth, n_scored, n_unpredicted,
     n_excluded_non_site, n_predictions_without_truth; per_class.csv/md; confusion matrix, per-class F1 and,
-    where the CSV has probabilities, reliability plots) and private/ with the per-photo detail.
+    where the CSV has probabilities, reliability plots) and private/ with the per-photo detail. Truth photos
+    showing several regions, or a multi-region model's `regions`, get the multi-label report instead.
     """
-    from loscat_hf.evaluation.metrics import classification_report, write_report
+    from loscat_hf.evaluation.metrics import classification_report, write_multi_label_report, write_report
 
     tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy)
     pred_path, truth_path, out = Path(predictions), Path(truth), Path(out)
-    fmt, preds = _read_predictions(pred_path, tax)
-    truth_columns, rows = _read_truth(truth_path, tax)
+    fmt, preds = read_predictions(pred_path, tax)
+    truth_columns, rows = read_truth(truth_path, tax)
     logger.info("predictions: %s format, %d rows; ground truth: %d photos (columns %s)", fmt, len(preds),
                 len(rows), ", ".join(truth_columns.values()))
     if out.exists() and not out.is_dir():
@@ -324,6 +174,12 @@ def evaluate_predictions(predictions: str | os.PathLike, truth: str | os.PathLik
                            pred_path.parent)
     details = {"predictions": str(pred_path.resolve()), "truth": str(truth_path.resolve()),
                "predictions_format": fmt, "truth_columns": truth_columns}
+    # several regions on a truth photo, or a multi-region model's predictions: the multi-label report, each
+    # prediction its `regions` (none when no class passed its threshold)
+    multi = any(len(t.labels) > 1 for t in rows) or any(multi_region_model(p) for p in preds)
+    for p in preds if multi else ():
+        if p.label is not None and p.regions is not None:
+            p.labels = p.regions
     private = _write_private(out, rows, preds, matched, tax.classes, details)
 
     outcomes = [_outcome(t, preds[matched[i][0]] if i in matched else None) for i, t in enumerate(rows)]
@@ -344,28 +200,37 @@ def evaluate_predictions(predictions: str | os.PathLike, truth: str | os.PathLik
                           f"({counts['n_unpredicted']} unpredicted: {counts['unpredicted_by_reason']}, "
                           f"{counts['n_excluded_non_site']} non-site); check that both CSVs name the photos "
                           f"the same way. Per-photo detail: {private}")
-    y_true = [rows[i].label for i in scored]
     hits = [preds[matched[i][0]] for i in scored]
-    y_pred = [p.label for p in hits]
     k = len(tax.classes)
-    has_probs = all(p.probs for p in hits)
-    probs = np.stack([_probability_row(p.probs, p.label, k) for p in hits]) if has_probs else None
-    report = classification_report(y_true, y_pred, probs, list(tax.classes), neighbours=tax.are_neighbours)
+    if multi:
+        report, has_probs = _multi_label([rows[i] for i in scored], hits, tax)
+        note = MULTI_PROBABILITY_NOTES[has_probs]
+    else:
+        y_true = [rows[i].label for i in scored]
+        y_pred = [p.label for p in hits]
+        has_probs = all(p.probs for p in hits)
+        probs = np.stack([_probability_row(p.probs, p.label, k) for p in hits]) if has_probs else None
+        report = classification_report(y_true, y_pred, probs, list(tax.classes),
+                                       neighbours=tax.are_neighbours)
+        note = PROBABILITY_NOTES[fmt if has_probs else None]
     n_site = counts["n_scored"] + counts["n_unpredicted"]
     report.update(counts)
     report.update({
         "coverage": counts["n_scored"] / n_site,
         "accuracy_unpredicted_as_wrong": (report["accuracy"] * counts["n_scored"]) / n_site,
         "predictions_format": fmt,
-        "probabilities": PROBABILITY_NOTES[fmt if has_probs else None],
+        "probabilities": note,
     })
-    if probs is None:
+    if not has_probs:
         (out / "reliability.png").unlink(missing_ok=True)  # an earlier run's plot would no longer be true
     from loscat_hf.evaluation.score_report import clear
 
     clear(out)  # a model's score report, and its record, must not sit beside a predictions CSV's report
     (out / EVALUATED_NAME).unlink(missing_ok=True)
-    paths = write_report(report, out, list(tax.classes))
+    if multi:
+        paths = write_multi_label_report(report, out, list(tax.classes), neighbours=tax.are_neighbours)
+    else:
+        paths = write_report(report, out, list(tax.classes))
     def listing(d: dict) -> str:
         return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
 

@@ -1,9 +1,14 @@
-"""`evaluate()`: metrics, per-class tables and plots of a model folder on a packed dataset split."""
+"""`evaluate()`: metrics, per-class tables and plots of a model folder on a packed dataset split.
+
+A single-label model gets the classification report (softmax, confusion matrix); a multi-region model
+(problem_type multi_label_classification) the multi-label one (sigmoid scores at its per-class thresholds).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,19 +22,50 @@ logger = logging.getLogger(__name__)
 
 
 def evaluate_split(logits: np.ndarray, split, taxonomy, out_dir: str | Path, temperature: float = 1.0,
-                   subgroups: list[str] | None = None) -> dict:
+                   subgroups: list[str] | None = None, thresholds: Sequence[float] | None = None) -> dict:
     """Write metrics.json, per-class CSV/Markdown, confusion matrix and per-class F1 plots; return the
-    report."""
+    report.
+
+    With `thresholds` (a multi-region model's, one per class; `read_model_folder(m).thresholds`) or multi-hot
+    `labels` (`load_packed_dataset(..., problem_type=MULTI_LABEL)`), the multi-label report instead: classes
+    shown where sigmoid(logits / T) >= their threshold (0.5 where none is given); the report has macro_f1,
+    exact_match and accuracy (= exact_match) as the single-label one has macro_f1 and accuracy."""
     from loscat_hf.evaluation.metrics import classification_report, write_report
 
     labels = np.asarray(split["labels"])
-    probs = apply_temperature(logits, temperature)
     groups = {col: list(split[col]) for col in (subgroups or [])}
+    if (thresholds is not None and len(thresholds) > 0) or labels.ndim == 2:
+        return _evaluate_multi_label(logits, labels, taxonomy, out_dir, temperature, groups, thresholds)
+    probs = apply_temperature(logits, temperature)
     report = classification_report(labels, probs.argmax(1), probs, list(taxonomy.classes),
                                    neighbours=taxonomy.are_neighbours, subgroups=groups or None,
                                    temperature=temperature)
     report["split_size"] = len(labels)
     write_report(report, Path(out_dir), list(taxonomy.classes))
+    return report
+
+
+def _evaluate_multi_label(logits: np.ndarray, labels: np.ndarray, taxonomy, out_dir: str | Path,
+                          temperature: float, groups: dict, thresholds: Sequence[float] | None) -> dict:
+    from loscat_hf.evaluation.metrics import multi_label_report, write_multi_label_report
+    from loscat_hf.model.thresholds import DEFAULT_THRESHOLD, shown, sigmoid
+
+    classes = list(taxonomy.classes)
+    if labels.ndim != 2 or labels.shape[1] != len(classes):
+        raise LoscatError(f"a multi-region evaluation needs multi-hot labels (n, {len(classes)}), got shape "
+                          f"{labels.shape}: load the dataset with load_packed_dataset(..., "
+                          "problem_type=MULTI_LABEL)", param="split")
+    given = thresholds is not None and len(thresholds) > 0
+    thr = list(thresholds) if given else [DEFAULT_THRESHOLD] * len(classes)
+    if len(thr) != len(classes):
+        raise LoscatError(f"thresholds has {len(thr)} values for {len(classes)} classes",
+                          param="thresholds")
+    scores = sigmoid(logits, temperature)
+    report = multi_label_report(labels > 0.5, shown(scores, thr), scores, classes, thresholds=thr,
+                                neighbours=taxonomy.are_neighbours, subgroups=groups or None,
+                                temperature=temperature)
+    report["split_size"] = len(labels)
+    write_multi_label_report(report, Path(out_dir), classes, neighbours=taxonomy.are_neighbours)
     return report
 
 
@@ -99,11 +135,14 @@ class EvaluationResult:
     def summary(self) -> str:
         r = self.report
         ece = "n/a" if r.get("ece") is None else f"{r['ece']:.3f}"  # None: predictions without probabilities
-        text = (f"{self.split}: macro-F1 {r['macro_f1']:.3f}, accuracy {r['accuracy']:.3f}, "
-                f"balanced accuracy {r['balanced_accuracy']:.3f}, ECE {ece} "
-                f"(n={r.get('split_size', r['n'])}); "
-                f"{r.get('neighbour_error_share', 0):.0%} of errors between anatomical neighbours. "
-                f"Report: {self.out_dir / 'metrics.json'}")
+        if r.get("multi_label"):
+            text = _multi_label_summary(self.split, r, ece, self.out_dir)
+        else:
+            text = (f"{self.split}: macro-F1 {r['macro_f1']:.3f}, accuracy {r['accuracy']:.3f}, "
+                    f"balanced accuracy {r['balanced_accuracy']:.3f}, ECE {ece} "
+                    f"(n={r.get('split_size', r['n'])}); "
+                    f"{r.get('neighbour_error_share', 0):.0%} of errors between anatomical neighbours. "
+                    f"Report: {self.out_dir / 'metrics.json'}")
         if self.scores is None:
             return text
         from loscat_hf.evaluation.score_report import summary_lines
@@ -112,13 +151,43 @@ class EvaluationResult:
                           f"Score report: {self.out_dir / SCORE_REPORT_NAME}"])
 
 
+def _multi_label_summary(split: str, r: dict, ece: str, out_dir: Path) -> str:
+    m_ap = "n/a" if r.get("mean_average_precision") is None else f"{r['mean_average_precision']:.3f}"
+    near = r.get("added_next_to_a_true_region_share")
+    return (f"{split} (multi-region): macro-F1 {r['macro_f1']:.3f}, exact match {r['exact_match']:.3f}, "
+            f"mAP {m_ap}, Hamming loss {r['hamming_loss']:.3f}, mean per-class ECE {ece} "
+            f"(n={r.get('split_size', r['n'])}, {r['n_photos_several_regions']} showing several regions); "
+            f"{r['false_negatives']} regions missed, {r['false_positives']} added"
+            + ("" if near is None else f" ({near:.0%} of them next to a true region)")
+            + f". Report: {out_dir / 'metrics.json'}")
+
+
+def _note_left_out(model: str, dataset: str, split: str, kept: int) -> None:
+    """A single-label model on a multi-region dataset is measured on its single-region photos: say how many
+    photos that leaves out, since its numbers then cover fewer photos than a multi-region model's."""
+    from loscat_hf.data.dataset import read_split_metadata
+
+    total = len(read_split_metadata(Path(dataset) / split))
+    logger.info("%s is a single-label model: evaluated on the %d photos of the %s split that show one "
+                "region; %d photos showing several regions were left out (a multi-region model is evaluated "
+                "on all)",
+                model, kept, split, total - kept)
+
+
 def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxonomy: str | None = None,
              batch_size: int = 64, num_workers: int = 0, scores_table: str | None = None) -> EvaluationResult:
     """Run a model folder (or Hub id) over a split of a packed dataset and write its report into `out`.
 
     A model with score heads (`train --task scores`) also gets the score report (score_report.py) on the
     split's rated scores, and with `scores_table` (the clinic's LoSCAT table) the per-visit mLoSSI/LoSDI."""
-    from loscat_hf.data.dataset import load_packed_dataset, split_score_targets, subgroup_columns
+    from loscat_hf.data.dataset import (
+        MULTI_LABEL,
+        SINGLE_LABEL,
+        is_multi_region,
+        load_packed_dataset,
+        split_score_targets,
+        subgroup_columns,
+    )
     from loscat_hf.evaluation.score_report import (
         check_table_meets_split,
         clear,
@@ -127,7 +196,7 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
         score_report,
         split_clinic_keys,
     )
-    from loscat_hf.model.folder import load_config
+    from loscat_hf.model.folder import load_config, threshold_values
     from loscat_hf.taxonomy import load_taxonomy
 
     tax = load_taxonomy(taxonomy)
@@ -135,10 +204,13 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
     if [config.id2label[i] for i in range(config.num_labels)] != list(tax.classes):
         raise LoscatError(f"model {model} predicts {list(config.id2label.values())}, "
                           f"not the taxonomy's classes {list(tax.classes)}")
+    thresholds = threshold_values(config, list(tax.classes))  # () for a single-label model
     table = read_table_for(scores_table, [model], tax) if scores_table else None
-    ds = load_packed_dataset(dataset, tax)
+    ds = load_packed_dataset(dataset, tax, problem_type=MULTI_LABEL if thresholds else SINGLE_LABEL)
     if split not in ds:
         raise LoscatError(f"dataset {dataset} has no split {split!r} (it has {', '.join(ds)})")
+    if not thresholds and is_multi_region(dataset):
+        _note_left_out(model, dataset, split, len(ds[split]))
     keys = None
     if table is not None:
         keys = split_clinic_keys(ds[split], dataset)
@@ -147,7 +219,7 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
     (Path(out) / EVALUATED_NAME).unlink(missing_ok=True)
     outputs = split_outputs(model, ds[split], batch_size=batch_size, num_workers=num_workers)
     report = evaluate_split(outputs.logits, ds[split], tax, out, temperature=outputs.temperature,
-                            subgroups=subgroup_columns(ds[split]))
+                            subgroups=subgroup_columns(ds[split]), thresholds=thresholds or None)
     scores = None
     if outputs.scores is not None:
         visits = None if table is None else clinical_visits(outputs.scores, outputs.components, ds[split],

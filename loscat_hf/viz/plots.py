@@ -1,5 +1,5 @@
 """PNG plots of an evaluation: confusion matrix, per-class F1, training curves, reliability diagram, score
-agreement.
+agreement; a multi-region model's errors by true region and per-region calibration.
 
 Figures are built with `matplotlib.figure.Figure` and the Agg canvas, never through pyplot: no global
 figure registry, no backend switch in the caller's process (a notebook keeps its inline backend), and
@@ -236,6 +236,91 @@ def plot_reliability(probs: np.ndarray, labels: np.ndarray, path: str | Path, n_
     from loscat_hf.model.calibration import reliability_bins
 
     return _plot_reliability_bins(reliability_bins(probs, labels, n_bins), path, title=title)
+
+
+def plot_error_cooccurrence(counts: np.ndarray, class_names: Sequence[str], path: str | Path,
+                            n_true: Sequence[int], title: str = "Errors by true region",
+                            neighbours: Callable[[str, str], bool] | None = None) -> Path:
+    """A multi-region model's errors, one row per region a photo shows: the diagonal counts the photos where
+    that region was missed (orange), a cell off it the photos where the column's region was added though the
+    photo does not show it (blue). Colour is the share of the row's photos, so rare regions read as well;
+    anatomical neighbours (`neighbours(a, b)`) are outlined: a region added next to a true one is a near
+    miss."""
+    counts = np.asarray(counts, dtype=np.int64)
+    names = [str(c) for c in class_names]
+    k = len(names)
+    if counts.shape != (k, k):
+        raise ValueError(f"error matrix has shape {counts.shape}, expected ({k}, {k})")
+    totals = np.asarray(n_true, dtype=np.float64)  # photos showing each region
+    share = np.divide(counts, totals[:, None], out=np.zeros(counts.shape), where=totals[:, None] > 0)
+    diagonal = np.eye(k, dtype=bool)
+    size = max(6.0, 0.5 * k + 2.0)
+    fig = _figure((size + 1.0, size))
+    ax = fig.add_subplot()
+    added = ax.imshow(np.ma.masked_where(diagonal, share), cmap="Blues", vmin=0, vmax=1, aspect="equal")
+    ax.imshow(np.ma.masked_where(~diagonal, share), cmap="Oranges", vmin=0, vmax=1, aspect="equal")
+    fig.colorbar(added, ax=ax, fraction=0.046, pad=0.02, label="share of the row's photos")
+    font = 9 if k <= 12 else max(5, int(9 * 12 / k))
+    for i, j in zip(*np.nonzero(counts), strict=True):
+        ax.text(j, i, f"{counts[i, j]}", ha="center", va="center", fontsize=font,
+                color="white" if share[i, j] > 0.55 else "black", fontweight="bold" if i == j else "normal")
+    if neighbours is not None:
+        from matplotlib.patches import Rectangle
+
+        for i, j in ((i, j) for i in range(k) for j in range(k) if i != j and neighbours(names[i], names[j])):
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#d95f02", linewidth=1.3,
+                                   linestyle="--"))
+    ax.set_xticks(range(k), names, rotation=45, ha="right", rotation_mode="anchor", fontsize=font)
+    ax.set_yticks(range(k), [f"{n} ({int(t)})" for n, t in zip(names, totals, strict=True)], fontsize=font)
+    ax.set_xlabel("region added by the model (not on the photo)")
+    ax.set_ylabel("region the photo shows (n photos)")
+    ax.set_xticks(np.arange(-0.5, k, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, k, 1), minor=True)
+    ax.grid(which="minor", color="white", linewidth=0.8)
+    ax.tick_params(which="minor", length=0)
+    legend = "; dashed = anatomical neighbours" if neighbours else ""
+    ax.set_title(f"{title}\norange diagonal: photos where the region was missed; blue: photos where the "
+                 f"column's region was wrongly added{legend}", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_reliability_per_class(bins: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path,
+                               ece: Mapping[str, float | None] | None = None,
+                               thresholds: Mapping[str, float] | None = None,
+                               title: str = "Per-region calibration: score vs share of photos showing it",
+                               ) -> Path:
+    """One small panel per class (`multi_label.binary_reliability` bins): the share of photos showing the
+    region against the mean score per bin, dots sized by photos, the class's threshold dotted; on the
+    diagonal a score can be taken at its word."""
+    names = list(bins)
+    cols = min(4, max(1, len(names)))
+    rows = -(-len(names) // cols)
+    fig = _figure((2.6 * cols, 2.5 * rows + 0.4))
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    ticks = [0, 0.5, 1]
+    for ax, name in zip(axes, names, strict=False):
+        filled = [b for b in bins[name] if b["count"]]
+        most = max([b["count"] for b in filled], default=1)
+        ax.plot([0, 1], [0, 1], color="#636363", linestyle="--", linewidth=0.8)
+        ax.scatter([b["score"] for b in filled], [b["positive_rate"] for b in filled],
+                   s=[12 + 60 * b["count"] / most for b in filled], color="#3182bd", alpha=0.8,
+                   edgecolors="none")
+        if (thresholds or {}).get(name) is not None:
+            ax.axvline(thresholds[name], color="#d95f02", linestyle=":", linewidth=1)
+        value = (ece or {}).get(name)
+        ax.set_title(f"{name}" + ("" if value is None else f"  ECE {value:.3f}"), fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+    fig.supxlabel("mean score in the bin", fontsize=8)
+    fig.supylabel("share of photos showing the region", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
 
 
 def _identity(ax, low: float, high: float) -> None:

@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from loscat_hf.errors import LoscatError
+from loscat_hf.evaluation.metrics.common import (
+    N_BINS,
+    TOP_CONFUSIONS,
+    MetricsInputError,
+    subgroup_gaps,
+)
+from loscat_hf.evaluation.metrics.common import fmt as _fmt
+from loscat_hf.evaluation.metrics.common import json_default as _json_default
+from loscat_hf.evaluation.metrics.common import subgroup_value as _subgroup_value
 from loscat_hf.model.calibration import (
     apply_temperature,
     ece_from_bins,
@@ -32,13 +40,7 @@ if TYPE_CHECKING:
 
 
 METRIC_DIR = Path(__file__).resolve().parent / "loscat_classification"
-N_BINS = 15
-TOP_CONFUSIONS = 10
-MISSING = "(missing)"
-
-
-class MetricsInputError(LoscatError, ValueError):
-    """Predictions, labels, probabilities and class names that do not fit together."""
+MULTI_LABEL_ONLY = ("error_cooccurrence.png", "reliability_per_class.png")  # multi_label.py's own plots
 
 
 @lru_cache(maxsize=1)
@@ -63,12 +65,6 @@ def _finite_or_none(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
-def _subgroup_value(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip()):
-        return MISSING
-    return str(v)
-
-
 def _subgroup_report(values: Sequence, y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray | None,
                      num_labels: int, min_n: int) -> dict:
     keys = np.array([_subgroup_value(v) for v in values], dtype=object)
@@ -83,18 +79,7 @@ def _subgroup_report(values: Sequence, y_true: np.ndarray, y_pred: np.ndarray, p
             "ece": None if probs is None else _finite_or_none(
                 ece_from_bins(reliability_bins(probs[mask], y_true[mask], N_BINS))),
         }
-    out: dict[str, Any] = {"values": per_value, "min_n_for_gap": min_n}
-    eligible = {k: v for k, v in per_value.items() if k != MISSING and v["n"] >= min_n}
-    for metric in ("accuracy", "macro_f1"):
-        if len(eligible) >= 2:
-            worst = min(eligible, key=lambda k: eligible[k][metric])
-            best = max(eligible, key=lambda k: eligible[k][metric])
-            out[f"{metric}_gap"] = eligible[best][metric] - eligible[worst][metric]
-            out[f"{metric}_gap_between"] = {"worst": worst, "best": best}
-        else:  # a gap needs two groups large enough to be more than noise
-            out[f"{metric}_gap"] = None
-            out[f"{metric}_gap_between"] = None
-    return out
+    return subgroup_gaps(per_value, min_n)
 
 
 def classification_report(
@@ -186,13 +171,20 @@ def classification_report(
     return report
 
 
-def compute_metrics_fn(class_names: Sequence[str]) -> Callable[[Any], dict[str, float]]:
+def compute_metrics_fn(class_names: Sequence[str],
+                       multi_label: bool = False) -> Callable[[Any], dict[str, float]]:
     """A `compute_metrics` for the HF Trainer: flat scalars accuracy, macro_f1, balanced_accuracy, ece, nll.
 
     The Trainer prefixes them with "eval_"; use `metric_for_best_model="macro_f1"` (classes are imbalanced,
-    so accuracy would reward predicting the common regions).
+    so accuracy would reward predicting the common regions). `multi_label`: a multi-region model's logits
+    and multi-hot label_ids; macro_f1, exact_match (= accuracy), hamming_loss and mean_average_precision of
+    sigmoid >= 0.5 (the per-class thresholds are fitted after training).
     """
     num_labels = len(class_names)
+    if multi_label:
+        from loscat_hf.evaluation.metrics.multi_label import trainer_metrics
+
+        return lambda eval_pred: trainer_metrics(eval_pred.predictions, eval_pred.label_ids, num_labels)
 
     def compute_metrics(eval_pred: Any) -> dict[str, float]:
         logits = eval_pred.predictions
@@ -236,12 +228,6 @@ def per_class_table(report: Mapping[str, Any]) -> pd.DataFrame:
                                        "most_confused_with", "confused_count"])
 
 
-def _fmt(x: Any, pct: bool = False) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    return f"{x:.1%}" if pct else f"{x:.3f}"
-
-
 def _markdown(report: Mapping[str, Any], table: pd.DataFrame) -> str:
     lines = [
         f"**n = {report['n']}** · accuracy {_fmt(report['accuracy'])} · "
@@ -281,6 +267,8 @@ def write_report(report: Mapping[str, Any], out_dir: str | Path,
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for name in MULTI_LABEL_ONLY:  # a multi-region report's plots must not stay beside this one
+        (out / name).unlink(missing_ok=True)
     names = list(class_names)
     paths = {
         "metrics": out / "metrics.json",
@@ -303,13 +291,3 @@ def write_report(report: Mapping[str, Any], out_dir: str | Path,
     if report.get("reliability"):
         paths["reliability"] = _plot_reliability_bins(report["reliability"], out / "reliability.png")
     return paths
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
