@@ -623,3 +623,180 @@ def test_push_uploads_config_json_rebuilt_from_allowed_records(model_dir, tmp_pa
     assert pushed.base_model == {"kind": "folder", "from": {"kind": "hub", "id": "google/vit-x"}}
     assert pushed.source["labels"] == ["head"] and pushed.source["sha256"] == "b" * 64
     assert AutoConfig.from_pretrained(dry).num_labels == 12  # plain transformers reads it
+
+
+# --- a multi-region model (problem_type multi_label_classification): transformers, config.json, card -----
+
+MULTI_RECORD = {"by": "train", "split": "validation", "n": 83, "rule": "per-class F1 maximum",
+                "default_for": []}
+
+
+@pytest.fixture(scope="module")
+def multi_dir(tmp_path_factory):
+    from loscat_hf.model.folder import MULTI_LABEL
+
+    return save_tiny_model(tmp_path_factory.mktemp("multi") / "m", seed=4, problem_type=MULTI_LABEL)
+
+
+def _smooth_photo(path: Path) -> Path:
+    """A photo without fine detail: loscat-hf's decoding and the pipeline's resize see nearly the same
+    pixels."""
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:240, 0:320]
+    rgb = np.stack([xx * 255 // 320, yy * 255 // 240, (xx + yy) * 255 // 560], axis=-1).astype(np.uint8)
+    Image.fromarray(rgb).save(path, quality=95)
+    return path
+
+
+def _multi_copy(multi_dir: Path, dest: Path, values=None, temperature=None, **how) -> Path:
+    import shutil
+
+    from loscat_hf.model import folder as mf
+
+    shutil.copytree(multi_dir, dest)
+    config = mf.config_json(dest)
+    if temperature:
+        mf.record_temperature(config, temperature, by="calibrate", split="validation", n=50)
+    if values is not None:
+        mf.record_thresholds(config, values, **{**MULTI_RECORD, **how})
+    (dest / "config.json").write_text(json.dumps(config))
+    return dest
+
+
+def test_pipeline_gives_sigmoid_scores_for_a_multi_label_folder(multi_dir, tmp_path):
+    """transformers picks the pipeline's function from config.problem_type: sigmoid for a multi-region model,
+    each score in (0, 1), not summing to 1; the same weights without it give the softmax."""
+    import torch
+    from PIL import Image
+    from transformers import pipeline
+
+    image = Image.open(_smooth_photo(tmp_path / "photo.jpg"))
+    classifier = pipeline("image-classification", model=str(multi_dir), device="cpu")
+    scores = {s["label"]: s["score"] for s in classifier(image, top_k=12)}
+    assert len(scores) == 12 and all(0 < s < 1 for s in scores.values())
+    assert abs(sum(scores.values()) - 1) > 0.5
+    with torch.no_grad():
+        logits = classifier.model(**classifier.image_processor(image, return_tensors="pt")).logits[0]
+    id2label = classifier.model.config.id2label
+    expected = {id2label[i]: float(torch.sigmoid(logits[i])) for i in range(12)}
+    assert scores == pytest.approx(expected, abs=1e-6)
+    # the pipeline's default is 5 classes, also with top_k=None: the card asks for all 12 by number
+    assert len(classifier(image)) == len(classifier(image, top_k=None)) == 5
+    single = tmp_path / "single"
+    single.mkdir()
+    for name in ("config.json", "preprocessor_config.json", "model.safetensors"):
+        (single / name).write_bytes((multi_dir / name).read_bytes())
+    config = json.loads((single / "config.json").read_text())
+    del config["problem_type"]
+    (single / "config.json").write_text(json.dumps(config))
+    softmax = pipeline("image-classification", model=str(single), device="cpu")(image, top_k=12)
+    assert sum(s["score"] for s in softmax) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_pushed_config_keeps_problem_type_and_allowed_thresholds(multi_dir, tmp_path):
+    """The thresholds record is rebuilt from allowed values (the model's class names, thresholds in (0, 1), a
+    count, a known by/split/rule): a name planted anywhere in it reaches no byte of push or push-space."""
+    from transformers import AutoConfig
+
+    from loscat_hf.hub.space import build_space_folder
+    from loscat_hf.model import folder as mf
+    from loscat_hf.model.published import THRESHOLD_RULES, public_config
+    from loscat_hf.model.thresholds import fit_thresholds
+    from loscat_hf.taxonomy import load_taxonomy
+
+    classes = load_taxonomy().classes
+    name = PLANTED.decode()
+    values = {c: round(0.3 + 0.01 * i, 2) for i, c in enumerate(classes)}
+    d = _multi_copy(multi_dir, tmp_path / "m", {**values, name: 0.5}, default_for=["leg", name], note=name,
+                    path=f"/clinic/{name}")
+    config = mf.config_json(d)
+    config[mf.THRESHOLDS_KEY]["values"] |= {"hand": 1.5, "foot": True}  # not thresholds (a hand edit)
+    (d / "config.json").write_text(json.dumps(config))
+    dry = tmp_path / "dry"
+    assert main(["push", "--model", str(d), "--repo-id", "me/multi", "--dry-run", str(dry)]) == 0
+    space = build_space_folder(tmp_path / "space", model=d)
+    for folder in (dry, space / "model"):  # what push uploads; what push-space bundles of the model
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert PLANTED not in path.read_bytes() and b"/clinic/" not in path.read_bytes(), path
+    assert PLANTED not in (space / "README.md").read_bytes()
+    pushed, local = mf.read_model_folder(dry), mf.read_model_folder(d)
+    assert pushed.problem_type == local.problem_type == mf.MULTI_LABEL and pushed.multi_label
+    assert pushed.thresholds == local.thresholds  # hand and foot: 0.5 in both
+    allowed = {c: v for c, v in values.items() if c not in ("hand", "foot")}
+    assert pushed.threshold_record == {"values": allowed, **MULTI_RECORD, "default_for": ["leg"]}
+    assert mf.read_model_folder(space / "model").threshold_record == pushed.threshold_record
+    assert AutoConfig.from_pretrained(dry).problem_type == mf.MULTI_LABEL  # plain transformers reads it
+    # a record whose words are all planted keeps only its thresholds; one without a threshold goes
+    how = {"by": name, "split": f"/home/{name}", "rule": name, "n": f"{name} 40", "default_for": [name]}
+    out = public_config({**config, mf.THRESHOLDS_KEY: {"values": values, **how}})
+    assert out[mf.THRESHOLDS_KEY] == {"values": values, "default_for": []} and name not in json.dumps(out)
+    out = public_config({**config, mf.THRESHOLDS_KEY: {"values": {name: 0.5}, **MULTI_RECORD}})
+    assert mf.THRESHOLDS_KEY not in out and out["problem_type"] == mf.MULTI_LABEL
+    # `calibrate`'s record: the classes that kept their earlier threshold and the macro-F1, kept as they are
+    how = {"by": "calibrate", "split": "validation", "n": 40, "rule": "per-class F1 maximum",
+           "kept_for": ["foot", name], "macro_f1_before": 0.41, "macro_f1_after": 0.52}
+    out = public_config({**config, mf.THRESHOLDS_KEY: {"values": values, **how}})
+    assert out[mf.THRESHOLDS_KEY] == {"values": values, **how, "kept_for": ["foot"]}
+    # the rule `train` and `calibrate` record is one the allow-list knows
+    _, how = fit_thresholds(np.array([[0.9, 0.1]]), np.array([[1, 0]]), ["a", "b"])
+    assert how["rule"] in THRESHOLD_RULES
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_multi_label_card_says_how_to_read_its_scores(multi_dir, model_dir, tmp_path):
+    from loscat_hf.taxonomy import load_taxonomy
+
+    classes = load_taxonomy().classes
+    values = {c: round(0.3 + 0.01 * i, 2) for i, c in enumerate(classes) if c != "foot"}
+    d = _multi_copy(multi_dir, tmp_path / "m", values, default_for=["leg"])
+    card = model_card(d, "org/multi")
+    text = _flat(card.text)
+    assert card.data.to_dict()["pipeline_tag"] == "image-classification"
+    assert "each of the 12 classes gets its own sigmoid score between 0 and 1" in text
+    assert "not a distribution: they need not sum to 1" in text
+    assert "not as the probability that the photo shows it" in text  # uncalibrated: said so
+    assert "| head | 0.3 | | neck | 0.31 |" in text and "| leg | 0.4 |" in text and "| foot | 0.5 |" in text
+    assert ("The thresholds were fitted by `loscat-hf train` on 83 labelled photos of the validation split "
+            "(per-class F1 maximum).") in text
+    assert "leg: none of those photos showed it" in text and "foot: no threshold recorded" in text
+    assert 'classifier("photo.jpg", top_k=12)' in text and 'config.loscat_thresholds' not in text
+    assert "Photos showing several regions get one label" not in text and "every class whose score" in text
+    assert '.regions # [(class, score)]' in text
+    refitted = _flat(model_card(_multi_copy(multi_dir, tmp_path / "c", values, by="calibrate", n=40,
+                                            kept_for=["arm"]), "org/multi").text)
+    assert "fitted by `loscat-hf calibrate` on 40 labelled photos of the validation split" in refitted
+    assert "arm: none of those photos showed it, so it keeps its earlier threshold." in refitted
+    single = _flat(model_card(model_dir, "org/x").text)  # a single-label card is as it was
+    assert "How to read its scores" not in single and "sigmoid" not in single
+    assert 'classifier("photo.jpg", top_k=3)' in single
+    assert "photos showing several regions get one label" in single
+
+
+@pytest.mark.parametrize("temperature", [None, 2.0])
+def test_card_snippet_finds_the_regions_loscat_hf_finds(multi_dir, tmp_path, temperature):
+    """The card's plain-transformers code, run as written on the folder, shows the regions loscat-hf shows
+    (with a recorded temperature too: its thresholds then apply to sigmoid(logit / T))."""
+    import re
+
+    from loscat_hf.infer.predictor import RegionPredictor
+
+    photo = _smooth_photo(tmp_path / "photo.jpg")
+    d = _multi_copy(multi_dir, tmp_path / "m", temperature=temperature)
+    predictor = RegionPredictor.from_pretrained(d, device="cpu", backend="torch")
+    scores = predictor.predict(str(photo)).probabilities
+    chosen = set(sorted(scores, key=scores.get)[-3:])
+    values = {c: round(s - 0.15 if c in chosen else s + 0.15, 4) for c, s in scores.items()}
+    d = _multi_copy(multi_dir, tmp_path / "m2", values, temperature=temperature)
+    pred = RegionPredictor.from_pretrained(d, device="cpu", backend="torch").predict(str(photo))
+    assert {c for c, _ in pred.regions} == chosen and not pred.needs_review
+    text = model_card(d).text
+    code = re.search(r"With plain `transformers`.*?```python\n(.*?)```", text, re.S).group(1)
+    assert ("def plain(t)" in code) == (temperature is not None)
+    namespace: dict = {}
+    exec(code.replace("PATH_OR_REPO", str(d)).replace('"photo.jpg"', repr(str(photo))), namespace)
+    assert set(namespace["regions"]) == chosen

@@ -22,16 +22,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loscat_hf.apps import regions
 from loscat_hf.apps.cached import cached_bytes, cached_csv, cached_jpeg
 from loscat_hf.apps.gradio_env import import_gradio
+from loscat_hf.apps.page import (
+    REGIONS_LABEL,
+    headline,
+    intended_use,
+    model_description,  # noqa: F401  (callers and tests import it from here)
+    reading_guide,
+)
 from loscat_hf.errors import LoscatError
 from loscat_hf.infer.explain import explain_pixels
 from loscat_hf.infer.load import load_predictor
 
 if TYPE_CHECKING:  # gradio itself is imported by the functions that need it, through import_gradio
     import gradio as gr
-
-    from loscat_hf.model.folder import ModelFolder
 
 # Exact answers by default: fp32 on CPU, in ONNX Runtime when the onnx extra is installed (docs/benchmarks.md,
 # "Space latency"); int8 (LOSCAT_PRECISION=int8) is faster but changes answers.
@@ -52,26 +58,11 @@ CACHE_EXPIRY_S = 600
 EXPIRED = (f"the upload has expired (uploads are deleted after {CACHE_EXPIRY_S // 60} minutes): "
            "please upload it again")
 
-# The page's intended use and limits (`intended_use`): fixed words around what the model's record says
-USE = ("**Intended use.** Research and quality-control aid that suggests which LoSCAT body region "
-       "(18 anatomic sites merged into 12 side-agnostic classes) a clinical photo of localized scleroderma "
-       "shows, e.g. to pre-sort an archive before a person checks the labels. **Not a medical device; not "
-       "for diagnosis or treatment decisions.** It does not grade disease activity or damage.")
-DEMO_USE = ("**Intended use.** A demonstration of loscat-hf only: this model was trained on SYNTHETIC "
-            "phantoms and has never seen a photograph of a patient. **Do not use its answers on patients' "
-            "photos.** Not a medical device.")
-OUT_OF_DISTRIBUTION = ("other cameras, skin tones, framing or body parts outside the 18 LoSCAT sites can "
-                       "give confident wrong answers")
-LIMITS = ("Left and right are merged. Low-confidence answers are marked *needs review*. The explanation "
-          "map (attention rollout) shows which patches the model used, not why. Photos, answers and the "
-          "batch CSV are deleted about 10 minutes after upload; nothing is stored or flagged. The example "
-          "photos are **SYNTHETIC** phantoms, not patients.")
-
-
 @functools.lru_cache(maxsize=32)
-def _body_map(highlight: str | None) -> bytes | None:
-    """The predicted region on a body map, as PNG bytes: drawn and encoded once per class (matplotlib costs
-    ~0.1 s a figure, the PNG encoding ~10 ms), then only written into the cache per request."""
+def _body_map(highlight: str | tuple[str, ...] | None) -> bytes | None:
+    """The predicted region (a multi-region model: every region shown) on a body map, as PNG bytes: drawn
+    and encoded once per class or set (matplotlib costs ~0.1 s a figure, the PNG encoding ~10 ms), then only
+    written into the cache per request."""
     import io
 
     try:
@@ -79,11 +70,12 @@ def _body_map(highlight: str | None) -> bytes | None:
     except ImportError:
         return None
     buf = io.BytesIO()
-    body_map_image(values=None, highlight=highlight, title=highlight or "", size=(480, 480)).save(buf, "PNG")
+    title = highlight if isinstance(highlight, str) else ", ".join(highlight or ())
+    body_map_image(values=None, highlight=highlight, title=title or "", size=(480, 480)).save(buf, "PNG")
     return buf.getvalue()
 
 
-def _body_map_file(highlight: str | None) -> str | None:
+def _body_map_file(highlight: str | tuple[str, ...] | None) -> str | None:
     png = _body_map(highlight)
     return None if png is None else cached_bytes(png, "body_map.png", "loscat-bodymap-")
 
@@ -194,7 +186,8 @@ class SpaceModel:
         return img, pixels
 
     def predict(self, image: str | None, show_explanation: bool = False):
-        """One photo -> (top-3 label dict, body map, explanation overlay or None, review notice)."""
+        """One photo -> (top-3 label dict, body map, explanation overlay or None, review notice); a
+        multi-region model: every region shown with its score, all lit on the body map."""
         with IN_FLIGHT.hold([image] if image else []):
             img, pixels = self._pixels(image)
         batch = pixels[None]
@@ -204,6 +197,9 @@ class SpaceModel:
         else:
             logits, shown = self.predictor.logits(batch), None
         pred = self.predictor.from_logits(logits, top_k=3)[0]
+        if pred.multi_label:  # independent per-class scores, each against its threshold (apps/regions.py)
+            return (dict(pred.regions), _body_map_file(regions.lit(pred, self.predictor.labels)), shown,
+                    regions.notice(pred, self.predictor))
         # a raw softmax is no probability to trust: say so beside the number
         shown_p = f"{pred.probability:.0%}" + ("" if self.predictor.folder.calibrated else ", not calibrated")
         notice = (f"⚠️ **Needs review**: top probability {shown_p} is below "
@@ -223,7 +219,9 @@ class SpaceModel:
             raise _error("Please upload one or more photos.")
         if len(files) > MAX_BATCH:
             raise _error(f"At most {MAX_BATCH} photos per batch, got {len(files)}.")
-        header = ["file", "region", "probability", "second", "second_probability", "needs_review", "problem"]
+        multi = self.predictor.folder.multi_label  # then its regions ';'-joined with their scores
+        header = regions.BATCH_HEADER if multi else ["file", "region", "probability", "second",
+                                                       "second_probability", "needs_review", "problem"]
         rows: list[list[Any]] = []
         with IN_FLIGHT.hold(files):
             for f in files:
@@ -237,6 +235,9 @@ class SpaceModel:
                     rows.append([name, "", None, "", None, True, exc.reason])
                     continue
                 pred = self.predictor.from_logits(self.predictor.logits(pixels[None]), top_k=2)[0]
+                if multi:
+                    rows.append(regions.batch_row(name, pred, self.predictor.labels))
+                    continue
                 second = pred.top[1] if len(pred.top) > 1 else ("", None)
                 rows.append([name, pred.label, round(pred.probability, 4), second[0],
                              None if second[1] is None else round(second[1], 4), pred.needs_review, ""])
@@ -272,80 +273,6 @@ def default_model() -> str:
     return str(cached_conversion())
 
 
-def model_description(folder: ModelFolder, name: str) -> str:
-    """Which model the page serves, crediting the study where its weights come from the study's model."""
-    from loscat_hf.model.folder import looks_local
-    from loscat_hf.model.study import STUDY_CODE_REPO, STUDY_WEIGHTS_REPO
-
-    source = folder.source
-    # a Hub id, or only a folder's name (not the local path)
-    shown = Path(name).name if looks_local(name) else name
-    if source.get("study"):
-        links = (f"([weights](https://huggingface.co/{STUDY_WEIGHTS_REPO}), "
-                 f"[code](https://github.com/{STUDY_CODE_REPO})). Credit: the study's authors.")
-        if folder.fine_tuned:  # `train` records its run: fine-tuned further
-            return (f"**Model**: `{shown}`, fine-tuned by loscat-hf from the LoSCAT study's published ViT "
-                    f"{links}")
-        return (f"**Model**: the LoSCAT body-region study's published ViT, `{source.get('checkpoint')}`, "
-                f"converted by loscat-hf {links}")
-    if source:
-        return f"**Model**: `{shown}`, converted by loscat-hf from `{source.get('checkpoint')}`."
-    return f"**Model**: `{shown}`."
-
-
-def trained_on(folder: ModelFolder) -> str:
-    """What the model's own record says its weights learnt from (allowed values only: the page is public)."""
-    from loscat_hf.model.published import data_shown
-
-    data = data_shown(folder.data)
-    check = "validate it on your own labelled photos before use"
-    photos = f"{data['photos']} photos" if data and data["photos"] is not None else "photos"
-    if data and data["kind"] == "synthetic":
-        return (f"Trained on SYNTHETIC phantoms (`loscat-hf demo-data`, {photos}): its answers on "
-                "photographs of patients mean nothing.")
-    if data and data["kind"] in ("clinical", "mixed"):
-        verb = ("Trained from scratch" if (folder.base_model or {}).get("kind") == "scratch" else
-                "Fine-tuned from the LoSCAT study's published model" if folder.source.get("study") else
-                "Fine-tuned")
-        some = ", some of them SYNTHETIC phantoms" if data["kind"] == "mixed" else ""
-        return f"{verb} on {photos} of this clinic{some}: {OUT_OF_DISTRIBUTION}."
-    if data:
-        return f"Trained by loscat-hf on {photos} whose origin was not recorded: {check}."
-    if folder.source and not folder.fine_tuned:
-        whose = "the LoSCAT study's published model" if folder.source.get("study") else "a timm checkpoint"
-        return (f"Converted from {whose}: trained by its authors on their photos, which loscat-hf did not "
-                f"see; {check} (`loscat-hf evaluate`).")
-    if folder.fine_tuned:
-        return f"Trained by loscat-hf, but what it was trained on was not recorded: {check}."
-    return (f"Of unknown origin: its folder does not record what it was trained on; {check}. "
-            f"{OUT_OF_DISTRIBUTION[0].upper()}{OUT_OF_DISTRIBUTION[1:]}.")
-
-
-def calibration_note(folder: ModelFolder) -> str:
-    """Whether the probabilities shown were calibrated on labelled photos, and on how many."""
-    from loscat_hf.model.published import calibration_shown
-
-    if not folder.calibrated:
-        return ("**Not calibrated**: its probabilities are the raw softmax and can be over-confident, so "
-                "*needs review* may miss photos it gets wrong (`loscat-hf calibrate` fits a temperature on "
-                "labelled photos).")
-    how = calibration_shown(folder.calibration) or {}
-    if not how.get("n"):
-        return "Probabilities calibrated by a recorded temperature (on how many photos was not recorded)."
-    split = f" of the {how['split']} split" if how.get("split") else ""
-    ece = (f" (expected calibration error {how['ece_before']:.3f} before, {how['ece_after']:.3f} after)"
-           if how.get("ece_before") is not None and how.get("ece_after") is not None else "")
-    return f"Probabilities calibrated on {how['n']} labelled photos{split}{ece}."
-
-
-def intended_use(folder: ModelFolder) -> str:
-    """The page's intended use and limits, from the model's own record: what it was trained on (or converted
-    from), and whether its probabilities are calibrated."""
-    synthetic = (folder.data or {}).get("kind") == "synthetic"
-    return (f"{DEMO_USE if synthetic else USE}\n\n**Limits.** {trained_on(folder)} "
-            f"{calibration_note(folder)} {LIMITS}")
-
-
 def build_demo(model: str | None = None, precision: str | None = None, backend: str | None = None,
                cache_expiry: tuple[int, int] = (CACHE_SWEEP_S, CACHE_EXPIRY_S)) -> gr.Blocks:
     """The Blocks app; model from the argument, else env LOSCAT_MODEL, else the study's converted model.
@@ -354,14 +281,14 @@ def build_demo(model: str | None = None, precision: str | None = None, backend: 
     gr = import_gradio()
     from loscat_hf.apps.uploads import UploadFiles, UploadImage
     app = SpaceModel(model or default_model(), precision=precision, backend=backend)
+    folder = app.predictor.folder
     app.predictor.prepare_explain()  # an ONNX explanation graph is exported now, not inside a request
     for label in app.predictor.labels:  # warm the body-map cache so no answer waits for matplotlib
         _body_map(label)
     with gr.Blocks(title="LoSCAT body region", delete_cache=cache_expiry) as demo:
-        gr.Markdown("# LoSCAT body region of a localized scleroderma photo\n"
-                    "Upload a photo: the model suggests the body region (12 side-agnostic LoSCAT "
-                    "classes).\n\n" + model_description(app.predictor.folder, app.model_name),
-                    elem_id="model-info")
+        gr.Markdown(headline(folder, app.model_name), elem_id="model-info")
+        if folder.multi_label:  # independent per-class scores, thresholds, what "needs review" means
+            gr.Markdown(reading_guide(folder, app.predictor.min_margin), elem_id="how-to-read")
         with gr.Tab("One photo"):
             with gr.Row():
                 with gr.Column():
@@ -371,7 +298,9 @@ def build_demo(model: str | None = None, precision: str | None = None, backend: 
                     show = gr.Checkbox(label="Show explanation map (attention rollout)", value=False)
                     button = gr.Button("Predict region", variant="primary", elem_id="predict-btn")
                 with gr.Column():
-                    label = gr.Label(num_top_classes=3, label="Top-3 regions", elem_id="top-label")
+                    label = gr.Label(num_top_classes=len(folder.labels) if folder.multi_label else 3,
+                                     label=REGIONS_LABEL if folder.multi_label else "Top-3 regions",
+                                     elem_id="top-label")
                     notice = gr.Markdown(elem_id="notice")
                     body = gr.Image(label="Body map", type="filepath", interactive=False)
                     expl = gr.Image(label="Explanation overlay (what the model saw)", type="filepath",
@@ -388,7 +317,7 @@ def build_demo(model: str | None = None, precision: str | None = None, backend: 
             table = gr.Dataframe(label="Regions", interactive=False)
             csv_out = gr.File(label="CSV")
             run.click(app.predict_batch, [files], [table, csv_out], api_name="predict_batch")
-        gr.Markdown(intended_use(app.predictor.folder), elem_id="intended-use")
+        gr.Markdown(intended_use(folder), elem_id="intended-use")
     demo.queue(default_concurrency_limit=1, max_size=20)
     return demo
 

@@ -16,10 +16,10 @@ from importlib import resources
 from pathlib import Path
 
 from loscat_hf.data.dataset import origin_kind, report_count
-from loscat_hf.defaults import CONFUSION_MATRIX, EVALUATED_NAME, SCORE_REPORT_NAME
+from loscat_hf.defaults import CONFUSION_MATRIX, EVALUATED_NAME, MIN_MARGIN, SCORE_REPORT_NAME
 from loscat_hf.errors import LoscatError
 from loscat_hf.model import folder as model_folder
-from loscat_hf.model.published import calibration_shown
+from loscat_hf.model.published import calibration_shown, thresholds_shown
 from loscat_hf.model.study import STUDY_CODE_REPO, STUDY_WEIGHTS_REPO
 
 logger = logging.getLogger(__name__)
@@ -192,7 +192,19 @@ def model_card(model_dir: str | Path, repo_id: str | None = None, dataset_id: st
         warnings=summary.get("warnings"), code_repo=STUDY_CODE_REPO, weights_repo=STUDY_WEIGHTS_REPO,
         origin=origin, calibrated=model_folder.calibrated(config),
         calibration=calibration_shown(model_folder.calibration(config)),
+        **_multi_label(config, classes),
     )
+
+
+def _multi_label(config: dict, classes: list[str]) -> dict:
+    """What the card says of a multi-region model: per-class sigmoid scores, each against its threshold (the
+    ones prediction uses, 0.5 where none is recorded), and how they were fitted (allowed values only)."""
+    multi = config.get("problem_type") == model_folder.MULTI_LABEL
+    shown = thresholds_shown(model_folder.thresholds(config), classes) if multi else None
+    values = model_folder.threshold_values(config, classes)
+    return dict(multi_label=multi, thresholds=shown, review_margin=MIN_MARGIN,
+                threshold_rows=list(zip(classes, values, strict=True)) if multi else [],
+                unrecorded=[c for c in classes if c not in shown["values"]] if shown else [])
 
 
 # the model-index's dataset (type, name) when `push --dataset` names none: what the training record says

@@ -1,7 +1,7 @@
 """What of a model folder's own records may be published: rebuilt from allowed values only, since a
 config.json is not trusted to hold nothing else (a hand edit, an older loscat-hf). The card and the Space
-state these (`calibration_shown`, `data_shown`, `start_allowed`), and `push`/`push-space` upload
-`public_config(config.json)` instead of the file as it is.
+state these (`calibration_shown`, `data_shown`, `thresholds_shown`, `start_allowed`), and `push`/`push-space`
+upload `public_config(config.json)` instead of the file as it is.
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ _CHECKPOINT = re.compile(r"^checkpoint-\d+$")
 RECORD_PREFIX = "loscat_"  # model/folder.py's keys
 
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+# how a multi-region model's thresholds may say they were fitted: who fitted them, and the rule
+# (`model/thresholds.py` `fit_thresholds`; tests/test_hub.py checks its rule is listed here)
+THRESHOLD_BY = ("train", "calibrate")
+THRESHOLD_RULES = ("per-class F1 maximum",)
 
 
 def calibration_shown(how: dict | None) -> dict | None:
@@ -36,6 +40,41 @@ def calibration_shown(how: dict | None) -> dict | None:
         ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         out[key] = float(value) if ok and value >= 0 else None
     return out if any(v is not None for v in out.values()) else None
+
+
+def _threshold(value: object) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok and 0.0 < value < 1.0 else None
+
+
+def thresholds_shown(record: dict | None, labels) -> dict | None:
+    """A multi-region model's thresholds record (`model_folder.thresholds`) as a card, a public page or the
+    pushed config.json may state it, rebuilt from allowed values only: `values` {class: threshold in (0, 1)},
+    `default_for` (no positive photo: the default) and `kept_for` (`calibrate`: the earlier threshold kept)
+    [class] for the model's own `labels`, `by` (train/calibrate), a split name, `n` (a count), a known `rule`
+    and `calibrate`'s macro-F1 before/after; None when no threshold is allowed."""
+    if not isinstance(record, dict) or not isinstance(record.get("values"), dict):
+        return None
+    classes = [str(c) for c in labels if _TOKEN.match(str(c))]
+    values = {c: t for c in classes if (t := _threshold(record["values"].get(c))) is not None}
+    if not values:
+        return None
+
+    def named(key: str) -> list[str] | None:
+        value = record.get(key)
+        return [c for c in classes if c in value] if isinstance(value, list) else None
+
+    def fraction(key: str) -> float | None:
+        value = record.get(key)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        return float(value) if ok and 0.0 <= value <= 1.0 else None
+
+    return {"values": values, "by": record.get("by") if record.get("by") in THRESHOLD_BY else None,
+            "split": record.get("split") if _SPLIT_NAME.match(str(record.get("split", ""))) else None,
+            "n": report_count(record.get("n")),
+            "rule": record.get("rule") if record.get("rule") in THRESHOLD_RULES else None,
+            "default_for": named("default_for"), "kept_for": named("kept_for"),
+            "macro_f1_before": fraction("macro_f1_before"), "macro_f1_after": fraction("macro_f1_after")}
 
 
 def data_shown(record: dict | None) -> dict | None:
@@ -96,6 +135,14 @@ def _source_allowed(source: dict) -> dict:
     return out
 
 
+def _labels(config: Mapping) -> list[str]:
+    """config.json's class names in output order (id2label's keys are JSON strings)."""
+    id2label = config.get("id2label")
+    if not isinstance(id2label, Mapping):
+        return []
+    return [str(v) for k, v in sorted(id2label.items(), key=lambda kv: (len(str(kv[0])), str(kv[0])))]
+
+
 def public_config(config: Mapping) -> dict:
     """config.json as `push` uploads it: transformers' own keys as they are, and each loscat-hf record rebuilt
     through its accessor and an allow-list (an unknown `loscat_*` key is dropped). Plain transformers and
@@ -119,6 +166,10 @@ def public_config(config: Mapping) -> dict:
         model_folder.record_preset(out, model_folder.preset(config))
     if source := model_folder.source(config):
         model_folder.record_source(out, _source_allowed(source))
+    # a multi-region model's thresholds (its `problem_type` is a transformers key: kept above)
+    if shown := thresholds_shown(model_folder.thresholds(config), _labels(config)):
+        values = shown.pop("values")
+        model_folder.record_thresholds(out, values, **{k: v for k, v in shown.items() if v is not None})
     if components := [c for c in model_folder.score_components(config) if c in COMPONENTS]:
         model_folder.record_components(out, components)
     best = model_folder.best_checkpoint(config)

@@ -1,6 +1,7 @@
 """A schematic front/back body outline with the 12 LoSCAT classes as shaded polygons.
 
-Used by the link report (photos and mLoSSI per region) and by the Space (the predicted region lit up).
+Used by the link report (photos and mLoSSI per region) and by the Space (the predicted region lit up; every
+region a multi-region model finds in the photo).
 Drawn from hard-coded polygons with matplotlib's Agg canvas only: no image files to ship, no pyplot
 global state, and fast enough (~0.1 s) to redraw on every Space request.
 """
@@ -8,7 +9,7 @@ global state, and fast enough (~0.1 s) to redraw on every Space request.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ BACK_OFFSET = 1.0  # x shift of the back view in data units
 HIGHLIGHT_COLOUR = "#1f5fbf"
 
 Poly = list[tuple[float, float]]
+Highlight = str | Sequence[str] | None  # one region, several (a photo spanning thigh and leg), or none
 
 
 def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 32) -> Poly:
@@ -68,17 +70,25 @@ def region_polygons() -> dict[str, list[Poly]]:
     return out
 
 
-def _check(values: Mapping[str, float] | None, highlight: str | None) -> None:
-    names = set(values or {}) | ({highlight} if highlight is not None else set())
+def _lit(highlight: Highlight) -> frozenset[str]:
+    """The regions to light: a str is one region's name (never its letters), a sequence several."""
+    if highlight is None:
+        return frozenset()
+    return frozenset({highlight} if isinstance(highlight, str) else (str(h) for h in highlight))
+
+
+def _check(values: Mapping[str, float] | None, highlight: Highlight) -> None:
+    names = set(values or {}) | _lit(highlight)
     unknown = sorted(str(n) for n in names - set(REGIONS))
     if unknown:
         raise LoscatError(f"unknown body-map region(s) {unknown}; valid: {', '.join(REGIONS)}")
 
 
-def body_map_figure(values: Mapping[str, float] | None = None, highlight: str | None = None,
+def body_map_figure(values: Mapping[str, float] | None = None, highlight: Highlight = None,
                     title: str = "", cmap: str = "Reds", figsize: tuple[float, float] = (6.0, 6.0),
                     dpi: int = 100) -> Figure:
-    """Front and back outline; regions shaded by `values` (with a colorbar), `highlight` drawn strongly.
+    """Front and back outline; regions shaded by `values` (with a colorbar), the `highlight` region (a name,
+    or a sequence of names: all lit alike) drawn strongly.
 
     Regions missing from `values` (or NaN) stay light grey, so "no data" is not confused with zero.
     """
@@ -90,6 +100,7 @@ def body_map_figure(values: Mapping[str, float] | None = None, highlight: str | 
     from matplotlib.patches import Polygon
 
     _check(values, highlight)
+    lit = _lit(highlight)
     clean = {k: float(v) for k, v in (values or {}).items() if v is not None and not math.isnan(float(v))}
     fig = Figure(figsize=figsize, dpi=dpi)
     FigureCanvasAgg(fig)
@@ -104,11 +115,11 @@ def body_map_figure(values: Mapping[str, float] | None = None, highlight: str | 
     vmin = min(0.0, min(clean.values(), default=0.0))
     norm = Normalize(vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1.0)
     for name, polys in region_polygons().items():
-        if name == highlight and values is None:
+        if name in lit and values is None:
             face, edge, lw, z = HIGHLIGHT_COLOUR, "black", 2.5, 3
         else:
             face = colour_map(norm(clean[name])) if name in clean else "#e6e6e6"
-            edge, lw, z = ("black", 3.0, 3) if name == highlight else ("#555555", 0.8, 2)
+            edge, lw, z = ("black", 3.0, 3) if name in lit else ("#555555", 0.8, 2)
         for poly in polys:
             ax.add_patch(Polygon(poly, closed=True, facecolor=face, edgecolor=edge, linewidth=lw, zorder=z))
     ax.text(0.0, -0.03, "front", ha="center", va="top", fontsize=9)
@@ -121,7 +132,7 @@ def body_map_figure(values: Mapping[str, float] | None = None, highlight: str | 
     return fig
 
 
-def body_map_image(values: Mapping[str, float] | None = None, highlight: str | None = None, title: str = "",
+def body_map_image(values: Mapping[str, float] | None = None, highlight: Highlight = None, title: str = "",
                    size: tuple[int, int] = (480, 480)) -> Image.Image:
     """The body map as an RGB PIL image of exactly `size` pixels (for the Gradio Space)."""
     from PIL import Image
@@ -135,7 +146,7 @@ def body_map_image(values: Mapping[str, float] | None = None, highlight: str | N
 
 
 def plot_body_map(values: Mapping[str, float] | None, path: str | Path, title: str = "",
-                  highlight: str | None = None) -> Path:
+                  highlight: Highlight = None) -> Path:
     """Write the body map as a PNG and return its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
