@@ -2,7 +2,9 @@
 
 The model says *where* each photo was taken (12 classes); the clinic's score table says *how active and
 how damaged* each of the 18 sites was at each visit. Joining them by patient and visit gives photos per
-region, the lesion distribution over the body, and mLoSSI / LoSDI per region and visit. Nothing is dropped
+region, the lesion distribution over the body, and mLoSSI / LoSDI per region and visit. A predictions CSV
+with a `regions` column (predict writes it: every region a photo shows, ';'-joined) files a photo under each
+of its regions, one linked row per photo and region, and the photo counts once under each. Nothing is dropped
 silently: photos without metadata or without score rows, score rows without photos or with an unknown
 site, and photos whose prediction failed are counted in the summary and listed in their own CSVs.
 The score table is read by `scores.read_score_table`, the one reader `prepare --scores` uses too, so both
@@ -34,10 +36,13 @@ from loscat_hf.data.score_tables import (
 )
 from loscat_hf.errors import LoscatError
 from loscat_hf.io.csvsafe import SafeDictWriter, read_cell
-from loscat_hf.taxonomy import Taxonomy, load_taxonomy
+from loscat_hf.taxonomy import SET_SEPARATOR, Taxonomy, load_taxonomy
 
 log = logging.getLogger(__name__)
 PREDICTION_COLUMNS = ("image", "region", "status")
+# optional (infer/folder.py's columns; link does not import infer/): every region a photo shows, ';'-joined,
+# most probable first, and their scores in that order
+REGIONS, REGIONS_PROB = "regions", "regions_probability"
 
 
 @dataclass
@@ -49,7 +54,10 @@ class LinkResult:
 
     def __str__(self) -> str:
         s = self.summary
-        return (f"{s['photos_total']} photos: {s['photos_linked']} linked, {s['photos_unmatched']} unmatched "
+        several = (f" ({s['photos_several_regions']} under several regions)"
+                   if s.get("photos_several_regions") else "")
+        return (f"{s['photos_total']} photos: {s['photos_linked']} linked{several}, "
+                f"{s['photos_unmatched']} unmatched "
                 f"({', '.join(f'{k} {v}' for k, v in s['unmatched_photo_reasons'].items()) or 'none'}), "
                 f"{s['photos_error']} prediction errors; {s['score_rows_total']} score rows, "
                 f"{s['score_rows_unmatched']} without a photo or site, "
@@ -197,7 +205,8 @@ def run_link(predictions: str | Path, scores: str | Path, metadata: str | Path, 
     if any(missing_cells.values()):
         log.info("score table %s: %d empty cells (missing, left out of the totals)", scores,
                  sum(missing_cells.values()))
-    linked, unmatched_photos, errors = _link_photos(preds, meta, site_rows, classes)
+    multi = bool(preds) and REGIONS in preds[0]  # else exactly the one-region report
+    linked, unmatched_photos, errors, n_linked = _link_photos(preds, meta, site_rows, classes, multi)
     photo_visits = {(r["patient_id"], r["visit"]) for r in linked}
     unmatched_scores: list[dict] = [_score_cells(r) | {"reason": "unknown_site"} for r in table.unknown_sites]
     unmatched_scores += [_score_cells(r["record"]) | {"reason": "no_photo"} for r in site_rows
@@ -208,7 +217,7 @@ def run_link(predictions: str | Path, scores: str | Path, metadata: str | Path, 
     photos_per_region = Counter(r["region"] for r in linked)
     by_rv = _scores_by_region_visit(pvr, classes, visits)
     _write_tables(out, linked, classes, photos_per_region, _lesion_distribution(pvr, classes, n_patients),
-                  by_rv, unmatched_photos, unmatched_scores, errors)
+                  by_rv, unmatched_photos, unmatched_scores, errors, n_linked, multi)
     all_rows = [*table.records, *table.unknown_sites]
     mean_m: dict[str, list[float]] = defaultdict(list)
     for (_, _, reg), totals in pvr.items():
@@ -217,7 +226,7 @@ def run_link(predictions: str | Path, scores: str | Path, metadata: str | Path, 
     summary = {
         "out": str(out),
         "photos_total": len(preds),
-        "photos_linked": len(linked),
+        "photos_linked": n_linked,
         "photos_unmatched": len(unmatched_photos),
         "unmatched_photo_reasons": dict(sorted(Counter(r["reason"] for r in unmatched_photos).items())),
         "photos_error": len(errors),
@@ -239,27 +248,52 @@ def run_link(predictions: str | Path, scores: str | Path, metadata: str | Path, 
                         "never 0, left out of the sum and counted in the *_missing columns; a total whose "
                         "components are all missing is empty",
     }
+    if multi:
+        summary["photos_several_regions"] = len({r["image"] for r in linked if SET_SEPARATOR in r[REGIONS]})
+        summary["photos_per_region_counting"] = ("a photo that shows several regions is linked, and "
+                                                 "counted in photos_per_region, under each of them")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if plots:
         _plots(out, summary, by_rv, classes, visits)
     return LinkResult(out=out, summary=summary)
 
 
-def _link_photos(preds: list[dict], meta: list[dict], site_rows: list[dict],
-                 classes: list[str]) -> tuple[list[dict], list[dict], list[dict]]:
-    """prediction -> metadata -> the visit's score rows: (linked photos, unmatched photos with why,
-    errors)."""
+def _split(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(SET_SEPARATOR) if part.strip()]
+
+
+def _shown(p: dict, multi: bool) -> list[tuple[str, str]]:
+    """(region, its probability) for every region a prediction row shows: its `regions` with their scores
+    when the CSV has them, else its one region."""
+    if not multi:
+        return [(p["region"], p.get("probability", ""))]
+    names, scores = _split(p.get(REGIONS)), _split(p.get(REGIONS_PROB))
+    out: dict[str, str] = {}
+    for name, score in zip(names, scores if len(scores) == len(names) else [""] * len(names), strict=True):
+        out.setdefault(name, score)  # a region named twice is filed once
+    return list(out.items())
+
+
+def _link_photos(preds: list[dict], meta: list[dict], site_rows: list[dict], classes: list[str],
+                 multi: bool = False) -> tuple[list[dict], list[dict], list[dict], int]:
+    """prediction -> metadata -> the visit's score rows: (linked rows, unmatched photos with why, errors,
+    photos linked). One linked row per photo and region it shows (`multi`: the CSV's `regions`), each with
+    the scored sites of that region at the photo's visit."""
     index = _PathIndex(meta)
     scored_visits = {(r["patient_id"], r["visit"]) for r in site_rows}
     sites_at: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for r in site_rows:
         sites_at[(r["patient_id"], r["visit"], r["region"])].append(r)
-    linked, unmatched, errors = [], [], []
+    linked, unmatched, errors, photos = [], [], [], 0
     for p in preds:
         if p["status"] != "ok":
             errors.append(p)
             continue
-        if p["region"] not in classes:
+        shown = _shown(p, multi)
+        if multi and not shown:
+            unmatched.append(p | {"reason": "no_region_above_threshold"})
+            continue
+        if any(region not in classes for region, _ in shown):
             unmatched.append(p | {"reason": "unknown_predicted_region"})
             continue
         i, reason = index.find(p["image"])
@@ -270,14 +304,17 @@ def _link_photos(preds: list[dict], meta: list[dict], site_rows: list[dict],
         if (pid, visit) not in scored_visits:
             unmatched.append(p | {"patient_id": pid, "visit": visit, "reason": "no_scores"})
             continue
-        here = sites_at.get((pid, visit, p["region"]), [])
-        linked.append({
-            "image": p["image"], "patient_id": pid, "visit": visit, "region": p["region"],
-            "probability": p.get("probability", ""), "needs_review": p.get("needs_review", ""),
-            "scored_sites": ";".join(sorted(r["site"] for r in here)),
-            **(_add_totals(here) if here else {}),
-        })
-    return linked, unmatched, errors
+        photos += 1
+        for region, probability in shown:
+            here = sites_at.get((pid, visit, region), [])
+            linked.append({
+                "image": p["image"], "patient_id": pid, "visit": visit, "region": region,
+                "probability": probability, "needs_review": p.get("needs_review", ""),
+                "scored_sites": ";".join(sorted(r["site"] for r in here)),
+                **({REGIONS: SET_SEPARATOR.join(name for name, _ in shown)} if multi else {}),
+                **(_add_totals(here) if here else {}),
+            })
+    return linked, unmatched, errors, photos
 
 
 def _patient_region_visit_totals(site_rows: list[dict]) -> dict[tuple[str, str, str], dict]:
@@ -324,12 +361,16 @@ def _scores_by_region_visit(pvr: dict, classes: list[str], visits: list[str]) ->
 
 def _write_tables(out: Path, linked: list[dict], classes: list[str], photos_per_region: Counter,
                   distribution: list[dict], by_rv: list[dict], unmatched_photos: list[dict],
-                  unmatched_scores: list[dict], errors: list[dict]) -> None:
+                  unmatched_scores: list[dict], errors: list[dict], n_photos: int,
+                  multi: bool = False) -> None:
+    """`linked` has a row per photo and region: a photo of several regions counts under each, so with
+    `multi` the shares of photos (of `n_photos` linked photos) may add up to more than 1."""
     photos_with_score = Counter(r["region"] for r in linked if r["scored_sites"])
     per_region = [{"region": c, "photos": photos_per_region[c],
                    "photos_with_region_scored": photos_with_score[c],
-                   "share_of_photos": round(photos_per_region[c] / len(linked), 4) if linked else 0.0}
+                   "share_of_photos": round(photos_per_region[c] / n_photos, 4) if n_photos else 0.0}
                   for c in classes]
+    regions = [REGIONS] if multi else []
     _write(out / "photos_per_region.csv", per_region,
            ["region", "photos", "photos_with_region_scored", "share_of_photos"])
     _write(out / "lesion_distribution.csv", distribution, list(distribution[0]))
@@ -337,10 +378,10 @@ def _write_tables(out: Path, linked: list[dict], classes: list[str], photos_per_
            ["region", "visit", "patients", "mLoSSI_sum", "mLoSSI_mean", "mLoSSI_missing",
             "LoSDI_sum", "LoSDI_mean", "LoSDI_missing"])
     _write(out / "linked_photos.csv", linked,
-           ["image", "patient_id", "visit", "region", "probability", "needs_review", "scored_sites",
+           ["image", "patient_id", "visit", "region", *regions, "probability", "needs_review", "scored_sites",
             "mLoSSI", "mLoSSI_missing", "LoSDI", "LoSDI_missing"])
     _write(out / "unmatched_photos.csv", unmatched_photos,
-           ["image", "region", "probability", "patient_id", "visit", "reason"])
+           ["image", "region", *regions, "probability", "patient_id", "visit", "reason"])
     _write(out / "unmatched_scores.csv", unmatched_scores, [*SCORE_COLUMNS, "row", "reason"])
     _write(out / "prediction_errors.csv", errors, ["image", "status", "error"])
 

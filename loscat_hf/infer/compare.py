@@ -3,7 +3,9 @@
 A clinic switching its archive run to int8 (or trusting the ONNX backend) should see the effect on its own
 model and photos first: every photo is decoded once, run through torch fp32 (the reference) and through each
 candidate, and the report gives the largest and mean probability difference, how many top-1 regions and
-review flags change, and the time per photo. The report holds counts only, never file names.
+review flags change, and the time per photo. A multi-region model's probabilities are its per-class sigmoid
+scores, and the report also counts the photos whose set of regions (classes at or above their thresholds)
+changes. The report holds counts only, never file names.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Candidate:
     review_changed: int
     seconds_per_photo: float
     speedup: float
+    regions_changed: int = 0  # photos whose regions (a multi-region model's passing classes) differ
 
     @property
     def exact(self) -> bool:
@@ -50,6 +53,7 @@ class Comparison:
     unreadable: int
     reference_seconds_per_photo: float
     candidates: list[Candidate] = field(default_factory=list)
+    multi_label: bool = False
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -119,7 +123,8 @@ def compare_backends(model: str, images: str | os.PathLike, candidates=COMPARE_C
     ref_probs = np.array([[p.probabilities[c] for c in reference.labels] for p in ref_preds])
     # the model's folder name only: a full path can name a person (a home folder, a clinic share)
     result = Comparison(model=os.path.basename(os.path.normpath(str(model))), photos=len(pixels),
-                        unreadable=unreadable, reference_seconds_per_photo=ref_s)
+                        unreadable=unreadable, reference_seconds_per_photo=ref_s,
+                        multi_label=bool(reference.folder.thresholds))
     for _backend, precision, predictor in others:
         logits, secs = _timed_logits(predictor, pixels, batch_size)
         preds = predictor.from_logits(logits)
@@ -131,18 +136,26 @@ def compare_backends(model: str, images: str | os.PathLike, candidates=COMPARE_C
             top1_changed=sum(a.label != b.label for a, b in zip(preds, ref_preds, strict=True)),
             review_changed=sum(a.needs_review != b.needs_review
                                for a, b in zip(preds, ref_preds, strict=True)),
-            seconds_per_photo=secs, speedup=ref_s / max(secs, 1e-12)))
+            seconds_per_photo=secs, speedup=ref_s / max(secs, 1e-12),
+            regions_changed=sum(_names(a) != _names(b) for a, b in zip(preds, ref_preds, strict=True))))
     return result
 
 
+def _names(pred) -> list[str]:
+    return [label for label, _ in pred.regions]
+
+
 def format_comparison(result: Comparison) -> str:
+    multi = result.multi_label  # a multi-region model: also the photos whose set of regions changes
     lines = [f"{result.photos} photos ({result.unreadable} unreadable left out); reference torch fp32 "
              f"{result.reference_seconds_per_photo:.3f} s per photo",
-             "| backend | max prob diff | mean prob diff | top-1 changed | review flag changed | s/photo "
-             "| vs torch fp32 | exact |", "|---|---|---|---|---|---|---|---|"]
+             "| backend | max prob diff | mean prob diff | top-1 changed | " + "regions changed | " * multi
+             + "review flag changed | s/photo | vs torch fp32 | exact |", "|---" * (8 + multi) + "|"]
     for c in result.candidates:
         lines.append(f"| {c.name} | {c.max_prob_diff:.2g} | {c.mean_prob_diff:.2g} | {c.top1_changed} | "
-                     f"{c.review_changed} | {c.seconds_per_photo:.3f} | {c.speedup:.2f}x | "
+                     + f"{c.regions_changed} | " * multi
+                     + f"{c.review_changed} | {c.seconds_per_photo:.3f} | {c.speedup:.2f}x | "
                      f"{'yes' if c.exact else 'no'} |")
-    lines.append(f"exact = every calibrated class probability within {EXACT_PROB_DIFF:g} of torch fp32.")
+    what = "per-class sigmoid score" if multi else "calibrated class probability"
+    lines.append(f"exact = every {what} within {EXACT_PROB_DIFF:g} of torch fp32.")
     return "\n".join(lines)

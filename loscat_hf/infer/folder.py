@@ -1,7 +1,9 @@
 """`loscat-hf predict`: label a whole photo archive (folder or CSV) into one predictions CSV.
 
 Every file gets exactly one row: a prediction, or the reason it could not be read (`status` is the
-`ImageProblemError` kind), so a corrupt photo never stops a night-long run. Rows are appended to
+`ImageProblemError` kind), so a corrupt photo never stops a night-long run. A prediction names its top
+region and top-k, and `regions`: every region the photo shows (a multi-region model's classes at or above
+their thresholds, a single-region model's one region), so the same columns serve both. Rows are appended to
 `<out>.partial` and flushed after each batch; `resume=True` skips photos already in the output or the
 partial file, once `resume.py` has checked that the same model and settings wrote them (`<out>.run.json`)
 and that each is still a possible answer. The final CSV appears atomically (temp file next to it +
@@ -28,20 +30,26 @@ from loscat_hf.data.private import private_open
 from loscat_hf.errors import LoscatError
 from loscat_hf.io.atomic import atomic_file
 from loscat_hf.io.csvsafe import SafeDictWriter, read_cell
+from loscat_hf.taxonomy import SET_SEPARATOR
 
 if TYPE_CHECKING:
     from loscat_hf.model.folder import Decoding
 
 TOP_K = 3
+# every region the photo shows (';'-joined, most probable first) and their scores in the same order: a
+# single-region model's one region, a multi-region model's classes at or above their thresholds
+REGIONS, REGIONS_PROB = "regions", "regions_probability"
 COLUMNS = ["image", "region", "probability",
            *[c for k in range(1, TOP_K + 1) for c in (f"top{k}", f"top{k}_prob")],
-           "needs_review", "status", "error"]
+           REGIONS, REGIONS_PROB, "needs_review", "status", "error"]
 
 
 @dataclass
 class PredictSummary:
     """What a run did: rows by status, how many need a person's look, where the CSV is, and whether the
-    probabilities (and so the review flags) are calibrated."""
+    probabilities (and so the review flags) are calibrated. A multi-region model's run also counts the
+    photos that show several regions and those where no class passed its threshold; what decides its regions
+    and flags is its per-class thresholds (`thresholds_fitted`), not a temperature."""
 
     out: Path
     total: int
@@ -50,12 +58,22 @@ class PredictSummary:
     needs_review: int = 0
     calibrated: bool = False
     model: str = "MODEL"
+    multi_label: bool = False
+    several_regions: int = 0
+    no_region: int = 0
+    thresholds_fitted: bool = False
 
     def __str__(self) -> str:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
-        text = (f"{self.total} photos ({statuses}); {self.needs_review} predictions need review; "
+        shown = (f"{self.several_regions} show several regions, {self.no_region} no region above its "
+                 "threshold; " if self.multi_label else "")
+        text = (f"{self.total} photos ({statuses}); {shown}{self.needs_review} predictions need review; "
                 f"{self.resumed} rows kept from an earlier run. Predictions: {self.out}")
-        if not self.calibrated:
+        if self.multi_label and not self.thresholds_fitted:
+            text += ("\nThe model has no fitted per-class thresholds (0.5 for every class): its regions and "
+                     "review flags are not tuned; run `loscat-hf calibrate "
+                     f"--model {self.model} --dataset DATASET` on your own labelled photos to fit them.")
+        elif not self.calibrated and not self.multi_label:
             text += ("\nThe model is uncalibrated (no temperature fitted on labelled photos): its "
                      "probabilities and the review flags are not calibrated; run `loscat-hf calibrate "
                      f"--model {self.model} --dataset DATASET` on your own labelled photos.")
@@ -203,6 +221,8 @@ def _prediction_row(key: str, pred) -> dict[str, Any]:
         label, prob = pred.top[k] if k < len(pred.top) else ("", None)
         row[f"top{k + 1}"] = label
         row[f"top{k + 1}_prob"] = "" if prob is None else f"{prob:.4f}"
+    row[REGIONS] = SET_SEPARATOR.join(label for label, _ in pred.regions)
+    row[REGIONS_PROB] = SET_SEPARATOR.join(f"{prob:.4f}" for _, prob in pred.regions)
     return row
 
 
@@ -212,6 +232,19 @@ def row_top(row: dict[str, str]) -> list[tuple[str, float]]:
     if row.get("status") != "ok":
         return []
     return [(row[f"top{k}"], float(row[f"top{k}_prob"])) for k in range(1, TOP_K + 1) if row.get(f"top{k}")]
+
+
+def split_cell(text: str | None) -> list[str]:
+    """A ';'-joined cell (`regions`, `regions_probability`) -> its parts; [] for an empty cell."""
+    return [part.strip() for part in (text or "").split(SET_SEPARATOR) if part.strip()]
+
+
+def row_regions(row: dict[str, str]) -> list[tuple[str, float]]:
+    """A prediction row's regions as (class, score), most probable first, the inverse of `_prediction_row`;
+    [] for an error row or a photo where no class passed its threshold."""
+    if row.get("status") != "ok":
+        return []
+    return list(zip(split_cell(row.get(REGIONS)), map(float, split_cell(row.get(REGIONS_PROB))), strict=True))
 
 
 def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, batch_size: int = 32,
@@ -250,7 +283,7 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
     if resume:  # refused before anything is written: the earlier files stay as they are
         earlier = runs.earlier_rows(out, partial, record)
         runs.check_rows(earlier, predictor.labels, [key for key, _ in items], TOP_K,
-                        predictor.min_confidence, predictor.min_margin)
+                        predictor.min_confidence, predictor.min_margin, predictor.folder.thresholds)
         done = {row["image"]: row for _, _, row in earlier}
     todo = [item for item in items if item[0] not in done]
     resumed = len(done)
@@ -300,6 +333,10 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
     partial.unlink(missing_ok=True)
 
     status = Counter(r["status"] for r in ordered)
-    review = sum(1 for r in ordered if r["status"] == "ok" and r["needs_review"] == "true")
+    answered = [r for r in ordered if r["status"] == "ok"]
+    review = sum(1 for r in answered if r["needs_review"] == "true")
+    shown = Counter(min(len(split_cell(r[REGIONS])), 2) for r in answered)
     return PredictSummary(out=out, total=len(ordered), resumed=resumed, by_status=dict(status),
-                          needs_review=review, calibrated=predictor.folder.calibrated, model=name)
+                          needs_review=review, calibrated=predictor.folder.calibrated, model=name,
+                          multi_label=predictor.folder.multi_label, several_regions=shown[2],
+                          no_region=shown[0], thresholds_fitted=predictor.folder.threshold_record is not None)

@@ -3,12 +3,14 @@ them, and only while each row is still a possible answer about a file of this in
 
 Every run records, beside its output, what decides its answers: `<out>.run.json` (owner-only, like the
 output: it names the model folder) holds the model's weights fingerprint and its folder record (labels,
-temperature, decoding) and the settings that change answers (tta, the review thresholds, the numerics:
-fp32 / bf16 / int8, top-k, the columns). It is written at the start of a run, once the partial file holds
-every row kept, and completed with the finished output's sha256 at the end. `--resume` then refuses, in
-one line, an earlier output whose record is missing or differs, or an output changed since it was written;
-and re-validates every kept row (a region among the model's labels, probabilities in [0, 1], a known status,
-a file this input still lists), refusing the first bad one by its row number.
+temperature, decoding, a multi-region model's thresholds) and the settings that change answers (tta, the
+review thresholds, the numerics: fp32 / bf16 / int8, top-k, the columns). It is written at the start of a
+run, once the partial file holds every row kept, and completed with the finished output's sha256 at the
+end. `--resume` then refuses, in one line, an earlier output whose record is missing or differs (one of a
+loscat-hf that wrote fewer columns among them: it names them), or an output changed since it was written;
+and re-validates every kept row (a region among the model's labels, probabilities in [0, 1], the review
+flag and `regions` its scores give, under a multi-region model's per-class thresholds, a known status, a
+file this input still lists), refusing the first bad one by its row number.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import csv
 import hashlib
 import json
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,8 @@ from loscat_hf.io.atomic import atomic_file
 from loscat_hf.io.csvsafe import read_cell
 from loscat_hf.io.hashing import file_sha256
 from loscat_hf.io.images import PROBLEM_KINDS
+from loscat_hf.model.folder import MULTI_LABEL, ModelFolder
+from loscat_hf.taxonomy import SET_SEPARATOR
 
 RECORD_SUFFIX = ".run.json"
 RECORD_VERSION = 1
@@ -96,16 +100,40 @@ def write_record(out: Path, record: dict[str, Any], output_sha256: str | None = 
         tmp.write_text(json.dumps({**record, "output_sha256": output_sha256}, indent=2), encoding="utf-8")
 
 
+def _answering(record: Any) -> dict:
+    """A model record as it decides answers: fields an older record lacks take today's defaults (a record
+    written before multi-region models has no thresholds: a single-region model's are ()), and any
+    problem_type other than multi-label reads as single-label, as prediction reads it."""
+    if not isinstance(record, dict):
+        return {}
+    try:
+        record = ModelFolder.from_dict(record).to_dict()
+    except (TypeError, KeyError, ValueError):
+        return record  # not a record this loscat-hf can read: compared as it is, and so refused
+    return record | {"problem_type": record.get("problem_type") if record.get("problem_type") == MULTI_LABEL
+                     else None}
+
+
 def _differences(old: dict, new: dict) -> list[str]:
     what = []
     if old.get("weights_sha256") != new["weights_sha256"]:
         what.append("the model's weights")
-    record_old, record_new = old.get("model_record") or {}, new["model_record"]
+    record_old, record_new = _answering(old.get("model_record")), _answering(new["model_record"])
     what += [f"the model's {k}" for k in sorted(set(record_old) | set(record_new))
              if record_old.get(k) != record_new.get(k)]
     then, now = old.get("settings") or {}, new["settings"]
-    what += [f"{k} {then.get(k)} then, {now.get(k)} now"
-             for k in sorted(set(then) | set(now)) if then.get(k) != now.get(k)]
+    for k in sorted(set(then) | set(now)):
+        if then.get(k) == now.get(k):
+            continue
+        if k == "columns" and isinstance(then.get(k), list):  # name the columns, not two long lists
+            lacks = [c for c in now[k] if c not in then[k]]
+            extra = [c for c in then[k] if c not in now[k]]
+            what.append("the columns: " + "; ".join(
+                [*([f"it has no {', '.join(lacks)} column (written by an older loscat-hf)"] if lacks else []),
+                 *([f"it has {', '.join(extra)}, which this loscat-hf does not write"] if extra else [])]
+                or ["in another order"]))
+        else:
+            what.append(f"{k} {then.get(k)} then, {now.get(k)} now")
     return what
 
 
@@ -186,9 +214,61 @@ def _review_problem(row: dict[str, str], top_k: int, min_confidence: float, min_
     return None
 
 
+REGIONS, REGIONS_PROB = "regions", "regions_probability"  # infer/folder.py's columns
+
+
+def _parts(text: str) -> list[str]:
+    return [part.strip() for part in text.split(SET_SEPARATOR) if part.strip()]
+
+
+def _regions_problem(row: dict[str, str], labels: Collection[str], top_k: int,
+                     thresholds: Mapping[str, float]) -> str | None:
+    """`regions` are model labels with a score each, most probable first: a single-region model's one region;
+    a multi-region model's classes at or above their thresholds, every top-k class that passes among them."""
+    names, texts = _parts(row[REGIONS]), _parts(row[REGIONS_PROB])
+    if bad := next((n for n in names if n not in labels), None):
+        return f"regions names {bad!r}, not one of the model's labels"
+    if len(set(names)) < len(names) or len(texts) != len(names):
+        return f"regions {row[REGIONS]!r} and regions_probability {row[REGIONS_PROB]!r} do not pair up"
+    scores = [_probability(t) for t in texts]
+    if None in scores:
+        return f"regions_probability {row[REGIONS_PROB]!r} is not numbers from 0 to 1"
+    if any(a < b for a, b in zip(scores, scores[1:], strict=False)):
+        return "the regions are not in descending order of their scores"
+    if not thresholds:
+        return None if names == [row["region"]] else f"regions {row[REGIONS]!r} is not the region"
+    given = dict(zip(names, scores, strict=True))
+    if low := next((n for n in names if given[n] < thresholds[n] - ROUNDING), None):
+        return f"region {low} scores {given[low]:.4f}, below its threshold {thresholds[low]:g}"
+    for k in range(1, top_k + 1):
+        label, prob = row[f"top{k}"], _probability(row[f"top{k}_prob"])
+        if label and prob is not None and (label in given) != (prob >= thresholds[label]) \
+                and abs(prob - thresholds[label]) >= ROUNDING:
+            return (f"top{k} {label} scores {prob:.4f} at threshold {thresholds[label]:g} but is "
+                    f"{'not ' * (label not in given)}among the regions")
+    return None
+
+
+def _multi_review_problem(row: dict[str, str], top_k: int, thresholds: Mapping[str, float],
+                          min_margin: float) -> str | None:
+    """A multi-region row asks for review when no class passes or a score lies within `min_margin` of its
+    threshold: the row shows only its top-k and regions, so a flag set for an unseen class is accepted, one
+    that the scores shown call for must be set."""
+    shown = {row[f"top{k}"]: float(row[f"top{k}_prob"]) for k in range(1, top_k + 1) if row[f"top{k}"]}
+    shown |= dict(zip(_parts(row[REGIONS]), map(float, _parts(row[REGIONS_PROB])), strict=True))
+    near = [c for c, p in shown.items() if abs(p - thresholds[c]) < min_margin - ROUNDING]
+    if row["needs_review"] == "false" and (near or not _parts(row[REGIONS])):
+        why = f"{near[0]} scores within {min_margin:g} of its threshold" if near else "no region passes"
+        return f"needs_review false, but {why}"
+    return None
+
+
 def row_problem(row: dict[str, str], labels: Collection[str], listed: Collection[str],
-                top_k: int, min_confidence: float, min_margin: float) -> str | None:
-    """Why a kept row is not a possible answer of this model about a file of this input; None when it is."""
+                top_k: int, min_confidence: float, min_margin: float,
+                thresholds: Mapping[str, float] | None = None) -> str | None:
+    """Why a kept row is not a possible answer of this model about a file of this input; None when it is.
+    `thresholds` ({class: t}): a multi-region model's, whose review rule is per class."""
+    thresholds = thresholds or {}
     image, status = row["image"], row["status"]
     if image not in listed:
         return f"{image!r} is not a file of this input (moved, removed, or outside it)"
@@ -207,17 +287,25 @@ def row_problem(row: dict[str, str], labels: Collection[str], listed: Collection
                 return f"top{k}_prob {prob!r} is not a number from 0 to 1"
         if (row["top1"], row["top1_prob"]) != (row["region"], row["probability"]):
             return "region and probability are not top1 and top1_prob"
+        if (problem := _regions_problem(row, labels, top_k, thresholds)) is not None:
+            return problem
+        if thresholds:
+            return _multi_review_problem(row, top_k, thresholds, min_margin)
         return _review_problem(row, top_k, min_confidence, min_margin)
     if status not in PROBLEM_KINDS:
         return f"status {status!r} is not ok nor one of {', '.join(PROBLEM_KINDS)}"
-    filled = [c for c in ("region", "probability", "needs_review", "top1") if row[c]]
+    filled = [c for c in ("region", "probability", "needs_review", "top1", REGIONS, REGIONS_PROB) if row[c]]
     return f"an error row ({status}) with a {filled[0]}" if filled else None
 
 
 def check_rows(rows: Rows, labels: Collection[str], listed: Collection[str], top_k: int,
-               min_confidence: float, min_margin: float) -> None:
-    """Refuse the first kept row that is not a possible answer, by its file and row number."""
+               min_confidence: float, min_margin: float, thresholds: Sequence[float] = ()) -> None:
+    """Refuse the first kept row that is not a possible answer, by its file and row number. `thresholds`: a
+    multi-region model's, one per label (`ModelFolder.thresholds`)."""
+    labels = list(labels)
+    by_class = dict(zip(labels, thresholds, strict=True)) if thresholds else {}
     labels, listed = set(labels), set(listed)
     for path, number, row in rows:
-        if (problem := row_problem(row, labels, listed, top_k, min_confidence, min_margin)) is not None:
+        if (problem := row_problem(row, labels, listed, top_k, min_confidence, min_margin,
+                                   by_class)) is not None:
             raise LoscatError(f"resume: {path}, row {number}: {problem}; {AGAIN}", param=("resume", "out"))

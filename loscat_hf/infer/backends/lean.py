@@ -20,7 +20,7 @@ import numpy as np
 from loscat_hf.infer.answers import PhotoPredictor, PredictorSettings
 from loscat_hf.infer.backends import onnx_cache
 from loscat_hf.infer.backends.choice import choose_backend, gpu_present
-from loscat_hf.model.folder import ModelFolder
+from loscat_hf.model.folder import MULTI_LABEL, ModelFolder, threshold_values
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,14 @@ class LeanPredictor(PhotoPredictor):
         if tta:
             logits = (logits + self._run(np.ascontiguousarray(x[..., ::-1]))) / 2
         return logits
+
+
+def _same_answers(record: ModelFolder, config: dict | None) -> bool:
+    """The cached record reads the model as its config.json does now: single- or multi-region, and the same
+    per-class thresholds (the key already hashes config.json; this holds even for a record written by a
+    loscat-hf that kept no thresholds)."""
+    return (isinstance(config, dict) and record.multi_label == (config.get("problem_type") == MULTI_LABEL)
+            and record.thresholds == threshold_values(config, record.labels))
 
 
 def lean_predictor(model: str | os.PathLike,
@@ -98,6 +106,10 @@ def lean_predictor(model: str | os.PathLike,
     try:
         fields = {k: v for k, v in record.items() if k not in ("version", "key")}
         folder_record = ModelFolder.from_dict(fields, name=os.path.expanduser(str(model)))
+        if not _same_answers(folder_record, onnx_cache.read_json(folder / "config.json")):
+            logger.warning("the cached record in %s does not match %s/config.json: loading the model", entry,
+                           folder)
+            return None
         session = onnx_cache.open_verified(graph, usable_cores())
         if session is None:  # not the graph written for these weights: the torch load exports it again
             return None

@@ -34,7 +34,10 @@ from loscat_hf.io.hashing import file_sha256
 logger = logging.getLogger(__name__)
 
 EXPORT_VERSION = 2  # bump when the exported graph changes: old cache entries are then not reused
-RECORD_VERSION = 3  # bump when predictor.json's meaning changes (it is a ModelFolder record)
+# bump when predictor.json's meaning changes (it is a ModelFolder record): 4 added problem_type, thresholds
+# and threshold_record, so an entry written before them cannot answer a multi-region model as a single-region
+# one
+RECORD_VERSION = 4
 OPSET = 18
 CHECK_FILE = "check.json"
 RECORD_FILE = "predictor.json"

@@ -31,8 +31,9 @@ from loscat_hf.infer.backends import onnx_cache
 from loscat_hf.infer.backends.onnx_cache import OPSET
 from loscat_hf.io.atomic import atomic_file
 from loscat_hf.model.calibration import apply_temperature
-from loscat_hf.model.folder import temperature
+from loscat_hf.model.folder import MULTI_LABEL, temperature
 from loscat_hf.model.inference import LogitRunner
+from loscat_hf.model.thresholds import sigmoid
 from loscat_hf.model.transforms import normalise
 
 logger = logging.getLogger(__name__)
@@ -120,9 +121,11 @@ def probe_batch(size: int, n: int = 2) -> torch.Tensor:
     return (smooth + noise - 32).clamp(0, 255).to(torch.uint8)
 
 
-def max_prob_diff(a: np.ndarray, b: np.ndarray, temperature: float = 1.0) -> float:
-    """Largest absolute difference of calibrated class probabilities between two logit arrays."""
-    return float(np.abs(apply_temperature(a, temperature) - apply_temperature(b, temperature)).max())
+def max_prob_diff(a: np.ndarray, b: np.ndarray, temperature: float = 1.0, multi_label: bool = False) -> float:
+    """Largest absolute difference of calibrated class probabilities between two logit arrays: softmax, or a
+    multi-region model's per-class sigmoid scores (what its answers are made of)."""
+    scores = sigmoid if multi_label else apply_temperature
+    return float(np.abs(scores(a, temperature) - scores(b, temperature)).max())
 
 
 class OnnxRunner(LogitRunner):
@@ -183,7 +186,8 @@ class OnnxRunner(LogitRunner):
         with torch.inference_mode():
             ref = self.model(pixel_values=x).logits.float().numpy()
         got = session.run(None, {"pixel_values": x.numpy()})[0]
-        diff = max_prob_diff(ref, got, temperature(self.model.config))
+        diff = max_prob_diff(ref, got, temperature(self.model.config),
+                             getattr(self.model.config, "problem_type", None) == MULTI_LABEL)
         check = {"max_prob_diff": diff, "exact": diff < EXACT_PROB_DIFF, "probe_photos": int(x.shape[0]),
                  "sha256": onnx_cache.recorded_digest(fp32)}
         onnx_cache.write_json(record, check)
