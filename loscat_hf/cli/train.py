@@ -31,8 +31,13 @@ def train_command(argv: Sequence[str]) -> int:
             mae, pearson, qwk = (float("nan") if m.get(k) is None else m[k]
                                  for k in ("mae", "pearson", "qwk"))
             print(f"  {component}: n={m.get('n')} MAE {mae:.2f} Pearson {pearson:.2f} QWK {qwk:.2f}")
-        print(f"macro-F1 {result.macro_f1:.3f}, accuracy {result.accuracy:.3f} on validation; model in "
+        # multi-label: accuracy is exact match (every region of the photo, and no other), thresholds per class
+        accuracy = "accuracy" if not result.thresholds else "exact-match accuracy"
+        print(f"macro-F1 {result.macro_f1:.3f}, {accuracy} {result.accuracy:.3f} on validation; model in "
               f"{result.output_dir}, report and plots in {result.output_dir / 'eval'}")
+        if result.thresholds:
+            print("  per-class thresholds (fitted on validation, saved with the model): " + ", ".join(
+                f"{c} {t:.2f}" for c, t in result.thresholds.items()))
     return 0
 
 

@@ -26,10 +26,12 @@ PRESETS: dict[str, dict] = {
                                 num_attention_heads=12, intermediate_size=3072),
 }
 _NORM = {"tiny": 0.5, "vit-base-384-random": 0.5}  # google/vit-* use mean = std = 0.5
-# One label per photo (the 12 region classes). Stated in every config loscat-hf builds, trains or converts:
-# left unset, transformers guesses it from the first batch's labels (and `pipeline` from num_labels), so plain
-# transformers' loss and pipeline would depend on what came first.
+# One label per photo (the 12 region classes) unless `train` is asked for photos that show several regions
+# (multi_label_classification: a sigmoid per class). Stated in every config loscat-hf builds, trains or
+# converts: left unset, transformers guesses it from the first batch's labels (and `pipeline` from
+# num_labels), so plain transformers' loss and pipeline would depend on what came first.
 PROBLEM_TYPE = "single_label_classification"
+PROBLEM_TYPES = (PROBLEM_TYPE, "multi_label_classification")
 
 
 def image_processor(size: int, mean: float | Sequence[float] = 0.5, std: float | Sequence[float] = 0.5,
@@ -93,15 +95,23 @@ def _new_head(net) -> None:
 
 
 
-def build_model_and_processor(model: str, taxonomy: Taxonomy, image_size: int | None = None, seed: int = 0):
+def build_model_and_processor(model: str, taxonomy: Taxonomy, image_size: int | None = None, seed: int = 0,
+                              problem_type: str = PROBLEM_TYPE):
     """Return (model, processor) whose head predicts the taxonomy's classes, with id2label/label2id set.
 
     A pretrained head with another label set is re-initialised (`ignore_mismatched_sizes` where the number
     of classes differs, explicitly where only the names do); a folder that already predicts these classes
     keeps its head (continued training, ensembles, a converted study model), its rows reordered if needed.
+    `problem_type` is stated in the config whatever the folder said: a single-region folder fine-tuned into
+    a multi-region model keeps its backbone and head weights (the same classes: logits that ranked the
+    classes under softmax are a better start for the sigmoids than a random head) and only changes its loss.
     """
     import torch
     from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
+
+    if problem_type not in PROBLEM_TYPES:
+        raise LoscatError(f"problem_type must be one of {', '.join(PROBLEM_TYPES)}, got {problem_type!r}",
+                          param="problem_type")
 
     # id2label sets num_labels; passing num_labels too makes transformers warn for every 1000-class checkpoint
     labels = dict(id2label=taxonomy.id2label, label2id=taxonomy.label2id)
@@ -110,7 +120,7 @@ def build_model_and_processor(model: str, taxonomy: Taxonomy, image_size: int | 
         if image_size:
             shape["image_size"] = image_size
         torch.manual_seed(seed)
-        config = ViTConfig(**shape, **labels, problem_type=PROBLEM_TYPE)
+        config = ViTConfig(**shape, **labels, problem_type=problem_type)
         record_preset(config, model)
         return ViTForImageClassification(config), image_processor(shape["image_size"], _NORM[model],
                                                                   _NORM[model])
@@ -139,8 +149,8 @@ def build_model_and_processor(model: str, taxonomy: Taxonomy, image_size: int | 
     if image_size and getattr(net.config, "image_size", image_size) != image_size:
         raise LoscatError(f"image_size {image_size} differs from the model's {net.config.image_size}; "
                           "only presets can change it", param="image_size")
-    # whatever the folder or Hub model said: loscat-hf trains one label
-    net.config.problem_type = PROBLEM_TYPE
+    # whatever the folder or Hub model said: the problem type this run trains
+    net.config.problem_type = problem_type
     return net, processor
 
 

@@ -51,7 +51,7 @@ class LoscatArguments:
         "help": "random crops keep at least this share of the photo's area (1 = no crop: the whole photo)"})
     resume: bool = field(default=False, metadata={
         "help": "resume from the last checkpoint in --output-dir (refused if it is another dataset's, "
-                "taxonomy's or task's, or if its best checkpoint lies outside --output-dir)"})
+                "taxonomy's, task's or problem type's, or if its best checkpoint lies outside --output-dir)"})
     overwrite_output_dir: bool = field(default=False, metadata={
         "help": "train into a non-empty --output-dir, deleting the outputs of the run it holds "
                 "(checkpoint-*, model files, eval/, runs/, train_summary.json, the README.md card; "
@@ -63,6 +63,11 @@ class LoscatArguments:
         "help": "regions (region head only) or scores (region head + LoSCAT score heads; needs "
                 "prepare --scores)"})
     score_weight: float = field(default=1.0, metadata={"help": "--task scores: weight of the score loss"})
+    problem_type: str | None = field(default=None, metadata={
+        "help": "single_label_classification (one region per photo: softmax) or multi_label_classification "
+                "(photos that show several regions: a sigmoid per class, per-class thresholds); default: "
+                "multi-label on a multi-region dataset (prepare --multi-region, or region cells naming "
+                "several sites), else single-label. --task scores is single-label"})
     config: str | None = field(default=None, metadata={
         "help": "JSON/YAML file with any of these arguments; the command line overrides it"})
 
@@ -94,6 +99,28 @@ def recipe_of(model: str) -> str:
     from loscat_hf.model.build import PRESETS
 
     return "from scratch" if model in PRESETS else "fine-tuning"
+
+
+def problem_type_of(largs: LoscatArguments) -> str:
+    """The run's transformers problem type: `problem_type` when given, else what the dataset holds
+    (multi-label on a multi-region dataset). `--task scores` is single-label: its score heads are one
+    region's scores, so it trains on the photos that show one region (a LoscatError when multi-label is
+    asked for)."""
+    from loscat_hf.data.dataset import MULTI_LABEL, PROBLEM_TYPES, SINGLE_LABEL, is_multi_region
+    from loscat_hf.errors import LoscatError
+
+    if largs.problem_type not in (None, *PROBLEM_TYPES):
+        raise LoscatError(f"problem_type must be one of {', '.join(PROBLEM_TYPES)} (or unset: follow the "
+                          f"dataset), got {largs.problem_type!r}", param="problem_type")
+    if largs.task == "scores":
+        if largs.problem_type == MULTI_LABEL:
+            raise LoscatError("problem_type multi_label_classification does not go with task 'scores' (score "
+                              "heads score one region): train task 'scores' single-label, on the photos that "
+                              "show one region", param=("problem_type", "task"))
+        return SINGLE_LABEL
+    if largs.problem_type:
+        return largs.problem_type
+    return MULTI_LABEL if largs.dataset and is_multi_region(largs.dataset) else SINGLE_LABEL
 
 
 def gpu_supports_bf16() -> bool:
@@ -153,6 +180,7 @@ _SHOWN_DEFAULTS: dict = dict(
                            "one, at most 16")
 _METAVARS = {"dataset": "DIR", "output_dir": "DIR", "resume_from_checkpoint": "DIR", "model": "ID|DIR",
              "taxonomy": "FILE", "config": "FILE", "task": "{regions,scores}",
+             "problem_type": "{single_label_classification,multi_label_classification}",
              "eval_strategy": "{no,steps,epoch}", "save_strategy": "{no,steps,epoch,best}",
              "bf16": "{true,false}", "use_cpu": "{true,false}", "load_best_model_at_end": "{true,false}"}
 

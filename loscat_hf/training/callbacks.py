@@ -140,11 +140,15 @@ class ChanceCallback(TrainerCallback):
     Chance is 1 / (classes in the validation split); "at chance" is below 1.5 times that (3 classes or more).
     `hints` are the likely causes for this run (run.py knows the recipe), listed in the warning and kept in
     `warning`. `grace`: the share of the planned run whose evaluations do not count (record.chance_grace: a
-    model trained from scratch sits at chance for its first epochs, a pretrained one does not).
+    model trained from scratch sits at chance for its first epochs, a pretrained one does not). `chance`
+    and `chance_is` replace 1 / n_classes and its wording where chance is another number (a multi-region
+    model: record.multi_label_chance).
     """
 
-    def __init__(self, n_classes: int, hints: list[str], patience: int = 3, grace: float = 0.0) -> None:
-        self.chance = 1.0 / max(n_classes, 1)
+    def __init__(self, n_classes: int, hints: list[str], patience: int = 3, grace: float = 0.0,
+                 chance: float | None = None, chance_is: str | None = None) -> None:
+        self.chance = 1.0 / max(n_classes, 1) if chance is None else float(chance)
+        self.chance_is = chance_is or f"with {n_classes} classes"
         self.n_classes = n_classes
         self.hints = hints
         self.patience = patience
@@ -177,8 +181,8 @@ class ChanceCallback(TrainerCallback):
                       f"epochs: evaluations before epoch {self.start_epoch:.2f} were not counted)")
             self.warning = (
                 f"validation macro-F1 has stayed at chance level for {len(self.streak)} evaluations "
-                f"({', '.join(f'{s:.3f}' for s in self.streak)}; chance is {self.chance:.3f} with "
-                f"{self.n_classes} classes) up to epoch {state.epoch:.2f}{waited}. Likely causes: "
+                f"({', '.join(f'{s:.3f}' for s in self.streak)}; chance is {self.chance:.3f} "
+                f"{self.chance_is}) up to epoch {state.epoch:.2f}{waited}. Likely causes: "
                 + "; ".join(self.hints))
             if state.is_world_process_zero:
                 logger.warning("%s", self.warning)

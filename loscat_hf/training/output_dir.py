@@ -1,7 +1,7 @@
 """One run per --output-dir: a run's identity, the --resume checks and --overwrite-output-dir.
 
-A run's identity (dataset fingerprint, taxonomy classes, task) travels in every checkpoint's config.json as
-`loscat_run`, written by `save_pretrained` together with the weights.
+A run's identity (dataset fingerprint, taxonomy classes, task, problem type) travels in every checkpoint's
+config.json as `loscat_run`, written by `save_pretrained` together with the weights.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
-from loscat_hf.data.dataset import dataset_fingerprint
+from loscat_hf.data.dataset import SINGLE_LABEL, dataset_fingerprint
 from loscat_hf.errors import LoscatError
 from loscat_hf.model.folder import CONFIG_NAME, config_json, run_record
 from loscat_hf.training.arguments import LoscatArguments
@@ -27,10 +27,11 @@ RUN_OUTPUTS = ("config.json", "model.safetensors", "preprocessor_config.json", "
                "train_summary.json", "README.md", "eval", "runs")  # README.md: the model card train writes
 
 
-def run_identity(largs: LoscatArguments, taxonomy) -> dict:
-    """What makes a checkpoint this run's: the data (fingerprint, not the path), the label ids, the task."""
+def run_identity(largs: LoscatArguments, taxonomy, problem_type: str = SINGLE_LABEL) -> dict:
+    """What makes a checkpoint this run's: the data (fingerprint, not the path), the label ids, the task and
+    the problem type (one region per photo, or several: another loss and other targets)."""
     return {"dataset_sha256": dataset_fingerprint(largs.dataset), "taxonomy": taxonomy.name,
-            "classes": list(taxonomy.classes), "task": largs.task}
+            "classes": list(taxonomy.classes), "task": largs.task, "problem_type": problem_type}
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -73,6 +74,12 @@ def check_checkpoint(checkpoint: str | os.PathLike, out: Path, identity: dict, p
         raise LoscatError(f"{param}: {ckpt} was trained for task {recorded.get('task')!r}, not "
                           f"{identity['task']!r}; resume with that task, or train into a new output folder",
                           param=(param, "task", "output_dir"))
+    # a checkpoint of a loscat-hf that trained single-label only records no problem type
+    recorded_type = recorded.get("problem_type") or SINGLE_LABEL
+    if recorded_type != identity.get("problem_type", SINGLE_LABEL):
+        raise LoscatError(f"{param}: {ckpt} was trained as {recorded_type}, not {identity['problem_type']}; "
+                          "resume with that problem_type, or train into a new output folder",
+                          param=(param, "problem_type", "output_dir"))
     state_path = ckpt / "trainer_state.json"
     if state_path.is_file():
         try:

@@ -19,7 +19,13 @@ from transformers import TrainingArguments
 
 from loscat_hf.defaults import BASE_MODEL
 from loscat_hf.errors import LoscatError
-from loscat_hf.training.arguments import SCRATCH_DEFAULTS, LoscatArguments, _full_parser, recipe_of
+from loscat_hf.training.arguments import (
+    SCRATCH_DEFAULTS,
+    LoscatArguments,
+    _full_parser,
+    problem_type_of,
+    recipe_of,
+)
 
 
 def _read_config(path: str) -> dict:
@@ -102,6 +108,10 @@ def parse_train_args(argv: Sequence[str],
         raise LoscatError("dataset is required (a folder written by `loscat-hf prepare`)", param="dataset")
     if largs.task not in ("regions", "scores"):
         raise LoscatError(f"task must be 'regions' or 'scores', got {largs.task!r}", param="task")
+    if largs.problem_type is not None:
+        # a bad value, or multi-label with task scores, is refused before anything runs (an explicit value
+        # never reads the dataset)
+        problem_type_of(largs)
     if not (0.0 <= largs.sampling_power <= 1.0):
         raise LoscatError("sampling_power must be between 0 (none) and 1 (full balance)",
                           param="sampling_power")

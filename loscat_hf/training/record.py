@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from loscat_hf.hardware import usable_cores
-from loscat_hf.model.folder import base_record, config_json, preset
+from loscat_hf.model.folder import MULTI_LABEL, base_record, config_json, preset
 from loscat_hf.model.published import start_allowed
 from loscat_hf.training.arguments import LoscatArguments, recipe_of
 
@@ -92,14 +95,38 @@ def hardware_record(targs) -> str:
     return f"{targs.device.type.upper()} ({usable_cores()} cores{procs})"
 
 
-def data_record(ds) -> dict:
-    """Photos per split and per class (the labels as trained, after --max-*-samples caps)."""
+def data_record(ds, classes: Sequence[str] | None = None) -> dict:
+    """Photos per split and per class (the labels as trained, after --max-*-samples caps). `classes`: a
+    multi-label run's classes, in the order of its multi-hot `labels`; each photo then counts for every class
+    it shows (per_class adds up to more than n), and `several_regions` counts the photos showing more than
+    one."""
     out = {}
     for split in ds:
+        if classes is not None:
+            n = len(ds[split])
+            y = np.asarray(list(ds[split]["labels"]), dtype=np.float64).reshape(n, len(classes)) > 0.5
+            out[split] = {"n": n, "per_class": dict(sorted((c, int(k)) for c, k in zip(classes, y.sum(0),
+                                                                                          strict=True) if k)),
+                          "several_regions": int((y.sum(1) > 1).sum())}
+            continue
         names = ds[split].features["label"].names
         counts = Counter(names[k] for k in ds[split]["label"])
         out[split] = {"n": len(ds[split]), "per_class": dict(sorted(counts.items()))}
     return out
+
+
+def multi_label_chance(targets) -> tuple[float, int]:
+    """Chance macro-F1 of a multi-region model on these multi-hot targets, and how many classes some photo
+    shows: the mean of the classes' prevalences. A guess that marks each class at random at its prevalence p
+    has expected precision p and recall p, so F1 p; the multi-label macro-F1 averages over every class (a
+    class no photo shows counts 0, as its prevalence does). With one region per photo and k balanced classes
+    this is 1 / k, the single-label chance."""
+    rows = list(targets) if not isinstance(targets, np.ndarray) else targets
+    y = np.asarray(rows, dtype=np.float64)
+    if y.ndim != 2 or not len(y):
+        return 0.0, 0
+    prevalence = (y > 0.5).mean(axis=0)
+    return float(prevalence.mean()), int((prevalence > 0).sum())
 
 
 def hyperparameters(largs: LoscatArguments, targs, trainer) -> dict:
@@ -108,7 +135,15 @@ def hyperparameters(largs: LoscatArguments, targs, trainer) -> dict:
     from loscat_hf.training.trainer import learning_rate_groups
 
     augment = augment_config(largs)
-    return {
+    multi = getattr(trainer.model.config, "problem_type", None) == MULTI_LABEL
+    if largs.sampling_power <= 0:
+        sampler = "plain shuffling"
+    elif multi:  # trainer.set_sample_weights
+        sampler = (f"class-balanced over region sets (weight = sum over a photo's classes of class frequency "
+                   f"^ -{largs.sampling_power:g})")
+    else:
+        sampler = f"class-balanced (weight = class frequency ^ -{largs.sampling_power:g})"
+    out = {
         "recipe": recipe_of(largs.model),
         "epochs": targs.num_train_epochs if targs.max_steps <= 0 else None,
         "max_steps": targs.max_steps if targs.max_steps > 0 else None,
@@ -121,8 +156,7 @@ def hyperparameters(largs: LoscatArguments, targs, trainer) -> dict:
         "batch_size": (targs.per_device_train_batch_size * max(targs.world_size, 1)
                        * targs.gradient_accumulation_steps),
         "label_smoothing": targs.label_smoothing_factor,
-        "sampler": (f"class-balanced (weight = class frequency ^ -{largs.sampling_power:g})"
-                    if largs.sampling_power > 0 else "plain shuffling"),
+        "sampler": sampler,
         "phase1_epochs": largs.phase1_epochs,
         "phase1_trainable_blocks": largs.phase1_trainable_blocks,
         "augmentation": None if augment is None else {
@@ -132,3 +166,7 @@ def hyperparameters(largs: LoscatArguments, targs, trainer) -> dict:
         "seed": targs.seed,
         "task": largs.task,
     }
+    if multi:  # one sigmoid per class: binary cross-entropy, smoothed towards 1/2 (trainer.multi_label_loss)
+        out["loss"] = (f"binary cross-entropy per class, targets smoothed to y * (1 - "
+                       f"{targs.label_smoothing_factor:g}) + {targs.label_smoothing_factor:g} / 2")
+    return out

@@ -21,8 +21,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import Trainer, TrainingArguments
 
 from loscat_hf.data.dataset import (
+    MULTI_LABEL,
     check_packed_files,
     dataset_origin,
+    is_multi_region,
     load_packed_dataset,
     origin_kind,
     packed_max_side,
@@ -31,7 +33,7 @@ from loscat_hf.data.dataset import (
 from loscat_hf.errors import LoscatError
 from loscat_hf.model import folder as model_folder
 from loscat_hf.model.card import CARD_NAME, model_card
-from loscat_hf.training.arguments import LoscatArguments, augment_config
+from loscat_hf.training.arguments import LoscatArguments, augment_config, problem_type_of
 from loscat_hf.training.callbacks import (
     ChanceCallback,
     TwoPhaseCallback,
@@ -48,8 +50,14 @@ from loscat_hf.training.record import (
     data_record,
     hardware_record,
     hyperparameters,
+    multi_label_chance,
 )
-from loscat_hf.training.trainer import RegionTrainer, balanced_sample_weights
+from loscat_hf.training.trainer import (
+    MultiLabelTrainer,
+    RegionTrainer,
+    balanced_sample_weights,
+    set_sample_weights,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +75,18 @@ def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy,
     from loscat_hf.model.processor import processor_resample, processor_size
     from loscat_hf.model.transforms import ImageTransform, collate
 
+    problem_type = problem_type_of(largs)
+    multi = problem_type == MULTI_LABEL
     if ds is None:
-        ds = load_packed_dataset(largs.dataset, taxonomy, largs.max_train_samples, largs.max_eval_samples)
+        if largs.task == "scores" and is_multi_region(largs.dataset):
+            logger.info("task scores trains on the photos that show one region (score heads score one "
+                        "region); the dataset's photos of several regions are left out")
+        ds = load_packed_dataset(largs.dataset, taxonomy, largs.max_train_samples, largs.max_eval_samples,
+                                 problem_type=problem_type)
     builder, trainer_cls, transform_cls, extra = build_model_and_processor, RegionTrainer, ImageTransform, {}
+    build_options: dict = {}
+    if multi:  # sigmoid + BCE on smoothed targets (the Trainer's softmax smoother does not apply)
+        trainer_cls, build_options = MultiLabelTrainer, {"problem_type": problem_type}
     if largs.task == "scores":  # region head + score heads: targets, joint loss and score report
         from loscat_hf.data.dataset import add_score_targets
         from loscat_hf.model.score_heads import build_score_model
@@ -79,19 +96,26 @@ def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy,
         ds = add_score_targets(ds)
         builder, trainer_cls, transform_cls = build_score_model, ScoreTrainer, ScoreTransform
         extra = {"score_weight": largs.score_weight}
-    model, processor = builder(largs.model, taxonomy, largs.image_size, seed=targs.seed)
+    model, processor = builder(largs.model, taxonomy, largs.image_size, seed=targs.seed, **build_options)
     size = processor_size(processor)
     train_labels = ds["train"]["labels"]
-    weights = (balanced_sample_weights(train_labels, largs.sampling_power) if largs.sampling_power > 0
-               else None)
+    sample_weights = set_sample_weights if multi else balanced_sample_weights
+    weights = sample_weights(train_labels, largs.sampling_power) if largs.sampling_power > 0 else None
     resample = processor_resample(processor)  # the model's own filter (bicubic for the study's model)
     augment = augment_config(largs)
     train_set = ds["train"].with_transform(transform_cls(size, train=augment is not None, augment=augment,
                                                          resample=resample))
     eval_set = ds["validation"].with_transform(transform_cls(size, train=False, resample=resample))
-    callbacks: list = [ChanceCallback(len(set(ds["validation"]["labels"])),
-                                      chance_hints(largs, targs.learning_rate, targs.num_train_epochs),
-                                      grace=chance_grace(largs))]
+    hints = chance_hints(largs, targs.learning_rate, targs.num_train_epochs)
+    if multi:
+        chance, n_classes = multi_label_chance(ds["validation"]["labels"])
+        chance_callback = ChanceCallback(n_classes, hints, grace=chance_grace(largs), chance=chance,
+                                         chance_is="(the classes' mean prevalence: each class marked at "
+                                                   "random at its rate)")
+    else:
+        chance_callback = ChanceCallback(len(set(ds["validation"]["labels"])), hints,
+                                         grace=chance_grace(largs))
+    callbacks: list = [chance_callback]
     if largs.phase1_epochs:
         callbacks.append(TwoPhaseCallback(largs.phase1_epochs, largs.phase1_trainable_blocks))
     # the unused-parameter search only where phase 1 freezes some
@@ -99,11 +123,13 @@ def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy,
         targs.ddp_find_unused_parameters = ddp_find_unused_parameters(
             targs.ddp_find_unused_parameters,
             phase1_frozen(model, largs.phase1_epochs, largs.phase1_trainable_blocks))
+    # multi-label: macro-F1 of sigmoid >= 0.5 per class is what picks the best checkpoint
+    metrics = (compute_metrics_fn(list(taxonomy.classes), multi_label=True) if multi
+               else compute_metrics_fn(list(taxonomy.classes)))
     trainer = trainer_cls(
         model=model, args=targs, train_dataset=train_set, eval_dataset=eval_set, data_collator=collate,
-        processing_class=processor, compute_metrics=compute_metrics_fn(list(taxonomy.classes)),
-        callbacks=callbacks, sample_weights=weights, layer_decay=largs.layer_decay,
-        image_mean=processor.image_mean, image_std=processor.image_std,
+        processing_class=processor, compute_metrics=metrics, callbacks=callbacks, sample_weights=weights,
+        layer_decay=largs.layer_decay, image_mean=processor.image_mean, image_std=processor.image_std,
         augment=augment, **extra,
     )
     use_readable_progress(trainer)
@@ -117,7 +143,7 @@ class TrainResult:
     output_dir: Path
     best_checkpoint: str | None
     best_metric: float | None
-    temperature: float
+    temperature: float  # 1.0 for a multi-label model: its sigmoids are not calibrated (thresholds instead)
     train_runtime_s: float | None = None
     train_samples_per_second: float | None = None
     macro_f1: float | None = None  # on validation, after calibration (None on non-zero DDP ranks)
@@ -131,6 +157,8 @@ class TrainResult:
     data_origin: dict | None = None
     hardware: str | None = None
     warnings: list | None = None  # e.g. validation stuck at chance, with the likely causes
+    problem_type: str | None = None  # single_label_classification or multi_label_classification
+    thresholds: dict | None = None  # multi-label: per-class decision thresholds fitted on validation
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -154,6 +182,7 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
     """Train, restore the best model, fit a temperature, save a standard model folder and its report."""
     from loscat_hf.evaluation.split_eval import evaluate_split
     from loscat_hf.model.calibration import fit_record
+    from loscat_hf.model.thresholds import fit_thresholds, sigmoid
     from loscat_hf.taxonomy import load_taxonomy
     from loscat_hf.viz.plots import plot_training_curves
 
@@ -161,7 +190,9 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
     taxonomy = load_taxonomy(largs.taxonomy)
     out = Path(targs.output_dir)
     check_packed_files(largs.dataset)  # before the output folder is touched: nothing half-written
-    identity = run_identity(largs, taxonomy)
+    problem_type = problem_type_of(largs)
+    multi = problem_type == MULTI_LABEL
+    identity = run_identity(largs, taxonomy, problem_type)
     resume, stale = prepare_output_dir(largs, targs, identity)
     trainer, ds = build_trainer(largs, targs, taxonomy)
     # saved into every checkpoint's config.json; prediction decodes photos at the size training saw
@@ -178,11 +209,16 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     eval_set = trainer.eval_dataset
     train_labels = ds["train"]["labels"]
-    counts = Counter(train_labels)
+    if multi:  # photos showing each class (a photo of two regions counts for both)
+        shown = np.asarray(list(train_labels), dtype=np.float64).reshape(len(ds["train"]), -1).sum(axis=0)
+        counts = Counter({k: int(v) for k, v in enumerate(shown) if v})
+    else:
+        counts = Counter(train_labels)
     hparams = hyperparameters(largs, targs, trainer)
     if trainer.is_world_process_zero():
-        logger.info("training %s (%s) on %d photos (%s), validating on %d; bf16=%s, device=%s", largs.model,
-                    hparams["recipe"], len(ds["train"]),
+        logger.info("training %s (%s%s) on %d photos (%s), validating on %d; bf16=%s, device=%s", largs.model,
+                    hparams["recipe"], ", multi-label: photos of several regions" if multi else "",
+                    len(ds["train"]),
                     ", ".join(f"{taxonomy.classes[k]}={v}" for k, v in sorted(counts.items())),
                     len(ds["validation"]), targs.bf16, targs.device)
         logger.info("peak learning rates: %s", ", ".join(
@@ -201,12 +237,24 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
                 param=("resume", "layer_decay", "output_dir")) from None
     phases = _phases(trainer)
 
-    # Calibrate on validation: the temperature, and how it was fitted, travel in config.json (plain
-    # transformers ignores them).
     pred = trainer.predict(eval_set)
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-    temperature, how = fit_record(logits, np.asarray(ds["validation"]["labels"]))
-    model_folder.record_temperature(trainer.model.config, temperature, by="train", split="validation", **how)
+    thresholds = None
+    if multi:
+        # No temperature: a multi-label model's sigmoids are recorded uncalibrated (T = 1, no
+        # loscat_temperature); what decides a region is its per-class threshold, fitted on validation (F1
+        # maximum per class) and saved with the model, so prediction and evaluation apply the same ones.
+        temperature = 1.0
+        thresholds, how = fit_thresholds(sigmoid(logits), np.asarray(list(ds["validation"]["labels"])),
+                                         list(taxonomy.classes))
+        model_folder.record_thresholds(trainer.model.config, thresholds, by="train", split="validation",
+                                       **how)
+    else:
+        # Calibrate on validation: the temperature, and how it was fitted, travel in config.json (plain
+        # transformers ignores them).
+        temperature, how = fit_record(logits, np.asarray(ds["validation"]["labels"]))
+        model_folder.record_temperature(trainer.model.config, temperature, by="train", split="validation",
+                                        **how)
     best = trainer.state.best_model_checkpoint
     model_folder.record_best_checkpoint(trainer.model.config, Path(best).name if best else None)
     trainer.save_model(str(out))
@@ -216,13 +264,17 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
         train_runtime_s=result.metrics.get("train_runtime"),
         train_samples_per_second=result.metrics.get("train_samples_per_second"),
         base_model=model_folder.base_record(trainer.model.config), phases=phases, hyperparameters=hparams,
-        data=data_record(ds), data_origin=origin, hardware=hardware_record(targs),
+        data=data_record(ds, list(taxonomy.classes) if multi else None), data_origin=origin,
+        hardware=hardware_record(targs),
         warnings=[cb.outcome() for cb in trainer.callback_handler.callbacks
-                  if isinstance(cb, ChanceCallback) and cb.warning] or None)
+                  if isinstance(cb, ChanceCallback) and cb.warning] or None,
+        problem_type=problem_type, thresholds=thresholds)
     if trainer.is_world_process_zero():
         eval_dir = out / "eval"
+        # multi-label: the thresholds just recorded, in class order (a multi-label report)
+        by_threshold = ({"thresholds": tuple(thresholds[c] for c in taxonomy.classes)} if multi else {})
         report = evaluate_split(logits, ds["validation"], taxonomy, eval_dir, temperature=temperature,
-                                subgroups=subgroup_columns(ds["validation"]))
+                                subgroups=subgroup_columns(ds["validation"]), **by_threshold)
         plot_training_curves(trainer.state.log_history, eval_dir / "training_curves.png",
                              phase_switch=phases[1]["start_epoch"] if len(phases) > 1 else None,
                              phase1_trains=phases[0]["trains"])

@@ -1,5 +1,6 @@
 """The Trainer subclasses: balanced sampling, layer-wise LR, device-side normalisation, strict reloads,
-and the joint region + score loss of `--task scores`.
+the multi-region model's loss (sigmoid + smoothed BCE, through the public `compute_loss_func`) and the joint
+region + score loss of `--task scores`.
 
 `RegionTrainer` overrides four private Trainer methods, each because no public hook does the job (the reason
 is at each one; docs/upstream.md lists the upstream workarounds). transformers does not promise to keep
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from transformers import Trainer
 
@@ -24,6 +26,58 @@ def balanced_sample_weights(labels: Sequence[int], power: float = 1.0) -> torch.
     """Per-sample weights freq(label)**-power: power 1 draws every class equally often."""
     counts = Counter(int(x) for x in labels)
     return torch.tensor([counts[int(x)] ** -power for x in labels], dtype=torch.double)
+
+
+def set_sample_weights(targets, power: float = 1.0) -> torch.Tensor:
+    """Per-sample weights of photos labelled with a set of classes (multi-hot rows): the sum over the photo's
+    classes of freq(class)**-power, freq being the photos that show the class.
+
+    Why the sum: at power 1 it is the chance that "pick a class uniformly, then one of its photos uniformly"
+    picks this photo (power p: a class picked in proportion to freq**(1-p)), so every class is drawn at least
+    as often as single-label balancing draws it, a thigh + leg photo coming along for either class. The mean
+    would halve a two-region photo's weight, so a rare class seen mostly beside a common one would be drawn
+    less than uniform; the max would count a photo once for its rarest class only. A photo of one region
+    gets freq**-power exactly as `balanced_sample_weights` gives it; a photo of no class (a negative for
+    every class) counts as a class of its own."""
+    rows = np.asarray(targets if isinstance(targets, np.ndarray) else list(targets), dtype=np.float64)
+    if rows.ndim != 2:
+        raise ValueError(f"set_sample_weights needs multi-hot rows (photos x classes), got {rows.shape}")
+    y = torch.from_numpy(rows) > 0.5
+    # Python's pow, as balanced_sample_weights: one-region photos get bit-identical weights
+    per_class = torch.tensor([int(n) ** -power if n else 0.0 for n in y.sum(dim=0).tolist()],
+                             dtype=torch.double)
+    weights = (y.double() * per_class[None, :]).sum(dim=1)
+    empty = ~y.any(dim=1)
+    if empty.any():
+        weights[empty] = int(empty.sum()) ** -power
+    return weights
+
+
+def smoothed_targets(targets: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Label smoothing of binary targets: y * (1 - eps) + eps / 2 (1 -> 1 - eps/2, 0 -> eps/2), each class's
+    two outcomes being the two "classes" the smoothing spreads eps over, as softmax smoothing spreads it over
+    the K classes."""
+    return targets * (1.0 - smoothing) + smoothing / 2.0
+
+
+def multi_label_loss(smoothing: float = 0.0):
+    """The Trainer's `compute_loss_func` of a multi-region model: binary cross-entropy with logits per class,
+    on label-smoothed targets (`smoothed_targets`).
+
+    Summed and divided by `num_items_in_batch` (the Trainer counts every element of the multi-hot labels,
+    over all the batches of one optimizer step and, by default, all devices): the mean over photos x classes
+    of the whole step, what BCEWithLogitsLoss gives for one batch, and right under gradient accumulation and
+    DDP (a `compute_loss_func`'s loss is taken as already scaled for them). Without the count (evaluation)
+    it is the batch mean."""
+
+    def compute_loss(outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        target = smoothed_targets(labels.to(torch.float32), smoothing).to(logits.device)
+        total = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target, reduction="sum")
+        count = num_items_in_batch if num_items_in_batch is not None else target.numel()
+        return total / count
+
+    return compute_loss
 
 
 def parameter_depths(model: torch.nn.Module, need_blocks: str | None = None) -> dict[str, int]:
@@ -178,6 +232,26 @@ class RegionTrainer(Trainer):
 
     def _load_best_model(self):
         load_weights_strict(self.model, self.state.best_model_checkpoint)
+
+
+class MultiLabelTrainer(RegionTrainer):
+    """RegionTrainer of a multi-region model: sigmoid + binary cross-entropy on smoothed targets.
+
+    The Trainer's own `label_smoothing_factor` smoother (LabelSmoother) is softmax cross-entropy over the
+    classes, which would be the wrong loss for independent per-class sigmoids; transformers switches it off
+    for a multi_label_classification config (with a warning that smoothing is disabled, which here is not
+    true). The smoothing is instead applied to the BCE targets through the public `compute_loss_func` hook
+    (`multi_label_loss`), and the smoother is set to None so that it can never be applied."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        import warnings
+
+        targs = kwargs.get("args") if "args" in kwargs else args[1]
+        kwargs["compute_loss_func"] = multi_label_loss(float(targs.label_smoothing_factor))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Label smoothing is not compatible")
+            super().__init__(*args, **kwargs)
+        self.label_smoother = None
 
 
 class ScoreTrainer(RegionTrainer):
