@@ -85,8 +85,18 @@ def test_trainer_metrics_multi_label():
     logits = np.log(scores + 1e-6) - np.log1p(-scores + 1e-6)
     m = compute_metrics_fn(CLASSES, multi_label=True)(EvalPrediction(predictions=logits,
                                                                     label_ids=y.astype(np.float32)))
-    pred = (1 / (1 + np.exp(-logits)) >= 0.5).astype(int)
-    assert m["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro", zero_division=0))
+    probs = 1 / (1 + np.exp(-logits))
+    half = (probs >= 0.5).astype(int)
+    assert m["macro_f1_at_0_5"] == pytest.approx(f1_score(y, half, average="macro", zero_division=0))
+    # the checkpoint metric: at each class's best threshold on these photos (what train will record)
+    grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
+    best = [max(f1_score(y[:, c], probs[:, c] >= t, zero_division=0) for t in grid) if y[:, c].any() else
+            f1_score(y[:, c], probs[:, c] >= 0.5, zero_division=0) for c in range(K)]
+    assert m["macro_f1"] == pytest.approx(np.mean(best)) and m["macro_f1"] >= m["macro_f1_at_0_5"]
+    from loscat_hf.model.thresholds import fit_thresholds
+
+    fitted = np.asarray(list(fit_thresholds(probs, y, CLASSES)[0].values()))
+    pred = (probs >= fitted).astype(int)
     assert m["exact_match"] == m["accuracy"] == pytest.approx(accuracy_score(y, pred))
     assert m["hamming_loss"] == pytest.approx(hamming_loss(y, pred))
     # the Trainer may hand over (logits, ...) tuples

@@ -320,20 +320,21 @@ def test_resume_refuses_a_checkpoint_of_another_problem_type(tmp_path):
     check_checkpoint(ckpt, tmp_path / "out", {**identity, "problem_type": SINGLE_LABEL})
 
 
-def test_multi_label_chance_is_the_mean_prevalence():
+def test_multi_label_chance_is_what_marking_every_photo_scores():
     from loscat_hf.training.callbacks import ChanceCallback
     from loscat_hf.training.record import multi_label_chance
 
     y = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0]], float)
     chance, present = multi_label_chance(y)
-    assert chance == pytest.approx((0.5 + 0.5 + 0.5 + 0) / 4) and present == 3
-    assert multi_label_chance(np.eye(4)) == (0.25, 4)  # one region per photo, balanced: 1 / classes
-    cb = ChanceCallback(present, ["too few epochs"], chance=chance,
-                        chance_is="(the classes' mean prevalence)")
+    assert chance == pytest.approx(3 * (2 * 0.5 / 1.5) / 4) and present == 3  # F1 2p/(1+p), absent 0
+    from sklearn.metrics import f1_score
+
+    assert chance == pytest.approx(f1_score(y, np.ones_like(y), average="macro", zero_division=0))
+    cb = ChanceCallback(present, ["too few epochs"], chance=chance, chance_is="(every class marked)")
 
     class State:
         epoch, is_world_process_zero = 1.0, False
 
     for score in (0.1, 0.2, 0.05):
         cb.on_evaluate(None, State(), None, metrics={"eval_macro_f1": score})
-    assert cb.warning and "chance is 0.375 (the classes' mean prevalence)" in cb.warning
+    assert cb.warning and "chance is 0.500 (every class marked)" in cb.warning

@@ -117,16 +117,16 @@ def data_record(ds, classes: Sequence[str] | None = None) -> dict:
 
 def multi_label_chance(targets) -> tuple[float, int]:
     """Chance macro-F1 of a multi-region model on these multi-hot targets, and how many classes some photo
-    shows: the mean of the classes' prevalences. A guess that marks each class at random at its prevalence p
-    has expected precision p and recall p, so F1 p; the multi-label macro-F1 averages over every class (a
-    class no photo shows counts 0, as its prevalence does). With one region per photo and k balanced classes
-    this is 1 / k, the single-label chance."""
+    shows. Its validation macro-F1 is measured at thresholds fitted on the same photos (evaluation's
+    `trainer_metrics`), and a fitted threshold can always mark every photo: for a class of prevalence p that
+    scores F1 2p / (1 + p) with no skill at all. Chance is the mean of that over the classes (a class no photo
+    shows counts 0, as the macro-F1 counts it)."""
     rows = list(targets) if not isinstance(targets, np.ndarray) else targets
     y = np.asarray(rows, dtype=np.float64)
     if y.ndim != 2 or not len(y):
         return 0.0, 0
     prevalence = (y > 0.5).mean(axis=0)
-    return float(prevalence.mean()), int((prevalence > 0).sum())
+    return float((2 * prevalence / (1 + prevalence)).mean()), int((prevalence > 0).sum())
 
 
 def hyperparameters(largs: LoscatArguments, targs, trainer) -> dict:

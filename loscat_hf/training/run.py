@@ -110,8 +110,8 @@ def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy,
     if multi:
         chance, n_classes = multi_label_chance(ds["validation"]["labels"])
         chance_callback = ChanceCallback(n_classes, hints, grace=chance_grace(largs), chance=chance,
-                                         chance_is="(the classes' mean prevalence: each class marked at "
-                                                   "random at its rate)")
+                                         chance_is="(marking every photo with every class its validation "
+                                                   "photos show, which a fitted threshold can always do)")
     else:
         chance_callback = ChanceCallback(len(set(ds["validation"]["labels"])), hints,
                                          grace=chance_grace(largs))
