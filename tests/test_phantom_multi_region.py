@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loscat_hf.demo.phantom import generate_demo_data
+from loscat_hf.demo.phantom import SEVERITY_COLUMNS, generate_demo_data
 from loscat_hf.demo.phantom.anatomy import _keypoints, _site_frame, _span_frame, _span_segment
 from loscat_hf.demo.phantom.plan import SPAN_SHARE, _plan
 from loscat_hf.taxonomy import load_taxonomy
 
-SMALL = dict(n_patients=8, n_photos=64, image_size=(64, 48), n_unlabeled=2, seed=5)
+SMALL = dict(n_patients=8, n_photos=64, image_size=(64, 48), n_unlabeled=12, seed=5)
 # Class pairs a spanning photo may show, proximal first (head+neck: the taxonomy's midline pair).
 PAIRS = {("thigh", "leg"), ("arm", "forearm"), ("forearm", "hand"), ("chest", "abdomen"), ("head", "neck")}
 
@@ -56,6 +56,7 @@ def pair_of_runs(tmp_path_factory) -> tuple[Path, Path]:
     generate_demo_data(root / "off", num_workers=1, **SMALL)
     summary = generate_demo_data(root / "on", num_workers=1, multi_region=True, **SMALL)
     assert summary["n_spanning"] == round(SPAN_SHARE * SMALL["n_photos"])
+    assert summary["n_unlabeled_spanning"] == round(SPAN_SHARE * SMALL["n_unlabeled"])
     return root / "off", root / "on"
 
 
@@ -79,9 +80,39 @@ def test_spanning_truth_names_two_adjacent_sites_on_one_side(pair_of_runs):
         a, b = (tax.parse(s) for s in r["site"].split(";"))
         assert (a.label, b.label) in PAIRS and r["label"] == f"{a.label};{b.label}"
         assert _side(a.site) == _side(b.site)
-    assert not any(";" in r["site"] for r in _rows(on / "unlabeled_truth.csv"))
     scores = {(r["patient_id"], r["visit"], r["site"]) for r in _rows(on / "loscat_scores.csv")}
     assert all((r["patient_id"], r["visit"], s) in scores for r in spanning for s in r["site"].split(";"))
+
+
+def test_unlabeled_photos_span_too(pair_of_runs):
+    """The same share of unlabeled photos spans two sites, named like photos_truth.csv names them, scored in
+    both sites; the other unlabeled photos, and the metadata, are as without the flag."""
+    off, on = pair_of_runs
+    tax = load_taxonomy()
+    truth = _rows(on / "unlabeled_truth.csv")
+    spanning = [r for r in truth if ";" in r["site"]]
+    assert len(spanning) == round(SPAN_SHARE * SMALL["n_unlabeled"]) > 0
+    for r in spanning:
+        a, b = (tax.parse(s) for s in r["site"].split(";"))
+        assert (a.label, b.label) in PAIRS and r["label"] == f"{a.label};{b.label}"
+        assert _side(a.site) == _side(b.site) and a.site != b.site
+        assert any(r[c] != "0" for c in SEVERITY_COLUMNS)  # a lesion runs across the border
+    scores = {(r["patient_id"], r["visit"], r["site"]): r for r in _rows(on / "loscat_scores.csv")}
+    for r in spanning:
+        for s in r["site"].split(";"):
+            assert (r["patient_id"], r["visit"], s) in scores
+        # the photographed site keeps its own scores, exactly as for a labelled spanning photo
+        assert any([scores[(r["patient_id"], r["visit"], s)][c] for c in SEVERITY_COLUMNS]
+                   == [r[c] for c in SEVERITY_COLUMNS] for s in r["site"].split(";"))
+    names = {r["image"] for r in spanning}
+    assert [r for r in _rows(off / "unlabeled_truth.csv") if r["image"] not in names] == \
+        [r for r in truth if r["image"] not in names]
+    assert _rows(off / "unlabeled_metadata.csv") == _rows(on / "unlabeled_metadata.csv")
+    n = round(SPAN_SHARE * SMALL["n_photos"])
+    assert f"Multi-region ({n} labelled photos, {len(spanning)} unlabeled)" in (on / "README.md").read_text()
+    for r in _rows(off / "unlabeled_truth.csv"):
+        same = (off / "unlabeled" / r["image"]).read_bytes() == (on / "unlabeled" / r["image"]).read_bytes()
+        assert same == (r["image"] not in names), r["image"]
 
 
 def test_raters_name_one_or_both_sites(pair_of_runs):
@@ -117,9 +148,10 @@ def test_other_photos_stay_as_without_the_flag(pair_of_runs):
 
 
 def test_frame_shows_both_sites_and_the_streak_crosses_their_border(tmp_path):
-    specs = _plan(6, 60, 0, (64, 48), 2, tmp_path, multi_region=True)[0]
+    specs = _plan(6, 60, 16, (64, 48), 2, tmp_path, multi_region=True)[0]
     spanning = [s for s in specs if "span" in s]
-    assert {s["span"] for s in spanning} <= PAIRS and len(spanning) == 15
+    assert {s["span"] for s in spanning} <= PAIRS and len(spanning) == 15 + 4
+    assert sum("unlabeled" in Path(s["path"]).parts for s in spanning) == 4
     for spec in spanning:
         kp = _keypoints(spec["patient"]["body"])
         pair, xs = spec["span"], spec["x_sign"]

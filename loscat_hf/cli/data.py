@@ -118,7 +118,7 @@ def add_demo_data(sub: argparse._SubParsersAction) -> None:
                    "that cost what camera photos cost to decode (~2-3 bits per pixel; the default renders "
                    "are smooth, ~0.3)")
     p.add_argument("--multi-region", action="store_true",
-                   help="about 25%% of the labelled photos show two adjacent sites (thigh+leg, arm+forearm, "
-                        "forearm+hand, chest+abdomen, head+neck) with one lesion across them; raters name "
-                        "both ('Left thigh; L leg') or one")
+                   help="about 25%% of the photos (labelled and unlabeled) show two adjacent sites "
+                        "(thigh+leg, arm+forearm, forearm+hand, chest+abdomen, head+neck) with one lesion "
+                        "across them; raters name both ('Left thigh; L leg') or one")
     p.set_defaults(func=_demo_data)

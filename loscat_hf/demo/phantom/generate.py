@@ -56,11 +56,12 @@ Per class (truth): {per_class}
 """
 
 _SPANNING = """
-Multi-region ({n} photos): these show two adjacent sites (thigh+leg, arm+forearm, forearm+hand,
-chest+abdomen, head+neck; same side) with one linear lesion across their border. Raters then name both
-sites in one `region` cell, separated by `;` (e.g. `Left thigh; L leg`), or only one of them;
-`photos_truth.csv` names both in `site` and `label` (e.g. `left_thigh;left_leg`, `thigh;leg`), and
-`loscat_scores.csv` has the lesion's scores in both sites. Per class above counts such a photo in both.
+Multi-region ({n} labelled photos, {n_unlabeled} unlabeled): these show two adjacent sites (thigh+leg,
+arm+forearm, forearm+hand, chest+abdomen, head+neck; same side) with one linear lesion across their border.
+Raters then name both sites in one `region` cell, separated by `;` (e.g. `Left thigh; L leg`), or only one
+of them; `photos_truth.csv` and `unlabeled_truth.csv` name both in `site` and `label` (e.g.
+`left_thigh;left_leg`, `thigh;leg`), and `loscat_scores.csv` has the lesion's scores in both sites. Per
+class above counts such a labelled photo in both.
 """
 
 
@@ -73,11 +74,11 @@ def generate_demo_data(out: str | Path, n_patients: int = 60, n_photos: int = 60
 
     `photo_like` adds camera grain (texture, sensor noise) and saves at JPEG quality 90-95, so the files cost
     what camera photos cost to decode (benchmarks use it); the default renders are smooth (~0.3 bits per
-    pixel). `multi_region` makes about SPAN_SHARE of the labelled photos show two adjacent sites (thigh+leg,
-    arm+forearm, forearm+hand, chest+abdomen, head+neck) with one streak across both; raters name both
-    (';'-joined) or one, and the truth names both. Without it the archive is exactly as before. Same
-    arguments give the same bytes. Raises LoscatError on bad arguments or a non-empty `out`
-    without `overwrite` (which then replaces only what this function writes).
+    pixel). `multi_region` makes about SPAN_SHARE of the labelled photos, and of the unlabeled ones, show two
+    adjacent sites (thigh+leg, arm+forearm, forearm+hand, chest+abdomen, head+neck) with one streak across
+    both; raters name both (';'-joined) or one, and the truth tables name both. Without it the archive is
+    exactly as before. Same arguments give the same bytes. Raises LoscatError on bad arguments or a
+    non-empty `out` without `overwrite` (which then replaces only what this function writes).
     """
     t0 = time.perf_counter()
     root, size = _check_args(out, n_patients, n_photos, image_size, n_unlabeled, seed, num_workers)
@@ -96,13 +97,16 @@ def generate_demo_data(out: str | Path, n_patients: int = 60, n_photos: int = 60
     classes = load_taxonomy().classes
     per_class = Counter(c for r in truth for c in r["label"].split(";"))  # a spanning photo counts twice
     n_spanning = sum(1 for r in truth if ";" in r["site"])
+    n_unlabeled_spanning = sum(1 for r in unl if ";" in r["site"])
     per_class_d = {c: per_class.get(c, 0) for c in classes}
     (root / "SYNTHETIC").write_text("Everything in this folder is SYNTHETIC phantom data made by loscat-hf "
                                     "demo-data. No real patient data.\n", encoding="utf-8")
-    (root / "README.md").write_text(_README.format(
+    readme = _README.format(
         seed=seed, n_photos=n_photos, n_patients=n_patients, image_size=size, n_ratings=len(ratings),
-        n_unlabeled=n_unlabeled, out=root, per_class=", ".join(f"{c} {n}" for c, n in per_class_d.items()),
-    ) + (_SPANNING.format(n=n_spanning) if multi_region else ""), encoding="utf-8")
+        n_unlabeled=n_unlabeled, out=root, per_class=", ".join(f"{c} {n}" for c, n in per_class_d.items()))
+    if multi_region:
+        readme += _SPANNING.format(n=n_spanning, n_unlabeled=n_unlabeled_spanning)
+    (root / "README.md").write_text(readme, encoding="utf-8")
     seconds = time.perf_counter() - t0
     summary = dict(
         out=str(root), images=str(root / "images"), annotations=str(root / "annotations.csv"),
@@ -111,7 +115,7 @@ def generate_demo_data(out: str | Path, n_patients: int = 60, n_photos: int = 60
         n_ratings=len(ratings), n_unlabeled=n_unlabeled, n_score_rows=len(scores), per_class=per_class_d,
         per_skin_tone=dict(sorted(Counter(r["skin_tone"] for r in truth).items())),
         n_exif_orientation=sum(1 for r in truth if r["orientation"]), seconds=round(seconds, 1),
-        multi_region=bool(multi_region), n_spanning=n_spanning,
+        multi_region=bool(multi_region), n_spanning=n_spanning, n_unlabeled_spanning=n_unlabeled_spanning,
     )
     return summary
 
@@ -121,13 +125,17 @@ def format_summary(summary: dict) -> str:
     root = Path(summary["out"])
     files = [summary["annotations"], summary["scores"], summary["truth"], summary["images"]]
     files += [summary["unlabeled"]] if summary["unlabeled"] else []
+    spanning = (f"  {summary['n_spanning']} photos span two adjacent sites (--multi-region; counted in both "
+                "classes above)")
+    if summary["n_unlabeled"]:
+        n_unl = summary.get("n_unlabeled_spanning", 0)
+        spanning += f", as do {n_unl} of the {summary['n_unlabeled']} unlabeled"
     return "\n".join([
         f"SYNTHETIC phantom data: {summary['n_photos']} photos of {summary['n_patients']} patients, "
         f"{summary['n_ratings']} ratings, {summary['n_unlabeled']} unlabeled photos in "
         f"{summary['seconds']:.1f} s -> {root}",
         "  per class: " + ", ".join(f"{c} {n}" for c, n in summary["per_class"].items()),
-        *([f"  {summary['n_spanning']} photos span two adjacent sites (--multi-region; counted in both "
-           "classes above)"] if summary.get("multi_region") else []),
+        *([spanning] if summary.get("multi_region") else []),
         "  " + ", ".join(files),
         f"  next: loscat-hf prepare --annotations {summary['annotations']} --images {summary['images']} "
         f"--out DATASET --scores {summary['scores']} --keep-columns skin_tone",

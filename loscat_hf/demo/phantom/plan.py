@@ -24,7 +24,9 @@ from loscat_hf.demo.phantom.lesions import _span_lesion_geometry
 from loscat_hf.demo.phantom.raters import _ratings
 from loscat_hf.taxonomy import load_taxonomy
 
-SPAN_SHARE = 0.25  # multi_region: share of labelled photos that show two adjacent sites (when enough qualify)
+# multi_region: share of the labelled photos, and of the unlabeled ones, that show two adjacent sites (fewer
+# when not enough photos show a lesion at a site with an adjacent partner)
+SPAN_SHARE = 0.25
 
 
 def _plan(n_patients: int, n_photos: int, n_unlabeled: int, image_size: tuple[int, int], seed: int,
@@ -33,8 +35,8 @@ def _plan(n_patients: int, n_photos: int, n_unlabeled: int, image_size: tuple[in
     """Patients, photo specs, rating rows, truth rows; everything random is drawn here from `seed`.
 
     Returns (specs of labelled then unlabeled photos, rating rows, truth rows, unlabeled truth rows,
-    LoSCAT score rows). `multi_region` turns some labelled photos into spanning ones (`_make_spanning`), drawn
-    from a stream of their own: every other photo and rating stays as without it.
+    LoSCAT score rows). `multi_region` turns some labelled and unlabeled photos into spanning ones
+    (`_make_spanning`), chosen from streams of their own: every other photo and rating stays as without it.
     """
     tax = load_taxonomy()
     sites = tax.sites
@@ -65,7 +67,7 @@ def _plan(n_patients: int, n_photos: int, n_unlabeled: int, image_size: tuple[in
     n_up = max(1, math.ceil(n_unlabeled / 4)) if n_unlabeled else 0
     upatients = [_make_patient(urng, n_patients + i, f"P{n_patients + i + 1:04d}", seed, sites, site_p)
                  for i in range(n_up)]
-    unl_rows = []
+    uassign, urels = [], []
     for j in range(n_unlabeled):
         pat = upatients[j % n_up]
         visit = pat["visits"][int(urng.integers(len(pat["visits"])))]
@@ -73,10 +75,20 @@ def _plan(n_patients: int, n_photos: int, n_unlabeled: int, image_size: tuple[in
                 else str(urng.choice(sites, p=site_p)))
         number += 1 + int(urng.integers(0, 4))
         rel = _file_name(pat, visit, number)
-        spec = _photo_spec(urng, seed, n_photos + j, pat, visit, site, image_size, root / "unlabeled" / rel,
-                           number)
-        specs.append(spec)
-        unl_rows.append(_truth_row(rel, pat, visit, site, spec, tax))
+        specs.append(_photo_spec(urng, seed, n_photos + j, pat, visit, site, image_size,
+                                 root / "unlabeled" / rel, number))
+        uassign.append((j % n_up, visit, site))
+        urels.append(rel)
+    # multi_region: the same share of unlabeled photos spans two sites, chosen from a stream of their own
+    # once all are drawn, so every urng draw (and, without the flag, every byte) stays as before
+    uspans = _choose_spans(np.random.default_rng([seed, 5]), uassign, upatients, tax) if multi_region else {}
+    unl_rows = []
+    for j, ((pi, visit, site), rel) in enumerate(zip(uassign, urels, strict=True)):
+        spec = specs[n_photos + j]
+        if j in uspans:
+            _make_spanning(spec, upatients[pi], site, uspans[j], seed)
+        shown = ";".join(spec.get("sites", (site,)))
+        unl_rows.append(_truth_row(rel, upatients[pi], visit, shown, spec, tax))
 
     scores = _score_table(patients + upatients, truth_rows + unl_rows, sites)
     return specs, rating_rows, truth_rows, unl_rows, scores
@@ -125,7 +137,7 @@ def _assign_photos(rng: np.random.Generator, patients: list[dict], n_photos: int
 
 def _choose_spans(rng: np.random.Generator, assign: list[tuple[int, str, str]], patients: list[dict],
                   tax) -> dict[int, tuple[str, str]]:
-    """Which labelled photos span two sites: SPAN_SHARE of all, drawn among photos of a lesion at a site
+    """Which photos span two sites: SPAN_SHARE of all, drawn among photos of a lesion at a site
     that has an adjacent partner in SPAN_PAIRS -> {photo index: (proximal class, distal class)}."""
     eligible = [i for i, (pi, visit, site) in enumerate(assign)
                 if any(tax.site_to_class[site] in pair for pair in SPAN_PAIRS)
