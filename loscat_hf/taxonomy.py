@@ -23,6 +23,12 @@ class RegionError(LoscatError, ValueError):
     """A region string that is neither a LoSCAT site nor a known non-site code."""
 
 
+def split_set(cell: str | None) -> list[str]:
+    """A ';'-joined cell (several regions or sites, as loscat-hf writes and raters type them) -> its
+    non-empty, trimmed parts; an empty or missing cell -> []. The one way such a cell is split."""
+    return [part.strip() for part in str(cell or "").split(SET_SEPARATOR) if part.strip()]
+
+
 @dataclass(frozen=True)
 class ParsedRegion:
     """Result of parsing one rater's region string: a site (and its class) or a non-site code."""
