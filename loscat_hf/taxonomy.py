@@ -100,25 +100,51 @@ class Taxonomy:
         """Parse a cell that may name several sites separated by ';' (a lesion spanning thigh and leg).
 
         Each part is parsed as `parse` does; repeats count once; sites come out in the taxonomy's site order
-        (a set, however the rater wrote it; an unsided 'thigh' beside 'left thigh' adds nothing). A non-site
-        code stands alone: 'unclear; thigh' is refused."""
-        parts = [p for p in str(text).split(SET_SEPARATOR) if p.strip()]
+        (a set, however the rater wrote it; an unsided 'thigh' beside 'left thigh' adds nothing). A cell
+        that reads as one site as a whole ('Thigh; left', an export's punctuation) is that one site, as it
+        always was. A non-site code stands alone: 'unclear; thigh' is refused."""
+        parts = split_set(text)
         if len(parts) <= 1:
+            if not parts and str(text).strip():
+                raise RegionError(f"region {text!r} names no site between its ';'. "
+                                  f"{self.valid_names_message()}")
             return (self.parse(parts[0] if parts else text),)
-        parsed = [self.parse(p) for p in parts]
-        if any(p.code for p in parsed):
-            raise RegionError(f"region {text!r} mixes a non-site code with sites; a code stands alone. "
-                              f"{self.valid_names_message()}")
-        order = {s: i for i, s in enumerate(self.sites)}
+        try:
+            parsed = [self.parse(p) for p in parts]
+        except RegionError:
+            try:
+                return (self.parse(text),)
+            except RegionError:
+                bad = next(p for p in parts if not self._parses(p))
+                raise RegionError(f"region {text!r}: {bad!r} is not a site. {self.valid_names_message()}") \
+                    from None
+        codes = {p.code for p in parsed if p.code}
+        if len(codes) == 1 and all(p.code for p in parsed):
+            return (parsed[0],)  # 'unclear; unclear': one code, repeated
+        if codes:
+            raise RegionError(f"region {text!r} combines a non-site code with other answers; a code stands "
+                              f"alone. {self.valid_names_message()}")
         unique = {p.site: p for p in parsed}
         sided = {p.label for p in unique.values() if p.site != p.label}
         unique = {s: p for s, p in unique.items() if p.site != p.label or p.label not in sided}
-        return tuple(sorted(unique.values(), key=lambda p: (order.get(p.site, len(order)), p.site)))
+        return tuple(sorted(unique.values(), key=lambda p: self._order(p.site)))
+
+    def _parses(self, text: str) -> bool:
+        try:
+            self.parse(text)
+            return True
+        except RegionError:
+            return False
+
+    def _order(self, name: str) -> tuple:
+        """Taxonomy order of a class or site name: by class, then site ('left_arm' before 'thigh')."""
+        classes, sites = self.label2id, {n: i for i, n in enumerate(self.sites)}
+        return classes.get(self.to_class(name), len(classes)), sites.get(name, -1), name
 
     def join(self, names) -> str:
-        """A set of classes (or sites) as one cell: ';'-joined in the taxonomy's order."""
-        order = {n: i for i, n in enumerate((*self.classes, *self.sites))}
-        return SET_SEPARATOR.join(sorted(set(names), key=lambda n: (order.get(n, len(order)), n)))
+        """A set of classes or sites as one cell: ';'-joined in the taxonomy's order (by class, then site:
+        'left_arm' before 'thigh', whichever is a class name and whichever a site)."""
+        return SET_SEPARATOR.join(sorted(set(names), key=self._order))
 
     def valid_names_message(self) -> str:
         return (

@@ -291,3 +291,27 @@ def test_a_multi_region_dataset_publishes_nothing_identifying(tmp_path, monkeypa
     assert not any(name.startswith("private") for name in uploaded)
     _assert_clean(uploaded, [str(tmp_path).encode()])
     assert b"Richard Roe" in (out / "private" / "problems.csv").read_bytes()  # the bad cell, kept privately
+
+
+def test_cells_that_read_as_one_site_keep_reading_so():
+    """Punctuation an export put inside one site ('Thigh; left') reads as that site, as it always did; both
+    sides of one class are that class, side unknown (a single-region photo, no ';' in its site)."""
+    assert TAX.parse_many("Thigh; left") == (TAX.parse("left thigh"),)
+    assert TAX.parse_many("unclear; unclear") == (TAX.parse("unclear"),)
+    assert [p.site for p in TAX.parse_many("thigh; left arm")] == ["left_arm", "thigh"]  # by class, then site
+    assert TAX.join(["thigh", "left_arm"]) == "left_arm;thigh"
+
+
+def test_both_sides_of_one_class_are_one_region(tmp_path):
+    csv_path = _write_csv(tmp_path / "a.csv", [["a.jpg", "p1", "Left thigh; Right thigh", "r1"],
+                                               ["b.jpg", "p1", "left thigh; right thigh; left leg", "r1"]])
+    photos = {p.image: p for p in read_annotations(csv_path, TAX).photos}
+    assert (photos["a.jpg"].site, photos["a.jpg"].label) == ("thigh", "thigh")
+    assert (photos["b.jpg"].site, photos["b.jpg"].label) == ("thigh;left_leg", "thigh;leg")
+
+
+@pytest.mark.parametrize(("cell", "says"), [(";", "names no site"), ("chest; elbw", "'elbw' is not a site"),
+                                            ("unclear; chest", "a code stands alone")])
+def test_bad_sets_say_what_is_wrong(cell, says):
+    with pytest.raises(RegionError, match=says):
+        TAX.parse_many(cell)

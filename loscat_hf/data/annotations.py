@@ -239,7 +239,9 @@ def read_ratings(csv_path: str | Path, taxonomy: Taxonomy,
         if len(parsed) == 1:
             site = parsed[0].code or parsed[0].site or ""
             vote = parsed[0].code or parsed[0].label or ""
-        else:  # several sites ('Left thigh; Left leg'): one rating of a set
+        elif len({p.label for p in parsed}) == 1:  # 'Left thigh; Right thigh': one region, side unknown
+            site = vote = parsed[0].label or ""
+        else:  # several regions ('Left thigh; Left leg'): one rating of a set
             site = taxonomy.join(p.site for p in parsed)
             vote = taxonomy.join(p.label for p in parsed)
         rater = raters[i] if has_rater and raters[i] else f"row{row}"

@@ -245,7 +245,7 @@ def _multi_region_text(report: Mapping) -> list[str]:
     per = report.get("regions_per_photo")
     if not report.get("multi_region") or not isinstance(per, Mapping):
         return []
-    counts = ", ".join(f"{n} photo{'s' if n != 1 else ''} show {k} region{'s' if k != '1' else ''}"
+    counts = ", ".join(f"{n} photo{'s show' if n != 1 else ' shows'} {k} region{'s' if k != '1' else ''}"
                        for k, n in per.items())
     return [
         "## Photos that show several regions", "",

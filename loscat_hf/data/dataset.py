@@ -275,18 +275,18 @@ def load_packed_dataset(path: str, taxonomy: Taxonomy, max_train: int | None = N
         source, n = (MULTI_COLUMN if several else "label"), len(taxonomy.classes)
         ids = [label2id[c] for c in ds["train"].features[source].feature.names] if several else None
 
-        def targets(batch: dict) -> dict:
-            rows = ([[ids[x] for x in row] for row in batch[source]] if several
-                    else [[label2id[names[x]]] for x in batch[source]])
+        def targets(column: list) -> dict:
+            rows = ([[ids[x] for x in row] for row in column] if several
+                    else [[label2id[names[x]]] for x in column])
             return {MULTI_COLUMN: multi_hot(rows, n).tolist()}
 
-        ds = ds.map(targets, batched=True)
+        ds = ds.map(targets, batched=True, input_columns=source)  # the labels only: no photo is decoded
         ds = ds.cast_column(MULTI_COLUMN, List(Value("float32"), length=n))
     else:
         if several:  # the single-region path: photos that show one region only
             before = {k: len(v) for k, v in ds.items()}
-            ds = ds.filter(lambda b: [x is not None for x in b["label"]], batched=True,
-                           input_columns=None).remove_columns(MULTI_COLUMN)
+            ds = ds.filter(lambda labels: [x is not None for x in labels], batched=True,
+                           input_columns="label").remove_columns(MULTI_COLUMN)
             left = {k: before[k] - len(v) for k, v in ds.items() if before[k] - len(v)}
             logger.info("single-region view of a multi-region dataset: left out the photos that show "
                         "several regions (%s)", ", ".join(f"{k} {n}" for k, n in left.items()) or "none")

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from loscat_hf.data.dataset import PROBLEM_TYPES, SINGLE_LABEL
 from loscat_hf.errors import LoscatError
 from loscat_hf.model.folder import record_preset, refuse_missing_folder
 from loscat_hf.model.hub_access import hub_unreachable
@@ -30,8 +31,7 @@ _NORM = {"tiny": 0.5, "vit-base-384-random": 0.5}  # google/vit-* use mean = std
 # (multi_label_classification: a sigmoid per class). Stated in every config loscat-hf builds, trains or
 # converts: left unset, transformers guesses it from the first batch's labels (and `pipeline` from
 # num_labels), so plain transformers' loss and pipeline would depend on what came first.
-PROBLEM_TYPE = "single_label_classification"
-PROBLEM_TYPES = (PROBLEM_TYPE, "multi_label_classification")
+PROBLEM_TYPE = SINGLE_LABEL
 
 
 def image_processor(size: int, mean: float | Sequence[float] = 0.5, std: float | Sequence[float] = 0.5,

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loscat_hf.data.dataset import MULTI_LABEL  # transformers' problem_type of a multi-region model
 from loscat_hf.defaults import MAX_SIDE
 from loscat_hf.errors import LoscatError
 from loscat_hf.model.processor import BILINEAR, processor_stats
@@ -58,7 +59,6 @@ BEST_CHECKPOINT_KEY = "loscat_best_checkpoint"
 THRESHOLDS_KEY = "loscat_thresholds"
 KEYS = (TEMPERATURE_KEY, CALIBRATION_KEY, MAX_SIDE_KEY, DECODING_KEY, DATA_KEY, RUN_KEY, BASE_KEY,
         PRESET_KEY, SOURCE_KEY, SCORE_KEY, BEST_CHECKPOINT_KEY, THRESHOLDS_KEY)
-MULTI_LABEL = "multi_label_classification"  # transformers' problem_type of a multi-region model
 PACKED = "packed"  # decode as packing does (shorter side <= max_side), then squash to the input size
 FULL = "full"  # decode the whole photo, one squash-resize to the input size (the study's inference script)
 DECODING_MODES = (PACKED, FULL)
