@@ -67,6 +67,7 @@ def test_cli_evaluate_ensemble_reports_members_and_ensemble(tmp_path, capsys):
                  "--out", str(out)]) == 0
     report = json.loads((out / "ensemble_report.json").read_text())
     assert len(report["members"]) == 3 and report["n"] == 12
+    assert "n_left_out_several_regions" not in report  # a single-region dataset: nothing left out
     assert "erythema" in report["ensemble"]["scores"] and "score_mse" in report["members"][0]
     assert "ensemble: macro-F1" in capsys.readouterr().out
     assert main(["evaluate-ensemble", "--models", dirs[0], "--dataset", str(ds), "--out", str(out)]) == 2
@@ -79,3 +80,30 @@ def test_cli_evaluate_ensemble_reports_members_and_ensemble(tmp_path, capsys):
                  "--scores", str(table)]) == 0
     totals = json.loads((out / "ensemble_report.json").read_text())["visit_totals"]
     assert totals["n_visits"] == 12 and totals["mlossi"]["n"] == 12
+
+
+def test_ensemble_on_a_multi_region_dataset_scores_the_single_region_photos(tmp_path, capsys):
+    """Single-label members on a multi-region dataset: their softmax is scored on the photos that show one
+    region (not the dataset's 0/1 vectors, which would not broadcast), and the report says how many photos
+    showing several regions were left out."""
+    from conftest import save_tiny_model
+
+    import loscat_hf
+    from loscat_hf.data.dataset import read_split_metadata
+    from tests.test_multi_region_data import _export
+
+    csv_path, images = _export(tmp_path)
+    ds = loscat_hf.prepare(annotations=csv_path, images=images, out=tmp_path / "ds", val_fraction=0.25,
+                           num_workers=1, max_side=48).out_dir
+    rows = read_split_metadata(ds / "validation")
+    several = sum(1 for r in rows if r["label"] is None)
+    assert 0 < several < len(rows)
+    models = [str(save_tiny_model(tmp_path / f"m{seed}", seed=seed)) for seed in (0, 1)]
+    out = tmp_path / "ens"
+    assert main(["evaluate-ensemble", "--models", *models, "--dataset", str(ds), "--out", str(out)]) == 0
+    report = json.loads((out / "ensemble_report.json").read_text())
+    assert report["n"] == len(rows) - several and report["n_left_out_several_regions"] == several
+    assert all(0 <= m["accuracy"] <= 1 for m in [*report["members"], report["ensemble"]])
+    printed = capsys.readouterr().out
+    assert (f"{several} photos showing several regions left out: a single-region model is scored on the "
+            "single-region photos") in printed and "ensemble: macro-F1" in printed

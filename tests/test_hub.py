@@ -800,3 +800,71 @@ def test_card_snippet_finds_the_regions_loscat_hf_finds(multi_dir, tmp_path, tem
     namespace: dict = {}
     exec(code.replace("PATH_OR_REPO", str(d)).replace('"photo.jpg"', repr(str(photo))), namespace)
     assert set(namespace["regions"]) == chosen
+
+
+def _eval_folder(model: Path, name: str, split: str, metrics: dict) -> None:
+    from loscat_hf.model.weights import weights_fingerprint
+
+    (model / name).mkdir()
+    (model / name / "metrics.json").write_text(json.dumps(metrics))
+    (model / name / "evaluated.json").write_text(json.dumps({"split": split,
+                                                             "weights_sha256": weights_fingerprint(model)}))
+
+
+MULTI_METRICS = {"multi_label": True, "n": 60, "n_photos_several_regions": 25, "macro_f1": 0.41,
+                 "accuracy": 0.3, "exact_match": 0.3, "hamming_loss": 0.08, "mean_average_precision": 0.52,
+                 "ece": 0.12}
+
+
+def test_multi_region_card_shows_its_own_evaluation_and_model_index(multi_dir, tmp_path):
+    """A multi-region report (metrics.json multi_label): macro-F1, exact match, Hamming loss, mAP and the mean
+    per-class ECE under their own names, in the table and the model-index; exact match never as accuracy."""
+    d = _multi_copy(multi_dir, tmp_path / "m")
+    sub = {"skin_tone": {"values": {"I": {"n": 12}, "V": {"n": 11}}, "min_n_for_gap": 10,
+                         "macro_f1_gap": 0.21, "macro_f1_gap_between": {"worst": "V", "best": "I"},
+                         "accuracy_gap": 0.15}}
+    _eval_folder(d, "eval_validation", "validation", {**MULTI_METRICS, "subgroups": sub})
+    _eval_folder(d, "eval_test", "test", {**MULTI_METRICS, "n": 40, "n_photos_several_regions": 9,
+                                          "mean_average_precision": None, "ece": None})  # scored from sets
+    card = model_card(d, "org/multi")
+    text = card.text
+    assert ("| split | photos | showing several regions | macro-F1 | exact match | Hamming loss | "
+            "mean average precision | mean per-class ECE |") in text
+    assert "| validation | 60 | 25 | 0.410 | 0.300 | 0.080 | 0.520 | 0.120 |" in text
+    assert "| test | 40 | 9 | 0.410 | 0.300 | 0.080 | - | - |" in text
+    assert "balanced accuracy" not in text and "| accuracy |" not in text
+    assert "mean per-class ECE: each class's score read as the probability" in _flat(text)
+    assert "macro-F1 gap 0.210" in text and "exact-match gap 0.150" in text and "accuracy gap" not in text
+    meta = card.data.to_dict()
+    assert meta["metrics"] == ["f1", "exact_match"]
+    results = meta["model-index"][0]["results"]
+    by_split = {r["dataset"]["split"]: {m["type"]: (m["name"], m["value"]) for m in r["metrics"]}
+                for r in results}
+    assert by_split["validation"] == {"f1": ("macro-F1", 0.41), "exact_match": ("exact match", 0.3),
+                                      "hamming_loss": ("Hamming loss", 0.08),
+                                      "mean_average_precision": ("mean average precision", 0.52)}
+    assert set(by_split["test"]) == {"f1", "exact_match", "hamming_loss"}  # mAP not measured: not published
+    assert all(m["type"] != "accuracy" for r in results for m in r["metrics"])
+    from huggingface_hub import ModelCard
+
+    reread = ModelCard(str(card))  # the Hub's own parser reads the model-index back
+    assert {(r.dataset_split, r.metric_type) for r in reread.data.eval_results} == {
+        (s, t) for s, types in by_split.items() for t in types}
+
+
+def test_single_region_reports_keep_their_table_beside_a_multi_region_one(tmp_path):
+    """Each report gets the table of its kind; a single-label report of a multi-region dataset says how many
+    photos showing several regions it left out."""
+    d = _card_folder(tmp_path)
+    _eval_folder(d, "eval_validation", "validation", {"macro_f1": 0.5, "accuracy": 0.6, "n": 30,
+                                                      "n_left_out_several_regions": 7})
+    _eval_folder(d, "eval_test", "test", MULTI_METRICS)  # e.g. predictions scored against sets
+    card = model_card(d, "org/x")
+    text = card.text
+    assert "| validation | 30 | 0.500 | 0.600 | - | - |" in text
+    assert "| test | 60 | 25 | 0.410 | 0.300 | 0.080 | 0.520 | 0.120 |" in text
+    assert ("7 photos of the validation split showing several regions were left out: a single-region model "
+            "is scored on the single-region photos.") in _flat(text)
+    assert card.data.to_dict()["metrics"] == ["f1", "accuracy", "exact_match"]
+    types = {(r.dataset_split, r.metric_type) for r in card.data.eval_results}
+    assert ("validation", "accuracy") in types and ("test", "accuracy") not in types

@@ -320,3 +320,87 @@ def evaluate_predictions_report(preds, truth, out):
     result = evaluate_predictions(preds, truth, out)
     assert str(out) in result.summary()
     return result.report
+
+
+# --- a single-region model on a multi-region dataset: the photos left out are counted -----------------------
+
+def _left_out(dataset):
+    """(photos of the validation split, those showing several regions)."""
+    from loscat_hf.data.dataset import read_split_metadata
+
+    rows = read_split_metadata(dataset / "validation")
+    several = sum(1 for r in rows if r["label"] is None)
+    assert 0 < several < len(rows)
+    return len(rows), several
+
+
+LEFT_OUT = ("photos showing several regions left out: a single-region model is scored on the single-region "
+            "photos")
+
+
+def test_evaluate_reports_the_photos_a_single_region_model_left_out(multi_dataset, tmp_path, capsys):
+    total, several = _left_out(multi_dataset)
+    model = save_tiny_model(tmp_path / "single", seed=2)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(model), "--dataset", str(multi_dataset), "--out", str(out)]) == 0
+    assert f"{several} {LEFT_OUT}" in capsys.readouterr().out
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["n_left_out_several_regions"] == several and report["n"] == total - several
+    assert f"{several} photos showing several regions left out" in (out / "per_class.md").read_text()
+
+
+def test_nothing_is_said_left_out_where_nothing_is(multi_dataset, multi_model, tiny_dataset, tmp_path):
+    """A multi-region model scores every photo; a single-region dataset has none to leave out: their reports
+    and summaries are as they were."""
+    from loscat_hf.evaluation.split_eval import evaluate
+
+    single = save_tiny_model(tmp_path / "s", seed=2)
+    for model, dataset in ((multi_model, multi_dataset), (single, tiny_dataset)):
+        result = evaluate(str(model), str(dataset), str(tmp_path / "eval"))
+        assert "n_left_out_several_regions" not in result.report and "left out" not in result.summary()
+        assert "left out" not in (tmp_path / "eval" / "per_class.md").read_text()
+
+
+def test_calibrate_says_how_many_photos_a_single_region_model_left_out(multi_dataset, tmp_path, monkeypatch):
+    import loscat_hf.evaluation.calibrate as cal
+
+    total, several = _left_out(multi_dataset)
+    monkeypatch.setattr(cal, "MIN_PHOTOS", 10)  # the fixture's validation split is small
+    result = cal.calibrate(str(save_tiny_model(tmp_path / "single", seed=2)), str(multi_dataset))
+    assert result.n == total - several and result.left_out == several
+    assert f"{several} {LEFT_OUT}." in result.summary()
+    monkeypatch.setattr(cal, "MIN_PHOTOS", total)  # enough photos in the split, too few showing one region
+    with pytest.raises(LoscatError, match=f"{total - several} photos showing one region \\({several} showing "
+                                          "several left out\\)"):
+        cal.calibrate(str(save_tiny_model(tmp_path / "single2", seed=2)), str(multi_dataset))
+
+
+def test_calibrate_on_a_single_region_dataset_says_nothing_left_out(tiny_dataset, tmp_path, monkeypatch):
+    import loscat_hf.evaluation.calibrate as cal
+
+    monkeypatch.setattr(cal, "MIN_PHOTOS", 10)
+    result = cal.calibrate(str(save_tiny_model(tmp_path / "single", seed=2)), str(tiny_dataset))
+    assert result.left_out is None and "left out" not in result.summary()
+
+
+def test_the_card_of_an_evaluated_multi_region_model_shows_its_own_metrics(multi_dataset, multi_model,
+                                                                            tmp_path):
+    """evaluate's metrics.json, as the card reads it: the multi-region table and model-index, no accuracy."""
+    import shutil
+
+    from loscat_hf.model.card import model_card
+
+    model = tmp_path / "m"
+    shutil.copytree(multi_model, model)
+    assert main(["evaluate", "--model", str(model), "--dataset", str(multi_dataset), "--out",
+                 str(model / "eval_validation")]) == 0
+    report = json.loads((model / "eval_validation" / "metrics.json").read_text())
+    card = model_card(model, "org/multi")
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results == {"f1": round(report["macro_f1"], 4), "exact_match": round(report["exact_match"], 4),
+                       "hamming_loss": round(report["hamming_loss"], 4),
+                       "mean_average_precision": round(report["mean_average_precision"], 4)}
+    row = (f"| validation | {report['n']} | {report['n_photos_several_regions']} | "
+           f"{report['macro_f1']:.3f} | {report['exact_match']:.3f} | {report['hamming_loss']:.3f} | "
+           f"{report['mean_average_precision']:.3f} | {report['ece']:.3f} |")
+    assert row in card.text

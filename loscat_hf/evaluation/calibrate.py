@@ -63,6 +63,7 @@ class CalibrationResult:
     review_after: dict
     min_confidence: float
     min_margin: float
+    left_out: int | None = None  # photos showing several regions, on a multi-region dataset (None: none)
 
     def summary(self) -> str:
         def ece(v: float | None) -> str:
@@ -74,10 +75,13 @@ class CalibrationResult:
                    if r[key] is not None]
             return f"{r['flagged']} of {self.n} flagged" + (f" ({', '.join(acc)})" if acc else "")
 
+        from loscat_hf.evaluation.split_eval import left_out_line
+
         return "\n".join([
             f"calibrated on {self.n} labelled photos of the {self.split} split "
             f"(accuracy {self.accuracy:.3f}): temperature {self.temperature_before:.3f} -> "
             f"{self.temperature:.3f}, ECE {ece(self.ece_before)} -> {ece(self.ece_after)}.",
+            *([f"{left_out_line(self.left_out)}."] if self.left_out else []),
             f"needs review (top-1 below {self.min_confidence:g} or top two within {self.min_margin:g}): "
             f"before {review(self.review_before)}; after {review(self.review_after)}.",
             f"Recorded in {Path(self.model) / 'config.json'}."])
@@ -143,7 +147,7 @@ def calibrate(model: str, dataset: str, split: str = "validation", taxonomy: str
     `record_thresholds(..., by="calibrate", split=...)`; a single-label model on a multi-region dataset is
     fitted on the photos showing one region."""
     from loscat_hf.data.dataset import MULTI_LABEL, SINGLE_LABEL, load_packed_dataset
-    from loscat_hf.evaluation.split_eval import split_outputs
+    from loscat_hf.evaluation.split_eval import left_out_several_regions, split_outputs
     from loscat_hf.model.folder import load_config, temperature
     from loscat_hf.taxonomy import load_taxonomy
 
@@ -169,9 +173,11 @@ def calibrate(model: str, dataset: str, split: str = "validation", taxonomy: str
     if split not in ds:
         raise LoscatError(f"dataset {dataset} has no split {split!r} (it has {', '.join(ds)})", param="split")
     n = len(ds[split])
+    left_out = None if multi else left_out_several_regions(dataset, split, n)
     if n < MIN_PHOTOS:  # a multi-region dataset's single-region photos only, for a single-label model
-        raise LoscatError(f"the {split} split has {n} photos showing one region; calibrate needs at least "
-                          f"{MIN_PHOTOS} for a single-label model", param="split")
+        raise LoscatError(f"the {split} split has {n} photos showing one region ({left_out} showing several "
+                          f"left out); calibrate needs at least {MIN_PHOTOS} for a single-label model",
+                          param="split")
     if multi:
         from loscat_hf.evaluation.calibrate_thresholds import calibrate_thresholds
 
@@ -189,7 +195,7 @@ def calibrate(model: str, dataset: str, split: str = "validation", taxonomy: str
         temperature_before=before, temperature=fitted, ece_before=how["ece_before"],
         ece_after=how["ece_after"], min_confidence=min_confidence, min_margin=min_margin,
         review_before=review_effect(probs_before, y, min_confidence, min_margin),
-        review_after=review_effect(probs_after, y, min_confidence, min_margin))
+        review_after=review_effect(probs_after, y, min_confidence, min_margin), left_out=left_out)
     _write_record(folder, fitted, {"by": "calibrate", "split": split, **how,
                                    "temperature_before": round(before, 6)})
     return result

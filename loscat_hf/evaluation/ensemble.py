@@ -96,7 +96,8 @@ def evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "v
                           taxonomy: str | None = None, batch_size: int = 64,
                           scores_table: str | None = None) -> dict:
     """Evaluate every member and their average on a packed dataset split; write ensemble_report.json."""
-    from loscat_hf.data.dataset import load_packed_dataset
+    from loscat_hf.data.dataset import SINGLE_LABEL, load_packed_dataset
+    from loscat_hf.evaluation.split_eval import left_out_several_regions
     from loscat_hf.taxonomy import load_taxonomy
 
     if len(models) < 2:
@@ -108,10 +109,12 @@ def evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "v
                           param="models")
     _refuse_multi_label(models, dataset, split)
     tax = load_taxonomy(taxonomy)
-    ds = load_packed_dataset(dataset, tax)
+    # every member is single-label: on a multi-region dataset, its photos that show one region
+    ds = load_packed_dataset(dataset, tax, problem_type=SINGLE_LABEL)
     if split not in ds:
         raise LoscatError(f"dataset {dataset} has no split {split!r} (it has {', '.join(ds)})")
     data = ds[split]
+    left_out = left_out_several_regions(dataset, split, len(data))  # None: a single-region dataset
     table = keys = None
     if scores_table:  # refused, when bad or when a member has no score heads, before any model runs
         from loscat_hf.evaluation.score_report import (
@@ -131,6 +134,7 @@ def evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "v
         targets = split_score_targets(data, ens.components)  # None: no score columns, region metrics only
     labels = np.asarray(data["labels"])
     report = {"split": split, "n": len(labels),
+              **({} if left_out is None else {"n_left_out_several_regions": left_out}),
               "members": [evaluate_member(m, labels, targets) for m in members],
               "ensemble": evaluate_member(ens, labels, targets)}
     if table is not None:
@@ -146,11 +150,15 @@ def evaluate_ensemble(models: list[str], dataset: str, out: str, split: str = "v
 
 
 def format_ensemble(report: dict) -> str:
-    """The console lines of an ensemble report: visit totals, then each member and the ensemble."""
+    """The console lines of an ensemble report: the photos left out, visit totals, then each member and the
+    ensemble."""
     from loscat_hf.evaluation.score_report import summary_lines
+    from loscat_hf.evaluation.split_eval import left_out_line
 
-    lines = [f"ensemble {line.strip()}"
-             for line in summary_lines({"visit_totals": report.get("visit_totals")})]
+    left_out = report.get("n_left_out_several_regions")
+    lines = [left_out_line(left_out)] if left_out else []
+    lines += [f"ensemble {line.strip()}"
+              for line in summary_lines({"visit_totals": report.get("visit_totals")})]
     for r in [*report["members"], report["ensemble"]]:
         extra = f", score MSE {r['score_mse']:.3f}" if "score_mse" in r else ""
         lines.append(f"{r['model']}: macro-F1 {r['macro_f1']:.3f}, accuracy {r['accuracy']:.3f}, "

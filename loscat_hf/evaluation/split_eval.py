@@ -22,9 +22,11 @@ logger = logging.getLogger(__name__)
 
 
 def evaluate_split(logits: np.ndarray, split, taxonomy, out_dir: str | Path, temperature: float = 1.0,
-                   subgroups: list[str] | None = None, thresholds: Sequence[float] | None = None) -> dict:
+                   subgroups: list[str] | None = None, thresholds: Sequence[float] | None = None,
+                   left_out: int | None = None) -> dict:
     """Write metrics.json, per-class CSV/Markdown, confusion matrix and per-class F1 plots; return the
-    report.
+    report. `left_out`: photos showing several regions that a single-label split of a multi-region dataset
+    left out (`left_out_several_regions`), recorded as `n_left_out_several_regions`.
 
     With `thresholds` (a multi-region model's, one per class; `read_model_folder(m).thresholds`) or multi-hot
     `labels` (`load_packed_dataset(..., problem_type=MULTI_LABEL)`), the multi-label report instead: classes
@@ -41,6 +43,8 @@ def evaluate_split(logits: np.ndarray, split, taxonomy, out_dir: str | Path, tem
                                    neighbours=taxonomy.are_neighbours, subgroups=groups or None,
                                    temperature=temperature)
     report["split_size"] = len(labels)
+    if left_out is not None:  # a multi-region dataset: these numbers cover only its single-region photos
+        report["n_left_out_several_regions"] = int(left_out)
     write_report(report, Path(out_dir), list(taxonomy.classes))
     return report
 
@@ -143,6 +147,8 @@ class EvaluationResult:
                     f"(n={r.get('split_size', r['n'])}); "
                     f"{r.get('neighbour_error_share', 0):.0%} of errors between anatomical neighbours. "
                     f"Report: {self.out_dir / 'metrics.json'}")
+        if r.get("n_left_out_several_regions"):
+            text = "\n".join([text, left_out_line(r["n_left_out_several_regions"])])
         if self.scores is None:
             return text
         from loscat_hf.evaluation.score_report import summary_lines
@@ -162,16 +168,29 @@ def _multi_label_summary(split: str, r: dict, ece: str, out_dir: Path) -> str:
             + f". Report: {out_dir / 'metrics.json'}")
 
 
-def _note_left_out(model: str, dataset: str, split: str, kept: int) -> None:
-    """A single-label model on a multi-region dataset is measured on its single-region photos: say how many
-    photos that leaves out, since its numbers then cover fewer photos than a multi-region model's."""
-    from loscat_hf.data.dataset import read_split_metadata
+def left_out_several_regions(dataset: str, split: str, kept: int) -> int | None:
+    """How many photos of a multi-region dataset's split a single-label view (`load_packed_dataset(...,
+    problem_type=SINGLE_LABEL)`, `kept` photos) left out: those showing several regions. None for a
+    single-region dataset, where nothing is left out and the report stays as it was."""
+    from loscat_hf.data.dataset import is_multi_region, read_split_metadata
 
-    total = len(read_split_metadata(Path(dataset) / split))
+    if not is_multi_region(dataset):
+        return None
+    return len(read_split_metadata(Path(dataset) / split)) - kept
+
+
+def left_out_line(n: int) -> str:
+    """The summary's line for photos left out: a single-region model's numbers cover fewer photos than a
+    multi-region model's on the same split."""
+    return (f"{n} photos showing several regions left out: a single-region model is scored on the "
+            "single-region photos")
+
+
+def _note_left_out(model: str, split: str, kept: int, left_out: int) -> None:
+    """The same count in the log, for callers of `evaluate` that read no summary."""
     logger.info("%s is a single-label model: evaluated on the %d photos of the %s split that show one "
                 "region; %d photos showing several regions were left out (a multi-region model is evaluated "
-                "on all)",
-                model, kept, split, total - kept)
+                "on all)", model, kept, split, left_out)
 
 
 def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxonomy: str | None = None,
@@ -183,7 +202,6 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
     from loscat_hf.data.dataset import (
         MULTI_LABEL,
         SINGLE_LABEL,
-        is_multi_region,
         load_packed_dataset,
         split_score_targets,
         subgroup_columns,
@@ -209,8 +227,9 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
     ds = load_packed_dataset(dataset, tax, problem_type=MULTI_LABEL if thresholds else SINGLE_LABEL)
     if split not in ds:
         raise LoscatError(f"dataset {dataset} has no split {split!r} (it has {', '.join(ds)})")
-    if not thresholds and is_multi_region(dataset):
-        _note_left_out(model, dataset, split, len(ds[split]))
+    left_out = None if thresholds else left_out_several_regions(dataset, split, len(ds[split]))
+    if left_out is not None:
+        _note_left_out(model, split, len(ds[split]), left_out)
     keys = None
     if table is not None:
         keys = split_clinic_keys(ds[split], dataset)
@@ -219,7 +238,8 @@ def evaluate(model: str, dataset: str, out: str, split: str = "validation", taxo
     (Path(out) / EVALUATED_NAME).unlink(missing_ok=True)
     outputs = split_outputs(model, ds[split], batch_size=batch_size, num_workers=num_workers)
     report = evaluate_split(outputs.logits, ds[split], tax, out, temperature=outputs.temperature,
-                            subgroups=subgroup_columns(ds[split]), thresholds=thresholds or None)
+                            subgroups=subgroup_columns(ds[split]), thresholds=thresholds or None,
+                            left_out=left_out)
     scores = None
     if outputs.scores is not None:
         visits = None if table is None else clinical_visits(outputs.scores, outputs.components, ds[split],

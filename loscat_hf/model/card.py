@@ -74,10 +74,38 @@ def _report(folder: Path) -> dict | None:
                          worst_n=(values.get(between.get("worst")) or {}).get("n"),
                          best_n=(values.get(between.get("best")) or {}).get("n"),
                          accuracy_gap=sub.get("accuracy_gap")))
-    return dict(split=split, n=metrics.get("n", metrics.get("split_size")),
-                macro_f1=float(metrics["macro_f1"]), accuracy=float(metrics["accuracy"]),
-                balanced_accuracy=metrics.get("balanced_accuracy"), ece=metrics.get("ece"),
-                subgroup_gaps=gaps, scores=_score_rows(folder / SCORE_REPORT_NAME))
+    report = dict(split=split, n=metrics.get("n", metrics.get("split_size")),
+                  macro_f1=float(metrics["macro_f1"]), accuracy=float(metrics["accuracy"]),
+                  balanced_accuracy=metrics.get("balanced_accuracy"), ece=metrics.get("ece"),
+                  subgroup_gaps=gaps, scores=_score_rows(folder / SCORE_REPORT_NAME),
+                  multi_label=bool(metrics.get("multi_label")),
+                  left_out=_number(metrics.get("n_left_out_several_regions")))
+    if report["multi_label"]:  # its `accuracy` is exact match, its `ece` the mean of per-class binary ECEs
+        report.update({k: _number(metrics.get(k)) for k in (*_MULTI_METRICS, "n_photos_several_regions")})
+    return report
+
+
+# a multi-region report's model-index entries: (metrics.json key, metric type, name the Hub shows); the types
+# are free text to the Hub: f1 and exact_match are ids of hf.co/metrics, the other two say what they are
+_MULTI_METRICS = {"macro_f1": ("f1", "macro-F1"), "exact_match": ("exact_match", "exact match"),
+                  "hamming_loss": ("hamming_loss", "Hamming loss"),
+                  "mean_average_precision": ("mean_average_precision", "mean average precision")}
+
+
+def _eval_results(r: dict, common: dict) -> list:
+    """One report's model-index entries: a single-region report's macro-F1 and accuracy; a multi-region
+    report's macro-F1, exact match, Hamming loss and mean average precision (each where it was measured),
+    never exact match published as accuracy."""
+    from huggingface_hub import EvalResult
+
+    if not r["multi_label"]:
+        return [EvalResult(metric_type="f1", metric_name="macro-F1", metric_config="macro",
+                           metric_value=round(r["macro_f1"], 4), **common),
+                EvalResult(metric_type="accuracy", metric_name="accuracy",
+                           metric_value=round(r["accuracy"], 4), **common)]
+    return [EvalResult(metric_type=kind, metric_name=name, metric_value=round(r[key], 4),
+                       **({"metric_config": "macro"} if kind == "f1" else {}), **common)
+            for key, (kind, name) in _MULTI_METRICS.items() if r.get(key) is not None]
 
 
 def _score_rows(path: Path) -> dict | None:
@@ -145,7 +173,7 @@ def model_card(model_dir: str | Path, repo_id: str | None = None, dataset_id: st
 
     `repo_id` None: the card train saves beside the model (loading code says PATH_OR_REPO); `reports`: extra
     `loscat-hf evaluate --out` folders (e.g. the test split) besides those inside the model folder."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import ModelCard, ModelCardData
 
     model_dir = Path(model_dir)
     config = _read_json(model_dir / model_folder.CONFIG_NAME)
@@ -162,16 +190,13 @@ def model_card(model_dir: str | Path, repo_id: str | None = None, dataset_id: st
     for r in evaluations:
         common = dict(task_type="image-classification", task_name="LoSCAT body region", dataset_type=ds_type,
                       dataset_name=ds_name, dataset_split=r["split"])
-        eval_results += [EvalResult(metric_type="f1", metric_name="macro-F1", metric_config="macro",
-                                    metric_value=round(r["macro_f1"], 4), **common),
-                         EvalResult(metric_type="accuracy", metric_name="accuracy",
-                                    metric_value=round(r["accuracy"], 4), **common)]
+        eval_results += _eval_results(r, common)
     name = repo_id.split("/")[-1] if repo_id else PLACEHOLDER_NAME
     data = ModelCardData(
         license=None if source else "apache-2.0",  # converted weights keep their authors' licence
         library_name="transformers", pipeline_tag="image-classification", tags=TAGS,
         base_model=start["hub_id"], datasets=[dataset_id] if dataset_id else None,
-        metrics=["f1", "accuracy"], model_name=name, eval_results=eval_results or None,
+        metrics=_metric_ids(evaluations), model_name=name, eval_results=eval_results or None,
     )
     hparams = summary.get("hyperparameters") or {}
     return ModelCard.from_template(
@@ -194,6 +219,13 @@ def model_card(model_dir: str | Path, repo_id: str | None = None, dataset_id: st
         calibration=calibration_shown(model_folder.calibration(config)),
         **_multi_label(config, classes),
     )
+
+
+def _metric_ids(evaluations: list[dict]) -> list[str]:
+    """The card's `metrics` list: hf.co/metrics ids of what its reports measure (a multi-region report:
+    macro-F1 and exact match; its Hamming loss and mAP have no id there)."""
+    kinds = {r["multi_label"] for r in evaluations} or {False}
+    return ["f1", *(["accuracy"] if False in kinds else []), *(["exact_match"] if True in kinds else [])]
 
 
 def _multi_label(config: dict, classes: list[str]) -> dict:

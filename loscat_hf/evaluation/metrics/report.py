@@ -177,8 +177,10 @@ def compute_metrics_fn(class_names: Sequence[str],
 
     The Trainer prefixes them with "eval_"; use `metric_for_best_model="macro_f1"` (classes are imbalanced,
     so accuracy would reward predicting the common regions). `multi_label`: a multi-region model's logits
-    and multi-hot label_ids; macro_f1, exact_match (= accuracy), hamming_loss and mean_average_precision of
-    sigmoid >= 0.5 (the per-class thresholds are fitted after training).
+    and multi-hot label_ids (`multi_label.trainer_metrics`); macro_f1 and exact_match (= accuracy) at
+    per-class thresholds fitted on these same validation photos, as the checkpoint would be saved with them
+    (a fixed 0.5 scores every young checkpoint 0), with macro_f1_at_0_5, hamming_loss and
+    mean_average_precision beside them.
     """
     num_labels = len(class_names)
     if multi_label:
@@ -236,7 +238,9 @@ def _markdown(report: Mapping[str, Any], table: pd.DataFrame) -> str:
         f"NLL {_fmt(report['nll'])}"
         + (f" · {_fmt(report['neighbour_error_share'], pct=True)} of {report['errors']} errors between "
            "anatomical neighbours" if "neighbour_error_share" in report
-           else f" · {report['errors']} errors"),
+           else f" · {report['errors']} errors")
+        + (f" · {report['n_left_out_several_regions']} photos showing several regions left out (scored on "
+           "the single-region photos)" if report.get("n_left_out_several_regions") else ""),
         "",
         "| class | support | precision | recall | F1 | most confused with |",
         "|---|---:|---:|---:|---:|---|",
