@@ -338,3 +338,11 @@ def test_multi_label_chance_is_what_marking_every_photo_scores():
     for score in (0.1, 0.2, 0.05):
         cb.on_evaluate(None, State(), None, metrics={"eval_macro_f1": score})
     assert cb.warning and "chance is 0.500 (every class marked)" in cb.warning
+
+
+def test_a_single_label_run_on_a_multi_region_dataset_says_what_it_left_out(multi_dataset, tmp_path):
+    """Its validation report counts the photos showing several regions it could not score (10 here)."""
+    out = tmp_path / "single"
+    train(*_args(multi_dataset, out, "--problem-type", SINGLE_LABEL, "--num-train-epochs", "1"))
+    report = json.loads((out / "eval" / "metrics.json").read_text())
+    assert report["n_left_out_several_regions"] == 10 and report["split_size"] == 12 * 2

@@ -181,7 +181,7 @@ def refuse_trainer_push(targs: TrainingArguments) -> None:
 
 def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
     """Train, restore the best model, fit a temperature, save a standard model folder and its report."""
-    from loscat_hf.evaluation.split_eval import evaluate_split
+    from loscat_hf.evaluation.split_eval import evaluate_split, left_out_several_regions
     from loscat_hf.model.calibration import fit_record
     from loscat_hf.model.thresholds import fit_thresholds, sigmoid
     from loscat_hf.taxonomy import load_taxonomy
@@ -274,8 +274,12 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
         eval_dir = out / "eval"
         # multi-label: the thresholds just recorded, in class order (a multi-label report)
         by_threshold = ({"thresholds": tuple(thresholds[c] for c in taxonomy.classes)} if multi else {})
+        # a single-label run on a multi-region dataset: its report says how many validation photos it left out
+        left_out = (None if multi or largs.max_eval_samples else
+                    left_out_several_regions(largs.dataset, "validation", len(ds["validation"])))
         report = evaluate_split(logits, ds["validation"], taxonomy, eval_dir, temperature=temperature,
-                                subgroups=subgroup_columns(ds["validation"]), **by_threshold)
+                                subgroups=subgroup_columns(ds["validation"]), left_out=left_out,
+                                **by_threshold)
         plot_training_curves(trainer.state.log_history, eval_dir / "training_curves.png",
                              phase_switch=phases[1]["start_epoch"] if len(phases) > 1 else None,
                              phase1_trains=phases[0]["trains"])
