@@ -69,9 +69,8 @@ def main() -> None:
         loscat_hf.predict_folder(str(model), str(root / "dataset" / "test"), str(predictions), num_workers=0)
         scored = loscat_hf.evaluate_predictions(predictions, root / "test_truth.csv", root / f"eval_{name}")
         result["models"][name] = {
-            "problem_type": problem_type, "train_photos": trained.data["train"]["photos"]
-            if isinstance(trained.data, dict) and isinstance(trained.data.get("train"), dict) else None,
-            "validation_macro_f1": trained.macro_f1, "test": {
+            "problem_type": problem_type, "train_photos": trained.data["train"]["n"],
+            "test": {
                 k: scored.report.get(k) for k in ("macro_f1", "exact_match", "hamming_loss", "n")},
             "per_class_f1": {r["class"]: r["f1"] for r in scored.report["per_class"]},
             "support": {r["class"]: r["support"] for r in scored.report["per_class"]},
