@@ -34,6 +34,12 @@ EXACT_PROB_DIFF = 1e-3
 # `loscat-hf label --order`: least sure first, seeded, by path
 LABEL_ORDERS = ("uncertain", "random", "folder")
 
+# predict's predictions-CSV columns beside region and the top-k (infer/folder.py writes them; resume, link,
+# `evaluate --predictions` and the label app read them): every region a photo shows, ';'-joined, most
+# probable first (a single-region model's one region), and their scores in the same order
+REGIONS_COLUMN = "regions"
+REGIONS_PROB_COLUMN = "regions_probability"
+
 # The Space's default model is the study's published checkpoint (model/study.py), converted on first start;
 # env LOSCAT_MODEL, a bundled model/ folder or `demo --model` override it.
 

@@ -2,9 +2,11 @@
 
 The model says *where* each photo was taken (12 classes); the clinic's score table says *how active and
 how damaged* each of the 18 sites was at each visit. Joining them by patient and visit gives photos per
-region, the lesion distribution over the body, and mLoSSI / LoSDI per region and visit. A predictions CSV
-with a `regions` column (predict writes it: every region a photo shows, ';'-joined) files a photo under each
-of its regions, one linked row per photo and region, and the photo counts once under each. Nothing is dropped
+region, the lesion distribution over the body, and mLoSSI / LoSDI per region and visit. A multi-region
+model's predictions (a `regions` cell, every region a photo shows ';'-joined, that is not the row's `region`
+on some answered row) file a photo under each of its regions, one linked row per photo and region, and the
+photo counts once under each; a single-region model's CSV (`regions` = `region`) gives the report a CSV
+without the column gives, byte for byte. Nothing is dropped
 silently: photos without metadata or without score rows, score rows without photos or with an unknown
 site, and photos whose prediction failed are counted in the summary and listed in their own CSVs.
 The score table is read by `scores.read_score_table`, the one reader `prepare --scores` uses too, so both
@@ -34,15 +36,14 @@ from loscat_hf.data.score_tables import (
     read_score_table,
     total,
 )
+from loscat_hf.defaults import REGIONS_COLUMN as REGIONS
+from loscat_hf.defaults import REGIONS_PROB_COLUMN as REGIONS_PROB
 from loscat_hf.errors import LoscatError
 from loscat_hf.io.csvsafe import SafeDictWriter, read_cell
-from loscat_hf.taxonomy import SET_SEPARATOR, Taxonomy, load_taxonomy
+from loscat_hf.taxonomy import SET_SEPARATOR, Taxonomy, load_taxonomy, split_set
 
 log = logging.getLogger(__name__)
-PREDICTION_COLUMNS = ("image", "region", "status")
-# optional (infer/folder.py's columns; link does not import infer/): every region a photo shows, ';'-joined,
-# most probable first, and their scores in that order
-REGIONS, REGIONS_PROB = "regions", "regions_probability"
+PREDICTION_COLUMNS = ("image", "region", "status")  # and optionally REGIONS, REGIONS_PROB (defaults.py)
 
 
 @dataclass
@@ -205,7 +206,7 @@ def run_link(predictions: str | Path, scores: str | Path, metadata: str | Path, 
     if any(missing_cells.values()):
         log.info("score table %s: %d empty cells (missing, left out of the totals)", scores,
                  sum(missing_cells.values()))
-    multi = bool(preds) and REGIONS in preds[0]  # else exactly the one-region report
+    multi = multi_region_predictions(preds)  # else exactly the one-region report
     linked, unmatched_photos, errors, n_linked = _link_photos(preds, meta, site_rows, classes, multi)
     photo_visits = {(r["patient_id"], r["visit"]) for r in linked}
     unmatched_scores: list[dict] = [_score_cells(r) | {"reason": "unknown_site"} for r in table.unknown_sites]
@@ -258,16 +259,20 @@ def run_link(predictions: str | Path, scores: str | Path, metadata: str | Path, 
     return LinkResult(out=out, summary=summary)
 
 
-def _split(text: str | None) -> list[str]:
-    return [part.strip() for part in (text or "").split(SET_SEPARATOR) if part.strip()]
+def multi_region_predictions(preds: list[dict[str, str]]) -> bool:
+    """A multi-region model's predictions: some answered row's `regions` is not its one `region` (several, or
+    none passed a threshold). A single-region model writes its region there on every answered row, so its
+    CSV is linked as one without the column."""
+    return any(p.get("status") == "ok" and REGIONS in p and split_set(p[REGIONS]) != [p.get("region")]
+               for p in preds)
 
 
 def _shown(p: dict, multi: bool) -> list[tuple[str, str]]:
     """(region, its probability) for every region a prediction row shows: its `regions` with their scores
-    when the CSV has them, else its one region."""
+    for a multi-region model's CSV, else its one region."""
     if not multi:
         return [(p["region"], p.get("probability", ""))]
-    names, scores = _split(p.get(REGIONS)), _split(p.get(REGIONS_PROB))
+    names, scores = split_set(p.get(REGIONS)), split_set(p.get(REGIONS_PROB))
     out: dict[str, str] = {}
     for name, score in zip(names, scores if len(scores) == len(names) else [""] * len(names), strict=True):
         out.setdefault(name, score)  # a region named twice is filed once
@@ -277,7 +282,7 @@ def _shown(p: dict, multi: bool) -> list[tuple[str, str]]:
 def _link_photos(preds: list[dict], meta: list[dict], site_rows: list[dict], classes: list[str],
                  multi: bool = False) -> tuple[list[dict], list[dict], list[dict], int]:
     """prediction -> metadata -> the visit's score rows: (linked rows, unmatched photos with why, errors,
-    photos linked). One linked row per photo and region it shows (`multi`: the CSV's `regions`), each with
+    photos linked). One linked row per photo and region it shows (`multi`: the rows' `regions`), each with
     the scored sites of that region at the photo's visit."""
     index = _PathIndex(meta)
     scored_visits = {(r["patient_id"], r["visit"]) for r in site_rows}

@@ -11,6 +11,7 @@ import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from loscat_hf.cli import main
+from loscat_hf.defaults import REGIONS_COLUMN, REGIONS_PROB_COLUMN
 from loscat_hf.errors import LoscatError
 from loscat_hf.evaluation.metrics import classification_report, write_report
 from loscat_hf.evaluation.predictions import MATCHING_NAME, evaluate_predictions
@@ -32,11 +33,13 @@ def _write(path, header, rows):
     return path
 
 
-def _loscat_csv(path, rows):
-    """rows: (image, [(label, prob), ...] top-k) or (image, status, error) for a failed photo."""
+def _loscat_csv(path, rows, columns=COLUMNS):
+    """rows: (image, [(label, prob), ...] top-k) or (image, status, error) for a failed photo; a single-region
+    model's, so `regions` is its region."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
-        w = SafeDictWriter(f, fieldnames=COLUMNS)  # exactly as `loscat-hf predict` writes it
+        # exactly as `loscat-hf predict` writes it (`columns`: as an older one did)
+        w = SafeDictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         for row in rows:
             if isinstance(row[1], str):
@@ -44,6 +47,7 @@ def _loscat_csv(path, rows):
                 continue
             image, top = row
             out = {"image": image, "region": top[0][0], "probability": f"{top[0][1]:.4f}",
+                   REGIONS_COLUMN: top[0][0], REGIONS_PROB_COLUMN: f"{top[0][1]:.4f}",
                    "needs_review": "false", "status": "ok", "error": ""}
             for k in range(3):
                 out[f"top{k + 1}"] = top[k][0] if k < len(top) else ""
@@ -120,6 +124,31 @@ def test_loscat_format_truth_in_sided_site_names(tmp_path):
     assert r["nll"] == pytest.approx(-np.mean(np.log(p_true)), rel=1e-6)
     assert "spread evenly" in r["probabilities"]
     assert "spread evenly" in (tmp_path / "out" / "per_class.md").read_text()
+
+
+def test_an_answered_row_without_regions_is_a_multi_region_models(tmp_path):
+    """A single-region model writes its region in `regions` on every answered row: one empty `regions` cell
+    (no class passed its threshold) makes the CSV a multi-region model's, scored as sets, even when every
+    other row names its one region and the top-k scores sum to at most 1. Without the column, the CSV
+    predicts its one region per photo."""
+    truth = _write(tmp_path / "truth.csv", ["image", "region"],
+                   [["a.jpg", "head"], ["b.jpg", "chest"], ["c.jpg", "left thigh"]])
+    rows = [("a.jpg", [("head", 0.7), ("neck", 0.2), ("chest", 0.05)]),
+            ("b.jpg", [("chest", 0.6), ("abdomen", 0.3), ("neck", 0.05)]),
+            ("c.jpg", [("thigh", 0.4), ("leg", 0.3), ("foot", 0.2)])]
+    single = evaluate_predictions(_loscat_csv(tmp_path / "single.csv", rows), truth, tmp_path / "s").report
+    assert "multi_label" not in single and single["accuracy"] == 1.0
+    preds = _loscat_csv(tmp_path / "preds.csv", rows)
+    text = preds.read_text().replace("thigh,0.4000,false", ",,false")  # c.jpg: no region passed
+    assert text != preds.read_text()
+    preds.write_text(text)
+    multi = evaluate_predictions(preds, truth, tmp_path / "m").report
+    assert multi["multi_label"] and multi["n_photos_no_region_predicted"] == 1
+    assert multi["exact_match"] == pytest.approx(2 / 3)
+    older = [c for c in COLUMNS if c not in (REGIONS_COLUMN, REGIONS_PROB_COLUMN)]
+    without = evaluate_predictions(_loscat_csv(tmp_path / "old.csv", rows, columns=older), truth,
+                                   tmp_path / "o").report
+    assert "multi_label" not in without and without["accuracy"] == 1.0
 
 
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")

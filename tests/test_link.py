@@ -100,6 +100,37 @@ def test_hand_counted_case(clinic, tmp_path):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
 
+def _with_regions(preds, path, empty=()):
+    """The clinic's predictions as today's predict writes a single-region model's: `regions` = `region` and
+    `regions_probability` = `probability` on every answered row; `empty`: photos given no region instead."""
+    rows = _read(preds)
+    for r in rows:
+        ok = r["status"] == "ok" and r["image"] not in empty
+        r["regions"], r["regions_probability"] = (r["region"], r["probability"]) if ok else ("", "")
+    return _csv(path, [*PRED_HEADER[:3], "regions", "regions_probability", *PRED_HEADER[3:]],
+                [[r[c] for c in (*PRED_HEADER[:3], "regions", "regions_probability", *PRED_HEADER[3:])]
+                 for r in rows])
+
+
+def test_a_single_region_models_regions_column_changes_no_byte(clinic, tmp_path):
+    """Multi-region linking follows the rows, not the header: a `regions` column that is every answered
+    row's `region` gives the report of the CSV without it, byte for byte (summary.json's keys included); one
+    answered row without a region makes it a multi-region model's."""
+    preds, scores, meta = clinic
+    out = tmp_path / "out"  # one folder for both runs: summary.json names it
+    before = run_link(preds, scores, meta, out, plots=False).summary
+    written = {p.name: p.read_bytes() for p in out.iterdir()}
+    after = run_link(_with_regions(preds, tmp_path / "with.csv"), scores, meta, out, plots=False).summary
+    assert after == before and {p.name: p.read_bytes() for p in out.iterdir()} == written
+    assert _read(out / "unmatched_photos.csv") and "photos_several_regions" not in after
+
+    multi = run_link(_with_regions(preds, tmp_path / "none.csv", empty={"c.jpg"}), scores, meta,
+                     tmp_path / "multi", plots=False).summary
+    assert multi["photos_several_regions"] == 0 and multi["photos_linked"] == before["photos_linked"] - 1
+    assert multi["unmatched_photo_reasons"]["no_region_above_threshold"] == 1
+    assert "regions" in _read(tmp_path / "multi" / "linked_photos.csv")[0]
+
+
 def test_packed_dataset_folder_as_metadata(tmp_path):
     ds = tmp_path / "ds"
     _csv(ds / "train" / "metadata.csv", ["file_name", "label", "site", "patient_id", "visit", "image_id"],

@@ -186,39 +186,92 @@ def test_resume_refuses_a_multi_region_row_its_scores_could_not_give(multi_model
     assert f"row {i + 2}: {problem}" in str(caught.value)
 
 
-@pytest.mark.parametrize("left", ["output", "partial"])
-def test_resume_refuses_an_older_output_without_the_regions_columns(predictor, photos, tmp_path, left):
-    """An output (or a killed run's partial file) of a loscat-hf that wrote no `regions` is not kept as if
-    complete: resume names the missing columns, and only them, and touches nothing."""
+def _as_older_loscat_hf(out: Path, left: str, keep: int = 5, edit=None, model_record: bool = True) -> None:
+    """`out` as a loscat-hf from before the `regions` columns left it: its first `keep` rows as the output or
+    a killed run's partial file (`left`), and that run's record (its columns; `model_record`: a model record
+    without the multi-region fields, which reads as today's for a single-region model)."""
     from loscat_hf.io.hashing import file_sha256
 
-    out = tmp_path / "predictions.csv"
-    predict_folder(predictor, photos, out, progress=False)
     old_columns = [c for c in COLUMNS if c not in (REGIONS, REGIONS_PROB)]
-    rows = _read(out)
-    target = out if left == "output" else tmp_path / "predictions.csv.partial"
+    rows = _read(out)[:keep]
+    if edit is not None:
+        edit(rows)
+    target = out if left == "output" else out.with_name(out.name + ".partial")
     with open(target, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=old_columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows[:5])
+        writer.writerows(rows)
     if left == "partial":
         out.unlink()
-    record_file = tmp_path / "predictions.csv.run.json"
+    record_file = out.with_name(out.name + ".run.json")
     record = json.loads(record_file.read_text())
     record["settings"]["columns"] = old_columns
-    for key in ("problem_type", "thresholds", "threshold_record"):  # a record from before multi-region models
+    for key in ("problem_type", "thresholds", "threshold_record") if model_record else ():
         record["model_record"].pop(key)
     record["output_sha256"] = file_sha256(out) if left == "output" else None
     record_file.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("left", ["output", "partial"])
+def test_resume_gives_an_older_single_region_output_its_regions(predictor, photos, tmp_path, monkeypatch,
+                                                                left):
+    """A single-region model's output (or a killed run's partial file) of a loscat-hf that wrote no `regions`
+    is kept: its rows get `regions` = `region`, and the run writes what a fresh run writes, today's header
+    included; killed on the way, the rows kept wait in the partial file under today's header."""
+    from loscat_hf.io.hashing import file_sha256
+
+    out = tmp_path / "predictions.csv"
+    partial, record_file = tmp_path / "predictions.csv.partial", tmp_path / "predictions.csv.run.json"
+    predict_folder(predictor, photos, out, batch_size=2, progress=False)
+    fresh = out.read_bytes()
+    _as_older_loscat_hf(out, left)
+    with monkeypatch.context() as mp:
+        _kill_at_batch(predictor, mp, batch=2)
+        with pytest.raises(KeyboardInterrupt):
+            predict_folder(predictor, photos, out, batch_size=2, resume=True, progress=False)
+    with open(partial, newline="", encoding="utf-8") as f:
+        assert next(csv.reader(f)) == COLUMNS and len(_read(partial)) == 7  # 5 kept, one batch of 2
+    assert json.loads(record_file.read_text())["settings"]["columns"] == COLUMNS
+    summary = predict_folder(predictor, photos, out, batch_size=2, resume=True, progress=False)
+    assert summary.resumed == 7 and out.read_bytes() == fresh and not partial.exists()
+    assert json.loads(record_file.read_text())["output_sha256"] == file_sha256(out)
+
+    _as_older_loscat_hf(out, left)  # straight through this time
+    summary = predict_folder(predictor, photos, out, batch_size=2, resume=True, progress=False)
+    assert summary.resumed == 5 and out.read_bytes() == fresh
+
+
+def test_an_older_single_region_outputs_rows_are_still_checked(predictor, photos, tmp_path):
+    out = tmp_path / "predictions.csv"
+    predict_folder(predictor, photos, out, progress=False)
+
+    def edit(rows):
+        rows[2]["probability"] = "1.5"
+
+    _as_older_loscat_hf(out, "output", edit=edit)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(LoscatError, match="row 4: probability '1.5' is not a number from 0 to 1"):
+        predict_folder(predictor, photos, out, resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize("left", ["output", "partial"])
+def test_resume_refuses_an_older_multi_region_output(multi_model, photos, tmp_path, left):
+    """A multi-region model's regions cannot be rebuilt from its top-3: an output without the `regions`
+    columns is refused in one line that names them, and only them, and nothing is touched."""
+    predictor = _torch(multi_model)
+    out = tmp_path / "predictions.csv"
+    predict_folder(predictor, photos, out, progress=False)
+    _as_older_loscat_hf(out, left, model_record=False)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     with pytest.raises(LoscatError, match="another model or with other settings") as caught:
         predict_folder(predictor, photos, out, resume=True, progress=False)
     message = str(caught.value)
-    assert "it has no regions, regions_probability column" in message
+    assert "it has no regions, regions_probability column" in message and "\n" not in message
     assert "the model's" not in message  # the same model: only the columns differ
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     summary = predict_folder(predictor, photos, out, progress=False)  # without resume: every photo again
-    assert summary.resumed == 0 and all(r[REGIONS] == r["region"] for r in _read(out) if r["status"] == "ok")
+    assert summary.resumed == 0 and summary.several_regions
 
 
 def test_cli_summary_counts_photos_of_several_regions(multi_model, photos, tmp_path, capsys):
@@ -229,14 +282,42 @@ def test_cli_summary_counts_photos_of_several_regions(multi_model, photos, tmp_p
     assert f"{several} show several regions" in capsys.readouterr().out
 
 
-def test_explain_shows_the_highest_score_of_a_multi_region_model(multi_model, photos, tmp_path):
-    from loscat_hf.infer.explain import explain_folder
+def test_explain_answers_with_a_multi_region_models_regions(multi_model, photos, tmp_path, capsys):
+    """explain's answer for a multi-region model is every region at or above its threshold with its score
+    (or none), as predict's `regions` are, not its top sigmoid score; the overlays are the same."""
+    from loscat_hf.infer.explain import NONE_SHOWN, explain_folder
 
-    result = explain_folder(str(multi_model), [photos / "p0.png"], tmp_path / "x", backend="torch")
-    ((_, region, probability, overlay),) = result.explained
-    pred = _torch(multi_model).predict(photos / "p0.png")
-    assert region == pred.label and probability == pytest.approx(pred.probability, abs=1e-4)
-    assert overlay.is_file()
+    files = sorted(photos.glob("p*.png"))
+    result = explain_folder(str(multi_model), files, tmp_path / "x", backend="torch")
+    preds = _torch(multi_model).predict([str(f) for f in files])
+    assert result.multi_label and [p for p, *_ in result.explained] == files
+    answers = {photo.name: (answer, scores) for photo, answer, scores, _ in result.answers()}
+    several = none = 0
+    for f, shown, pred in zip(files, result.regions, preds, strict=True):
+        assert [c for c, _ in shown] == [c for c, _ in pred.regions]
+        assert [p for _, p in shown] == pytest.approx([p for _, p in pred.regions], abs=1e-4)
+        names = ";".join(c for c, _ in pred.regions)
+        assert answers[f.name][0] == (names or NONE_SHOWN)
+        assert answers[f.name][1] == (";".join(f"{p:.3f}" for _, p in shown) or "-")
+        several += len(shown) > 1
+        none += not shown
+    assert several and none  # the checks can fail both ways
+    assert all(o.is_file() for o in result.overlays)
+
+    assert main(["explain", "--model", str(multi_model), "--images", *map(str, files), "--out",
+                 str(tmp_path / "cli"), "--backend", "torch"]) == 0
+    lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert {Path(line[0]).name: (line[1], line[2]) for line in lines} == answers
+
+
+def test_explain_of_a_single_region_model_prints_its_top_region(predictor, model_dir, photos, tmp_path,
+                                                                capsys):
+    assert main(["explain", "--model", str(model_dir), "--images", str(photos / "p0.png"), "--out",
+                 str(tmp_path / "x"), "--backend", "torch"]) == 0
+    pred = predictor.predict(str(photos / "p0.png"))
+    photo, region, probability, overlay = capsys.readouterr().out.strip().split("\t")
+    assert (photo, region, probability) == (str(photos / "p0.png"), pred.label, f"{pred.probability:.3f}")
+    assert overlay == str(tmp_path / "x" / "p0.explain.png")
 
 
 def _onnx_ready():
@@ -361,8 +442,8 @@ def test_link_files_a_photo_under_every_region_it_shows(clinic, tmp_path):
 
 
 def test_link_of_a_single_region_models_predictions_is_the_one_region_report(predictor, photos, tmp_path):
-    """predict's CSV of a single-region model has `regions` = `region`: link gives the report it gives
-    without the column, the `regions` column of its tables aside."""
+    """predict's CSV of a single-region model has `regions` = `region`: link writes, byte for byte, the
+    report it writes for the CSV without the column."""
     out = tmp_path / "predictions.csv"
     predict_folder(predictor, photos, out, progress=False)
     rows = _read(out)
@@ -372,14 +453,11 @@ def test_link_of_a_single_region_models_predictions_is_the_one_region_report(pre
                 [[r["image"], f"P{k % 2}", "V1"] for k, r in enumerate(rows)])
     scores = _csv(tmp_path / "scores.csv", SCORE_HEADER,
                   [[f"P{k}", "V1", site, 1, 0, 0, 0, 0, 0] for k in (0, 1) for site in ("head", "chest")])
-    new = run_link(out, scores, meta, tmp_path / "new", plots=False).summary
-    before = run_link(old, scores, meta, tmp_path / "old", plots=False).summary
-    assert "photos_several_regions" not in before
-    assert {k: v for k, v in new.items() if k not in ("out", "photos_several_regions",
-                                                      "photos_per_region_counting")} == {
-        k: v for k, v in before.items() if k != "out"}
-    assert new["photos_several_regions"] == 0 and new["photos_linked"] == 8
-    for name in ("linked_photos.csv", "photos_per_region.csv", "unmatched_photos.csv"):
-        a, b = _read(tmp_path / "new" / name), _read(tmp_path / "old" / name)
-        assert [{k: v for k, v in r.items() if k != REGIONS} for r in a] == b
-    assert REGIONS not in _read(tmp_path / "old" / "linked_photos.csv")[0]
+    report = tmp_path / "report"  # the same folder, so that summary.json's `out` is the same too
+    before = run_link(old, scores, meta, report, plots=False).summary
+    written = {p.name: p.read_bytes() for p in report.iterdir()}
+    new = run_link(out, scores, meta, report, plots=False).summary
+    assert new == before and "photos_several_regions" not in new and new["photos_linked"] == 8
+    assert {p.name: p.read_bytes() for p in report.iterdir()} == written
+    assert {"linked_photos.csv", "unmatched_photos.csv", "summary.json"} <= set(written)
+    assert REGIONS not in _read(report / "linked_photos.csv")[0]

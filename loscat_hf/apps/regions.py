@@ -59,10 +59,10 @@ def _cut(score: float) -> str:
     return f"{math.floor(score * 1000 + 1e-9) / 1000:.3f}"
 
 
-def batch_row(name: str, pred: RegionPrediction, labels: Sequence[str]) -> list[Any]:
-    """One photo's row under BATCH_HEADER: the regions shown ';'-joined in class order, their scores in the
-    same order, and the highest-scoring class (also when none passes)."""
-    score = dict(pred.regions)
-    shown = lit(pred, labels)
-    return [name, SET_SEPARATOR.join(shown), SET_SEPARATOR.join(f"{score[c]:.4f}" for c in shown),
+def batch_row(name: str, pred: RegionPrediction) -> list[Any]:
+    """One photo's row under BATCH_HEADER: the regions shown ';'-joined most probable first and their scores
+    in the same order, as predict's `regions` and `regions_probability` are, and the highest-scoring class
+    (also when none passes). `labels` is not needed: the order is the prediction's."""
+    return [name, SET_SEPARATOR.join(c for c, _ in pred.regions),
+            SET_SEPARATOR.join(f"{score:.4f}" for _, score in pred.regions),
             pred.label, round(pred.probability, 4), pred.needs_review, ""]

@@ -236,7 +236,7 @@ class SpaceModel:
                     continue
                 pred = self.predictor.from_logits(self.predictor.logits(pixels[None]), top_k=2)[0]
                 if multi:
-                    rows.append(regions.batch_row(name, pred, self.predictor.labels))
+                    rows.append(regions.batch_row(name, pred))
                     continue
                 second = pred.top[1] if len(pred.top) > 1 else ("", None)
                 rows.append([name, pred.label, round(pred.probability, 4), second[0],

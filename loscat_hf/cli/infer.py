@@ -80,8 +80,8 @@ def _explain(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, backend=args.backend)
     for photo, reason in result.skipped:
         print(f"skipped {photo}: {reason}", file=sys.stderr)
-    for photo, region, probability, overlay in result.explained:
-        print(f"{photo}\t{region}\t{probability:.3f}\t{overlay}")
+    for photo, answer, scores, overlay in result.answers():  # a multi-region model: its regions and scores
+        print(f"{photo}\t{answer}\t{scores}\t{overlay}")
     return 0
 
 

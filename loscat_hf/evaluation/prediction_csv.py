@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loscat_hf.data.annotations import normalise_column
+from loscat_hf.defaults import REGIONS_COLUMN
 from loscat_hf.errors import LoscatError
 from loscat_hf.io.csvsafe import decode_export, read_cell
-from loscat_hf.taxonomy import SET_SEPARATOR, RegionError, Taxonomy
+from loscat_hf.taxonomy import RegionError, Taxonomy, split_set
 
 LOSCAT_COLUMNS = ("image", "region", "status")  # infer/folder.py COLUMNS (evaluation does not import infer/)
-REGIONS_COLUMN = "regions"  # a multi-region model's regions, ';'-joined, most probable first
 LOSCAT_OK = "ok"  # folder.py's status of a row with a prediction; any other is an image problem kind
 STUDY_COLUMNS = ("image_path", "pred_label", "confidence")
 STUDY_ERROR = "ERROR"
@@ -112,8 +112,7 @@ class Parser:
 
     def regions(self, text: str, row: int) -> tuple[int, ...]:
         """A predicted `regions` cell: class ids (sorted; empty when no region passed its threshold)."""
-        return tuple(sorted({self.label(part.strip(), row) for part in text.split(SET_SEPARATOR)
-                             if part.strip()}))
+        return tuple(sorted({self.label(part, row) for part in split_set(text)}))
 
     def label(self, text: str, row: int) -> int:
         """A predicted class: a non-site code is no prediction of a class."""
@@ -198,10 +197,12 @@ def read_predictions(path: Path, tax: Taxonomy) -> tuple[str, list[Row]]:
 
 
 def multi_region_model(p: Row) -> bool:
-    """Whether a prediction row is a multi-region model's: its `regions` name other classes than its top one,
-    or its top-k scores add up to more than a softmax can (per-class sigmoid scores)."""
+    """Whether a prediction row is a multi-region model's, in a CSV with a `regions` column: its `regions` are
+    not its one top class (other classes, or none: a single-region model always writes its region there, so an
+    answered row with no region passing comes from a multi-region model), or its top-k scores add up to more
+    than a softmax can (per-class sigmoid scores)."""
     return p.regions is not None and p.label is not None and (
-        (len(p.regions) > 0 and p.regions != (p.label,)) or sum((p.probs or {}).values()) > 1.01)
+        p.regions != (p.label,) or sum((p.probs or {}).values()) > 1.01)
 
 
 def read_truth(path: Path, tax: Taxonomy) -> tuple[dict[str, str], list[Row]]:

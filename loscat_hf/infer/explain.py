@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from PIL import Image
 from loscat_hf.errors import LoscatError
 from loscat_hf.model.inference import autocast_for, eager_attention
 from loscat_hf.model.transforms import normalise
+from loscat_hf.taxonomy import SET_SEPARATOR
 
 
 @dataclass
@@ -159,21 +160,42 @@ def _list_images(sources: Sequence[str | os.PathLike]) -> list[Path]:
     return files
 
 
+NONE_SHOWN = "(none above threshold)"  # a multi-region model's answer when no class passes its threshold
+
+
 @dataclass
 class ExplainResult:
-    """Per photo: (photo, top region, its probability, overlay written); photos that could not be read."""
+    """Per photo: (photo, top region, its probability, overlay written); photos that could not be read.
+    `regions`, beside each explained photo: the regions it shows with their scores, most probable first. That
+    is a multi-region model's answer (`multi_label`: per-class sigmoid scores, so its top region and score
+    alone are not the answer; none when no class passes its threshold); a single-region model's is its top
+    region."""
 
     explained: list[tuple[Path, str, float, Path]]
     skipped: list[tuple[Path, str]]
+    regions: list[list[tuple[str, float]]] = field(default_factory=list)
+    multi_label: bool = False
 
     @property
     def overlays(self) -> list[Path]:
         return [row[3] for row in self.explained]
 
+    def answers(self) -> list[tuple[Path, str, str, Path]]:
+        """Per explained photo: (photo, answer, its score(s), overlay), as `explain` prints them. A
+        single-region model: its top region and probability; a multi-region model: its regions ';'-joined
+        and their scores in the same order (as predict's `regions` and `regions_probability`), or NONE_SHOWN
+        and '-'."""
+        if not self.multi_label:
+            return [(photo, region, f"{p:.3f}", overlay) for photo, region, p, overlay in self.explained]
+        return [(photo, SET_SEPARATOR.join(c for c, _ in shown) or NONE_SHOWN,
+                 SET_SEPARATOR.join(f"{p:.3f}" for _, p in shown) or "-", overlay)
+                for (photo, _, _, overlay), shown in zip(self.explained, self.regions, strict=True)]
+
 
 def explain_folder(model: str, images: Sequence[str | os.PathLike], out: str | os.PathLike,
                    precision: str = "fp32", batch_size: int = 8, backend: str = "auto") -> ExplainResult:
-    """`loscat-hf explain`: write `<name>.explain.png` overlays and return the top region of each photo."""
+    """`loscat-hf explain`: write `<name>.explain.png` overlays and return each photo's answer: its top region
+    (a multi-region model: every region at or above its threshold, `ExplainResult.regions`)."""
     from tqdm.auto import tqdm
 
     from loscat_hf.infer.load import load_predictor
@@ -183,7 +205,7 @@ def explain_folder(model: str, images: Sequence[str | os.PathLike], out: str | o
     files = _list_images(images)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = ExplainResult([], [])
+    result = ExplainResult([], [], multi_label=predictor.folder.multi_label)
     for start in tqdm(range(0, len(files), batch_size), desc="explain", unit="batch"):
         chunk = files[start:start + batch_size]
         good, photos, pixels = [], [], []
@@ -203,6 +225,7 @@ def explain_folder(model: str, images: Sequence[str | os.PathLike], out: str | o
             target = out_dir / f"{f.stem}.explain.png"
             ex.overlay.save(target)
             result.explained.append((f, pred.label, pred.probability, target))
+            result.regions.append(list(pred.regions))
     if not result.explained:
         if not any(out_dir.iterdir()):
             out_dir.rmdir()  # nothing written: leave no empty folder behind

@@ -27,18 +27,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from loscat_hf.data.private import private_open
+from loscat_hf.defaults import REGIONS_COLUMN as REGIONS
+from loscat_hf.defaults import REGIONS_PROB_COLUMN as REGIONS_PROB
 from loscat_hf.errors import LoscatError
 from loscat_hf.io.atomic import atomic_file
 from loscat_hf.io.csvsafe import SafeDictWriter, read_cell
-from loscat_hf.taxonomy import SET_SEPARATOR
+from loscat_hf.taxonomy import SET_SEPARATOR, split_set
 
 if TYPE_CHECKING:
     from loscat_hf.model.folder import Decoding
 
 TOP_K = 3
-# every region the photo shows (';'-joined, most probable first) and their scores in the same order: a
-# single-region model's one region, a multi-region model's classes at or above their thresholds
-REGIONS, REGIONS_PROB = "regions", "regions_probability"
+# REGIONS, REGIONS_PROB (defaults.py): every region the photo shows (';'-joined, most probable first) and
+# their scores in the same order: a single-region model's one region, a multi-region model's classes at or
+# above their thresholds
 COLUMNS = ["image", "region", "probability",
            *[c for k in range(1, TOP_K + 1) for c in (f"top{k}", f"top{k}_prob")],
            REGIONS, REGIONS_PROB, "needs_review", "status", "error"]
@@ -234,17 +236,12 @@ def row_top(row: dict[str, str]) -> list[tuple[str, float]]:
     return [(row[f"top{k}"], float(row[f"top{k}_prob"])) for k in range(1, TOP_K + 1) if row.get(f"top{k}")]
 
 
-def split_cell(text: str | None) -> list[str]:
-    """A ';'-joined cell (`regions`, `regions_probability`) -> its parts; [] for an empty cell."""
-    return [part.strip() for part in (text or "").split(SET_SEPARATOR) if part.strip()]
-
-
 def row_regions(row: dict[str, str]) -> list[tuple[str, float]]:
     """A prediction row's regions as (class, score), most probable first, the inverse of `_prediction_row`;
     [] for an error row or a photo where no class passed its threshold."""
     if row.get("status") != "ok":
         return []
-    return list(zip(split_cell(row.get(REGIONS)), map(float, split_cell(row.get(REGIONS_PROB))), strict=True))
+    return list(zip(split_set(row.get(REGIONS)), map(float, split_set(row.get(REGIONS_PROB))), strict=True))
 
 
 def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, batch_size: int = 32,
@@ -335,7 +332,7 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
     status = Counter(r["status"] for r in ordered)
     answered = [r for r in ordered if r["status"] == "ok"]
     review = sum(1 for r in answered if r["needs_review"] == "true")
-    shown = Counter(min(len(split_cell(r[REGIONS])), 2) for r in answered)
+    shown = Counter(min(len(split_set(r[REGIONS])), 2) for r in answered)
     return PredictSummary(out=out, total=len(ordered), resumed=resumed, by_status=dict(status),
                           needs_review=review, calibrated=predictor.folder.calibrated, model=name,
                           multi_label=predictor.folder.multi_label, several_regions=shown[2],

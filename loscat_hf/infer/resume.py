@@ -6,11 +6,14 @@ output: it names the model folder) holds the model's weights fingerprint and its
 temperature, decoding, a multi-region model's thresholds) and the settings that change answers (tta, the
 review thresholds, the numerics: fp32 / bf16 / int8, top-k, the columns). It is written at the start of a
 run, once the partial file holds every row kept, and completed with the finished output's sha256 at the
-end. `--resume` then refuses, in one line, an earlier output whose record is missing or differs (one of a
-loscat-hf that wrote fewer columns among them: it names them), or an output changed since it was written;
-and re-validates every kept row (a region among the model's labels, probabilities in [0, 1], the review
-flag and `regions` its scores give, under a multi-region model's per-class thresholds, a known status, a
-file this input still lists), refusing the first bad one by its row number.
+end. `--resume` then refuses, in one line, an earlier output whose record is missing or differs, or an output
+changed since it was written. One difference is taken in: a single-region model's output of a loscat-hf that
+wrote no `regions` columns; its kept rows get `regions` = `region` (what predict writes for such a model
+today) and the run rewrites them under today's header. A multi-region model's regions cannot be rebuilt from
+its top-k: there the missing columns are named and refused. Then it re-validates every kept row (a region
+among the model's labels, probabilities in [0, 1], the review flag and `regions` its scores give, under a
+multi-region model's per-class thresholds, a known status, a file this input still lists), refusing the first
+bad one by its row number.
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from loscat_hf.defaults import REGIONS_COLUMN as REGIONS
+from loscat_hf.defaults import REGIONS_PROB_COLUMN as REGIONS_PROB
 from loscat_hf.errors import LoscatError
 from loscat_hf.io.atomic import atomic_file
 from loscat_hf.io.csvsafe import read_cell
 from loscat_hf.io.hashing import file_sha256
 from loscat_hf.io.images import PROBLEM_KINDS
 from loscat_hf.model.folder import MULTI_LABEL, ModelFolder
-from loscat_hf.taxonomy import SET_SEPARATOR
+from loscat_hf.taxonomy import split_set
 
 RECORD_SUFFIX = ".run.json"
 RECORD_VERSION = 1
@@ -140,6 +145,23 @@ def _differences(old: dict, new: dict) -> list[str]:
 Rows = list[tuple[Path, int, dict[str, str]]]  # (file, spreadsheet row number, row)
 
 
+def _older_columns(old: dict, record: dict) -> list[str] | None:
+    """The columns of an earlier single-region model's output that lacks only `regions` and
+    `regions_probability` (a loscat-hf from before them): its rows can be given them; None otherwise (the
+    same columns, other ones, or a multi-region model, whose regions its top-k cannot rebuild)."""
+    then, now = (old.get("settings") or {}).get("columns"), record["settings"]["columns"]
+    if record["model_record"].get("problem_type") == MULTI_LABEL or then == now:
+        return None
+    return then if then == [c for c in now if c not in (REGIONS, REGIONS_PROB)] else None
+
+
+def _with_regions(rows: Rows) -> Rows:
+    """A single-region model's rows as predict writes them today: its `regions` is its one region (an error
+    row's are empty, as its region is)."""
+    return [(path, number, row | {REGIONS: row["region"], REGIONS_PROB: row["probability"]})
+            for path, number, row in rows]
+
+
 def earlier_rows(out: Path, partial: Path, record: dict[str, Any]) -> Rows:
     """The rows `--resume` may keep, from an output and partial file written by a run with this `record`;
     raises LoscatError naming what differs otherwise. An output written before its record's run started (the
@@ -156,7 +178,9 @@ def earlier_rows(out: Path, partial: Path, record: dict[str, Any]) -> Rows:
     except (OSError, ValueError):
         raise LoscatError(f"resume: {files[0]} has no record of the model and settings that wrote it "
                           f"({where} is missing or unreadable); {AGAIN}", param=("resume", "out")) from None
-    if differs := _differences(old, record):
+    older = _older_columns(old, record)  # the one difference taken in: rows get their regions below
+    columns = older or record["settings"]["columns"]
+    if differs := _differences(old, record | {"settings": record["settings"] | {"columns": columns}}):
         raise LoscatError(f"resume: {files[0]} was written by another model or with other settings "
                           f"({'; '.join(differs)}); {AGAIN}", param=("resume", "out"))
     rows: Rows = []
@@ -164,8 +188,9 @@ def earlier_rows(out: Path, partial: Path, record: dict[str, Any]) -> Rows:
         if file_sha256(out) != old["output_sha256"]:
             raise LoscatError(f"resume: {out} changed since loscat-hf wrote it (its sha256 is not the one "
                               f"recorded in {where}); {AGAIN}", param=("resume", "out"))
-        rows += _read(out, record["settings"]["columns"])
-    return rows + _read(partial, record["settings"]["columns"])
+        rows += _read(out, columns)
+    rows += _read(partial, columns)
+    return rows if older is None else _with_regions(rows)
 
 
 def _read(path: Path, columns: Sequence[str]) -> Rows:
@@ -214,18 +239,11 @@ def _review_problem(row: dict[str, str], top_k: int, min_confidence: float, min_
     return None
 
 
-REGIONS, REGIONS_PROB = "regions", "regions_probability"  # infer/folder.py's columns
-
-
-def _parts(text: str) -> list[str]:
-    return [part.strip() for part in text.split(SET_SEPARATOR) if part.strip()]
-
-
 def _regions_problem(row: dict[str, str], labels: Collection[str], top_k: int,
                      thresholds: Mapping[str, float]) -> str | None:
     """`regions` are model labels with a score each, most probable first: a single-region model's one region;
     a multi-region model's classes at or above their thresholds, every top-k class that passes among them."""
-    names, texts = _parts(row[REGIONS]), _parts(row[REGIONS_PROB])
+    names, texts = split_set(row[REGIONS]), split_set(row[REGIONS_PROB])
     if bad := next((n for n in names if n not in labels), None):
         return f"regions names {bad!r}, not one of the model's labels"
     if len(set(names)) < len(names) or len(texts) != len(names):
@@ -255,9 +273,9 @@ def _multi_review_problem(row: dict[str, str], top_k: int, thresholds: Mapping[s
     threshold: the row shows only its top-k and regions, so a flag set for an unseen class is accepted, one
     that the scores shown call for must be set."""
     shown = {row[f"top{k}"]: float(row[f"top{k}_prob"]) for k in range(1, top_k + 1) if row[f"top{k}"]}
-    shown |= dict(zip(_parts(row[REGIONS]), map(float, _parts(row[REGIONS_PROB])), strict=True))
+    shown |= dict(zip(split_set(row[REGIONS]), map(float, split_set(row[REGIONS_PROB])), strict=True))
     near = [c for c, p in shown.items() if abs(p - thresholds[c]) < min_margin - ROUNDING]
-    if row["needs_review"] == "false" and (near or not _parts(row[REGIONS])):
+    if row["needs_review"] == "false" and (near or not split_set(row[REGIONS])):
         why = f"{near[0]} scores within {min_margin:g} of its threshold" if near else "no region passes"
         return f"needs_review false, but {why}"
     return None

@@ -27,9 +27,9 @@ from loscat_hf.apps.labelling.photos import LabelPhoto
 from loscat_hf.data.agreement import agreement_report
 from loscat_hf.data.annotations import read_ratings
 from loscat_hf.data.consensus import build_consensus
-from loscat_hf.defaults import LABEL_ORDERS
+from loscat_hf.defaults import LABEL_ORDERS, REGIONS_COLUMN
 from loscat_hf.errors import LoscatError
-from loscat_hf.taxonomy import SET_SEPARATOR, RegionError, Taxonomy
+from loscat_hf.taxonomy import SET_SEPARATOR, RegionError, Taxonomy, split_set
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Suggestion(list):
 
 def _suggestion(row: dict[str, str], top: list[tuple[str, float]]) -> Suggestion:
     suggestion = Suggestion(top)
-    regions = tuple(part.strip() for part in (row.get("regions") or "").split(SET_SEPARATOR) if part.strip())
+    regions = tuple(split_set(row.get(REGIONS_COLUMN)))
     if len(regions) > 1:
         suggestion.regions = regions
     return suggestion
