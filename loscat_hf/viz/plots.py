@@ -36,6 +36,27 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
+def _class_grid(ax, names: Sequence[str], totals: Sequence[int], neighbours, font: float, xlabel: str,
+                ylabel: str) -> None:
+    """A class x class matrix's axes: names (rows with their n), a white cell grid, anatomical neighbours
+    outlined dashed orange (the confusion matrix and the error co-occurrence share it)."""
+    k = len(names)
+    if neighbours is not None:
+        from matplotlib.patches import Rectangle
+
+        for i, j in ((i, j) for i in range(k) for j in range(k) if i != j and neighbours(names[i], names[j])):
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#d95f02", linewidth=1.3,
+                                   linestyle="--"))
+    ax.set_xticks(range(k), names, rotation=45, ha="right", rotation_mode="anchor", fontsize=font)
+    ax.set_yticks(range(k), [f"{n} ({t})" for n, t in zip(names, totals, strict=True)], fontsize=font)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(np.arange(-0.5, k, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, k, 1), minor=True)
+    ax.grid(which="minor", color="white", linewidth=0.8)
+    ax.tick_params(which="minor", length=0)
+
+
 def plot_confusion_matrix(
     cm: np.ndarray | Sequence[Sequence[int]],
     class_names: Sequence[str],
@@ -82,22 +103,7 @@ def plot_confusion_matrix(
             ax.text(j, i, text, ha="center", va="center", color=colour,
                     fontsize=font - 1 if normalize else font,
                     linespacing=0.95, fontweight="bold" if i == j else "normal")
-    if neighbours is not None:
-        from matplotlib.patches import Rectangle
-
-        for i in range(k):
-            for j in range(k):
-                if i != j and neighbours(names[i], names[j]):
-                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#d95f02",
-                                           linewidth=1.3, linestyle="--"))
-    ax.set_xticks(range(k), names, rotation=45, ha="right", rotation_mode="anchor", fontsize=font)
-    ax.set_yticks(range(k), [f"{n} ({t})" for n, t in zip(names, totals, strict=True)], fontsize=font)
-    ax.set_xlabel("predicted region")
-    ax.set_ylabel("true region (n)")
-    ax.set_xticks(np.arange(-0.5, k, 1), minor=True)
-    ax.set_yticks(np.arange(-0.5, k, 1), minor=True)
-    ax.grid(which="minor", color="white", linewidth=0.8)
-    ax.tick_params(which="minor", length=0)
+    _class_grid(ax, names, [int(t) for t in totals], neighbours, font, "predicted region", "true region (n)")
     subtitle = "cells: % of the true class, then count" if normalize else "cells: count"
     if neighbours is not None:
         subtitle += "; dashed orange = anatomical neighbours"
@@ -264,20 +270,8 @@ def plot_error_cooccurrence(counts: np.ndarray, class_names: Sequence[str], path
     for i, j in zip(*np.nonzero(counts), strict=True):
         ax.text(j, i, f"{counts[i, j]}", ha="center", va="center", fontsize=font,
                 color="white" if share[i, j] > 0.55 else "black", fontweight="bold" if i == j else "normal")
-    if neighbours is not None:
-        from matplotlib.patches import Rectangle
-
-        for i, j in ((i, j) for i in range(k) for j in range(k) if i != j and neighbours(names[i], names[j])):
-            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#d95f02", linewidth=1.3,
-                                   linestyle="--"))
-    ax.set_xticks(range(k), names, rotation=45, ha="right", rotation_mode="anchor", fontsize=font)
-    ax.set_yticks(range(k), [f"{n} ({int(t)})" for n, t in zip(names, totals, strict=True)], fontsize=font)
-    ax.set_xlabel("region added by the model (not on the photo)")
-    ax.set_ylabel("region the photo shows (n photos)")
-    ax.set_xticks(np.arange(-0.5, k, 1), minor=True)
-    ax.set_yticks(np.arange(-0.5, k, 1), minor=True)
-    ax.grid(which="minor", color="white", linewidth=0.8)
-    ax.tick_params(which="minor", length=0)
+    _class_grid(ax, names, [int(t) for t in totals], neighbours, font,
+                "region added by the model (not on the photo)", "region the photo shows (n photos)")
     legend = "; dashed = anatomical neighbours" if neighbours else ""
     ax.set_title(f"{title}\norange diagonal: photos where the region was missed; blue: photos where the "
                  f"column's region was wrongly added{legend}", fontsize=10)

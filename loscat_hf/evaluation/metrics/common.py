@@ -4,6 +4,7 @@ number formatting (one module both import, so neither imports the other)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,39 @@ def subgroup_gaps(per_value: dict[str, dict], min_n: int) -> dict:
     return out
 
 
+def top_off_diagonal(matrix: np.ndarray, names: Sequence[str], key: str, neighbours=None) -> list[dict]:
+    """The TOP_CONFUSIONS largest off-diagonal cells of a class x class count matrix (a confusion matrix, or
+    the multi-label report's errors), most first: {"true", key, "count"[, "neighbours"]}."""
+    k = len(names)
+    cells = sorted(((int(matrix[i, j]), i, j) for i in range(k) for j in range(k)
+                    if i != j and matrix[i, j] > 0), key=lambda t: (-t[0], t[1], t[2]))
+    top = []
+    for count, i, j in cells[:TOP_CONFUSIONS]:
+        row: dict[str, Any] = {"true": names[i], key: names[j], "count": count}
+        if neighbours is not None:
+            row["neighbours"] = bool(neighbours(names[i], names[j]))
+        top.append(row)
+    return top
+
+
 def fmt(x: Any, pct: bool = False) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
     return f"{x:.1%}" if pct else f"{x:.3f}"
+
+
+def subgroup_markdown(subgroups: dict | None, accuracy: str = "accuracy") -> list[str]:
+    """per_class.md's subgroup tables, one per column; `accuracy`: what the report's accuracy is (a
+    multi-label report's is exact match)."""
+    lines: list[str] = []
+    for column, sub in (subgroups or {}).items():
+        lines += ["", f"**{column}** ({accuracy} gap {fmt(sub['accuracy_gap'])}, macro-F1 gap "
+                      f"{fmt(sub['macro_f1_gap'])} over values with n ≥ {sub['min_n_for_gap']})", "",
+                  f"| value | n | {accuracy} | macro-F1 | ECE |", "|---|---:|---:|---:|---:|"]
+        for value, v in sub["values"].items():
+            lines.append(f"| {value} | {v['n']} | {fmt(v['accuracy'])} | {fmt(v['macro_f1'])} "
+                         f"| {fmt(v['ece'])} |")
+    return lines
 
 
 def json_default(obj: Any) -> Any:

@@ -23,12 +23,13 @@ import numpy as np
 
 from loscat_hf.evaluation.metrics.common import (
     N_BINS,
-    TOP_CONFUSIONS,
     MetricsInputError,
     fmt,
     json_default,
     subgroup_gaps,
+    subgroup_markdown,
     subgroup_value,
+    top_off_diagonal,
 )
 
 PLOTS = {"per_class_f1": "per_class_f1.png", "error_cooccurrence": "error_cooccurrence.png",
@@ -154,14 +155,7 @@ def multi_label_report(
     bins = None if s is None else [binary_reliability(s[:, c], yt[:, c]) for c in range(k)]
     ece = None if bins is None else [binary_ece(b) for b in bins]
     co = error_cooccurrence(yt, yp)
-    added = [(int(co[i, j]), i, j) for i in range(k) for j in range(k) if i != j and co[i, j]]
-    added.sort(key=lambda t: (-t[0], t[1], t[2]))
-    top = []
-    for count, i, j in added[:TOP_CONFUSIONS]:
-        row: dict[str, Any] = {"true": names[i], "added": names[j], "count": count}
-        if neighbours is not None:
-            row["neighbours"] = bool(neighbours(names[i], names[j]))
-        top.append(row)
+    top = top_off_diagonal(co, names, "added", neighbours)
     thr = None if thresholds is None else [float(t) for t in thresholds]
     report: dict[str, Any] = {
         "multi_label": True, "n": n, "num_classes": k, "classes": names,
@@ -245,13 +239,7 @@ def _markdown(report: Mapping[str, Any]) -> str:
         lines += ["", "Regions most often added to a photo that does not show them:", ""]
         lines += [f"- {r['added']} on photos of {r['true']}: {r['count']}"
                   + (" (neighbours)" if r.get("neighbours") else "") for r in report["top_added"]]
-    for column, sub in (report.get("subgroups") or {}).items():
-        lines += ["", f"**{column}** (exact-match gap {fmt(sub['accuracy_gap'])}, macro-F1 gap "
-                      f"{fmt(sub['macro_f1_gap'])} over values with n ≥ {sub['min_n_for_gap']})", "",
-                  "| value | n | exact match | macro-F1 | ECE |", "|---|---:|---:|---:|---:|"]
-        for value, v in sub["values"].items():
-            lines.append(f"| {value} | {v['n']} | {fmt(v['accuracy'])} | {fmt(v['macro_f1'])} "
-                         f"| {fmt(v['ece'])} |")
+    lines += subgroup_markdown(report.get("subgroups"), "exact match")
     return "\n".join(lines) + "\n"
 
 

@@ -20,9 +20,10 @@ import numpy as np
 
 from loscat_hf.evaluation.metrics.common import (
     N_BINS,
-    TOP_CONFUSIONS,
     MetricsInputError,
     subgroup_gaps,
+    subgroup_markdown,
+    top_off_diagonal,
 )
 from loscat_hf.evaluation.metrics.common import fmt as _fmt
 from loscat_hf.evaluation.metrics.common import json_default as _json_default
@@ -124,14 +125,7 @@ def classification_report(
     bins = None if p is None else reliability_bins(p, yt, N_BINS)
     wrong = yt != yp
     errors = int(wrong.sum())
-    off = [(int(cm[i, j]), i, j) for i in range(k) for j in range(k) if i != j and cm[i, j] > 0]
-    off.sort(key=lambda t: (-t[0], t[1], t[2]))
-    top = []
-    for count, i, j in off[:TOP_CONFUSIONS]:
-        row: dict[str, Any] = {"true": names[i], "pred": names[j], "count": count}
-        if neighbours is not None:
-            row["neighbours"] = bool(neighbours(names[i], names[j]))
-        top.append(row)
+    top = top_off_diagonal(cm, names, "pred", neighbours)
 
     report: dict[str, Any] = {
         "n": n,
@@ -249,13 +243,7 @@ def _markdown(report: Mapping[str, Any], table: pd.DataFrame) -> str:
         confused = f"{r['most_confused_with']} ({r['confused_count']})" if r["confused_count"] else ""
         lines.append(f"| {r['class']} | {r['support']} | {r['precision']:.3f} | {r['recall']:.3f} "
                      f"| {r['f1']:.3f} | {confused} |")
-    for column, sub in (report.get("subgroups") or {}).items():
-        lines += ["", f"**{column}** (accuracy gap {_fmt(sub['accuracy_gap'])}, macro-F1 gap "
-                      f"{_fmt(sub['macro_f1_gap'])} over values with n ≥ {sub['min_n_for_gap']})", "",
-                  "| value | n | accuracy | macro-F1 | ECE |", "|---|---:|---:|---:|---:|"]
-        for value, v in sub["values"].items():
-            lines.append(f"| {value} | {v['n']} | {_fmt(v['accuracy'])} | {_fmt(v['macro_f1'])} "
-                         f"| {_fmt(v['ece'])} |")
+    lines += subgroup_markdown(report.get("subgroups"))
     return "\n".join(lines) + "\n"
 
 
