@@ -4,7 +4,7 @@ number formatting (one module both import, so neither imports the other)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,20 @@ def fmt(x: Any, pct: bool = False) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
     return f"{x:.1%}" if pct else f"{x:.3f}"
+
+
+def subgroup_reports(subgroups: Mapping[str, Sequence] | None, n: int,
+                     one: Callable[[Sequence], dict]) -> dict | None:
+    """Each subgroup column's report (`one(values)`), its values checked to be one per sample; None without
+    subgroups (the single- and the multi-label report share it)."""
+    if not subgroups:
+        return None
+    out = {}
+    for column, values in subgroups.items():
+        if len(values) != n:
+            raise MetricsInputError(f"subgroup column {column!r} has {len(values)} values for {n} samples")
+        out[str(column)] = one(values)
+    return out
 
 
 def subgroup_markdown(subgroups: dict | None, accuracy: str = "accuracy") -> list[str]:

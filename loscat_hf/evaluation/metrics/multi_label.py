@@ -28,6 +28,7 @@ from loscat_hf.evaluation.metrics.common import (
     json_default,
     subgroup_gaps,
     subgroup_markdown,
+    subgroup_reports,
     subgroup_value,
     top_off_diagonal,
 )
@@ -186,12 +187,8 @@ def multi_label_report(
         report["added_next_to_a_true_region_share"] = fp_near / report["false_positives"] \
             if report["false_positives"] else 0.0
     if subgroups:
-        report["subgroups"] = {}
-        for column, values in subgroups.items():
-            if len(values) != n:
-                raise MetricsInputError(f"subgroup column {column!r} has {len(values)} values for {n} "
-                                        "samples")
-            report["subgroups"][str(column)] = _subgroup(values, yt, yp, s, subgroup_min_n)
+        report["subgroups"] = subgroup_reports(subgroups, n,
+                                               lambda values: _subgroup(values, yt, yp, s, subgroup_min_n))
     return report
 
 

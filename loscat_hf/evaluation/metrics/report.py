@@ -23,6 +23,7 @@ from loscat_hf.evaluation.metrics.common import (
     MetricsInputError,
     subgroup_gaps,
     subgroup_markdown,
+    subgroup_reports,
     top_off_diagonal,
 )
 from loscat_hf.evaluation.metrics.common import fmt as _fmt
@@ -156,12 +157,8 @@ def classification_report(
         unordered = {tuple(sorted((names[i], names[j]))) for i, j in pairs}
         report["neighbour_pairs"] = [list(t) for t in sorted(unordered)]
     if subgroups:
-        report["subgroups"] = {}
-        for column, values in subgroups.items():
-            if len(values) != n:
-                raise MetricsInputError(f"subgroup column {column!r} has {len(values)} values for {n} "
-                                        "samples")
-            report["subgroups"][str(column)] = _subgroup_report(values, yt, yp, p, k, subgroup_min_n)
+        report["subgroups"] = subgroup_reports(subgroups, n,
+            lambda values: _subgroup_report(values, yt, yp, p, k, subgroup_min_n))
     return report
 
 
