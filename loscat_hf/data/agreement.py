@@ -14,9 +14,9 @@ from itertools import combinations
 import pandas as pd
 
 from loscat_hf.errors import LoscatError
+from loscat_hf.taxonomy import SET_SEPARATOR as _SET  # a rating of several regions: its classes ';'-joined
 
 _COLUMNS = ("image", "rater", "label")
-_SET = ";"  # a rating of several regions: its classes ';'-joined (taxonomy.SET_SEPARATOR)
 
 
 def agreement_report(

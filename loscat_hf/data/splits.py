@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from loscat_hf.errors import LoscatError
+from loscat_hf.taxonomy import SET_SEPARATOR
 
 SPLIT_ORDER = ("train", "validation", "test")
 
@@ -118,7 +119,7 @@ def _split_warnings(y: np.ndarray, g: np.ndarray, assignments: np.ndarray, with_
     names = ["train", "validation"] + (["test"] if with_test else [])
     listed = ", ".join(names[:-1]) + " and " + names[-1]
     out = []
-    sets = [set(v.split(";")) for v in y.tolist()]
+    sets = [set(v.split(SET_SEPARATOR)) for v in y.tolist()]
     for cls in sorted(set().union(*sets)):
         mask = np.asarray([cls in s for s in sets], dtype=bool)
         n_patients = len(set(g[mask].tolist()))
@@ -149,10 +150,11 @@ def split_counts_table(
     A photo showing several regions (classes ';'-joined) counts under each: the class rows may sum to more
     than the total."""
     if classes is None:
-        classes = sorted({c for label in labels for c in label.split(";")})
+        classes = sorted({c for label in labels for c in label.split(SET_SEPARATOR)})
     present = set(assignments)
     splits = [s for s in SPLIT_ORDER if s in present] + sorted(present - set(SPLIT_ORDER))
-    counts = Counter((c, a) for label, a in zip(labels, assignments, strict=True) for c in label.split(";"))
+    counts = Counter((c, a) for label, a in zip(labels, assignments, strict=True)
+                     for c in label.split(SET_SEPARATOR))
     total = len(labels)
     header = ["class", *splits, "total", "share"]
     rows = []

@@ -22,7 +22,7 @@ from loscat_hf.demo.phantom.cohort import SEVERITY_COLUMNS
 from loscat_hf.demo.phantom.jpeg import _render_and_save
 from loscat_hf.demo.phantom.plan import _plan
 from loscat_hf.errors import LoscatError
-from loscat_hf.taxonomy import load_taxonomy
+from loscat_hf.taxonomy import SET_SEPARATOR, load_taxonomy
 
 # Files and folders this module writes; --overwrite removes only these.
 OUTPUTS = ("images", "unlabeled", "annotations.csv", "loscat_scores.csv", "photos_truth.csv",
@@ -95,9 +95,10 @@ def generate_demo_data(out: str | Path, n_patients: int = 60, n_photos: int = 60
     _render_all(specs, num_workers)
     _write_tables(root, ratings, truth, unl, scores)
     classes = load_taxonomy().classes
-    per_class = Counter(c for r in truth for c in r["label"].split(";"))  # a spanning photo counts twice
-    n_spanning = sum(1 for r in truth if ";" in r["site"])
-    n_unlabeled_spanning = sum(1 for r in unl if ";" in r["site"])
+    # a spanning photo counts twice
+    per_class = Counter(c for r in truth for c in r["label"].split(SET_SEPARATOR))
+    n_spanning = sum(1 for r in truth if SET_SEPARATOR in r["site"])
+    n_unlabeled_spanning = sum(1 for r in unl if SET_SEPARATOR in r["site"])
     per_class_d = {c: per_class.get(c, 0) for c in classes}
     (root / "SYNTHETIC").write_text("Everything in this folder is SYNTHETIC phantom data made by loscat-hf "
                                     "demo-data. No real patient data.\n", encoding="utf-8")

@@ -22,7 +22,7 @@ from loscat_hf.demo.phantom.cohort import (
 )
 from loscat_hf.demo.phantom.lesions import _span_lesion_geometry
 from loscat_hf.demo.phantom.raters import _ratings
-from loscat_hf.taxonomy import load_taxonomy
+from loscat_hf.taxonomy import SET_SEPARATOR, load_taxonomy
 
 # multi_region: share of the labelled photos, and of the unlabeled ones, that show two adjacent sites (fewer
 # when not enough photos show a lesion at a site with an adjacent partner)
@@ -57,7 +57,8 @@ def _plan(n_patients: int, n_photos: int, n_unlabeled: int, image_size: tuple[in
         spec = _photo_spec(rng, seed, idx, pat, visit, site, image_size, root / "images" / rel, number)
         also = _make_spanning(spec, pat, site, spans[idx], seed) if idx in spans else None
         specs.append(spec)
-        truth_rows.append(_truth_row(rel, pat, visit, ";".join(spec.get("sites", (site,))), spec, tax))
+        shown_sites = SET_SEPARATOR.join(spec.get("sites", (site,)))
+        truth_rows.append(_truth_row(rel, pat, visit, shown_sites, spec, tax))
         for rater, region, quality in _ratings(rng, site, spec["defect"], tax, neighbours, also, srng):
             rating_rows.append(dict(image=rel, patient_id=pat["pid"], visit=visit, region=region, rater=rater,
                                     quality=quality, skin_tone=pat["skin_tone"]))
@@ -87,7 +88,7 @@ def _plan(n_patients: int, n_photos: int, n_unlabeled: int, image_size: tuple[in
         spec = specs[n_photos + j]
         if j in uspans:
             _make_spanning(spec, upatients[pi], site, uspans[j], seed)
-        shown = ";".join(spec.get("sites", (site,)))
+        shown = SET_SEPARATOR.join(spec.get("sites", (site,)))
         unl_rows.append(_truth_row(rel, upatients[pi], visit, shown, spec, tax))
 
     scores = _score_table(patients + upatients, truth_rows + unl_rows, sites)
@@ -176,7 +177,7 @@ def _make_spanning(spec: dict, pat: dict, site: str, pair: tuple[str, str], seed
 def _truth_row(rel: str, pat: dict, visit: str, site: str, spec: dict, tax) -> dict:
     """The ground truth of one photo, as written to photos_truth.csv / unlabeled_truth.csv; a spanning
     photo's `site` and `label` name both, ';'-joined in the taxonomy's order."""
-    label = ";".join(tax.site_to_class[s] for s in site.split(";"))
+    label = SET_SEPARATOR.join(tax.site_to_class[s] for s in site.split(SET_SEPARATOR))
     return dict(image=rel, patient_id=pat["pid"], visit=visit, site=site, label=label,
                 **dict(zip(SEVERITY_COLUMNS, spec["severity"], strict=True)), view=spec["view"],
                 skin_tone=pat["skin_tone"], orientation=spec["orientation"], defect=spec["defect"] or "")
@@ -190,7 +191,7 @@ def _score_table(patients: list[dict], truth_rows: list[dict], sites: tuple[str,
         for (visit, site), sev in pat["severity"].items():
             score_rows[(pat["pid"], visit, site)] = sev
     for row in truth_rows:
-        for site in row["site"].split(";"):  # a spanning lesion counts in both its sites
+        for site in row["site"].split(SET_SEPARATOR):  # a spanning lesion counts in both its sites
             key = (row["patient_id"], row["visit"], site)
             score_rows.setdefault(key, tuple(row[c] for c in SEVERITY_COLUMNS))
     order = {s: i for i, s in enumerate(sites)}
