@@ -209,7 +209,8 @@ PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL)
 
 def is_multi_region(ds_or_path) -> bool:
     """Whether a packed dataset (a loaded DatasetDict/Dataset, or its folder) has the multi-region `labels`
-    column: what `train`'s problem type defaults to."""
+    column, a Sequence(ClassLabel) (training's loaded view, float targets, is not): what `train`'s problem
+    type defaults to."""
     if isinstance(ds_or_path, (str, os.PathLike)):
         features = card_features(ds_or_path)
         if features is None:
@@ -220,10 +221,9 @@ def is_multi_region(ds_or_path) -> bool:
             from datasets import Features
 
             features = Features.from_arrow_schema(pq.read_schema(meta))
-        return MULTI_COLUMN in features
-    split = ds_or_path["train"] if hasattr(ds_or_path, "keys") else ds_or_path
-    return getattr(split.features.get(MULTI_COLUMN), "feature", None) is not None and hasattr(
-        split.features[MULTI_COLUMN].feature, "names")
+    else:
+        features = (ds_or_path["train"] if hasattr(ds_or_path, "keys") else ds_or_path).features
+    return hasattr(getattr(features.get(MULTI_COLUMN), "feature", None), "names")
 
 
 def multi_hot(labels: Sequence[Sequence[int]], n_classes: int) -> np.ndarray:
