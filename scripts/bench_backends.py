@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark import matmul_peak_tflops, vit_forward_gflops  # noqa: E402
 
 from loscat_hf.defaults import EXACT_PROB_DIFF  # noqa: E402
+from loscat_hf.hardware import cpu_description  # noqa: E402
 from loscat_hf.infer.backends.onnx_export import max_prob_diff  # noqa: E402
 
 
@@ -110,9 +111,10 @@ def main(argv: list[str] | None = None) -> dict:
                     rows.append(row)
     peak = matmul_peak_tflops(torch.float32)
     bound = vit_forward_gflops(model.config) / 1e3 / peak  # s per photo at the measured fp32 matmul peak
-    result = {"preset": args.preset, "threads": threads, "onnx_export_s": export_s,
+    result = {"preset": args.preset, "cpu": cpu_description(), "threads": threads, "onnx_export_s": export_s,
               "onnx_int8_quantize_s": quantize_s, "torch": torch.__version__, "fp32_matmul_peak_tflops": peak,
               "fp32_bound_s_per_photo": bound, "rows": rows}
+    print(f"CPU: {result['cpu']}")
     print(f"{args.preset}, {threads} threads; ONNX export {export_s:.1f} s, "
           f"int8 quantisation {quantize_s:.1f} s; "
           f"fp32 matmul peak {peak:.3f} TFLOP/s: {vit_forward_gflops(model.config):.0f} GFLOP per photo "

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -28,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from loscat_hf.hardware import cpu_description  # noqa: E402
 
 
 def _free_port() -> int:
@@ -143,7 +144,7 @@ def main() -> None:
         model = args.model or _model_folder(tmp)
         folder, photos = _photos(args.images, tmp, max(1, args.agree))
         result = {"model": args.model or "vit-base-384-random (random weights)", "precision": args.precision,
-                  "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
+                  "machine": cpu_description(),
                   "latency": latency(model, photos[0], args.calls, args.precision, args.backend),
                   "bare": bare(model, photos[0], args.precision, args.backend),
                   "agreement": agreement(model, folder, args.agree) if args.agree > 0 else None}

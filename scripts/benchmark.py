@@ -32,7 +32,7 @@ if __name__ == "__mp_main__":
 else:
     import torch  # noqa: E402
 
-from loscat_hf.hardware import default_workers, usable_cores  # noqa: E402
+from loscat_hf.hardware import cpu_description, default_workers, usable_cores  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -666,8 +666,10 @@ def main(argv: list[str] | None = None) -> dict:
                      (w, h), photo_like=not args.smooth)
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
+    print(f"CPU: {cpu_description()}")  # speeds differ by 2x between hosts: every result names its CPU
     for name in (BENCHES if args.which == "all" else [args.which]):
         results[name] = BENCHES[name](data, args)
+        results[name]["cpu"] = cpu_description()
         results[name]["command"] = " ".join(["python scripts/benchmark.py", *(argv or sys.argv[1:])])
         (args.out / f"{name}.json").write_text(json.dumps(results[name], indent=2))
     return results

@@ -27,7 +27,8 @@ def _predict(args: argparse.Namespace) -> int:
         args.model, args.images, args.out, batch_size=args.batch_size, num_workers=args.num_workers,
         device=args.device, precision=args.precision, backend=args.backend,
         min_confidence=args.min_confidence, min_margin=args.min_margin, tta=args.tta, resume=args.resume)
-    print(summary)
+    if summary.main:  # under accelerate launch: the first process, which merged the CSV
+        print(summary)
     return 0
 
 
@@ -78,6 +79,8 @@ def _explain(args: argparse.Namespace) -> int:
 
     result = explain_folder(args.model, args.images, args.out, precision=args.precision,
                             batch_size=args.batch_size, backend=args.backend)
+    if not result.main:  # under accelerate launch: the first process prints for all
+        return 0
     for photo, reason in result.skipped:
         print(f"skipped {photo}: {reason}", file=sys.stderr)
     for photo, answer, scores, overlay in result.answers():  # a multi-region model: its regions and scores

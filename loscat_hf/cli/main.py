@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -63,6 +64,12 @@ def _log_to_console() -> None:
         logger.setLevel(logging.INFO)
 
 
+def _process() -> str:
+    """Which process speaks, under `accelerate launch` with several (each may say its own error)."""
+    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE", "1")
+    return f" (process {rank} of {world})" if rank is not None and world not in ("", "0", "1") else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = None
@@ -75,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except LoscatError as exc:  # the API's message names parameters; a command-line user reads their flags
         flags = command_flags(argv[0] if argv else None, parser or build_parser())
-        print(f"loscat-hf: error: {exc.cli_message(flags)}", file=sys.stderr)
+        print(f"loscat-hf: error{_process()}: {exc.cli_message(flags)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("loscat-hf: interrupted", file=sys.stderr)

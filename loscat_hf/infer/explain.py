@@ -175,6 +175,7 @@ class ExplainResult:
     skipped: list[tuple[Path, str]]
     regions: list[list[tuple[str, float]]] = field(default_factory=list)
     multi_label: bool = False
+    main: bool = True  # False: another process of a multi-process run (the first one prints)
 
     @property
     def overlays(self) -> list[Path]:
@@ -195,19 +196,27 @@ class ExplainResult:
 def explain_folder(model: str, images: Sequence[str | os.PathLike], out: str | os.PathLike,
                    precision: str = "fp32", batch_size: int = 8, backend: str = "auto") -> ExplainResult:
     """`loscat-hf explain`: write `<name>.explain.png` overlays and return each photo's answer: its top region
-    (a multi-region model: every region at or above its threshold, `ExplainResult.regions`)."""
+    (a multi-region model: every region at or above its threshold, `ExplainResult.regions`). Under
+    `accelerate launch` with several processes each explains its shard of the photos (`infer.shards`) and
+    every process returns the whole result, in input order."""
     from tqdm.auto import tqdm
 
+    from loscat_hf.infer import shards
     from loscat_hf.infer.load import load_predictor
     from loscat_hf.io.images import ImageProblemError
 
-    predictor = load_predictor(model, precision=precision, backend=backend, explain=True)
+    procs = shards.launched()
+    with procs.main_first():
+        predictor = load_predictor(model, device=procs.device(None), precision=precision, backend=backend,
+                                   explain=True)
     files = _list_images(images)
+    procs.check_same("files", shards.digest([str(f) for f in files]), "images")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = ExplainResult([], [], multi_label=predictor.folder.multi_label)
-    for start in tqdm(range(0, len(files), batch_size), desc="explain", unit="batch"):
-        chunk = files[start:start + batch_size]
+    mine = shards.shard(files, batch_size, procs.index, procs.count)
+    for start in tqdm(range(0, len(mine), batch_size), desc="explain", unit="batch", disable=not procs.main):
+        chunk = mine[start:start + batch_size]
         good, photos, pixels = [], [], []
         for f in chunk:
             try:
@@ -226,8 +235,15 @@ def explain_folder(model: str, images: Sequence[str | os.PathLike], out: str | o
             ex.overlay.save(target)
             result.explained.append((f, pred.label, pred.probability, target))
             result.regions.append(list(pred.regions))
+    if procs.count > 1:  # the shards are contiguous: joined in process order, they are in input order
+        parts = procs.gather(result)
+        procs.close()
+        result = ExplainResult([row for part in parts for row in part.explained],
+                               [row for part in parts for row in part.skipped],
+                               [row for part in parts for row in part.regions], result.multi_label,
+                               main=procs.main)
     if not result.explained:
-        if not any(out_dir.iterdir()):
+        if procs.main and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # nothing written: leave no empty folder behind
         raise LoscatError(f"no photos found in {', '.join(map(str, images))} ({len(result.skipped)} "
                           "file(s) could not be read as photos)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ class PredictSummary:
     several_regions: int = 0
     no_region: int = 0
     thresholds_fitted: bool = False
+    main: bool = True  # False: another process of a multi-process run (its shard only; the first merged)
 
     def __str__(self) -> str:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
@@ -253,22 +255,25 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
 
     `model`: a model folder, a Hub id, or a ready predictor (then device/precision/backend/thresholds are its
     own). Without `resume`, an earlier output or partial file is replaced. With it, their rows are kept only
-    when this model and these settings wrote them, each row still a possible answer (`infer.resume`).
+    when this model and these settings wrote them, each row still a possible answer (`infer.resume`). Under
+    `accelerate launch` with several processes each labels its shard and the first merges one CSV
+    (`infer.shards`); the others return a summary of their shard (`PredictSummary.main` False).
     """
-    from tqdm.auto import tqdm
-
     from loscat_hf.infer import resume as runs
+    from loscat_hf.infer import shards
     from loscat_hf.infer.load import load_predictor
-    from loscat_hf.io.hashing import file_sha256
 
     if batch_size < 1:
         raise LoscatError("batch_size must be at least 1", param="batch_size")
     out = Path(out)
-    partial = out.with_name(out.name + ".partial")
+    partial = shards.part_path(out, 0)
     check_output_path(out)
-    items = list_inputs(images, exclude=(out, partial, runs.record_path(out)))
-    predictor = load_predictor(model, device=device, precision=precision, backend=backend,
-                               min_confidence=min_confidence, min_margin=min_margin)
+    procs = shards.launched(device)
+    items = list_inputs(images, exclude=(out, partial, runs.record_path(out), *shards.other_parts(out)))
+    procs.check_same("files", shards.digest([key for key, _ in items]), "images")
+    with procs.main_first():  # a download or a graph export happens once
+        predictor = load_predictor(model, device=procs.device(device), precision=precision, backend=backend,
+                                   min_confidence=min_confidence, min_margin=min_margin)
     name = str(model) if isinstance(model, (str, os.PathLike)) else predictor.folder.name or "MODEL"
     record = runs.run_record(predictor, name, tta=tta, top_k=TOP_K, columns=COLUMNS)
     try:
@@ -278,29 +283,62 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
 
     done: dict[str, dict[str, str]] = {}
     if resume:  # refused before anything is written: the earlier files stay as they are
-        earlier = runs.earlier_rows(out, partial, record)
+        earlier = runs.earlier_rows(out, [partial, *shards.other_parts(out)], record)
         runs.check_rows(earlier, predictor.labels, [key for key, _ in items], TOP_K,
                         predictor.min_confidence, predictor.min_margin, predictor.folder.thresholds)
         done = {row["image"]: row for _, _, row in earlier}
     todo = [item for item in items if item[0] not in done]
-    resumed = len(done)
+    procs.wait()  # every process has read the earlier files before the first rewrites them
+    mine = shards.shard(todo, batch_size, procs.index, procs.count)
+    rows = _label(out, procs, predictor, done, record, mine, batch_size=batch_size, num_workers=num_workers,
+                  tta=tta, progress=progress)
+    procs.wait()  # every part is complete
+    if not procs.main:
+        procs.close()
+        return _summary(list(rows.values()), out, 0, predictor, name, main=False)
+    for part in shards.other_parts(out):
+        rows.update((row["image"], row) for row in read_rows(part))
+    if missing := [key for key, _ in items if key not in rows]:
+        raise LoscatError(f"out {out}: {len(missing)} photo(s) have no row (first: {missing[0]}): with "
+                          "several nodes, out must be on a filesystem they all share; the parts are kept, "
+                          "run again with resume=True", param="out")
+    ordered = [rows[key] for key, _ in items]  # resume kept only rows of listed files
+    _write_output(out, ordered, record)
+    procs.close()
+    return _summary(ordered, out, len(done), predictor, name)
 
-    rows: dict[str, dict[str, Any]] = dict(done)
-    try:  # owner-only, like the final file: rows name photo files, which may name patients
-        fh = private_open(partial)
-    except OSError as exc:
-        raise LoscatError(f"out {out}: cannot write {partial} ({exc.strerror})", param="out") from None
-    with fh as f:
-        writer = SafeDictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(done.values())
-        f.flush()
-        os.fsync(f.fileno())
-        # the partial file now holds every row kept: from here on it vouches for the partial file only
-        runs.write_record(out, record)
-        bar = tqdm(total=len(todo), desc="predicting", unit="photo", disable=not progress or not todo)
+
+def _label(out: Path, procs, predictor, done: dict[str, dict[str, str]], record: dict[str, Any],
+           items: list[tuple[str, Path]], *, batch_size: int, num_workers: int, tta: bool,
+           progress: bool) -> dict[str, dict[str, Any]]:
+    """Label this process's `items` into its part file; returns its rows (the first process's: the kept
+    rows too). The first process starts the run: its part gets the kept rows, older parts go, the run record
+    is written; only then do the other processes create their parts."""
+    from tqdm.auto import tqdm
+
+    from loscat_hf.infer import resume as runs
+    from loscat_hf.infer import shards
+
+    rows: dict[str, dict[str, Any]] = dict(done) if procs.main else {}
+    with contextlib.ExitStack() as stack:
+        if procs.main:
+            f, writer = _open_part(stack, out, 0)
+            writer.writerows(done.values())
+            f.flush()
+            os.fsync(f.fileno())
+            for stale in shards.other_parts(out):  # their kept rows are in the first part now
+                stale.unlink()
+            # the parts now hold every row kept: from here on the record vouches for the parts only
+            runs.write_record(out, record | {"run": uuid.uuid4().hex})
+        procs.wait()
+        if not procs.main:
+            f, writer = _open_part(stack, out, procs.index)
+        procs.check_same("run record", runs.run_id(out), "out")
+        desc = "predicting" if procs.count == 1 else f"predicting (process 1 of {procs.count})"
+        bar = tqdm(total=len(items), desc=desc, unit="photo",
+                   disable=not progress or not items or not procs.main)
         # closing(): an exception or Ctrl-C shuts the decoding pool down at once, not at garbage collection
-        with contextlib.closing(decoded_batches(todo, predictor, batch_size, num_workers)) as batches:
+        with contextlib.closing(decoded_batches(items, predictor, batch_size, num_workers)) as batches:
             for records in batches:
                 ok = [r for r in records if "pixels" in r]
                 preds = []
@@ -320,15 +358,41 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
                 os.fsync(f.fileno())  # a killed run loses at most the batch in flight
                 bar.update(len(records))
         bar.close()
+    return rows
 
-    ordered = [rows[key] for key, _ in items]  # resume kept only rows of listed files
+
+def _open_part(stack: contextlib.ExitStack, out: Path, index: int):
+    """This process's part file, owner-only like the final file (rows name photo files, which may name
+    patients), with its header written."""
+    from loscat_hf.infer import shards
+
+    part = shards.part_path(out, index)
+    try:
+        f = stack.enter_context(private_open(part))
+    except OSError as exc:
+        raise LoscatError(f"out {out}: cannot write {part} ({exc.strerror})", param="out") from None
+    writer = SafeDictWriter(f, fieldnames=COLUMNS)
+    writer.writeheader()
+    return f, writer
+
+
+def _write_output(out: Path, ordered: list[dict[str, Any]], record: dict[str, Any]) -> None:
+    """The CSV atomically, then its hash in the run record, then the parts go."""
+    from loscat_hf.infer import resume as runs
+    from loscat_hf.infer import shards
+    from loscat_hf.io.hashing import file_sha256
+
     with atomic_file(out, private=True) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = SafeDictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(ordered)
     runs.write_record(out, record, output_sha256=file_sha256(out))
-    partial.unlink(missing_ok=True)
+    for part in (shards.part_path(out, 0), *shards.other_parts(out)):
+        part.unlink(missing_ok=True)
 
+
+def _summary(ordered: list[dict[str, Any]], out: Path, resumed: int, predictor, name: str,
+             main: bool = True) -> PredictSummary:
     status = Counter(r["status"] for r in ordered)
     answered = [r for r in ordered if r["status"] == "ok"]
     review = sum(1 for r in answered if r["needs_review"] == "true")
@@ -336,4 +400,5 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
     return PredictSummary(out=out, total=len(ordered), resumed=resumed, by_status=dict(status),
                           needs_review=review, calibrated=predictor.folder.calibrated, model=name,
                           multi_label=predictor.folder.multi_label, several_regions=shown[2],
-                          no_region=shown[0], thresholds_fitted=predictor.folder.threshold_record is not None)
+                          no_region=shown[0], thresholds_fitted=predictor.folder.threshold_record is not None,
+                          main=main)

@@ -162,12 +162,12 @@ def _with_regions(rows: Rows) -> Rows:
             for path, number, row in rows]
 
 
-def earlier_rows(out: Path, partial: Path, record: dict[str, Any]) -> Rows:
-    """The rows `--resume` may keep, from an output and partial file written by a run with this `record`;
-    raises LoscatError naming what differs otherwise. An output written before its record's run started (the
-    record has no output hash yet: that run began afresh or copied every kept row into its partial file) is
-    not read."""
-    files = [p for p in (out, partial) if p.is_file()]
+def earlier_rows(out: Path, parts: Sequence[Path], record: dict[str, Any]) -> Rows:
+    """The rows `--resume` may keep, from an output and the partial files (`parts`: one per process of the
+    run that wrote them) of a run with this `record`; raises LoscatError naming what differs otherwise. An
+    output written before its record's run started (the record has no output hash yet: that run began afresh
+    or copied every kept row into its partial file) is not read."""
+    files = [p for p in (out, *parts) if p.is_file()]
     if not files:
         return []
     where = record_path(out)
@@ -189,8 +189,18 @@ def earlier_rows(out: Path, partial: Path, record: dict[str, Any]) -> Rows:
             raise LoscatError(f"resume: {out} changed since loscat-hf wrote it (its sha256 is not the one "
                               f"recorded in {where}); {AGAIN}", param=("resume", "out"))
         rows += _read(out, columns)
-    rows += _read(partial, columns)
+    for part in parts:
+        rows += _read(part, columns)
     return rows if older is None else _with_regions(rows)
+
+
+def run_id(out: Path) -> str | None:
+    """The id the first process of a run wrote into its record: every process of a multi-process run must
+    read the same one (the same `--out`, on a filesystem they share)."""
+    try:
+        return json.loads(record_path(out).read_text(encoding="utf-8")).get("run")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _read(path: Path, columns: Sequence[str]) -> Rows:

@@ -73,7 +73,7 @@ def lean_predictor(model: str | os.PathLike,
     """A LeanPredictor when this model's ONNX graph is cached and exact and the settings ask for ONNX Runtime;
     else None (the caller loads the torch predictor, which raises on settings that cannot run)."""
     from loscat_hf.errors import LoscatError
-    from loscat_hf.hardware import usable_cores
+    from loscat_hf.hardware import compute_threads
 
     settings = settings or PredictorSettings()
     device, precision = settings.device, settings.precision
@@ -110,7 +110,7 @@ def lean_predictor(model: str | os.PathLike,
             logger.warning("the cached record in %s does not match %s/config.json: loading the model", entry,
                            folder)
             return None
-        session = onnx_cache.open_verified(graph, usable_cores())
+        session = onnx_cache.open_verified(graph, compute_threads())
         if session is None:  # not the graph written for these weights: the torch load exports it again
             return None
         return LeanPredictor(session, folder_record, settings, weights_sha256=weights)
