@@ -7,8 +7,9 @@ Each config PROCESSESxTHREADS runs `loscat-hf predict` once on the same photo-li
 (`generate_demo_data(photo_like=True)`), with OMP_NUM_THREADS=THREADS in every process: one process as a
 plain command, several under `accelerate launch --multi_gpu --num_processes N` (gloo on CPU, NCCL on GPUs:
 each process its own GPU). A first one-photo run fills the ONNX cache, so no row pays for the export. Each row
-reports the wall time, photos/s, the speed-up over the first row, and whether its CSV is byte-identical to the
-first row's (`same_csv`) and names the same region for every photo (`same_regions`). The header names the CPU
+reports the wall time, the same command's time on one photo (`one_photo_s`: its start-up), photos/s, the
+speed-up over the first row, and whether its CSV is byte-identical to the first row's (`same_csv`) and names
+the same region for every photo (`same_regions`). The header names the CPU
 (model and vector units) and the GPU: speeds differ by 2x between hosts. Writes <out>/processes.json.
 """
 
@@ -48,8 +49,8 @@ def _photos(work: Path, n: int, camera: str) -> list[str]:
     w, h = (int(v) for v in camera.split("x"))
     raw = work / f"photos_{n}_{camera}"
     if not (raw / "annotations.csv").is_file():
-        generate_demo_data(raw, n_patients=max(4, n // 4), n_photos=n, image_size=(w, h), n_unlabeled=0,
-                           overwrite=True, photo_like=True)
+        generate_demo_data(raw, n_patients=max(4, n // 4), n_photos=max(n, 12), image_size=(w, h),
+                           n_unlabeled=0, overwrite=True, photo_like=True)  # every class needs a photo
     return sorted(str(p) for p in (raw / "images").rglob("*.jpg"))[:n]
 
 
@@ -129,9 +130,11 @@ def main(argv: list[str] | None = None) -> dict:
         out = run / f"p{processes}x{threads}.csv"
         seconds = _run(_command(processes, ["predict", *flags, "--images", str(listing), "--out", str(out)]),
                        threads, env)
+        startup = _run(_command(processes, ["predict", *flags, "--images", str(run / "one.csv"), "--out",
+                                            str(run / "w.csv")]), threads, env)
         first = run / f"p{configs[0][0]}x{configs[0][1]}.csv"
         rows.append({"processes": processes, "threads_each": threads, "seconds": round(seconds, 2),
-                     "photos_per_s": round(len(photos) / seconds, 2),
+                     "one_photo_s": round(startup, 2), "photos_per_s": round(len(photos) / seconds, 2),
                      "speedup": round(rows[0]["seconds"] / seconds, 2) if rows else 1.0,
                      "same_csv": out.read_bytes() == first.read_bytes(),
                      "same_regions": _regions(out) == _regions(first)})

@@ -103,3 +103,19 @@ def test_label_model_that_is_not_a_model_folder_is_refused(bench, tmp_path, caps
     with pytest.raises(SystemExit) as exc:
         bench.parse(["label", "--label-model", str(tmp_path / "nothing")])
     assert exc.value.code == 2 and "is not a model folder" in capsys.readouterr().err
+
+
+def test_processes_benchmark_compares_launches_on_the_same_photos(tmp_path, monkeypatch):
+    """scripts/bench_processes.py (bench_gpu.sh's multi-process rows) runs a plain predict and a 2-process
+    `accelerate launch` on the same photos, and says whether their CSVs agree."""
+    spec = importlib.util.spec_from_file_location("bench_processes", ROOT / "scripts" / "bench_processes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "out"
+    result = mod.main(["--photos", "12", "--camera", "160x120", "--configs", "1x1", "2x1", "--batch-size",
+                       "2", "--workers", "0", "--work", str(tmp_path / "work"), "--out", str(out)])
+    assert json.loads((out / "processes.json").read_text()) == result
+    assert [(r["processes"], r["threads_each"]) for r in result["rows"]] == [(1, 1), (2, 1)]
+    assert all(r["seconds"] > 0 and r["one_photo_s"] > 0 and r["photos_per_s"] > 0 for r in result["rows"])
+    assert all(r["same_csv"] and r["same_regions"] for r in result["rows"])
+    assert "cores; " in result["cpu"] and result["photos"] == 12

@@ -351,3 +351,15 @@ def test_a_killed_process_and_resume_lose_and_duplicate_nothing(tmp_path, model_
     assert out.read_bytes() == (tmp_path / "ref.csv").read_bytes()
     assert len({r["image"] for r in _rows(out)}) == len(_rows(out)) == 15
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_an_error_names_the_process_that_hit_it(tmp_path, monkeypatch, capsys):
+    from loscat_hf.cli import main
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["predict", "--model", "m", "--images", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("loscat-hf: error (process 1 of 2): --out ")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert main(["predict", "--model", "m", "--images", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("loscat-hf: error: --out ")

@@ -43,7 +43,8 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="predictions CSV to write")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-workers", type=int, default=default_workers(8),
-                   help="decoding processes (default: cores - 1, at most 8; 0 = in the main process)")
+                   help="decoding processes (default: cores - 1, at most 8; under accelerate launch, each "
+                   "process's share of the cores - 1; 0 = in the main process)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when present)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto = bf16 on a GPU, fp32 on CPU; int8 = ONNX Runtime dynamic quantisation (CPU "

@@ -334,7 +334,7 @@ def _label(out: Path, procs, predictor, done: dict[str, dict[str, str]], record:
         if not procs.main:
             f, writer = _open_part(stack, out, procs.index)
         procs.check_same("run record", runs.run_id(out), "out")
-        desc = "predicting" if procs.count == 1 else f"predicting (process 1 of {procs.count})"
+        desc = "predicting" if procs.count == 1 else f"predicting (process 0 of {procs.count}, its shard)"
         bar = tqdm(total=len(items), desc=desc, unit="photo",
                    disable=not progress or not items or not procs.main)
         # closing(): an exception or Ctrl-C shuts the decoding pool down at once, not at garbage collection
