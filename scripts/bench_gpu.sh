@@ -3,15 +3,17 @@
 # 0 and 16 workers against the plain Trainer in fp32 and bf16, same run), labelling against
 # transformers.pipeline, ViT-B/16-384 training with --compile (time-boxed: compiling takes minutes), and
 # `predict` over several processes against one (scripts/bench_processes.py: ViT-B/16-384 on camera-sized
-# photos, default and 15 decoding workers, 2 processes sharing each GPU and one per GPU).
-#   bash scripts/bench_gpu.sh OUTDIR                  # every part: about 11 minutes on an H200 host
-#   bash scripts/bench_gpu.sh OUTDIR train label      # some parts (train label compile processes), e.g. to
-#                                                     # fit a 10-minute limit per command: two calls
+# photos, default and 15 decoding workers, 2 processes sharing each GPU and one per GPU), and a torch.profiler
+# op table of ViT-B/16-384 training steps (where the step time goes: attention, optimizer, copies, syncs).
+#   bash scripts/bench_gpu.sh OUTDIR                  # every part (train+label+compile: ~8 min on an H200;
+#                                                     # processes and profile not yet timed on a GPU)
+#   bash scripts/bench_gpu.sh OUTDIR train label      # some parts (train label compile processes profile),
+#                                                     # e.g. two calls to fit a 10-minute limit per command
 # Wheels in .whl/ (e.g. a newer transformers than the GPU image's) are installed to /tmp/site first.
 set -uo pipefail
-out=${1:?usage: bash scripts/bench_gpu.sh OUTDIR [train] [label] [compile] [processes]}
+out=${1:?usage: bash scripts/bench_gpu.sh OUTDIR [train] [label] [compile] [processes] [profile]}
 shift
-parts=" ${*:-train label compile processes} "
+parts=" ${*:-train label compile processes profile} "
 mkdir -p "$out"
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -48,4 +50,9 @@ if [[ $parts == *" processes "* ]]; then
     python3 scripts/bench_processes.py "$@" --out "$0/processes" &&
     python3 scripts/bench_processes.py "$@" --workers 15 --out "$0/processes-15"' "$out" "${proc[@]}" \
     2>&1 | tee "$out/processes.log"
+fi
+if [[ $parts == *" profile "* ]]; then
+  timeout "${PROFILE_S:-150}" python3 scripts/benchmark.py train --photos 48 --camera 3000x2000 --batch 64 \
+    --steps 3 --plain-steps 1 --presets vit-base-384-random --profile 5 --out "$out/profile" 2>&1 \
+    | tee "$out/profile.log"
 fi

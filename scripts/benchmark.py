@@ -238,6 +238,36 @@ class StepClock:
         return {"images_per_s": rate((len(self.ends) - 1) * batch, wall), "input_wait_share": wait / wall}
 
 
+class StepProfiler:
+    """Trainer callback: torch.profiler over `steps` training steps after two warm-up steps, so a GPU run says
+    where a step's time goes (attention kernels, the optimizer, copies, host syncs); the op table is written
+    to `path` (self device time on a GPU, self CPU time otherwise). Its own run: it slows the steps it
+    records, so no timed row has it."""
+
+    def __init__(self, steps: int, path: Path) -> None:
+        from torch.profiler import ProfilerActivity, profile, schedule
+        from transformers import TrainerCallback
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+        prof = profile(activities=activities, schedule=schedule(wait=0, warmup=2, active=steps, repeat=1),
+                       record_shapes=False)
+        self.prof, self.path = prof, path
+
+        class _Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kw):
+                prof.start()
+
+            def on_step_end(self, args, state, control, **kw):
+                prof.step()
+
+            def on_train_end(self, args, state, control, **kw):
+                prof.stop()
+                key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+                path.write_text(prof.key_averages().table(sort_by=key, row_limit=30))
+
+        self.callback = _Callback()
+
+
 def loscat_trainer(data: dict, tax, args, preset: str, out: str, steps: int, workers: int):
     """The trainer `loscat-hf train` builds (training.build_trainer), set to run `steps` full-model steps."""
     from loscat_hf.data.dataset import load_packed_dataset
@@ -310,10 +340,16 @@ def bench_train(data: dict, args) -> dict:
                 targs = trainer.args
                 row = {"preset": preset, "path": path, "workers": workers, "bf16": bool(targs.bf16),
                        "optim": str(targs.optim.value if hasattr(targs.optim, "value") else targs.optim),
+                       "attn": getattr(trainer.model.config, "_attn_implementation", None),
                        "steps": trainer.args.max_steps, **clock.summary(args.batch)}
                 row["mfu"] = (row["images_per_s"] * 3 * vit_forward_gflops(trainer.model.config)
                               / 1e3 / peaks[reference])
                 rows.append(row)
+        if args.profile:  # a separate run of the loscat-hf path with --workers workers
+            with tempfile.TemporaryDirectory() as tmp:
+                trainer = loscat_trainer(data, tax, args, preset, tmp, args.profile + 3, args.workers)
+                trainer.add_callback(StepProfiler(args.profile, args.out / f"profile_{preset}.txt").callback)
+                trainer.train()
     for preset in presets:
         plain_default = [r["images_per_s"] for r in rows
                          if r["preset"] == preset and r["path"] == "plain-hf"][0]
@@ -644,6 +680,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="loscat-hf training in bf16: auto = as `loscat-hf train` decides (on where a GPU "
                         "has it); true on CPU runs the GPU recipe's code path")
     p.add_argument("--compile", action="store_true", help="loscat-hf training with torch.compile")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="train: also a torch.profiler run of STEPS steps (after 2 warm-up steps) of the "
+                   "loscat-hf path with --workers workers; op table in <out>/profile_<preset>.txt")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "loscat_bench")
     p.add_argument("--out", type=Path, default=Path("bench_results"))
     args = p.parse_args(argv)

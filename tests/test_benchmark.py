@@ -66,12 +66,16 @@ def test_gpu_recipe_runs_on_cpu(bench, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     out = tmp_path / "out"
-    bench.main(["train", "--quick", "--bf16", "true", "--workers", "1", "--work", str(tmp_path / "work"),
-                "--out", str(out)])
+    bench.main(["train", "--quick", "--bf16", "true", "--workers", "1", "--profile", "2", "--work",
+                str(tmp_path / "work"), "--out", str(out)])
     rows = json.loads((out / "train.json").read_text())["rows"]
     ours = [r for r in rows if r["path"] == "loscat-hf"]
     assert ours and all(r["bf16"] and r["optim"] == "adamw_torch_fused" and r["images_per_s"] > 0
                         for r in ours)
+    assert all(r["attn"] == "sdpa" for r in ours)  # the attention implementation the model really runs
+    # --profile: a separate profiled run's op table, where a GPU run shows where a step's time goes
+    table = (out / "profile_tiny.txt").read_text()
+    assert "Self CPU" in table and "aten::" in table
 
 
 def test_vit_flop_count_matches_the_known_vit_b_figure(bench):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import save_tiny_model
@@ -120,3 +122,16 @@ def test_overlays_have_the_photos_size_not_the_models(tiny_model, tmp_path):
     s = pred.image_size
     assert s < 100 and bare.overlay.size == (s, s) and with_photo.overlay.size == photo.size
     np.testing.assert_array_equal(with_photo.heat, bare.heat)  # the same map, drawn larger
+
+
+def test_photos_of_one_name_get_overlays_of_their_own(tiny_model, tmp_path):
+    from loscat_hf.infer.explain import explain_folder, overlay_names
+
+    assert overlay_names([Path("a/x.jpg"), Path("b/x.png"), Path("x-2.jpg"), Path("c/x.jpg")]) == \
+        ["x.explain.png", "x-2.explain.png", "x-2-2.explain.png", "x-3.explain.png"]
+    for sub, seed in (("a", 0), ("b", 1)):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        _photos()[seed].save(tmp_path / "in" / sub / "IMG_1.png")
+    result = explain_folder(tiny_model, [tmp_path / "in"], tmp_path / "o")
+    assert sorted(p.name for p in result.overlays) == ["IMG_1-2.explain.png", "IMG_1.explain.png"]
+    assert all(p.is_file() for p in result.overlays)

@@ -75,10 +75,12 @@ def test_each_process_gets_its_own_device(monkeypatch):
     assert one.device(None) is None and one.device("cuda:1") == "cuda:1"
     third = shards.Processes(index=2, count=3, local_index=2)
     assert third.device("cpu") == "cpu"
-    for gpus, expected in ((0, "cpu"), (1, "cuda:0"), (2, "cuda:0"), (4, "cuda:2")):
+    for gpus, expected in ((1, "cuda:0"), (2, "cuda:0"), (4, "cuda:2")):
         monkeypatch.setattr(torch.cuda, "is_available", lambda n=gpus: n > 0)
         monkeypatch.setattr(torch.cuda, "device_count", lambda n=gpus: n)
         assert third.device(None) == third.device("cuda") == expected  # more processes than GPUs share them
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert third.device(None) is None and third.device("cuda") == "cuda"  # as one process: cuda fails to load
     with pytest.raises(LoscatError, match="its own GPU"):
         third.device("cuda:0")
 
@@ -120,7 +122,7 @@ class _ThreadProcesses(shards.Processes):
         self.barrier, self.board = barrier, board
 
     def wait(self) -> None:
-        self.barrier.wait(timeout=60)
+        self.barrier.wait(timeout=20)  # a process left waiting for one that stopped: BrokenBarrierError
 
     def gather(self, value):
         self.board[self.index] = value
@@ -136,9 +138,11 @@ class _ThreadProcesses(shards.Processes):
         pass
 
 
-def _as_processes(monkeypatch, count: int, fn):
-    """Run fn() in `count` threads, each one process of a launch; returns their results in process order."""
-    barrier, board, results, errors = threading.Barrier(count), {}, {}, {}
+def _as_processes(monkeypatch, count: int, fn, errors: dict | None = None):
+    """Run fn() in `count` threads, each one process of a launch; returns their results in process order.
+    `errors`: filled with each process's exception instead of raising the first."""
+    barrier, board, results = threading.Barrier(count), {}, {}
+    caught = {} if errors is None else errors
     local = threading.local()
     monkeypatch.setattr(shards, "launched", lambda device=None: local.procs)
 
@@ -147,17 +151,16 @@ def _as_processes(monkeypatch, count: int, fn):
         try:
             results[index] = fn()
         except BaseException as exc:  # noqa: BLE001 - handed to the test below
-            errors[index] = exc
-            barrier.abort()
+            caught[index] = exc  # (no barrier.abort(): it would also break a barrier just passed)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
-    if errors:
-        raise next(e for e in errors.values() if not isinstance(e, threading.BrokenBarrierError))
-    return [results[i] for i in range(count)]
+    if caught and errors is None:
+        raise next(e for e in caught.values() if not isinstance(e, threading.BrokenBarrierError))
+    return [results.get(i) for i in range(count)]
 
 
 def test_two_processes_write_the_csv_one_process_writes(tmp_path, predictor, monkeypatch):
@@ -231,6 +234,58 @@ def test_processes_that_see_other_files_are_refused(monkeypatch):
 
     with pytest.raises(LoscatError, match="process 1 of 2 sees other files than process 0"):
         _as_processes(monkeypatch, 2, run)
+
+
+def test_a_run_killed_after_its_record_keeps_no_row_of_an_earlier_run(tmp_path, predictor, monkeypatch):
+    """The first process removes an earlier run's parts before it writes this run's record: a run killed
+    right after the record leaves no part for the record to vouch for."""
+    images = _photos(tmp_path / "img")
+    reference = tmp_path / "ref.csv"
+    predict_folder(predictor, images, reference, batch_size=2, progress=False)
+    out = tmp_path / "out.csv"
+    _leftovers(out, _rows(reference), predictor, {2: slice(0, 14)})
+    runs.write_record(out, runs.run_record(predictor, "m", tta=True, top_k=3, columns=COLUMNS))  # another run
+    write = runs.write_record
+
+    def killed(*args, **kw):
+        write(*args, **kw)
+        raise KeyboardInterrupt  # the run stops the moment its record is on disk
+
+    monkeypatch.setattr(runs, "write_record", killed)
+    with pytest.raises(KeyboardInterrupt):
+        predict_folder(predictor, images, out, batch_size=2, progress=False)
+    monkeypatch.setattr(runs, "write_record", write)
+    summary = predict_folder(predictor, images, out, batch_size=2, resume=True, progress=False)
+    assert summary.resumed == 0  # the tta run's rows are gone, not taken for this run's
+    assert out.read_bytes() == reference.read_bytes()
+
+
+def test_an_error_in_one_process_stops_every_process(monkeypatch):
+    def run():
+        me = shards.launched()
+        with me.together():
+            if me.index == 1:
+                raise LoscatError("images 'x' does not exist", param="images")
+        return "went on"
+
+    errors: dict = {}
+    _as_processes(monkeypatch, 2, run, errors)
+    assert str(errors[1]) == "images 'x' does not exist"  # where it happened, as it was
+    # and process 0, which met no error of its own, stops too, rather than wait for process 1 at a barrier
+    assert isinstance(errors[0], LoscatError) and errors[0].params == ("images",)
+    assert str(errors[0]) == "process 1 of 2 stopped: images 'x' does not exist"
+
+
+def test_processes_whose_answers_would_differ_are_refused(tmp_path, predictor, monkeypatch):
+    """One run record vouches for every part: a process computing in other numerics (a node without a GPU,
+    a GPU without bf16) is refused before any photo runs."""
+    images = _photos(tmp_path / "img")
+    numerics = runs.numerics
+    monkeypatch.setattr(runs, "numerics", lambda p: "bf16" if shards.launched().index == 1 else numerics(p))
+    with pytest.raises(LoscatError, match="process 1 of 2 sees other settings"):
+        _as_processes(monkeypatch, 2, lambda: predict_folder(predictor, images, tmp_path / "o.csv",
+                                                             batch_size=2, progress=False))
+    assert not list(tmp_path.glob("o.csv*"))
 
 
 # --- the real launch: accelerate, gloo, a killed process --------------------------------------------------
@@ -310,9 +365,9 @@ def _data_rows(path: Path) -> int:
 @pytest.mark.skipif(not hasattr(os, "mkfifo") or not Path("/proc/self/environ").exists(),
                     reason="needs a FIFO and /proc")
 def test_a_killed_process_and_resume_lose_and_duplicate_nothing(tmp_path, model_dir):
-    """Process 1 stalls on a photo that is a FIFO (its open blocks until a writer comes), after writing two
-    batches; it is killed (SIGKILL), torchrun stops process 0, and `--resume` under two processes finishes the
-    CSV a one-process run writes."""
+    """Process 1 stalls on a photo that is a FIFO (its open blocks until a writer comes), after writing its
+    first batch; it is killed (SIGKILL), torchrun stops process 0, and `--resume` under two processes finishes
+    the CSV a one-process run writes."""
     folder = _photos(tmp_path / "img")
     names = sorted(p.name for p in folder.iterdir())
     names.insert(10, "slow.jpg")  # batch 6 of 8: in process 1's shard (batches 5-8), after its first batch
@@ -336,6 +391,8 @@ def test_a_killed_process_and_resume_lose_and_duplicate_nothing(tmp_path, model_
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0 and not out.exists()
+    for index in (0, 1):  # each process's part: owner-only, as the CSV
+        assert shards.part_path(out, index).stat().st_mode & 0o777 == 0o600
     (folder / "slow.jpg").unlink()  # the photo is a plain file now
     buf = io.BytesIO()
     Image.fromarray(np.full((50, 70, 3), 90, np.uint8)).save(buf, "JPEG")
@@ -356,8 +413,9 @@ def test_a_killed_process_and_resume_lose_and_duplicate_nothing(tmp_path, model_
 def test_an_error_names_the_process_that_hit_it(tmp_path, monkeypatch, capsys):
     from loscat_hf.cli import main
 
-    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("RANK", "1")  # as accelerate launch sets them; the processes themselves are not needed
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(shards, "launched", shards.Processes)
     assert main(["predict", "--model", "m", "--images", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("loscat-hf: error (process 1 of 2): --out ")
     monkeypatch.setenv("WORLD_SIZE", "1")

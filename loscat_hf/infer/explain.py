@@ -160,6 +160,21 @@ def _list_images(sources: Sequence[str | os.PathLike]) -> list[Path]:
     return files
 
 
+def overlay_names(files: Sequence[Path]) -> list[str]:
+    """`<stem>.explain.png` per photo; photos of one name in different folders (`a/IMG_1.jpg`, `b/IMG_1.jpg`)
+    get `IMG_1-2`, `IMG_1-3`, ... in input order, so no overlay overwrites another (nor do two processes write
+    one file)."""
+    names: list[str] = []
+    taken: set[str] = set()
+    for f in files:
+        stem, k = f.stem, 1
+        while (name := stem if k == 1 else f"{stem}-{k}") in taken:
+            k += 1
+        taken.add(name)
+        names.append(f"{name}.explain.png")
+    return names
+
+
 NONE_SHOWN = "(none above threshold)"  # a multi-region model's answer when no class passes its threshold
 
 
@@ -206,14 +221,16 @@ def explain_folder(model: str, images: Sequence[str | os.PathLike], out: str | o
     from loscat_hf.io.images import ImageProblemError
 
     procs = shards.launched()
+    device = procs.device(None)
     with procs.main_first():
-        predictor = load_predictor(model, device=procs.device(None), precision=precision, backend=backend,
-                                   explain=True)
-    files = _list_images(images)
+        predictor = load_predictor(model, device=device, precision=precision, backend=backend, explain=True)
+    with procs.together():  # a node that cannot see the photos or out stops every process
+        files = _list_images(images)
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
     procs.check_same("files", shards.digest([str(f) for f in files]), "images")
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     result = ExplainResult([], [], multi_label=predictor.folder.multi_label)
+    targets = dict(zip(files, overlay_names(files), strict=True))
     mine = shards.shard(files, batch_size, procs.index, procs.count)
     for start in tqdm(range(0, len(mine), batch_size), desc="explain", unit="batch", disable=not procs.main):
         chunk = mine[start:start + batch_size]
@@ -231,13 +248,12 @@ def explain_folder(model: str, images: Sequence[str | os.PathLike], out: str | o
             continue
         for f, ex in zip(good, explain_pixels(predictor, torch.stack(pixels), photos=photos), strict=True):
             pred = predictor.from_logits(ex.logits[None], top_k=1)[0]
-            target = out_dir / f"{f.stem}.explain.png"
+            target = out_dir / targets[f]
             ex.overlay.save(target)
             result.explained.append((f, pred.label, pred.probability, target))
             result.regions.append(list(pred.regions))
     if procs.count > 1:  # the shards are contiguous: joined in process order, they are in input order
         parts = procs.gather(result)
-        procs.close()
         result = ExplainResult([row for part in parts for row in part.explained],
                                [row for part in parts for row in part.skipped],
                                [row for part in parts for row in part.regions], result.multi_label,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
 import uuid
 from collections import Counter
@@ -267,34 +268,41 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
         raise LoscatError("batch_size must be at least 1", param="batch_size")
     out = Path(out)
     partial = shards.part_path(out, 0)
-    check_output_path(out)
-    procs = shards.launched(device)
-    items = list_inputs(images, exclude=(out, partial, runs.record_path(out), *shards.other_parts(out)))
+    procs = shards.launched()
+    with procs.together():  # a node that cannot see the photos or out stops every process
+        check_output_path(out)
+        items = list_inputs(images, exclude=(out, partial, runs.record_path(out), *shards.other_parts(out)))
     procs.check_same("files", shards.digest([key for key, _ in items]), "images")
+    device = procs.device(device)
     with procs.main_first():  # a download or a graph export happens once
-        predictor = load_predictor(model, device=procs.device(device), precision=precision, backend=backend,
+        predictor = load_predictor(model, device=device, precision=precision, backend=backend,
                                    min_confidence=min_confidence, min_margin=min_margin)
     name = str(model) if isinstance(model, (str, os.PathLike)) else predictor.folder.name or "MODEL"
     record = runs.run_record(predictor, name, tta=tta, top_k=TOP_K, columns=COLUMNS)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LoscatError(f"out {out}: cannot create {out.parent} ({exc.strerror})", param="out") from None
+    # one record vouches for every part: a process whose answers would differ (no GPU, no bf16) is refused
+    procs.check_same("settings (model, device, numerics)",
+                     shards.digest([json.dumps(record, sort_keys=True)]), "device",
+                     hint="give every process the same kind of device")
 
     done: dict[str, dict[str, str]] = {}
-    if resume:  # refused before anything is written: the earlier files stay as they are
-        earlier = runs.earlier_rows(out, [partial, *shards.other_parts(out)], record)
-        runs.check_rows(earlier, predictor.labels, [key for key, _ in items], TOP_K,
-                        predictor.min_confidence, predictor.min_margin, predictor.folder.thresholds)
-        done = {row["image"]: row for _, _, row in earlier}
+    with procs.together():  # refused before anything is written: the earlier files stay as they are
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LoscatError(f"out {out}: cannot create {out.parent} ({exc.strerror})",
+                              param="out") from None
+        if resume:
+            earlier = runs.earlier_rows(out, [partial, *shards.other_parts(out)], record)
+            runs.check_rows(earlier, predictor.labels, [key for key, _ in items], TOP_K,
+                            predictor.min_confidence, predictor.min_margin, predictor.folder.thresholds)
+            done = {row["image"]: row for _, _, row in earlier}
+    # (together() is a barrier: every process has read the earlier files before the first rewrites them)
     todo = [item for item in items if item[0] not in done]
-    procs.wait()  # every process has read the earlier files before the first rewrites them
     mine = shards.shard(todo, batch_size, procs.index, procs.count)
     rows = _label(out, procs, predictor, done, record, mine, batch_size=batch_size, num_workers=num_workers,
                   tta=tta, progress=progress)
     procs.wait()  # every part is complete
     if not procs.main:
-        procs.close()
         return _summary(list(rows.values()), out, 0, predictor, name, main=False)
     for part in shards.other_parts(out):
         rows.update((row["image"], row) for row in read_rows(part))
@@ -304,7 +312,6 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
                           "run again with resume=True", param="out")
     ordered = [rows[key] for key, _ in items]  # resume kept only rows of listed files
     _write_output(out, ordered, record)
-    procs.close()
     return _summary(ordered, out, len(done), predictor, name)
 
 
@@ -321,18 +328,19 @@ def _label(out: Path, procs, predictor, done: dict[str, dict[str, str]], record:
 
     rows: dict[str, dict[str, Any]] = dict(done) if procs.main else {}
     with contextlib.ExitStack() as stack:
-        if procs.main:
-            f, writer = _open_part(stack, out, 0)
-            writer.writerows(done.values())
-            f.flush()
-            os.fsync(f.fileno())
-            for stale in shards.other_parts(out):  # their kept rows are in the first part now
-                stale.unlink()
-            # the parts now hold every row kept: from here on the record vouches for the parts only
-            runs.write_record(out, record | {"run": uuid.uuid4().hex})
-        procs.wait()
-        if not procs.main:
-            f, writer = _open_part(stack, out, procs.index)
+        with procs.together():  # also the barrier: the others create their parts only after this
+            if procs.main:
+                f, writer = _open_part(stack, out, 0)
+                writer.writerows(done.values())
+                f.flush()
+                os.fsync(f.fileno())
+                for stale in shards.other_parts(out):  # their kept rows are in the first part now
+                    stale.unlink()
+                # the parts now hold every row kept: from here on the record vouches for the parts only
+                runs.write_record(out, record | {"run": uuid.uuid4().hex})
+        with procs.together():
+            if not procs.main:
+                f, writer = _open_part(stack, out, procs.index)
         procs.check_same("run record", runs.run_id(out), "out")
         desc = "predicting" if procs.count == 1 else f"predicting (process 0 of {procs.count}, its shard)"
         bar = tqdm(total=len(items), desc=desc, unit="photo",

@@ -6,9 +6,14 @@ model in the same batch as in a one-process run and gets the same answer. It app
 resumable part (`part_path`: `<out>.partial` for the first process, as a one-process run writes, and
 `<out>.<i>.partial` for process i); once every process has finished, the first merges the parts into the CSV,
 in input order. The processes meet only at a few barriers (after reading the earlier files, after the first
-has prepared the run, at the end); a process that dies takes the launch down (torchrun stops the others), and
-`--resume` reads every part, whatever the number of processes that wrote it. Several nodes need the photos
-and `--out` on a filesystem all of them see: `Processes.check_same` refuses a run where they differ.
+has prepared the run, at the end); a step each process takes on its own (listing the input, opening its part)
+runs inside `Processes.together`, so an error on one is raised on all of them instead of leaving the others at
+a barrier. A process that dies takes the launch down (torchrun stops the others), and `--resume` reads every
+part, whatever the number of processes that wrote them. Several nodes need the photos and `--out` on a
+filesystem all of them see: `Processes.check_same` refuses a run where they differ.
+
+The processes talk over gloo, GPUs or not: they exchange only barriers and small objects, and NCCL would
+refuse two processes on one GPU (more processes than GPUs add decoding processes per GPU).
 
 `launched()` is the one place that asks accelerate whether this process is one of several; a plain run never
 imports torch here (predict's fast start stays torch-free).
@@ -64,25 +69,49 @@ class Processes:
     @contextlib.contextmanager
     def main_first(self) -> Iterator[None]:
         """The first process runs the block before the others: a model download or an ONNX graph export
-        happens once, and the others then read it from the cache."""
+        happens once, and the others then read it from the cache. Should it fail there, the others still run
+        the block (and meet the same error, e.g. a model folder that does not exist)."""
         if not self.main:
             self.wait()
-        yield
-        if self.main:
-            self.wait()
+        try:
+            yield
+        finally:
+            if self.main:
+                self.wait()
 
-    def check_same(self, what: str, value: str, param: str) -> None:
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """A step each process takes on its own: an error in any process is raised in every one (the others'
+        as a LoscatError naming the process), so none waits at a barrier for a process that has stopped."""
+        failed: Exception | None = None
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - handed to every process below, then raised here as it was
+            failed = exc
+        if self.count > 1:
+            seen = self.gather(None if failed is None else
+                               (str(failed), failed.params if isinstance(failed, LoscatError) else ()))
+            first = next(((i, what) for i, what in enumerate(seen) if what), None)
+            if failed is None and first is not None:
+                (index, (message, params)) = first
+                raise LoscatError(f"process {index} of {self.count} stopped: {message}", param=params)
+        if failed is not None:
+            raise failed
+
+    def check_same(self, what: str, value: str | None, param: str,
+                   hint: str = "with several nodes, give every node the same path on a filesystem they all "
+                   "share") -> None:
         """Refuse, on every process, a run where the processes see different `value`s (e.g. a listing of
         `--images` that a node without the shared filesystem lists differently)."""
         seen = self.gather(value)
         if odd := [i for i, v in enumerate(seen) if v != seen[0]]:
             raise LoscatError(f"{param}: process {odd[0]} of {self.count} sees other {what} than process 0; "
-                              "with several nodes, give every node the same path on a filesystem they all "
-                              "share", param=param)
+                              f"{hint}", param=param)
 
     def device(self, requested: str | None) -> str | None:
         """The device this process runs on: each process of a multi-GPU launch its own GPU (more processes
-        than GPUs share them in turn: more decoding processes per GPU)."""
+        than GPUs share them in turn: more decoding processes per GPU). Without a GPU, `cuda` stays `cuda`, so
+        loading fails as in a one-process run."""
         if self.count == 1 or requested == "cpu":
             return requested
         if requested not in (None, "cuda"):
@@ -91,27 +120,22 @@ class Processes:
         import torch
 
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        return f"cuda:{self.local_index % gpus}" if gpus else "cpu"
-
-    def close(self) -> None:
-        """Leave the process group (torch warns about one left open at exit)."""
-        if self.count > 1:
-            self.state.destroy_process_group()
+        return f"cuda:{self.local_index % gpus}" if gpus else requested
 
 
-def launched(device: str | None = None) -> Processes:
-    """Processes of this launch: several when `accelerate launch`/torchrun set WORLD_SIZE > 1 (gloo on CPU,
-    NCCL on GPUs: accelerate's PartialState), else one, without importing torch."""
+def launched() -> Processes:
+    """Processes of this launch: several when `accelerate launch`/torchrun set WORLD_SIZE > 1 (accelerate's
+    PartialState over gloo; its process group lives as long as the process, as accelerate's does, and one
+    the caller set up already is used as it is), else one, without importing torch."""
     try:
         count = int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
         count = 1
     if count <= 1:
         return Processes()
-    import torch
     from accelerate import PartialState
 
-    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available(), timeout=BARRIER_TIMEOUT)
+    state = PartialState(cpu=True, timeout=BARRIER_TIMEOUT)
     if state.num_processes != count:
         raise LoscatError(f"WORLD_SIZE is {count} but accelerate set up {state.num_processes} process(es): "
                           "launch with `accelerate launch --multi_gpu --num_processes N` (on CPU too) or "
@@ -138,7 +162,8 @@ def other_parts(out: Path) -> list[Path]:
     if not out.parent.is_dir():
         return []
     pattern = re.compile(re.escape(out.name) + r"\.([0-9]+)\.partial")
-    found = [(int(m.group(1)), path) for path in out.parent.iterdir() if (m := pattern.fullmatch(path.name))]
+    found = [(int(m.group(1)), path) for path in out.parent.iterdir()
+             if (m := pattern.fullmatch(path.name)) and path.is_file()]
     return [path for _, path in sorted(found)]
 
 
