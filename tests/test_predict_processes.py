@@ -117,8 +117,9 @@ def test_cpu_description_names_the_vector_units():
 class _ThreadProcesses(shards.Processes):
     """A process of a launch, played by a thread: barriers and gathers through `threading`."""
 
-    def __init__(self, index: int, count: int, barrier: threading.Barrier, board: dict) -> None:
-        super().__init__(index=index, count=count, local_index=index)
+    def __init__(self, index: int, count: int, barrier: threading.Barrier, board: dict,
+                 local_index: int | None = None) -> None:
+        super().__init__(index=index, count=count, local_index=index if local_index is None else local_index)
         self.barrier, self.board = barrier, board
 
     def wait(self) -> None:
@@ -138,16 +139,18 @@ class _ThreadProcesses(shards.Processes):
         pass
 
 
-def _as_processes(monkeypatch, count: int, fn, errors: dict | None = None):
+def _as_processes(monkeypatch, count: int, fn, errors: dict | None = None, per_node: int | None = None):
     """Run fn() in `count` threads, each one process of a launch; returns their results in process order.
-    `errors`: filled with each process's exception instead of raising the first."""
+    `errors`: filled with each process's exception instead of raising the first; `per_node`: processes per
+    node (their local index), else all on one node."""
     barrier, board, results = threading.Barrier(count), {}, {}
     caught = {} if errors is None else errors
     local = threading.local()
     monkeypatch.setattr(shards, "launched", lambda device=None: local.procs)
 
     def run(index: int) -> None:
-        local.procs = _ThreadProcesses(index, count, barrier, board)
+        local.procs = _ThreadProcesses(index, count, barrier, board,
+                                       None if per_node is None else index % per_node)
         try:
             results[index] = fn()
         except BaseException as exc:  # noqa: BLE001 - handed to the test below
@@ -234,6 +237,21 @@ def test_processes_that_see_other_files_are_refused(monkeypatch):
 
     with pytest.raises(LoscatError, match="process 1 of 2 sees other files than process 0"):
         _as_processes(monkeypatch, 2, run)
+
+
+def test_the_model_loads_on_process_0_first_then_on_each_other_node_first(monkeypatch):
+    spans: dict[int, tuple[float, float]] = {}
+
+    def run():
+        me = shards.launched()
+        with me.main_first():
+            start = time.monotonic()
+            time.sleep(0.05)  # a later turn that did not wait would start within this
+            spans[me.index] = (start, time.monotonic())
+
+    _as_processes(monkeypatch, 4, run, per_node=2)  # processes 0, 1 on one node, 2, 3 on another
+    assert spans[0][1] <= spans[2][0]  # process 0 first
+    assert spans[2][1] <= min(spans[1][0], spans[3][0])  # then the first of the other node, then the rest
 
 
 def test_a_run_killed_after_its_record_keeps_no_row_of_an_earlier_run(tmp_path, predictor, monkeypatch):

@@ -68,15 +68,17 @@ class Processes:
 
     @contextlib.contextmanager
     def main_first(self) -> Iterator[None]:
-        """The first process runs the block before the others: a model download or an ONNX graph export
-        happens once, and the others then read it from the cache. Should it fail there, the others still run
-        the block (and meet the same error, e.g. a model folder that does not exist)."""
-        if not self.main:
+        """Process 0 runs the block first, then the first process of every other node, then the rest: a
+        model download or an ONNX graph export happens once per cache (a node's own disk, or one they share),
+        and the others read it from there. Should it fail in one, the others still run the block (and meet
+        the same error, e.g. a model folder that does not exist)."""
+        turn = 0 if self.main else 1 if self.local_index == 0 else 2
+        for _ in range(turn if self.count > 1 else 0):
             self.wait()
         try:
             yield
         finally:
-            if self.main:
+            for _ in range(turn, 2 if self.count > 1 else 0):
                 self.wait()
 
     @contextlib.contextmanager
