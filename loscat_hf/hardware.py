@@ -58,9 +58,9 @@ def cpu_description() -> str:
                     break
     except OSError:
         pass
+    if not flags:
+        return f"{name} ({usable_cores()} cores; vector units unknown)"
     has = [unit for unit, names in CPU_UNITS.items() if flags & set(names)]
     lacks = [unit for unit in CPU_UNITS if unit not in has]
     units = "; ".join(part for part in (", ".join(has), "no " + ", ".join(lacks) if lacks else "") if part)
-    if not flags:
-        units = "vector units unknown"
     return f"{name} ({usable_cores()} cores; {units})"

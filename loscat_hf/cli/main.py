@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -66,8 +65,10 @@ def _log_to_console() -> None:
 
 def _process() -> str:
     """Which process speaks, under `accelerate launch` with several (each may say its own error)."""
-    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE", "1")
-    return f" (process {rank} of {world})" if rank is not None and world not in ("", "0", "1") else ""
+    from loscat_hf.infer.shards import position
+
+    index, count = position()
+    return f" (process {index} of {count})" if count > 1 else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

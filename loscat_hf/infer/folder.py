@@ -304,14 +304,15 @@ def predict_folder(model, images: str | os.PathLike, out: str | os.PathLike, *, 
     procs.wait()  # every part is complete
     if not procs.main:
         return _summary(list(rows.values()), out, 0, predictor, name, main=False)
-    for part in shards.other_parts(out):
+    others = shards.other_parts(out)
+    for part in others:
         rows.update((row["image"], row) for row in read_rows(part))
     if missing := [key for key, _ in items if key not in rows]:
         raise LoscatError(f"out {out}: {len(missing)} photo(s) have no row (first: {missing[0]}): with "
                           "several nodes, out must be on a filesystem they all share; the parts are kept, "
                           "run again with resume=True", param="out")
     ordered = [rows[key] for key, _ in items]  # resume kept only rows of listed files
-    _write_output(out, ordered, record)
+    _write_output(out, ordered, record, [partial, *others])
     return _summary(ordered, out, len(done), predictor, name)
 
 
@@ -384,10 +385,10 @@ def _open_part(stack: contextlib.ExitStack, out: Path, index: int):
     return f, writer
 
 
-def _write_output(out: Path, ordered: list[dict[str, Any]], record: dict[str, Any]) -> None:
+def _write_output(out: Path, ordered: list[dict[str, Any]], record: dict[str, Any],
+                  parts: Sequence[Path]) -> None:
     """The CSV atomically, then its hash in the run record, then the parts go."""
     from loscat_hf.infer import resume as runs
-    from loscat_hf.infer import shards
     from loscat_hf.io.hashing import file_sha256
 
     with atomic_file(out, private=True) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -395,7 +396,7 @@ def _write_output(out: Path, ordered: list[dict[str, Any]], record: dict[str, An
         writer.writeheader()
         writer.writerows(ordered)
     runs.write_record(out, record, output_sha256=file_sha256(out))
-    for part in (shards.part_path(out, 0), *shards.other_parts(out)):
+    for part in parts:
         part.unlink(missing_ok=True)
 
 

@@ -125,15 +125,21 @@ class Processes:
         return f"cuda:{self.local_index % gpus}" if gpus else requested
 
 
+def position() -> tuple[int, int]:
+    """(this process's index, the number of processes) as `accelerate launch`/torchrun set them (RANK,
+    WORLD_SIZE); (0, 1) for a plain run. The environment only: no torch, no process group."""
+    try:
+        return int(os.environ.get("RANK", "0")), max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 0, 1
+
+
 def launched() -> Processes:
     """Processes of this launch: several when `accelerate launch`/torchrun set WORLD_SIZE > 1 (accelerate's
     PartialState over gloo; its process group lives as long as the process, as accelerate's does, and one
     the caller set up already is used as it is), else one, without importing torch."""
-    try:
-        count = int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        count = 1
-    if count <= 1:
+    count = position()[1]
+    if count == 1:
         return Processes()
     from accelerate import PartialState
 
