@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
@@ -136,9 +137,14 @@ class Taxonomy:
         except RegionError:
             return False
 
+    @cached_property
+    def _positions(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Class and site positions, built once: `_order` is a sort key, called for every element sorted."""
+        return self.label2id, {n: i for i, n in enumerate(self.sites)}
+
     def _order(self, name: str) -> tuple:
         """Taxonomy order of a class or site name: by class, then site ('left_arm' before 'thigh')."""
-        classes, sites = self.label2id, {n: i for i, n in enumerate(self.sites)}
+        classes, sites = self._positions
         return classes.get(self.to_class(name), len(classes)), sites.get(name, -1), name
 
     def join(self, names) -> str:

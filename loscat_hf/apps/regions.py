@@ -12,8 +12,6 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from loscat_hf.taxonomy import SET_SEPARATOR
-
 if TYPE_CHECKING:
     from loscat_hf.infer.answers import PhotoPredictor, RegionPrediction
 
@@ -63,6 +61,4 @@ def batch_row(name: str, pred: RegionPrediction) -> list[Any]:
     """One photo's row under BATCH_HEADER: the regions shown ';'-joined most probable first and their scores
     in the same order, as predict's `regions` and `regions_probability` are, and the highest-scoring class
     (also when none passes). `labels` is not needed: the order is the prediction's."""
-    return [name, SET_SEPARATOR.join(c for c, _ in pred.regions),
-            SET_SEPARATOR.join(f"{score:.4f}" for _, score in pred.regions),
-            pred.label, round(pred.probability, 4), pred.needs_review, ""]
+    return [name, *pred.region_cells(), pred.label, round(pred.probability, 4), pred.needs_review, ""]

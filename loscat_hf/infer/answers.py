@@ -18,6 +18,7 @@ from loscat_hf.io.images import open_image, resize_eval
 from loscat_hf.model.calibration import apply_temperature, needs_review
 from loscat_hf.model.folder import DECODING_MODES, FULL, PACKED, Decoding, ModelFolder
 from loscat_hf.model.thresholds import needs_review_multi, regions, sigmoid
+from loscat_hf.taxonomy import SET_SEPARATOR
 
 ImageInput = str | os.PathLike | bytes | BinaryIO | Image.Image
 
@@ -61,6 +62,12 @@ class RegionPrediction:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def region_cells(self) -> tuple[str, str]:
+        """`regions` as predict writes them (its `regions` and `regions_probability` cells, the Space's batch
+        table): ';'-joined, most probable first, the scores to 4 decimals."""
+        return (SET_SEPARATOR.join(c for c, _ in self.regions),
+                SET_SEPARATOR.join(f"{score:.4f}" for _, score in self.regions))
 
 
 def to_predictions(logits: np.ndarray, labels: list[str], temperature: float, min_confidence: float,

@@ -124,7 +124,7 @@ def compare_backends(model: str, images: str | os.PathLike, candidates=COMPARE_C
     # the model's folder name only: a full path can name a person (a home folder, a clinic share)
     result = Comparison(model=os.path.basename(os.path.normpath(str(model))), photos=len(pixels),
                         unreadable=unreadable, reference_seconds_per_photo=ref_s,
-                        multi_label=bool(reference.folder.thresholds))
+                        multi_label=reference.folder.multi_label)
     for _backend, precision, predictor in others:
         logits, secs = _timed_logits(predictor, pixels, batch_size)
         preds = predictor.from_logits(logits)

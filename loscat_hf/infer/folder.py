@@ -34,7 +34,7 @@ from loscat_hf.defaults import REGIONS_PROB_COLUMN as REGIONS_PROB
 from loscat_hf.errors import LoscatError
 from loscat_hf.io.atomic import atomic_file
 from loscat_hf.io.csvsafe import SafeDictWriter, read_cell
-from loscat_hf.taxonomy import SET_SEPARATOR, split_set
+from loscat_hf.taxonomy import split_set
 
 if TYPE_CHECKING:
     from loscat_hf.model.folder import Decoding
@@ -226,8 +226,7 @@ def _prediction_row(key: str, pred) -> dict[str, Any]:
         label, prob = pred.top[k] if k < len(pred.top) else ("", None)
         row[f"top{k + 1}"] = label
         row[f"top{k + 1}_prob"] = "" if prob is None else f"{prob:.4f}"
-    row[REGIONS] = SET_SEPARATOR.join(label for label, _ in pred.regions)
-    row[REGIONS_PROB] = SET_SEPARATOR.join(f"{prob:.4f}" for _, prob in pred.regions)
+    row[REGIONS], row[REGIONS_PROB] = pred.region_cells()
     return row
 
 

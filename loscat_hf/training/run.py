@@ -63,7 +63,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy,
-                  ds=None) -> tuple[Trainer, object]:
+                  ds=None, problem_type: str | None = None) -> tuple[Trainer, object]:
     """The Trainer that `loscat-hf train` runs, and the (packed) dataset it trains on.
 
     Model, balanced sampler, transforms, two-phase callback and device-side normalisation all come from
@@ -75,7 +75,7 @@ def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy,
     from loscat_hf.model.processor import processor_resample, processor_size
     from loscat_hf.model.transforms import ImageTransform, collate
 
-    problem_type = problem_type_of(largs)
+    problem_type = problem_type or problem_type_of(largs)  # train() passes the one it decided
     multi = problem_type == MULTI_LABEL
     if ds is None:
         if largs.task == "scores" and is_multi_region(largs.dataset):
@@ -125,8 +125,7 @@ def build_trainer(largs: LoscatArguments, targs: TrainingArguments, taxonomy,
             phase1_frozen(model, largs.phase1_epochs, largs.phase1_trainable_blocks))
     # multi-label: the best checkpoint is picked by macro-F1 at per-class thresholds fitted on the same
     # validation photos (as it would be saved); macro_f1_at_0_5 is logged beside it
-    metrics = (compute_metrics_fn(list(taxonomy.classes), multi_label=True) if multi
-               else compute_metrics_fn(list(taxonomy.classes)))
+    metrics = compute_metrics_fn(list(taxonomy.classes), multi_label=multi)
     trainer = trainer_cls(
         model=model, args=targs, train_dataset=train_set, eval_dataset=eval_set, data_collator=collate,
         processing_class=processor, compute_metrics=metrics, callbacks=callbacks, sample_weights=weights,
@@ -195,7 +194,7 @@ def train(largs: LoscatArguments, targs: TrainingArguments) -> TrainResult:
     multi = problem_type == MULTI_LABEL
     identity = run_identity(largs, taxonomy, problem_type)
     resume, stale = prepare_output_dir(largs, targs, identity)
-    trainer, ds = build_trainer(largs, targs, taxonomy)
+    trainer, ds = build_trainer(largs, targs, taxonomy, problem_type=problem_type)
     # saved into every checkpoint's config.json; prediction decodes photos at the size training saw
     model_folder.record_training(trainer.model.config, run=identity,
                                  base_model=base_model_record(largs.model),
