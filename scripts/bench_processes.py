@@ -28,7 +28,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 from loscat_hf.hardware import cpu_description  # noqa: E402
 
@@ -56,14 +55,19 @@ def _photos(work: Path, n: int, camera: str) -> list[str]:
 
 
 def _model(work: Path, name: str) -> Path:
-    """A model folder as given, or a preset saved as `benchmark.py` saves it (under <work>/models)."""
+    """A model folder as given, or a preset saved under <work>/models, as `benchmark.py` saves it (not
+    imported from there: `import benchmark` can find onnxruntime's own module of that name first)."""
     if Path(name).is_dir():
         return Path(name)
-    from benchmark import _save_model
-
+    from loscat_hf.model.build import build_model_and_processor
     from loscat_hf.taxonomy import load_taxonomy
 
-    return _save_model(name, load_taxonomy(), work / "models")
+    d = work / "models" / name
+    if not (d / "config.json").is_file():
+        model, processor = build_model_and_processor(name, load_taxonomy())
+        model.save_pretrained(d)
+        processor.save_pretrained(d)
+    return d
 
 
 def _free_port() -> int:
